@@ -1,0 +1,132 @@
+//! Port-I/O and MMIO buses: address ranges mapped to device models, dispatched from the
+//! vCPU threads on KVM exits.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A device model reachable through a bus. `base` is the start of the range the access hit
+/// (a device may be mapped at several), `offset` the distance into it.
+pub trait BusDevice: Send {
+    fn read(&mut self, base: u64, offset: u64, data: &mut [u8]);
+    fn write(&mut self, base: u64, offset: u64, data: &[u8]);
+}
+
+pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BusError {
+    #[error("bus range {base:#x}+{len:#x} overlaps another device")]
+    Overlap { base: u64, len: u64 },
+    #[error("bus range {base:#x}+{len:#x} is empty or wraps around")]
+    BadRange { base: u64, len: u64 },
+}
+
+struct Range {
+    len: u64,
+    device: SharedDevice,
+}
+
+/// A set of non-overlapping address ranges.
+pub struct Bus {
+    name: &'static str,
+    ranges: BTreeMap<u64, Range>,
+    unhandled: AtomicU64,
+}
+
+impl Bus {
+    pub fn new(name: &'static str) -> Self {
+        Bus { name, ranges: BTreeMap::new(), unhandled: AtomicU64::new(0) }
+    }
+
+    pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
+        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+        let before = self.ranges.range(..end).next_back();
+        if let Some((other_base, other)) = before {
+            if other_base + other.len > base {
+                return Err(BusError::Overlap { base, len });
+            }
+        }
+        self.ranges.insert(base, Range { len, device });
+        Ok(())
+    }
+
+    fn find(&self, addr: u64, size: usize) -> Option<(u64, &Range)> {
+        let (base, range) = self.ranges.range(..=addr).next_back()?;
+        let end = addr.checked_add(size as u64)?;
+        (end <= base + range.len).then_some((*base, range))
+    }
+
+    /// Reads from the device at `addr`; unclaimed addresses read as all ones, like an
+    /// ISA bus with nothing driving it.
+    pub fn read(&self, addr: u64, data: &mut [u8]) {
+        match self.find(addr, data.len()) {
+            Some((base, range)) => lock(&range.device).read(base, addr - base, data),
+            None => {
+                data.fill(0xff);
+                self.note_unhandled("read", addr, data.len());
+            }
+        }
+    }
+
+    /// Writes to the device at `addr`; writes to unclaimed addresses are dropped.
+    pub fn write(&self, addr: u64, data: &[u8]) {
+        match self.find(addr, data.len()) {
+            Some((base, range)) => lock(&range.device).write(base, addr - base, data),
+            None => self.note_unhandled("write", addr, data.len()),
+        }
+    }
+
+    /// Logs the first few unclaimed accesses, then every 1000th: a guest probing hardware
+    /// is normal, a guest hammering an empty port must not flood the log.
+    fn note_unhandled(&self, what: &str, addr: u64, len: usize) {
+        let n = self.unhandled.fetch_add(1, Ordering::Relaxed);
+        if n < 16 || n % 1000 == 0 {
+            log::debug!("{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)", self.name);
+        }
+    }
+}
+
+/// Locks a device, recovering from a poisoned lock: a device that panicked once must not
+/// take the whole machine down with it on the next access.
+pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo(u8);
+    impl BusDevice for Echo {
+        fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+            data.fill(self.0.wrapping_add(offset as u8));
+        }
+        fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
+            self.0 = data[0];
+        }
+    }
+
+    #[test]
+    fn dispatch_and_overlap() {
+        let mut bus = Bus::new("test");
+        let dev: SharedDevice = Arc::new(Mutex::new(Echo(10)));
+        bus.insert(0x100, 8, dev.clone()).unwrap();
+        assert_eq!(bus.insert(0x104, 8, dev.clone()), Err(BusError::Overlap { base: 0x104, len: 8 }));
+        assert_eq!(bus.insert(0xfc, 8, dev.clone()), Err(BusError::Overlap { base: 0xfc, len: 8 }));
+        bus.insert(0x108, 1, dev.clone()).unwrap();
+        assert!(bus.insert(u64::MAX, 2, dev.clone()).is_err());
+        assert!(bus.insert(0x200, 0, dev).is_err());
+        let mut b = [0u8; 1];
+        bus.read(0x102, &mut b);
+        assert_eq!(b[0], 12);
+        bus.write(0x100, &[20]);
+        bus.read(0x100, &mut b);
+        assert_eq!(b[0], 20);
+        let mut w = [0u8; 2];
+        bus.read(0x107, &mut w); // straddles the end of the range
+        assert_eq!(w, [0xff, 0xff]);
+        bus.read(0x50, &mut b);
+        assert_eq!(b[0], 0xff);
+    }
+}

@@ -1,0 +1,17 @@
+//! Vessel's virtual machine monitor: KVM-backed x86-64 machines that run in background
+//! threads and are driven through a `MachineHandle`.
+//!
+//! Layout (after Firecracker's `vmm` crate): `arch` (boot protocols, CPUID, registers,
+//! ACPI), `vstate` (KVM and guest memory), `devices` (buses and device models), `machine`
+//! (build, lifecycle, the handle).
+
+pub mod arch;
+pub mod devices;
+pub mod machine;
+pub mod vstate;
+
+pub use arch::x86_64::boot::BootSource;
+pub use machine::{
+    CrashReport, Event, Machine, MachineConfig, MachineError, MachineHandle, MachineState,
+    RebootPolicy, StopReason, WakeFn,
+};

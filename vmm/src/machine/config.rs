@@ -1,0 +1,43 @@
+//! What a machine is made of. The VM library's persisted config is translated into this at
+//! power-on; later device issues extend it.
+
+use crate::arch::x86_64::boot::BootSource;
+
+/// What happens when the guest reboots itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RebootPolicy {
+    /// Restart the machine in the same process, like a PC (and Cloud Hypervisor).
+    #[default]
+    Restart,
+    /// Stop with `StopReason::Reset` (QEMU's `-no-reboot`), for tests and one-shot runs.
+    Stop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineConfig {
+    /// Number of vCPUs (1..=254).
+    pub vcpus: u8,
+    /// Guest RAM in bytes (a multiple of 4 KiB, at least 16 MiB).
+    pub memory_bytes: u64,
+    /// Kernel, initrd and command line for direct boot.
+    pub boot: BootSource,
+    pub on_guest_reboot: RebootPolicy,
+}
+
+/// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC
+/// takes the id after the last vCPU.
+pub const MAX_VCPUS: u8 = 254;
+
+impl MachineConfig {
+    pub fn new(boot: BootSource) -> Self {
+        MachineConfig { vcpus: 1, memory_bytes: 512 << 20, boot, on_guest_reboot: RebootPolicy::Restart }
+    }
+
+    /// Checks the parts that need no host resources.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(format!("{} vCPUs requested; a machine has 1 to {MAX_VCPUS}", self.vcpus));
+        }
+        Ok(())
+    }
+}

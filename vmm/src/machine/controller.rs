@@ -1,0 +1,292 @@
+//! The machine's controller thread: the device event loop. It owns the running instance,
+//! takes commands from the handle and requests from devices and vCPUs, and publishes
+//! events. It waits in epoll on its control EventFd and the serial-output EventFd; later
+//! device issues add their ioeventfds and backend fds here.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::MachineError;
+use super::config::{MachineConfig, RebootPolicy};
+use super::events::{CrashReport, Event, EventSink, MachineState, StopReason};
+use super::instance::{Instance, InstanceEnv};
+use super::vcpu::{RunMode, VcpuStop};
+use crate::devices::PowerRequest;
+use crate::devices::bus::lock;
+
+/// Host commands; each is answered.
+#[derive(Debug)]
+pub enum Command {
+    Start,
+    Pause,
+    Resume,
+    RequestShutdown,
+    PowerOff,
+    Reset,
+    SerialInput(Vec<u8>),
+}
+
+pub enum ControlMsg {
+    Command(Command, SyncSender<Result<(), MachineError>>),
+    Power { generation: u64, request: PowerRequest },
+    VcpuStopped { generation: u64, vcpu: u8, stop: VcpuStop },
+    Quit,
+}
+
+/// Sends to the controller and wakes it.
+#[derive(Clone)]
+pub struct ControlSender {
+    tx: Sender<ControlMsg>,
+    wake: Arc<EventFd>,
+}
+
+impl ControlSender {
+    pub fn new(tx: Sender<ControlMsg>, wake: Arc<EventFd>) -> Self {
+        ControlSender { tx, wake }
+    }
+
+    /// Returns false if the controller is gone.
+    pub fn send(&self, msg: ControlMsg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        let _ = self.wake.write(1);
+        sent
+    }
+}
+
+const TOKEN_CONTROL: u64 = 1;
+const TOKEN_SERIAL: u64 = 2;
+
+pub struct Controller {
+    config: MachineConfig,
+    env: InstanceEnv,
+    rx: Receiver<ControlMsg>,
+    control_evt: Arc<EventFd>,
+    state: Arc<Mutex<MachineState>>,
+    instance: Option<Instance>,
+    generation: u64,
+}
+
+impl Controller {
+    pub fn new(
+        config: MachineConfig,
+        env: InstanceEnv,
+        rx: Receiver<ControlMsg>,
+        control_evt: Arc<EventFd>,
+        state: Arc<Mutex<MachineState>>,
+        instance: Instance,
+    ) -> Self {
+        Controller { config, env, rx, control_evt, state, instance: Some(instance), generation: 0 }
+    }
+
+    fn events(&self) -> &EventSink {
+        &self.env.events
+    }
+
+    fn set_state(&self, state: MachineState) {
+        *lock(&self.state) = state.clone();
+        self.events().send(Event::StateChanged(state));
+    }
+
+    fn state(&self) -> MachineState {
+        lock(&self.state).clone()
+    }
+
+    pub fn run(mut self) {
+        let epoll = match self.epoll() {
+            Ok(e) => e,
+            Err(e) => {
+                self.set_state(MachineState::Stopped(StopReason::Error(format!("epoll: {e}"))));
+                return;
+            }
+        };
+        let mut ready = vec![EpollEvent::default(); 4];
+        loop {
+            let n = match epoll.wait(-1, &mut ready) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    self.stop(StopReason::Error(format!("epoll: {e}")));
+                    break;
+                }
+            };
+            for event in &ready[..n] {
+                match event.data() {
+                    TOKEN_SERIAL => {
+                        let _ = self.env.serial_ready.read();
+                        self.flush_serial();
+                    }
+                    _ => {
+                        let _ = self.control_evt.read();
+                    }
+                }
+            }
+            let mut quit = false;
+            while let Ok(msg) = self.rx.try_recv() {
+                if self.handle(msg) {
+                    quit = true;
+                }
+            }
+            if quit {
+                break;
+            }
+        }
+        self.instance = None;
+        self.flush_serial();
+    }
+
+    fn epoll(&self) -> std::io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        for (fd, token) in [
+            (self.control_evt.as_ref(), TOKEN_CONTROL),
+            (self.env.serial_ready.as_ref(), TOKEN_SERIAL),
+        ] {
+            epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
+        }
+        Ok(epoll)
+    }
+
+    fn flush_serial(&self) {
+        let bytes = std::mem::take(&mut *lock(&self.env.serial_out));
+        if !bytes.is_empty() {
+            self.events().send(Event::Serial(bytes));
+        }
+    }
+
+    /// Handles one message; true when the controller should exit.
+    fn handle(&mut self, msg: ControlMsg) -> bool {
+        match msg {
+            ControlMsg::Quit => return true,
+            ControlMsg::Command(cmd, reply) => {
+                let result = self.command(cmd);
+                let _ = reply.send(result);
+            }
+            ControlMsg::Power { generation, request } if generation == self.generation => {
+                match request {
+                    PowerRequest::PowerOff => self.stop(StopReason::PoweredOff),
+                    PowerRequest::Reset => self.guest_reboot(),
+                }
+            }
+            ControlMsg::VcpuStopped { generation, vcpu, stop } if generation == self.generation => match stop {
+                VcpuStop::PowerOff => self.stop(StopReason::PoweredOff),
+                VcpuStop::Reset => self.guest_reboot(),
+                VcpuStop::TripleFault(registers) => {
+                    log::error!("vCPU {vcpu} triple-faulted:\n{registers}");
+                    self.stop(StopReason::Crashed(Box::new(CrashReport { vcpu, registers })))
+                }
+                VcpuStop::Error(message) => {
+                    log::error!("{message}");
+                    self.stop(StopReason::Error(message))
+                }
+            },
+            // From an instance that no longer exists (e.g. two vCPUs reporting one reset).
+            ControlMsg::Power { .. } | ControlMsg::VcpuStopped { .. } => {}
+        }
+        false
+    }
+
+    fn command(&mut self, cmd: Command) -> Result<(), MachineError> {
+        let state = self.state();
+        let wrong_state = || MachineError::InvalidState { command: command_name(&cmd), state: state.name() };
+        match (&cmd, &state) {
+            (Command::Start, MachineState::Created) => {
+                self.instance_mode(RunMode::Running);
+                self.set_state(MachineState::Running);
+            }
+            (Command::Start, MachineState::Stopped(_)) => {
+                self.rebuild()?;
+                self.set_state(MachineState::Running);
+            }
+            (Command::Pause, MachineState::Running) => {
+                self.instance_mode(RunMode::Paused);
+                self.flush_serial();
+                self.set_state(MachineState::Paused);
+            }
+            (Command::Resume, MachineState::Paused) => {
+                self.instance_mode(RunMode::Running);
+                self.set_state(MachineState::Running);
+            }
+            (Command::RequestShutdown, MachineState::Running) => {
+                let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
+                instance.raise_power_button().map_err(MachineError::Thread)?;
+            }
+            (Command::PowerOff, MachineState::Running | MachineState::Paused | MachineState::Created) => {
+                self.stop(StopReason::PoweredOff);
+            }
+            (Command::Reset, MachineState::Running | MachineState::Paused) => {
+                self.rebuild()?;
+                self.events().send(Event::Rebooted);
+                self.set_state(MachineState::Running);
+            }
+            (Command::SerialInput(bytes), MachineState::Running | MachineState::Paused | MachineState::Created) => {
+                let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
+                lock(&instance.serial).send_input(bytes);
+            }
+            _ => return Err(wrong_state()),
+        }
+        Ok(())
+    }
+
+    fn instance_mode(&self, mode: RunMode) {
+        if let Some(instance) = &self.instance {
+            instance.set_mode(mode);
+        }
+    }
+
+    /// Tears the instance down and reports why.
+    fn stop(&mut self, reason: StopReason) {
+        self.instance = None;
+        self.generation += 1;
+        self.flush_serial();
+        self.set_state(MachineState::Stopped(reason));
+    }
+
+    /// Builds a fresh instance from the config and runs it.
+    fn rebuild(&mut self) -> Result<(), MachineError> {
+        self.instance = None;
+        self.generation += 1;
+        self.flush_serial();
+        match Instance::build(&self.config, &self.env, self.generation) {
+            Ok(instance) => {
+                instance.set_mode(RunMode::Running);
+                self.instance = Some(instance);
+                Ok(())
+            }
+            Err(e) => {
+                self.set_state(MachineState::Stopped(StopReason::Error(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    fn guest_reboot(&mut self) {
+        match self.config.on_guest_reboot {
+            RebootPolicy::Stop => self.stop(StopReason::Reset),
+            RebootPolicy::Restart => {
+                if self.rebuild().is_ok() {
+                    self.events().send(Event::Rebooted);
+                    self.set_state(MachineState::Running);
+                }
+            }
+        }
+    }
+}
+
+fn fd_of(evt: &EventFd) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    evt.as_raw_fd()
+}
+
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Start => "start",
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::RequestShutdown => "shut down",
+        Command::PowerOff => "power off",
+        Command::Reset => "reset",
+        Command::SerialInput(_) => "send serial input to",
+    }
+}

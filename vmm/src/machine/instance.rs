@@ -1,0 +1,186 @@
+//! One boot of a machine: the KVM VM, its memory, devices and vCPU threads. A reboot
+//! throws the instance away and builds a new one from the same config.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Cap, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::MachineError;
+use super::config::MachineConfig;
+use super::controller::{ControlMsg, ControlSender};
+use super::events::{Event, EventSink};
+use super::vcpu::{self, RunControl, RunMode, VcpuContext};
+use crate::arch::x86_64::layout::*;
+use crate::arch::x86_64::{acpi, boot, cpuid, regs};
+use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::legacy::acpi_pm::AcpiPm;
+use crate::devices::legacy::cmos::Cmos;
+use crate::devices::legacy::debug_port::DebugPort;
+use crate::devices::legacy::ged::Ged;
+use crate::devices::legacy::i8042::I8042;
+use crate::devices::legacy::serial::{SerialOutput, SerialPort};
+use crate::devices::{PowerRequest, PowerSink};
+use crate::vstate::kvm::open_kvm;
+use crate::vstate::memory::{self, GuestMem};
+
+/// What outlives instances: the controller's channels and the serial output buffer.
+#[derive(Clone)]
+pub struct InstanceEnv {
+    pub control: ControlSender,
+    pub events: EventSink,
+    pub serial_out: Arc<Mutex<Vec<u8>>>,
+    pub serial_ready: Arc<EventFd>,
+    pub built_at: Instant,
+}
+
+pub struct Instance {
+    // Field order is drop order: threads first, then the VM, then its memory.
+    threads: Vec<JoinHandle<()>>,
+    run: Arc<RunControl>,
+    pub serial: Arc<Mutex<SerialPort>>,
+    pub ged: Arc<Mutex<Ged>>,
+    _vm: VmFd,
+    _mem: GuestMem,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
+    move |source| MachineError::Kvm { what, source }
+}
+
+impl Instance {
+    pub fn build(config: &MachineConfig, env: &InstanceEnv, generation: u64) -> Result<Self, MachineError> {
+        config.validate().map_err(MachineError::InvalidConfig)?;
+        let kvm = open_kvm()?;
+        let max_vcpus = kvm.get_max_vcpus();
+        if usize::from(config.vcpus) > max_vcpus {
+            return Err(MachineError::InvalidConfig(format!(
+                "{} vCPUs requested; this host's KVM allows {max_vcpus}",
+                config.vcpus
+            )));
+        }
+        let vm = kvm.create_vm().map_err(kvm_err("create the VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set the TSS address"))?;
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+            .map_err(kvm_err("set the identity map address"))?;
+        vm.create_irq_chip().map_err(kvm_err("create the in-kernel irqchip"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(kvm_err("create the in-kernel PIT"))?;
+
+        let mem = memory::create_guest_memory(config.memory_bytes)?;
+        memory::register_with_kvm(&vm, &mem)?;
+        let layout = boot::load(&mem, &config.boot)?;
+        acpi::write_tables(&mem, config.vcpus)?;
+
+        let power = power_sink(env.control.clone(), generation);
+        let (pio, mmio, serial, ged) = build_devices(&vm, config, env, power)?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("read supported CPUID"))?;
+        let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+        let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
+        let pio = Arc::new(pio);
+        let mmio = Arc::new(mmio);
+        vcpu::install_kick_handler().map_err(MachineError::Thread)?;
+
+        let mut instance = Instance { threads: Vec::new(), run: run.clone(), serial, ged, _vm: vm, _mem: mem };
+        for index in 0..config.vcpus {
+            let fd = instance._vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
+            let mut cpuid = supported.clone();
+            cpuid::normalize(&mut cpuid, index, config.vcpus, tsc_deadline);
+            fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+            regs::setup_msrs(&fd)?;
+            regs::setup_fpu(&fd)?;
+            regs::setup_lint(&fd)?;
+            if index == 0 {
+                // The other vCPUs wait for the guest's INIT/SIPI (KVM keeps them
+                // uninitialised with an in-kernel local APIC).
+                regs::setup_boot_vcpu(&fd, &instance._mem, layout.entry)?;
+            }
+            let ctx = VcpuContext {
+                index,
+                generation,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                run: run.clone(),
+                control: env.control.clone(),
+            };
+            // A failed spawn drops `instance`, which stops the threads already running.
+            instance.threads.push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);
+        }
+        Ok(instance)
+    }
+
+    pub fn set_mode(&self, mode: RunMode) {
+        self.run.settle(mode, &self.threads);
+    }
+
+    pub fn raise_power_button(&self) -> std::io::Result<()> {
+        crate::devices::bus::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.run.settle(RunMode::Exiting, &self.threads);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
+    Arc::new(move |request: PowerRequest| {
+        control.send(ControlMsg::Power { generation, request });
+    })
+}
+
+type Devices = (Bus, Bus, Arc<Mutex<SerialPort>>, Arc<Mutex<Ged>>);
+
+fn build_devices(
+    vm: &VmFd,
+    config: &MachineConfig,
+    env: &InstanceEnv,
+    power: PowerSink,
+) -> Result<Devices, MachineError> {
+    let irq = |gsi: u32| -> Result<EventFd, MachineError> {
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::Thread)?;
+        vm.register_irqfd(&evt, gsi).map_err(kvm_err("register an irqfd"))?;
+        Ok(evt)
+    };
+    let mut pio = Bus::new("port I/O");
+    let mut mmio = Bus::new("MMIO");
+
+    let serial = Arc::new(Mutex::new(SerialPort::new(
+        irq(COM1_GSI)?,
+        SerialOutput::new(env.serial_out.clone(), env.serial_ready.clone()),
+    )));
+    pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
+
+    let i8042: SharedDevice = Arc::new(Mutex::new(I8042::new(power.clone())));
+    pio.insert(u64::from(I8042_DATA_PORT), 1, i8042.clone())?;
+    pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042)?;
+
+    let low = config.memory_bytes.min(MMIO_HOLE_START);
+    let cmos = Cmos::new(low, config.memory_bytes - low, config.vcpus);
+    pio.insert(u64::from(CMOS_PORT), 2, Arc::new(Mutex::new(cmos)))?;
+
+    let pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(power)));
+    pio.insert(u64::from(SLEEP_CONTROL_PORT), 2, pm.clone())?;
+    pio.insert(u64::from(RESET_CONTROL_PORT), 1, pm)?;
+
+    let events = env.events.clone();
+    let built_at = env.built_at;
+    let debug = DebugPort::new(Box::new(move |code, at| {
+        events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
+    }));
+    pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
+
+    let ged = Arc::new(Mutex::new(Ged::new(irq(GED_GSI)?)));
+    mmio.insert(GED_MMIO_BASE, GED_MMIO_SIZE, ged.clone())?;
+    Ok((pio, mmio, serial, ged))
+}

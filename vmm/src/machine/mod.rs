@@ -1,0 +1,163 @@
+//! Machines: built from a `MachineConfig`, run in background threads (one per vCPU plus the
+//! controller's event loop), and driven only through a `MachineHandle`.
+
+pub mod config;
+mod controller;
+pub mod events;
+mod instance;
+mod vcpu;
+
+use std::sync::mpsc::{Receiver, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use vmm_sys_util::eventfd::EventFd;
+
+pub use config::{MAX_VCPUS, MachineConfig, RebootPolicy};
+pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
+
+use controller::{Command, ControlMsg, ControlSender, Controller};
+use events::EventSink;
+use instance::{Instance, InstanceEnv};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error(transparent)]
+    Kvm0(#[from] crate::vstate::kvm::KvmError),
+    #[error("cannot {what}: {source}")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] crate::vstate::memory::MemoryError),
+    #[error(transparent)]
+    Boot(#[from] crate::arch::x86_64::boot::BootError),
+    #[error(transparent)]
+    Acpi(#[from] crate::arch::x86_64::acpi::AcpiError),
+    #[error(transparent)]
+    Regs(#[from] crate::arch::x86_64::regs::RegsError),
+    #[error("device layout: {0}")]
+    Bus(#[from] crate::devices::bus::BusError),
+    #[error("invalid machine configuration: {0}")]
+    InvalidConfig(String),
+    #[error("cannot {command} a machine that is {state}")]
+    InvalidState { command: &'static str, state: &'static str },
+    #[error("cannot start a machine thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the machine's controller thread has exited")]
+    Gone,
+}
+
+/// Entry point: `Machine::build(config, wake)`.
+pub struct Machine;
+
+impl Machine {
+    /// Builds the machine (KVM VM, memory, kernel, devices, vCPU threads) and its
+    /// controller thread. The vCPUs wait for `MachineHandle::start`. `wake` is called after
+    /// every event.
+    pub fn build(config: MachineConfig, wake: Option<WakeFn>) -> Result<MachineHandle, MachineError> {
+        let built_at = Instant::now();
+        let (event_tx, event_rx) = channel();
+        let (control_tx, control_rx) = channel();
+        let new_evt = || EventFd::new(libc::EFD_NONBLOCK).map(Arc::new).map_err(MachineError::Thread);
+        let control_evt = new_evt()?;
+        let env = InstanceEnv {
+            control: ControlSender::new(control_tx, control_evt.clone()),
+            events: EventSink::new(event_tx, wake),
+            serial_out: Arc::new(Mutex::new(Vec::new())),
+            serial_ready: new_evt()?,
+            built_at,
+        };
+        let instance = Instance::build(&config, &env, 0)?;
+        let state = Arc::new(Mutex::new(MachineState::Created));
+        let control = env.control.clone();
+        let controller = Controller::new(config, env, control_rx, control_evt, state.clone(), instance);
+        let thread = std::thread::Builder::new()
+            .name("vessel-machine".into())
+            .spawn(move || controller.run())
+            .map_err(MachineError::Thread)?;
+        Ok(MachineHandle { control, events: event_rx, state, thread: Some(thread), built_at })
+    }
+}
+
+/// The only way into a running machine. Dropping it powers the machine off and joins all
+/// of its threads.
+pub struct MachineHandle {
+    control: ControlSender,
+    events: Receiver<Event>,
+    state: Arc<Mutex<MachineState>>,
+    thread: Option<JoinHandle<()>>,
+    built_at: Instant,
+}
+
+impl MachineHandle {
+    fn command(&self, cmd: Command) -> Result<(), MachineError> {
+        let (reply_tx, reply_rx) = sync_channel(1);
+        if !self.control.send(ControlMsg::Command(cmd, reply_tx)) {
+            return Err(MachineError::Gone);
+        }
+        reply_rx.recv().map_err(|_| MachineError::Gone)?
+    }
+
+    /// Starts the vCPUs (or, from Stopped, boots the machine again).
+    pub fn start(&self) -> Result<(), MachineError> {
+        self.command(Command::Start)
+    }
+
+    pub fn pause(&self) -> Result<(), MachineError> {
+        self.command(Command::Pause)
+    }
+
+    pub fn resume(&self) -> Result<(), MachineError> {
+        self.command(Command::Resume)
+    }
+
+    /// Presses the ACPI power button; the guest decides how to shut down.
+    pub fn request_shutdown(&self) -> Result<(), MachineError> {
+        self.command(Command::RequestShutdown)
+    }
+
+    /// Stops the machine at once, like pulling the plug.
+    pub fn power_off(&self) -> Result<(), MachineError> {
+        self.command(Command::PowerOff)
+    }
+
+    /// Hard reset: the machine restarts from the beginning.
+    pub fn reset(&self) -> Result<(), MachineError> {
+        self.command(Command::Reset)
+    }
+
+    /// Types `bytes` into COM1.
+    pub fn send_serial(&self, bytes: &[u8]) -> Result<(), MachineError> {
+        self.command(Command::SerialInput(bytes.to_vec()))
+    }
+
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    pub fn state(&self) -> MachineState {
+        devices_lock(&self.state).clone()
+    }
+
+    /// When `Machine::build` began; debug markers are measured from it.
+    pub fn built_at(&self) -> Instant {
+        self.built_at
+    }
+}
+
+fn devices_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    crate::devices::bus::lock(m)
+}
+
+impl Drop for MachineHandle {
+    fn drop(&mut self) {
+        self.control.send(ControlMsg::Quit);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! vCPU threads: each runs `KVM_RUN` in a loop, dispatches port and MMIO exits to the
+//! buses, and parks when the controller pauses or tears down the machine.
+//!
+//! Kicking a vCPU out of `KVM_RUN` uses a real-time signal with an empty handler (the
+//! ioctl returns EINTR). A signal that lands just before the thread enters `KVM_RUN` is
+//! missed, so the controller re-kicks until every vCPU has acknowledged.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
+
+use super::controller::{ControlMsg, ControlSender};
+use crate::arch::x86_64::regs::{VcpuRegisters, read_registers};
+use crate::devices::bus::{Bus, lock};
+
+/// Why a vCPU stopped for good.
+#[derive(Debug)]
+pub enum VcpuStop {
+    TripleFault(VcpuRegisters),
+    PowerOff,
+    Reset,
+    Error(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunMode {
+    Paused = 0,
+    Running = 1,
+    Exiting = 2,
+}
+
+struct RunState {
+    mode: RunMode,
+    /// vCPU threads waiting in `park` (paused, exiting or stopped for good).
+    parked: usize,
+    /// vCPU threads that have not returned.
+    alive: usize,
+}
+
+/// Shared between the controller and the vCPU threads of one machine instance.
+pub struct RunControl {
+    fast_mode: AtomicU8,
+    state: Mutex<RunState>,
+    changed: Condvar,
+}
+
+impl RunControl {
+    pub fn new(vcpus: usize) -> Self {
+        RunControl {
+            fast_mode: AtomicU8::new(RunMode::Paused as u8),
+            state: Mutex::new(RunState { mode: RunMode::Paused, parked: 0, alive: vcpus }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn set_mode(&self, mode: RunMode) {
+        let mut st = lock(&self.state);
+        st.mode = mode;
+        self.fast_mode.store(mode as u8, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Sets `mode` and kicks the threads until each is parked (or gone).
+    pub fn settle(&self, mode: RunMode, threads: &[JoinHandle<()>]) {
+        self.set_mode(mode);
+        if mode == RunMode::Running {
+            return;
+        }
+        let mut st = lock(&self.state);
+        while st.parked < st.alive {
+            drop(st);
+            for t in threads.iter().filter(|t| !t.is_finished()) {
+                let _ = t.kill(kick_signal());
+            }
+            st = lock(&self.state);
+            st = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(2))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Called by a vCPU thread: waits while paused. Returns false when it should exit.
+    fn park(&self, stopped_for_good: bool) -> bool {
+        let mut st = lock(&self.state);
+        st.parked += 1;
+        self.changed.notify_all();
+        while st.mode == RunMode::Paused || (stopped_for_good && st.mode != RunMode::Exiting) {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.parked -= 1;
+        st.mode != RunMode::Exiting
+    }
+
+    fn exited(&self) {
+        let mut st = lock(&self.state);
+        st.alive -= 1;
+        self.changed.notify_all();
+    }
+}
+
+fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) kick handler once per process, without SA_RESTART so that
+/// `KVM_RUN` returns EINTR.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), on_kick)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// What a vCPU thread needs.
+pub struct VcpuContext {
+    pub index: u8,
+    pub generation: u64,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub run: Arc<RunControl>,
+    pub control: ControlSender,
+}
+
+pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("vessel-vcpu{}", ctx.index)).spawn(move || {
+        run_loop(&mut vcpu, &ctx);
+        ctx.run.exited();
+    })
+}
+
+fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
+    loop {
+        if ctx.run.fast_mode.load(Ordering::SeqCst) != RunMode::Running as u8 && !ctx.run.park(false) {
+            return;
+        }
+        if let Some(stop) = run_once(vcpu, ctx) {
+            ctx.control.send(ControlMsg::VcpuStopped { generation: ctx.generation, vcpu: ctx.index, stop });
+            ctx.run.park(true);
+            return;
+        }
+    }
+}
+
+/// Runs the vCPU until the next exit and handles it; `Some` when the vCPU is done.
+fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
+    match vcpu.run() {
+        Ok(VcpuExit::IoIn(port, data)) => ctx.pio.read(u64::from(port), data),
+        Ok(VcpuExit::IoOut(port, data)) => ctx.pio.write(u64::from(port), data),
+        Ok(VcpuExit::MmioRead(addr, data)) => ctx.mmio.read(addr, data),
+        Ok(VcpuExit::MmioWrite(addr, data)) => ctx.mmio.write(addr, data),
+        Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
+        Ok(VcpuExit::Shutdown) => return Some(VcpuStop::TripleFault(read_registers(vcpu))),
+        Ok(VcpuExit::SystemEvent(kind, _)) => {
+            return Some(match kind {
+                KVM_SYSTEM_EVENT_SHUTDOWN => VcpuStop::PowerOff,
+                KVM_SYSTEM_EVENT_RESET => VcpuStop::Reset,
+                KVM_SYSTEM_EVENT_CRASH => VcpuStop::TripleFault(read_registers(vcpu)),
+                other => VcpuStop::Error(format!("vCPU {}: unknown KVM system event {other}", ctx.index)),
+            });
+        }
+        Ok(VcpuExit::FailEntry(reason, cpu)) => {
+            return Some(VcpuStop::Error(format!(
+                "vCPU {}: KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})",
+                ctx.index
+            )));
+        }
+        Ok(VcpuExit::InternalError) => {
+            let regs = read_registers(vcpu);
+            return Some(VcpuStop::Error(format!(
+                "vCPU {}: KVM internal error (often an instruction KVM cannot emulate)\n{regs}",
+                ctx.index
+            )));
+        }
+        Ok(other) => {
+            return Some(VcpuStop::Error(format!("vCPU {}: unexpected KVM exit {other:?}", ctx.index)));
+        }
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+            vcpu.set_kvm_immediate_exit(0);
+        }
+        Err(e) => return Some(VcpuStop::Error(format!("vCPU {}: KVM_RUN failed: {e}", ctx.index))),
+    }
+    None
+}

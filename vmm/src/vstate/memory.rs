@@ -1,0 +1,157 @@
+//! Guest RAM: anonymous mappings laid out around the 32-bit MMIO hole, registered as KVM
+//! memory slots, and the e820 map that describes them.
+
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::arch::x86_64::layout::{
+    BIOS_AREA_END, BIOS_AREA_START, EBDA_START, FOUR_GIB, HIMEM_START, MMIO_HOLE_START,
+};
+
+/// Guest memory as Vessel uses it.
+pub type GuestMem = GuestMemoryMmap<()>;
+
+/// Smallest machine Vessel builds: room for the boot structures, a kernel and a stack.
+pub const MIN_MEMORY: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error("memory size {0} MiB is too small (at least {min} MiB)", min = MIN_MEMORY >> 20)]
+    TooSmall(u64),
+    #[error("memory size must be a multiple of 4 KiB, got {0} bytes")]
+    Unaligned(u64),
+    #[error("cannot allocate {size} MiB of guest memory: {source}", size = .size >> 20)]
+    Allocate {
+        size: u64,
+        #[source]
+        source: vm_memory::mmap::FromRangesError,
+    },
+    #[error("KVM refused guest memory slot {slot}: {source}")]
+    RegisterSlot {
+        slot: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+}
+
+/// The RAM ranges of a machine with `size` bytes: below the MMIO hole, then above 4 GiB.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
+    let low = size.min(MMIO_HOLE_START);
+    let mut ranges = vec![(GuestAddress(0), low as usize)];
+    if size > low {
+        ranges.push((GuestAddress(FOUR_GIB), (size - low) as usize));
+    }
+    ranges
+}
+
+/// Allocates guest RAM (anonymous, private, zero-filled).
+pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
+    if size < MIN_MEMORY {
+        return Err(MemoryError::TooSmall(size >> 20));
+    }
+    if size % 4096 != 0 {
+        return Err(MemoryError::Unaligned(size));
+    }
+    GuestMemoryMmap::from_ranges(&ram_ranges(size))
+        .map_err(|source| MemoryError::Allocate { size, source })
+}
+
+/// Registers every region of `mem` with the VM as a KVM memory slot.
+pub fn register_with_kvm(vm: &kvm_ioctls::VmFd, mem: &GuestMem) -> Result<(), MemoryError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let slot = slot as u32;
+        let region_desc = kvm_bindings::kvm_userspace_memory_region {
+            slot,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the mapping described by `region_desc` belongs to `mem`, which the machine
+        // keeps alive for as long as the VM fd exists (they are dropped together, VM first).
+        unsafe { vm.set_user_memory_region(region_desc) }
+            .map_err(|source| MemoryError::RegisterSlot { slot, source })?;
+    }
+    Ok(())
+}
+
+/// E820 entry types (ACPI 6.5 §15, "System Address Map Interfaces").
+pub const E820_RAM: u32 = 1;
+pub const E820_RESERVED: u32 = 2;
+
+/// One entry of the BIOS-style memory map handed to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    pub kind: u32,
+}
+
+/// The e820 map of a machine with `size` bytes of RAM: usable RAM below the EBDA, the BIOS
+/// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole and above 4 GiB.
+pub fn e820_map(size: u64) -> Vec<E820Entry> {
+    let mut map = vec![
+        E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
+        E820Entry {
+            addr: BIOS_AREA_START,
+            size: BIOS_AREA_END - BIOS_AREA_START,
+            kind: E820_RESERVED,
+        },
+    ];
+    for (i, (start, len)) in ram_ranges(size).into_iter().enumerate() {
+        let end = start.raw_value() + len as u64;
+        // The first range starts at 0, but only RAM from 1 MiB up is free for the OS.
+        let start = if i == 0 { HIMEM_START } else { start.raw_value() };
+        if end > start {
+            map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
+        }
+    }
+    map
+}
+
+/// End of RAM below 4 GiB (exclusive).
+pub fn low_ram_end(mem: &GuestMem) -> u64 {
+    mem.iter()
+        .map(|r| r.start_addr().unchecked_add(r.len()).raw_value())
+        .filter(|end| *end <= FOUR_GIB)
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_machine_has_one_range_and_matching_e820() {
+        let size = 256 << 20;
+        assert_eq!(ram_ranges(size), vec![(GuestAddress(0), size as usize)]);
+        let map = e820_map(size);
+        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
+        assert_eq!(map[1].kind, E820_RESERVED);
+        assert_eq!(
+            map[2],
+            E820Entry { addr: HIMEM_START, size: size - HIMEM_START, kind: E820_RAM }
+        );
+        assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn large_machine_splits_around_the_hole() {
+        let size = 5u64 << 30;
+        let ranges = ram_ranges(size);
+        assert_eq!(ranges[0], (GuestAddress(0), MMIO_HOLE_START as usize));
+        assert_eq!(ranges[1], (GuestAddress(FOUR_GIB), (size - MMIO_HOLE_START) as usize));
+        let map = e820_map(size);
+        assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
+        assert_eq!(map[3], E820Entry { addr: FOUR_GIB, size: size - MMIO_HOLE_START, kind: E820_RAM });
+        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        // All RAM except the 384 KiB between the EBDA and 1 MiB is usable.
+        assert_eq!(ram, size - (HIMEM_START - EBDA_START));
+    }
+
+    #[test]
+    fn rejects_tiny_and_unaligned_sizes() {
+        assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::TooSmall(1))));
+        assert!(matches!(create_guest_memory((32 << 20) + 1), Err(MemoryError::Unaligned(_))));
+    }
+}
