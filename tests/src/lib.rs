@@ -1,1 +1,190 @@
+//! Shared harness of Vessel's integration tests: paths to the test guests built by
+//! `build.rs`, a runner that boots a guest through `vmm::MachineHandle` and collects what
+//! it reports, and a QEMU runner for the same guests (the reference implementation).
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmm::{BootSource, Event, Machine, MachineConfig, MachineHandle, MachineState, RebootPolicy, StopReason};
+
+/// The test guest as a PVH ELF.
+pub fn testguest_elf() -> PathBuf {
+    PathBuf::from(env!("VESSEL_TESTGUEST_ELF"))
+}
+
+/// The same guest wrapped as a bzImage (Linux 64-bit boot protocol).
+pub fn testguest_bzimage() -> PathBuf {
+    PathBuf::from(env!("VESSEL_TESTGUEST_BZIMAGE"))
+}
+
+/// Generous: these are not timing tests, only a guard against hanging forever.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A machine booted from a test guest, with everything it has said so far.
+pub struct GuestRun {
+    pub handle: MachineHandle,
+    pub serial: Vec<u8>,
+    pub events: Vec<Event>,
+}
+
+pub struct GuestSpec {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub vcpus: u8,
+    pub memory_bytes: u64,
+    pub on_guest_reboot: RebootPolicy,
+}
+
+impl GuestSpec {
+    pub fn new(test: &str) -> Self {
+        GuestSpec {
+            kernel: testguest_elf(),
+            initrd: None,
+            cmdline: format!("test={test}"),
+            vcpus: 1,
+            memory_bytes: 128 << 20,
+            on_guest_reboot: RebootPolicy::Stop,
+        }
+    }
+
+    pub fn config(&self) -> MachineConfig {
+        MachineConfig {
+            vcpus: self.vcpus,
+            memory_bytes: self.memory_bytes,
+            boot: BootSource {
+                kernel: self.kernel.clone(),
+                initrd: self.initrd.clone(),
+                cmdline: self.cmdline.clone(),
+            },
+            on_guest_reboot: self.on_guest_reboot,
+        }
+    }
+
+    /// Builds and starts the machine.
+    pub fn boot(&self) -> GuestRun {
+        let handle = Machine::build(self.config(), None).expect("machine builds");
+        handle.start().expect("machine starts");
+        GuestRun { handle, serial: Vec::new(), events: Vec::new() }
+    }
+}
+
+impl GuestRun {
+    fn take(&mut self, event: Event) {
+        if let Event::Serial(bytes) = &event {
+            self.serial.extend_from_slice(bytes);
+        }
+        self.events.push(event);
+    }
+
+    /// Takes events until `done` holds or `timeout` passes; true if it held.
+    pub fn wait_until(&mut self, timeout: Duration, mut done: impl FnMut(&GuestRun) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.handle.events().recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(event) => self.take(event),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => return done(self),
+            }
+        }
+        true
+    }
+
+    /// Takes whatever events are queued now, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(event) = self.handle.events().try_recv() {
+            self.take(event);
+        }
+    }
+
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.serial).into_owned()
+    }
+
+    /// Waits for `needle` in the serial output; panics with the transcript if it never comes.
+    pub fn expect_output(&mut self, needle: &str) {
+        if !self.wait_until(TIMEOUT, |r| r.output().contains(needle)) {
+            panic!("guest never printed {needle:?}; it printed:\n{}\nevents: {:?}", self.output(), self.events);
+        }
+    }
+
+    /// Waits until the machine stops and returns why.
+    pub fn expect_stopped(&mut self) -> StopReason {
+        let stopped = |r: &GuestRun| {
+            r.events.iter().rev().find_map(|e| match e {
+                Event::StateChanged(MachineState::Stopped(reason)) => Some(reason.clone()),
+                _ => None,
+            })
+        };
+        if !self.wait_until(TIMEOUT, |r| stopped(r).is_some()) {
+            panic!("machine did not stop; guest printed:\n{}\nevents: {:?}", self.output(), self.events);
+        }
+        stopped(self).unwrap()
+    }
+
+    /// Lines of serial output starting with `key `, without the key.
+    pub fn lines_with(&self, key: &str) -> Vec<String> {
+        let prefix = format!("{key} ");
+        self.output().lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    }
+}
+
+/// Parses a 16-digit hex field the guest printed.
+pub fn hex(field: &str) -> u64 {
+    u64::from_str_radix(field, 16).unwrap_or_else(|_| panic!("not hex: {field:?}"))
+}
+
+/// FNV-1a 32, as the guest computes it over the initrd.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    u64::from(h)
+}
+
+/// True if `qemu-system-x86_64` is installed.
+pub fn have_qemu() -> bool {
+    Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Runs `kernel` under QEMU (TCG unless `accel` says otherwise) with the serial port on
+/// stdout, until the guest powers off; returns what it printed.
+pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "256", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"])
+        .args(["-kernel", kernel.to_str().unwrap(), "-append", cmdline])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu starts");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("QEMU did not finish in {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    if !err.trim().is_empty() {
+        eprintln!("QEMU stderr: {err}");
+    }
+    out.replace("\r\n", "\n")
+}

@@ -1,0 +1,1239 @@
+/*
+ * Vessel's test guest: a tiny x86-64 program that checks what the VMM gives it and reports
+ * over COM1, in lines the integration tests parse.
+ *
+ * It boots two ways: PVH (32-bit entry at the start of the image, EBX = hvm_start_info,
+ * found through the Xen ELF note; QEMU boots it the same way) and the Linux 64-bit boot
+ * protocol (entry 0x200 bytes in, RSI = boot_params; the bzImage build wraps the same
+ * image in a setup header). A few dozen ring-0 instructions set up paging, GDT, IDT and a
+ * TSS whose I/O permission bitmap opens every port; the tests themselves run in ring 3,
+ * which is native speed on PVM hosts (see DESIGN.md §3). Interrupt handlers are ring 0 and
+ * only count; ring 3 does the device work.
+ *
+ * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
+ * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench.
+ *
+ * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
+ * 3 first ring-3 instruction, 4 about to power off.
+ */
+
+    .intel_syntax noprefix
+
+    .set DEBUG_PORT, 0xe9
+    .set COM1, 0x3f8
+    .set LAPIC, 0xfee00000
+    .set IOAPIC, 0xfec00000
+    .set GED_MMIO, 0xfed00000
+    .set AP_TRAMPOLINE, 0x70000
+    .set KERNEL_CS, 0x08
+    .set KERNEL_DS, 0x10
+    .set TSS_SEL, 0x18
+    .set USER_DS, 0x2b
+    .set USER_CS, 0x33
+    .set VEC_SERIAL, 0x30
+    .set VEC_GED, 0x31
+    .set VEC_SPURIOUS, 0xff
+    .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
+
+/* ------------------------------------------------------------------------------------ */
+    .section .text.entry, "ax"
+    .code32
+    .globl pvh_entry
+pvh_entry:
+    mov al, 1
+    out DEBUG_PORT, al
+    mov esp, offset boot_stack_top
+    mov dword ptr [boot_proto], 1
+    mov dword ptr [boot_ptr], ebx
+    mov eax, cr0
+    mov dword ptr [entry_cr0], eax
+    mov eax, cr4
+    mov dword ptr [entry_cr4], eax
+    mov ecx, 0xc0000080
+    rdmsr
+    mov dword ptr [entry_efer], eax
+    /* Long mode with our page tables: PAE, CR3, EFER.LME, then paging. */
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, offset pml4
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+    lgdt [gdt_ptr]
+    .byte 0xea                  /* ljmp KERNEL_CS:long_entry */
+    .long long_entry
+    .word KERNEL_CS
+
+    .org 0x200
+    .code64
+    .globl startup_64
+startup_64:
+    mov al, 1
+    out DEBUG_PORT, al
+    mov dword ptr [boot_proto], 2
+    mov qword ptr [boot_ptr], rsi
+    mov rax, cr0
+    mov qword ptr [entry_cr0], rax
+    mov rax, cr4
+    mov qword ptr [entry_cr4], rax
+    mov ecx, 0xc0000080
+    rdmsr
+    mov dword ptr [entry_efer], eax
+    lgdt [gdt_ptr]
+    mov eax, offset pml4
+    mov cr3, rax
+    push KERNEL_CS
+    mov eax, offset long_entry
+    push rax
+    .byte 0x48, 0xcb            /* retfq: reload CS from our GDT */
+
+long_entry:
+    mov ax, KERNEL_DS
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    mov esp, offset kstack_top
+    /* Mask the legacy PICs: interrupts come through the IOAPIC. */
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+    /* TSS: descriptor base, ring-0 stack, then load TR. */
+    mov eax, offset tss
+    mov edi, offset gdt_tss
+    mov word ptr [rdi + 2], ax
+    shr eax, 16
+    mov byte ptr [rdi + 4], al
+    mov byte ptr [rdi + 7], ah
+    mov eax, offset kstack_top
+    mov qword ptr [tss + 4], rax
+    mov ax, TSS_SEL
+    ltr ax
+    call build_idt
+    lidt [idt_ptr]
+    mov al, 2
+    out DEBUG_PORT, al
+    /* Drop to ring 3 with interrupts enabled. */
+    push USER_DS
+    mov eax, offset ustack_top
+    push rax
+    push 0x202
+    push USER_CS
+    mov eax, offset user_main
+    push rax
+    iretq
+
+/* Fills the IDT: exceptions 0-31, the serial and GED interrupts, the spurious vector. */
+build_idt:
+    xor ebx, ebx
+1:  mov edi, ebx
+    lea esi, [exc_stubs + rbx * 8]
+    call set_gate
+    inc ebx
+    cmp ebx, 32
+    jb 1b
+    mov edi, VEC_SERIAL
+    mov esi, offset irq_serial
+    call set_gate
+    mov edi, VEC_GED
+    mov esi, offset irq_ged
+    call set_gate
+    mov edi, VEC_SPURIOUS
+    mov esi, offset irq_spurious
+    call set_gate
+    ret
+
+/* set_gate(edi = vector, esi = handler): a present, DPL 0, 64-bit interrupt gate. */
+set_gate:
+    shl edi, 4
+    add edi, offset idt
+    mov eax, esi
+    mov word ptr [rdi], ax
+    mov word ptr [rdi + 2], KERNEL_CS
+    mov word ptr [rdi + 4], 0x8e00
+    shr eax, 16
+    mov word ptr [rdi + 6], ax
+    mov qword ptr [rdi + 8], 0
+    ret
+
+/* Exception stubs, 8 bytes each: push the vector, go to the common handler. */
+    .align 8
+exc_stubs:
+    .set vec, 0
+    .rept 32
+    .align 8
+    push vec
+    jmp exc_common
+    .set vec, vec + 1
+    .endr
+
+exc_common:
+    mov dword ptr [quiet], 0
+    lea rdi, [rip + s_exception]
+    call puts
+    mov rdi, [rsp]
+    call put_hex
+    call space
+    mov rdi, [rsp + 8]
+    call put_hex
+    call space
+    mov rdi, [rsp + 16]
+    call put_hex
+    call newline
+    call power_off
+
+irq_serial:
+    push rax
+    lock inc qword ptr [irq_count_serial]
+    jmp eoi
+irq_ged:
+    push rax
+    lock inc qword ptr [irq_count_ged]
+eoi:
+    mov eax, LAPIC + 0xb0
+    mov dword ptr [rax], 0
+    pop rax
+    iretq
+irq_spurious:
+    iretq
+
+/* ------------------------------------------------------------------------------------ */
+/* Ring 3. */
+
+user_main:
+    mov al, 3
+    out DEBUG_PORT, al
+    mov dword ptr [quiet], 1
+    call read_boot_info
+    call walk_acpi
+    mov dword ptr [quiet], 0
+    lea rdi, [rip + s_banner]
+    call puts
+    lea rsi, [rip + tests]
+2:  mov rdi, [rsi]
+    test rdi, rdi
+    jz test_boot                /* no match: the boot report */
+    push rsi
+    call arg_is
+    pop rsi
+    test eax, eax
+    jnz 3f
+    add rsi, 16
+    jmp 2b
+3:  jmp qword ptr [rsi + 8]
+
+/* arg_is(rdi = name): 1 if the command line has test=<name> as a whole word. */
+arg_is:
+    mov r8, rdi
+    mov rsi, [cmdline]
+    test rsi, rsi
+    jz 9f
+1:  cmp byte ptr [rsi], 0
+    je 9f
+    cmp dword ptr [rsi], 0x74736574     /* "test" */
+    jne 5f
+    cmp byte ptr [rsi + 4], '='
+    jne 5f
+    lea rdx, [rsi + 5]
+    mov rcx, r8
+2:  mov al, byte ptr [rcx]
+    test al, al
+    jz 3f
+    cmp al, byte ptr [rdx]
+    jne 5f
+    inc rcx
+    inc rdx
+    jmp 2b
+3:  mov al, byte ptr [rdx]             /* the word must end here */
+    cmp al, ' '
+    je 8f
+    test al, al
+    jz 8f
+5:  inc rsi
+    jmp 1b
+8:  mov eax, 1
+    ret
+9:  xor eax, eax
+    ret
+
+/* --- boot information --- */
+
+/* Normalises what the boot protocol handed over into cmdline, rsdp_addr, initrd_*,
+ * and prints it (unless quiet). */
+read_boot_info:
+    push rbx
+    push r12
+    push r13
+    mov rbx, [boot_ptr]
+    cmp dword ptr [boot_proto], 1
+    jne linux64_info
+    /* PVH hvm_start_info */
+    lea rdi, [rip + s_proto_pvh]
+    call puts
+    call print_entry
+    mov eax, 0
+    cmp dword ptr [rbx], 0x336ec578
+    sete al
+    call print_magic
+    mov rax, [rbx + 24]
+    mov [cmdline], rax
+    mov rax, [rbx + 32]
+    mov [rsdp_addr], rax
+    cmp dword ptr [rbx + 12], 0
+    je 1f
+    mov rax, [rbx + 16]
+    mov rcx, [rax]
+    mov [initrd_addr], rcx
+    mov rcx, [rax + 8]
+    mov [initrd_size], rcx
+1:  mov r12, [rbx + 40]                 /* memmap */
+    mov r13d, dword ptr [rbx + 48]      /* entries */
+2:  test r13d, r13d
+    jz print_common_info
+    mov rdi, [r12]
+    mov rsi, [r12 + 8]
+    mov edx, dword ptr [r12 + 16]
+    call print_e820
+    add r12, 24
+    dec r13d
+    jmp 2b
+
+linux64_info:
+    lea rdi, [rip + s_proto_linux]
+    call puts
+    call print_entry
+    xor eax, eax
+    cmp dword ptr [rbx + 0x202], 0x53726448
+    jne 1f
+    cmp word ptr [rbx + 0x1fe], 0xaa55
+    jne 1f
+    mov eax, 1
+1:  call print_magic
+    mov eax, dword ptr [rbx + 0x228]
+    mov ecx, dword ptr [rbx + 0xc8]
+    shl rcx, 32
+    or rax, rcx
+    mov [cmdline], rax
+    mov rax, [rbx + 0x70]
+    mov [rsdp_addr], rax
+    mov eax, dword ptr [rbx + 0x218]
+    mov ecx, dword ptr [rbx + 0xc0]
+    shl rcx, 32
+    or rax, rcx
+    mov [initrd_addr], rax
+    mov eax, dword ptr [rbx + 0x21c]
+    mov ecx, dword ptr [rbx + 0xc4]
+    shl rcx, 32
+    or rax, rcx
+    mov [initrd_size], rax
+    lea r12, [rbx + 0x2d0]
+    movzx r13d, byte ptr [rbx + 0x1e8]
+2:  test r13d, r13d
+    jz print_common_info
+    mov rdi, [r12]
+    mov rsi, [r12 + 8]
+    mov edx, dword ptr [r12 + 16]
+    call print_e820
+    add r12, 20
+    dec r13d
+    jmp 2b
+
+print_common_info:
+    lea rdi, [rip + s_cmdline]
+    call puts
+    mov rdi, [cmdline]
+    test rdi, rdi
+    jz 1f
+    call puts
+1:  call newline
+    lea rdi, [rip + s_initrd]
+    call puts
+    mov rdi, [initrd_addr]
+    call put_hex
+    call space
+    mov rdi, [initrd_size]
+    call put_hex
+    call space
+    mov rdi, [initrd_addr]
+    mov rsi, [initrd_size]
+    call fnv1a
+    mov rdi, rax
+    call put_hex
+    call newline
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+print_entry:
+    lea rdi, [rip + s_bootptr]
+    call puts
+    mov rdi, [boot_ptr]
+    call put_hex
+    lea rdi, [rip + s_cr0]
+    call puts
+    mov rdi, [entry_cr0]
+    call put_hex
+    lea rdi, [rip + s_cr4]
+    call puts
+    mov rdi, [entry_cr4]
+    call put_hex
+    lea rdi, [rip + s_efer]
+    call puts
+    mov edi, dword ptr [entry_efer]
+    call put_hex
+    jmp newline
+
+/* print_magic(eax = ok?) */
+print_magic:
+    push rax
+    lea rdi, [rip + s_magic]
+    call puts
+    pop rax
+    jmp print_ok
+
+/* print_e820(rdi = addr, rsi = size, edx = type) */
+print_e820:
+    push rdi
+    push rsi
+    push rdx
+    lea rdi, [rip + s_e820]
+    call puts
+    mov rdi, [rsp + 16]
+    call put_hex
+    call space
+    mov rdi, [rsp + 8]
+    call put_hex
+    call space
+    mov rdi, [rsp]
+    call put_hex
+    call newline
+    add rsp, 24
+    ret
+
+/* fnv1a(rdi = addr, rsi = len) -> eax: FNV-1a 32 of the bytes. */
+fnv1a:
+    mov eax, 0x811c9dc5
+1:  test rsi, rsi
+    jz 2f
+    movzx ecx, byte ptr [rdi]
+    xor eax, ecx
+    imul eax, eax, 0x01000193
+    inc rdi
+    dec rsi
+    jmp 1b
+2:  ret
+
+/* --- ACPI --- */
+
+/* Finds the RSDP (from the boot protocol, else by scanning the BIOS area), checks every
+ * table's checksum and reads what the tests use: the sleep and reset registers, _S5 and
+ * the local APICs. */
+walk_acpi:
+    push rbx
+    push r12
+    push r13
+    push r14
+    mov qword ptr [cpu_count], 0
+    mov rbx, [rsdp_addr]
+    test rbx, rbx
+    jnz 2f
+    mov rbx, 0xe0000                    /* legacy scan, 16-byte steps */
+1:  mov rax, 0x2052545020445352         /* "RSD PTR " */
+    cmp qword ptr [rbx], rax
+    je 2f
+    add rbx, 16
+    cmp rbx, 0x100000
+    jb 1b
+    lea rdi, [rip + s_no_rsdp]
+    call puts
+    jmp 9f
+2:  mov [rsdp_addr], rbx
+    lea rdi, [rip + s_rsdp]
+    call puts
+    mov rdi, rbx
+    call put_hex
+    /* checksum of the first 20 bytes, and of all 36 for revision 2+ */
+    mov rdi, rbx
+    mov esi, 20
+    call sum_bytes
+    mov r12d, eax
+    cmp byte ptr [rbx + 15], 2
+    jb 3f
+    mov rdi, rbx
+    mov esi, 36
+    call sum_bytes
+    or r12d, eax
+3:  xor eax, eax
+    test r12b, r12b
+    sete al
+    call print_ok
+    /* XSDT (8-byte entries) for revision 2+, else RSDT (4-byte entries) */
+    mov r14d, 8
+    mov r12, [rbx + 24]
+    cmp byte ptr [rbx + 15], 2
+    jb 4f
+    test r12, r12
+    jnz 5f
+4:  mov r14d, 4
+    mov r12d, dword ptr [rbx + 16]
+5:  mov rdi, r12
+    call check_table
+    mov r13d, dword ptr [r12 + 4]
+    sub r13d, 36
+    add r12, 36
+6:  cmp r13d, 0
+    jle 9f
+    mov rdi, [r12]
+    cmp r14d, 8
+    je 7f
+    mov edi, edi
+7:  call table_found
+    add r12, r14
+    sub r13d, r14d
+    jmp 6b
+9:  pop r14
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+/* table_found(rdi = table): checks it and reads the FADT and MADT. */
+table_found:
+    push rbx
+    mov rbx, rdi
+    call check_table
+    cmp dword ptr [rbx], 0x50434146     /* "FACP" */
+    je fadt_found
+    cmp dword ptr [rbx], 0x43495041     /* "APIC" */
+    je madt_found
+    pop rbx
+    ret
+
+fadt_found:
+    mov ecx, dword ptr [rbx + 4]        /* length */
+    mov edi, dword ptr [rbx + 40]       /* DSDT */
+    cmp ecx, 148
+    jb 1f
+    mov rax, [rbx + 140]                /* X_DSDT */
+    test rax, rax
+    jz 1f
+    mov rdi, rax
+1:  push rcx
+    push rdi
+    call check_table
+    pop rdi
+    call find_s5
+    pop rcx
+    mov eax, dword ptr [rbx + 64]       /* PM1a_CNT_BLK */
+    mov [pm1a_cnt], rax
+    cmp ecx, 129
+    jb 2f
+    test byte ptr [rbx + 113], 0x04     /* flags: RESET_REG_SUP (bit 10) */
+    jz 2f
+    mov rax, [rbx + 120]                /* RESET_REG address */
+    mov [reset_port], rax
+    movzx eax, byte ptr [rbx + 128]
+    mov [reset_value], rax
+2:  cmp ecx, 256
+    jb 3f
+    mov rax, [rbx + 248]                /* SLEEP_CONTROL_REG address */
+    mov [sleep_port], rax
+3:  lea rdi, [rip + s_sleepctl]
+    call puts
+    mov rdi, [sleep_port]
+    call put_hex
+    call space
+    mov rdi, [pm1a_cnt]
+    call put_hex
+    call newline
+    lea rdi, [rip + s_resetreg]
+    call puts
+    mov rdi, [reset_port]
+    call put_hex
+    call space
+    mov rdi, [reset_value]
+    call put_hex
+    call newline
+    pop rbx
+    ret
+
+/* find_s5(rdi = DSDT): the first element of Name(_S5_, Package(){...}). */
+find_s5:
+    mov ecx, dword ptr [rdi + 4]
+    lea rdx, [rdi + rcx - 8]
+1:  cmp rdi, rdx
+    jae 8f
+    cmp dword ptr [rdi], 0x5f35535f     /* "_S5_" */
+    je 2f
+    inc rdi
+    jmp 1b
+2:  cmp byte ptr [rdi + 4], 0x12        /* PackageOp */
+    jne 8f
+    movzx eax, byte ptr [rdi + 7]       /* after PkgLength (1 byte) and NumElements */
+    cmp al, 0x0a                        /* BytePrefix */
+    jne 3f
+    movzx eax, byte ptr [rdi + 8]
+    jmp 4f
+3:  cmp al, 0x01                        /* ZeroOp = 0, OneOp = 1 */
+    jbe 4f
+    jmp 8f
+4:  mov [s5_type], rax
+    lea rdi, [rip + s_s5]
+    call puts
+    mov rdi, [s5_type]
+    call put_hex
+    jmp newline
+8:  lea rdi, [rip + s_no_s5]
+    jmp puts
+
+madt_found:
+    mov ecx, dword ptr [rbx + 4]
+    lea rsi, [rbx + 44]
+    add rcx, rbx
+1:  cmp rsi, rcx
+    jae 3f
+    cmp byte ptr [rsi], 0               /* processor local APIC */
+    jne 2f
+    test byte ptr [rsi + 4], 1          /* enabled */
+    jz 2f
+    mov eax, dword ptr [cpu_count]
+    cmp eax, 64
+    jae 2f
+    movzx edx, byte ptr [rsi + 3]
+    lea rdi, [rip + apic_ids]
+    mov byte ptr [rdi + rax], dl
+    inc dword ptr [cpu_count]
+2:  movzx eax, byte ptr [rsi + 1]
+    test eax, eax
+    jz 3f
+    add rsi, rax
+    jmp 1b
+3:  lea rdi, [rip + s_cpus]
+    call puts
+    mov edi, dword ptr [cpu_count]
+    call put_hex
+    call newline
+    pop rbx
+    ret
+
+/* check_table(rdi = table): prints "ACPI <sig> <addr> <len> ok|bad". */
+check_table:
+    push rbx
+    mov rbx, rdi
+    lea rdi, [rip + s_acpi]
+    call puts
+    mov eax, dword ptr [rbx]
+    mov dword ptr [sigbuf], eax
+    lea rdi, [rip + sigbuf]
+    call puts
+    call space
+    mov rdi, rbx
+    call put_hex
+    call space
+    mov edi, dword ptr [rbx + 4]
+    call put_hex
+    mov rdi, rbx
+    mov esi, dword ptr [rbx + 4]
+    xor eax, eax
+    cmp esi, 0x100000                   /* a sane table is smaller than 1 MiB */
+    ja 1f
+    call sum_bytes
+    test al, al
+    sete al
+    movzx eax, al
+1:  pop rbx
+    jmp print_ok
+
+/* sum_bytes(rdi, esi = len) -> al */
+sum_bytes:
+    xor eax, eax
+1:  test esi, esi
+    jz 2f
+    add al, byte ptr [rdi]
+    inc rdi
+    dec esi
+    jmp 1b
+2:  ret
+
+/* --- power --- */
+
+/* Powers off through the FADT: the hardware-reduced sleep control register if there is
+ * one (Vessel), else PM1a_CNT (QEMU's PIIX4). Never returns. */
+power_off:
+    mov al, 4
+    out DEBUG_PORT, al
+    mov rdx, [sleep_port]
+    test rdx, rdx
+    jz 1f
+    mov eax, dword ptr [s5_type]
+    shl eax, 2
+    or eax, 0x20                        /* SLP_EN */
+    out dx, al
+    jmp 2f
+1:  mov rdx, [pm1a_cnt]
+    test rdx, rdx
+    jz 2f
+    mov eax, dword ptr [s5_type]
+    shl eax, 10
+    or eax, 0x2000                      /* SLP_EN */
+    out dx, ax
+2:  pause
+    jmp 2b
+
+/* --- the tests --- */
+
+test_boot:
+    mov dword ptr [quiet], 0
+    call read_boot_info
+    call walk_acpi
+    lea rdi, [rip + s_done]
+    call puts
+    call power_off
+
+test_bench:
+    call power_off
+
+test_smp:
+    call lapic_enable
+    mov eax, LAPIC + 0x20
+    mov eax, dword ptr [rax]
+    shr eax, 24
+    mov [bsp_apic_id], rax
+    lea rdi, [rip + s_cpu]
+    call puts
+    mov rdi, [bsp_apic_id]
+    call put_hex
+    lea rdi, [rip + s_up_bsp]
+    call puts
+    /* the real-mode trampoline goes below 1 MiB */
+    lea rsi, [rip + trampoline_start]
+    mov edi, AP_TRAMPOLINE
+    mov ecx, offset trampoline_end - trampoline_start
+    rep movsb
+    xor r12d, r12d
+1:  cmp r12d, dword ptr [cpu_count]
+    jae 3f
+    lea rax, [rip + apic_ids]
+    movzx ebx, byte ptr [rax + r12]
+    inc r12d
+    cmp rbx, [bsp_apic_id]
+    je 1b
+    /* INIT, then two STARTUPs (Intel SDM Vol. 3A §8.4.4.1) */
+    mov edi, ebx
+    mov esi, 0x4500
+    call send_ipi
+    mov edi, ebx
+    mov esi, 0x4600 | (AP_TRAMPOLINE >> 12)
+    call send_ipi
+    mov edi, ebx
+    mov esi, 0x4600 | (AP_TRAMPOLINE >> 12)
+    call send_ipi
+    jmp 1b
+3:  /* wait for every AP, at most about 30 s of TSC at >= 1 GHz */
+    mov r13d, dword ptr [cpu_count]
+    dec r13d
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r14, rax
+4:  cmp dword ptr [ap_count], r13d
+    jae 5f
+    pause
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r14
+    mov rcx, 30000000000
+    cmp rax, rcx
+    jb 4b
+5:  call serial_lock
+    lea rdi, [rip + s_smp]
+    call puts
+    mov edi, dword ptr [ap_count]
+    inc edi
+    call put_hex
+    call newline
+    call serial_unlock
+    call power_off
+
+/* send_ipi(edi = APIC id, esi = ICR low) */
+send_ipi:
+    mov eax, LAPIC + 0x310
+    shl edi, 24
+    mov dword ptr [rax], edi
+    mov eax, LAPIC + 0x300
+    mov dword ptr [rax], esi
+    mov ecx, 100000
+1:  pause
+    dec ecx
+    jnz 1b
+    ret
+
+lapic_enable:
+    mov eax, LAPIC + 0xf0
+    mov dword ptr [rax], 0x100 | VEC_SPURIOUS
+    mov eax, LAPIC + 0x80
+    mov dword ptr [rax], 0
+    ret
+
+/* ioapic_route(edi = pin, esi = vector): edge, active high, to APIC 0. */
+ioapic_route:
+    mov eax, IOAPIC
+    lea ecx, [rdi * 2 + 0x11]
+    mov dword ptr [rax], ecx
+    mov dword ptr [rax + 0x10], 0
+    dec ecx
+    mov dword ptr [rax], ecx
+    mov dword ptr [rax + 0x10], esi
+    ret
+
+test_echo:
+    call lapic_enable
+    mov edi, 4
+    mov esi, VEC_SERIAL
+    call ioapic_route
+    mov dx, COM1 + 1                    /* IER: received data available */
+    mov al, 1
+    out dx, al
+    mov dx, COM1 + 4                    /* MCR: DTR, RTS, OUT2 (the IRQ gate) */
+    mov al, 0x0b
+    out dx, al
+    lea rdi, [rip + s_echo_ready]
+    call puts
+    xor r12d, r12d                      /* interrupts seen */
+1:  mov rax, [irq_count_serial]
+    cmp rax, r12
+    jne 2f
+    pause
+    jmp 1b
+2:  mov r12, rax
+3:  mov dx, COM1 + 5                    /* drain while LSR.DR */
+    in al, dx
+    test al, 1
+    jz 1b
+    mov dx, COM1
+    in al, dx
+    cmp al, 'q'
+    je 4f
+    call putc
+    jmp 3b
+4:  lea rdi, [rip + s_echo_bye]
+    call puts
+    mov rdi, [irq_count_serial]
+    call put_hex
+    call newline
+    call power_off
+
+test_powerbutton:
+    call lapic_enable
+    mov edi, 5
+    mov esi, VEC_GED
+    call ioapic_route
+    lea rdi, [rip + s_pwrbtn_ready]
+    call puts
+1:  cmp qword ptr [irq_count_ged], 0
+    jne 2f
+    pause
+    jmp 1b
+2:  mov eax, GED_MMIO
+    mov ebx, dword ptr [rax]
+    lea rdi, [rip + s_ged]
+    call puts
+    mov edi, ebx
+    call put_hex
+    call newline
+    test ebx, 1
+    jz 1b
+    call power_off
+
+test_reboot_kbd:
+    lea rdi, [rip + s_reboot_kbd]
+    call puts
+    mov al, 0xfe
+    out 0x64, al
+    jmp reboot_wait
+test_reboot_cf9:
+    lea rdi, [rip + s_reboot_cf9]
+    call puts
+    mov dx, 0xcf9
+    mov al, 0x06
+    out dx, al
+    jmp reboot_wait
+test_reboot_acpi:
+    lea rdi, [rip + s_reboot_acpi]
+    call puts
+    mov rdx, [reset_port]
+    mov rax, [reset_value]
+    out dx, al
+reboot_wait:
+    pause
+    jmp reboot_wait
+
+test_triple:
+    lea rdi, [rip + s_triple]
+    call puts
+    /* Wipe the IDT (ring 3 may: every page is user-writable), then fault: #UD finds no
+     * gate, nor does #NP, nor #DF: a triple fault. */
+    mov edi, offset idt
+    xor eax, eax
+    mov ecx, 4096
+    rep stosb
+    mov r15, TRIPLE_MAGIC
+    ud2
+
+test_ticks:
+    xor r12d, r12d
+1:  inc r12
+    lea rdi, [rip + s_tick]
+    call puts
+    mov rdi, r12
+    call put_hex
+    call newline
+    /* about 20 ms at >= 1 GHz between ticks; 'q' on COM1 ends the test */
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r13, rax
+2:  mov dx, COM1 + 5
+    in al, dx
+    test al, 1
+    jz 3f
+    mov dx, COM1
+    in al, dx
+    cmp al, 'q'
+    jne 3f
+    call power_off
+3:  mov ecx, 20000
+4:  pause
+    dec ecx
+    jnz 4b
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r13
+    cmp rax, 20000000
+    jb 2b
+    jmp 1b
+
+/* --- serial output (usable in ring 0 and ring 3) --- */
+
+serial_lock:
+    push rax
+1:  mov eax, 1
+    xchg eax, dword ptr [serial_spin]
+    test eax, eax
+    jz 2f
+    pause
+    jmp 1b
+2:  pop rax
+    ret
+serial_unlock:
+    mov dword ptr [serial_spin], 0
+    ret
+
+/* putc(al) */
+putc:
+    cmp dword ptr [quiet], 0
+    jne 2f
+    push rdx
+    push rax
+    mov dx, COM1 + 5
+1:  in al, dx
+    test al, 0x20                       /* THR empty */
+    jz 1b
+    pop rax
+    mov dx, COM1
+    out dx, al
+    pop rdx
+2:  ret
+
+/* puts(rdi = NUL-terminated string) */
+puts:
+    push rdi
+1:  mov al, byte ptr [rdi]
+    test al, al
+    jz 2f
+    call putc
+    inc rdi
+    jmp 1b
+2:  pop rdi
+    ret
+
+/* put_hex(rdi): 16 hex digits */
+put_hex:
+    push rbx
+    mov ecx, 16
+1:  rol rdi, 4
+    mov eax, edi
+    and eax, 0xf
+    lea rbx, [rip + hexdigits]
+    mov al, byte ptr [rbx + rax]
+    push rcx
+    call putc
+    pop rcx
+    dec ecx
+    jnz 1b
+    pop rbx
+    ret
+
+space:
+    mov al, ' '
+    jmp putc
+newline:
+    mov al, '\n'
+    jmp putc
+
+/* print_ok(eax = ok?) */
+print_ok:
+    lea rdi, [rip + s_ok]
+    test eax, eax
+    jnz 1f
+    lea rdi, [rip + s_bad]
+1:  jmp puts
+
+/* ------------------------------------------------------------------------------------ */
+/* AP start-up: copied to AP_TRAMPOLINE; the SIPI starts it in real mode at CS = 0x7000. */
+
+    .code16
+trampoline_start:
+    cli
+    mov ax, cs
+    mov ds, ax
+    lgdt [tramp_gdt_ptr - trampoline_start]
+    mov eax, cr0
+    or eax, 1
+    mov cr0, eax
+    .byte 0x66, 0xea            /* ljmpl 0x08:tramp32 (linear) */
+    .long AP_TRAMPOLINE + tramp32 - trampoline_start
+    .word 0x08
+    .code32
+tramp32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, offset pml4
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    lgdt [gdt_ptr]
+    .byte 0xea                  /* ljmp KERNEL_CS:ap_long */
+    .long ap_long
+    .word KERNEL_CS
+    .align 8
+tramp_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff    /* 0x08: flat 32-bit code */
+    .quad 0x00cf92000000ffff    /* 0x10: flat data */
+tramp_gdt_ptr:
+    .word 23
+    .long AP_TRAMPOLINE + tramp_gdt - trampoline_start
+trampoline_end:
+
+    .code64
+ap_long:
+    mov ax, KERNEL_DS
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov eax, 4096
+    lock xadd dword ptr [ap_stack_next], eax
+    lea rsp, [rax + 4096]
+    lidt [idt_ptr]
+    mov eax, LAPIC + 0x20
+    mov ebx, dword ptr [rax]
+    shr ebx, 24
+    call serial_lock
+    lea rdi, [rip + s_cpu]
+    call puts
+    mov edi, ebx
+    call put_hex
+    lea rdi, [rip + s_up_ap]
+    call puts
+    call serial_unlock
+    lock inc dword ptr [ap_count]
+1:  cli
+    hlt
+    jmp 1b
+
+/* ------------------------------------------------------------------------------------ */
+    .section .rodata
+hexdigits:      .ascii "0123456789abcdef"
+s_banner:       .asciz "VESSEL-TESTGUEST\n"
+s_proto_pvh:    .asciz "PROTO pvh\n"
+s_proto_linux:  .asciz "PROTO linux64\n"
+s_bootptr:      .asciz "ENTRY "
+s_cr0:          .asciz " cr0 "
+s_cr4:          .asciz " cr4 "
+s_efer:         .asciz " efer "
+s_magic:        .asciz "MAGIC"
+s_e820:         .asciz "E820 "
+s_cmdline:      .asciz "CMDLINE "
+s_initrd:       .asciz "INITRD "
+s_rsdp:         .asciz "RSDP "
+s_no_rsdp:      .asciz "RSDP none\n"
+s_acpi:         .asciz "ACPI "
+s_ok:           .asciz " ok\n"
+s_bad:          .asciz " bad\n"
+s_sleepctl:     .asciz "SLEEPCTL "
+s_resetreg:     .asciz "RESETREG "
+s_s5:           .asciz "S5 "
+s_no_s5:        .asciz "S5 none\n"
+s_cpus:         .asciz "CPUS "
+s_done:         .asciz "DONE\n"
+s_cpu:          .asciz "CPU "
+s_up_bsp:       .asciz " up bsp\n"
+s_up_ap:        .asciz " up ap\n"
+s_smp:          .asciz "SMP "
+s_echo_ready:   .asciz "ECHO READY\n"
+s_echo_bye:     .asciz "\nECHO BYE IRQS "
+s_pwrbtn_ready: .asciz "PWRBTN READY\n"
+s_ged:          .asciz "GED "
+s_reboot_kbd:   .asciz "REBOOT kbd\n"
+s_reboot_cf9:   .asciz "REBOOT cf9\n"
+s_reboot_acpi:  .asciz "REBOOT acpi\n"
+s_triple:       .asciz "TRIPLE\n"
+s_tick:         .asciz "TICK "
+s_exception:    .asciz "EXCEPTION "
+n_boot:         .asciz "boot"
+n_smp:          .asciz "smp"
+n_echo:         .asciz "echo"
+n_pwrbtn:       .asciz "powerbutton"
+n_reboot_kbd:   .asciz "reboot-kbd"
+n_reboot_cf9:   .asciz "reboot-cf9"
+n_reboot_acpi:  .asciz "reboot-acpi"
+n_triple:       .asciz "triple"
+n_ticks:        .asciz "ticks"
+n_bench:        .asciz "bench"
+    .align 8
+tests:
+    .quad n_boot, test_boot
+    .quad n_smp, test_smp
+    .quad n_echo, test_echo
+    .quad n_pwrbtn, test_powerbutton
+    .quad n_reboot_kbd, test_reboot_kbd
+    .quad n_reboot_cf9, test_reboot_cf9
+    .quad n_reboot_acpi, test_reboot_acpi
+    .quad n_triple, test_triple
+    .quad n_ticks, test_ticks
+    .quad n_bench, test_bench
+    .quad 0, 0
+
+/* ------------------------------------------------------------------------------------ */
+    .section .data
+    .align 16
+gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff    /* 0x08: kernel code, 64-bit */
+    .quad 0x00cf92000000ffff    /* 0x10: kernel data */
+gdt_tss:
+    .quad 0x0000890000002068    /* 0x18: 64-bit TSS, limit = 104 + 8192 (base set at boot) */
+    .quad 0
+    .quad 0x00cff2000000ffff    /* 0x28: user data, DPL 3 */
+    .quad 0x00affa000000ffff    /* 0x30: user code, 64-bit, DPL 3 */
+gdt_end:
+gdt_ptr:
+    .word gdt_end - gdt - 1
+    .quad gdt
+    .align 16
+idt_ptr:
+    .word 4095
+    .quad idt
+
+    .align 8
+boot_proto:     .quad 0
+boot_ptr:       .quad 0
+entry_cr0:      .quad 0
+entry_cr4:      .quad 0
+entry_efer:     .quad 0
+cmdline:        .quad 0
+rsdp_addr:      .quad 0
+initrd_addr:    .quad 0
+initrd_size:    .quad 0
+sleep_port:     .quad 0
+pm1a_cnt:       .quad 0
+reset_port:     .quad 0
+reset_value:    .quad 0
+s5_type:        .quad 0
+cpu_count:      .quad 0
+bsp_apic_id:    .quad 0
+ap_count:       .quad 0
+ap_stack_next:  .quad ap_stacks
+irq_count_serial: .quad 0
+irq_count_ged:  .quad 0
+quiet:          .quad 0
+serial_spin:    .quad 0
+sigbuf:         .quad 0
+apic_ids:       .fill 64, 1, 0
+
+/* Page tables: the low 4 GiB identity-mapped with 2 MiB pages, user-accessible
+ * (P | RW | US, and PS in the page directories). */
+    .align 4096
+pml4:
+    .quad pdpt + 7
+    .fill 511, 8, 0
+pdpt:
+    .quad pd + 7
+    .quad pd + 0x1000 + 7
+    .quad pd + 0x2000 + 7
+    .quad pd + 0x3000 + 7
+    .fill 508, 8, 0
+pd:
+    .set page, 0
+    .rept 2048
+    .quad (page << 21) | 0x87
+    .set page, page + 1
+    .endr
+
+/* 64-bit TSS with an all-open I/O permission bitmap (Intel SDM Vol. 1 §19.5.2). */
+    .align 4096
+tss:
+    .long 0
+    .quad 0, 0, 0               /* RSP0-2 */
+    .quad 0                     /* reserved */
+    .quad 0, 0, 0, 0, 0, 0, 0   /* IST1-7 */
+    .quad 0                     /* reserved */
+    .word 0
+    .word 104                   /* I/O map base */
+    .fill 8192, 1, 0
+    .byte 0xff
+
+    .align 4096
+idt:
+    .fill 4096, 1, 0
+
+/* ------------------------------------------------------------------------------------ */
+    .section .note.Xen, "a"
+    .align 4
+    .long 4                     /* name size */
+    .long 4                     /* descriptor size */
+    .long 18                    /* XEN_ELFNOTE_PHYS32_ENTRY */
+    .asciz "Xen"
+    .long pvh_entry
+
+/* ------------------------------------------------------------------------------------ */
+    .section .bss
+    .align 4096
+boot_stack:     .skip 4096
+boot_stack_top:
+kstack:         .skip 16384
+kstack_top:
+ustack:         .skip 16384
+ustack_top:
+ap_stacks:      .skip 4096 * 64
