@@ -128,10 +128,12 @@ impl GuestRun {
         stopped(self).unwrap()
     }
 
-    /// Lines of serial output starting with `key `, without the key.
+    /// Complete lines of serial output starting with `key `, without the key.
     pub fn lines_with(&self, key: &str) -> Vec<String> {
         let prefix = format!("{key} ");
-        self.output().lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+        let out = self.output();
+        let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
+        complete.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
     }
 }
 
