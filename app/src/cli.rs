@@ -1,0 +1,83 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "vessel", version, about = "Vessel: virtual machines on your Linux desktop, on KVM")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Boot a Linux kernel headless, with the guest's serial console on this terminal.
+    ///
+    /// Keys: Ctrl-A x quits (powers the guest off), Ctrl-A s presses the ACPI power button,
+    /// Ctrl-A r resets, Ctrl-A p pauses or resumes, Ctrl-A h lists these, Ctrl-A Ctrl-A
+    /// sends a Ctrl-A to the guest.
+    ///
+    /// Exit status: 0 the guest powered off, 1 Vessel failed, 2 bad arguments, 3 the guest
+    /// crashed (triple fault), 4 the guest rebooted with --no-reboot, 5 quit with Ctrl-A x.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Kernel to boot: a bzImage, or an ELF vmlinux (booted through PVH).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "TEXT", default_value = "console=ttyS0")]
+    pub cmdline: String,
+    /// Guest memory: a number of MiB, or with a unit (512M, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_memory)]
+    pub memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
+    pub cpus: u8,
+    /// Stop (exit status 4) when the guest reboots instead of restarting it.
+    #[arg(long)]
+    pub no_reboot: bool,
+}
+
+/// Parses "512", "512M", "2G", "1024K", "1T" (binary units; a bare number is MiB).
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], t[i..].trim()),
+        None => (t, "M"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 512M or 2G"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "K" => 10,
+        "M" | "" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use K, M, G or T")),
+    };
+    n.checked_mul(1 << shift).filter(|b| *b > 0).ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512"), Ok(512 << 20));
+        assert_eq!(parse_memory("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory("1024k"), Ok(1 << 20));
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("5Q").is_err());
+        assert!(parse_memory("0").is_err());
+        assert!(parse_memory("99999999999999T").is_err());
+    }
+}

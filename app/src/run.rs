@@ -1,0 +1,136 @@
+//! `vessel run`: one machine, headless, its serial console on this terminal.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use vmm::{BootSource, Event, Machine, MachineConfig, MachineState, RebootPolicy, StopReason};
+
+use crate::cli::RunArgs;
+use crate::terminal::RawMode;
+
+pub const EXIT_POWERED_OFF: i32 = 0;
+pub const EXIT_VMM_ERROR: i32 = 1;
+pub const EXIT_CRASHED: i32 = 3;
+pub const EXIT_REBOOTED: i32 = 4;
+pub const EXIT_QUIT: i32 = 5;
+
+/// The escape key: Ctrl-A, as in QEMU.
+const ESCAPE: u8 = 0x01;
+
+/// How the run ended.
+pub enum Outcome {
+    Stopped(StopReason),
+    Quit,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Stopped(StopReason::PoweredOff) => EXIT_POWERED_OFF,
+            Outcome::Stopped(StopReason::Crashed(_)) => EXIT_CRASHED,
+            Outcome::Stopped(StopReason::Reset) => EXIT_REBOOTED,
+            Outcome::Stopped(StopReason::Error(_)) => EXIT_VMM_ERROR,
+            Outcome::Quit => EXIT_QUIT,
+        }
+    }
+}
+
+const HELP: &str = "\r\nvessel: Ctrl-A x quit (power off) | Ctrl-A s ACPI shutdown | Ctrl-A r reset | \
+                    Ctrl-A p pause/resume | Ctrl-A Ctrl-A send Ctrl-A\r\n";
+
+pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let config = MachineConfig {
+        vcpus: args.cpus,
+        memory_bytes: args.memory,
+        boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
+        on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
+    };
+    let handle = Machine::build(config, None).context("cannot build the machine")?;
+    let raw = RawMode::enable(libc::STDIN_FILENO);
+    let interactive = raw.is_some();
+    handle.start().context("cannot start the machine")?;
+
+    let (keys_tx, keys) = mpsc::channel::<Vec<u8>>();
+    std::thread::Builder::new()
+        .name("vessel-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || keys_tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the input thread")?;
+
+    let mut stdout = std::io::stdout().lock();
+    let mut escape_pending = false;
+    loop {
+        match handle.events().recv_timeout(Duration::from_millis(10)) {
+            Ok(Event::Serial(bytes)) => {
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            }
+            Ok(Event::StateChanged(MachineState::Stopped(reason))) => {
+                drop(raw);
+                report_stop(&reason);
+                return Ok(Outcome::Stopped(reason));
+            }
+            Ok(Event::Rebooted) => log::info!("guest rebooted"),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the machine went away"),
+        }
+        while let Ok(bytes) = keys.try_recv() {
+            let mut to_guest = Vec::with_capacity(bytes.len());
+            for byte in bytes {
+                if !escape_pending {
+                    if byte == ESCAPE && interactive {
+                        escape_pending = true;
+                    } else {
+                        to_guest.push(byte);
+                    }
+                    continue;
+                }
+                escape_pending = false;
+                match byte {
+                    b'x' | b'X' => {
+                        handle.power_off().context("cannot power off")?;
+                        drop(raw);
+                        eprintln!("\nvessel: quit; the guest was powered off");
+                        return Ok(Outcome::Quit);
+                    }
+                    b's' | b'S' => handle.request_shutdown().context("cannot press the power button")?,
+                    b'r' | b'R' => handle.reset().context("cannot reset")?,
+                    b'p' | b'P' => match handle.state() {
+                        MachineState::Paused => handle.resume().context("cannot resume")?,
+                        _ => handle.pause().context("cannot pause")?,
+                    },
+                    ESCAPE => to_guest.push(ESCAPE),
+                    _ => {
+                        stdout.write_all(HELP.as_bytes())?;
+                        stdout.flush()?;
+                    }
+                }
+            }
+            if !to_guest.is_empty() {
+                handle.send_serial(&to_guest).context("cannot send input to the guest")?;
+            }
+        }
+    }
+}
+
+fn report_stop(reason: &StopReason) {
+    match reason {
+        StopReason::PoweredOff => {}
+        StopReason::Reset => eprintln!("vessel: the guest rebooted (--no-reboot)"),
+        StopReason::Crashed(report) => eprintln!(
+            "vessel: the guest crashed (triple fault on vCPU {}):\n{}",
+            report.vcpu, report.registers
+        ),
+        StopReason::Error(message) => eprintln!("vessel: error: {message}"),
+    }
+}
