@@ -157,11 +157,11 @@ pub fn have_qemu() -> bool {
     Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// Runs `kernel` under QEMU (TCG unless `accel` says otherwise) with the serial port on
-/// stdout, until the guest powers off; returns what it printed.
+/// Runs `kernel` under QEMU (TCG) with the serial port on stdout, until the guest powers
+/// off; returns what it printed.
 pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "256", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"])
+        .args(["-accel", "tcg", "-m", "512", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"])
         .args(["-kernel", kernel.to_str().unwrap(), "-append", cmdline])
         .args(extra)
         .stdin(Stdio::null())
@@ -189,4 +189,18 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
         eprintln!("QEMU stderr: {err}");
     }
     out.replace("\r\n", "\n")
+}
+
+/// Builds (or finds in the cache) the default Linux guest from `assets/linux-guest`; returns
+/// (vmlinuz, initrd.gz).
+pub fn default_linux_guest() -> (PathBuf, PathBuf) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/linux-guest/build.sh");
+    let out = Command::new("bash").arg(&script).output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "building the default Linux guest failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    (dir.join("vmlinuz"), dir.join("initrd.gz"))
 }

@@ -25,7 +25,7 @@ use instance::{Instance, InstanceEnv};
 pub enum MachineError {
     #[error(transparent)]
     Kvm0(#[from] crate::vstate::kvm::KvmError),
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Kvm {
         what: &'static str,
         #[source]
@@ -39,13 +39,13 @@ pub enum MachineError {
     Acpi(#[from] crate::arch::x86_64::acpi::AcpiError),
     #[error(transparent)]
     Regs(#[from] crate::arch::x86_64::regs::RegsError),
-    #[error("device layout: {0}")]
+    #[error("device layout")]
     Bus(#[from] crate::devices::bus::BusError),
     #[error("invalid machine configuration: {0}")]
     InvalidConfig(String),
     #[error("cannot {command} a machine that is {state}")]
     InvalidState { command: &'static str, state: &'static str },
-    #[error("cannot start a machine thread: {0}")]
+    #[error("cannot start a machine thread")]
     Thread(#[source] std::io::Error),
     #[error("the machine's controller thread has exited")]
     Gone,

@@ -15,7 +15,7 @@ pub enum KvmError {
          sudo usermod -aG kvm $USER, then log in again"
     )]
     PermissionDenied,
-    #[error("cannot open /dev/kvm: {0}")]
+    #[error("cannot open /dev/kvm")]
     Open(#[source] kvm_ioctls::Error),
     #[error("KVM API version {0} is not supported (Vessel needs version 12)")]
     ApiVersion(i32),

@@ -19,13 +19,13 @@ pub enum MemoryError {
     TooSmall(u64),
     #[error("memory size must be a multiple of 4 KiB, got {0} bytes")]
     Unaligned(u64),
-    #[error("cannot allocate {size} MiB of guest memory: {source}", size = .size >> 20)]
+    #[error("cannot allocate {size} MiB of guest memory", size = .size >> 20)]
     Allocate {
         size: u64,
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
-    #[error("KVM refused guest memory slot {slot}: {source}")]
+    #[error("KVM refused guest memory slot {slot}")]
     RegisterSlot {
         slot: u32,
         #[source]

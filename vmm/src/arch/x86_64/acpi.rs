@@ -29,7 +29,7 @@ pub const GED_EVENT_POWER_BUTTON: u32 = 1 << 0;
 pub enum AcpiError {
     #[error("the ACPI tables ({0} bytes) do not fit in the BIOS area")]
     TooLarge(usize),
-    #[error("cannot write the ACPI tables to guest memory: {0}")]
+    #[error("cannot write the ACPI tables to guest memory")]
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 

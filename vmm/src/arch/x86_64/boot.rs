@@ -23,13 +23,13 @@ use crate::vstate::memory::{E820Entry, GuestMem, e820_map, low_ram_end};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot open kernel {path}: {source}")]
+    #[error("cannot open kernel {path}")]
     OpenKernel {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot open initrd {path}: {source}")]
+    #[error("cannot open initrd {path}")]
     OpenInitrd {
         path: PathBuf,
         #[source]
@@ -53,7 +53,7 @@ pub enum BootError {
         size = .size >> 20
     )]
     InitrdTooLarge { path: PathBuf, size: u64, limit: u64 },
-    #[error("cannot read initrd {path}: {source}")]
+    #[error("cannot read initrd {path}")]
     ReadInitrd {
         path: PathBuf,
         #[source]
@@ -63,7 +63,7 @@ pub enum BootError {
     CmdlineTooLong { len: usize, max: usize },
     #[error("kernel command line contains a NUL byte")]
     CmdlineNul,
-    #[error("cannot write boot information to guest memory: {0}")]
+    #[error("cannot write boot information to guest memory")]
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 

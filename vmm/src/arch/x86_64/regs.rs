@@ -12,7 +12,7 @@ use crate::vstate::memory::GuestMem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegsError {
-    #[error("cannot {what} of vCPU: {source}")]
+    #[error("cannot {what} of vCPU")]
     Kvm {
         what: &'static str,
         #[source]
@@ -20,7 +20,7 @@ pub enum RegsError {
     },
     #[error("KVM set only {0} of the {1} boot MSRs")]
     PartialMsrs(usize, usize),
-    #[error("cannot write boot structures to guest memory: {0}")]
+    #[error("cannot write boot structures to guest memory")]
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 
