@@ -37,7 +37,8 @@ fn symbol(elf: &Path, name: &str) -> u64 {
 /// boot sector, a header for protocol 2.15 with a 64-bit entry, loaded high at 1 MiB.
 fn bzimage_header(payload_len: usize, init_size: u32) -> Vec<u8> {
     let mut h = vec![0u8; 1024];
-    let mut put = |offset: usize, bytes: &[u8]| h[offset..offset + bytes.len()].copy_from_slice(bytes);
+    let mut put =
+        |offset: usize, bytes: &[u8]| h[offset..offset + bytes.len()].copy_from_slice(bytes);
     put(0x1f1, &[1]); // setup_sects
     put(0x1f4, &(payload_len.div_ceil(16) as u32).to_le_bytes()); // syssize
     put(0x1fa, &0xffffu16.to_le_bytes()); // vid_mode: normal
@@ -67,7 +68,10 @@ fn main() {
     let elf = out.join("testguest.elf");
     let flat = out.join("testguest.bin");
     let bzimage = out.join("testguest.bzImage");
-    run("as", &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()]);
+    run(
+        "as",
+        &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()],
+    );
     run(
         "ld",
         &[
@@ -83,7 +87,15 @@ fn main() {
             obj.to_str().unwrap(),
         ],
     );
-    run("objcopy", &["-O", "binary", elf.to_str().unwrap(), flat.to_str().unwrap()]);
+    run(
+        "objcopy",
+        &[
+            "-O",
+            "binary",
+            elf.to_str().unwrap(),
+            flat.to_str().unwrap(),
+        ],
+    );
     let payload = std::fs::read(&flat).unwrap();
     let init_size = (symbol(&elf, "bss_end") - 0x10_0000) as u32;
     let mut image = bzimage_header(payload.len(), init_size);
@@ -91,5 +103,8 @@ fn main() {
     std::fs::write(&bzimage, image).unwrap();
 
     println!("cargo:rustc-env=VESSEL_TESTGUEST_ELF={}", elf.display());
-    println!("cargo:rustc-env=VESSEL_TESTGUEST_BZIMAGE={}", bzimage.display());
+    println!(
+        "cargo:rustc-env=VESSEL_TESTGUEST_BZIMAGE={}",
+        bzimage.display()
+    );
 }

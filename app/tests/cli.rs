@@ -20,7 +20,15 @@ fn vessel(args: &[&str], input: &[u8]) -> Output {
 fn run_guest(test: &str, extra: &[&str], input: &[u8]) -> Output {
     let kernel = testguest_elf();
     let cmdline = format!("test={test}");
-    let mut args = vec!["run", "--kernel", kernel.to_str().unwrap(), "--cmdline", &cmdline, "--memory", "128M"];
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        &cmdline,
+        "--memory",
+        "128M",
+    ];
     args.extend_from_slice(extra);
     vessel(&args, input)
 }
@@ -39,13 +47,22 @@ fn help_lists_run() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("run"), "{}", stdout(&out));
     let out = vessel(&["run", "--help"], b"");
-    assert!(stdout(&out).contains("Ctrl-A x"), "the escape key is documented");
+    assert!(
+        stdout(&out).contains("Ctrl-A x"),
+        "the escape key is documented"
+    );
 }
 
 #[test]
 fn guest_power_off_exits_zero() {
     let out = run_guest("boot", &["--cpus", "2"], b"");
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert!(stdout(&out).contains("CPUS 0000000000000002"));
     assert!(stdout(&out).contains("DONE"));
 }
@@ -53,8 +70,18 @@ fn guest_power_off_exits_zero() {
 #[test]
 fn serial_input_reaches_the_guest() {
     let out = run_guest("echo", &[], b"typed into vessel\nq");
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("typed into vessel"), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("typed into vessel"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -72,7 +99,10 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("/no/such/vmlinuz") && err.contains("vessel: error:"), "{err}");
+    assert!(
+        err.contains("/no/such/vmlinuz") && err.contains("vessel: error:"),
+        "{err}"
+    );
 
     let not_a_kernel = env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml";
     let out = vessel(&["run", "--kernel", &not_a_kernel], b"");
@@ -86,7 +116,16 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
 
     let kernel = testguest_elf();
-    let out = vessel(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "4M"], b"");
+    let out = vessel(
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--memory",
+            "4M",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("too small"), "{}", stderr(&out));
 }

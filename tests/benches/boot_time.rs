@@ -25,8 +25,14 @@ fn vessel_once() -> Sample {
     let (mut first, mut marker) = (None, None);
     while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
         match event {
-            Event::DebugMarker { code: 1, since_build } => first = Some(since_build),
-            Event::DebugMarker { code: 4, since_build } => marker = Some(since_build),
+            Event::DebugMarker {
+                code: 1,
+                since_build,
+            } => first = Some(since_build),
+            Event::DebugMarker {
+                code: 4,
+                since_build,
+            } => marker = Some(since_build),
             Event::StateChanged(MachineState::Stopped(_)) => break,
             _ => {}
         }
@@ -43,8 +49,24 @@ fn qemu_once() -> Option<Sample> {
     let kernel = vessel_tests::testguest_elf();
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-m", "128", "-nodefaults", "-display", "none", "-no-reboot"])
-        .args(["-serial", "none", "-chardev", "stdio,id=dbg", "-device", "isa-debugcon,iobase=0xe9,chardev=dbg"])
+        .args([
+            "-accel",
+            "kvm",
+            "-m",
+            "128",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        .args([
+            "-serial",
+            "none",
+            "-chardev",
+            "stdio,id=dbg",
+            "-device",
+            "isa-debugcon,iobase=0xe9,chardev=dbg",
+        ])
         .args(["-kernel", kernel.to_str().unwrap(), "-append", "test=bench"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -62,7 +84,10 @@ fn qemu_once() -> Option<Sample> {
         }
     }
     let _ = child.wait();
-    Some(Sample { first_instruction: first?, marker: marker? })
+    Some(Sample {
+        first_instruction: first?,
+        marker: marker?,
+    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -80,19 +105,31 @@ fn main() {
     let qemu_works = qemu_once().is_some();
 
     let vessel: Vec<Sample> = (0..rounds).map(|_| vessel_once()).collect();
-    let qemu: Vec<Sample> = if qemu_works { (0..rounds).filter_map(|_| qemu_once()).collect() } else { Vec::new() };
+    let qemu: Vec<Sample> = if qemu_works {
+        (0..rounds).filter_map(|_| qemu_once()).collect()
+    } else {
+        Vec::new()
+    };
 
     let v_first = median(vessel.iter().map(|s| s.first_instruction).collect());
     let v_marker = median(vessel.iter().map(|s| s.marker).collect());
     println!("boot_time: {rounds} rounds, medians");
-    println!("  vessel  first instruction {:>9.3} ms   marker {:>9.3} ms", ms(v_first), ms(v_marker));
+    println!(
+        "  vessel  first instruction {:>9.3} ms   marker {:>9.3} ms",
+        ms(v_first),
+        ms(v_marker)
+    );
     if qemu.is_empty() {
         println!("  qemu    (qemu-system-x86_64 -accel kvm did not run; install qemu-system-x86)");
         return;
     }
     let q_first = median(qemu.iter().map(|s| s.first_instruction).collect());
     let q_marker = median(qemu.iter().map(|s| s.marker).collect());
-    println!("  qemu    first instruction {:>9.3} ms   marker {:>9.3} ms", ms(q_first), ms(q_marker));
+    println!(
+        "  qemu    first instruction {:>9.3} ms   marker {:>9.3} ms",
+        ms(q_first),
+        ms(q_marker)
+    );
     println!(
         "  ratio (qemu / vessel): first instruction {:.1}x, marker {:.1}x (target: >= 5x to first instruction)",
         q_first.as_secs_f64() / v_first.as_secs_f64(),

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vmm::{BootSource, Event, Machine, MachineConfig, MachineHandle, MachineState, RebootPolicy, StopReason};
+use vmm::{
+    BootSource, Event, Machine, MachineConfig, MachineHandle, MachineState, RebootPolicy,
+    StopReason,
+};
 
 /// The test guest as a PVH ELF.
 pub fn testguest_elf() -> PathBuf {
@@ -67,7 +70,11 @@ impl GuestSpec {
     pub fn boot(&self) -> GuestRun {
         let handle = Machine::build(self.config(), None).expect("machine builds");
         handle.start().expect("machine starts");
-        GuestRun { handle, serial: Vec::new(), events: Vec::new() }
+        GuestRun {
+            handle,
+            serial: Vec::new(),
+            events: Vec::new(),
+        }
     }
 }
 
@@ -80,14 +87,22 @@ impl GuestRun {
     }
 
     /// Takes events until `done` holds or `timeout` passes; true if it held.
-    pub fn wait_until(&mut self, timeout: Duration, mut done: impl FnMut(&GuestRun) -> bool) -> bool {
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&GuestRun) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while !done(self) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            match self.handle.events().recv_timeout(left.min(Duration::from_millis(100))) {
+            match self
+                .handle
+                .events()
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(event) => self.take(event),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => return done(self),
@@ -110,7 +125,11 @@ impl GuestRun {
     /// Waits for `needle` in the serial output; panics with the transcript if it never comes.
     pub fn expect_output(&mut self, needle: &str) {
         if !self.wait_until(TIMEOUT, |r| r.output().contains(needle)) {
-            panic!("guest never printed {needle:?}; it printed:\n{}\nevents: {:?}", self.output(), self.events);
+            panic!(
+                "guest never printed {needle:?}; it printed:\n{}\nevents: {:?}",
+                self.output(),
+                self.events
+            );
         }
     }
 
@@ -123,7 +142,11 @@ impl GuestRun {
             })
         };
         if !self.wait_until(TIMEOUT, |r| stopped(r).is_some()) {
-            panic!("machine did not stop; guest printed:\n{}\nevents: {:?}", self.output(), self.events);
+            panic!(
+                "machine did not stop; guest printed:\n{}\nevents: {:?}",
+                self.output(),
+                self.events
+            );
         }
         stopped(self).unwrap()
     }
@@ -133,7 +156,10 @@ impl GuestRun {
         let prefix = format!("{key} ");
         let out = self.output();
         let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
-        complete.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+        complete
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
     }
 }
 
@@ -154,14 +180,27 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// True if `qemu-system-x86_64` is installed.
 pub fn have_qemu() -> bool {
-    Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs `kernel` under QEMU (TCG) with the serial port on stdout, until the guest powers
 /// off; returns what it printed.
 pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512", "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"])
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
         .args(["-kernel", kernel.to_str().unwrap(), "-append", cmdline])
         .args(extra)
         .stdin(Stdio::null())
@@ -182,9 +221,19 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     if !err.trim().is_empty() {
         eprintln!("QEMU stderr: {err}");
     }
@@ -195,7 +244,10 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
 /// (vmlinuz, initrd.gz).
 pub fn default_linux_guest() -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/linux-guest/build.sh");
-    let out = Command::new("bash").arg(&script).output().expect("bash runs");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash runs");
     assert!(
         out.status.success(),
         "building the default Linux guest failed:\n{}",

@@ -17,7 +17,11 @@ struct GuestPhys {
 }
 
 impl AcpiHandler for GuestPhys {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let ptr = NonNull::new((self.base + physical_address) as *mut T).unwrap();
         // SAFETY: the tables lie inside guest RAM, which stays mapped for the whole test.
         unsafe { PhysicalMapping::new(physical_address, ptr, size, size, *self) }
@@ -37,22 +41,35 @@ fn tables(vcpus: u8) -> (GuestMem, usize, GuestPhys) {
 fn static_tables_parse_and_describe_the_platform() {
     let (_mem, rsdp, handler) = tables(4);
     // SAFETY: `rsdp` points at an RSDP inside the mapped guest memory.
-    let acpi = unsafe { AcpiTables::from_rsdp(handler, rsdp) }.expect("RSDP, XSDT and checksums are valid");
-    let mut sigs: Vec<String> = acpi.headers().map(|h| h.signature.as_str().to_string()).collect();
+    let acpi = unsafe { AcpiTables::from_rsdp(handler, rsdp) }
+        .expect("RSDP, XSDT and checksums are valid");
+    let mut sigs: Vec<String> = acpi
+        .headers()
+        .map(|h| h.signature.as_str().to_string())
+        .collect();
     sigs.sort();
     assert_eq!(sigs, vec!["APIC", "FACP"]);
 
     let fadt = acpi.find_table::<Fadt>().unwrap();
     let flags = fadt.flags;
-    assert!(flags.system_is_hw_reduced_acpi(), "hardware-reduced platform");
+    assert!(
+        flags.system_is_hw_reduced_acpi(),
+        "hardware-reduced platform"
+    );
     assert!(flags.power_button_is_control_method());
     assert!(flags.supports_system_reset_via_fadt());
     let reset = fadt.reset_register().unwrap();
     assert_eq!(reset.address, 0xcf9);
     assert_eq!(fadt.reset_value, 6);
-    let sleep = fadt.sleep_control_register().unwrap().expect("sleep control register");
+    let sleep = fadt
+        .sleep_control_register()
+        .unwrap()
+        .expect("sleep control register");
     assert_eq!(sleep.address, 0x600);
-    let status = fadt.sleep_status_register().unwrap().expect("sleep status register");
+    let status = fadt
+        .sleep_status_register()
+        .unwrap()
+        .expect("sleep status register");
     assert_eq!(status.address, 0x601);
 
     let madt = acpi.find_table::<Madt>().unwrap();
@@ -61,8 +78,12 @@ fn static_tables_parse_and_describe_the_platform() {
     for entry in madt.get().entries() {
         match entry {
             MadtEntry::LocalApic(l) => apic_ids.push((l.processor_id, l.apic_id, l.flags & 1)),
-            MadtEntry::IoApic(io) => ioapics.push((io.io_apic_address, io.global_system_interrupt_base)),
-            MadtEntry::InterruptSourceOverride(o) => overrides.push((o.irq, o.global_system_interrupt)),
+            MadtEntry::IoApic(io) => {
+                ioapics.push((io.io_apic_address, io.global_system_interrupt_base))
+            }
+            MadtEntry::InterruptSourceOverride(o) => {
+                overrides.push((o.irq, o.global_system_interrupt))
+            }
             MadtEntry::LocalApicNmi(n) => {
                 assert_eq!((n.processor_id, n.nmi_line), (0xff, 1));
                 nmis += 1;
@@ -89,7 +110,11 @@ fn disassemble(table: &[u8]) -> String {
         .current_dir(&dir)
         .output()
         .expect("iasl runs (apt-get install acpica-tools)");
-    assert!(out.status.success(), "iasl rejected the DSDT:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "iasl rejected the DSDT:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let asl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     asl
@@ -103,7 +128,8 @@ fn dsdt_disassembles_with_acpica() {
     let dsdt = acpi.dsdt().unwrap();
     // The whole table, header included (the AmlTable address skips the 36-byte header).
     let mut table = vec![0u8; dsdt.length as usize + 36];
-    mem.read_slice(&mut table, GuestAddress(dsdt.address as u64 - 36)).unwrap();
+    mem.read_slice(&mut table, GuestAddress(dsdt.address as u64 - 36))
+        .unwrap();
     let asl = disassemble(&table);
     let squashed = normalize(&asl);
     for needle in [
@@ -133,10 +159,16 @@ fn normalize(asl: &str) -> String {
     let mut rest = asl;
     while let Some(start) = rest.find("/*") {
         text.push_str(&rest[..start]);
-        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
+        rest = rest[start..]
+            .find("*/")
+            .map_or("", |end| &rest[start + end + 2..]);
     }
     text.push_str(rest);
-    let text: String = text.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join(" ");
+    let text: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.replace(" )", ")").replace(" ,", ",")
 }

@@ -11,7 +11,9 @@ const CR0_PG: u64 = 1 << 31;
 const EFER_LMA: u64 = 1 << 10;
 
 fn test_initrd() -> (std::path::PathBuf, Vec<u8>) {
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let bytes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     let path = std::env::temp_dir().join(format!("vessel-test-initrd-{}", std::process::id()));
     std::fs::write(&path, &bytes).unwrap();
     (path, bytes)
@@ -23,11 +25,19 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
     let mut run = spec.boot();
     run.expect_output("DONE");
     let reason = run.expect_stopped();
-    assert!(matches!(reason, StopReason::PoweredOff), "{reason:?}\n{}", run.output());
+    assert!(
+        matches!(reason, StopReason::PoweredOff),
+        "{reason:?}\n{}",
+        run.output()
+    );
     let out = run.output();
 
     assert_eq!(run.lines_with("PROTO"), vec![proto.to_string()], "{out}");
-    assert_eq!(run.lines_with("MAGIC"), vec!["ok"], "boot info magic\n{out}");
+    assert_eq!(
+        run.lines_with("MAGIC"),
+        vec!["ok"],
+        "boot info magic\n{out}"
+    );
 
     // Entry registers: PVH enters in protected mode without paging, EBX = start info;
     // the 64-bit protocol in long mode with paging, RSI = boot_params.
@@ -54,8 +64,10 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
             (hex(f[0]), hex(f[1]), hex(f[2]) as u32)
         })
         .collect();
-    let expected: Vec<(u64, u64, u32)> =
-        e820_map(spec.memory_bytes).iter().map(|e| (e.addr, e.size, e.kind)).collect();
+    let expected: Vec<(u64, u64, u32)> = e820_map(spec.memory_bytes)
+        .iter()
+        .map(|e| (e.addr, e.size, e.kind))
+        .collect();
     assert_eq!(seen, expected, "e820\n{out}");
 
     assert_eq!(run.lines_with("CMDLINE"), vec![spec.cmdline.clone()]);
@@ -72,20 +84,35 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
         assert!(sigs.contains(&sig), "no {sig} in {sigs:?}");
     }
     assert_eq!(hex(&run.lines_with("S5")[0]), 5);
-    assert_eq!(hex(run.lines_with("SLEEPCTL")[0].split_whitespace().next().unwrap()), 0x600);
-    let reset: Vec<u64> = run.lines_with("RESETREG")[0].split_whitespace().map(hex).collect();
+    assert_eq!(
+        hex(run.lines_with("SLEEPCTL")[0]
+            .split_whitespace()
+            .next()
+            .unwrap()),
+        0x600
+    );
+    let reset: Vec<u64> = run.lines_with("RESETREG")[0]
+        .split_whitespace()
+        .map(hex)
+        .collect();
     assert_eq!(reset, vec![0xcf9, 6]);
     assert_eq!(hex(&run.lines_with("CPUS")[0]), u64::from(spec.vcpus));
     run
 }
 
 fn check_initrd(run: &GuestRun, bytes: &[u8], memory: u64) {
-    let f: Vec<u64> = run.lines_with("INITRD")[0].split_whitespace().map(hex).collect();
+    let f: Vec<u64> = run.lines_with("INITRD")[0]
+        .split_whitespace()
+        .map(hex)
+        .collect();
     let (addr, size, hash) = (f[0], f[1], f[2]);
     assert_eq!(size, bytes.len() as u64);
     assert_eq!(hash, fnv1a(bytes), "the guest read different initrd bytes");
     assert_eq!(addr & 0xfff, 0, "initrd is page-aligned");
-    assert!(addr + size <= memory.min(0xc000_0000), "initrd inside low RAM");
+    assert!(
+        addr + size <= memory.min(0xc000_0000),
+        "initrd inside low RAM"
+    );
     assert!(addr >= 0x10_0000);
 }
 
@@ -118,12 +145,19 @@ fn large_memory_is_split_around_the_mmio_hole() {
     spec.memory_bytes = 5 << 30;
     let run = check_report(&spec, "pvh");
     let e820 = run.lines_with("E820");
-    assert!(e820.iter().any(|l| l.starts_with("0000000100000000 0000000080000000 ")), "{e820:?}");
+    assert!(
+        e820.iter()
+            .any(|l| l.starts_with("0000000100000000 0000000080000000 ")),
+        "{e820:?}"
+    );
 }
 
 #[test]
 fn no_initrd_reports_none() {
     let run = check_report(&GuestSpec::new("boot"), "pvh");
-    let f: Vec<u64> = run.lines_with("INITRD")[0].split_whitespace().map(hex).collect();
+    let f: Vec<u64> = run.lines_with("INITRD")[0]
+        .split_whitespace()
+        .map(hex)
+        .collect();
     assert_eq!((f[0], f[1]), (0, 0));
 }

@@ -36,16 +36,23 @@ pub struct Bus {
 
 impl Bus {
     pub fn new(name: &'static str) -> Self {
-        Bus { name, ranges: BTreeMap::new(), unhandled: AtomicU64::new(0) }
+        Bus {
+            name,
+            ranges: BTreeMap::new(),
+            unhandled: AtomicU64::new(0),
+        }
     }
 
     pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::BadRange { base, len })?;
         let before = self.ranges.range(..end).next_back();
-        if let Some((other_base, other)) = before {
-            if other_base + other.len > base {
-                return Err(BusError::Overlap { base, len });
-            }
+        if let Some((other_base, other)) = before
+            && other_base + other.len > base
+        {
+            return Err(BusError::Overlap { base, len });
         }
         self.ranges.insert(base, Range { len, device });
         Ok(())
@@ -81,8 +88,11 @@ impl Bus {
     /// is normal, a guest hammering an empty port must not flood the log.
     fn note_unhandled(&self, what: &str, addr: u64, len: usize) {
         let n = self.unhandled.fetch_add(1, Ordering::Relaxed);
-        if n < 16 || n % 1000 == 0 {
-            log::debug!("{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)", self.name);
+        if n < 16 || n.is_multiple_of(1000) {
+            log::debug!(
+                "{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)",
+                self.name
+            );
         }
     }
 }
@@ -112,8 +122,17 @@ mod tests {
         let mut bus = Bus::new("test");
         let dev: SharedDevice = Arc::new(Mutex::new(Echo(10)));
         bus.insert(0x100, 8, dev.clone()).unwrap();
-        assert_eq!(bus.insert(0x104, 8, dev.clone()), Err(BusError::Overlap { base: 0x104, len: 8 }));
-        assert_eq!(bus.insert(0xfc, 8, dev.clone()), Err(BusError::Overlap { base: 0xfc, len: 8 }));
+        assert_eq!(
+            bus.insert(0x104, 8, dev.clone()),
+            Err(BusError::Overlap {
+                base: 0x104,
+                len: 8
+            })
+        );
+        assert_eq!(
+            bus.insert(0xfc, 8, dev.clone()),
+            Err(BusError::Overlap { base: 0xfc, len: 8 })
+        );
         bus.insert(0x108, 1, dev.clone()).unwrap();
         assert!(bus.insert(u64::MAX, 2, dev.clone()).is_err());
         assert!(bus.insert(0x200, 0, dev).is_err());

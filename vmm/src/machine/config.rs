@@ -30,13 +30,21 @@ pub const MAX_VCPUS: u8 = 254;
 
 impl MachineConfig {
     pub fn new(boot: BootSource) -> Self {
-        MachineConfig { vcpus: 1, memory_bytes: 512 << 20, boot, on_guest_reboot: RebootPolicy::Restart }
+        MachineConfig {
+            vcpus: 1,
+            memory_bytes: 512 << 20,
+            boot,
+            on_guest_reboot: RebootPolicy::Restart,
+        }
     }
 
     /// Checks the parts that need no host resources.
     pub fn validate(&self) -> Result<(), String> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(format!("{} vCPUs requested; a machine has 1 to {MAX_VCPUS}", self.vcpus));
+            return Err(format!(
+                "{} vCPUs requested; a machine has 1 to {MAX_VCPUS}",
+                self.vcpus
+            ));
         }
         Ok(())
     }

@@ -31,8 +31,15 @@ pub enum Command {
 
 pub enum ControlMsg {
     Command(Command, SyncSender<Result<(), MachineError>>),
-    Power { generation: u64, request: PowerRequest },
-    VcpuStopped { generation: u64, vcpu: u8, stop: VcpuStop },
+    Power {
+        generation: u64,
+        request: PowerRequest,
+    },
+    VcpuStopped {
+        generation: u64,
+        vcpu: u8,
+        stop: VcpuStop,
+    },
     Quit,
 }
 
@@ -78,7 +85,15 @@ impl Controller {
         state: Arc<Mutex<MachineState>>,
         instance: Instance,
     ) -> Self {
-        Controller { config, env, rx, control_evt, state, instance: Some(instance), generation: 0 }
+        Controller {
+            config,
+            env,
+            rx,
+            control_evt,
+            state,
+            instance: Some(instance),
+            generation: 0,
+        }
     }
 
     fn events(&self) -> &EventSink {
@@ -98,7 +113,9 @@ impl Controller {
         let epoll = match self.epoll() {
             Ok(e) => e,
             Err(e) => {
-                self.set_state(MachineState::Stopped(StopReason::Error(format!("epoll: {e}"))));
+                self.set_state(MachineState::Stopped(StopReason::Error(format!(
+                    "epoll: {e}"
+                ))));
                 return;
             }
         };
@@ -143,7 +160,11 @@ impl Controller {
             (self.control_evt.as_ref(), TOKEN_CONTROL),
             (self.env.serial_ready.as_ref(), TOKEN_SERIAL),
         ] {
-            epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
+            epoll.ctl(
+                ControlOperation::Add,
+                fd_of(fd),
+                EpollEvent::new(EventSet::IN, token),
+            )?;
         }
         Ok(epoll)
     }
@@ -163,18 +184,26 @@ impl Controller {
                 let result = self.command(cmd);
                 let _ = reply.send(result);
             }
-            ControlMsg::Power { generation, request } if generation == self.generation => {
-                match request {
-                    PowerRequest::PowerOff => self.stop(StopReason::PoweredOff),
-                    PowerRequest::Reset => self.guest_reboot(),
-                }
-            }
-            ControlMsg::VcpuStopped { generation, vcpu, stop } if generation == self.generation => match stop {
+            ControlMsg::Power {
+                generation,
+                request,
+            } if generation == self.generation => match request {
+                PowerRequest::PowerOff => self.stop(StopReason::PoweredOff),
+                PowerRequest::Reset => self.guest_reboot(),
+            },
+            ControlMsg::VcpuStopped {
+                generation,
+                vcpu,
+                stop,
+            } if generation == self.generation => match stop {
                 VcpuStop::PowerOff => self.stop(StopReason::PoweredOff),
                 VcpuStop::Reset => self.guest_reboot(),
                 VcpuStop::TripleFault(registers) => {
                     log::error!("vCPU {vcpu} triple-faulted:\n{registers}");
-                    self.stop(StopReason::Crashed(Box::new(CrashReport { vcpu, registers })))
+                    self.stop(StopReason::Crashed(Box::new(CrashReport {
+                        vcpu,
+                        registers: *registers,
+                    })))
                 }
                 VcpuStop::Error(message) => {
                     log::error!("{message}");
@@ -189,7 +218,10 @@ impl Controller {
 
     fn command(&mut self, cmd: Command) -> Result<(), MachineError> {
         let state = self.state();
-        let wrong_state = || MachineError::InvalidState { command: command_name(&cmd), state: state.name() };
+        let wrong_state = || MachineError::InvalidState {
+            command: command_name(&cmd),
+            state: state.name(),
+        };
         match (&cmd, &state) {
             (Command::Start, MachineState::Created) => {
                 self.instance_mode(RunMode::Running);
@@ -210,9 +242,14 @@ impl Controller {
             }
             (Command::RequestShutdown, MachineState::Running) => {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
-                instance.raise_power_button().map_err(MachineError::Thread)?;
+                instance
+                    .raise_power_button()
+                    .map_err(MachineError::Thread)?;
             }
-            (Command::PowerOff, MachineState::Running | MachineState::Paused | MachineState::Created) => {
+            (
+                Command::PowerOff,
+                MachineState::Running | MachineState::Paused | MachineState::Created,
+            ) => {
                 self.stop(StopReason::PoweredOff);
             }
             (Command::Reset, MachineState::Running | MachineState::Paused) => {
@@ -220,7 +257,10 @@ impl Controller {
                 self.events().send(Event::Rebooted);
                 self.set_state(MachineState::Running);
             }
-            (Command::SerialInput(bytes), MachineState::Running | MachineState::Paused | MachineState::Created) => {
+            (
+                Command::SerialInput(bytes),
+                MachineState::Running | MachineState::Paused | MachineState::Created,
+            ) => {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
                 lock(&instance.serial).send_input(bytes);
             }

@@ -54,7 +54,10 @@ pub enum Event {
     /// Bytes the guest wrote to COM1.
     Serial(Vec<u8>),
     /// The guest wrote `code` to the debug port, `since_build` after `Machine::build` began.
-    DebugMarker { code: u8, since_build: Duration },
+    DebugMarker {
+        code: u8,
+        since_build: Duration,
+    },
     /// The machine restarted (guest reboot or host reset) and is running again.
     Rebooted,
 }

@@ -21,7 +21,7 @@ use crate::devices::bus::{Bus, lock};
 /// Why a vCPU stopped for good.
 #[derive(Debug)]
 pub enum VcpuStop {
-    TripleFault(VcpuRegisters),
+    TripleFault(Box<VcpuRegisters>),
     PowerOff,
     Reset,
     Error(String),
@@ -54,7 +54,11 @@ impl RunControl {
     pub fn new(vcpus: usize) -> Self {
         RunControl {
             fast_mode: AtomicU8::new(RunMode::Paused as u8),
-            state: Mutex::new(RunState { mode: RunMode::Paused, parked: 0, alive: vcpus }),
+            state: Mutex::new(RunState {
+                mode: RunMode::Paused,
+                parked: 0,
+                alive: vcpus,
+            }),
             changed: Condvar::new(),
         }
     }
@@ -135,19 +139,27 @@ pub struct VcpuContext {
 }
 
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("vessel-vcpu{}", ctx.index)).spawn(move || {
-        run_loop(&mut vcpu, &ctx);
-        ctx.run.exited();
-    })
+    std::thread::Builder::new()
+        .name(format!("vessel-vcpu{}", ctx.index))
+        .spawn(move || {
+            run_loop(&mut vcpu, &ctx);
+            ctx.run.exited();
+        })
 }
 
 fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
     loop {
-        if ctx.run.fast_mode.load(Ordering::SeqCst) != RunMode::Running as u8 && !ctx.run.park(false) {
+        if ctx.run.fast_mode.load(Ordering::SeqCst) != RunMode::Running as u8
+            && !ctx.run.park(false)
+        {
             return;
         }
         if let Some(stop) = run_once(vcpu, ctx) {
-            ctx.control.send(ControlMsg::VcpuStopped { generation: ctx.generation, vcpu: ctx.index, stop });
+            ctx.control.send(ControlMsg::VcpuStopped {
+                generation: ctx.generation,
+                vcpu: ctx.index,
+                stop,
+            });
             ctx.run.park(true);
             return;
         }
@@ -162,13 +174,18 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
         Ok(VcpuExit::MmioRead(addr, data)) => ctx.mmio.read(addr, data),
         Ok(VcpuExit::MmioWrite(addr, data)) => ctx.mmio.write(addr, data),
         Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}
-        Ok(VcpuExit::Shutdown) => return Some(VcpuStop::TripleFault(read_registers(vcpu))),
+        Ok(VcpuExit::Shutdown) => {
+            return Some(VcpuStop::TripleFault(Box::new(read_registers(vcpu))));
+        }
         Ok(VcpuExit::SystemEvent(kind, _)) => {
             return Some(match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => VcpuStop::PowerOff,
                 KVM_SYSTEM_EVENT_RESET => VcpuStop::Reset,
-                KVM_SYSTEM_EVENT_CRASH => VcpuStop::TripleFault(read_registers(vcpu)),
-                other => VcpuStop::Error(format!("vCPU {}: unknown KVM system event {other}", ctx.index)),
+                KVM_SYSTEM_EVENT_CRASH => VcpuStop::TripleFault(Box::new(read_registers(vcpu))),
+                other => VcpuStop::Error(format!(
+                    "vCPU {}: unknown KVM system event {other}",
+                    ctx.index
+                )),
             });
         }
         Ok(VcpuExit::FailEntry(reason, cpu)) => {
@@ -185,12 +202,20 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
             )));
         }
         Ok(other) => {
-            return Some(VcpuStop::Error(format!("vCPU {}: unexpected KVM exit {other:?}", ctx.index)));
+            return Some(VcpuStop::Error(format!(
+                "vCPU {}: unexpected KVM exit {other:?}",
+                ctx.index
+            )));
         }
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
             vcpu.set_kvm_immediate_exit(0);
         }
-        Err(e) => return Some(VcpuStop::Error(format!("vCPU {}: KVM_RUN failed: {e}", ctx.index))),
+        Err(e) => {
+            return Some(VcpuStop::Error(format!(
+                "vCPU {}: KVM_RUN failed: {e}",
+                ctx.index
+            )));
+        }
     }
     None
 }

@@ -39,7 +39,10 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
         "identity map address (KVM_CAP_SET_IDENTITY_MAP_ADDR)",
     ),
     (Cap::ExtCpuid, "CPUID (KVM_CAP_EXT_CPUID)"),
-    (Cap::ImmediateExit, "immediate exit (KVM_CAP_IMMEDIATE_EXIT)"),
+    (
+        Cap::ImmediateExit,
+        "immediate exit (KVM_CAP_IMMEDIATE_EXIT)",
+    ),
     (Cap::Xcrs, "XCRs (KVM_CAP_XCRS)"),
 ];
 
@@ -71,7 +74,11 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_do() {
-        assert!(KvmError::PermissionDenied.to_string().contains("usermod -aG kvm"));
+        assert!(
+            KvmError::PermissionDenied
+                .to_string()
+                .contains("usermod -aG kvm")
+        );
         assert!(KvmError::NotPresent.to_string().contains("kvm_intel"));
     }
 

@@ -3,16 +3,16 @@
 //! and a legacy scan find them.
 
 use acpi_tables::aml;
-use acpi_tables::{Aml, AmlSink};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
+use acpi_tables::{Aml, AmlSink};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
-    APIC_START, BIOS_AREA_END, COM1_GSI, COM1_PORT, CMOS_PORT, GED_GSI, GED_MMIO_BASE,
+    APIC_START, BIOS_AREA_END, CMOS_PORT, COM1_GSI, COM1_PORT, GED_GSI, GED_MMIO_BASE,
     GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, RESET_CONTROL_PORT,
     RESET_VALUE, RSDP_START, S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT,
 };
@@ -34,8 +34,18 @@ pub enum AcpiError {
 }
 
 fn io_gas(port: u16, width_bits: u8) -> GAS {
-    let access = if width_bits == 8 { AccessSize::ByteAccess } else { AccessSize::DwordAccess };
-    GAS::new(AddressSpace::SystemIo, width_bits, 0, access, u64::from(port))
+    let access = if width_bits == 8 {
+        AccessSize::ByteAccess
+    } else {
+        AccessSize::DwordAccess
+    };
+    GAS::new(
+        AddressSpace::SystemIo,
+        width_bits,
+        0,
+        access,
+        u64::from(port),
+    )
 }
 
 /// The DSDT: processors, COM1, the i8042 and RTC, the GED and its power button, `_S5`.
@@ -65,13 +75,21 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
         &[(I8042_DATA_PORT, 1), (I8042_COMMAND_PORT, 1)],
         Some(1),
     )));
-    sb_children.push(Box::new(legacy_device("RTC_", "PNP0B00", &[(CMOS_PORT, 2)], Some(8))));
+    sb_children.push(Box::new(legacy_device(
+        "RTC_",
+        "PNP0B00",
+        &[(CMOS_PORT, 2)],
+        Some(8),
+    )));
 
     // Power button: a control-method button (PNP0C0C) the GED notifies.
     sb_children.push(Box::new(OwnedDevice::new(
         "PWRB".to_string(),
         vec![
-            Box::new(aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"))),
+            Box::new(aml::Name::new(
+                "_HID".into(),
+                &aml::EISAName::new("PNP0C0C"),
+            )),
             Box::new(aml::Name::new("_UID".into(), &0u8)),
         ],
     )));
@@ -94,7 +112,10 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
 
 /// A device with a fixed `_HID`, I/O port ranges and an interrupt in its `_CRS`.
 fn legacy_device(name: &str, hid: &str, ports: &[(u16, u8)], irq: Option<u32>) -> OwnedDevice {
-    let ios: Vec<aml::IO> = ports.iter().map(|&(base, len)| aml::IO::new(base, base, 1, len)).collect();
+    let ios: Vec<aml::IO> = ports
+        .iter()
+        .map(|&(base, len)| aml::IO::new(base, base, 1, len))
+        .collect();
     let interrupt = irq.map(|gsi| aml::Interrupt::new(true, true, false, false, gsi));
     let mut resources: Vec<&dyn Aml> = ios.iter().map(|io| io as &dyn Aml).collect();
     if let Some(int) = &interrupt {
@@ -123,7 +144,8 @@ impl Aml for GedDevice {
         let crs = aml::ResourceTemplate::new(vec![&irq, &mmio]);
         let base = GED_MMIO_BASE as u32;
         let len = 4u32;
-        let region = aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemMemory, &base, &len);
+        let region =
+            aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemMemory, &base, &len);
         let field = aml::Field::new(
             "GDST".into(),
             aml::FieldAccessType::DWord,
@@ -291,7 +313,14 @@ pub fn write_tables(mem: &GuestMem, vcpu_count: u8) -> Result<AcpiLayout, AcpiEr
     ] {
         mem.write_slice(bytes, GuestAddress(addr))?;
     }
-    Ok(AcpiLayout { rsdp, xsdt: xsdt_addr, fadt: fadt_addr, dsdt: dsdt_addr, madt: madt_addr, end })
+    Ok(AcpiLayout {
+        rsdp,
+        xsdt: xsdt_addr,
+        fadt: fadt_addr,
+        dsdt: dsdt_addr,
+        madt: madt_addr,
+        end,
+    })
 }
 
 #[cfg(test)]

@@ -138,7 +138,10 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMem, mode: EntryMode) -> Result
     sregs.ss = data;
     sregs.tr = segment_from_gdt(gdt[3], TSS_SELECTOR);
 
-    let mut regs = kvm_regs { rflags: 0x2, ..Default::default() };
+    let mut regs = kvm_regs {
+        rflags: 0x2,
+        ..Default::default()
+    };
     match mode {
         EntryMode::Linux64 { entry, boot_params } => {
             write_identity_page_tables(mem)?;
@@ -160,14 +163,19 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMem, mode: EntryMode) -> Result
             regs.rbx = start_info;
         }
     }
-    vcpu.set_sregs(&sregs).map_err(kvm("set special registers"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(kvm("set special registers"))?;
     vcpu.set_regs(&regs).map_err(kvm("set registers"))?;
     Ok(())
 }
 
 /// FPU state after FNINIT, with SSE exceptions masked (Intel SDM Vol. 1 §8.1.5, §10.2.3.1).
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu).map_err(kvm("set FPU state"))
 }
 
@@ -204,7 +212,11 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
         (IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         (IA32_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_MEM_TYPE_WB),
     ]
-    .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() });
+    .map(|(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    });
     let msrs = Msrs::from_entries(&entries).expect("a fixed list of 11 MSRs fits");
     let set = vcpu.set_msrs(&msrs).map_err(kvm("set MSRs"))?;
     if set != entries.len() {
@@ -248,13 +260,37 @@ impl std::fmt::Display for VcpuRegisters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = &self.regs;
         let s = &self.sregs;
-        writeln!(f, "RIP={:016x} RFLAGS={:08x} RSP={:016x} RBP={:016x}", r.rip, r.rflags, r.rsp, r.rbp)?;
-        writeln!(f, "RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}", r.rax, r.rbx, r.rcx, r.rdx)?;
-        writeln!(f, "RSI={:016x} RDI={:016x} R8 ={:016x} R9 ={:016x}", r.rsi, r.rdi, r.r8, r.r9)?;
-        writeln!(f, "R10={:016x} R11={:016x} R12={:016x} R13={:016x}", r.r10, r.r11, r.r12, r.r13)?;
+        writeln!(
+            f,
+            "RIP={:016x} RFLAGS={:08x} RSP={:016x} RBP={:016x}",
+            r.rip, r.rflags, r.rsp, r.rbp
+        )?;
+        writeln!(
+            f,
+            "RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}",
+            r.rax, r.rbx, r.rcx, r.rdx
+        )?;
+        writeln!(
+            f,
+            "RSI={:016x} RDI={:016x} R8 ={:016x} R9 ={:016x}",
+            r.rsi, r.rdi, r.r8, r.r9
+        )?;
+        writeln!(
+            f,
+            "R10={:016x} R11={:016x} R12={:016x} R13={:016x}",
+            r.r10, r.r11, r.r12, r.r13
+        )?;
         writeln!(f, "R14={:016x} R15={:016x}", r.r14, r.r15)?;
-        writeln!(f, "CS={:04x} SS={:04x} CR0={:x} CR2={:x} CR3={:x} CR4={:x} EFER={:x}", s.cs.selector, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer)?;
-        write!(f, "GDT={:x}/{:x} IDT={:x}/{:x}", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit)
+        writeln!(
+            f,
+            "CS={:04x} SS={:04x} CR0={:x} CR2={:x} CR3={:x} CR4={:x} EFER={:x}",
+            s.cs.selector, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+        )?;
+        write!(
+            f,
+            "GDT={:x}/{:x} IDT={:x}/{:x}",
+            s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit
+        )
     }
 }
 
@@ -278,13 +314,19 @@ mod tests {
     #[test]
     fn gdt_entries_decode() {
         let code64 = segment_from_gdt(gdt_entry(0xa09b, 0, 0xfffff), 0x08);
-        assert_eq!((code64.l, code64.db, code64.g, code64.present), (1, 0, 1, 1));
+        assert_eq!(
+            (code64.l, code64.db, code64.g, code64.present),
+            (1, 0, 1, 1)
+        );
         assert_eq!(code64.type_, 0xb);
         assert_eq!(code64.limit, 0xffff_ffff);
         let code32 = segment_from_gdt(gdt_entry(0xc09b, 0, 0xfffff), 0x08);
         assert_eq!((code32.l, code32.db), (0, 1));
         let tss = segment_from_gdt(gdt_entry(0x008b, 0x1234_5678, 0x67), 0x18);
-        assert_eq!((tss.base, tss.limit, tss.type_, tss.s), (0x1234_5678, 0x67, 0xb, 0));
+        assert_eq!(
+            (tss.base, tss.limit, tss.type_, tss.s),
+            (0x1234_5678, 0x67, 0xb, 0)
+        );
         let null = segment_from_gdt(0, 0);
         assert_eq!(null.unusable, 1);
     }

@@ -19,7 +19,10 @@ pub struct AcpiPm {
 
 impl AcpiPm {
     pub fn new(power: PowerSink) -> Self {
-        AcpiPm { power, reset_control: 0 }
+        AcpiPm {
+            power,
+            reset_control: 0,
+        }
     }
 }
 
@@ -43,7 +46,9 @@ impl BusDevice for AcpiPm {
                     if sleep_type == S5_SLEEP_TYPE {
                         (self.power)(PowerRequest::PowerOff);
                     } else {
-                        log::info!("guest asked for sleep type {sleep_type}, which Vessel does not offer");
+                        log::info!(
+                            "guest asked for sleep type {sleep_type}, which Vessel does not offer"
+                        );
                     }
                 }
             }
@@ -70,7 +75,10 @@ mod tests {
     fn pm() -> (AcpiPm, Arc<Mutex<Vec<PowerRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        (AcpiPm::new(Arc::new(move |r| sink.lock().unwrap().push(r))), seen)
+        (
+            AcpiPm::new(Arc::new(move |r| sink.lock().unwrap().push(r))),
+            seen,
+        )
     }
 
     #[test]

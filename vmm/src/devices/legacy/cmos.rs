@@ -77,11 +77,18 @@ impl Cmos {
         let above_4g = (high_mem >> 16).min(0xff_ffff) as u32;
         ram[0x5b..0x5e].copy_from_slice(&above_4g.to_le_bytes()[..3]);
         ram[0x5f] = vcpus.saturating_sub(1);
-        Cmos { index: 0, ram, clock }
+        Cmos {
+            index: 0,
+            ram,
+            clock,
+        }
     }
 
     fn read_register(&mut self, index: usize) -> u8 {
-        let time_reg = matches!(index, SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY);
+        let time_reg = matches!(
+            index,
+            SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY
+        );
         if !time_reg {
             let value = self.ram[index];
             if index == REG_C {
@@ -106,12 +113,19 @@ impl Cmos {
         };
         let reg_b = self.ram[REG_B];
         let (value, pm) = if index == HOURS && reg_b & REG_B_24H == 0 {
-            let h12 = match value % 12 { 0 => 12, h => h };
+            let h12 = match value % 12 {
+                0 => 12,
+                h => h,
+            };
             (h12, value >= 12)
         } else {
             (value, false)
         };
-        let value = if reg_b & REG_B_BINARY != 0 { value } else { to_bcd(value) };
+        let value = if reg_b & REG_B_BINARY != 0 {
+            value
+        } else {
+            to_bcd(value)
+        };
         if pm { value | 0x80 } else { value }
     }
 }
@@ -131,7 +145,8 @@ impl BusDevice for Cmos {
             _ => match self.index {
                 // The clock follows the host; guest writes to it are not kept. Register
                 // A's update-in-progress bit and C/D are read-only.
-                SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY | REG_C | REG_D => {}
+                SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY | REG_C
+                | REG_D => {}
                 REG_A => self.ram[REG_A] = value & 0x7f,
                 i => self.ram[i] = value,
             },

@@ -66,7 +66,11 @@ const RBR: u8 = 0;
 
 impl SerialPort {
     pub fn new(irq: EventFd, output: SerialOutput) -> Self {
-        SerialPort { uart: Serial::new(IrqTrigger(irq), output), input: VecDeque::new(), dropped_input: 0 }
+        SerialPort {
+            uart: Serial::new(IrqTrigger(irq), output),
+            input: VecDeque::new(),
+            dropped_input: 0,
+        }
     }
 
     /// Queues host input for the guest.
@@ -76,7 +80,10 @@ impl SerialPort {
         self.input.extend(&bytes[..taken]);
         if taken < bytes.len() {
             self.dropped_input += (bytes.len() - taken) as u64;
-            log::warn!("serial input dropped: the guest is not reading ({} bytes so far)", self.dropped_input);
+            log::warn!(
+                "serial input dropped: the guest is not reading ({} bytes so far)",
+                self.dropped_input
+            );
         }
         self.feed();
     }
@@ -97,7 +104,9 @@ impl SerialPort {
 impl BusDevice for SerialPort {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        let Ok(offset) = u8::try_from(offset) else { return };
+        let Ok(offset) = u8::try_from(offset) else {
+            return;
+        };
         data[0] = self.uart.read(offset);
         if offset == RBR {
             self.feed();
@@ -105,7 +114,9 @@ impl BusDevice for SerialPort {
     }
 
     fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
-        let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) else { return };
+        let (Ok(offset), Some(&value)) = (u8::try_from(offset), data.first()) else {
+            return;
+        };
         if let Err(e) = self.uart.write(offset, value) {
             log::warn!("serial: {e:?}");
         }
@@ -120,7 +131,10 @@ mod tests {
         let out = Arc::new(Mutex::new(Vec::new()));
         let ready = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let p = SerialPort::new(irq.try_clone().unwrap(), SerialOutput::new(out.clone(), ready));
+        let p = SerialPort::new(
+            irq.try_clone().unwrap(),
+            SerialOutput::new(out.clone(), ready),
+        );
         (p, out, irq)
     }
 
