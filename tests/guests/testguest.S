@@ -663,6 +663,46 @@ sum_bytes:
     jmp 1b
 2:  ret
 
+/* --- CPUID --- */
+
+/* Prints "CPUID1 <ebx> <ecx>" (APIC id, hypervisor and VMX bits) and
+ * "HYPERVISOR <signature> <max leaf> <features>" from the 0x40000000 leaves. */
+report_cpuid:
+    push rbx
+    lea rdi, [rip + s_cpuid1]
+    call puts
+    mov eax, 1
+    cpuid
+    push rcx
+    mov edi, ebx
+    call put_hex
+    call space
+    pop rdi
+    call put_hex
+    call newline
+    lea rdi, [rip + s_hypervisor]
+    call puts
+    mov eax, 0x40000000
+    cpuid
+    mov dword ptr [sigbuf], ebx
+    mov dword ptr [sigbuf + 4], ecx
+    mov dword ptr [sigbuf + 8], edx
+    mov byte ptr [sigbuf + 12], 0
+    push rax
+    lea rdi, [rip + sigbuf]
+    call puts
+    call space
+    pop rdi
+    call put_hex
+    call space
+    mov eax, 0x40000001
+    cpuid
+    mov edi, eax
+    call put_hex
+    call newline
+    pop rbx
+    ret
+
 /* --- power --- */
 
 /* Powers off through the FADT: the hardware-reduced sleep control register if there is
@@ -694,6 +734,7 @@ test_boot:
     mov dword ptr [quiet], 0
     call read_boot_info
     call walk_acpi
+    call report_cpuid
     lea rdi, [rip + s_done]
     call puts
     call power_off
@@ -1057,15 +1098,23 @@ ap_long:
     lea rsp, [rax + 4096]
     lidt [idt_ptr]
     mov eax, LAPIC + 0x20
-    mov ebx, dword ptr [rax]
+    mov r12d, dword ptr [rax]
+    shr r12d, 24
+    mov eax, 1
+    cpuid
     shr ebx, 24
     call serial_lock
     lea rdi, [rip + s_cpu]
     call puts
-    mov edi, ebx
+    mov edi, r12d
     call put_hex
-    lea rdi, [rip + s_up_ap]
+    lea rdi, [rip + s_up_ap_noline]
     call puts
+    cmp ebx, r12d
+    je 2f
+    lea rdi, [rip + s_cpuid_differs]
+    call puts
+2:  call newline
     call serial_unlock
     lock inc dword ptr [ap_count]
 1:  cli
@@ -1099,7 +1148,7 @@ s_cpus:         .asciz "CPUS "
 s_done:         .asciz "DONE\n"
 s_cpu:          .asciz "CPU "
 s_up_bsp:       .asciz " up bsp\n"
-s_up_ap:        .asciz " up ap\n"
+s_up_ap_noline: .asciz " up ap"
 s_smp:          .asciz "SMP "
 s_echo_ready:   .asciz "ECHO READY\n"
 s_echo_bye:     .asciz "\nECHO BYE IRQS "
@@ -1110,6 +1159,9 @@ s_reboot_cf9:   .asciz "REBOOT cf9\n"
 s_reboot_acpi:  .asciz "REBOOT acpi\n"
 s_triple:       .asciz "TRIPLE\n"
 s_tick:         .asciz "TICK "
+s_cpuid1:       .asciz "CPUID1 "
+s_hypervisor:   .asciz "HYPERVISOR "
+s_cpuid_differs: .asciz " cpuid-apic-id-differs"
 s_exception:    .asciz "EXCEPTION "
 n_boot:         .asciz "boot"
 n_smp:          .asciz "smp"
@@ -1179,7 +1231,7 @@ irq_count_serial: .quad 0
 irq_count_ged:  .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0
-sigbuf:         .quad 0
+sigbuf:         .quad 0, 0
 apic_ids:       .fill 64, 1, 0
 
 /* Page tables: the low 4 GiB identity-mapped with 2 MiB pages, user-accessible

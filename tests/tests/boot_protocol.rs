@@ -97,6 +97,32 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
         .collect();
     assert_eq!(reset, vec![0xcf9, 6]);
     assert_eq!(hex(&run.lines_with("CPUS")[0]), u64::from(spec.vcpus));
+
+    // CPUID as normalised for this vCPU: APIC id 0 on the boot vCPU, the package's
+    // logical processor count, the hypervisor bit, VMX hidden; KVM's paravirtual leaves
+    // with the kvmclock features.
+    let leaf1: Vec<u64> = run.lines_with("CPUID1")[0]
+        .split_whitespace()
+        .map(hex)
+        .collect();
+    let (ebx, ecx) = (leaf1[0], leaf1[1]);
+    assert_eq!(ebx >> 24, 0, "boot vCPU APIC id");
+    assert_eq!(
+        (ebx >> 16) & 0xff,
+        u64::from(spec.vcpus),
+        "logical processors"
+    );
+    assert_ne!(ecx & (1 << 31), 0, "hypervisor bit");
+    assert_eq!(ecx & (1 << 5), 0, "VMX hidden");
+    let hv = run.lines_with("HYPERVISOR");
+    let hv: Vec<&str> = hv[0].split_whitespace().collect();
+    assert_eq!(hv[0], "KVMKVMKVM");
+    let features = hex(hv[2]);
+    assert_ne!(
+        features & (1 << 3),
+        0,
+        "KVM_FEATURE_CLOCKSOURCE2 (kvmclock)"
+    );
     run
 }
 

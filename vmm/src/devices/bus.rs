@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A device model reachable through a bus. `base` is the start of the range the access hit
-/// (a device may be mapped at several), `offset` the distance into it.
+/// (a device may be mapped at several), `offset` the distance into it. The bus never
+/// passes an empty `data`, and the access lies wholly inside the device's range.
 pub trait BusDevice: Send {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]);
     fn write(&mut self, base: u64, offset: u64, data: &[u8]);
@@ -67,6 +68,9 @@ impl Bus {
     /// Reads from the device at `addr`; unclaimed addresses read as all ones, like an
     /// ISA bus with nothing driving it.
     pub fn read(&self, addr: u64, data: &mut [u8]) {
+        if data.is_empty() {
+            return;
+        }
         match self.find(addr, data.len()) {
             Some((base, range)) => lock(&range.device).read(base, addr - base, data),
             None => {
@@ -78,6 +82,9 @@ impl Bus {
 
     /// Writes to the device at `addr`; writes to unclaimed addresses are dropped.
     pub fn write(&self, addr: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         match self.find(addr, data.len()) {
             Some((base, range)) => lock(&range.device).write(base, addr - base, data),
             None => self.note_unhandled("write", addr, data.len()),

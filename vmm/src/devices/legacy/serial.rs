@@ -14,6 +14,9 @@ use crate::devices::bus::{BusDevice, lock};
 
 /// Most host input held back for a guest that is not reading; beyond it, input is dropped.
 pub const INPUT_LIMIT: usize = 64 * 1024;
+/// Most guest output waiting for the controller; a guest writing faster than the host
+/// takes it loses the excess rather than growing the VMM without bound.
+pub const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// The UART's interrupt line: an irqfd.
 pub struct IrqTrigger(pub EventFd);
@@ -41,7 +44,8 @@ impl Write for SerialOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut pending = lock(&self.pending);
         let was_empty = pending.is_empty();
-        pending.extend_from_slice(buf);
+        let room = OUTPUT_LIMIT.saturating_sub(pending.len());
+        pending.extend_from_slice(&buf[..buf.len().min(room)]);
         drop(pending);
         if was_empty {
             // One wake-up per batch: the controller takes everything queued so far.
@@ -165,6 +169,15 @@ mod tests {
         assert_eq!(got, text);
         p.read(0x3f8, 5, &mut b);
         assert_eq!(b[0] & 1, 0);
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let (mut p, out, _) = port();
+        for _ in 0..OUTPUT_LIMIT + 100 {
+            p.write(0x3f8, 0, &[b'x']);
+        }
+        assert_eq!(out.lock().unwrap().len(), OUTPUT_LIMIT);
     }
 
     #[test]
