@@ -175,7 +175,7 @@ mod tests {
     fn output_is_bounded() {
         let (mut p, out, _) = port();
         for _ in 0..OUTPUT_LIMIT + 100 {
-            p.write(0x3f8, 0, &[b'x']);
+            p.write(0x3f8, 0, b"x");
         }
         assert_eq!(out.lock().unwrap().len(), OUTPUT_LIMIT);
     }
