@@ -214,8 +214,11 @@ user_main:
     call read_boot_info
     call walk_acpi
     mov dword ptr [quiet], 0
-    lea rdi, [rip + s_banner]
-    call puts
+    /* The banner goes out by string I/O (one exit, many bytes). */
+    lea rsi, [rip + s_banner]
+    mov ecx, offset s_banner_end - s_banner
+    mov dx, COM1
+    rep outsb
     lea rsi, [rip + tests]
 2:  mov rdi, [rsi]
     test rdi, rdi
@@ -1124,7 +1127,8 @@ ap_long:
 /* ------------------------------------------------------------------------------------ */
     .section .rodata
 hexdigits:      .ascii "0123456789abcdef"
-s_banner:       .asciz "VESSEL-TESTGUEST\n"
+s_banner:       .ascii "VESSEL-TESTGUEST\n"
+s_banner_end:
 s_proto_pvh:    .asciz "PROTO pvh\n"
 s_proto_linux:  .asciz "PROTO linux64\n"
 s_bootptr:      .asciz "ENTRY "

@@ -31,6 +31,8 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
         run.output()
     );
     let out = run.output();
+    // The banner is written with `rep outsb`: string port I/O arrives whole and in order.
+    assert!(out.starts_with("VESSEL-TESTGUEST\n"), "{out}");
 
     assert_eq!(run.lines_with("PROTO"), vec![proto.to_string()], "{out}");
     assert_eq!(

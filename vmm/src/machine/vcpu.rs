@@ -166,11 +166,44 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
     }
 }
 
+/// Performs the port I/O described by a `KVM_EXIT_IO` kvm_run, one access at a time.
+fn port_io(run: &mut kvm_bindings::kvm_run, pio: &Bus) {
+    if run.exit_reason != kvm_bindings::KVM_EXIT_IO {
+        return;
+    }
+    // SAFETY: exit_reason says the `io` member of the union is the valid one.
+    let io = unsafe { run.__bindgen_anon_1.io };
+    let size = usize::from(io.size);
+    let count = io.count as usize;
+    let Some(len) = size.checked_mul(count).filter(|len| *len > 0 && size <= 8) else {
+        return;
+    };
+    // SAFETY: the kernel puts the data `data_offset` bytes into the kvm_run mapping, which
+    // kvm-ioctls maps whole (KVM_GET_VCPU_MMAP_SIZE, at least a page past the struct) for as
+    // long as the vCPU lives; `size` <= 8 and `count` are bounded by the kernel to fit it.
+    let data = unsafe {
+        let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+        std::slice::from_raw_parts_mut(base.add(io.data_offset as usize), len)
+    };
+    let port = u64::from(io.port);
+    for access in data.chunks_mut(size) {
+        if u32::from(io.direction) == kvm_bindings::KVM_EXIT_IO_IN {
+            pio.read(port, access);
+        } else {
+            pio.write(port, access);
+        }
+    }
+}
+
 /// Runs the vCPU until the next exit and handles it; `Some` when the vCPU is done.
 fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
     match vcpu.run() {
-        Ok(VcpuExit::IoIn(port, data)) => ctx.pio.read(u64::from(port), data),
-        Ok(VcpuExit::IoOut(port, data)) => ctx.pio.write(u64::from(port), data),
+        // Port I/O is handled from kvm_run below: string I/O (`rep outsb`, `rep insw`)
+        // arrives as one exit of `count` accesses of `size` bytes, and only kvm_run says
+        // which `size`.
+        Ok(VcpuExit::IoIn(..)) | Ok(VcpuExit::IoOut(..)) => {
+            port_io(vcpu.get_kvm_run(), &ctx.pio);
+        }
         Ok(VcpuExit::MmioRead(addr, data)) => ctx.mmio.read(addr, data),
         Ok(VcpuExit::MmioWrite(addr, data)) => ctx.mmio.write(addr, data),
         Ok(VcpuExit::Hlt) | Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => {}

@@ -26,6 +26,15 @@ pub enum KvmError {
     MissingCapabilities(String),
 }
 
+/// What a failed open of the KVM device means to the user.
+fn open_error(e: kvm_ioctls::Error) -> KvmError {
+    match e.errno() {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => KvmError::NotPresent,
+        libc::EACCES | libc::EPERM => KvmError::PermissionDenied,
+        _ => KvmError::Open(e),
+    }
+}
+
 /// Capabilities every Vessel machine needs, with a name a user can search for.
 const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::Irqchip, "in-kernel irqchip (KVM_CAP_IRQCHIP)"),
@@ -48,11 +57,12 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
 
 /// Opens `/dev/kvm` and checks the API version and the capabilities Vessel relies on.
 pub fn open_kvm() -> Result<Kvm, KvmError> {
-    let kvm = Kvm::new().map_err(|e| match e.errno() {
-        libc::ENOENT | libc::ENXIO | libc::ENODEV => KvmError::NotPresent,
-        libc::EACCES | libc::EPERM => KvmError::PermissionDenied,
-        _ => KvmError::Open(e),
-    })?;
+    open_kvm_at(c"/dev/kvm")
+}
+
+/// `open_kvm` on another device node (tests use a missing one).
+pub fn open_kvm_at(path: &std::ffi::CStr) -> Result<Kvm, KvmError> {
+    let kvm = Kvm::new_with_path(path).map_err(open_error)?;
     let version = kvm.get_api_version();
     if version != kvm_bindings::KVM_API_VERSION as i32 {
         return Err(KvmError::ApiVersion(version));
@@ -80,6 +90,18 @@ mod tests {
                 .contains("usermod -aG kvm")
         );
         assert!(KvmError::NotPresent.to_string().contains("kvm_intel"));
+    }
+
+    #[test]
+    fn open_errors_are_classified() {
+        assert!(matches!(
+            open_kvm_at(c"/nonexistent/kvm"),
+            Err(KvmError::NotPresent)
+        ));
+        let denied = open_error(kvm_ioctls::Error::new(libc::EACCES));
+        assert!(matches!(denied, KvmError::PermissionDenied));
+        let other = open_error(kvm_ioctls::Error::new(libc::EIO));
+        assert!(matches!(other, KvmError::Open(_)));
     }
 
     #[test]

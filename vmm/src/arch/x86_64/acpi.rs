@@ -341,6 +341,13 @@ mod tests {
     }
 
     #[test]
+    fn tables_for_the_largest_machine_fit() {
+        let mem = crate::vstate::memory::create_guest_memory(64 << 20).unwrap();
+        let layout = write_tables(&mem, crate::machine::MAX_VCPUS).unwrap();
+        assert!(layout.end <= BIOS_AREA_END);
+    }
+
+    #[test]
     fn madt_lists_every_cpu() {
         let madt = madt(3);
         let mut off = 44;
