@@ -706,6 +706,25 @@ report_cpuid:
     pop rbx
     ret
 
+/* Prints "RTC <century> <year> <month> <day>" as the CMOS clock reads them (BCD). */
+report_rtc:
+    push rbx
+    lea rdi, [rip + s_rtc]
+    call puts
+    lea rbx, [rip + rtc_regs]
+1:  movzx eax, byte ptr [rbx]
+    cmp al, 0xff
+    je 2f
+    out 0x70, al
+    in al, 0x71
+    movzx edi, al
+    call put_hex
+    call space
+    inc rbx
+    jmp 1b
+2:  pop rbx
+    jmp newline
+
 /* --- power --- */
 
 /* Powers off through the FADT: the hardware-reduced sleep control register if there is
@@ -738,6 +757,7 @@ test_boot:
     call read_boot_info
     call walk_acpi
     call report_cpuid
+    call report_rtc
     lea rdi, [rip + s_done]
     call puts
     call power_off
@@ -1164,6 +1184,8 @@ s_reboot_acpi:  .asciz "REBOOT acpi\n"
 s_triple:       .asciz "TRIPLE\n"
 s_tick:         .asciz "TICK "
 s_cpuid1:       .asciz "CPUID1 "
+s_rtc:          .asciz "RTC "
+rtc_regs:       .byte 0x32, 0x09, 0x08, 0x07, 0xff
 s_hypervisor:   .asciz "HYPERVISOR "
 s_cpuid_differs: .asciz " cpuid-apic-id-differs"
 s_exception:    .asciz "EXCEPTION "

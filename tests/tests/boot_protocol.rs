@@ -22,6 +22,7 @@ fn test_initrd() -> (std::path::PathBuf, Vec<u8>) {
 /// Boots `spec`, waits for the report and checks everything the guest saw against what
 /// the machine was configured with.
 fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
+    let started = std::time::SystemTime::now();
     let mut run = spec.boot();
     run.expect_output("DONE");
     let reason = run.expect_stopped();
