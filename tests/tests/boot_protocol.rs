@@ -22,7 +22,7 @@ fn test_initrd() -> (std::path::PathBuf, Vec<u8>) {
 /// Boots `spec`, waits for the report and checks everything the guest saw against what
 /// the machine was configured with.
 fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
-    let started = std::time::SystemTime::now();
+    let before = host_date();
     let mut run = spec.boot();
     run.expect_output("DONE");
     let reason = run.expect_stopped();
@@ -126,7 +126,34 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
         0,
         "KVM_FEATURE_CLOCKSOURCE2 (kvmclock)"
     );
+
+    // The CMOS clock reads the host's date (UTC, BCD).
+    let bcd = |v: u64| (v >> 4) * 10 + (v & 0xf);
+    let rtc: Vec<u64> = run.lines_with("RTC")[0]
+        .split_whitespace()
+        .map(|f| bcd(hex(f)))
+        .collect();
+    let guest_date = (rtc[0] * 100 + rtc[1], rtc[2], rtc[3]);
+    let after = host_date();
+    assert!(
+        guest_date == before || guest_date == after,
+        "RTC {guest_date:?}, host {before:?}"
+    );
     run
+}
+
+/// Today's (year, month, day) in UTC, from `date`.
+fn host_date() -> (u64, u64, u64) {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y %m %d"])
+        .output()
+        .unwrap();
+    let f: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (f[0], f[1], f[2])
 }
 
 fn check_initrd(run: &GuestRun, bytes: &[u8], memory: u64) {
