@@ -35,6 +35,25 @@
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
 
+/* From 32-bit protected mode into long mode with our page tables: PAE, CR3, EFER.LME,
+ * then paging (Intel SDM Vol. 3A §9.8.5); loads our GDT. The caller far-jumps to 64-bit
+ * code. Used by the PVH entry and by the APs' trampoline. */
+    .macro enter_long_mode
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, offset pml4
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+    lgdt [gdt_ptr]
+    .endm
+
 /* ------------------------------------------------------------------------------------ */
     .section .text.entry, "ax"
     .code32
@@ -52,20 +71,7 @@ pvh_entry:
     mov ecx, 0xc0000080
     rdmsr
     mov dword ptr [entry_efer], eax
-    /* Long mode with our page tables: PAE, CR3, EFER.LME, then paging. */
-    mov eax, cr4
-    or eax, 0x20
-    mov cr4, eax
-    mov eax, offset pml4
-    mov cr3, eax
-    mov ecx, 0xc0000080
-    rdmsr
-    or eax, 0x100
-    wrmsr
-    mov eax, cr0
-    or eax, 0x80000001
-    mov cr0, eax
-    lgdt [gdt_ptr]
+    enter_long_mode
     .byte 0xea                  /* ljmp KERNEL_CS:long_entry */
     .long long_entry
     .word KERNEL_CS
@@ -1084,19 +1090,7 @@ tramp32:
     mov ds, ax
     mov es, ax
     mov ss, ax
-    mov eax, cr4
-    or eax, 0x20
-    mov cr4, eax
-    mov eax, offset pml4
-    mov cr3, eax
-    mov ecx, 0xc0000080
-    rdmsr
-    or eax, 0x100
-    wrmsr
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
-    lgdt [gdt_ptr]
+    enter_long_mode
     .byte 0xea                  /* ljmp KERNEL_CS:ap_long */
     .long ap_long
     .word KERNEL_CS

@@ -260,26 +260,34 @@ impl std::fmt::Display for VcpuRegisters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = &self.regs;
         let s = &self.sregs;
-        writeln!(
-            f,
-            "RIP={:016x} RFLAGS={:08x} RSP={:016x} RBP={:016x}",
-            r.rip, r.rflags, r.rsp, r.rbp
-        )?;
-        writeln!(
-            f,
-            "RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}",
-            r.rax, r.rbx, r.rcx, r.rdx
-        )?;
-        writeln!(
-            f,
-            "RSI={:016x} RDI={:016x} R8 ={:016x} R9 ={:016x}",
-            r.rsi, r.rdi, r.r8, r.r9
-        )?;
-        writeln!(
-            f,
-            "R10={:016x} R11={:016x} R12={:016x} R13={:016x}",
-            r.r10, r.r11, r.r12, r.r13
-        )?;
+        let rows: [[(&str, u64); 4]; 4] = [
+            [
+                ("RIP", r.rip),
+                ("RFLAGS", r.rflags),
+                ("RSP", r.rsp),
+                ("RBP", r.rbp),
+            ],
+            [
+                ("RAX", r.rax),
+                ("RBX", r.rbx),
+                ("RCX", r.rcx),
+                ("RDX", r.rdx),
+            ],
+            [("RSI", r.rsi), ("RDI", r.rdi), ("R8", r.r8), ("R9", r.r9)],
+            [
+                ("R10", r.r10),
+                ("R11", r.r11),
+                ("R12", r.r12),
+                ("R13", r.r13),
+            ],
+        ];
+        for row in rows {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|(name, v)| format!("{name:<3}={v:016x}"))
+                .collect();
+            writeln!(f, "{}", cells.join(" "))?;
+        }
         writeln!(f, "R14={:016x} R15={:016x}", r.r14, r.r15)?;
         writeln!(
             f,
