@@ -11,11 +11,7 @@ fn run(tool: &str, args: &[&str]) -> Vec<u8> {
         panic!("cannot run `{tool}` ({e}); the test guests need binutils: apt-get install binutils")
     });
     if !output.status.success() {
-        panic!(
-            "`{tool} {}` failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        panic!("`{tool} {}` failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
     }
     output.stdout
 }
@@ -68,10 +64,7 @@ fn main() {
     let elf = out.join("testguest.elf");
     let flat = out.join("testguest.bin");
     let bzimage = out.join("testguest.bzImage");
-    run(
-        "as",
-        &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()],
-    );
+    run("as", &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()]);
     run(
         "ld",
         &[
@@ -87,15 +80,7 @@ fn main() {
             obj.to_str().unwrap(),
         ],
     );
-    run(
-        "objcopy",
-        &[
-            "-O",
-            "binary",
-            elf.to_str().unwrap(),
-            flat.to_str().unwrap(),
-        ],
-    );
+    run("objcopy", &["-O", "binary", elf.to_str().unwrap(), flat.to_str().unwrap()]);
     let payload = std::fs::read(&flat).unwrap();
     let init_size = (symbol(&elf, "bss_end") - 0x10_0000) as u32;
     let mut image = bzimage_header(payload.len(), init_size);
@@ -103,8 +88,5 @@ fn main() {
     std::fs::write(&bzimage, image).unwrap();
 
     println!("cargo:rustc-env=VESSEL_TESTGUEST_ELF={}", elf.display());
-    println!(
-        "cargo:rustc-env=VESSEL_TESTGUEST_BZIMAGE={}",
-        bzimage.display()
-    );
+    println!("cargo:rustc-env=VESSEL_TESTGUEST_BZIMAGE={}", bzimage.display());
 }

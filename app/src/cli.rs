@@ -57,27 +57,18 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         Some(i) => (&t[..i], t[i..].trim()),
         None => (t, "M"),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 512M or 2G"))?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
+    let n: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 512M or 2G"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
         "K" => 10,
         "M" | "" => 20,
         "G" => 30,
         "T" => 40,
         _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?}; use K, M, G or T"
-            ));
+            return Err(format!("unknown unit {unit:?} in {text:?}; use K, M, G or T"));
         }
     };
-    n.checked_mul(1 << shift)
-        .filter(|b| *b > 0)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+    n.checked_mul(1 << shift).filter(|b| *b > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 #[cfg(test)]

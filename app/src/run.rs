@@ -44,16 +44,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let config = MachineConfig {
         vcpus: args.cpus,
         memory_bytes: args.memory,
-        boot: BootSource {
-            kernel: args.kernel,
-            initrd: args.initrd,
-            cmdline: args.cmdline,
-        },
-        on_guest_reboot: if args.no_reboot {
-            RebootPolicy::Stop
-        } else {
-            RebootPolicy::Restart
-        },
+        boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
+        on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
     };
     let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);
@@ -111,9 +103,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                         eprintln!("\nvessel: quit; the guest was powered off");
                         return Ok(Outcome::Quit);
                     }
-                    b's' | b'S' => handle
-                        .request_shutdown()
-                        .context("cannot press the power button")?,
+                    b's' | b'S' => {
+                        handle.request_shutdown().context("cannot press the power button")?
+                    }
                     b'r' | b'R' => handle.reset().context("cannot reset")?,
                     b'p' | b'P' => match handle.state() {
                         MachineState::Paused => handle.resume().context("cannot resume")?,
@@ -127,9 +119,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 }
             }
             if !to_guest.is_empty() {
-                handle
-                    .send_serial(&to_guest)
-                    .context("cannot send input to the guest")?;
+                handle.send_serial(&to_guest).context("cannot send input to the guest")?;
             }
         }
     }

@@ -47,22 +47,13 @@ fn help_lists_run() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("run"), "{}", stdout(&out));
     let out = vessel(&["run", "--help"], b"");
-    assert!(
-        stdout(&out).contains("Ctrl-A x"),
-        "the escape key is documented"
-    );
+    assert!(stdout(&out).contains("Ctrl-A x"), "the escape key is documented");
 }
 
 #[test]
 fn guest_power_off_exits_zero() {
     let out = run_guest("boot", &["--cpus", "2"], b"");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("CPUS 0000000000000002"));
     assert!(stdout(&out).contains("DONE"));
 }
@@ -70,18 +61,8 @@ fn guest_power_off_exits_zero() {
 #[test]
 fn serial_input_reaches_the_guest() {
     let out = run_guest("echo", &[], b"typed into vessel\nq");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stdout(&out).contains("typed into vessel"),
-        "{}",
-        stdout(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("typed into vessel"), "{}", stdout(&out));
 }
 
 #[test]
@@ -99,10 +80,7 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("/no/such/vmlinuz") && err.contains("vessel: error:"),
-        "{err}"
-    );
+    assert!(err.contains("/no/such/vmlinuz") && err.contains("vessel: error:"), "{err}");
 
     let not_a_kernel = env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml";
     let out = vessel(&["run", "--kernel", &not_a_kernel], b"");
@@ -116,16 +94,7 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(2));
 
     let kernel = testguest_elf();
-    let out = vessel(
-        &[
-            "run",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--memory",
-            "4M",
-        ],
-        b"",
-    );
+    let out = vessel(&["run", "--kernel", kernel.to_str().unwrap(), "--memory", "4M"], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("too small"), "{}", stderr(&out));
 }

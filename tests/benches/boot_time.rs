@@ -25,14 +25,8 @@ fn vessel_once() -> Sample {
     let (mut first, mut marker) = (None, None);
     while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
         match event {
-            Event::DebugMarker {
-                code: 1,
-                since_build,
-            } => first = Some(since_build),
-            Event::DebugMarker {
-                code: 4,
-                since_build,
-            } => marker = Some(since_build),
+            Event::DebugMarker { code: 1, since_build } => first = Some(since_build),
+            Event::DebugMarker { code: 4, since_build } => marker = Some(since_build),
             Event::StateChanged(MachineState::Stopped(_)) => break,
             _ => {}
         }
@@ -49,16 +43,7 @@ fn qemu_once() -> Option<Sample> {
     let kernel = vessel_tests::testguest_elf();
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "kvm",
-            "-m",
-            "128",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
+        .args(["-accel", "kvm", "-m", "128", "-nodefaults", "-display", "none", "-no-reboot"])
         .args([
             "-serial",
             "none",
@@ -84,10 +69,7 @@ fn qemu_once() -> Option<Sample> {
         }
     }
     let _ = child.wait();
-    Some(Sample {
-        first_instruction: first?,
-        marker: marker?,
-    })
+    Some(Sample { first_instruction: first?, marker: marker? })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -96,20 +78,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+    let rounds: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20);
     // Warm up both (page cache, KVM module state) before measuring.
     vessel_once();
     let qemu_works = qemu_once().is_some();
 
     let vessel: Vec<Sample> = (0..rounds).map(|_| vessel_once()).collect();
-    let qemu: Vec<Sample> = if qemu_works {
-        (0..rounds).filter_map(|_| qemu_once()).collect()
-    } else {
-        Vec::new()
-    };
+    let qemu: Vec<Sample> =
+        if qemu_works { (0..rounds).filter_map(|_| qemu_once()).collect() } else { Vec::new() };
 
     let v_first = median(vessel.iter().map(|s| s.first_instruction).collect());
     let v_marker = median(vessel.iter().map(|s| s.marker).collect());

@@ -70,11 +70,7 @@ impl GuestSpec {
     pub fn boot(&self) -> GuestRun {
         let handle = Machine::build(self.config(), None).expect("machine builds");
         handle.start().expect("machine starts");
-        GuestRun {
-            handle,
-            serial: Vec::new(),
-            events: Vec::new(),
-        }
+        GuestRun { handle, serial: Vec::new(), events: Vec::new() }
     }
 }
 
@@ -98,11 +94,7 @@ impl GuestRun {
             if left.is_zero() {
                 return false;
             }
-            match self
-                .handle
-                .events()
-                .recv_timeout(left.min(Duration::from_millis(100)))
-            {
+            match self.handle.events().recv_timeout(left.min(Duration::from_millis(100))) {
                 Ok(event) => self.take(event),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(_) => return done(self),
@@ -156,10 +148,7 @@ impl GuestRun {
         let prefix = format!("{key} ");
         let out = self.output();
         let complete = &out[..out.rfind('\n').map_or(0, |i| i + 1)];
-        complete
-            .lines()
-            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-            .collect()
+        complete.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
     }
 }
 
@@ -180,10 +169,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// True if `qemu-system-x86_64` is installed.
 pub fn have_qemu() -> bool {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Runs `kernel` under QEMU (TCG) with the serial port on stdout, until the guest powers
@@ -221,19 +207,9 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     if !err.trim().is_empty() {
         eprintln!("QEMU stderr: {err}");
     }
@@ -244,10 +220,7 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
 /// (vmlinuz, initrd.gz).
 pub fn default_linux_guest() -> (PathBuf, PathBuf) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/linux-guest/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .expect("bash runs");
+    let out = Command::new("bash").arg(&script).output().expect("bash runs");
     assert!(
         out.status.success(),
         "building the default Linux guest failed:\n{}",

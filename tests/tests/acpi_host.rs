@@ -43,33 +43,21 @@ fn static_tables_parse_and_describe_the_platform() {
     // SAFETY: `rsdp` points at an RSDP inside the mapped guest memory.
     let acpi = unsafe { AcpiTables::from_rsdp(handler, rsdp) }
         .expect("RSDP, XSDT and checksums are valid");
-    let mut sigs: Vec<String> = acpi
-        .headers()
-        .map(|h| h.signature.as_str().to_string())
-        .collect();
+    let mut sigs: Vec<String> = acpi.headers().map(|h| h.signature.as_str().to_string()).collect();
     sigs.sort();
     assert_eq!(sigs, vec!["APIC", "FACP"]);
 
     let fadt = acpi.find_table::<Fadt>().unwrap();
     let flags = fadt.flags;
-    assert!(
-        flags.system_is_hw_reduced_acpi(),
-        "hardware-reduced platform"
-    );
+    assert!(flags.system_is_hw_reduced_acpi(), "hardware-reduced platform");
     assert!(flags.power_button_is_control_method());
     assert!(flags.supports_system_reset_via_fadt());
     let reset = fadt.reset_register().unwrap();
     assert_eq!(reset.address, 0xcf9);
     assert_eq!(fadt.reset_value, 6);
-    let sleep = fadt
-        .sleep_control_register()
-        .unwrap()
-        .expect("sleep control register");
+    let sleep = fadt.sleep_control_register().unwrap().expect("sleep control register");
     assert_eq!(sleep.address, 0x600);
-    let status = fadt
-        .sleep_status_register()
-        .unwrap()
-        .expect("sleep status register");
+    let status = fadt.sleep_status_register().unwrap().expect("sleep status register");
     assert_eq!(status.address, 0x601);
 
     let madt = acpi.find_table::<Madt>().unwrap();
@@ -128,8 +116,7 @@ fn dsdt_disassembles_with_acpica() {
     let dsdt = acpi.dsdt().unwrap();
     // The whole table, header included (the AmlTable address skips the 36-byte header).
     let mut table = vec![0u8; dsdt.length as usize + 36];
-    mem.read_slice(&mut table, GuestAddress(dsdt.address as u64 - 36))
-        .unwrap();
+    mem.read_slice(&mut table, GuestAddress(dsdt.address as u64 - 36)).unwrap();
     let asl = disassemble(&table);
     let squashed = normalize(&asl);
     for needle in [
@@ -159,16 +146,11 @@ fn normalize(asl: &str) -> String {
     let mut rest = asl;
     while let Some(start) = rest.find("/*") {
         text.push_str(&rest[..start]);
-        rest = rest[start..]
-            .find("*/")
-            .map_or("", |end| &rest[start + end + 2..]);
+        rest = rest[start..].find("*/").map_or("", |end| &rest[start + end + 2..]);
     }
     text.push_str(rest);
-    let text: String = text
-        .lines()
-        .map(|l| l.split("//").next().unwrap())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let text: String =
+        text.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join(" ");
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     text.replace(" )", ")").replace(" ,", ",")
 }

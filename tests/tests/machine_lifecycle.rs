@@ -38,19 +38,14 @@ fn serial_echo_through_the_uart_interrupt() {
     run.expect_output("hello, vessel\n");
     // More than the UART's 64-byte FIFO at once: the rest waits for the guest to drain.
     let alphabet = b"abcdefghijklmnoprstuvwxyz0123456789"; // no 'q': it ends the test
-    let long: String = (0..300)
-        .map(|i| char::from(alphabet[i % alphabet.len()]))
-        .collect();
+    let long: String = (0..300).map(|i| char::from(alphabet[i % alphabet.len()])).collect();
     run.handle.send_serial(long.as_bytes()).unwrap();
     run.expect_output(&long);
     run.handle.send_serial(b"q").unwrap();
     run.expect_output("ECHO BYE IRQS ");
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
     let irqs = hex(run.lines_with("ECHO BYE IRQS")[0].trim());
-    assert!(
-        irqs >= 2,
-        "the guest only reads on interrupts; it saw {irqs}"
-    );
+    assert!(irqs >= 2, "the guest only reads on interrupts; it saw {irqs}");
 }
 
 #[test]
@@ -114,11 +109,7 @@ fn triple_fault_is_a_crash_with_registers_and_the_process_lives_on() {
     match run.expect_stopped() {
         StopReason::Crashed(report) => {
             assert_eq!(report.vcpu, 0);
-            assert_eq!(
-                report.registers.regs.r15, 0x7472_6970_6661_7574,
-                "{}",
-                report.registers
-            );
+            assert_eq!(report.registers.regs.r15, 0x7472_6970_6661_7574, "{}", report.registers);
         }
         other => panic!("expected a crash, got {other:?}"),
     }
@@ -145,10 +136,7 @@ fn pause_and_resume_keep_the_guest_state() {
     run.drain();
     let after_wait = ticks(&run).last().copied().unwrap();
     // A tick line being printed when the pause hit may complete; nothing beyond it.
-    assert!(
-        after_wait <= at_pause + 1,
-        "ticks while paused: {at_pause} -> {after_wait}"
-    );
+    assert!(after_wait <= at_pause + 1, "ticks while paused: {at_pause} -> {after_wait}");
     assert!(run.handle.pause().is_err(), "pausing twice is refused");
     let seen = ticks(&run).len();
     run.handle.resume().unwrap();
@@ -156,11 +144,7 @@ fn pause_and_resume_keep_the_guest_state() {
     // The counter went on from where it was: the guest kept its state.
     let all = ticks(&run);
     for pair in all.windows(2) {
-        assert_eq!(
-            pair[1],
-            pair[0] + 1,
-            "ticks must continue without a restart: {all:?}"
-        );
+        assert_eq!(pair[1], pair[0] + 1, "ticks must continue without a restart: {all:?}");
     }
     run.handle.send_serial(b"q").unwrap();
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));

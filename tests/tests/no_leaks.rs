@@ -16,12 +16,7 @@ fn fds() -> usize {
 fn vm_size() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        << 10
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() << 10
 }
 
 #[test]
@@ -35,18 +30,12 @@ fn dropping_the_handle_leaves_nothing_behind() {
         let mut run = spec.boot();
         // Running, with all its threads up, when the handle goes away.
         run.expect_output("VESSEL-TESTGUEST");
-        assert!(
-            threads() >= threads0 + 4,
-            "3 vCPU threads and the controller"
-        );
+        assert!(threads() >= threads0 + 4, "3 vCPU threads and the controller");
         let running_size = vm_size();
         drop(run);
         assert_eq!(threads(), threads0, "threads left after drop ({test})");
         assert_eq!(fds(), fds0, "file descriptors left after drop ({test})");
         let freed = running_size.saturating_sub(vm_size());
-        assert!(
-            freed >= memory,
-            "guest memory left mapped ({test}): only {freed} bytes unmapped"
-        );
+        assert!(freed >= memory, "guest memory left mapped ({test}): only {freed} bytes unmapped");
     }
 }

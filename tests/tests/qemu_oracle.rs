@@ -5,17 +5,12 @@ use vessel_tests::*;
 
 fn lines(out: &str, key: &str) -> Vec<String> {
     let prefix = format!("{key} ");
-    out.lines()
-        .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-        .collect()
+    out.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
 }
 
 #[test]
 fn boot_report_under_qemu() {
-    assert!(
-        have_qemu(),
-        "qemu-system-x86_64 is needed: apt-get install qemu-system-x86"
-    );
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
     let out = run_qemu(&testguest_elf(), "test=boot", &[]);
     assert!(out.contains("DONE"), "{out}");
     assert_eq!(lines(&out, "PROTO"), vec!["pvh"]);
@@ -32,16 +27,10 @@ fn boot_report_under_qemu() {
 
 #[test]
 fn smp_under_qemu() {
-    assert!(
-        have_qemu(),
-        "qemu-system-x86_64 is needed: apt-get install qemu-system-x86"
-    );
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
     let out = run_qemu(&testguest_elf(), "test=smp", &["-smp", "2"]);
     assert_eq!(hex(&lines(&out, "SMP")[0]), 2, "{out}");
     let mut cpus = lines(&out, "CPU");
     cpus.sort();
-    assert_eq!(
-        cpus,
-        vec!["0000000000000000 up bsp", "0000000000000001 up ap"]
-    );
+    assert_eq!(cpus, vec!["0000000000000000 up bsp", "0000000000000001 up ap"]);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A device model reachable through a bus. `base` is the start of the range the access hit
 /// (a device may be mapped at several), `offset` the distance into it. The bus never
@@ -28,41 +28,43 @@ struct Range {
     device: SharedDevice,
 }
 
-/// A set of non-overlapping address ranges.
+/// A set of non-overlapping address ranges. Ranges can move while the machine runs (a
+/// guest reprogramming a PCI BAR), so the map sits behind a read-write lock that vCPUs
+/// only ever take for reading.
 pub struct Bus {
     name: &'static str,
-    ranges: BTreeMap<u64, Range>,
+    ranges: RwLock<BTreeMap<u64, Range>>,
     unhandled: AtomicU64,
 }
 
 impl Bus {
     pub fn new(name: &'static str) -> Self {
-        Bus {
-            name,
-            ranges: BTreeMap::new(),
-            unhandled: AtomicU64::new(0),
-        }
+        Bus { name, ranges: RwLock::new(BTreeMap::new()), unhandled: AtomicU64::new(0) }
     }
 
-    pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
-        let end = base
-            .checked_add(len)
-            .filter(|_| len > 0)
-            .ok_or(BusError::BadRange { base, len })?;
-        let before = self.ranges.range(..end).next_back();
-        if let Some((other_base, other)) = before
+    pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
+        let end =
+            base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+        let mut ranges = self.ranges.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((other_base, other)) = ranges.range(..end).next_back()
             && other_base + other.len > base
         {
             return Err(BusError::Overlap { base, len });
         }
-        self.ranges.insert(base, Range { len, device });
+        ranges.insert(base, Range { len, device });
         Ok(())
     }
 
-    fn find(&self, addr: u64, size: usize) -> Option<(u64, &Range)> {
-        let (base, range) = self.ranges.range(..=addr).next_back()?;
+    /// Removes the range starting at `base`; returns whether there was one.
+    pub fn remove(&self, base: u64) -> bool {
+        self.ranges.write().unwrap_or_else(|p| p.into_inner()).remove(&base).is_some()
+    }
+
+    fn find(&self, addr: u64, size: usize) -> Option<(u64, SharedDevice)> {
+        let ranges = self.ranges.read().unwrap_or_else(|p| p.into_inner());
+        let (base, range) = ranges.range(..=addr).next_back()?;
         let end = addr.checked_add(size as u64)?;
-        (end <= base + range.len).then_some((*base, range))
+        (end <= base + range.len).then(|| (*base, range.device.clone()))
     }
 
     /// Reads from the device at `addr`; unclaimed addresses read as all ones, like an
@@ -72,7 +74,7 @@ impl Bus {
             return;
         }
         match self.find(addr, data.len()) {
-            Some((base, range)) => lock(&range.device).read(base, addr - base, data),
+            Some((base, device)) => lock(&device).read(base, addr - base, data),
             None => {
                 data.fill(0xff);
                 self.note_unhandled("read", addr, data.len());
@@ -86,7 +88,7 @@ impl Bus {
             return;
         }
         match self.find(addr, data.len()) {
-            Some((base, range)) => lock(&range.device).write(base, addr - base, data),
+            Some((base, device)) => lock(&device).write(base, addr - base, data),
             None => self.note_unhandled("write", addr, data.len()),
         }
     }
@@ -96,10 +98,7 @@ impl Bus {
     fn note_unhandled(&self, what: &str, addr: u64, len: usize) {
         let n = self.unhandled.fetch_add(1, Ordering::Relaxed);
         if n < 16 || n.is_multiple_of(1000) {
-            log::debug!(
-                "{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)",
-                self.name
-            );
+            log::debug!("{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)", self.name);
         }
     }
 }
@@ -126,20 +125,14 @@ mod tests {
 
     #[test]
     fn dispatch_and_overlap() {
-        let mut bus = Bus::new("test");
+        let bus = Bus::new("test");
         let dev: SharedDevice = Arc::new(Mutex::new(Echo(10)));
         bus.insert(0x100, 8, dev.clone()).unwrap();
         assert_eq!(
             bus.insert(0x104, 8, dev.clone()),
-            Err(BusError::Overlap {
-                base: 0x104,
-                len: 8
-            })
+            Err(BusError::Overlap { base: 0x104, len: 8 })
         );
-        assert_eq!(
-            bus.insert(0xfc, 8, dev.clone()),
-            Err(BusError::Overlap { base: 0xfc, len: 8 })
-        );
+        assert_eq!(bus.insert(0xfc, 8, dev.clone()), Err(BusError::Overlap { base: 0xfc, len: 8 }));
         bus.insert(0x108, 1, dev.clone()).unwrap();
         assert!(bus.insert(u64::MAX, 2, dev.clone()).is_err());
         assert!(bus.insert(0x200, 0, dev).is_err());
@@ -153,6 +146,10 @@ mod tests {
         bus.read(0x107, &mut w); // straddles the end of the range
         assert_eq!(w, [0xff, 0xff]);
         bus.read(0x50, &mut b);
+        assert_eq!(b[0], 0xff);
+        assert!(bus.remove(0x100));
+        assert!(!bus.remove(0x100));
+        bus.read(0x100, &mut b);
         assert_eq!(b[0], 0xff);
     }
 }

@@ -41,10 +41,7 @@ impl MachineConfig {
     /// Checks the parts that need no host resources.
     pub fn validate(&self) -> Result<(), String> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(format!(
-                "{} vCPUs requested; a machine has 1 to {MAX_VCPUS}",
-                self.vcpus
-            ));
+            return Err(format!("{} vCPUs requested; a machine has 1 to {MAX_VCPUS}", self.vcpus));
         }
         Ok(())
     }

@@ -31,15 +31,8 @@ pub enum Command {
 
 pub enum ControlMsg {
     Command(Command, SyncSender<Result<(), MachineError>>),
-    Power {
-        generation: u64,
-        request: PowerRequest,
-    },
-    VcpuStopped {
-        generation: u64,
-        vcpu: u8,
-        stop: VcpuStop,
-    },
+    Power { generation: u64, request: PowerRequest },
+    VcpuStopped { generation: u64, vcpu: u8, stop: VcpuStop },
     Quit,
 }
 
@@ -85,15 +78,7 @@ impl Controller {
         state: Arc<Mutex<MachineState>>,
         instance: Instance,
     ) -> Self {
-        Controller {
-            config,
-            env,
-            rx,
-            control_evt,
-            state,
-            instance: Some(instance),
-            generation: 0,
-        }
+        Controller { config, env, rx, control_evt, state, instance: Some(instance), generation: 0 }
     }
 
     fn events(&self) -> &EventSink {
@@ -113,9 +98,7 @@ impl Controller {
         let epoll = match self.epoll() {
             Ok(e) => e,
             Err(e) => {
-                self.set_state(MachineState::Stopped(StopReason::Error(format!(
-                    "epoll: {e}"
-                ))));
+                self.set_state(MachineState::Stopped(StopReason::Error(format!("epoll: {e}"))));
                 return;
             }
         };
@@ -160,11 +143,7 @@ impl Controller {
             (self.control_evt.as_ref(), TOKEN_CONTROL),
             (self.env.serial_ready.as_ref(), TOKEN_SERIAL),
         ] {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd_of(fd),
-                EpollEvent::new(EventSet::IN, token),
-            )?;
+            epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
         }
         Ok(epoll)
     }
@@ -184,32 +163,29 @@ impl Controller {
                 let result = self.command(cmd);
                 let _ = reply.send(result);
             }
-            ControlMsg::Power {
-                generation,
-                request,
-            } if generation == self.generation => match request {
-                PowerRequest::PowerOff => self.stop(StopReason::PoweredOff),
-                PowerRequest::Reset => self.guest_reboot(),
-            },
-            ControlMsg::VcpuStopped {
-                generation,
-                vcpu,
-                stop,
-            } if generation == self.generation => match stop {
-                VcpuStop::PowerOff => self.stop(StopReason::PoweredOff),
-                VcpuStop::Reset => self.guest_reboot(),
-                VcpuStop::TripleFault(registers) => {
-                    log::error!("vCPU {vcpu} triple-faulted:\n{registers}");
-                    self.stop(StopReason::Crashed(Box::new(CrashReport {
-                        vcpu,
-                        registers: *registers,
-                    })))
+            ControlMsg::Power { generation, request } if generation == self.generation => {
+                match request {
+                    PowerRequest::PowerOff => self.stop(StopReason::PoweredOff),
+                    PowerRequest::Reset => self.guest_reboot(),
                 }
-                VcpuStop::Error(message) => {
-                    log::error!("{message}");
-                    self.stop(StopReason::Error(message))
+            }
+            ControlMsg::VcpuStopped { generation, vcpu, stop } if generation == self.generation => {
+                match stop {
+                    VcpuStop::PowerOff => self.stop(StopReason::PoweredOff),
+                    VcpuStop::Reset => self.guest_reboot(),
+                    VcpuStop::TripleFault(registers) => {
+                        log::error!("vCPU {vcpu} triple-faulted:\n{registers}");
+                        self.stop(StopReason::Crashed(Box::new(CrashReport {
+                            vcpu,
+                            registers: *registers,
+                        })))
+                    }
+                    VcpuStop::Error(message) => {
+                        log::error!("{message}");
+                        self.stop(StopReason::Error(message))
+                    }
                 }
-            },
+            }
             // From an instance that no longer exists (e.g. two vCPUs reporting one reset).
             ControlMsg::Power { .. } | ControlMsg::VcpuStopped { .. } => {}
         }
@@ -218,10 +194,8 @@ impl Controller {
 
     fn command(&mut self, cmd: Command) -> Result<(), MachineError> {
         let state = self.state();
-        let wrong_state = || MachineError::InvalidState {
-            command: command_name(&cmd),
-            state: state.name(),
-        };
+        let wrong_state =
+            || MachineError::InvalidState { command: command_name(&cmd), state: state.name() };
         match (&cmd, &state) {
             (Command::Start, MachineState::Created) => {
                 self.instance_mode(RunMode::Running);
@@ -242,9 +216,7 @@ impl Controller {
             }
             (Command::RequestShutdown, MachineState::Running) => {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
-                instance
-                    .raise_power_button()
-                    .map_err(MachineError::Thread)?;
+                instance.raise_power_button().map_err(MachineError::Thread)?;
             }
             (
                 Command::PowerOff,

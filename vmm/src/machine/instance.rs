@@ -67,18 +67,12 @@ impl Instance {
             )));
         }
         let vm = kvm.create_vm().map_err(kvm_err("create the VM"))?;
-        vm.set_tss_address(KVM_TSS_ADDRESS as usize)
-            .map_err(kvm_err("set the TSS address"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set the TSS address"))?;
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_err("set the identity map address"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("create the in-kernel irqchip"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        vm.create_pit2(pit)
-            .map_err(kvm_err("create the in-kernel PIT"))?;
+        vm.create_irq_chip().map_err(kvm_err("create the in-kernel irqchip"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(kvm_err("create the in-kernel PIT"))?;
 
         let mem = memory::create_guest_memory(config.memory_bytes)?;
         memory::register_with_kvm(&vm, &mem)?;
@@ -97,19 +91,11 @@ impl Instance {
         let mmio = Arc::new(mmio);
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
 
-        let mut instance = Instance {
-            threads: Vec::new(),
-            run: run.clone(),
-            serial,
-            ged,
-            _vm: vm,
-            _mem: mem,
-        };
+        let mut instance =
+            Instance { threads: Vec::new(), run: run.clone(), serial, ged, _vm: vm, _mem: mem };
         for index in 0..config.vcpus {
-            let fd = instance
-                ._vm
-                .create_vcpu(u64::from(index))
-                .map_err(kvm_err("create a vCPU"))?;
+            let fd =
+                instance._vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
             let mut cpuid = supported.clone();
             cpuid::normalize(&mut cpuid, index, config.vcpus, tsc_deadline);
             fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
@@ -130,9 +116,7 @@ impl Instance {
                 control: env.control.clone(),
             };
             // A failed spawn drops `instance`, which stops the threads already running.
-            instance
-                .threads
-                .push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);
+            instance.threads.push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);
         }
         Ok(instance)
     }
@@ -157,10 +141,7 @@ impl Drop for Instance {
 
 fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
     Arc::new(move |request: PowerRequest| {
-        control.send(ControlMsg::Power {
-            generation,
-            request,
-        });
+        control.send(ControlMsg::Power { generation, request });
     })
 }
 
@@ -174,12 +155,11 @@ fn build_devices(
 ) -> Result<Devices, MachineError> {
     let irq = |gsi: u32| -> Result<EventFd, MachineError> {
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::Thread)?;
-        vm.register_irqfd(&evt, gsi)
-            .map_err(kvm_err("register an irqfd"))?;
+        vm.register_irqfd(&evt, gsi).map_err(kvm_err("register an irqfd"))?;
         Ok(evt)
     };
-    let mut pio = Bus::new("port I/O");
-    let mut mmio = Bus::new("MMIO");
+    let pio = Bus::new("port I/O");
+    let mmio = Bus::new("MMIO");
 
     let serial = Arc::new(Mutex::new(SerialPort::new(
         irq(COM1_GSI)?,
@@ -202,10 +182,7 @@ fn build_devices(
     let events = env.events.clone();
     let built_at = env.built_at;
     let debug = DebugPort::new(Box::new(move |code, at| {
-        events.send(Event::DebugMarker {
-            code,
-            since_build: at.duration_since(built_at),
-        })
+        events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
     }));
     pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
 

@@ -44,10 +44,7 @@ pub enum MachineError {
     #[error("invalid machine configuration: {0}")]
     InvalidConfig(String),
     #[error("cannot {command} a machine that is {state}")]
-    InvalidState {
-        command: &'static str,
-        state: &'static str,
-    },
+    InvalidState { command: &'static str, state: &'static str },
     #[error("cannot start a machine thread")]
     Thread(#[source] std::io::Error),
     #[error("the machine's controller thread has exited")]
@@ -68,11 +65,8 @@ impl Machine {
         let built_at = Instant::now();
         let (event_tx, event_rx) = channel();
         let (control_tx, control_rx) = channel();
-        let new_evt = || {
-            EventFd::new(libc::EFD_NONBLOCK)
-                .map(Arc::new)
-                .map_err(MachineError::Thread)
-        };
+        let new_evt =
+            || EventFd::new(libc::EFD_NONBLOCK).map(Arc::new).map_err(MachineError::Thread);
         let control_evt = new_evt()?;
         let env = InstanceEnv {
             control: ControlSender::new(control_tx, control_evt.clone()),
@@ -84,25 +78,13 @@ impl Machine {
         let instance = Instance::build(&config, &env, 0)?;
         let state = Arc::new(Mutex::new(MachineState::Created));
         let control = env.control.clone();
-        let controller = Controller::new(
-            config,
-            env,
-            control_rx,
-            control_evt,
-            state.clone(),
-            instance,
-        );
+        let controller =
+            Controller::new(config, env, control_rx, control_evt, state.clone(), instance);
         let thread = std::thread::Builder::new()
             .name("vessel-machine".into())
             .spawn(move || controller.run())
             .map_err(MachineError::Thread)?;
-        Ok(MachineHandle {
-            control,
-            events: event_rx,
-            state,
-            thread: Some(thread),
-            built_at,
-        })
+        Ok(MachineHandle { control, events: event_rx, state, thread: Some(thread), built_at })
     }
 }
 

@@ -54,11 +54,7 @@ impl RunControl {
     pub fn new(vcpus: usize) -> Self {
         RunControl {
             fast_mode: AtomicU8::new(RunMode::Paused as u8),
-            state: Mutex::new(RunState {
-                mode: RunMode::Paused,
-                parked: 0,
-                alive: vcpus,
-            }),
+            state: Mutex::new(RunState { mode: RunMode::Paused, parked: 0, alive: vcpus }),
             changed: Condvar::new(),
         }
     }
@@ -139,12 +135,10 @@ pub struct VcpuContext {
 }
 
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("vessel-vcpu{}", ctx.index))
-        .spawn(move || {
-            run_loop(&mut vcpu, &ctx);
-            ctx.run.exited();
-        })
+    std::thread::Builder::new().name(format!("vessel-vcpu{}", ctx.index)).spawn(move || {
+        run_loop(&mut vcpu, &ctx);
+        ctx.run.exited();
+    })
 }
 
 fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
@@ -215,10 +209,9 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
                 KVM_SYSTEM_EVENT_SHUTDOWN => VcpuStop::PowerOff,
                 KVM_SYSTEM_EVENT_RESET => VcpuStop::Reset,
                 KVM_SYSTEM_EVENT_CRASH => VcpuStop::TripleFault(Box::new(read_registers(vcpu))),
-                other => VcpuStop::Error(format!(
-                    "vCPU {}: unknown KVM system event {other}",
-                    ctx.index
-                )),
+                other => {
+                    VcpuStop::Error(format!("vCPU {}: unknown KVM system event {other}", ctx.index))
+                }
             });
         }
         Ok(VcpuExit::FailEntry(reason, cpu)) => {
@@ -244,10 +237,7 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
             vcpu.set_kvm_immediate_exit(0);
         }
         Err(e) => {
-            return Some(VcpuStop::Error(format!(
-                "vCPU {}: KVM_RUN failed: {e}",
-                ctx.index
-            )));
+            return Some(VcpuStop::Error(format!("vCPU {}: KVM_RUN failed: {e}", ctx.index)));
         }
     }
     None

@@ -43,15 +43,9 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::Ioeventfd, "ioeventfd (KVM_CAP_IOEVENTFD)"),
     (Cap::UserMemory, "user memory slots (KVM_CAP_USER_MEMORY)"),
     (Cap::SetTssAddr, "TSS address (KVM_CAP_SET_TSS_ADDR)"),
-    (
-        Cap::SetIdentityMapAddr,
-        "identity map address (KVM_CAP_SET_IDENTITY_MAP_ADDR)",
-    ),
+    (Cap::SetIdentityMapAddr, "identity map address (KVM_CAP_SET_IDENTITY_MAP_ADDR)"),
     (Cap::ExtCpuid, "CPUID (KVM_CAP_EXT_CPUID)"),
-    (
-        Cap::ImmediateExit,
-        "immediate exit (KVM_CAP_IMMEDIATE_EXIT)",
-    ),
+    (Cap::ImmediateExit, "immediate exit (KVM_CAP_IMMEDIATE_EXIT)"),
     (Cap::Xcrs, "XCRs (KVM_CAP_XCRS)"),
 ];
 
@@ -84,20 +78,13 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_do() {
-        assert!(
-            KvmError::PermissionDenied
-                .to_string()
-                .contains("usermod -aG kvm")
-        );
+        assert!(KvmError::PermissionDenied.to_string().contains("usermod -aG kvm"));
         assert!(KvmError::NotPresent.to_string().contains("kvm_intel"));
     }
 
     #[test]
     fn open_errors_are_classified() {
-        assert!(matches!(
-            open_kvm_at(c"/nonexistent/kvm"),
-            Err(KvmError::NotPresent)
-        ));
+        assert!(matches!(open_kvm_at(c"/nonexistent/kvm"), Err(KvmError::NotPresent)));
         let denied = open_error(kvm_ioctls::Error::new(libc::EACCES));
         assert!(matches!(denied, KvmError::PermissionDenied));
         let other = open_error(kvm_ioctls::Error::new(libc::EIO));

@@ -90,11 +90,7 @@ pub struct E820Entry {
 /// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole and above 4 GiB.
 pub fn e820_map(size: u64) -> Vec<E820Entry> {
     let mut map = vec![
-        E820Entry {
-            addr: 0,
-            size: EBDA_START,
-            kind: E820_RAM,
-        },
+        E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
         E820Entry {
             addr: BIOS_AREA_START,
             size: BIOS_AREA_END - BIOS_AREA_START,
@@ -104,17 +100,9 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
     for (i, (start, len)) in ram_ranges(size).into_iter().enumerate() {
         let end = start.raw_value() + len as u64;
         // The first range starts at 0, but only RAM from 1 MiB up is free for the OS.
-        let start = if i == 0 {
-            HIMEM_START
-        } else {
-            start.raw_value()
-        };
+        let start = if i == 0 { HIMEM_START } else { start.raw_value() };
         if end > start {
-            map.push(E820Entry {
-                addr: start,
-                size: end - start,
-                kind: E820_RAM,
-            });
+            map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
         }
     }
     map
@@ -138,22 +126,11 @@ mod tests {
         let size = 256 << 20;
         assert_eq!(ram_ranges(size), vec![(GuestAddress(0), size as usize)]);
         let map = e820_map(size);
-        assert_eq!(
-            map[0],
-            E820Entry {
-                addr: 0,
-                size: EBDA_START,
-                kind: E820_RAM
-            }
-        );
+        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
         assert_eq!(map[1].kind, E820_RESERVED);
         assert_eq!(
             map[2],
-            E820Entry {
-                addr: HIMEM_START,
-                size: size - HIMEM_START,
-                kind: E820_RAM
-            }
+            E820Entry { addr: HIMEM_START, size: size - HIMEM_START, kind: E820_RAM }
         );
         assert_eq!(map.len(), 3);
     }
@@ -163,38 +140,21 @@ mod tests {
         let size = 5u64 << 30;
         let ranges = ram_ranges(size);
         assert_eq!(ranges[0], (GuestAddress(0), MMIO_HOLE_START as usize));
-        assert_eq!(
-            ranges[1],
-            (GuestAddress(FOUR_GIB), (size - MMIO_HOLE_START) as usize)
-        );
+        assert_eq!(ranges[1], (GuestAddress(FOUR_GIB), (size - MMIO_HOLE_START) as usize));
         let map = e820_map(size);
         assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
         assert_eq!(
             map[3],
-            E820Entry {
-                addr: FOUR_GIB,
-                size: size - MMIO_HOLE_START,
-                kind: E820_RAM
-            }
+            E820Entry { addr: FOUR_GIB, size: size - MMIO_HOLE_START, kind: E820_RAM }
         );
-        let ram: u64 = map
-            .iter()
-            .filter(|e| e.kind == E820_RAM)
-            .map(|e| e.size)
-            .sum();
+        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         // All RAM except the 384 KiB between the EBDA and 1 MiB is usable.
         assert_eq!(ram, size - (HIMEM_START - EBDA_START));
     }
 
     #[test]
     fn rejects_tiny_and_unaligned_sizes() {
-        assert!(matches!(
-            create_guest_memory(1 << 20),
-            Err(MemoryError::TooSmall(1))
-        ));
-        assert!(matches!(
-            create_guest_memory((32 << 20) + 1),
-            Err(MemoryError::Unaligned(_))
-        ));
+        assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::TooSmall(1))));
+        assert!(matches!(create_guest_memory((32 << 20) + 1), Err(MemoryError::Unaligned(_))));
     }
 }

@@ -34,18 +34,8 @@ pub enum AcpiError {
 }
 
 fn io_gas(port: u16, width_bits: u8) -> GAS {
-    let access = if width_bits == 8 {
-        AccessSize::ByteAccess
-    } else {
-        AccessSize::DwordAccess
-    };
-    GAS::new(
-        AddressSpace::SystemIo,
-        width_bits,
-        0,
-        access,
-        u64::from(port),
-    )
+    let access = if width_bits == 8 { AccessSize::ByteAccess } else { AccessSize::DwordAccess };
+    GAS::new(AddressSpace::SystemIo, width_bits, 0, access, u64::from(port))
 }
 
 /// The DSDT: processors, COM1, the i8042 and RTC, the GED and its power button, `_S5`.
@@ -63,33 +53,20 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
         )));
     }
 
-    sb_children.push(Box::new(legacy_device(
-        "COM1",
-        "PNP0501",
-        &[(COM1_PORT, 8)],
-        Some(COM1_GSI),
-    )));
+    sb_children.push(Box::new(legacy_device("COM1", "PNP0501", &[(COM1_PORT, 8)], Some(COM1_GSI))));
     sb_children.push(Box::new(legacy_device(
         "PS2K",
         "PNP0303",
         &[(I8042_DATA_PORT, 1), (I8042_COMMAND_PORT, 1)],
         Some(1),
     )));
-    sb_children.push(Box::new(legacy_device(
-        "RTC_",
-        "PNP0B00",
-        &[(CMOS_PORT, 2)],
-        Some(8),
-    )));
+    sb_children.push(Box::new(legacy_device("RTC_", "PNP0B00", &[(CMOS_PORT, 2)], Some(8))));
 
     // Power button: a control-method button (PNP0C0C) the GED notifies.
     sb_children.push(Box::new(OwnedDevice::new(
         "PWRB".to_string(),
         vec![
-            Box::new(aml::Name::new(
-                "_HID".into(),
-                &aml::EISAName::new("PNP0C0C"),
-            )),
+            Box::new(aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"))),
             Box::new(aml::Name::new("_UID".into(), &0u8)),
         ],
     )));
@@ -97,10 +74,7 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
 
     let sb_refs: Vec<&dyn Aml> = sb_children.iter().map(|c| c.as_ref()).collect();
     let sb = aml::Scope::new("\\_SB_".into(), sb_refs);
-    let s5 = aml::Name::new(
-        "_S5_".into(),
-        &aml::Package::new(vec![&S5_SLEEP_TYPE, &0u8]),
-    );
+    let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&S5_SLEEP_TYPE, &0u8]));
 
     let mut table = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let mut body = Vec::new();
@@ -112,10 +86,8 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
 
 /// A device with a fixed `_HID`, I/O port ranges and an interrupt in its `_CRS`.
 fn legacy_device(name: &str, hid: &str, ports: &[(u16, u8)], irq: Option<u32>) -> OwnedDevice {
-    let ios: Vec<aml::IO> = ports
-        .iter()
-        .map(|&(base, len)| aml::IO::new(base, base, 1, len))
-        .collect();
+    let ios: Vec<aml::IO> =
+        ports.iter().map(|&(base, len)| aml::IO::new(base, base, 1, len)).collect();
     let interrupt = irq.map(|gsi| aml::Interrupt::new(true, true, false, false, gsi));
     let mut resources: Vec<&dyn Aml> = ios.iter().map(|io| io as &dyn Aml).collect();
     if let Some(int) = &interrupt {
@@ -313,14 +285,7 @@ pub fn write_tables(mem: &GuestMem, vcpu_count: u8) -> Result<AcpiLayout, AcpiEr
     ] {
         mem.write_slice(bytes, GuestAddress(addr))?;
     }
-    Ok(AcpiLayout {
-        rsdp,
-        xsdt: xsdt_addr,
-        fadt: fadt_addr,
-        dsdt: dsdt_addr,
-        madt: madt_addr,
-        end,
-    })
+    Ok(AcpiLayout { rsdp, xsdt: xsdt_addr, fadt: fadt_addr, dsdt: dsdt_addr, madt: madt_addr, end })
 }
 
 #[cfg(test)]

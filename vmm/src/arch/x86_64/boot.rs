@@ -52,11 +52,7 @@ pub enum BootError {
          {limit:#x}; give the machine more memory",
         size = .size >> 20
     )]
-    InitrdTooLarge {
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-    },
+    InitrdTooLarge { path: PathBuf, size: u64, limit: u64 },
     #[error("cannot read initrd {path}")]
     ReadInitrd {
         path: PathBuf,
@@ -110,10 +106,8 @@ pub fn load(mem: &GuestMem, source: &BootSource) -> Result<BootLayout, BootError
     }
 
     let path = &source.kernel;
-    let mut kernel = File::open(path).map_err(|source| BootError::OpenKernel {
-        path: path.clone(),
-        source,
-    })?;
+    let mut kernel =
+        File::open(path).map_err(|source| BootError::OpenKernel { path: path.clone(), source })?;
     let mut magic = [0u8; 4];
     let is_elf = kernel.read_exact(&mut magic).is_ok() && magic == ELF_MAGIC;
     let _ = kernel.seek(SeekFrom::Start(0));
@@ -170,10 +164,7 @@ pub fn load(mem: &GuestMem, source: &BootSource) -> Result<BootLayout, BootError
     let entry = match entry_kind {
         Kind::Pvh(entry) => {
             write_pvh_start_info(mem, &e820, initrd)?;
-            EntryMode::Pvh {
-                entry,
-                start_info: PVH_INFO_START,
-            }
+            EntryMode::Pvh { entry, start_info: PVH_INFO_START }
         }
         Kind::BzImage(hdr) => {
             write_boot_params(mem, Some(hdr), &e820, initrd, source.cmdline.len())?;
@@ -184,10 +175,7 @@ pub fn load(mem: &GuestMem, source: &BootSource) -> Result<BootLayout, BootError
         }
         Kind::Elf64(entry) => {
             write_boot_params(mem, None, &e820, initrd, source.cmdline.len())?;
-            EntryMode::Linux64 {
-                entry,
-                boot_params: ZERO_PAGE_START,
-            }
+            EntryMode::Linux64 { entry, boot_params: ZERO_PAGE_START }
         }
     };
     Ok(BootLayout {
@@ -213,20 +201,10 @@ fn classify_load_error(path: &Path, is_elf: bool, e: linux_loader::loader::Error
             | Error::Elf(elf::Error::ReadKernelImage)
     );
     if too_large {
-        return BootError::KernelTooLarge {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+        return BootError::KernelTooLarge { path: path.to_path_buf(), reason: e.to_string() };
     }
-    let reason = if is_elf {
-        format!("bad ELF: {e}")
-    } else {
-        e.to_string()
-    };
-    BootError::NotAKernel {
-        path: path.to_path_buf(),
-        reason,
-    }
+    let reason = if is_elf { format!("bad ELF: {e}") } else { e.to_string() };
+    BootError::NotAKernel { path: path.to_path_buf(), reason }
 }
 
 /// Reads the initrd into the highest page-aligned place below `limit` that is above the
@@ -237,34 +215,25 @@ fn load_initrd(
     kernel_end: u64,
     limit: u64,
 ) -> Result<(u64, u64), BootError> {
-    let mut file = File::open(path).map_err(|source| BootError::OpenInitrd {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut file = File::open(path)
+        .map_err(|source| BootError::OpenInitrd { path: path.to_path_buf(), source })?;
     let size = file
         .metadata()
-        .map_err(|source| BootError::ReadInitrd {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| BootError::ReadInitrd { path: path.to_path_buf(), source })?
         .len();
-    let too_large = || BootError::InitrdTooLarge {
-        path: path.to_path_buf(),
-        size,
-        limit,
-    };
+    let too_large = || BootError::InitrdTooLarge { path: path.to_path_buf(), size, limit };
     let addr = limit.checked_sub(size).ok_or_else(too_large)? & !0xfff;
     if addr < kernel_end.max(HIMEM_START) {
         return Err(too_large());
     }
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
-        .map_err(|e| match e {
-            vm_memory::GuestMemoryError::IOError(source) => BootError::ReadInitrd {
-                path: path.to_path_buf(),
-                source,
-            },
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize).map_err(
+        |e| match e {
+            vm_memory::GuestMemoryError::IOError(source) => {
+                BootError::ReadInitrd { path: path.to_path_buf(), source }
+            }
             other => BootError::Memory(other),
-        })?;
+        },
+    )?;
     Ok((addr, size))
 }
 
@@ -295,11 +264,7 @@ fn write_boot_params(
     }
     params.acpi_rsdp_addr = RSDP_START;
     for (slot, entry) in params.e820_table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry {
-            addr: entry.addr,
-            size: entry.size,
-            r#type: entry.kind,
-        };
+        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.kind };
     }
     params.e820_entries = e820.len().min(params.e820_table.len()) as u8;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))?;
@@ -321,11 +286,7 @@ fn write_pvh_start_info(
         ..Default::default()
     };
     if let Some((paddr, size)) = initrd {
-        let module = hvm_modlist_entry {
-            paddr,
-            size,
-            ..Default::default()
-        };
+        let module = hvm_modlist_entry { paddr, size, ..Default::default() };
         mem.write_obj(module, GuestAddress(PVH_MODLIST_START))?;
         info.nr_modules = 1;
         info.modlist_paddr = PVH_MODLIST_START;
@@ -354,10 +315,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vessel-boot-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(bytes)
-            .unwrap();
+        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
         path
     }
 
@@ -365,24 +323,14 @@ mod tests {
     fn garbage_is_not_a_kernel() {
         let mem = create_guest_memory(64 << 20).unwrap();
         let path = temp_file("garbage", &[0x55; 4096]);
-        let err = load(
-            &mem,
-            &BootSource {
-                kernel: path,
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
+        let err = load(&mem, &BootSource { kernel: path, ..Default::default() }).unwrap_err();
         assert!(matches!(err, BootError::NotAKernel { .. }), "{err}");
     }
 
     #[test]
     fn missing_kernel_names_the_file() {
         let mem = create_guest_memory(64 << 20).unwrap();
-        let source = BootSource {
-            kernel: "/nonexistent/vmlinuz".into(),
-            ..Default::default()
-        };
+        let source = BootSource { kernel: "/nonexistent/vmlinuz".into(), ..Default::default() };
         let err = load(&mem, &source).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/vmlinuz"));
     }
@@ -395,10 +343,7 @@ mod tests {
             cmdline: "x".repeat(5000),
             ..Default::default()
         };
-        assert!(matches!(
-            load(&mem, &source),
-            Err(BootError::CmdlineTooLong { .. })
-        ));
+        assert!(matches!(load(&mem, &source), Err(BootError::CmdlineTooLong { .. })));
     }
 
     #[test]
@@ -410,8 +355,7 @@ mod tests {
         assert_eq!(addr & 0xfff, 0);
         assert!(addr + size <= 64 << 20 && addr + size > (64 << 20) - 0x2000);
         let mut byte = [0u8; 1];
-        mem.read_slice(&mut byte, GuestAddress(addr + 9_999))
-            .unwrap();
+        mem.read_slice(&mut byte, GuestAddress(addr + 9_999)).unwrap();
         assert_eq!(byte[0], 7);
         let err = load_initrd(&mem, &path, (64 << 20) - 0x1000, 64 << 20).unwrap_err();
         assert!(matches!(err, BootError::InitrdTooLarge { .. }));

@@ -19,11 +19,7 @@ const LEVEL_TYPE_CORE: u32 = 2;
 
 /// Number of bits needed to give each of `count` items its own id.
 fn id_bits(count: u32) -> u32 {
-    if count <= 1 {
-        0
-    } else {
-        32 - (count - 1).leading_zeros()
-    }
+    if count <= 1 { 0 } else { 32 - (count - 1).leading_zeros() }
 }
 
 /// Rewrites `cpuid` (KVM's supported set) for vCPU `index` of a machine with `vcpu_count`
@@ -126,11 +122,7 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 {
-            function,
-            index,
-            ..Default::default()
-        }
+        kvm_cpuid_entry2 { function, index, ..Default::default() }
     }
 
     fn build(entries: &[kvm_cpuid_entry2]) -> CpuId {
@@ -141,13 +133,7 @@ mod tests {
     fn apic_ids_and_topology() {
         let mut leaf1 = entry(1, 0);
         leaf1.ecx = ECX_VMX;
-        let base = [
-            entry(0, 0),
-            leaf1,
-            entry(0xb, 0),
-            entry(0xb, 1),
-            entry(0xb, 2),
-        ];
+        let base = [entry(0, 0), leaf1, entry(0xb, 0), entry(0xb, 1), entry(0xb, 2)];
         let mut cpuid = build(&base);
         normalize(&mut cpuid, 3, 4, true);
         let s = cpuid.as_slice();

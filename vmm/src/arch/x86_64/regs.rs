@@ -138,10 +138,7 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMem, mode: EntryMode) -> Result
     sregs.ss = data;
     sregs.tr = segment_from_gdt(gdt[3], TSS_SELECTOR);
 
-    let mut regs = kvm_regs {
-        rflags: 0x2,
-        ..Default::default()
-    };
+    let mut regs = kvm_regs { rflags: 0x2, ..Default::default() };
     match mode {
         EntryMode::Linux64 { entry, boot_params } => {
             write_identity_page_tables(mem)?;
@@ -163,19 +160,14 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMem, mode: EntryMode) -> Result
             regs.rbx = start_info;
         }
     }
-    vcpu.set_sregs(&sregs)
-        .map_err(kvm("set special registers"))?;
+    vcpu.set_sregs(&sregs).map_err(kvm("set special registers"))?;
     vcpu.set_regs(&regs).map_err(kvm("set registers"))?;
     Ok(())
 }
 
 /// FPU state after FNINIT, with SSE exceptions masked (Intel SDM Vol. 1 §8.1.5, §10.2.3.1).
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
-    let fpu = kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    };
+    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(kvm("set FPU state"))
 }
 
@@ -212,11 +204,7 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
         (IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         (IA32_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_MEM_TYPE_WB),
     ]
-    .map(|(index, data)| kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    });
+    .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() });
     let msrs = Msrs::from_entries(&entries).expect("a fixed list of 11 MSRs fits");
     let set = vcpu.set_msrs(&msrs).map_err(kvm("set MSRs"))?;
     if set != entries.len() {
@@ -261,31 +249,14 @@ impl std::fmt::Display for VcpuRegisters {
         let r = &self.regs;
         let s = &self.sregs;
         let rows: [[(&str, u64); 4]; 4] = [
-            [
-                ("RIP", r.rip),
-                ("RFLAGS", r.rflags),
-                ("RSP", r.rsp),
-                ("RBP", r.rbp),
-            ],
-            [
-                ("RAX", r.rax),
-                ("RBX", r.rbx),
-                ("RCX", r.rcx),
-                ("RDX", r.rdx),
-            ],
+            [("RIP", r.rip), ("RFLAGS", r.rflags), ("RSP", r.rsp), ("RBP", r.rbp)],
+            [("RAX", r.rax), ("RBX", r.rbx), ("RCX", r.rcx), ("RDX", r.rdx)],
             [("RSI", r.rsi), ("RDI", r.rdi), ("R8", r.r8), ("R9", r.r9)],
-            [
-                ("R10", r.r10),
-                ("R11", r.r11),
-                ("R12", r.r12),
-                ("R13", r.r13),
-            ],
+            [("R10", r.r10), ("R11", r.r11), ("R12", r.r12), ("R13", r.r13)],
         ];
         for row in rows {
-            let cells: Vec<String> = row
-                .iter()
-                .map(|(name, v)| format!("{name:<3}={v:016x}"))
-                .collect();
+            let cells: Vec<String> =
+                row.iter().map(|(name, v)| format!("{name:<3}={v:016x}")).collect();
             writeln!(f, "{}", cells.join(" "))?;
         }
         writeln!(f, "R14={:016x} R15={:016x}", r.r14, r.r15)?;
@@ -294,11 +265,7 @@ impl std::fmt::Display for VcpuRegisters {
             "CS={:04x} SS={:04x} CR0={:x} CR2={:x} CR3={:x} CR4={:x} EFER={:x}",
             s.cs.selector, s.ss.selector, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
         )?;
-        write!(
-            f,
-            "GDT={:x}/{:x} IDT={:x}/{:x}",
-            s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit
-        )
+        write!(f, "GDT={:x}/{:x} IDT={:x}/{:x}", s.gdt.base, s.gdt.limit, s.idt.base, s.idt.limit)
     }
 }
 
@@ -322,19 +289,13 @@ mod tests {
     #[test]
     fn gdt_entries_decode() {
         let code64 = segment_from_gdt(gdt_entry(0xa09b, 0, 0xfffff), 0x08);
-        assert_eq!(
-            (code64.l, code64.db, code64.g, code64.present),
-            (1, 0, 1, 1)
-        );
+        assert_eq!((code64.l, code64.db, code64.g, code64.present), (1, 0, 1, 1));
         assert_eq!(code64.type_, 0xb);
         assert_eq!(code64.limit, 0xffff_ffff);
         let code32 = segment_from_gdt(gdt_entry(0xc09b, 0, 0xfffff), 0x08);
         assert_eq!((code32.l, code32.db), (0, 1));
         let tss = segment_from_gdt(gdt_entry(0x008b, 0x1234_5678, 0x67), 0x18);
-        assert_eq!(
-            (tss.base, tss.limit, tss.type_, tss.s),
-            (0x1234_5678, 0x67, 0xb, 0)
-        );
+        assert_eq!((tss.base, tss.limit, tss.type_, tss.s), (0x1234_5678, 0x67, 0xb, 0));
         let null = segment_from_gdt(0, 0);
         assert_eq!(null.unusable, 1);
     }

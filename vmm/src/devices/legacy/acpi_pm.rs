@@ -19,10 +19,7 @@ pub struct AcpiPm {
 
 impl AcpiPm {
     pub fn new(power: PowerSink) -> Self {
-        AcpiPm {
-            power,
-            reset_control: 0,
-        }
+        AcpiPm { power, reset_control: 0 }
     }
 }
 
@@ -75,10 +72,7 @@ mod tests {
     fn pm() -> (AcpiPm, Arc<Mutex<Vec<PowerRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        (
-            AcpiPm::new(Arc::new(move |r| sink.lock().unwrap().push(r))),
-            seen,
-        )
+        (AcpiPm::new(Arc::new(move |r| sink.lock().unwrap().push(r))), seen)
     }
 
     #[test]

@@ -77,18 +77,12 @@ impl Cmos {
         let above_4g = (high_mem >> 16).min(0xff_ffff) as u32;
         ram[0x5b..0x5e].copy_from_slice(&above_4g.to_le_bytes()[..3]);
         ram[0x5f] = vcpus.saturating_sub(1);
-        Cmos {
-            index: 0,
-            ram,
-            clock,
-        }
+        Cmos { index: 0, ram, clock }
     }
 
     fn read_register(&mut self, index: usize) -> u8 {
-        let time_reg = matches!(
-            index,
-            SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY
-        );
+        let time_reg =
+            matches!(index, SECONDS | MINUTES | HOURS | WEEKDAY | DAY | MONTH | YEAR | CENTURY);
         if !time_reg {
             let value = self.ram[index];
             if index == REG_C {
@@ -121,11 +115,7 @@ impl Cmos {
         } else {
             (value, false)
         };
-        let value = if reg_b & REG_B_BINARY != 0 {
-            value
-        } else {
-            to_bcd(value)
-        };
+        let value = if reg_b & REG_B_BINARY != 0 { value } else { to_bcd(value) };
         if pm { value | 0x80 } else { value }
     }
 }

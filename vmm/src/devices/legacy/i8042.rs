@@ -101,11 +101,7 @@ impl BusDevice for I8042 {
     fn read(&mut self, base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
         data[0] = if base == u64::from(I8042_COMMAND_PORT) {
-            let full = if self.output.is_empty() {
-                0
-            } else {
-                STATUS_OUTPUT_FULL
-            };
+            let full = if self.output.is_empty() { 0 } else { STATUS_OUTPUT_FULL };
             self.status | full
         } else {
             self.output.pop_front().unwrap_or(0)
@@ -133,10 +129,7 @@ mod tests {
     fn dev() -> (I8042, Arc<Mutex<Vec<PowerRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        (
-            I8042::new(Arc::new(move |r| sink.lock().unwrap().push(r))),
-            seen,
-        )
+        (I8042::new(Arc::new(move |r| sink.lock().unwrap().push(r))), seen)
     }
 
     fn read(d: &mut I8042, port: u16) -> u8 {
@@ -151,10 +144,7 @@ mod tests {
         d.write(u64::from(I8042_COMMAND_PORT), 0, &[CMD_PULSE_RESET]);
         d.write(u64::from(I8042_COMMAND_PORT), 0, &[CMD_WRITE_OUTPUT_PORT]);
         d.write(u64::from(I8042_DATA_PORT), 0, &[0xfe]);
-        assert_eq!(
-            *seen.lock().unwrap(),
-            vec![PowerRequest::Reset, PowerRequest::Reset]
-        );
+        assert_eq!(*seen.lock().unwrap(), vec![PowerRequest::Reset, PowerRequest::Reset]);
     }
 
     #[test]

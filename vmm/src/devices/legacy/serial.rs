@@ -135,10 +135,7 @@ mod tests {
         let out = Arc::new(Mutex::new(Vec::new()));
         let ready = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let p = SerialPort::new(
-            irq.try_clone().unwrap(),
-            SerialOutput::new(out.clone(), ready),
-        );
+        let p = SerialPort::new(irq.try_clone().unwrap(), SerialOutput::new(out.clone(), ready));
         (p, out, irq)
     }
 
