@@ -1,4 +1,5 @@
 //! KVM state: the `/dev/kvm` handle and guest memory.
 
+pub mod irq;
 pub mod kvm;
 pub mod memory;

@@ -1,0 +1,392 @@
+//! The PCI root bus: an i440FX-compatible host bridge at 00:00.0, the devices in the other
+//! slots, configuration access through ports 0xCF8/0xCFC (mechanism #1) and ECAM, and BAR
+//! mappings on the MMIO and port buses that follow what the guest programs.
+
+use std::sync::{Arc, Mutex};
+
+use super::PciDevice;
+use super::config::{self, BarKind, COMMAND_IO, COMMAND_MEMORY, PciConfig, PciIds};
+use crate::devices::bus::{Bus, BusDevice, SharedDevice, lock};
+
+/// Slots on bus 0; function 0 only.
+pub const SLOTS: usize = 32;
+
+pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PciError {
+    #[error("the PCI bus is full")]
+    NoSlot,
+    #[error("no room for a {size:#x}-byte BAR in the PCI {window} window")]
+    NoSpace { window: &'static str, size: u64 },
+}
+
+/// Address windows the VMM assigns BARs from, as firmware would.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    pub mem32: (u64, u64),
+    pub io: (u64, u64),
+}
+
+pub struct PciRoot {
+    devices: Vec<Option<SharedPciDevice>>,
+    mapped: Vec<[Option<u64>; 6]>,
+    mmio: Arc<Bus>,
+    pio: Arc<Bus>,
+    windows: Windows,
+    next_mem32: u64,
+    next_io: u64,
+}
+
+struct HostBridge {
+    config: PciConfig,
+}
+
+impl PciDevice for HostBridge {
+    fn config(&self) -> &PciConfig {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut PciConfig {
+        &mut self.config
+    }
+    fn bar_read(&mut self, _: usize, _: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn bar_write(&mut self, _: usize, _: u64, _: &[u8]) {}
+}
+
+/// A BAR's range on a bus, forwarding to its device.
+struct BarWindow {
+    device: SharedPciDevice,
+    bar: usize,
+}
+
+impl BusDevice for BarWindow {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        lock(&self.device).bar_read(self.bar, offset, data);
+    }
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        lock(&self.device).bar_write(self.bar, offset, data);
+    }
+}
+
+fn align_up(v: u64, align: u64) -> Option<u64> {
+    v.checked_add(align - 1).map(|v| v & !(align - 1))
+}
+
+impl PciRoot {
+    pub fn new(mmio: Arc<Bus>, pio: Arc<Bus>, windows: Windows) -> Self {
+        let bridge = HostBridge {
+            config: PciConfig::new(PciIds {
+                vendor: 0x8086,
+                device: 0x1237,
+                class: 0x06_00_00,
+                revision: 0x02,
+                subsystem_vendor: 0x1af4,
+                subsystem: 0x1100,
+            }),
+        };
+        let mut devices: Vec<Option<SharedPciDevice>> = vec![None; SLOTS];
+        devices[0] = Some(Arc::new(Mutex::new(bridge)));
+        PciRoot {
+            devices,
+            mapped: vec![[None; 6]; SLOTS],
+            mmio,
+            pio,
+            windows,
+            next_mem32: windows.mem32.0,
+            next_io: windows.io.0,
+        }
+    }
+
+    /// Plugs `device` into the next free slot, assigns its BARs and turns decoding on, as
+    /// firmware does before booting an OS. Returns the slot.
+    pub fn add_device(&mut self, device: SharedPciDevice) -> Result<usize, PciError> {
+        let slot = self.devices.iter().position(Option::is_none).ok_or(PciError::NoSlot)?;
+        {
+            let mut d = lock(&device);
+            let mut command = d.config().command();
+            for bar in 0..6 {
+                let Some(info) = d.config().bar(bar) else { continue };
+                let (next, end, window, flag) = match info.kind {
+                    BarKind::Io => (&mut self.next_io, self.windows.io.1, "I/O", COMMAND_IO),
+                    _ => (&mut self.next_mem32, self.windows.mem32.1, "memory", COMMAND_MEMORY),
+                };
+                let addr = align_up(*next, info.size)
+                    .filter(|a| a.checked_add(info.size).is_some_and(|e| e <= end))
+                    .ok_or(PciError::NoSpace { window, size: info.size })?;
+                *next = addr + info.size;
+                d.config_mut().set_bar_address(bar, addr);
+                command |= flag;
+            }
+            d.config_mut().set_bytes(config::COMMAND, &command.to_le_bytes());
+        }
+        self.devices[slot] = Some(device);
+        self.update_mappings(slot);
+        Ok(slot)
+    }
+
+    /// Maps or moves each BAR of `slot` to where its registers and the command register
+    /// say it decodes.
+    fn update_mappings(&mut self, slot: usize) {
+        let Some(device) = self.devices[slot].clone() else { return };
+        let mut d = lock(&device);
+        let command = d.config().command();
+        for bar in 0..6 {
+            let Some(info) = d.config().bar(bar) else { continue };
+            let (bus, enabled) = match info.kind {
+                BarKind::Io => (&self.pio, command & COMMAND_IO != 0),
+                _ => (&self.mmio, command & COMMAND_MEMORY != 0),
+            };
+            let address = d.config().bar_address(bar).filter(|a| enabled && *a != 0);
+            let address =
+                address.filter(|a| info.kind != BarKind::Io || *a + info.size <= 0x1_0000);
+            if address == self.mapped[slot][bar] {
+                continue;
+            }
+            if let Some(old) = self.mapped[slot][bar].take() {
+                bus.remove(old);
+            }
+            if let Some(addr) = address {
+                let window: SharedDevice =
+                    Arc::new(Mutex::new(BarWindow { device: device.clone(), bar }));
+                match bus.insert(addr, info.size, window) {
+                    Ok(()) => self.mapped[slot][bar] = Some(addr),
+                    Err(e) => {
+                        log::warn!("PCI 00:{slot:02x}.0 BAR {bar} at {addr:#x}: {e}; not decoded")
+                    }
+                }
+            }
+            d.bar_moved(bar, self.mapped[slot][bar]);
+        }
+    }
+
+    fn device(&self, bus: u8, slot: usize, function: u8) -> Option<SharedPciDevice> {
+        if bus != 0 || function != 0 {
+            return None;
+        }
+        self.devices.get(slot).cloned().flatten()
+    }
+
+    pub fn config_read(&self, bus: u8, slot: usize, function: u8, offset: usize, data: &mut [u8]) {
+        match self.device(bus, slot, function) {
+            Some(d) => lock(&d).config_read(offset, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    pub fn config_write(&mut self, bus: u8, slot: usize, function: u8, offset: usize, data: &[u8]) {
+        let Some(d) = self.device(bus, slot, function) else { return };
+        lock(&d).config_write(offset, data);
+        let end = offset.saturating_add(data.len());
+        let touches = |lo: usize, hi: usize| offset < hi && end > lo;
+        if touches(config::COMMAND, config::COMMAND + 2) || touches(config::BAR0, config::BAR0 + 24)
+        {
+            self.update_mappings(slot);
+        }
+    }
+}
+
+/// Ports 0xCF8-0xCFF: CONFIG_ADDRESS (dword at 0xCF8) and CONFIG_DATA (0xCFC-0xCFF). A
+/// byte at 0xCF9 is the PIIX reset control register, which shares the range on a PC.
+pub struct ConfigPorts {
+    root: Arc<Mutex<PciRoot>>,
+    reset_control: SharedDevice,
+    address: u32,
+}
+
+impl ConfigPorts {
+    pub const BASE: u64 = 0xcf8;
+
+    pub fn new(root: Arc<Mutex<PciRoot>>, reset_control: SharedDevice) -> Self {
+        ConfigPorts { root, reset_control, address: 0 }
+    }
+
+    /// (bus, slot, function, register) of CONFIG_ADDRESS, if enabled.
+    fn target(&self, data_offset: u64) -> Option<(u8, usize, u8, usize)> {
+        let a = self.address;
+        (a & 0x8000_0000 != 0).then(|| {
+            let reg = (a & 0xfc) as usize + data_offset as usize;
+            ((a >> 16) as u8, ((a >> 11) & 0x1f) as usize, ((a >> 8) & 0x7) as u8, reg)
+        })
+    }
+}
+
+impl BusDevice for ConfigPorts {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        match (offset, data.len()) {
+            (0, 4) => data.copy_from_slice(&self.address.to_le_bytes()),
+            (1, 1) => lock(&self.reset_control).read(Self::BASE + 1, 0, data),
+            (4..=7, _) => match self.target(offset - 4) {
+                Some((bus, slot, function, reg)) => {
+                    lock(&self.root).config_read(bus, slot, function, reg, data)
+                }
+                None => data.fill(0xff),
+            },
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        match (offset, data.len()) {
+            (0, 4) => self.address = u32::from_le_bytes(data.try_into().expect("4 bytes")),
+            (1, 1) => lock(&self.reset_control).write(Self::BASE + 1, 0, data),
+            (4..=7, _) => {
+                if let Some((bus, slot, function, reg)) = self.target(offset - 4) {
+                    lock(&self.root).config_write(bus, slot, function, reg, data);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// ECAM (PCIe 4.0 §7.2.2) for bus 0: 4 KiB of configuration space per function.
+pub struct Ecam {
+    root: Arc<Mutex<PciRoot>>,
+}
+
+impl Ecam {
+    pub fn new(root: Arc<Mutex<PciRoot>>) -> Self {
+        Ecam { root }
+    }
+
+    fn decode(offset: u64) -> (u8, usize, u8, usize) {
+        (
+            (offset >> 20) as u8,
+            ((offset >> 15) & 0x1f) as usize,
+            ((offset >> 12) & 0x7) as u8,
+            (offset & 0xfff) as usize,
+        )
+    }
+}
+
+impl BusDevice for Ecam {
+    fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
+        let (bus, slot, function, reg) = Self::decode(offset);
+        lock(&self.root).config_read(bus, slot, function, reg, data);
+    }
+
+    fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
+        let (bus, slot, function, reg) = Self::decode(offset);
+        lock(&self.root).config_write(bus, slot, function, reg, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::pci::config::BarInfo;
+
+    struct Dummy {
+        config: PciConfig,
+        moves: Vec<(usize, Option<u64>)>,
+    }
+
+    impl PciDevice for Dummy {
+        fn config(&self) -> &PciConfig {
+            &self.config
+        }
+        fn config_mut(&mut self) -> &mut PciConfig {
+            &mut self.config
+        }
+        fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+            data.fill(bar as u8 * 16 + offset as u8);
+        }
+        fn bar_write(&mut self, _: usize, _: u64, _: &[u8]) {}
+        fn bar_moved(&mut self, bar: usize, address: Option<u64>) {
+            self.moves.push((bar, address));
+        }
+    }
+
+    fn setup() -> (Arc<Mutex<PciRoot>>, Arc<Bus>, Arc<Mutex<Dummy>>, ConfigPorts) {
+        let mmio = Arc::new(Bus::new("mmio"));
+        let pio = Arc::new(Bus::new("pio"));
+        let windows = Windows { mem32: (0xc000_0000, 0xe000_0000), io: (0xc000, 0x1_0000) };
+        let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), pio, windows)));
+        let mut config = PciConfig::new(PciIds {
+            vendor: 0x1af4,
+            device: 0x1044,
+            class: 0xff00,
+            revision: 1,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x40,
+        });
+        config
+            .add_bar(0, BarInfo { kind: BarKind::Mem64 { prefetchable: false }, size: 0x4000 })
+            .unwrap();
+        let dummy = Arc::new(Mutex::new(Dummy { config, moves: Vec::new() }));
+        assert_eq!(lock(&root).add_device(dummy.clone()).unwrap(), 1);
+        struct NoReset;
+        impl BusDevice for NoReset {
+            fn read(&mut self, _: u64, _: u64, d: &mut [u8]) {
+                d.fill(0x42);
+            }
+            fn write(&mut self, _: u64, _: u64, _: &[u8]) {}
+        }
+        let ports = ConfigPorts::new(root.clone(), Arc::new(Mutex::new(NoReset)));
+        (root, mmio, dummy, ports)
+    }
+
+    fn cfg_read32(ports: &mut ConfigPorts, slot: u32, reg: u32) -> u32 {
+        ports.write(0xcf8, 0, &(0x8000_0000 | (slot << 11) | reg).to_le_bytes());
+        let mut d = [0u8; 4];
+        ports.read(0xcf8, 4, &mut d);
+        u32::from_le_bytes(d)
+    }
+
+    fn cfg_write32(ports: &mut ConfigPorts, slot: u32, reg: u32, v: u32) {
+        ports.write(0xcf8, 0, &(0x8000_0000 | (slot << 11) | reg).to_le_bytes());
+        ports.write(0xcf8, 4, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn host_bridge_and_device_are_visible() {
+        let (_root, _mmio, _dummy, mut ports) = setup();
+        assert_eq!(cfg_read32(&mut ports, 0, 0), 0x1237_8086);
+        assert_eq!(cfg_read32(&mut ports, 1, 0), 0x1044_1af4);
+        assert_eq!(cfg_read32(&mut ports, 2, 0), 0xffff_ffff, "empty slot");
+        // A byte at 0xCF9 is the reset register, not CONFIG_ADDRESS.
+        let mut b = [0u8];
+        ports.read(0xcf8, 1, &mut b);
+        assert_eq!(b[0], 0x42);
+    }
+
+    #[test]
+    fn bars_follow_the_guest() {
+        let (_root, mmio, dummy, mut ports) = setup();
+        let bar = u64::from(cfg_read32(&mut ports, 1, 0x10) & !0xf);
+        assert_eq!(bar, 0xc000_0000, "assigned at build");
+        let mut d = [0u8; 1];
+        mmio.read(bar + 3, &mut d);
+        assert_eq!(d[0], 3);
+        // Memory decode off: unmapped.
+        cfg_write32(&mut ports, 1, 0x04, 0);
+        mmio.read(bar + 3, &mut d);
+        assert_eq!(d[0], 0xff);
+        // Sizing, then a new address, then decode on again: mapped at the new place.
+        cfg_write32(&mut ports, 1, 0x10, 0xffff_ffff);
+        assert_eq!(cfg_read32(&mut ports, 1, 0x10), 0xffff_c004);
+        cfg_write32(&mut ports, 1, 0x10, 0xd000_0000);
+        cfg_write32(&mut ports, 1, 0x04, u32::from(COMMAND_MEMORY));
+        mmio.read(0xd000_0001, &mut d);
+        assert_eq!(d[0], 1);
+        mmio.read(bar + 1, &mut d);
+        assert_eq!(d[0], 0xff);
+        let moves = &lock(&dummy).moves;
+        assert_eq!(moves.first(), Some(&(0, Some(0xc000_0000))));
+        assert_eq!(moves.last(), Some(&(0, Some(0xd000_0000))));
+    }
+
+    #[test]
+    fn ecam_reaches_the_same_space() {
+        let (root, _mmio, _dummy, _ports) = setup();
+        let mut ecam = Ecam::new(root);
+        let mut d = [0u8; 4];
+        ecam.read(0, 1 << 15, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 0x1044_1af4);
+        ecam.read(0, (1 << 20) | (1 << 15), &mut d);
+        assert_eq!(d, [0xff; 4], "bus 1 is empty");
+        ecam.read(0, (1 << 15) | 0xffe, &mut d[..2]);
+    }
+}

@@ -1,0 +1,129 @@
+//! Interrupt routing: KVM's GSI routing table (the default PIC/IOAPIC routes plus one MSI
+//! route per MSI-X vector) and the irqfds that inject through it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{
+    KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KvmIrqRouting, kvm_irq_routing_entry,
+};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::bus::lock;
+
+/// IOAPIC pins; GSIs from here on are free for MSI routes.
+pub const IOAPIC_PINS: u32 = 24;
+/// KVM's limit on routing entries is 4096; leave room for the defaults.
+const MAX_MSI_ROUTES: u32 = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IrqError {
+    #[error("out of interrupt routes")]
+    Exhausted,
+    #[error("KVM refused the interrupt routing table")]
+    Routing(#[source] kvm_ioctls::Error),
+    #[error("cannot create an interrupt eventfd")]
+    EventFd(#[source] std::io::Error),
+    #[error("KVM refused an irqfd")]
+    Irqfd(#[source] kvm_ioctls::Error),
+}
+
+/// The VM's GSI routing table. KVM_SET_GSI_ROUTING replaces the whole table, so the
+/// default irqchip routes are kept here too.
+pub struct GsiRouter {
+    vm: Arc<VmFd>,
+    msi_routes: Mutex<BTreeMap<u32, (u64, u32)>>,
+    next_gsi: Mutex<u32>,
+}
+
+fn irqchip_entry(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
+    let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_IRQCHIP, ..Default::default() };
+    e.u.irqchip.irqchip = chip;
+    e.u.irqchip.pin = pin;
+    e
+}
+
+impl GsiRouter {
+    /// Installs the default routes at once, so ISA IRQ 0 reaches IOAPIC pin 2 as the MADT's
+    /// override says, whether or not any MSI route is ever added.
+    pub fn new(vm: Arc<VmFd>) -> Result<Self, IrqError> {
+        let router = GsiRouter {
+            vm,
+            msi_routes: Mutex::new(BTreeMap::new()),
+            next_gsi: Mutex::new(IOAPIC_PINS),
+        };
+        router.commit(&BTreeMap::new())?;
+        Ok(router)
+    }
+
+    /// A fresh MSI vector: a GSI of its own and an irqfd bound to it.
+    pub fn new_vector(&self) -> Result<MsiVector, IrqError> {
+        let gsi = {
+            let mut next = lock(&self.next_gsi);
+            if *next >= IOAPIC_PINS + MAX_MSI_ROUTES {
+                return Err(IrqError::Exhausted);
+            }
+            *next += 1;
+            *next - 1
+        };
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
+        self.vm.register_irqfd(&irqfd, gsi).map_err(IrqError::Irqfd)?;
+        Ok(MsiVector { gsi, irqfd })
+    }
+
+    /// Routes `gsi` to the MSI message (`address`, `data`), or removes its route.
+    pub fn set_msi(&self, gsi: u32, message: Option<(u64, u32)>) -> Result<(), IrqError> {
+        let mut routes = lock(&self.msi_routes);
+        let changed = match message {
+            Some(m) => routes.insert(gsi, m) != Some(m),
+            None => routes.remove(&gsi).is_some(),
+        };
+        if changed { self.commit(&routes) } else { Ok(()) }
+    }
+
+    fn commit(&self, routes: &BTreeMap<u32, (u64, u32)>) -> Result<(), IrqError> {
+        let mut entries = Vec::with_capacity(routes.len() + 40);
+        // KVM's defaults (arch/x86/kvm/irq_comm.c): PIC pins for ISA IRQs 0-15 (bar the
+        // cascade), IOAPIC pins for GSIs 0-23 with ISA IRQ 0 on pin 2.
+        for gsi in 0..16 {
+            if gsi != 2 {
+                let (chip, pin) = if gsi < 8 {
+                    (KVM_IRQCHIP_PIC_MASTER, gsi)
+                } else {
+                    (KVM_IRQCHIP_PIC_SLAVE, gsi - 8)
+                };
+                entries.push(irqchip_entry(gsi, chip, pin));
+            }
+        }
+        for gsi in 0..IOAPIC_PINS {
+            let pin = if gsi == 0 { 2 } else { gsi };
+            entries.push(irqchip_entry(gsi, KVM_IRQCHIP_IOAPIC, pin));
+        }
+        for (&gsi, &(address, data)) in routes {
+            let mut e =
+                kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+            e.u.msi.address_lo = address as u32;
+            e.u.msi.address_hi = (address >> 32) as u32;
+            e.u.msi.data = data;
+            entries.push(e);
+        }
+        let table = KvmIrqRouting::from_entries(&entries).map_err(|_| IrqError::Exhausted)?;
+        self.vm.set_gsi_routing(&table).map_err(IrqError::Routing)
+    }
+}
+
+/// One MSI vector's injection path.
+pub struct MsiVector {
+    pub gsi: u32,
+    irqfd: EventFd,
+}
+
+impl MsiVector {
+    pub fn fire(&self) {
+        if let Err(e) = self.irqfd.write(1) {
+            log::warn!("MSI on GSI {}: {e}", self.gsi);
+        }
+    }
+}
