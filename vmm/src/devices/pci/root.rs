@@ -299,7 +299,9 @@ mod tests {
         }
     }
 
-    fn setup() -> (Arc<Mutex<PciRoot>>, Arc<Bus>, Arc<Mutex<Dummy>>, ConfigPorts) {
+    type Setup = (Arc<Mutex<PciRoot>>, Arc<Bus>, Arc<Mutex<Dummy>>, ConfigPorts);
+
+    fn setup() -> Setup {
         let mmio = Arc::new(Bus::new("mmio"));
         let pio = Arc::new(Bus::new("pio"));
         let windows = Windows { mem32: (0xc000_0000, 0xe000_0000), io: (0xc000, 0x1_0000) };
