@@ -5,7 +5,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
-use vmm::{BootSource, Event, Machine, MachineConfig, MachineState, RebootPolicy, StopReason};
+use vmm::{
+    BootSource, DeviceConfig, Event, Machine, MachineConfig, MachineState, RebootPolicy, StopReason,
+};
 
 use crate::cli::RunArgs;
 use crate::terminal::RawMode;
@@ -46,6 +48,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         memory_bytes: args.memory,
         boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
         on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
+        devices: vec![DeviceConfig::Rng],
     };
     let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmm::{
-    BootSource, Event, Machine, MachineConfig, MachineHandle, MachineState, RebootPolicy,
-    StopReason,
+    BootSource, DeviceConfig, Event, Machine, MachineConfig, MachineHandle, MachineState,
+    RebootPolicy, StopReason,
 };
 
 /// The test guest as a PVH ELF.
@@ -39,6 +39,7 @@ pub struct GuestSpec {
     pub vcpus: u8,
     pub memory_bytes: u64,
     pub on_guest_reboot: RebootPolicy,
+    pub devices: Vec<DeviceConfig>,
 }
 
 impl GuestSpec {
@@ -50,6 +51,7 @@ impl GuestSpec {
             vcpus: 1,
             memory_bytes: 128 << 20,
             on_guest_reboot: RebootPolicy::Stop,
+            devices: vec![DeviceConfig::Rng],
         }
     }
 
@@ -63,6 +65,7 @@ impl GuestSpec {
                 cmdline: self.cmdline.clone(),
             },
             on_guest_reboot: self.on_guest_reboot,
+            devices: self.devices.clone(),
         }
     }
 

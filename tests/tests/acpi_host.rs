@@ -7,7 +7,7 @@ use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping, fadt::Fadt};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 use vmm::arch::x86_64::acpi::write_tables;
-use vmm::arch::x86_64::layout::IOAPIC_START;
+use vmm::arch::x86_64::layout::{IOAPIC_START, PCI_ECAM_START};
 use vmm::vstate::memory::{GuestMem, create_guest_memory};
 
 /// Maps guest-physical addresses to the host mapping of the first RAM region.
@@ -45,7 +45,15 @@ fn static_tables_parse_and_describe_the_platform() {
         .expect("RSDP, XSDT and checksums are valid");
     let mut sigs: Vec<String> = acpi.headers().map(|h| h.signature.as_str().to_string()).collect();
     sigs.sort();
-    assert_eq!(sigs, vec!["APIC", "FACP"]);
+    assert_eq!(sigs, vec!["APIC", "FACP", "MCFG"]);
+
+    let mcfg = acpi.find_table::<acpi::mcfg::Mcfg>().unwrap();
+    let ecam: Vec<(u64, u16, u8, u8)> = mcfg
+        .entries()
+        .iter()
+        .map(|e| (e.base_address, e.pci_segment_group, e.bus_number_start, e.bus_number_end))
+        .collect();
+    assert_eq!(ecam, vec![(PCI_ECAM_START, 0, 0, 0)]);
 
     let fadt = acpi.find_table::<Fadt>().unwrap();
     let flags = fadt.flags;
@@ -132,6 +140,10 @@ fn dsdt_disassembles_with_acpica() {
         "Device (GED) { Name (_HID, \"ACPI0013\")",
         "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive,,,) { 0x00000005, } Memory32Fixed (ReadWrite, 0xFED00000, 0x00001000,)",
         "OperationRegion (GDST, SystemMemory, 0xFED00000, 0x04)",
+        "Device (PCI0) { Name (_HID, EisaId (\"PNP0A08\")) Name (_CID, EisaId (\"PNP0A03\"))",
+        "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001,,,)",
+        "IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08,)",
+        "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000, 0xC0000000, 0xDFFFFFFF, 0x00000000, 0x20000000,,,, AddressRangeMemory, TypeStatic)",
         "Method (_EVT, 1, Serialized) { Local0 = GDAT",
         "Notify (\\_SB.PWRB, 0x80)",
     ] {

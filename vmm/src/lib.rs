@@ -12,6 +12,6 @@ pub mod vstate;
 
 pub use arch::x86_64::boot::BootSource;
 pub use machine::{
-    CrashReport, Event, Machine, MachineConfig, MachineError, MachineHandle, MachineState,
-    RebootPolicy, StopReason, WakeFn,
+    CrashReport, DeviceConfig, Event, Machine, MachineConfig, MachineError, MachineHandle,
+    MachineState, RebootPolicy, StopReason, WakeFn,
 };

@@ -22,6 +22,15 @@ pub struct MachineConfig {
     /// Kernel, initrd and command line for direct boot.
     pub boot: BootSource,
     pub on_guest_reboot: RebootPolicy,
+    /// PCI devices, in slot order after the host bridge.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// A device on the machine's PCI bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// virtio-rng fed from the host's getrandom.
+    Rng,
 }
 
 /// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC
@@ -35,6 +44,7 @@ impl MachineConfig {
             memory_bytes: 512 << 20,
             boot,
             on_guest_reboot: RebootPolicy::Restart,
+            devices: vec![DeviceConfig::Rng],
         }
     }
 

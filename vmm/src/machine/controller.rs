@@ -58,6 +58,7 @@ impl ControlSender {
 
 const TOKEN_CONTROL: u64 = 1;
 const TOKEN_SERIAL: u64 = 2;
+const TOKEN_DEVICE_BASE: u64 = 16;
 
 pub struct Controller {
     config: MachineConfig,
@@ -67,6 +68,7 @@ pub struct Controller {
     state: Arc<Mutex<MachineState>>,
     instance: Option<Instance>,
     generation: u64,
+    epoll: Epoll,
 }
 
 impl Controller {
@@ -77,8 +79,36 @@ impl Controller {
         control_evt: Arc<EventFd>,
         state: Arc<Mutex<MachineState>>,
         instance: Instance,
-    ) -> Self {
-        Controller { config, env, rx, control_evt, state, instance: Some(instance), generation: 0 }
+    ) -> std::io::Result<Self> {
+        let epoll = Epoll::new()?;
+        for (fd, token) in
+            [(control_evt.as_ref(), TOKEN_CONTROL), (env.serial_ready.as_ref(), TOKEN_SERIAL)]
+        {
+            epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
+        }
+        let controller = Controller {
+            config,
+            env,
+            rx,
+            control_evt,
+            state,
+            instance: Some(instance),
+            generation: 0,
+            epoll,
+        };
+        controller.watch_instance()?;
+        Ok(controller)
+    }
+
+    /// Adds the current instance's device event sources to the loop. (A torn-down
+    /// instance's fds are closed, which takes them out of the epoll set.)
+    fn watch_instance(&self) -> std::io::Result<()> {
+        let Some(instance) = &self.instance else { return Ok(()) };
+        for (fd, id) in instance.device_fds() {
+            let event = EpollEvent::new(EventSet::IN, TOKEN_DEVICE_BASE + id as u64);
+            self.epoll.ctl(ControlOperation::Add, fd, event)?;
+        }
+        Ok(())
     }
 
     fn events(&self) -> &EventSink {
@@ -95,16 +125,9 @@ impl Controller {
     }
 
     pub fn run(mut self) {
-        let epoll = match self.epoll() {
-            Ok(e) => e,
-            Err(e) => {
-                self.set_state(MachineState::Stopped(StopReason::Error(format!("epoll: {e}"))));
-                return;
-            }
-        };
-        let mut ready = vec![EpollEvent::default(); 4];
+        let mut ready = vec![EpollEvent::default(); 64];
         loop {
-            let n = match epoll.wait(-1, &mut ready) {
+            let n = match self.epoll.wait(-1, &mut ready) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => {
@@ -118,8 +141,13 @@ impl Controller {
                         let _ = self.env.serial_ready.read();
                         self.flush_serial();
                     }
-                    _ => {
+                    TOKEN_CONTROL => {
                         let _ = self.control_evt.read();
+                    }
+                    token => {
+                        if let Some(instance) = &self.instance {
+                            instance.handle_device_event((token - TOKEN_DEVICE_BASE) as usize);
+                        }
                     }
                 }
             }
@@ -135,17 +163,6 @@ impl Controller {
         }
         self.instance = None;
         self.flush_serial();
-    }
-
-    fn epoll(&self) -> std::io::Result<Epoll> {
-        let epoll = Epoll::new()?;
-        for (fd, token) in [
-            (self.control_evt.as_ref(), TOKEN_CONTROL),
-            (self.env.serial_ready.as_ref(), TOKEN_SERIAL),
-        ] {
-            epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
-        }
-        Ok(epoll)
     }
 
     fn flush_serial(&self) {
@@ -262,8 +279,13 @@ impl Controller {
         self.flush_serial();
         match Instance::build(&self.config, &self.env, self.generation) {
             Ok(instance) => {
-                instance.set_mode(RunMode::Running);
                 self.instance = Some(instance);
+                if let Err(e) = self.watch_instance() {
+                    let e = MachineError::Thread(e);
+                    self.stop(StopReason::Error(e.to_string()));
+                    return Err(e);
+                }
+                self.instance_mode(RunMode::Running);
                 Ok(())
             }
             Err(e) => {

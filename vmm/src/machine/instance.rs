@@ -1,6 +1,7 @@
 //! One boot of a machine: the KVM VM, its memory, devices and vCPU threads. A reboot
 //! throws the instance away and builds a new one from the same config.
 
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use kvm_ioctls::{Cap, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::MachineError;
-use super::config::MachineConfig;
+use super::config::{DeviceConfig, MachineConfig};
 use super::controller::{ControlMsg, ControlSender};
 use super::events::{Event, EventSink};
 use super::vcpu::{self, RunControl, RunMode, VcpuContext};
@@ -23,7 +24,12 @@ use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
+use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
+use crate::vstate::irq::GsiRouter;
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
 
@@ -43,7 +49,9 @@ pub struct Instance {
     run: Arc<RunControl>,
     pub serial: Arc<Mutex<SerialPort>>,
     pub ged: Arc<Mutex<Ged>>,
-    _vm: VmFd,
+    /// virtio devices, whose queue notifications the controller's event loop waits on.
+    virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    _vm: Arc<VmFd>,
     _mem: GuestMem,
 }
 
@@ -66,7 +74,7 @@ impl Instance {
                 config.vcpus
             )));
         }
-        let vm = kvm.create_vm().map_err(kvm_err("create the VM"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create the VM"))?);
         vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set the TSS address"))?;
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
             .map_err(kvm_err("set the identity map address"))?;
@@ -80,19 +88,25 @@ impl Instance {
         acpi::write_tables(&mem, config.vcpus)?;
 
         let power = power_sink(env.control.clone(), generation);
-        let (pio, mmio, serial, ged) = build_devices(&vm, config, env, power)?;
+        let devices = build_devices(&vm, &mem, config, env, power)?;
+        let Devices { pio, mmio, serial, ged, virtio } = devices;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("read supported CPUID"))?;
         let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
-        let pio = Arc::new(pio);
-        let mmio = Arc::new(mmio);
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
 
-        let mut instance =
-            Instance { threads: Vec::new(), run: run.clone(), serial, ged, _vm: vm, _mem: mem };
+        let mut instance = Instance {
+            threads: Vec::new(),
+            run: run.clone(),
+            serial,
+            ged,
+            virtio,
+            _vm: vm,
+            _mem: mem,
+        };
         for index in 0..config.vcpus {
             let fd =
                 instance._vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
@@ -125,6 +139,23 @@ impl Instance {
         self.run.settle(mode, &self.threads);
     }
 
+    /// Event sources of the devices: (fd, id) pairs; `handle_device_event(id)` serves one.
+    pub fn device_fds(&self) -> Vec<(RawFd, usize)> {
+        let mut fds = Vec::new();
+        for (d, device) in self.virtio.iter().enumerate() {
+            for (q, fd) in crate::devices::bus::lock(device).notify_fds().into_iter().enumerate() {
+                fds.push((fd, d * MAX_QUEUES + q));
+            }
+        }
+        fds
+    }
+
+    pub fn handle_device_event(&self, id: usize) {
+        if let Some(device) = self.virtio.get(id / MAX_QUEUES) {
+            crate::devices::bus::lock(device).process_queue(id % MAX_QUEUES);
+        }
+    }
+
     pub fn raise_power_button(&self) -> std::io::Result<()> {
         crate::devices::bus::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
     }
@@ -145,10 +176,20 @@ fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
     })
 }
 
-type Devices = (Bus, Bus, Arc<Mutex<SerialPort>>, Arc<Mutex<Ged>>);
+/// Queue ids per device in `device_fds`.
+const MAX_QUEUES: usize = 64;
+
+struct Devices {
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    serial: Arc<Mutex<SerialPort>>,
+    ged: Arc<Mutex<Ged>>,
+    virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+}
 
 fn build_devices(
-    vm: &VmFd,
+    vm: &Arc<VmFd>,
+    mem: &GuestMem,
     config: &MachineConfig,
     env: &InstanceEnv,
     power: PowerSink,
@@ -158,8 +199,8 @@ fn build_devices(
         vm.register_irqfd(&evt, gsi).map_err(kvm_err("register an irqfd"))?;
         Ok(evt)
     };
-    let pio = Bus::new("port I/O");
-    let mmio = Bus::new("MMIO");
+    let pio = Arc::new(Bus::new("port I/O"));
+    let mmio = Arc::new(Bus::new("MMIO"));
 
     let serial = Arc::new(Mutex::new(SerialPort::new(
         irq(COM1_GSI)?,
@@ -177,7 +218,6 @@ fn build_devices(
 
     let pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(power)));
     pio.insert(u64::from(SLEEP_CONTROL_PORT), 2, pm.clone())?;
-    pio.insert(u64::from(RESET_CONTROL_PORT), 1, pm)?;
 
     let events = env.events.clone();
     let built_at = env.built_at;
@@ -188,5 +228,28 @@ fn build_devices(
 
     let ged = Arc::new(Mutex::new(Ged::new(irq(GED_GSI)?)));
     mmio.insert(GED_MMIO_BASE, GED_MMIO_SIZE, ged.clone())?;
-    Ok((pio, mmio, serial, ged))
+
+    // PCI: the root bus behind 0xCF8 (which also carries the 0xCF9 reset register) and
+    // ECAM, then the configured devices.
+    let windows =
+        Windows { mem32: (PCI_MMIO32_START, PCI_MMIO32_END), io: (PCI_IO_START, PCI_IO_END) };
+    let root = Arc::new(Mutex::new(PciRoot::new(&mmio, &pio, windows)));
+    pio.insert(
+        u64::from(PCI_CONFIG_PORT),
+        8,
+        Arc::new(Mutex::new(ConfigPorts::new(root.clone(), pm))),
+    )?;
+    mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(Ecam::new(root.clone()))))?;
+    let router = Arc::new(GsiRouter::new(vm.clone())?);
+    let mut virtio = Vec::new();
+    for device in &config.devices {
+        let model: Box<dyn VirtioDevice> = match device {
+            DeviceConfig::Rng => Box::new(Rng),
+        };
+        let transport = VirtioPciDevice::new(model, mem.clone(), router.clone(), Some(vm.clone()))?;
+        let transport = Arc::new(Mutex::new(transport));
+        crate::devices::bus::lock(&root).add_device(transport.clone())?;
+        virtio.push(transport);
+    }
+    Ok(Devices { pio, mmio, serial, ged, virtio })
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use vmm_sys_util::eventfd::EventFd;
 
-pub use config::{MAX_VCPUS, MachineConfig, RebootPolicy};
+pub use config::{DeviceConfig, MAX_VCPUS, MachineConfig, RebootPolicy};
 pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 
 use controller::{Command, ControlMsg, ControlSender, Controller};
@@ -41,6 +41,10 @@ pub enum MachineError {
     Regs(#[from] crate::arch::x86_64::regs::RegsError),
     #[error("device layout")]
     Bus(#[from] crate::devices::bus::BusError),
+    #[error("PCI")]
+    Pci(#[from] crate::devices::pci::root::PciError),
+    #[error("interrupt routing")]
+    Irq(#[from] crate::vstate::irq::IrqError),
     #[error("invalid machine configuration: {0}")]
     InvalidConfig(String),
     #[error("cannot {command} a machine that is {state}")]
@@ -79,7 +83,8 @@ impl Machine {
         let state = Arc::new(Mutex::new(MachineState::Created));
         let control = env.control.clone();
         let controller =
-            Controller::new(config, env, control_rx, control_evt, state.clone(), instance);
+            Controller::new(config, env, control_rx, control_evt, state.clone(), instance)
+                .map_err(MachineError::Thread)?;
         let thread = std::thread::Builder::new()
             .name("vessel-machine".into())
             .spawn(move || controller.run())

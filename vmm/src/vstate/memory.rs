@@ -5,6 +5,7 @@ use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Gues
 
 use crate::arch::x86_64::layout::{
     BIOS_AREA_END, BIOS_AREA_START, EBDA_START, FOUR_GIB, HIMEM_START, MMIO_HOLE_START,
+    PCI_ECAM_SIZE, PCI_ECAM_START,
 };
 
 /// Guest memory as Vessel uses it.
@@ -87,7 +88,8 @@ pub struct E820Entry {
 }
 
 /// The e820 map of a machine with `size` bytes of RAM: usable RAM below the EBDA, the BIOS
-/// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole and above 4 GiB.
+/// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole, the PCI ECAM window
+/// reserved (PCI Firmware 3.2 §4.1.2 asks for it), RAM above 4 GiB.
 pub fn e820_map(size: u64) -> Vec<E820Entry> {
     let mut map = vec![
         E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
@@ -101,9 +103,15 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
         let end = start.raw_value() + len as u64;
         // The first range starts at 0, but only RAM from 1 MiB up is free for the OS.
         let start = if i == 0 { HIMEM_START } else { start.raw_value() };
+        if start == FOUR_GIB {
+            map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
+        }
         if end > start {
             map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
         }
+    }
+    if size <= MMIO_HOLE_START {
+        map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
     }
     map
 }
@@ -132,7 +140,11 @@ mod tests {
             map[2],
             E820Entry { addr: HIMEM_START, size: size - HIMEM_START, kind: E820_RAM }
         );
-        assert_eq!(map.len(), 3);
+        assert_eq!(
+            map[3],
+            E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED }
+        );
+        assert_eq!(map.len(), 4);
     }
 
     #[test]
@@ -145,6 +157,10 @@ mod tests {
         assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
         assert_eq!(
             map[3],
+            E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED }
+        );
+        assert_eq!(
+            map[4],
             E820Entry { addr: FOUR_GIB, size: size - MMIO_HOLE_START, kind: E820_RAM }
         );
         let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();

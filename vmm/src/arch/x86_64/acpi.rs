@@ -13,8 +13,9 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     APIC_START, BIOS_AREA_END, CMOS_PORT, COM1_GSI, COM1_PORT, GED_GSI, GED_MMIO_BASE,
-    GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, RESET_CONTROL_PORT,
-    RESET_VALUE, RSDP_START, S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT,
+    GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, PCI_CONFIG_PORT,
+    PCI_ECAM_START, PCI_MMIO32_END, PCI_MMIO32_START, RESET_CONTROL_PORT, RESET_VALUE, RSDP_START,
+    S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT,
 };
 use crate::vstate::memory::GuestMem;
 
@@ -71,6 +72,7 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
         ],
     )));
     sb_children.push(Box::new(GedDevice));
+    sb_children.push(Box::new(PciHostBridge));
 
     let sb_refs: Vec<&dyn Aml> = sb_children.iter().map(|c| c.as_ref()).collect();
     let sb = aml::Scope::new("\\_SB_".into(), sb_refs);
@@ -147,6 +149,49 @@ impl Aml for GedDevice {
         )
         .to_aml_bytes(sink);
     }
+}
+
+/// The PCI root bridge (PCI Firmware 3.2 §4.1.1): bus 0, its config ports, the I/O and
+/// 32-bit memory windows BARs may use.
+struct PciHostBridge;
+
+impl Aml for PciHostBridge {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let buses = aml::AddressSpace::new_bus_number(0u16, 0u16);
+        let config_ports = aml::IO::new(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, 8);
+        let io_low = aml::AddressSpace::new_io(0u16, PCI_CONFIG_PORT - 1, None);
+        let io_high = aml::AddressSpace::new_io(PCI_CONFIG_PORT + 8, 0xffffu16, None);
+        let mem32 = aml::AddressSpace::new_memory(
+            aml::AddressSpaceCacheable::NotCacheable,
+            true,
+            PCI_MMIO32_START as u32,
+            (PCI_MMIO32_END - 1) as u32,
+            None,
+        );
+        let crs =
+            aml::ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mem32]);
+        aml::Device::new(
+            "PCI0".into(),
+            vec![
+                &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08")),
+                &aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03")),
+                &aml::Name::new("_UID".into(), &0u8),
+                &aml::Name::new("_SEG".into(), &0u8),
+                &aml::Name::new("_BBN".into(), &0u8),
+                &aml::Name::new("_CRS".into(), &crs),
+            ],
+        )
+        .to_aml_bytes(sink);
+    }
+}
+
+/// The MCFG (PCI Firmware 3.2 §4.1.2): where ECAM is for bus 0.
+pub fn mcfg() -> Vec<u8> {
+    let mut table = acpi_tables::mcfg::MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    table.add_ecam(PCI_ECAM_START, 0, 0, 0);
+    let mut bytes = Vec::new();
+    table.to_aml_bytes(&mut bytes);
+    bytes
 }
 
 /// AML bytes made elsewhere.
@@ -251,6 +296,7 @@ pub struct AcpiLayout {
     pub fadt: u64,
     pub dsdt: u64,
     pub madt: u64,
+    pub mcfg: u64,
     pub end: u64,
 }
 
@@ -264,10 +310,13 @@ pub fn write_tables(mem: &GuestMem, vcpu_count: u8) -> Result<AcpiLayout, AcpiEr
     let fadt = fadt(dsdt_addr);
     let madt_addr = align(fadt_addr + fadt.len() as u64);
     let madt = madt(vcpu_count);
-    let xsdt_addr = align(madt_addr + madt.len() as u64);
+    let mcfg_addr = align(madt_addr + madt.len() as u64);
+    let mcfg = mcfg();
+    let xsdt_addr = align(mcfg_addr + mcfg.len() as u64);
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    xsdt.add_entry(mcfg_addr);
     let mut xsdt_bytes = Vec::new();
     xsdt.to_aml_bytes(&mut xsdt_bytes);
     let end = xsdt_addr + xsdt_bytes.len() as u64;
@@ -281,11 +330,20 @@ pub fn write_tables(mem: &GuestMem, vcpu_count: u8) -> Result<AcpiLayout, AcpiEr
         (dsdt_addr, &dsdt),
         (fadt_addr, &fadt),
         (madt_addr, &madt),
+        (mcfg_addr, &mcfg),
         (xsdt_addr, &xsdt_bytes),
     ] {
         mem.write_slice(bytes, GuestAddress(addr))?;
     }
-    Ok(AcpiLayout { rsdp, xsdt: xsdt_addr, fadt: fadt_addr, dsdt: dsdt_addr, madt: madt_addr, end })
+    Ok(AcpiLayout {
+        rsdp,
+        xsdt: xsdt_addr,
+        fadt: fadt_addr,
+        dsdt: dsdt_addr,
+        madt: madt_addr,
+        mcfg: mcfg_addr,
+        end,
+    })
 }
 
 #[cfg(test)]
@@ -298,7 +356,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_lengths() {
-        for table in [dsdt(4), fadt(0x1000), madt(4)] {
+        for table in [dsdt(4), fadt(0x1000), madt(4), mcfg()] {
             let len = u32::from_le_bytes(table[4..8].try_into().unwrap()) as usize;
             assert_eq!(len, table.len());
             assert!(checksum_ok(&table), "bad checksum in {:?}", &table[0..4]);

@@ -40,6 +40,18 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const FOUR_GIB: u64 = 0x1_0000_0000;
 
+/// Where the VMM places 32-bit PCI memory BARs, and the window the guest may use.
+pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO32_END: u64 = 0xe000_0000;
+/// ECAM (MMCONFIG) for PCI bus 0: 32 devices x 8 functions x 4 KiB.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
+/// I/O ports the VMM assigns I/O BARs from.
+pub const PCI_IO_START: u64 = 0xc000;
+pub const PCI_IO_END: u64 = 0x1_0000;
+/// PCI configuration mechanism #1 ports (0xCF8-0xCFF).
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+
 /// Generic Event Device (ACPI0013) register block, in the MMIO hole.
 pub const GED_MMIO_BASE: u64 = 0xfed0_0000;
 pub const GED_MMIO_SIZE: u64 = 0x1000;

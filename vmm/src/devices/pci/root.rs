@@ -2,7 +2,7 @@
 //! slots, configuration access through ports 0xCF8/0xCFC (mechanism #1) and ECAM, and BAR
 //! mappings on the MMIO and port buses that follow what the guest programs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::PciDevice;
 use super::config::{self, BarKind, COMMAND_IO, COMMAND_MEMORY, PciConfig, PciIds};
@@ -31,8 +31,9 @@ pub struct Windows {
 pub struct PciRoot {
     devices: Vec<Option<SharedPciDevice>>,
     mapped: Vec<[Option<u64>; 6]>,
-    mmio: Arc<Bus>,
-    pio: Arc<Bus>,
+    // Weak: the buses hold the config-access devices, which hold this root.
+    mmio: Weak<Bus>,
+    pio: Weak<Bus>,
     windows: Windows,
     next_mem32: u64,
     next_io: u64,
@@ -75,7 +76,7 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
 }
 
 impl PciRoot {
-    pub fn new(mmio: Arc<Bus>, pio: Arc<Bus>, windows: Windows) -> Self {
+    pub fn new(mmio: &Arc<Bus>, pio: &Arc<Bus>, windows: Windows) -> Self {
         let bridge = HostBridge {
             config: PciConfig::new(PciIds {
                 vendor: 0x8086,
@@ -91,8 +92,8 @@ impl PciRoot {
         PciRoot {
             devices,
             mapped: vec![[None; 6]; SLOTS],
-            mmio,
-            pio,
+            mmio: Arc::downgrade(mmio),
+            pio: Arc::downgrade(pio),
             windows,
             next_mem32: windows.mem32.0,
             next_io: windows.io.0,
@@ -138,6 +139,7 @@ impl PciRoot {
                 BarKind::Io => (&self.pio, command & COMMAND_IO != 0),
                 _ => (&self.mmio, command & COMMAND_MEMORY != 0),
             };
+            let Some(bus) = bus.upgrade() else { return };
             let address = d.config().bar_address(bar).filter(|a| enabled && *a != 0);
             let address =
                 address.filter(|a| info.kind != BarKind::Io || *a + info.size <= 0x1_0000);
@@ -299,13 +301,14 @@ mod tests {
         }
     }
 
-    type Setup = (Arc<Mutex<PciRoot>>, Arc<Bus>, Arc<Mutex<Dummy>>, ConfigPorts);
+    /// Root, MMIO bus, the device, the config ports, and the port bus kept alive.
+    type Setup = (Arc<Mutex<PciRoot>>, Arc<Bus>, Arc<Mutex<Dummy>>, ConfigPorts, Arc<Bus>);
 
     fn setup() -> Setup {
         let mmio = Arc::new(Bus::new("mmio"));
         let pio = Arc::new(Bus::new("pio"));
         let windows = Windows { mem32: (0xc000_0000, 0xe000_0000), io: (0xc000, 0x1_0000) };
-        let root = Arc::new(Mutex::new(PciRoot::new(mmio.clone(), pio, windows)));
+        let root = Arc::new(Mutex::new(PciRoot::new(&mmio, &pio, windows)));
         let mut config = PciConfig::new(PciIds {
             vendor: 0x1af4,
             device: 0x1044,
@@ -327,7 +330,7 @@ mod tests {
             fn write(&mut self, _: u64, _: u64, _: &[u8]) {}
         }
         let ports = ConfigPorts::new(root.clone(), Arc::new(Mutex::new(NoReset)));
-        (root, mmio, dummy, ports)
+        (root, mmio, dummy, ports, pio)
     }
 
     fn cfg_read32(ports: &mut ConfigPorts, slot: u32, reg: u32) -> u32 {
@@ -344,7 +347,7 @@ mod tests {
 
     #[test]
     fn host_bridge_and_device_are_visible() {
-        let (_root, _mmio, _dummy, mut ports) = setup();
+        let (_root, _mmio, _dummy, mut ports, _pio) = setup();
         assert_eq!(cfg_read32(&mut ports, 0, 0), 0x1237_8086);
         assert_eq!(cfg_read32(&mut ports, 1, 0), 0x1044_1af4);
         assert_eq!(cfg_read32(&mut ports, 2, 0), 0xffff_ffff, "empty slot");
@@ -356,7 +359,7 @@ mod tests {
 
     #[test]
     fn bars_follow_the_guest() {
-        let (_root, mmio, dummy, mut ports) = setup();
+        let (_root, mmio, dummy, mut ports, _pio) = setup();
         let bar = u64::from(cfg_read32(&mut ports, 1, 0x10) & !0xf);
         assert_eq!(bar, 0xc000_0000, "assigned at build");
         let mut d = [0u8; 1];
@@ -382,7 +385,7 @@ mod tests {
 
     #[test]
     fn ecam_reaches_the_same_space() {
-        let (root, _mmio, _dummy, _ports) = setup();
+        let (root, _mmio, _dummy, _ports, _pio) = setup();
         let mut ecam = Ecam::new(root);
         let mut d = [0u8; 4];
         ecam.read(0, 1 << 15, &mut d);

@@ -1,0 +1,41 @@
+//! virtio 1.2 devices and their PCI transport (modern only).
+
+pub mod pci;
+pub mod rng;
+
+use virtio_queue::Queue;
+
+use crate::vstate::memory::GuestMem;
+
+/// Feature bits the transport offers for every device (virtio 1.2 §6).
+pub const VIRTIO_F_RING_INDIRECT_DESC: u64 = 1 << 28;
+pub const VIRTIO_F_RING_EVENT_IDX: u64 = 1 << 29;
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device types (virtio 1.2 §5).
+pub const TYPE_NET: u32 = 1;
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+
+/// A virtio device model, independent of the transport.
+pub trait VirtioDevice: Send {
+    fn device_type(&self) -> u32;
+    /// Largest size of each queue; their number is the device's queue count.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Device-specific feature bits (the transport adds VERSION_1 and the ring features).
+    fn features(&self) -> u64 {
+        0
+    }
+    /// PCI class code of the function (base class, subclass, interface).
+    fn pci_class(&self) -> u32;
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The driver negotiated `features` and set DRIVER_OK.
+    fn activate(&mut self, _features: u64) {}
+    /// The driver reset the device.
+    fn reset(&mut self) {}
+    /// Takes the available buffers of queue `index`; true if any were used.
+    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMem) -> bool;
+}

@@ -1,0 +1,495 @@
+//! The virtio PCI transport, modern only (virtio 1.2 §4.1): common, notify, ISR, device
+//! and PCI_CFG capabilities in front of one 64-bit BAR, MSI-X in the same BAR, and queue
+//! notifications through ioeventfds that follow the BAR.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VirtioDevice,
+};
+use crate::devices::pci::msix::{self, Msix};
+use crate::devices::pci::{BarInfo, BarKind, PciConfig, PciDevice, PciIds};
+use crate::vstate::irq::{GsiRouter, IrqError};
+use crate::vstate::memory::GuestMem;
+
+const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
+const VIRTIO_PCI_DEVICE_BASE: u16 = 0x1040;
+
+/// Layout of BAR 0.
+const BAR_SIZE: u64 = 0x10000;
+const COMMON_OFFSET: u64 = 0x0000;
+const COMMON_SIZE: u64 = 0x40;
+const ISR_OFFSET: u64 = 0x1000;
+const DEVICE_OFFSET: u64 = 0x2000;
+const DEVICE_SIZE: u64 = 0x1000;
+const NOTIFY_OFFSET: u64 = 0x3000;
+const NOTIFY_MULTIPLIER: u32 = 4;
+const NOTIFY_SIZE: u64 = 0x1000;
+const MSIX_TABLE_OFFSET: u64 = 0x4000;
+const MSIX_PBA_OFFSET: u64 = 0x6000;
+
+/// virtio_pci_cap cfg_type values (§4.1.4).
+const CAP_COMMON: u8 = 1;
+const CAP_NOTIFY: u8 = 2;
+const CAP_ISR: u8 = 3;
+const CAP_DEVICE: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
+const CAP_VENDOR: u8 = 0x09;
+
+/// Device status bits (§2.1).
+const STATUS_DRIVER_OK: u8 = 4;
+const STATUS_FEATURES_OK: u8 = 8;
+const STATUS_FAILED: u8 = 0x80;
+
+/// "No vector" for config_msix_vector / queue_msix_vector (§4.1.5.1.2).
+const NO_VECTOR: u16 = 0xffff;
+
+struct QueueState {
+    queue: Queue,
+    msix_vector: u16,
+    notify: EventFd,
+}
+
+pub struct VirtioPciDevice {
+    config: PciConfig,
+    device: Box<dyn VirtioDevice>,
+    queues: Vec<QueueState>,
+    msix: Msix,
+    mem: GuestMem,
+    vm: Option<Arc<VmFd>>,
+    notify_base: Option<u64>,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    driver_features: u64,
+    status: u8,
+    config_generation: u8,
+    config_msix_vector: u16,
+    queue_select: u16,
+    isr: u8,
+    /// Offsets of the PCI_CFG and MSI-X capabilities in configuration space.
+    pci_cfg_cap: usize,
+    msix_cap: usize,
+}
+
+fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
+    let cap_len = 16 + extra.len() as u8;
+    let mut body = vec![cap_len, cfg_type, 0, 0, 0, 0];
+    body.extend_from_slice(&(offset as u32).to_le_bytes());
+    body.extend_from_slice(&(length as u32).to_le_bytes());
+    body.extend_from_slice(extra);
+    body
+}
+
+fn le_value(data: &[u8]) -> u64 {
+    let mut raw = [0u8; 8];
+    let n = data.len().min(8);
+    raw[..n].copy_from_slice(&data[..n]);
+    u64::from_le_bytes(raw)
+}
+
+impl VirtioPciDevice {
+    /// Wraps `device`; `vm` is None only in unit tests (no ioeventfds then).
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMem,
+        router: Arc<GsiRouter>,
+        vm: Option<Arc<VmFd>>,
+    ) -> Result<Self, IrqError> {
+        let queue_count = device.queue_max_sizes().len();
+        let type_ = device.device_type() as u16;
+        let mut config = PciConfig::new(PciIds {
+            vendor: VIRTIO_PCI_VENDOR,
+            device: VIRTIO_PCI_DEVICE_BASE + type_,
+            class: device.pci_class(),
+            revision: 1,
+            subsystem_vendor: VIRTIO_PCI_VENDOR,
+            subsystem: 0x40 + type_,
+        });
+        config
+            .add_bar(0, BarInfo { kind: BarKind::Mem64 { prefetchable: false }, size: BAR_SIZE })
+            .expect("BAR 0 is free");
+        // One vector per queue plus one for configuration changes.
+        let msix = Msix::new(queue_count as u16 + 1, router)?;
+        let caps = [
+            vendor_cap(CAP_COMMON, COMMON_OFFSET, COMMON_SIZE, &[]),
+            vendor_cap(CAP_ISR, ISR_OFFSET, 1, &[]),
+            vendor_cap(CAP_DEVICE, DEVICE_OFFSET, DEVICE_SIZE, &[]),
+            vendor_cap(CAP_NOTIFY, NOTIFY_OFFSET, NOTIFY_SIZE, &NOTIFY_MULTIPLIER.to_le_bytes()),
+        ];
+        for cap in caps {
+            config.add_capability(CAP_VENDOR, &cap).expect("capabilities fit");
+        }
+        // PCI_CFG: bar, offset and length are guest-writable, and so is the data window.
+        let pci_cfg_cap = config
+            .add_capability(CAP_VENDOR, &vendor_cap(CAP_PCI_CFG, 0, 0, &[0; 4]))
+            .expect("fits");
+        config.set_wmask(pci_cfg_cap + 4, &[0xff]);
+        config.set_wmask(pci_cfg_cap + 8, &[0xff; 8]);
+        config.set_wmask(pci_cfg_cap + 16, &[0xff; 4]);
+        let msix_cap = config
+            .add_capability(
+                msix::CAPABILITY_ID,
+                &msix.capability(0, MSIX_TABLE_OFFSET as u32, MSIX_PBA_OFFSET as u32),
+            )
+            .expect("fits");
+        config.set_wmask(msix_cap + 3, &[Msix::control_wmask()[1]]);
+
+        let queues = device
+            .queue_max_sizes()
+            .iter()
+            .map(|&max| {
+                Ok(QueueState {
+                    queue: Queue::new(max).expect("queue sizes are powers of two"),
+                    msix_vector: NO_VECTOR,
+                    notify: EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?,
+                })
+            })
+            .collect::<Result<Vec<_>, IrqError>>()?;
+        Ok(VirtioPciDevice {
+            config,
+            device,
+            queues,
+            msix,
+            mem,
+            vm,
+            notify_base: None,
+            device_feature_select: 0,
+            driver_feature_select: 0,
+            driver_features: 0,
+            status: 0,
+            config_generation: 0,
+            config_msix_vector: NO_VECTOR,
+            queue_select: 0,
+            isr: 0,
+            pci_cfg_cap,
+            msix_cap,
+        })
+    }
+
+    fn device_features(&self) -> u64 {
+        self.device.features()
+            | VIRTIO_F_VERSION_1
+            | VIRTIO_F_RING_EVENT_IDX
+            | VIRTIO_F_RING_INDIRECT_DESC
+    }
+
+    /// The queue notification eventfds, for the machine's event loop.
+    pub fn notify_fds(&self) -> Vec<RawFd> {
+        self.queues.iter().map(|q| q.notify.as_raw_fd()).collect()
+    }
+
+    /// Runs queue `index` after its notification fired.
+    pub fn process_queue(&mut self, index: usize) {
+        let Some(q) = self.queues.get_mut(index) else { return };
+        let _ = q.notify.read();
+        if self.status & STATUS_DRIVER_OK == 0 || !q.queue.ready() {
+            return;
+        }
+        if !self.device.process_queue(index, &mut q.queue, &self.mem) {
+            return;
+        }
+        match q.queue.needs_notification(&self.mem) {
+            Ok(true) => {
+                let vector = q.msix_vector;
+                self.interrupt(vector);
+            }
+            Ok(false) => {}
+            Err(e) => log::warn!("virtio queue {index}: {e}"),
+        }
+    }
+
+    fn interrupt(&mut self, vector: u16) {
+        self.isr |= 1;
+        if vector != NO_VECTOR && self.msix.notify(vector) {
+            return;
+        }
+        // INTx comes with the PCI interrupt routing; until then an MSI-X-less driver polls.
+        log::debug!("virtio: interrupt without an MSI-X vector");
+    }
+
+    fn reset(&mut self) {
+        for q in &mut self.queues {
+            q.queue.reset();
+            q.msix_vector = NO_VECTOR;
+        }
+        self.device.reset();
+        self.status = 0;
+        self.driver_features = 0;
+        self.device_feature_select = 0;
+        self.driver_feature_select = 0;
+        self.config_msix_vector = NO_VECTOR;
+        self.queue_select = 0;
+        self.isr = 0;
+    }
+
+    fn set_status(&mut self, value: u8) {
+        if value == 0 {
+            self.reset();
+            return;
+        }
+        let mut value = value;
+        if value & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
+            let offered = self.device_features();
+            let ok = self.driver_features & !offered == 0
+                && self.driver_features & VIRTIO_F_VERSION_1 != 0;
+            if !ok {
+                // The driver re-reads status, sees FEATURES_OK clear and gives up (§3.1.1).
+                value &= !STATUS_FEATURES_OK;
+            }
+        }
+        if value & STATUS_DRIVER_OK != 0 && self.status & STATUS_DRIVER_OK == 0 {
+            if value & STATUS_FEATURES_OK == 0 {
+                value |= STATUS_FAILED;
+            } else {
+                let event_idx = self.driver_features & VIRTIO_F_RING_EVENT_IDX != 0;
+                for q in &mut self.queues {
+                    q.queue.set_event_idx(event_idx);
+                }
+                self.device.activate(self.driver_features);
+            }
+        }
+        self.status = value;
+    }
+
+    fn selected(&mut self) -> Option<&mut QueueState> {
+        self.queues.get_mut(usize::from(self.queue_select))
+    }
+
+    fn common_read(&mut self, offset: u64, data: &mut [u8]) {
+        let q = self.queues.get(usize::from(self.queue_select));
+        let value: u64 = match offset {
+            0x00 => u64::from(self.device_feature_select),
+            0x04 => match self.device_feature_select {
+                0 => self.device_features() & 0xffff_ffff,
+                1 => self.device_features() >> 32,
+                _ => 0,
+            },
+            0x08 => u64::from(self.driver_feature_select),
+            0x0c => match self.driver_feature_select {
+                0 => self.driver_features & 0xffff_ffff,
+                1 => self.driver_features >> 32,
+                _ => 0,
+            },
+            0x10 => u64::from(self.config_msix_vector),
+            0x12 => self.queues.len() as u64,
+            0x14 => u64::from(self.status),
+            0x15 => u64::from(self.config_generation),
+            0x16 => u64::from(self.queue_select),
+            0x18 => q.map_or(0, |q| u64::from(q.queue.size())),
+            0x1a => q.map_or(u64::from(NO_VECTOR), |q| u64::from(q.msix_vector)),
+            0x1c => q.map_or(0, |q| u64::from(q.queue.ready())),
+            0x1e => u64::from(self.queue_select), // queue_notify_off: queue i at i * multiplier
+            0x20 => q.map_or(0, |q| q.queue.desc_table()),
+            0x24 => q.map_or(0, |q| q.queue.desc_table() >> 32),
+            0x28 => q.map_or(0, |q| q.queue.avail_ring()),
+            0x2c => q.map_or(0, |q| q.queue.avail_ring() >> 32),
+            0x30 => q.map_or(0, |q| q.queue.used_ring()),
+            0x34 => q.map_or(0, |q| q.queue.used_ring() >> 32),
+            _ => 0,
+        };
+        let bytes = value.to_le_bytes();
+        let n = data.len().min(8);
+        data[..n].copy_from_slice(&bytes[..n]);
+    }
+
+    fn common_write(&mut self, offset: u64, data: &[u8]) {
+        let v = le_value(data);
+        let features_locked = self.status & STATUS_FEATURES_OK != 0;
+        let vectors = self.msix.len() as u64;
+        let valid_vector = |v: u64| if v < vectors { v as u16 } else { NO_VECTOR };
+        match offset {
+            0x00 => self.device_feature_select = v as u32,
+            0x08 => self.driver_feature_select = v as u32,
+            0x0c if !features_locked => match self.driver_feature_select {
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | (v & 0xffff_ffff)
+                }
+                1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
+                _ => {}
+            },
+            0x10 => self.config_msix_vector = valid_vector(v),
+            0x14 => self.set_status(v as u8),
+            0x16 => self.queue_select = v as u16,
+            0x18 => {
+                if let Some(q) = self.selected().filter(|q| !q.queue.ready()) {
+                    // Sizes must be powers of two up to the maximum (§2.7); others are
+                    // refused and the old size stays.
+                    if v as u16 <= q.queue.max_size() && (v as u16).is_power_of_two() {
+                        q.queue.set_size(v as u16);
+                    }
+                }
+            }
+            0x1a => {
+                let vector = valid_vector(v);
+                if let Some(q) = self.selected() {
+                    q.msix_vector = vector;
+                }
+            }
+            0x1c if v == 1 => {
+                let mem = self.mem.clone();
+                if let Some(q) = self.selected() {
+                    if q.queue.is_valid(&mem) {
+                        q.queue.set_ready(true);
+                    } else {
+                        log::warn!(
+                            "virtio: the driver enabled a queue with invalid rings; ignored"
+                        );
+                    }
+                }
+            }
+            0x20..=0x37 => {
+                let low = offset.is_multiple_of(8);
+                let (lo, hi) = if data.len() == 8 {
+                    (Some(v as u32), Some((v >> 32) as u32))
+                } else if low {
+                    (Some(v as u32), None)
+                } else {
+                    (None, Some(v as u32))
+                };
+                let field = (offset - 0x20) / 8;
+                if let Some(q) = self.selected().filter(|q| !q.queue.ready()) {
+                    match field {
+                        0 => q.queue.set_desc_table_address(lo, hi),
+                        1 => q.queue.set_avail_ring_address(lo, hi),
+                        _ => q.queue.set_used_ring_address(lo, hi),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn bar0_read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_SIZE => self.common_read(o - COMMON_OFFSET, data),
+            ISR_OFFSET => {
+                // Reading the ISR returns and clears it (§4.1.4.5).
+                data[0] = std::mem::take(&mut self.isr);
+            }
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_SIZE).contains(&o) => {
+                self.device.read_config(o - DEVICE_OFFSET, data)
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                self.msix.table_read(o - MSIX_TABLE_OFFSET, data)
+            }
+            o if (MSIX_PBA_OFFSET..BAR_SIZE).contains(&o) => {
+                self.msix.pba_read(o - MSIX_PBA_OFFSET, data)
+            }
+            _ => {}
+        }
+    }
+
+    fn bar0_write(&mut self, offset: u64, data: &[u8]) {
+        match offset {
+            o if o < COMMON_OFFSET + COMMON_SIZE => self.common_write(o - COMMON_OFFSET, data),
+            o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_SIZE).contains(&o) => {
+                self.device.write_config(o - DEVICE_OFFSET, data)
+            }
+            o if (NOTIFY_OFFSET..NOTIFY_OFFSET + NOTIFY_SIZE).contains(&o) => {
+                // Only reached when no ioeventfd caught the write: hand it to the loop.
+                let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as usize;
+                if let Some(q) = self.queues.get(index) {
+                    let _ = q.notify.write(1);
+                }
+            }
+            o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
+                self.msix.table_write(o - MSIX_TABLE_OFFSET, data)
+            }
+            _ => {}
+        }
+    }
+
+    /// The PCI_CFG capability's window: bar, offset, length, then data (§4.1.4.9).
+    fn pci_cfg_window(&self) -> Option<(u64, usize)> {
+        let cap = self.pci_cfg_cap;
+        let mut bar = [0u8; 1];
+        self.config.read(cap + 4, &mut bar);
+        let offset = u64::from(self.config.read32(cap + 8));
+        let length = self.config.read32(cap + 12) as usize;
+        (bar[0] == 0 && matches!(length, 1 | 2 | 4) && offset + length as u64 <= BAR_SIZE)
+            .then_some((offset, length))
+    }
+}
+
+impl PciDevice for VirtioPciDevice {
+    fn config(&self) -> &PciConfig {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut PciConfig {
+        &mut self.config
+    }
+
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        let data_at = self.pci_cfg_cap + 16;
+        if offset == data_at
+            && let Some((bar_offset, length)) = self.pci_cfg_window()
+        {
+            let n = length.min(data.len());
+            self.bar0_read(bar_offset, &mut data[..n]);
+            return;
+        }
+        self.config.read(offset, data);
+    }
+
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        let data_at = self.pci_cfg_cap + 16;
+        if offset == data_at
+            && let Some((bar_offset, length)) = self.pci_cfg_window()
+        {
+            let n = length.min(data.len());
+            self.bar0_write(bar_offset, &data[..n]);
+            return;
+        }
+        self.config.write(offset, data);
+        let control = self.msix_cap + 2;
+        if offset < control + 2 && offset + data.len() > control {
+            self.msix.set_control(self.config.read16(control));
+        }
+    }
+
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar == 0 {
+            self.bar0_read(offset, data);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar == 0 {
+            self.bar0_write(offset, data);
+        }
+    }
+
+    fn bar_moved(&mut self, bar: usize, address: Option<u64>) {
+        if bar != 0 {
+            return;
+        }
+        let Some(vm) = self.vm.clone() else { return };
+        let old = self.notify_base.take();
+        for (i, q) in self.queues.iter().enumerate() {
+            let at = |base: u64| {
+                IoEventAddress::Mmio(base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_MULTIPLIER))
+            };
+            if let Some(base) = old
+                && let Err(e) = vm.unregister_ioevent(&q.notify, &at(base), NoDatamatch)
+            {
+                log::warn!("virtio queue {i}: cannot remove its ioeventfd: {e}");
+            }
+            if let Some(base) = address
+                && let Err(e) = vm.register_ioevent(&q.notify, &at(base), NoDatamatch)
+            {
+                // Notifications then arrive as MMIO exits, handled in bar0_write.
+                log::warn!("virtio queue {i}: no ioeventfd ({e}); using MMIO exits");
+            }
+        }
+        self.notify_base = address;
+    }
+}
