@@ -32,6 +32,7 @@
     .set USER_CS, 0x33
     .set VEC_SERIAL, 0x30
     .set VEC_GED, 0x31
+    .set VEC_RNG, 0x32
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
 
@@ -151,6 +152,9 @@ build_idt:
     mov edi, VEC_GED
     mov esi, offset irq_ged
     call set_gate
+    mov edi, VEC_RNG
+    mov esi, offset irq_rng
+    call set_gate
     mov edi, VEC_SPURIOUS
     mov esi, offset irq_spurious
     call set_gate
@@ -202,6 +206,10 @@ irq_serial:
 irq_ged:
     push rax
     lock inc qword ptr [irq_count_ged]
+    jmp eoi
+irq_rng:
+    push rax
+    lock inc qword ptr [irq_count_rng]
 eoi:
     mov eax, LAPIC + 0xb0
     mov dword ptr [rax], 0
@@ -731,6 +739,289 @@ report_rtc:
 2:  pop rbx
     jmp newline
 
+/* --- PCI (configuration mechanism #1, from ring 3) --- */
+
+/* pci_read32(edi = slot, esi = register) -> eax */
+pci_read32:
+    mov eax, edi
+    shl eax, 11
+    or eax, esi
+    or eax, 0x80000000
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    in eax, dx
+    ret
+
+/* pci_write32(edi = slot, esi = register, r8d = value) */
+pci_write32:
+    mov eax, edi
+    shl eax, 11
+    or eax, esi
+    or eax, 0x80000000
+    mov dx, 0xcf8
+    out dx, eax
+    mov dx, 0xcfc
+    mov eax, r8d
+    out dx, eax
+    ret
+
+/* bar_address(edi = slot, esi = BAR index) -> rax: the memory address it decodes. */
+bar_address:
+    push rbx
+    push r12
+    mov r12d, edi
+    lea esi, [rsi * 4 + 0x10]
+    mov ebx, esi
+    call pci_read32
+    mov ecx, eax
+    and eax, 0xfffffff0
+    and ecx, 0x6
+    cmp ecx, 0x4                        /* 64-bit BAR: the next one is the high half */
+    jne 1f
+    push rax
+    mov edi, r12d
+    lea esi, [rbx + 4]
+    call pci_read32
+    mov ecx, eax
+    pop rax
+    shl rcx, 32
+    or rax, rcx
+1:  pop r12
+    pop rbx
+    ret
+
+/* --- virtio-rng through the modern PCI transport, with MSI-X (virtio 1.2 §4.1) --- */
+
+test_rng:
+    call lapic_enable
+    /* Scan bus 0, list what is there, find 1af4:1044. */
+    mov qword ptr [rng_slot], -1
+    xor r12d, r12d
+1:  mov edi, r12d
+    xor esi, esi
+    call pci_read32
+    cmp ax, 0xffff
+    je 2f
+    mov r13d, eax
+    lea rdi, [rip + s_pci]
+    call puts
+    mov edi, r12d
+    call put_hex
+    call space
+    mov edi, r13d
+    call put_hex
+    call newline
+    cmp r13d, 0x10441af4
+    jne 2f
+    mov [rng_slot], r12
+2:  inc r12d
+    cmp r12d, 32
+    jb 1b
+    mov r12, [rng_slot]
+    cmp r12, -1
+    je rng_fail
+    /* Memory decode and bus mastering on. */
+    mov edi, r12d
+    mov esi, 0x04
+    call pci_read32
+    or eax, 0x6
+    mov r8d, eax
+    mov edi, r12d
+    mov esi, 0x04
+    call pci_write32
+    /* Walk the capabilities: virtio structures (id 9) and MSI-X (id 0x11). */
+    mov edi, r12d
+    mov esi, 0x34
+    call pci_read32
+    movzx r13d, al
+3:  cmp r13d, 0x40
+    jb 6f
+    mov edi, r12d
+    mov esi, r13d
+    call pci_read32
+    mov r14d, eax                       /* id, next, cap_len, cfg_type */
+    cmp r14b, 0x11
+    jne 4f
+    mov [rng_msix_cap], r13
+    mov edi, r12d
+    lea esi, [r13 + 4]
+    call pci_read32                     /* table offset | BIR */
+    mov r15d, eax
+    mov edi, r12d
+    mov esi, r15d
+    and esi, 7
+    call bar_address
+    and r15d, 0xfffffff8
+    add rax, r15
+    mov [rng_msix_table], rax
+    jmp 5f
+4:  cmp r14b, 0x09
+    jne 5f
+    mov edi, r12d
+    lea esi, [r13 + 4]
+    call pci_read32                     /* bar (low byte) */
+    movzx esi, al
+    mov edi, r12d
+    call bar_address
+    mov r15, rax
+    mov edi, r12d
+    lea esi, [r13 + 8]
+    call pci_read32                     /* offset within the BAR */
+    add r15, rax
+    mov eax, r14d
+    shr eax, 24                         /* cfg_type */
+    cmp eax, 1
+    jne 41f
+    mov [rng_common], r15
+    jmp 5f
+41: cmp eax, 2
+    jne 5f
+    mov [rng_notify], r15
+    mov edi, r12d
+    lea esi, [r13 + 16]
+    call pci_read32
+    mov [rng_notify_mul], rax
+5:  mov eax, r14d
+    shr eax, 8
+    movzx r13d, al                      /* next */
+    jmp 3b
+6:  cmp qword ptr [rng_common], 0
+    je rng_fail
+    cmp qword ptr [rng_msix_table], 0
+    je rng_fail
+    /* MSI-X entry 0 -> the local APIC, vector VEC_RNG; then enable MSI-X. */
+    mov rbx, [rng_msix_table]
+    mov dword ptr [rbx], 0xfee00000
+    mov dword ptr [rbx + 4], 0
+    mov dword ptr [rbx + 8], VEC_RNG
+    mov dword ptr [rbx + 12], 0
+    mov edi, r12d
+    mov esi, [rng_msix_cap]
+    call pci_read32
+    or eax, 0x80000000                  /* Message Control bit 15: enable */
+    and eax, 0xbfffffff                 /* function mask off */
+    mov r8d, eax
+    mov edi, r12d
+    mov esi, [rng_msix_cap]
+    call pci_write32
+    /* Device initialisation (§3.1.1). */
+    mov rbx, [rng_common]
+    mov byte ptr [rbx + 0x14], 0        /* reset */
+    mov byte ptr [rbx + 0x14], 1        /* ACKNOWLEDGE */
+    mov byte ptr [rbx + 0x14], 3        /* DRIVER */
+    mov dword ptr [rbx + 0x00], 1       /* device features 32-63 */
+    mov eax, dword ptr [rbx + 0x04]
+    test eax, 1                         /* VIRTIO_F_VERSION_1 */
+    jz rng_fail
+    mov dword ptr [rbx + 0x08], 0
+    mov dword ptr [rbx + 0x0c], 0
+    mov dword ptr [rbx + 0x08], 1
+    mov dword ptr [rbx + 0x0c], 1       /* accept VERSION_1 only */
+    mov byte ptr [rbx + 0x14], 0x0b     /* FEATURES_OK */
+    test byte ptr [rbx + 0x14], 0x08
+    jz rng_fail
+    mov word ptr [rbx + 0x16], 0        /* queue 0 */
+    cmp word ptr [rbx + 0x18], 8
+    jb rng_fail
+    mov word ptr [rbx + 0x18], 8
+    mov word ptr [rbx + 0x1a], 0        /* MSI-X vector 0 */
+    cmp word ptr [rbx + 0x1a], 0
+    jne rng_fail
+    mov eax, offset vq_desc
+    mov dword ptr [rbx + 0x20], eax
+    mov dword ptr [rbx + 0x24], 0
+    mov eax, offset vq_avail
+    mov dword ptr [rbx + 0x28], eax
+    mov dword ptr [rbx + 0x2c], 0
+    mov eax, offset vq_used
+    mov dword ptr [rbx + 0x30], eax
+    mov dword ptr [rbx + 0x34], 0
+    mov word ptr [rbx + 0x1c], 1        /* queue_enable */
+    movzx eax, word ptr [rbx + 0x1e]    /* queue_notify_off */
+    imul eax, dword ptr [rng_notify_mul]
+    add [rng_notify], rax
+    mov byte ptr [rbx + 0x14], 0x0f     /* DRIVER_OK */
+    /* Two requests of 64 bytes each. */
+    call rng_request
+    call rng_request
+    lea rdi, [rip + s_rng_irqs]
+    call puts
+    mov rdi, [irq_count_rng]
+    call put_hex
+    call newline
+    call power_off
+
+/* Posts rng_buf as a 64-byte device-writable buffer, notifies, waits for the interrupt and
+ * prints "RNG <used len> <bytes 0-7> <bytes 8-15>". */
+rng_request:
+    push rbx
+    mov rdi, offset rng_buf
+    mov qword ptr [rdi], 0
+    mov qword ptr [rdi + 8], 0
+    mov rbx, offset vq_desc
+    mov qword ptr [rbx], rdi            /* addr */
+    mov dword ptr [rbx + 8], 64         /* len */
+    mov word ptr [rbx + 12], 2          /* VIRTQ_DESC_F_WRITE */
+    mov word ptr [rbx + 14], 0
+    mov rax, [rng_avail_idx]
+    mov rbx, offset vq_avail
+    mov ecx, eax
+    and ecx, 7
+    mov word ptr [rbx + 4 + rcx * 2], 0 /* ring[idx % 8] = descriptor 0 */
+    inc eax
+    mov [rng_avail_idx], rax
+    mov rsi, [irq_count_rng]
+    mov word ptr [rbx + 2], ax          /* publish avail->idx */
+    mov rdx, [rng_notify]
+    mov word ptr [rdx], 0               /* notify queue 0 */
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov r8, rax
+1:  cmp [irq_count_rng], rsi
+    jne 2f
+    pause
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, r8
+    mov rcx, 30000000000
+    cmp rax, rcx
+    jb 1b
+    jmp rng_fail
+2:  mov rbx, offset vq_used
+    movzx eax, word ptr [rbx + 2]       /* used->idx */
+    cmp rax, [rng_avail_idx]
+    jne rng_fail
+    dec eax
+    and eax, 7
+    lea rax, [rbx + 4 + rax * 8]
+    cmp dword ptr [rax], 0              /* id: descriptor 0 */
+    jne rng_fail
+    mov ebx, dword ptr [rax + 4]        /* len */
+    lea rdi, [rip + s_rng]
+    call puts
+    mov edi, ebx
+    call put_hex
+    call space
+    mov rdi, [rng_buf]
+    call put_hex
+    call space
+    mov rdi, [rng_buf + 8]
+    call put_hex
+    call newline
+    pop rbx
+    ret
+
+rng_fail:
+    lea rdi, [rip + s_rng_fail]
+    call puts
+    mov rdi, [rng_common]
+    call put_hex
+    call newline
+    call power_off
+
 /* --- power --- */
 
 /* Powers off through the FADT: the hardware-reduced sleep control register if there is
@@ -1193,6 +1484,11 @@ n_reboot_acpi:  .asciz "reboot-acpi"
 n_triple:       .asciz "triple"
 n_ticks:        .asciz "ticks"
 n_bench:        .asciz "bench"
+n_rng:          .asciz "virtio-rng"
+s_pci:          .asciz "PCI "
+s_rng:          .asciz "RNG "
+s_rng_fail:     .asciz "RNG FAIL "
+s_rng_irqs:     .asciz "RNG IRQS "
     .align 8
 tests:
     .quad n_boot, test_boot
@@ -1205,6 +1501,7 @@ tests:
     .quad n_triple, test_triple
     .quad n_ticks, test_ticks
     .quad n_bench, test_bench
+    .quad n_rng, test_rng
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */
@@ -1249,6 +1546,14 @@ ap_count:       .quad 0
 ap_stack_next:  .quad ap_stacks
 irq_count_serial: .quad 0
 irq_count_ged:  .quad 0
+irq_count_rng:  .quad 0
+rng_slot:       .quad 0
+rng_common:     .quad 0
+rng_notify:     .quad 0
+rng_notify_mul: .quad 0
+rng_msix_cap:   .quad 0
+rng_msix_table: .quad 0
+rng_avail_idx:  .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0
 sigbuf:         .quad 0, 0
@@ -1309,3 +1614,11 @@ kstack_top:
 ustack:         .skip 16384
 ustack_top:
 ap_stacks:      .skip 4096 * 64
+/* One virtqueue of 8 entries: descriptors, available ring, used ring (virtio 1.2 §2.7). */
+    .align 4096
+vq_desc:        .skip 16 * 8
+vq_avail:       .skip 4 + 2 * 8 + 2
+    .align 4
+vq_used:        .skip 4 + 8 * 8 + 2
+    .align 64
+rng_buf:        .skip 64

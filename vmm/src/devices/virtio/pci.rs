@@ -333,9 +333,10 @@ impl VirtioPciDevice {
             0x1c if v == 1 => {
                 let mem = self.mem.clone();
                 if let Some(q) = self.selected() {
-                    if q.queue.is_valid(&mem) {
-                        q.queue.set_ready(true);
-                    } else {
+                    // is_valid checks the rings of a ready queue: mark it, check, undo.
+                    q.queue.set_ready(true);
+                    if !q.queue.is_valid(&mem) {
+                        q.queue.set_ready(false);
                         log::warn!(
                             "virtio: the driver enabled a queue with invalid rings; ignored"
                         );
