@@ -494,3 +494,167 @@ impl PciDevice for VirtioPciDevice {
         self.notify_base = address;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::rng::Rng;
+    use crate::devices::virtio::rng::tests::{AVAIL, DESC, USED, publish, put_desc, used};
+    use crate::vstate::kvm::open_kvm;
+    use crate::vstate::memory::create_guest_memory;
+
+    fn device() -> (VirtioPciDevice, GuestMem, Arc<VmFd>) {
+        let vm = Arc::new(open_kvm().unwrap().create_vm().unwrap());
+        vm.create_irq_chip().unwrap();
+        let router = Arc::new(GsiRouter::new(vm.clone()).unwrap());
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let dev = VirtioPciDevice::new(Box::new(Rng), mem.clone(), router, None).unwrap();
+        (dev, mem, vm)
+    }
+
+    fn w(dev: &mut VirtioPciDevice, offset: u64, value: u64, size: usize) {
+        dev.bar_write(0, offset, &value.to_le_bytes()[..size]);
+    }
+
+    fn r(dev: &mut VirtioPciDevice, offset: u64, size: usize) -> u64 {
+        let mut b = [0u8; 8];
+        dev.bar_read(0, offset, &mut b[..size]);
+        u64::from_le_bytes(b)
+    }
+
+    fn negotiate(dev: &mut VirtioPciDevice, features_hi: u64) -> u8 {
+        w(dev, 0x14, 0, 1);
+        w(dev, 0x14, 3, 1);
+        w(dev, 0x08, 1, 4);
+        w(dev, 0x0c, features_hi, 4);
+        w(dev, 0x14, 0x0b, 1);
+        r(dev, 0x14, 1) as u8
+    }
+
+    #[test]
+    fn identity_and_capabilities() {
+        let (dev, _mem, _vm) = device();
+        assert_eq!(dev.config().read32(0), 0x1044_1af4);
+        let mut types = Vec::new();
+        let mut at = usize::from(dev.config().read16(0x34) as u8);
+        while at != 0 {
+            let header = dev.config().read32(at);
+            types.push(((header & 0xff) as u8, (header >> 24) as u8));
+            at = ((header >> 8) & 0xff) as usize;
+        }
+        // The virtio structures by cfg_type, then MSI-X.
+        assert_eq!(types, vec![(9, 1), (9, 3), (9, 4), (9, 2), (9, 5), (0x11, 0)]);
+        // One vector for the queue, one for configuration changes.
+        assert_eq!(dev.config().read16(dev.msix_cap + 2) & 0x7ff, 1);
+    }
+
+    #[test]
+    fn feature_negotiation() {
+        let (mut dev, _mem, _vm) = device();
+        w(&mut dev, 0x00, 1, 4);
+        assert_eq!(r(&mut dev, 0x04, 4) & 1, 1, "VERSION_1 offered");
+        assert_eq!(negotiate(&mut dev, 0) & STATUS_FEATURES_OK, 0, "VERSION_1 is required");
+        assert_eq!(
+            negotiate(&mut dev, 1 | 1 << 20) & STATUS_FEATURES_OK,
+            0,
+            "unknown bits refused"
+        );
+        assert_ne!(negotiate(&mut dev, 1) & STATUS_FEATURES_OK, 0);
+        // Features are frozen after FEATURES_OK.
+        w(&mut dev, 0x0c, 0, 4);
+        assert_eq!(dev.driver_features, VIRTIO_F_VERSION_1);
+        // DRIVER_OK without FEATURES_OK is a failure.
+        w(&mut dev, 0x14, 0, 1);
+        w(&mut dev, 0x14, u64::from(STATUS_DRIVER_OK), 1);
+        assert_ne!(r(&mut dev, 0x14, 1) as u8 & STATUS_FAILED, 0);
+    }
+
+    #[test]
+    fn queue_setup_is_validated() {
+        let (mut dev, _mem, _vm) = device();
+        negotiate(&mut dev, 1);
+        w(&mut dev, 0x16, 0, 2);
+        assert_eq!(r(&mut dev, 0x18, 2), 256);
+        w(&mut dev, 0x18, 7, 2);
+        assert_eq!(r(&mut dev, 0x18, 2), 256, "not a power of two");
+        w(&mut dev, 0x18, 512, 2);
+        assert_eq!(r(&mut dev, 0x18, 2), 256, "above the maximum");
+        w(&mut dev, 0x18, 16, 2);
+        assert_eq!(r(&mut dev, 0x18, 2), 16);
+        // Rings outside guest memory: the queue stays disabled.
+        w(&mut dev, 0x20, 0xffff_f000, 4);
+        w(&mut dev, 0x24, 0x7fff, 4);
+        w(&mut dev, 0x1c, 1, 2);
+        assert_eq!(r(&mut dev, 0x1c, 2), 0);
+        // A vector beyond the table is "no vector".
+        w(&mut dev, 0x1a, 99, 2);
+        assert_eq!(r(&mut dev, 0x1a, 2), u64::from(NO_VECTOR));
+        // Selecting a queue that does not exist reads zeros and ignores writes.
+        w(&mut dev, 0x16, 5, 2);
+        assert_eq!(r(&mut dev, 0x18, 2), 0);
+        w(&mut dev, 0x1c, 1, 2);
+        // Reset clears everything.
+        w(&mut dev, 0x14, 0, 1);
+        assert_eq!(r(&mut dev, 0x14, 1), 0);
+        assert_eq!(r(&mut dev, 0x16, 2), 0);
+    }
+
+    #[test]
+    fn requests_complete_and_msix_pends_while_masked() {
+        let (mut dev, mem, _vm) = device();
+        negotiate(&mut dev, 1);
+        w(&mut dev, 0x16, 0, 2);
+        w(&mut dev, 0x18, 16, 2);
+        w(&mut dev, 0x1a, 0, 2);
+        for (offset, value) in [(0x20, DESC), (0x28, AVAIL), (0x30, USED)] {
+            w(&mut dev, offset, value, 8);
+        }
+        w(&mut dev, 0x1c, 1, 2);
+        assert_eq!(r(&mut dev, 0x1c, 2), 1);
+        w(&mut dev, 0x14, 0x0f, 1);
+        // MSI-X on, vector 0 pointed at the local APIC but masked (its reset state).
+        dev.msix.set_control(0x8000);
+        w(&mut dev, MSIX_TABLE_OFFSET, 0xfee0_0000, 4);
+        w(&mut dev, MSIX_TABLE_OFFSET + 8, 0x40, 4);
+        put_desc(&mem, 0, 0x10000, 16, 2, 0);
+        publish(&mem, &[0]);
+        dev.process_queue(0);
+        assert_eq!(used(&mem, 0), (0, 16));
+        assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 1, "pending while masked");
+        w(&mut dev, MSIX_TABLE_OFFSET + 12, 0, 4);
+        assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "delivered on unmask");
+        // The ISR says a queue interrupt happened; reading clears it.
+        assert_eq!(r(&mut dev, ISR_OFFSET, 1), 1);
+        assert_eq!(r(&mut dev, ISR_OFFSET, 1), 0);
+    }
+
+    #[test]
+    fn pci_cfg_window_reaches_the_bar() {
+        let (mut dev, _mem, _vm) = device();
+        negotiate(&mut dev, 1);
+        let cap = dev.pci_cfg_cap;
+        dev.config_write(cap + 4, &[0]);
+        dev.config_write(cap + 8, &0x14u32.to_le_bytes());
+        dev.config_write(cap + 12, &1u32.to_le_bytes());
+        let mut b = [0u8; 1];
+        dev.config_read(cap + 16, &mut b);
+        assert_eq!(b[0] & STATUS_FEATURES_OK, STATUS_FEATURES_OK);
+        // A window past the BAR or of a bad length reads the raw bytes, touching nothing.
+        dev.config_write(cap + 8, &0xffff_fff0u32.to_le_bytes());
+        dev.config_read(cap + 16, &mut b);
+        dev.config_write(cap + 12, &3u32.to_le_bytes());
+        dev.config_write(cap + 16, &[0xff]);
+    }
+
+    #[test]
+    fn hostile_bar_accesses() {
+        let (mut dev, _mem, _vm) = device();
+        for offset in [0x3b, 0x3f, 0x1001, 0x2fff, 0x3ffe, 0x5fff, 0xffff, 0x1_0000, u64::MAX] {
+            let mut b = [0u8; 8];
+            dev.bar_read(0, offset, &mut b);
+            dev.bar_write(0, offset, &b);
+            dev.bar_read(3, offset, &mut b[..4]);
+        }
+        dev.bar_write(0, 0x14, &[0]);
+    }
+}

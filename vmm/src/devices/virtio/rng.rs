@@ -68,3 +68,88 @@ impl VirtioDevice for Rng {
         used_any
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::vstate::memory::create_guest_memory;
+    use vm_memory::GuestAddress;
+
+    pub const DESC: u64 = 0x1000;
+    pub const AVAIL: u64 = 0x2000;
+    pub const USED: u64 = 0x3000;
+
+    /// A ready 16-entry queue at DESC/AVAIL/USED.
+    pub fn queue(mem: &GuestMem) -> Queue {
+        let mut q = Queue::new(16).unwrap();
+        q.set_size(16);
+        q.set_desc_table_address(Some(DESC as u32), Some(0));
+        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+        q.set_used_ring_address(Some(USED as u32), Some(0));
+        q.set_ready(true);
+        assert!(q.is_valid(mem));
+        q
+    }
+
+    pub fn put_desc(mem: &GuestMem, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let at = DESC + 16 * u64::from(i);
+        mem.write_obj(addr, GuestAddress(at)).unwrap();
+        mem.write_obj(len, GuestAddress(at + 8)).unwrap();
+        mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+        mem.write_obj(next, GuestAddress(at + 14)).unwrap();
+    }
+
+    /// Makes `heads` available.
+    pub fn publish(mem: &GuestMem, heads: &[u16]) {
+        for (i, h) in heads.iter().enumerate() {
+            mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * i as u64)).unwrap();
+        }
+        mem.write_obj(heads.len() as u16, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    /// (id, len) of used entry `i`.
+    pub fn used(mem: &GuestMem, i: u64) -> (u32, u32) {
+        let at = USED + 4 + 8 * i;
+        (mem.read_obj(GuestAddress(at)).unwrap(), mem.read_obj(GuestAddress(at + 4)).unwrap())
+    }
+
+    const WRITE: u16 = 2;
+    const NEXT: u16 = 1;
+
+    #[test]
+    fn fills_writable_buffers() {
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        put_desc(&mem, 0, 0x10000, 32, WRITE | NEXT, 1);
+        put_desc(&mem, 1, 0x20000, 32, WRITE, 0);
+        publish(&mem, &[0]);
+        assert!(Rng.process_queue(0, &mut q, &mem));
+        assert_eq!(used(&mem, 0), (0, 64));
+        let mut a = [0u8; 32];
+        mem.read_slice(&mut a, GuestAddress(0x20000)).unwrap();
+        assert_ne!(a, [0; 32]);
+    }
+
+    #[test]
+    fn hostile_chains_are_answered_without_harm() {
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        // Outside guest memory.
+        put_desc(&mem, 0, 0x7fff_0000_0000, 64, WRITE, 0);
+        // A loop: descriptor 1 chains to itself.
+        put_desc(&mem, 1, 0x10000, 16, WRITE | NEXT, 1);
+        // Huge length: capped.
+        put_desc(&mem, 2, 0x100000, u32::MAX, WRITE, 0);
+        // Read-only buffer: nothing to fill.
+        put_desc(&mem, 3, 0x10000, 16, 0, 0);
+        publish(&mem, &[0, 1, 2, 3]);
+        assert!(Rng.process_queue(0, &mut q, &mem));
+        assert_eq!(used(&mem, 0), (0, 0));
+        assert!(used(&mem, 1).1 <= 16 * 16, "the loop ends at the queue size");
+        assert_eq!(used(&mem, 2), (2, MAX_PER_REQUEST));
+        assert_eq!(used(&mem, 3), (3, 0));
+        // An avail index far beyond the ring: refused, nothing processed.
+        mem.write_obj(1000u16, GuestAddress(AVAIL + 2)).unwrap();
+        Rng.process_queue(0, &mut q, &mem);
+    }
+}
