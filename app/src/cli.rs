@@ -45,6 +45,12 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub cpus: u8,
+    /// A raw disk image for a virtio-blk disk (repeat for more disks).
+    #[arg(long, value_name = "FILE")]
+    pub disk: Vec<PathBuf>,
+    /// A raw disk image attached read-only (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub disk_ro: Vec<PathBuf>,
     /// Stop (exit status 4) when the guest reboots instead of restarting it.
     #[arg(long)]
     pub no_reboot: bool,

@@ -48,7 +48,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         memory_bytes: args.memory,
         boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
         on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
-        devices: vec![DeviceConfig::Rng],
+        devices: std::iter::once(DeviceConfig::Rng)
+            .chain(args.disk.into_iter().map(|path| DeviceConfig::Block { path, read_only: false }))
+            .chain(
+                args.disk_ro.into_iter().map(|path| DeviceConfig::Block { path, read_only: true }),
+            )
+            .collect(),
     };
     let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);

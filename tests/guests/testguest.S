@@ -32,7 +32,7 @@
     .set USER_CS, 0x33
     .set VEC_SERIAL, 0x30
     .set VEC_GED, 0x31
-    .set VEC_RNG, 0x32
+    .set VEC_VIRTIO, 0x32
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
 
@@ -152,8 +152,8 @@ build_idt:
     mov edi, VEC_GED
     mov esi, offset irq_ged
     call set_gate
-    mov edi, VEC_RNG
-    mov esi, offset irq_rng
+    mov edi, VEC_VIRTIO
+    mov esi, offset irq_virtio
     call set_gate
     mov edi, VEC_SPURIOUS
     mov esi, offset irq_spurious
@@ -207,9 +207,9 @@ irq_ged:
     push rax
     lock inc qword ptr [irq_count_ged]
     jmp eoi
-irq_rng:
+irq_virtio:
     push rax
-    lock inc qword ptr [irq_count_rng]
+    lock inc qword ptr [irq_count_vio]
 eoi:
     mov eax, LAPIC + 0xb0
     mov dword ptr [rax], 0
@@ -791,12 +791,21 @@ bar_address:
     pop rbx
     ret
 
-/* --- virtio-rng through the modern PCI transport, with MSI-X (virtio 1.2 §4.1) --- */
+/* --- virtio over the modern PCI transport, with MSI-X (virtio 1.2 §4.1) --- */
 
-test_rng:
-    call lapic_enable
-    /* Scan bus 0, list what is there, find 1af4:1044. */
-    mov qword ptr [rng_slot], -1
+/* virtio_find(edi = PCI device id): scans bus 0 (printing "PCI <slot> <ids>" lines), finds
+ * vendor 1af4 with that device id, turns on memory decode and bus mastering and reads
+ * where its structures are. Fails the test if there is none. */
+virtio_find:
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov ebx, edi
+    shl ebx, 16
+    or ebx, 0x1af4
+    mov qword ptr [vio_slot], -1
     xor r12d, r12d
 1:  mov edi, r12d
     xor esi, esi
@@ -812,25 +821,23 @@ test_rng:
     mov edi, r13d
     call put_hex
     call newline
-    cmp r13d, 0x10441af4
+    cmp r13d, ebx
     jne 2f
-    mov [rng_slot], r12
+    mov [vio_slot], r12
 2:  inc r12d
     cmp r12d, 32
     jb 1b
-    mov r12, [rng_slot]
+    mov r12, [vio_slot]
     cmp r12, -1
-    je rng_fail
-    /* Memory decode and bus mastering on. */
+    je virtio_fail
     mov edi, r12d
     mov esi, 0x04
     call pci_read32
-    or eax, 0x6
+    or eax, 0x6                         /* memory decode, bus master */
     mov r8d, eax
     mov edi, r12d
     mov esi, 0x04
     call pci_write32
-    /* Walk the capabilities: virtio structures (id 9) and MSI-X (id 0x11). */
     mov edi, r12d
     mov esi, 0x34
     call pci_read32
@@ -843,7 +850,7 @@ test_rng:
     mov r14d, eax                       /* id, next, cap_len, cfg_type */
     cmp r14b, 0x11
     jne 4f
-    mov [rng_msix_cap], r13
+    mov [vio_msix_cap], r13
     mov edi, r12d
     lea esi, [r13 + 4]
     call pci_read32                     /* table offset | BIR */
@@ -854,7 +861,7 @@ test_rng:
     call bar_address
     and r15d, 0xfffffff8
     add rax, r15
-    mov [rng_msix_table], rax
+    mov [vio_msix_table], rax
     jmp 5f
 4:  cmp r14b, 0x09
     jne 5f
@@ -873,61 +880,76 @@ test_rng:
     shr eax, 24                         /* cfg_type */
     cmp eax, 1
     jne 41f
-    mov [rng_common], r15
+    mov [vio_common], r15
     jmp 5f
-41: cmp eax, 2
+41: cmp eax, 4
+    jne 42f
+    mov [vio_device], r15
+    jmp 5f
+42: cmp eax, 2
     jne 5f
-    mov [rng_notify], r15
+    mov [vio_notify], r15
     mov edi, r12d
     lea esi, [r13 + 16]
     call pci_read32
-    mov [rng_notify_mul], rax
+    mov [vio_notify_mul], rax
 5:  mov eax, r14d
     shr eax, 8
     movzx r13d, al                      /* next */
     jmp 3b
-6:  cmp qword ptr [rng_common], 0
-    je rng_fail
-    cmp qword ptr [rng_msix_table], 0
-    je rng_fail
-    /* MSI-X entry 0 -> the local APIC, vector VEC_RNG; then enable MSI-X. */
-    mov rbx, [rng_msix_table]
+6:  cmp qword ptr [vio_common], 0
+    je virtio_fail
+    cmp qword ptr [vio_msix_table], 0
+    je virtio_fail
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+/* virtio_start: MSI-X vector 0 -> VEC_VIRTIO, then the initialisation of §3.1.1 with only
+ * VERSION_1, and queue 0 (8 entries) on MSI-X vector 0. */
+virtio_start:
+    push rbx
+    mov rbx, [vio_msix_table]
     mov dword ptr [rbx], 0xfee00000
     mov dword ptr [rbx + 4], 0
-    mov dword ptr [rbx + 8], VEC_RNG
+    mov dword ptr [rbx + 8], VEC_VIRTIO
     mov dword ptr [rbx + 12], 0
-    mov edi, r12d
-    mov esi, [rng_msix_cap]
+    mov edi, [vio_slot]
+    mov esi, [vio_msix_cap]
     call pci_read32
     or eax, 0x80000000                  /* Message Control bit 15: enable */
     and eax, 0xbfffffff                 /* function mask off */
     mov r8d, eax
-    mov edi, r12d
-    mov esi, [rng_msix_cap]
+    mov edi, [vio_slot]
+    mov esi, [vio_msix_cap]
     call pci_write32
-    /* Device initialisation (§3.1.1). */
-    mov rbx, [rng_common]
+    mov rbx, [vio_common]
     mov byte ptr [rbx + 0x14], 0        /* reset */
     mov byte ptr [rbx + 0x14], 1        /* ACKNOWLEDGE */
     mov byte ptr [rbx + 0x14], 3        /* DRIVER */
-    mov dword ptr [rbx + 0x00], 1       /* device features 32-63 */
+    mov dword ptr [rbx + 0x00], 0
     mov eax, dword ptr [rbx + 0x04]
-    test eax, 1                         /* VIRTIO_F_VERSION_1 */
-    jz rng_fail
+    mov [vio_features], rax             /* device features 0-31 */
+    mov dword ptr [rbx + 0x00], 1
+    test dword ptr [rbx + 0x04], 1      /* VIRTIO_F_VERSION_1 */
+    jz virtio_fail
     mov dword ptr [rbx + 0x08], 0
     mov dword ptr [rbx + 0x0c], 0
     mov dword ptr [rbx + 0x08], 1
-    mov dword ptr [rbx + 0x0c], 1       /* accept VERSION_1 only */
+    mov dword ptr [rbx + 0x0c], 1
     mov byte ptr [rbx + 0x14], 0x0b     /* FEATURES_OK */
     test byte ptr [rbx + 0x14], 0x08
-    jz rng_fail
+    jz virtio_fail
     mov word ptr [rbx + 0x16], 0        /* queue 0 */
     cmp word ptr [rbx + 0x18], 8
-    jb rng_fail
+    jb virtio_fail
     mov word ptr [rbx + 0x18], 8
     mov word ptr [rbx + 0x1a], 0        /* MSI-X vector 0 */
     cmp word ptr [rbx + 0x1a], 0
-    jne rng_fail
+    jne virtio_fail
     mov eax, offset vq_desc
     mov dword ptr [rbx + 0x20], eax
     mov dword ptr [rbx + 0x24], 0
@@ -938,48 +960,50 @@ test_rng:
     mov dword ptr [rbx + 0x30], eax
     mov dword ptr [rbx + 0x34], 0
     mov word ptr [rbx + 0x1c], 1        /* queue_enable */
+    cmp word ptr [rbx + 0x1c], 1
+    jne virtio_fail
     movzx eax, word ptr [rbx + 0x1e]    /* queue_notify_off */
-    imul eax, dword ptr [rng_notify_mul]
-    add [rng_notify], rax
+    imul eax, dword ptr [vio_notify_mul]
+    add [vio_notify], rax
     mov byte ptr [rbx + 0x14], 0x0f     /* DRIVER_OK */
-    /* Two requests of 64 bytes each. */
-    call rng_request
-    call rng_request
-    lea rdi, [rip + s_rng_irqs]
-    call puts
-    mov rdi, [irq_count_rng]
-    call put_hex
-    call newline
-    call power_off
+    pop rbx
+    ret
 
-/* Posts rng_buf as a 64-byte device-writable buffer, notifies, waits for the interrupt and
- * prints "RNG <used len> <bytes 0-7> <bytes 8-15>". */
-rng_request:
+/* set_desc(edi = index, rsi = address, edx = length, ecx = flags): descriptor `index`
+ * chains to `index + 1` when flags has NEXT (1). */
+set_desc:
+    shl edi, 4
+    add rdi, offset vq_desc
+    mov qword ptr [rdi], rsi
+    mov dword ptr [rdi + 8], edx
+    mov word ptr [rdi + 12], cx
+    mov eax, edi
+    sub eax, offset vq_desc
+    shr eax, 4
+    inc eax
+    mov word ptr [rdi + 14], ax
+    ret
+
+/* virtio_submit: makes descriptor 0 available, notifies queue 0, waits for the interrupt
+ * and returns the used length in eax. */
+virtio_submit:
     push rbx
-    mov rdi, offset rng_buf
-    mov qword ptr [rdi], 0
-    mov qword ptr [rdi + 8], 0
-    mov rbx, offset vq_desc
-    mov qword ptr [rbx], rdi            /* addr */
-    mov dword ptr [rbx + 8], 64         /* len */
-    mov word ptr [rbx + 12], 2          /* VIRTQ_DESC_F_WRITE */
-    mov word ptr [rbx + 14], 0
-    mov rax, [rng_avail_idx]
+    mov rax, [vio_avail_idx]
     mov rbx, offset vq_avail
     mov ecx, eax
     and ecx, 7
     mov word ptr [rbx + 4 + rcx * 2], 0 /* ring[idx % 8] = descriptor 0 */
     inc eax
-    mov [rng_avail_idx], rax
-    mov rsi, [irq_count_rng]
+    mov [vio_avail_idx], rax
+    mov rsi, [irq_count_vio]
     mov word ptr [rbx + 2], ax          /* publish avail->idx */
-    mov rdx, [rng_notify]
+    mov rdx, [vio_notify]
     mov word ptr [rdx], 0               /* notify queue 0 */
     rdtsc
     shl rdx, 32
     or rax, rdx
     mov r8, rax
-1:  cmp [irq_count_rng], rsi
+1:  cmp [irq_count_vio], rsi
     jne 2f
     pause
     rdtsc
@@ -989,37 +1013,223 @@ rng_request:
     mov rcx, 30000000000
     cmp rax, rcx
     jb 1b
-    jmp rng_fail
+    jmp virtio_fail
 2:  mov rbx, offset vq_used
     movzx eax, word ptr [rbx + 2]       /* used->idx */
-    cmp rax, [rng_avail_idx]
-    jne rng_fail
+    cmp rax, [vio_avail_idx]
+    jne virtio_fail
     dec eax
     and eax, 7
     lea rax, [rbx + 4 + rax * 8]
     cmp dword ptr [rax], 0              /* id: descriptor 0 */
-    jne rng_fail
-    mov ebx, dword ptr [rax + 4]        /* len */
+    jne virtio_fail
+    mov eax, dword ptr [rax + 4]        /* len */
+    pop rbx
+    ret
+
+virtio_fail:
+    lea rdi, [rip + s_virtio_fail]
+    call puts
+    mov rdi, [vio_common]
+    call put_hex
+    call newline
+    call power_off
+
+/* test=virtio-rng: two 64-byte requests; "RNG <len> <bytes 0-7> <bytes 8-15>" each. */
+test_rng:
+    call lapic_enable
+    mov edi, 0x1044
+    call virtio_find
+    call virtio_start
+    call rng_request
+    call rng_request
+    lea rdi, [rip + s_rng_irqs]
+    call puts
+    mov rdi, [irq_count_vio]
+    call put_hex
+    call newline
+    call power_off
+
+rng_request:
+    push rbx
+    mov qword ptr [vio_buf], 0
+    mov qword ptr [vio_buf + 8], 0
+    xor edi, edi
+    mov rsi, offset vio_buf
+    mov edx, 64
+    mov ecx, 2                          /* VIRTQ_DESC_F_WRITE */
+    call set_desc
+    call virtio_submit
+    mov ebx, eax
     lea rdi, [rip + s_rng]
     call puts
     mov edi, ebx
     call put_hex
     call space
-    mov rdi, [rng_buf]
+    mov rdi, [vio_buf]
     call put_hex
     call space
-    mov rdi, [rng_buf + 8]
+    mov rdi, [vio_buf + 8]
     call put_hex
     call newline
     pop rbx
     ret
 
-rng_fail:
-    lea rdi, [rip + s_rng_fail]
+/* blk_request(edi = type, rsi = sector, rdx = data buffer or 0, ecx = data length,
+ * r8d = 1 if the device writes the data): header, data, status; returns the status. */
+blk_request:
+    push rbx
+    push r12
+    push r13
+    mov dword ptr [blk_hdr], edi
+    mov dword ptr [blk_hdr + 4], 0
+    mov qword ptr [blk_hdr + 8], rsi
+    mov byte ptr [blk_status], 0xff
+    mov r12, rdx
+    mov r13d, ecx
+    mov ebx, r8d
+    xor edi, edi
+    mov rsi, offset blk_hdr
+    mov edx, 16
+    mov ecx, 1                          /* NEXT */
+    call set_desc
+    mov edi, 1
+    test r12, r12
+    jz 1f
+    mov rsi, r12
+    mov edx, r13d
+    lea ecx, [rbx * 2 + 1]              /* NEXT | WRITE if the device writes */
+    call set_desc
+    mov edi, 2
+1:  mov rsi, offset blk_status
+    mov edx, 1
+    mov ecx, 2                          /* WRITE */
+    call set_desc
+    call virtio_submit
+    movzx eax, byte ptr [blk_status]
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+/* print_status(rdi = label, eax = status) */
+print_status:
+    push rax
     call puts
-    mov rdi, [rng_common]
+    pop rdi
+    call put_hex
+    jmp newline
+
+/* test=virtio-blk: capacity, read-only bit, sector 0 as the host wrote it, write sector 1
+ * and read it back, flush, the serial, and a read past the end. */
+test_blk:
+    push rbx
+    call lapic_enable
+    mov edi, 0x1042
+    call virtio_find
+    call virtio_start
+    lea rdi, [rip + s_blk_capacity]
+    call puts
+    mov rbx, [vio_device]
+    mov rdi, [rbx]                      /* capacity, in 512-byte sectors */
+    mov [blk_capacity], rdi
     call put_hex
     call newline
+    lea rdi, [rip + s_blk_ro]
+    call puts
+    mov rdi, [vio_features]
+    shr edi, 5                          /* VIRTIO_BLK_F_RO */
+    and edi, 1
+    call put_hex
+    call newline
+    /* sector 0 */
+    mov edi, 0                          /* IN */
+    xor esi, esi
+    mov rdx, offset blk_data2
+    mov ecx, 512
+    mov r8d, 1
+    call blk_request
+    lea rdi, [rip + s_blk_sector0]
+    call print_status
+    lea rdi, [rip + s_blk_first]
+    call puts
+    mov rdi, [blk_data2]
+    bswap rdi                           /* print the bytes in disk order */
+    call put_hex
+    call newline
+    /* write sector 1 with a pattern: byte i = 3i + 7 */
+    mov rdi, offset blk_data
+    xor ecx, ecx
+1:  lea eax, [rcx * 2 + rcx + 7]
+    mov byte ptr [rdi + rcx], al
+    inc ecx
+    cmp ecx, 512
+    jb 1b
+    mov edi, 1                          /* OUT */
+    mov esi, 1
+    mov rdx, offset blk_data
+    mov ecx, 512
+    xor r8d, r8d
+    call blk_request
+    lea rdi, [rip + s_blk_write]
+    call print_status
+    /* read it back */
+    mov rdi, offset blk_data2
+    mov ecx, 512
+    xor eax, eax
+    rep stosb
+    mov edi, 0
+    mov esi, 1
+    mov rdx, offset blk_data2
+    mov ecx, 512
+    mov r8d, 1
+    call blk_request
+    lea rdi, [rip + s_blk_read]
+    call print_status
+    mov rsi, offset blk_data
+    mov rdi, offset blk_data2
+    mov ecx, 512
+    repe cmpsb
+    sete al
+    movzx eax, al
+    lea rdi, [rip + s_blk_same]
+    call print_status
+    /* flush */
+    mov edi, 4
+    xor esi, esi
+    xor edx, edx
+    xor ecx, ecx
+    xor r8d, r8d
+    call blk_request
+    lea rdi, [rip + s_blk_flush]
+    call print_status
+    /* serial */
+    mov qword ptr [blk_data2], 0
+    mov qword ptr [blk_data2 + 8], 0
+    mov qword ptr [blk_data2 + 16], 0
+    mov edi, 8
+    xor esi, esi
+    mov rdx, offset blk_data2
+    mov ecx, 20
+    mov r8d, 1
+    call blk_request
+    lea rdi, [rip + s_blk_id]
+    call print_status
+    lea rdi, [rip + s_blk_serial]
+    call puts
+    mov rdi, offset blk_data2
+    call puts
+    call newline
+    /* one sector past the end */
+    mov edi, 0
+    mov rsi, [blk_capacity]
+    mov rdx, offset blk_data2
+    mov ecx, 512
+    mov r8d, 1
+    call blk_request
+    lea rdi, [rip + s_blk_pastend]
+    call print_status
+    pop rbx
     call power_off
 
 /* --- power --- */
@@ -1487,7 +1697,19 @@ n_bench:        .asciz "bench"
 n_rng:          .asciz "virtio-rng"
 s_pci:          .asciz "PCI "
 s_rng:          .asciz "RNG "
-s_rng_fail:     .asciz "RNG FAIL "
+s_virtio_fail:  .asciz "VIRTIO FAIL "
+n_blk:          .asciz "virtio-blk"
+s_blk_capacity: .asciz "BLK CAPACITY "
+s_blk_ro:       .asciz "BLK RO "
+s_blk_sector0:  .asciz "BLK SECTOR0 "
+s_blk_first:    .asciz "BLK FIRST "
+s_blk_write:    .asciz "BLK WRITE "
+s_blk_read:     .asciz "BLK READ "
+s_blk_same:     .asciz "BLK SAME "
+s_blk_flush:    .asciz "BLK FLUSH "
+s_blk_id:       .asciz "BLK ID "
+s_blk_serial:   .asciz "BLK SERIAL "
+s_blk_pastend:  .asciz "BLK PASTEND "
 s_rng_irqs:     .asciz "RNG IRQS "
     .align 8
 tests:
@@ -1502,6 +1724,7 @@ tests:
     .quad n_ticks, test_ticks
     .quad n_bench, test_bench
     .quad n_rng, test_rng
+    .quad n_blk, test_blk
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */
@@ -1546,14 +1769,17 @@ ap_count:       .quad 0
 ap_stack_next:  .quad ap_stacks
 irq_count_serial: .quad 0
 irq_count_ged:  .quad 0
-irq_count_rng:  .quad 0
-rng_slot:       .quad 0
-rng_common:     .quad 0
-rng_notify:     .quad 0
-rng_notify_mul: .quad 0
-rng_msix_cap:   .quad 0
-rng_msix_table: .quad 0
-rng_avail_idx:  .quad 0
+irq_count_vio:  .quad 0
+vio_slot:       .quad 0
+vio_common:     .quad 0
+vio_device:     .quad 0
+vio_notify:     .quad 0
+vio_notify_mul: .quad 0
+vio_msix_cap:   .quad 0
+vio_msix_table: .quad 0
+vio_avail_idx:  .quad 0
+vio_features:   .quad 0
+blk_capacity:   .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0
 sigbuf:         .quad 0, 0
@@ -1621,4 +1847,9 @@ vq_avail:       .skip 4 + 2 * 8 + 2
     .align 4
 vq_used:        .skip 4 + 8 * 8 + 2
     .align 64
-rng_buf:        .skip 64
+vio_buf:        .skip 64
+blk_hdr:        .skip 16
+blk_status:     .skip 16
+    .align 512
+blk_data:       .skip 512
+blk_data2:      .skip 512

@@ -31,6 +31,8 @@ pub struct MachineConfig {
 pub enum DeviceConfig {
     /// virtio-rng fed from the host's getrandom.
     Rng,
+    /// A virtio-blk disk backed by a raw image.
+    Block { path: std::path::PathBuf, read_only: bool },
 }
 
 /// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC

@@ -26,6 +26,7 @@ use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
 use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
@@ -242,9 +243,14 @@ fn build_devices(
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(Ecam::new(root.clone()))))?;
     let router = Arc::new(GsiRouter::new(vm.clone())?);
     let mut virtio = Vec::new();
+    let mut disks = 0;
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::Rng => Box::new(Rng),
+            DeviceConfig::Block { path, read_only } => {
+                disks += 1;
+                Box::new(Block::open(path, *read_only, &format!("vessel-disk{}", disks - 1))?)
+            }
         };
         let transport = VirtioPciDevice::new(model, mem.clone(), router.clone(), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));

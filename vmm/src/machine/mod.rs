@@ -43,6 +43,8 @@ pub enum MachineError {
     Bus(#[from] crate::devices::bus::BusError),
     #[error("PCI")]
     Pci(#[from] crate::devices::pci::root::PciError),
+    #[error(transparent)]
+    Block(#[from] crate::devices::virtio::block::BlockError),
     #[error("interrupt routing")]
     Irq(#[from] crate::vstate::irq::IrqError),
     #[error("invalid machine configuration: {0}")]

@@ -1,5 +1,6 @@
 //! virtio 1.2 devices and their PCI transport (modern only).
 
+pub mod block;
 pub mod pci;
 pub mod rng;
 

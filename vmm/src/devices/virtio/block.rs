@@ -1,0 +1,464 @@
+//! virtio-blk (virtio 1.2 §5.2) over a raw image file: reads, writes, FLUSH (fdatasync),
+//! DISCARD and WRITE_ZEROES (hole punching), GET_ID, read-only media. The image is locked
+//! with an OFD lock — exclusive when writable, shared when read-only — so two machines can
+//! never write one disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
+
+use super::{TYPE_BLOCK, VirtioDevice};
+use crate::vstate::memory::GuestMem;
+
+pub const SECTOR_SIZE: u64 = 512;
+
+// Feature bits (§5.2.3).
+const F_SIZE_MAX: u64 = 1 << 1;
+const F_SEG_MAX: u64 = 1 << 2;
+const F_RO: u64 = 1 << 5;
+const F_BLK_SIZE: u64 = 1 << 6;
+const F_FLUSH: u64 = 1 << 9;
+const F_DISCARD: u64 = 1 << 13;
+const F_WRITE_ZEROES: u64 = 1 << 14;
+
+// Request types and status values (§5.2.6).
+const T_IN: u32 = 0;
+const T_OUT: u32 = 1;
+const T_FLUSH: u32 = 4;
+const T_GET_ID: u32 = 8;
+const T_DISCARD: u32 = 11;
+const T_WRITE_ZEROES: u32 = 13;
+const S_OK: u8 = 0;
+const S_IOERR: u8 = 1;
+const S_UNSUPP: u8 = 2;
+
+/// Largest data transfer of one request; larger ones fail with IOERR rather than making
+/// the VMM allocate whatever the guest asks for.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+const SIZE_MAX: u32 = 1 << 20;
+const SEG_MAX: u32 = 126;
+const MAX_DISCARD_SECTORS: u32 = (1 << 30) / 512;
+const ID_BYTES: usize = 20;
+const QUEUE_SIZE: u16 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("cannot open disk image {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "disk image {path} is in use by another virtual machine (it is locked); shut that \
+         machine down first, or attach the disk read-only"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot lock disk image {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a qcow2 image; Vessel reads raw images only for now — convert it with: qemu-img convert -O raw {path} disk.raw"
+    )]
+    Qcow2 { path: PathBuf },
+}
+
+pub struct Block {
+    file: File,
+    read_only: bool,
+    capacity_sectors: u64,
+    id: [u8; ID_BYTES],
+    features: u64,
+}
+
+/// Takes an OFD lock on the whole file (fcntl(2), "Open file description locks").
+fn lock_file(file: &File, path: &Path, exclusive: bool) -> Result<(), BlockError> {
+    let lock = libc::flock {
+        l_type: if exclusive { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => {
+            Err(BlockError::Locked { path: path.to_path_buf() })
+        }
+        _ => Err(BlockError::Lock { path: path.to_path_buf(), source: e }),
+    }
+}
+
+impl Block {
+    pub fn open(path: &Path, read_only: bool, serial: &str) -> Result<Self, BlockError> {
+        let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
+        let mut file =
+            OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
+        lock_file(&file, path, !read_only)?;
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_ok() && magic == *b"QFI\xfb" {
+            return Err(BlockError::Qcow2 { path: path.to_path_buf() });
+        }
+        let size = file.metadata().map_err(open_err)?.len();
+        let mut id = [0u8; ID_BYTES];
+        let n = serial.len().min(ID_BYTES);
+        id[..n].copy_from_slice(&serial.as_bytes()[..n]);
+        let mut features = F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        features |= if read_only { F_RO } else { F_DISCARD | F_WRITE_ZEROES };
+        Ok(Block { file, read_only, capacity_sectors: size / SECTOR_SIZE, id, features })
+    }
+
+    /// Handles one request; returns (status, bytes written into the guest's buffers).
+    fn request(&mut self, chain: DescriptorChain<&GuestMem>, mem: &GuestMem) -> (u8, u32) {
+        let (Ok(mut reader), Ok(mut writer)) =
+            (Reader::new(mem, chain.clone()), Writer::new(mem, chain))
+        else {
+            return (S_IOERR, 0);
+        };
+        // The status byte is the last writable byte of the chain.
+        let Some(status_at) = writer.available_bytes().checked_sub(1) else { return (S_IOERR, 0) };
+        let Ok(mut status_writer) = writer.split_at(status_at) else { return (S_IOERR, 0) };
+        let (Ok(kind), Ok(_reserved), Ok(sector)) =
+            (reader.read_obj::<u32>(), reader.read_obj::<u32>(), reader.read_obj::<u64>())
+        else {
+            let _ = status_writer.write_obj(S_IOERR);
+            return (S_IOERR, 1);
+        };
+        let status = match kind {
+            T_IN => self.read(sector, &mut writer),
+            T_OUT => self.write(sector, &mut reader),
+            T_FLUSH if self.read_only => S_OK,
+            T_FLUSH => {
+                if self.file.sync_data().is_ok() {
+                    S_OK
+                } else {
+                    S_IOERR
+                }
+            }
+            T_GET_ID => {
+                let n = writer.available_bytes().min(ID_BYTES);
+                if writer.write_all(&self.id[..n]).is_ok() { S_OK } else { S_IOERR }
+            }
+            T_DISCARD | T_WRITE_ZEROES => self.discard(kind, &mut reader),
+            _ => S_UNSUPP,
+        };
+        let _ = status_writer.write_obj(status);
+        (status, writer.bytes_written() as u32 + 1)
+    }
+
+    /// Byte offset of `sector`, if `len` bytes from there lie inside the disk.
+    fn range(&self, sector: u64, len: usize) -> Option<u64> {
+        if !(len as u64).is_multiple_of(SECTOR_SIZE) || len > MAX_REQUEST_BYTES {
+            return None;
+        }
+        let end = sector.checked_add(len as u64 / SECTOR_SIZE)?;
+        (end <= self.capacity_sectors).then(|| sector * SECTOR_SIZE)
+    }
+
+    fn read(&mut self, sector: u64, writer: &mut Writer<'_, ()>) -> u8 {
+        let len = writer.available_bytes();
+        let Some(offset) = self.range(sector, len) else { return S_IOERR };
+        let mut buf = vec![0u8; len];
+        if self.file.read_exact_at(&mut buf, offset).is_err() || writer.write_all(&buf).is_err() {
+            return S_IOERR;
+        }
+        S_OK
+    }
+
+    fn write(&mut self, sector: u64, reader: &mut Reader<'_, ()>) -> u8 {
+        if self.read_only {
+            return S_IOERR;
+        }
+        let len = reader.available_bytes();
+        let Some(offset) = self.range(sector, len) else { return S_IOERR };
+        let mut buf = vec![0u8; len];
+        if reader.read_exact(&mut buf).is_err() || self.file.write_all_at(&buf, offset).is_err() {
+            return S_IOERR;
+        }
+        S_OK
+    }
+
+    /// DISCARD and WRITE_ZEROES: a list of (sector, num_sectors, flags) segments (§5.2.6.2).
+    fn discard(&mut self, kind: u32, reader: &mut Reader<'_, ()>) -> u8 {
+        if self.read_only {
+            return S_IOERR;
+        }
+        let segments = reader.available_bytes() / 16;
+        if segments != 1 || !reader.available_bytes().is_multiple_of(16) {
+            return S_UNSUPP; // max_discard_seg / max_write_zeroes_seg are 1
+        }
+        let (Ok(sector), Ok(count), Ok(flags)) =
+            (reader.read_obj::<u64>(), reader.read_obj::<u32>(), reader.read_obj::<u32>())
+        else {
+            return S_IOERR;
+        };
+        if flags & !1 != 0 || (kind == T_DISCARD && flags != 0) || count > MAX_DISCARD_SECTORS {
+            return S_UNSUPP;
+        }
+        let Some(end) =
+            sector.checked_add(u64::from(count)).filter(|e| *e <= self.capacity_sectors)
+        else {
+            return S_IOERR;
+        };
+        let (offset, len) = (sector * SECTOR_SIZE, (end - sector) * SECTOR_SIZE);
+        // Punching a hole both discards and reads back as zeroes.
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on our own fd with a checked range; no memory is involved.
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
+        if r == 0 {
+            return S_OK;
+        }
+        if kind == T_DISCARD {
+            return S_OK; // discard is a hint; a filesystem without holes may ignore it
+        }
+        let zeros = vec![0u8; (len as usize).min(1 << 20)];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            if self.file.write_all_at(&zeros[..n], offset + done).is_err() {
+                return S_IOERR;
+            }
+            done += n as u64;
+        }
+        S_OK
+    }
+
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut c = [0u8; 60];
+        c[0..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
+        c[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
+        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
+        c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[40..44].copy_from_slice(&1u32.to_le_bytes()); // max_discard_seg
+        c[44..48].copy_from_slice(&1u32.to_le_bytes()); // discard_sector_alignment
+        c[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[52..56].copy_from_slice(&1u32.to_le_bytes()); // max_write_zeroes_seg
+        c[56] = 1; // write_zeroes_may_unmap
+        c
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn pci_class(&self) -> u32 {
+        0x01_80_00 // mass storage, other
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let config = self.config_bytes();
+        let start = (offset as usize).min(config.len());
+        let n = data.len().min(config.len() - start);
+        data[..n].copy_from_slice(&config[start..start + n]);
+    }
+
+    fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMem) -> bool {
+        let mut used_any = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let (_status, len) = self.request(chain, mem);
+            if queue.add_used(mem, head, len).is_err() {
+                log::warn!("virtio-blk: cannot update the used ring");
+                break;
+            }
+            used_any = true;
+        }
+        used_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::rng::tests::{publish, put_desc, queue, used};
+    use crate::vstate::memory::create_guest_memory;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const R: u16 = 0;
+    const W: u16 = 2;
+    const N: u16 = 1;
+
+    fn image(sectors: u64) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "vessel-blk-{}-{:?}.raw",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let f = File::create(&path).unwrap();
+        f.set_len(sectors * SECTOR_SIZE).unwrap();
+        path
+    }
+
+    fn header(mem: &GuestMem, at: u64, kind: u32, sector: u64) {
+        mem.write_obj(kind, GuestAddress(at)).unwrap();
+        mem.write_obj(0u32, GuestAddress(at + 4)).unwrap();
+        mem.write_obj(sector, GuestAddress(at + 8)).unwrap();
+    }
+
+    fn status(mem: &GuestMem, at: u64) -> u8 {
+        mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    #[test]
+    fn write_read_flush_id_and_bounds() {
+        let path = image(64);
+        let mut blk = Block::open(&path, false, "vessel-disk-0").unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        // OUT sector 3 from a pattern.
+        let pattern: Vec<u8> = (0..512u32).map(|i| (i * 7) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(0x20000)).unwrap();
+        header(&mem, 0x10000, T_OUT, 3);
+        put_desc(&mem, 0, 0x10000, 16, R | N, 1);
+        put_desc(&mem, 1, 0x20000, 512, R | N, 2);
+        put_desc(&mem, 2, 0x30000, 1, W, 0);
+        // IN sector 3 into another buffer.
+        header(&mem, 0x11000, T_IN, 3);
+        put_desc(&mem, 3, 0x11000, 16, R | N, 4);
+        put_desc(&mem, 4, 0x40000, 512, W | N, 5);
+        put_desc(&mem, 5, 0x30001, 1, W, 0);
+        // FLUSH, GET_ID, and a read past the end.
+        header(&mem, 0x12000, T_FLUSH, 0);
+        put_desc(&mem, 6, 0x12000, 16, R | N, 7);
+        put_desc(&mem, 7, 0x30002, 1, W, 0);
+        header(&mem, 0x13000, T_GET_ID, 0);
+        put_desc(&mem, 8, 0x13000, 16, R | N, 9);
+        put_desc(&mem, 9, 0x50000, 20, W | N, 10);
+        put_desc(&mem, 10, 0x30003, 1, W, 0);
+        header(&mem, 0x14000, T_IN, 63);
+        put_desc(&mem, 11, 0x14000, 16, R | N, 12);
+        put_desc(&mem, 12, 0x60000, 1024, W | N, 13);
+        put_desc(&mem, 13, 0x30004, 1, W, 0);
+        publish(&mem, &[0, 3, 6, 8, 11]);
+        assert!(blk.process_queue(0, &mut q, &mem));
+        assert_eq!(
+            (0..5).map(|i| status(&mem, 0x30000 + i)).collect::<Vec<_>>(),
+            vec![S_OK, S_OK, S_OK, S_OK, S_IOERR]
+        );
+        let mut back = vec![0u8; 512];
+        mem.read_slice(&mut back, GuestAddress(0x40000)).unwrap();
+        assert_eq!(back, pattern);
+        assert_eq!(used(&mem, 1), (3, 513));
+        let mut id = [0u8; 13];
+        mem.read_slice(&mut id, GuestAddress(0x50000)).unwrap();
+        assert_eq!(&id, b"vessel-disk-0");
+        // On the host, the sector holds the pattern.
+        let mut on_disk = vec![0u8; 512];
+        File::open(&path).unwrap().read_exact_at(&mut on_disk, 3 * 512).unwrap();
+        assert_eq!(on_disk, pattern);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn discard_punches_holes_and_read_only_refuses_writes() {
+        let path = image(2048);
+        std::fs::write(&path, vec![0xaa; 2048 * 512]).unwrap();
+        {
+            let mut blk = Block::open(&path, false, "d").unwrap();
+            let mem = create_guest_memory(16 << 20).unwrap();
+            let mut q = queue(&mem);
+            header(&mem, 0x10000, T_WRITE_ZEROES, 0);
+            mem.write_obj(8u64, GuestAddress(0x20000)).unwrap();
+            mem.write_obj(1024u32, GuestAddress(0x20008)).unwrap();
+            mem.write_obj(1u32, GuestAddress(0x2000c)).unwrap(); // unmap
+            put_desc(&mem, 0, 0x10000, 16, R | N, 1);
+            put_desc(&mem, 1, 0x20000, 16, R | N, 2);
+            put_desc(&mem, 2, 0x30000, 1, W, 0);
+            publish(&mem, &[0]);
+            blk.process_queue(0, &mut q, &mem);
+            assert_eq!(status(&mem, 0x30000), S_OK);
+        }
+        let data = std::fs::read(&path).unwrap();
+        assert!(data[8 * 512..1032 * 512].iter().all(|b| *b == 0));
+        assert_eq!(data[7 * 512], 0xaa);
+        assert_eq!(data[1032 * 512], 0xaa);
+
+        let mut ro = Block::open(&path, true, "d").unwrap();
+        assert_ne!(ro.features() & F_RO, 0);
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        header(&mem, 0x10000, T_OUT, 0);
+        put_desc(&mem, 0, 0x10000, 16, R | N, 1);
+        put_desc(&mem, 1, 0x20000, 512, R | N, 2);
+        put_desc(&mem, 2, 0x30000, 1, W, 0);
+        publish(&mem, &[0]);
+        ro.process_queue(0, &mut q, &mem);
+        assert_eq!(status(&mem, 0x30000), S_IOERR);
+        assert_eq!(std::fs::read(&path).unwrap()[0], 0xaa);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn locks_keep_two_writers_apart() {
+        let path = image(8);
+        let first = Block::open(&path, false, "a").unwrap();
+        assert!(matches!(Block::open(&path, false, "b"), Err(BlockError::Locked { .. })));
+        assert!(matches!(Block::open(&path, true, "b"), Err(BlockError::Locked { .. })));
+        drop(first);
+        let r1 = Block::open(&path, true, "a").unwrap();
+        let _r2 = Block::open(&path, true, "b").expect("readers share");
+        assert!(matches!(Block::open(&path, false, "c"), Err(BlockError::Locked { .. })));
+        drop(r1);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn hostile_requests() {
+        let path = image(16);
+        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        // No status byte at all; a header that is too short; an unknown type; a data
+        // length that is not a multiple of 512; a sector that overflows u64.
+        put_desc(&mem, 0, 0x10000, 16, R, 0);
+        put_desc(&mem, 1, 0x11000, 4, R | N, 2);
+        put_desc(&mem, 2, 0x30001, 1, W, 0);
+        header(&mem, 0x12000, 99, 0);
+        put_desc(&mem, 3, 0x12000, 16, R | N, 4);
+        put_desc(&mem, 4, 0x30002, 1, W, 0);
+        header(&mem, 0x13000, T_IN, 0);
+        put_desc(&mem, 5, 0x13000, 16, R | N, 6);
+        put_desc(&mem, 6, 0x40000, 100, W | N, 7);
+        put_desc(&mem, 7, 0x30003, 1, W, 0);
+        header(&mem, 0x14000, T_IN, u64::MAX);
+        put_desc(&mem, 8, 0x14000, 16, R | N, 9);
+        put_desc(&mem, 9, 0x40000, 512, W | N, 10);
+        put_desc(&mem, 10, 0x30004, 1, W, 0);
+        // A data buffer of 4 GiB claimed in one descriptor.
+        header(&mem, 0x15000, T_IN, 0);
+        put_desc(&mem, 11, 0x15000, 16, R | N, 12);
+        put_desc(&mem, 12, 0x100000, u32::MAX, W | N, 13);
+        put_desc(&mem, 13, 0x30005, 1, W, 0);
+        publish(&mem, &[0, 1, 3, 5, 8, 11]);
+        blk.process_queue(0, &mut q, &mem);
+        let statuses: Vec<u8> = (1..5).map(|i| status(&mem, 0x30000 + i)).collect();
+        assert_eq!(statuses, vec![S_IOERR, S_UNSUPP, S_IOERR, S_IOERR]);
+        assert_eq!(used(&mem, 0).1, 0, "no status byte: nothing written");
+        let _ = std::fs::remove_file(path);
+    }
+}
