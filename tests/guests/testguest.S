@@ -33,6 +33,7 @@
     .set VEC_SERIAL, 0x30
     .set VEC_GED, 0x31
     .set VEC_VIRTIO, 0x32
+    .set VEC_INTX, 0x33
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
 
@@ -155,6 +156,9 @@ build_idt:
     mov edi, VEC_VIRTIO
     mov esi, offset irq_virtio
     call set_gate
+    mov edi, VEC_INTX
+    mov esi, offset irq_intx
+    call set_gate
     mov edi, VEC_SPURIOUS
     mov esi, offset irq_spurious
     call set_gate
@@ -206,6 +210,15 @@ irq_serial:
 irq_ged:
     push rax
     lock inc qword ptr [irq_count_ged]
+    jmp eoi
+irq_intx:
+    /* Level-triggered: reading the ISR is what lowers the line (virtio 1.2 §4.1.4.5). */
+    push rax
+    mov rax, [vio_isr]
+    mov al, byte ptr [rax]
+    test al, al
+    jz eoi                              /* not ours (shared line) */
+    lock inc qword ptr [irq_count_vio]
     jmp eoi
 irq_virtio:
     push rax
@@ -882,7 +895,11 @@ virtio_find:
     jne 41f
     mov [vio_common], r15
     jmp 5f
-41: cmp eax, 4
+41: cmp eax, 3
+    jne 43f
+    mov [vio_isr], r15
+    jmp 5f
+43: cmp eax, 4
     jne 42f
     mov [vio_device], r15
     jmp 5f
@@ -912,7 +929,17 @@ virtio_find:
  * VERSION_1, and queue 0 (8 entries) on MSI-X vector 0. */
 virtio_start:
     push rbx
-    mov rbx, [vio_msix_table]
+    cmp qword ptr [vio_use_msix], 0
+    jne 7f
+    /* INTx: route the Interrupt Line's GSI, level-triggered and active-low. */
+    mov edi, [vio_slot]
+    mov esi, 0x3c
+    call pci_read32
+    movzx edi, al
+    mov esi, VEC_INTX | (1 << 13) | (1 << 15)
+    call ioapic_route
+    jmp 8f
+7:  mov rbx, [vio_msix_table]
     mov dword ptr [rbx], 0xfee00000
     mov dword ptr [rbx + 4], 0
     mov dword ptr [rbx + 8], VEC_VIRTIO
@@ -926,7 +953,7 @@ virtio_start:
     mov edi, [vio_slot]
     mov esi, [vio_msix_cap]
     call pci_write32
-    mov rbx, [vio_common]
+8:  mov rbx, [vio_common]
     mov byte ptr [rbx + 0x14], 0        /* reset */
     mov byte ptr [rbx + 0x14], 1        /* ACKNOWLEDGE */
     mov byte ptr [rbx + 0x14], 3        /* DRIVER */
@@ -947,8 +974,12 @@ virtio_start:
     cmp word ptr [rbx + 0x18], 8
     jb virtio_fail
     mov word ptr [rbx + 0x18], 8
-    mov word ptr [rbx + 0x1a], 0        /* MSI-X vector 0 */
-    cmp word ptr [rbx + 0x1a], 0
+    xor eax, eax                        /* MSI-X vector 0, or none with INTx */
+    cmp qword ptr [vio_use_msix], 0
+    jne 9f
+    mov eax, 0xffff
+9:  mov word ptr [rbx + 0x1a], ax
+    cmp word ptr [rbx + 0x1a], ax
     jne virtio_fail
     mov eax, offset vq_desc
     mov dword ptr [rbx + 0x20], eax
@@ -1035,6 +1066,11 @@ virtio_fail:
     call newline
     call power_off
 
+/* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
+test_rng_intx:
+    mov qword ptr [vio_use_msix], 0
+    lea rdi, [rip + s_intx]
+    call puts
 /* test=virtio-rng: two 64-byte requests; "RNG <len> <bytes 0-7> <bytes 8-15>" each. */
 test_rng:
     call lapic_enable
@@ -1699,6 +1735,8 @@ s_pci:          .asciz "PCI "
 s_rng:          .asciz "RNG "
 s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
+n_rng_intx:     .asciz "virtio-rng-intx"
+s_intx:         .asciz "INTX\n"
 s_blk_capacity: .asciz "BLK CAPACITY "
 s_blk_ro:       .asciz "BLK RO "
 s_blk_sector0:  .asciz "BLK SECTOR0 "
@@ -1724,6 +1762,7 @@ tests:
     .quad n_ticks, test_ticks
     .quad n_bench, test_bench
     .quad n_rng, test_rng
+    .quad n_rng_intx, test_rng_intx
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -1773,6 +1812,8 @@ irq_count_vio:  .quad 0
 vio_slot:       .quad 0
 vio_common:     .quad 0
 vio_device:     .quad 0
+vio_isr:        .quad 0
+vio_use_msix:   .quad 1
 vio_notify:     .quad 0
 vio_notify_mul: .quad 0
 vio_msix_cap:   .quad 0

@@ -143,6 +143,8 @@ fn dsdt_disassembles_with_acpica() {
         "Device (PCI0) { Name (_HID, EisaId (\"PNP0A08\")) Name (_CID, EisaId (\"PNP0A03\"))",
         "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode, 0x0000, 0x0000, 0x0000, 0x0000, 0x0001,,,)",
         "IO (Decode16, 0x0CF8, 0x0CF8, 0x01, 0x08,)",
+        "Name (_PRT, Package (0x7C) { Package (0x04) { 0x0001FFFF, Zero, Zero, 0x11 }, Package (0x04) { 0x0001FFFF, One, Zero, 0x12 },",
+        "Package (0x04) { 0x001FFFFF, 0x03, Zero, 0x12 } })",
         "DWordMemory (ResourceProducer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x00000000, 0xC0000000, 0xDFFFFFFF, 0x00000000, 0x20000000,,,, AddressRangeMemory, TypeStatic)",
         "Method (_EVT, 1, Serialized) { Local0 = GDAT",
         "Notify (\\_SB.PWRB, 0x80)",

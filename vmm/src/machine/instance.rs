@@ -24,13 +24,13 @@ use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
-use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
+use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
-use crate::vstate::irq::GsiRouter;
+use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
 
@@ -144,8 +144,12 @@ impl Instance {
     pub fn device_fds(&self) -> Vec<(RawFd, usize)> {
         let mut fds = Vec::new();
         for (d, device) in self.virtio.iter().enumerate() {
-            for (q, fd) in crate::devices::bus::lock(device).notify_fds().into_iter().enumerate() {
+            let device = crate::devices::bus::lock(device);
+            for (q, fd) in device.notify_fds().into_iter().enumerate() {
                 fds.push((fd, d * MAX_QUEUES + q));
+            }
+            if let Some(fd) = device.intx_resample_fd() {
+                fds.push((fd, d * MAX_QUEUES + INTX_RESAMPLE));
             }
         }
         fds
@@ -153,7 +157,11 @@ impl Instance {
 
     pub fn handle_device_event(&self, id: usize) {
         if let Some(device) = self.virtio.get(id / MAX_QUEUES) {
-            crate::devices::bus::lock(device).process_queue(id % MAX_QUEUES);
+            let mut device = crate::devices::bus::lock(device);
+            match id % MAX_QUEUES {
+                INTX_RESAMPLE => device.intx_resample(),
+                queue => device.process_queue(queue),
+            }
         }
     }
 
@@ -177,8 +185,9 @@ fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
     })
 }
 
-/// Queue ids per device in `device_fds`.
+/// Ids per device in `device_fds`: its queues, then its INTx resample fd last.
 const MAX_QUEUES: usize = 64;
+const INTX_RESAMPLE: usize = MAX_QUEUES - 1;
 
 struct Devices {
     pio: Arc<Bus>,
@@ -254,7 +263,8 @@ fn build_devices(
         };
         let transport = VirtioPciDevice::new(model, mem.clone(), router.clone(), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));
-        crate::devices::bus::lock(&root).add_device(transport.clone())?;
+        let slot = crate::devices::bus::lock(&root).add_device(transport.clone())?;
+        crate::devices::bus::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
         virtio.push(transport);
     }
     Ok(Devices { pio, mmio, serial, ged, virtio })

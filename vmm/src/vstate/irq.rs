@@ -114,6 +114,40 @@ impl GsiRouter {
     }
 }
 
+/// A level-triggered line (PCI INTx) into the IOAPIC: an irqfd with a resample eventfd.
+/// Writing the irqfd asserts the line; KVM deasserts it when the guest EOIs and signals
+/// the resample fd, and the device asserts again if it still has something pending.
+pub struct IntxLine {
+    pub gsi: u32,
+    irqfd: EventFd,
+    resample: EventFd,
+}
+
+impl IntxLine {
+    pub fn new(vm: &VmFd, gsi: u32) -> Result<Self, IrqError> {
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
+        let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
+        vm.register_irqfd_with_resample(&irqfd, &resample, gsi).map_err(IrqError::Irqfd)?;
+        Ok(IntxLine { gsi, irqfd, resample })
+    }
+
+    pub fn assert(&self) {
+        if let Err(e) = self.irqfd.write(1) {
+            log::warn!("INTx on GSI {}: {e}", self.gsi);
+        }
+    }
+
+    /// The fd KVM signals on EOI; read it with `take_resample`.
+    pub fn resample_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.resample.as_raw_fd()
+    }
+
+    pub fn take_resample(&self) {
+        let _ = self.resample.read();
+    }
+}
+
 /// One MSI vector's injection path.
 pub struct MsiVector {
     pub gsi: u32,

@@ -170,6 +170,12 @@ impl Aml for PciHostBridge {
         );
         let crs =
             aml::ResourceTemplate::new(vec![&buses, &config_ports, &io_low, &io_high, &mem32]);
+        // _PRT (§6.2.13): every slot's INTA-INTD straight to a GSI, no link devices.
+        let routes: Vec<PrtEntry> = (1..crate::devices::pci::root::SLOTS)
+            .flat_map(|slot| (0..4u8).map(move |pin| PrtEntry { slot: slot as u32, pin }))
+            .collect();
+        let route_refs: Vec<&dyn Aml> = routes.iter().map(|r| r as &dyn Aml).collect();
+        let prt = aml::Package::new(route_refs);
         aml::Device::new(
             "PCI0".into(),
             vec![
@@ -179,9 +185,24 @@ impl Aml for PciHostBridge {
                 &aml::Name::new("_SEG".into(), &0u8),
                 &aml::Name::new("_BBN".into(), &0u8),
                 &aml::Name::new("_CRS".into(), &crs),
+                &aml::Name::new("_PRT".into(), &prt),
             ],
         )
         .to_aml_bytes(sink);
+    }
+}
+
+/// One _PRT entry: Package { address (slot << 16 | 0xFFFF), pin, source 0, GSI }.
+struct PrtEntry {
+    slot: u32,
+    pin: u8,
+}
+
+impl Aml for PrtEntry {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        let address = (self.slot << 16) | 0xffff;
+        let gsi = crate::devices::pci::root::intx_gsi(self.slot as usize, self.pin);
+        aml::Package::new(vec![&address, &self.pin, &0u8, &gsi]).to_aml_bytes(sink);
     }
 }
 

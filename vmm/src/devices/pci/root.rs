@@ -10,6 +10,16 @@ use crate::devices::bus::{Bus, BusDevice, SharedDevice, lock};
 
 /// Slots on bus 0; function 0 only.
 pub const SLOTS: usize = 32;
+/// PCI INTx lines are IOAPIC pins 16-23 (level-triggered, active-low, as _PRT entries
+/// without a link device are, ACPI 6.5 §6.2.13).
+pub const INTX_GSI_BASE: u32 = 16;
+pub const INTX_LINES: u32 = 8;
+
+/// The GSI of `pin` (0 = INTA) of the device in `slot`: the usual rotation, so
+/// neighbouring slots spread over the lines.
+pub fn intx_gsi(slot: usize, pin: u8) -> u32 {
+    INTX_GSI_BASE + ((slot as u32 + u32::from(pin)) % INTX_LINES)
+}
 
 pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 
@@ -121,6 +131,12 @@ impl PciRoot {
                 command |= flag;
             }
             d.config_mut().set_bytes(config::COMMAND, &command.to_le_bytes());
+            // Firmware writes the routed interrupt into Interrupt Line.
+            let pin = d.config().read16(config::INTERRUPT_LINE) >> 8;
+            if pin != 0 {
+                let line = intx_gsi(slot, (pin - 1) as u8) as u8;
+                d.config_mut().set_bytes(config::INTERRUPT_LINE, &[line]);
+            }
         }
         self.devices[slot] = Some(device);
         self.update_mappings(slot);

@@ -12,9 +12,10 @@ use vmm_sys_util::eventfd::EventFd;
 use super::{
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VirtioDevice,
 };
+use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
 use crate::devices::pci::msix::{self, Msix};
 use crate::devices::pci::{BarInfo, BarKind, PciConfig, PciDevice, PciIds};
-use crate::vstate::irq::{GsiRouter, IrqError};
+use crate::vstate::irq::{GsiRouter, IntxLine, IrqError};
 use crate::vstate::memory::GuestMem;
 
 const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
@@ -60,6 +61,7 @@ pub struct VirtioPciDevice {
     device: Box<dyn VirtioDevice>,
     queues: Vec<QueueState>,
     msix: Msix,
+    intx: Option<IntxLine>,
     mem: GuestMem,
     vm: Option<Arc<VmFd>>,
     notify_base: Option<u64>,
@@ -138,6 +140,7 @@ impl VirtioPciDevice {
             )
             .expect("fits");
         config.set_wmask(msix_cap + 3, &[Msix::control_wmask()[1]]);
+        config.set_interrupt_pin(1); // INTA
 
         let queues = device
             .queue_max_sizes()
@@ -155,6 +158,7 @@ impl VirtioPciDevice {
             device,
             queues,
             msix,
+            intx: None,
             mem,
             vm,
             notify_base: None,
@@ -203,13 +207,49 @@ impl VirtioPciDevice {
         }
     }
 
-    fn interrupt(&mut self, vector: u16) {
-        self.isr |= 1;
-        if vector != NO_VECTOR && self.msix.notify(vector) {
+    /// Connects INTA to its line (the fallback when the driver leaves MSI-X off).
+    pub fn set_intx(&mut self, line: IntxLine) {
+        self.intx = Some(line);
+    }
+
+    /// The fd to watch for INTx resampling, if INTx is wired.
+    pub fn intx_resample_fd(&self) -> Option<RawFd> {
+        self.intx.as_ref().map(IntxLine::resample_fd)
+    }
+
+    /// The guest EOI'd the INTx line: assert it again if the ISR still holds something.
+    pub fn intx_resample(&mut self) {
+        if let Some(line) = &self.intx {
+            line.take_resample();
+        }
+        if self.isr != 0 {
+            self.assert_intx();
+        }
+    }
+
+    fn assert_intx(&mut self) {
+        if self.config.command() & COMMAND_INTX_DISABLE != 0 {
             return;
         }
-        // INTx comes with the PCI interrupt routing; until then an MSI-X-less driver polls.
-        log::debug!("virtio: interrupt without an MSI-X vector");
+        if let Some(line) = &self.intx {
+            line.assert();
+            // Status bit 3: an INTx is pending (PCI 3.0 §6.2.3).
+            let status = self.config.read16(STATUS) | 0x08;
+            self.config.set_bytes(STATUS, &status.to_le_bytes());
+        }
+    }
+
+    /// Used buffers (ISR bit 0) or a configuration change (bit 1) to tell the driver.
+    fn interrupt(&mut self, vector: u16) {
+        if self.msix.enabled() {
+            // With MSI-X on, the ISR is unused (§4.1.4.5) and "no vector" means no interrupt.
+            if vector != NO_VECTOR {
+                self.msix.notify(vector);
+            }
+            return;
+        }
+        self.isr |= 1;
+        self.assert_intx();
     }
 
     fn reset(&mut self) {
@@ -370,8 +410,10 @@ impl VirtioPciDevice {
         match offset {
             o if o < COMMON_OFFSET + COMMON_SIZE => self.common_read(o - COMMON_OFFSET, data),
             ISR_OFFSET => {
-                // Reading the ISR returns and clears it (§4.1.4.5).
+                // Reading the ISR returns and clears it, and with it the INTx (§4.1.4.5).
                 data[0] = std::mem::take(&mut self.isr);
+                let status = self.config.read16(STATUS) & !0x08;
+                self.config.set_bytes(STATUS, &status.to_le_bytes());
             }
             o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_SIZE).contains(&o) => {
                 self.device.read_config(o - DEVICE_OFFSET, data)
@@ -623,8 +665,7 @@ mod tests {
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 1, "pending while masked");
         w(&mut dev, MSIX_TABLE_OFFSET + 12, 0, 4);
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "delivered on unmask");
-        // The ISR says a queue interrupt happened; reading clears it.
-        assert_eq!(r(&mut dev, ISR_OFFSET, 1), 1);
+        // With MSI-X on, the ISR is not used.
         assert_eq!(r(&mut dev, ISR_OFFSET, 1), 0);
     }
 
