@@ -51,9 +51,33 @@ pub struct RunArgs {
     /// A raw disk image attached read-only (repeatable).
     #[arg(long, value_name = "FILE")]
     pub disk_ro: Vec<PathBuf>,
+    /// No network card (by default the guest gets one on user-mode NAT through passt).
+    #[arg(long)]
+    pub no_net: bool,
+    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable).
+    #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
+    pub forward: Vec<vmm::devices::net::passt::PortForward>,
     /// Stop (exit status 4) when the guest reboots instead of restarting it.
     #[arg(long)]
     pub no_reboot: bool,
+}
+
+/// Parses "tcp:8080:80" or "udp:5353:53".
+pub fn parse_forward(text: &str) -> Result<vmm::devices::net::passt::PortForward, String> {
+    let bad =
+        || format!("{text:?} is not a port forward; write tcp:HOST_PORT:GUEST_PORT or udp:...");
+    let mut parts = text.split(':');
+    let udp = match parts.next() {
+        Some("tcp") => false,
+        Some("udp") => true,
+        _ => return Err(bad()),
+    };
+    let host = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    let guest = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(vmm::devices::net::passt::PortForward { udp, host, guest })
 }
 
 /// Parses "512", "512M", "2G", "1024K", "1T" (binary units; a bare number is MiB).
@@ -80,6 +104,16 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_forwards() {
+        let f = parse_forward("tcp:8080:80").unwrap();
+        assert_eq!((f.udp, f.host, f.guest), (false, 8080, 80));
+        assert!(parse_forward("udp:53:53").unwrap().udp);
+        for bad in ["tcp:8080", "sctp:1:2", "tcp:99999:1", "tcp:1:2:3", ""] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn memory_sizes() {

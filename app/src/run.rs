@@ -42,7 +42,22 @@ impl Outcome {
 const HELP: &str = "\r\nvessel: Ctrl-A x quit (power off) | Ctrl-A s ACPI shutdown | Ctrl-A r reset | \
                     Ctrl-A p pause/resume | Ctrl-A Ctrl-A send Ctrl-A\r\n";
 
+/// A locally administered MAC that stays the same for the same kernel path, so a guest
+/// keeps its DHCP lease across runs.
+fn stable_mac(seed: &std::path::Path) -> [u8; 6] {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a: the same on every build, unlike std's hasher.
+    let h = seed
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+    let v = h.to_le_bytes();
+    [0x02, 0x56, 0x45, v[0], v[1], v[2]]
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let mac = stable_mac(&args.kernel);
     let config = MachineConfig {
         vcpus: args.cpus,
         memory_bytes: args.memory,
@@ -53,6 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .chain(
                 args.disk_ro.into_iter().map(|path| DeviceConfig::Block { path, read_only: true }),
             )
+            .chain((!args.no_net).then(|| DeviceConfig::Net { mac, forwards: args.forward }))
             .collect(),
     };
     let handle = Machine::build(config, None).context("cannot build the machine")?;
@@ -88,6 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Stopped(reason));
             }
             Ok(Event::Rebooted) => log::info!("guest rebooted"),
+            Ok(Event::Warning(message)) => eprint!("vessel: warning: {message}\r\n"),
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the machine went away"),

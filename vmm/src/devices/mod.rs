@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod net;
 pub mod pci;
 pub mod virtio;
 

@@ -33,6 +33,8 @@ pub enum DeviceConfig {
     Rng,
     /// A virtio-blk disk backed by a raw image.
     Block { path: std::path::PathBuf, read_only: bool },
+    /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
+    Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
 }
 
 /// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC

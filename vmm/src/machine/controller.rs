@@ -104,8 +104,13 @@ impl Controller {
     /// instance's fds are closed, which takes them out of the epoll set.)
     fn watch_instance(&self) -> std::io::Result<()> {
         let Some(instance) = &self.instance else { return Ok(()) };
-        for (fd, id) in instance.device_fds() {
-            let event = EpollEvent::new(EventSet::IN, TOKEN_DEVICE_BASE + id as u64);
+        for (fd, id, edge) in instance.device_fds() {
+            let events = if edge {
+                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED
+            } else {
+                EventSet::IN
+            };
+            let event = EpollEvent::new(events, TOKEN_DEVICE_BASE + id as u64);
             self.epoll.ctl(ControlOperation::Add, fd, event)?;
         }
         Ok(())

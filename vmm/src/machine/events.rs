@@ -60,6 +60,9 @@ pub enum Event {
     },
     /// The machine restarted (guest reboot or host reset) and is running again.
     Rebooted,
+    /// Something the user should know that did not stop the machine (a missing optional
+    /// host component, say), with what to do about it.
+    Warning(String),
 }
 
 /// The sending side of the event channel, shared by the controller and vCPU threads.

@@ -24,9 +24,11 @@ use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
+use crate::devices::net::passt::{Passt, PasstError};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
@@ -140,16 +142,23 @@ impl Instance {
         self.run.settle(mode, &self.threads);
     }
 
-    /// Event sources of the devices: (fd, id) pairs; `handle_device_event(id)` serves one.
-    pub fn device_fds(&self) -> Vec<(RawFd, usize)> {
+    /// Event sources of the devices: (fd, id, edge-triggered in+out?) triples;
+    /// `handle_device_event(id)` serves one.
+    pub fn device_fds(&self) -> Vec<(RawFd, usize, bool)> {
         let mut fds = Vec::new();
         for (d, device) in self.virtio.iter().enumerate() {
             let device = crate::devices::bus::lock(device);
             for (q, fd) in device.notify_fds().into_iter().enumerate() {
-                fds.push((fd, d * MAX_QUEUES + q));
+                fds.push((fd, d * MAX_QUEUES + q, false));
             }
             if let Some(fd) = device.intx_resample_fd() {
-                fds.push((fd, d * MAX_QUEUES + INTX_RESAMPLE));
+                fds.push((fd, d * MAX_QUEUES + INTX_RESAMPLE, false));
+            }
+            // Backends are watched edge-triggered for input and output: the device reads
+            // until the socket is empty or the guest has no room, and writes until it
+            // would block, then waits for the next edge or the next queue notification.
+            if let Some(fd) = device.backend_fd() {
+                fds.push((fd, d * MAX_QUEUES + BACKEND, true));
             }
         }
         fds
@@ -160,6 +169,7 @@ impl Instance {
             let mut device = crate::devices::bus::lock(device);
             match id % MAX_QUEUES {
                 INTX_RESAMPLE => device.intx_resample(),
+                BACKEND => device.process_backend(),
                 queue => device.process_queue(queue),
             }
         }
@@ -188,6 +198,7 @@ fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
 /// Ids per device in `device_fds`: its queues, then its INTx resample fd last.
 const MAX_QUEUES: usize = 64;
 const INTX_RESAMPLE: usize = MAX_QUEUES - 1;
+const BACKEND: usize = MAX_QUEUES - 2;
 
 struct Devices {
     pio: Arc<Bus>,
@@ -260,6 +271,16 @@ fn build_devices(
                 disks += 1;
                 Box::new(Block::open(path, *read_only, &format!("vessel-disk{}", disks - 1))?)
             }
+            DeviceConfig::Net { mac, forwards } => match Passt::spawn(forwards) {
+                Ok(backend) => Box::new(Net::new(*mac, Box::new(backend))),
+                Err(e @ PasstError::Missing) => {
+                    // The machine still starts, without a network card; the user is told.
+                    log::warn!("{e}");
+                    env.events.send(Event::Warning(e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(MachineError::Net(e)),
+            },
         };
         let transport = VirtioPciDevice::new(model, mem.clone(), router.clone(), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));

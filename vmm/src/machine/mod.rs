@@ -45,6 +45,8 @@ pub enum MachineError {
     Pci(#[from] crate::devices::pci::root::PciError),
     #[error(transparent)]
     Block(#[from] crate::devices::virtio::block::BlockError),
+    #[error(transparent)]
+    Net(crate::devices::net::passt::PasstError),
     #[error("interrupt routing")]
     Irq(#[from] crate::vstate::irq::IrqError),
     #[error("invalid machine configuration: {0}")]

@@ -277,7 +277,8 @@ impl VirtioDevice for Block {
         data[..n].copy_from_slice(&config[start..start + n]);
     }
 
-    fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMem) -> bool {
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {
+        let Some(queue) = queues.get_mut(index) else { return 0 };
         let mut used_any = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
@@ -288,7 +289,7 @@ impl VirtioDevice for Block {
             }
             used_any = true;
         }
-        used_any
+        u64::from(used_any) << index
     }
 }
 
@@ -355,7 +356,7 @@ mod tests {
         put_desc(&mem, 12, 0x60000, 1024, W | N, 13);
         put_desc(&mem, 13, 0x30004, 1, W, 0);
         publish(&mem, &[0, 3, 6, 8, 11]);
-        assert!(blk.process_queue(0, &mut q, &mem));
+        assert_eq!(blk.process_queue(0, std::slice::from_mut(&mut q), &mem), 1);
         assert_eq!(
             (0..5).map(|i| status(&mem, 0x30000 + i)).collect::<Vec<_>>(),
             vec![S_OK, S_OK, S_OK, S_OK, S_IOERR]
@@ -390,7 +391,7 @@ mod tests {
             put_desc(&mem, 1, 0x20000, 16, R | N, 2);
             put_desc(&mem, 2, 0x30000, 1, W, 0);
             publish(&mem, &[0]);
-            blk.process_queue(0, &mut q, &mem);
+            blk.process_queue(0, std::slice::from_mut(&mut q), &mem);
             assert_eq!(status(&mem, 0x30000), S_OK);
         }
         let data = std::fs::read(&path).unwrap();
@@ -407,7 +408,7 @@ mod tests {
         put_desc(&mem, 1, 0x20000, 512, R | N, 2);
         put_desc(&mem, 2, 0x30000, 1, W, 0);
         publish(&mem, &[0]);
-        ro.process_queue(0, &mut q, &mem);
+        ro.process_queue(0, std::slice::from_mut(&mut q), &mem);
         assert_eq!(status(&mem, 0x30000), S_IOERR);
         assert_eq!(std::fs::read(&path).unwrap()[0], 0xaa);
         let _ = std::fs::remove_file(path);
@@ -455,7 +456,7 @@ mod tests {
         put_desc(&mem, 12, 0x100000, u32::MAX, W | N, 13);
         put_desc(&mem, 13, 0x30005, 1, W, 0);
         publish(&mem, &[0, 1, 3, 5, 8, 11]);
-        blk.process_queue(0, &mut q, &mem);
+        blk.process_queue(0, std::slice::from_mut(&mut q), &mem);
         let statuses: Vec<u8> = (1..5).map(|i| status(&mem, 0x30000 + i)).collect();
         assert_eq!(statuses, vec![S_IOERR, S_UNSUPP, S_IOERR, S_IOERR]);
         assert_eq!(used(&mem, 0).1, 0, "no status byte: nothing written");

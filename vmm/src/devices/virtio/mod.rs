@@ -1,6 +1,7 @@
 //! virtio 1.2 devices and their PCI transport (modern only).
 
 pub mod block;
+pub mod net;
 pub mod pci;
 pub mod rng;
 
@@ -37,6 +38,17 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, _features: u64) {}
     /// The driver reset the device.
     fn reset(&mut self) {}
-    /// Takes the available buffers of queue `index`; true if any were used.
-    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMem) -> bool;
+    /// Serves queue `index` after the driver notified it; returns a bit per queue that got
+    /// used buffers (a device may complete on a queue other than the one notified).
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64;
+
+    /// A host-side fd (a network backend's socket) the event loop should wait on.
+    fn backend_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// The backend fd is ready; returns a bit per queue that got used buffers.
+    fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
+        0
+    }
 }

@@ -50,8 +50,8 @@ const STATUS_FAILED: u8 = 0x80;
 /// "No vector" for config_msix_vector / queue_msix_vector (§4.1.5.1.2).
 const NO_VECTOR: u16 = 0xffff;
 
+/// Transport state of each queue, beside the `Queue` itself.
 struct QueueState {
-    queue: Queue,
     msix_vector: u16,
     notify: EventFd,
 }
@@ -59,7 +59,8 @@ struct QueueState {
 pub struct VirtioPciDevice {
     config: PciConfig,
     device: Box<dyn VirtioDevice>,
-    queues: Vec<QueueState>,
+    queues: Vec<Queue>,
+    queue_state: Vec<QueueState>,
     msix: Msix,
     intx: Option<IntxLine>,
     mem: GuestMem,
@@ -145,9 +146,11 @@ impl VirtioPciDevice {
         let queues = device
             .queue_max_sizes()
             .iter()
-            .map(|&max| {
+            .map(|&max| Queue::new(max).expect("queue sizes are powers of two"))
+            .collect();
+        let queue_state = (0..queue_count)
+            .map(|_| {
                 Ok(QueueState {
-                    queue: Queue::new(max).expect("queue sizes are powers of two"),
                     msix_vector: NO_VECTOR,
                     notify: EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?,
                 })
@@ -157,6 +160,7 @@ impl VirtioPciDevice {
             config,
             device,
             queues,
+            queue_state,
             msix,
             intx: None,
             mem,
@@ -184,26 +188,49 @@ impl VirtioPciDevice {
 
     /// The queue notification eventfds, for the machine's event loop.
     pub fn notify_fds(&self) -> Vec<RawFd> {
-        self.queues.iter().map(|q| q.notify.as_raw_fd()).collect()
+        self.queue_state.iter().map(|q| q.notify.as_raw_fd()).collect()
     }
 
     /// Runs queue `index` after its notification fired.
     pub fn process_queue(&mut self, index: usize) {
-        let Some(q) = self.queues.get_mut(index) else { return };
+        let Some(q) = self.queue_state.get(index) else { return };
         let _ = q.notify.read();
-        if self.status & STATUS_DRIVER_OK == 0 || !q.queue.ready() {
+        if self.status & STATUS_DRIVER_OK == 0 || !self.queues[index].ready() {
             return;
         }
-        if !self.device.process_queue(index, &mut q.queue, &self.mem) {
+        let used = self.device.process_queue(index, &mut self.queues, &self.mem);
+        self.signal_used(used);
+    }
+
+    /// The device model's backend fd (a network socket), if it has one.
+    pub fn backend_fd(&self) -> Option<RawFd> {
+        self.device.backend_fd()
+    }
+
+    /// The backend has something (received frames, room to send).
+    pub fn process_backend(&mut self) {
+        if self.status & STATUS_DRIVER_OK == 0 {
             return;
         }
-        match q.queue.needs_notification(&self.mem) {
-            Ok(true) => {
-                let vector = q.msix_vector;
-                self.interrupt(vector);
+        let used = self.device.process_backend(&mut self.queues, &self.mem);
+        self.signal_used(used);
+    }
+
+    /// Interrupts for the queues in `used` (a bit per queue) that the driver wants to hear
+    /// about (EVENT_IDX or the NO_INTERRUPT flag may say it does not).
+    fn signal_used(&mut self, used: u64) {
+        for index in 0..self.queues.len().min(64) {
+            if used & (1 << index) == 0 {
+                continue;
             }
-            Ok(false) => {}
-            Err(e) => log::warn!("virtio queue {index}: {e}"),
+            match self.queues[index].needs_notification(&self.mem) {
+                Ok(true) => {
+                    let vector = self.queue_state[index].msix_vector;
+                    self.interrupt(vector);
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!("virtio queue {index}: {e}"),
+            }
         }
     }
 
@@ -254,7 +281,9 @@ impl VirtioPciDevice {
 
     fn reset(&mut self) {
         for q in &mut self.queues {
-            q.queue.reset();
+            q.reset();
+        }
+        for q in &mut self.queue_state {
             q.msix_vector = NO_VECTOR;
         }
         self.device.reset();
@@ -288,7 +317,7 @@ impl VirtioPciDevice {
             } else {
                 let event_idx = self.driver_features & VIRTIO_F_RING_EVENT_IDX != 0;
                 for q in &mut self.queues {
-                    q.queue.set_event_idx(event_idx);
+                    q.set_event_idx(event_idx);
                 }
                 self.device.activate(self.driver_features);
             }
@@ -296,12 +325,13 @@ impl VirtioPciDevice {
         self.status = value;
     }
 
-    fn selected(&mut self) -> Option<&mut QueueState> {
+    fn selected(&mut self) -> Option<&mut Queue> {
         self.queues.get_mut(usize::from(self.queue_select))
     }
 
     fn common_read(&mut self, offset: u64, data: &mut [u8]) {
         let q = self.queues.get(usize::from(self.queue_select));
+        let vector = self.queue_state.get(usize::from(self.queue_select)).map(|q| q.msix_vector);
         let value: u64 = match offset {
             0x00 => u64::from(self.device_feature_select),
             0x04 => match self.device_feature_select {
@@ -320,16 +350,16 @@ impl VirtioPciDevice {
             0x14 => u64::from(self.status),
             0x15 => u64::from(self.config_generation),
             0x16 => u64::from(self.queue_select),
-            0x18 => q.map_or(0, |q| u64::from(q.queue.size())),
-            0x1a => q.map_or(u64::from(NO_VECTOR), |q| u64::from(q.msix_vector)),
-            0x1c => q.map_or(0, |q| u64::from(q.queue.ready())),
+            0x18 => q.map_or(0, |q| u64::from(q.size())),
+            0x1a => u64::from(vector.unwrap_or(NO_VECTOR)),
+            0x1c => q.map_or(0, |q| u64::from(q.ready())),
             0x1e => u64::from(self.queue_select), // queue_notify_off: queue i at i * multiplier
-            0x20 => q.map_or(0, |q| q.queue.desc_table()),
-            0x24 => q.map_or(0, |q| q.queue.desc_table() >> 32),
-            0x28 => q.map_or(0, |q| q.queue.avail_ring()),
-            0x2c => q.map_or(0, |q| q.queue.avail_ring() >> 32),
-            0x30 => q.map_or(0, |q| q.queue.used_ring()),
-            0x34 => q.map_or(0, |q| q.queue.used_ring() >> 32),
+            0x20 => q.map_or(0, |q| q.desc_table()),
+            0x24 => q.map_or(0, |q| q.desc_table() >> 32),
+            0x28 => q.map_or(0, |q| q.avail_ring()),
+            0x2c => q.map_or(0, |q| q.avail_ring() >> 32),
+            0x30 => q.map_or(0, |q| q.used_ring()),
+            0x34 => q.map_or(0, |q| q.used_ring() >> 32),
             _ => 0,
         };
         let bytes = value.to_le_bytes();
@@ -356,17 +386,17 @@ impl VirtioPciDevice {
             0x14 => self.set_status(v as u8),
             0x16 => self.queue_select = v as u16,
             0x18 => {
-                if let Some(q) = self.selected().filter(|q| !q.queue.ready()) {
+                if let Some(q) = self.selected().filter(|q| !q.ready()) {
                     // Sizes must be powers of two up to the maximum (§2.7); others are
                     // refused and the old size stays.
-                    if v as u16 <= q.queue.max_size() && (v as u16).is_power_of_two() {
-                        q.queue.set_size(v as u16);
+                    if v as u16 <= q.max_size() && (v as u16).is_power_of_two() {
+                        q.set_size(v as u16);
                     }
                 }
             }
             0x1a => {
                 let vector = valid_vector(v);
-                if let Some(q) = self.selected() {
+                if let Some(q) = self.queue_state.get_mut(usize::from(self.queue_select)) {
                     q.msix_vector = vector;
                 }
             }
@@ -374,9 +404,9 @@ impl VirtioPciDevice {
                 let mem = self.mem.clone();
                 if let Some(q) = self.selected() {
                     // is_valid checks the rings of a ready queue: mark it, check, undo.
-                    q.queue.set_ready(true);
-                    if !q.queue.is_valid(&mem) {
-                        q.queue.set_ready(false);
+                    q.set_ready(true);
+                    if !q.is_valid(&mem) {
+                        q.set_ready(false);
                         log::warn!(
                             "virtio: the driver enabled a queue with invalid rings; ignored"
                         );
@@ -393,11 +423,11 @@ impl VirtioPciDevice {
                     (None, Some(v as u32))
                 };
                 let field = (offset - 0x20) / 8;
-                if let Some(q) = self.selected().filter(|q| !q.queue.ready()) {
+                if let Some(q) = self.selected().filter(|q| !q.ready()) {
                     match field {
-                        0 => q.queue.set_desc_table_address(lo, hi),
-                        1 => q.queue.set_avail_ring_address(lo, hi),
-                        _ => q.queue.set_used_ring_address(lo, hi),
+                        0 => q.set_desc_table_address(lo, hi),
+                        1 => q.set_avail_ring_address(lo, hi),
+                        _ => q.set_used_ring_address(lo, hi),
                     }
                 }
             }
@@ -437,7 +467,7 @@ impl VirtioPciDevice {
             o if (NOTIFY_OFFSET..NOTIFY_OFFSET + NOTIFY_SIZE).contains(&o) => {
                 // Only reached when no ioeventfd caught the write: hand it to the loop.
                 let index = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_MULTIPLIER)) as usize;
-                if let Some(q) = self.queues.get(index) {
+                if let Some(q) = self.queue_state.get(index) {
                     let _ = q.notify.write(1);
                 }
             }
@@ -517,7 +547,7 @@ impl PciDevice for VirtioPciDevice {
         }
         let Some(vm) = self.vm.clone() else { return };
         let old = self.notify_base.take();
-        for (i, q) in self.queues.iter().enumerate() {
+        for (i, q) in self.queue_state.iter().enumerate() {
             let at = |base: u64| {
                 IoEventAddress::Mmio(base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_MULTIPLIER))
             };

@@ -43,7 +43,8 @@ impl VirtioDevice for Rng {
         0xff_00_00 // unassigned class: what QEMU and Linux use for virtio-rng
     }
 
-    fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMem) -> bool {
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {
+        let Some(queue) = queues.get_mut(index) else { return 0 };
         let mut used_any = false;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
@@ -65,7 +66,7 @@ impl VirtioDevice for Rng {
             }
             used_any = true;
         }
-        used_any
+        u64::from(used_any) << index
     }
 }
 
@@ -123,7 +124,7 @@ pub(crate) mod tests {
         put_desc(&mem, 0, 0x10000, 32, WRITE | NEXT, 1);
         put_desc(&mem, 1, 0x20000, 32, WRITE, 0);
         publish(&mem, &[0]);
-        assert!(Rng.process_queue(0, &mut q, &mem));
+        assert_eq!(Rng.process_queue(0, std::slice::from_mut(&mut q), &mem), 1);
         assert_eq!(used(&mem, 0), (0, 64));
         let mut a = [0u8; 32];
         mem.read_slice(&mut a, GuestAddress(0x20000)).unwrap();
@@ -143,13 +144,13 @@ pub(crate) mod tests {
         // Read-only buffer: nothing to fill.
         put_desc(&mem, 3, 0x10000, 16, 0, 0);
         publish(&mem, &[0, 1, 2, 3]);
-        assert!(Rng.process_queue(0, &mut q, &mem));
+        assert_eq!(Rng.process_queue(0, std::slice::from_mut(&mut q), &mem), 1);
         assert_eq!(used(&mem, 0), (0, 0));
         assert!(used(&mem, 1).1 <= 16 * 16, "the loop ends at the queue size");
         assert_eq!(used(&mem, 2), (2, MAX_PER_REQUEST));
         assert_eq!(used(&mem, 3), (3, 0));
         // An avail index far beyond the ring: refused, nothing processed.
         mem.write_obj(1000u16, GuestAddress(AVAIL + 2)).unwrap();
-        Rng.process_queue(0, &mut q, &mem);
+        Rng.process_queue(0, std::slice::from_mut(&mut q), &mem);
     }
 }

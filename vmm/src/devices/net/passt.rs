@@ -1,0 +1,187 @@
+//! User-mode NAT through passt (Debian package `passt`): a child process on one end of a
+//! socketpair (`passt --fd`), frames prefixed by a 4-byte big-endian length, as qemu's
+//! `-netdev stream` speaks it. No root needed.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+
+use super::NetBackend;
+
+/// Largest frame passt or the guest may send (64 KiB GSO frames plus headers).
+pub const MAX_FRAME: usize = 65_550;
+/// Most bytes held for sending before the device stops taking the guest's frames.
+const SEND_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasstError {
+    #[error(
+        "passt is not installed, so this machine has no network card; install it with: \
+         sudo apt-get install passt"
+    )]
+    Missing,
+    #[error("cannot start passt")]
+    Spawn(#[source] std::io::Error),
+    #[error("cannot create the socket to passt")]
+    Socket(#[source] std::io::Error),
+}
+
+/// A TCP or UDP port forward: host port → guest port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortForward {
+    pub udp: bool,
+    pub host: u16,
+    pub guest: u16,
+}
+
+pub struct Passt {
+    stream: UnixStream,
+    child: Child,
+    inbox: Vec<u8>,
+    outbox: VecDeque<u8>,
+}
+
+/// A socketpair whose second end is inheritable (no CLOEXEC), for the child.
+fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two fds into `fds`; the result is checked.
+    let r = unsafe {
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((ours, theirs))
+}
+
+impl Passt {
+    pub fn spawn(forwards: &[PortForward]) -> Result<Self, PasstError> {
+        let (ours, theirs) = socketpair().map_err(PasstError::Socket)?;
+        let child_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new("passt");
+        cmd.args(["--foreground", "--quiet", "--fd", &child_fd.to_string()]);
+        for f in forwards {
+            cmd.arg(if f.udp { "-u" } else { "-t" }).arg(format!("{}:{}", f.host, f.guest));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: between fork and exec the closure only calls fcntl on an fd it owns, which
+        // is async-signal-safe; it clears CLOEXEC so passt inherits its end.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PasstError::Missing,
+            _ => PasstError::Spawn(e),
+        })?;
+        drop(theirs);
+        let stream = UnixStream::from(ours);
+        stream.set_nonblocking(true).map_err(PasstError::Socket)?;
+        Ok(Passt { stream, child, inbox: Vec::new(), outbox: VecDeque::new() })
+    }
+
+    /// Writes as much of the outbox as the socket takes.
+    fn flush(&mut self) {
+        while !self.outbox.is_empty() {
+            let (front, _) = self.outbox.as_slices();
+            match self.stream.write(front) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.outbox.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return, // WouldBlock, or passt went away: frames wait or are lost
+            }
+        }
+    }
+}
+
+/// Splits the first length-prefixed frame off `buf`, if it is complete. A length beyond
+/// MAX_FRAME means the stream is corrupt: everything is dropped.
+pub fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        log::warn!("passt sent a {len}-byte frame; dropping the stream's buffered data");
+        buf.clear();
+        return None;
+    }
+    if buf.len() < 4 + len {
+        return None;
+    }
+    let frame = buf[4..4 + len].to_vec();
+    buf.drain(..4 + len);
+    Some(frame)
+}
+
+impl NetBackend for Passt {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    fn send(&mut self, frame: &[u8]) -> bool {
+        self.flush();
+        if self.outbox.len() > SEND_LIMIT {
+            return false;
+        }
+        self.outbox.extend((frame.len() as u32).to_be_bytes());
+        self.outbox.extend(frame);
+        self.flush();
+        true
+    }
+
+    fn recv(&mut self) -> Option<Vec<u8>> {
+        self.flush();
+        loop {
+            if let Some(frame) = take_frame(&mut self.inbox) {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.inbox.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_and_bounded() {
+        let mut buf = Vec::new();
+        buf.extend(3u32.to_be_bytes());
+        buf.extend([1, 2, 3]);
+        buf.extend(2u32.to_be_bytes());
+        buf.extend([9]);
+        assert_eq!(take_frame(&mut buf), Some(vec![1, 2, 3]));
+        assert_eq!(take_frame(&mut buf), None, "second frame incomplete");
+        buf.push(8);
+        assert_eq!(take_frame(&mut buf), Some(vec![9, 8]));
+        buf.extend(u32::MAX.to_be_bytes());
+        assert_eq!(take_frame(&mut buf), None);
+        assert!(buf.is_empty(), "a corrupt length drops the buffer");
+    }
+}
