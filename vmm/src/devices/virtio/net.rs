@@ -43,8 +43,7 @@ impl Net {
     /// Moves received frames into the guest's receive buffers while both last.
     fn receive(&mut self, queue: &mut Queue, mem: &GuestMem) -> bool {
         let mut used_any = false;
-        loop {
-            let Some(frame) = self.pending_rx.take().or_else(|| self.backend.recv()) else { break };
+        while let Some(frame) = self.pending_rx.take().or_else(|| self.backend.recv()) {
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 // No buffer: keep the frame, and ask to be told when the guest adds some.
                 self.pending_rx = Some(frame);
