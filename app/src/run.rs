@@ -68,7 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .chain(
                 args.disk_ro.into_iter().map(|path| DeviceConfig::Block { path, read_only: true }),
             )
-            .chain((!args.no_net).then(|| DeviceConfig::Net { mac, forwards: args.forward }))
+            .chain((!args.no_net).then_some(DeviceConfig::Net { mac, forwards: args.forward }))
             .collect(),
     };
     let handle = Machine::build(config, None).context("cannot build the machine")?;
