@@ -970,7 +970,30 @@ virtio_start:
     mov byte ptr [rbx + 0x14], 0x0b     /* FEATURES_OK */
     test byte ptr [rbx + 0x14], 0x08
     jz virtio_fail
-    mov word ptr [rbx + 0x16], 0        /* queue 0 */
+    xor edi, edi
+1:  push rdi
+    call virtio_setup_queue
+    pop rdi
+    inc edi
+    cmp edi, [vio_nqueues]
+    jb 1b
+    mov rbx, [vio_common]
+    mov byte ptr [rbx + 0x14], 0x0f     /* DRIVER_OK */
+    pop rbx
+    ret
+
+/* Queue q's rings live at vq_rings + q * 4 KiB: descriptors at +0, the available ring at
+ * +0x400, the used ring at +0x800; 8 entries each. */
+    .set RING_AVAIL, 0x400
+    .set RING_USED, 0x800
+
+/* virtio_setup_queue(edi = q): size 8, MSI-X vector 0 (or none with INTx), rings, enable. */
+virtio_setup_queue:
+    push rbx
+    push r12
+    mov r12d, edi
+    mov rbx, [vio_common]
+    mov word ptr [rbx + 0x16], r12w     /* queue_select */
     cmp word ptr [rbx + 0x18], 8
     jb virtio_fail
     mov word ptr [rbx + 0x18], 8
@@ -981,13 +1004,15 @@ virtio_start:
 9:  mov word ptr [rbx + 0x1a], ax
     cmp word ptr [rbx + 0x1a], ax
     jne virtio_fail
-    mov eax, offset vq_desc
+    mov eax, r12d
+    shl eax, 12
+    add eax, offset vq_rings
     mov dword ptr [rbx + 0x20], eax
     mov dword ptr [rbx + 0x24], 0
-    mov eax, offset vq_avail
+    add eax, RING_AVAIL
     mov dword ptr [rbx + 0x28], eax
     mov dword ptr [rbx + 0x2c], 0
-    mov eax, offset vq_used
+    add eax, RING_USED - RING_AVAIL
     mov dword ptr [rbx + 0x30], eax
     mov dword ptr [rbx + 0x34], 0
     mov word ptr [rbx + 0x1c], 1        /* queue_enable */
@@ -995,48 +1020,79 @@ virtio_start:
     jne virtio_fail
     movzx eax, word ptr [rbx + 0x1e]    /* queue_notify_off */
     imul eax, dword ptr [vio_notify_mul]
-    add [vio_notify], rax
-    mov byte ptr [rbx + 0x14], 0x0f     /* DRIVER_OK */
+    add rax, [vio_notify]
+    lea rcx, [rip + vio_qnotify]
+    mov [rcx + r12 * 8], rax
+    pop r12
     pop rbx
     ret
 
-/* set_desc(edi = index, rsi = address, edx = length, ecx = flags): descriptor `index`
- * chains to `index + 1` when flags has NEXT (1). */
+/* ring_base -> rax: the rings of the current queue [vio_q]. */
+ring_base:
+    mov rax, [vio_q]
+    shl rax, 12
+    add rax, offset vq_rings
+    ret
+
+/* set_desc(edi = index, rsi = address, edx = length, ecx = flags): descriptor `index` of
+ * the current queue; it chains to `index + 1` when flags has NEXT (1). */
 set_desc:
+    call ring_base
+    lea r9d, [rdi + 1]
     shl edi, 4
-    add rdi, offset vq_desc
+    add rdi, rax
     mov qword ptr [rdi], rsi
     mov dword ptr [rdi + 8], edx
     mov word ptr [rdi + 12], cx
-    mov eax, edi
-    sub eax, offset vq_desc
-    shr eax, 4
-    inc eax
-    mov word ptr [rdi + 14], ax
+    mov word ptr [rdi + 14], r9w
     ret
 
-/* virtio_submit: makes descriptor 0 available, notifies queue 0, waits for the interrupt
- * and returns the used length in eax. */
-virtio_submit:
+/* virtio_post: makes descriptor 0 of the current queue available and notifies it. */
+virtio_post:
     push rbx
-    mov rax, [vio_avail_idx]
-    mov rbx, offset vq_avail
-    mov ecx, eax
-    and ecx, 7
-    mov word ptr [rbx + 4 + rcx * 2], 0 /* ring[idx % 8] = descriptor 0 */
-    inc eax
-    mov [vio_avail_idx], rax
+    mov rcx, [vio_q]
+    lea rdx, [rip + vio_avail]
+    mov rax, [rdx + rcx * 8]
+    inc rax
+    mov [rdx + rcx * 8], rax
     mov rsi, [irq_count_vio]
-    mov word ptr [rbx + 2], ax          /* publish avail->idx */
-    mov rdx, [vio_notify]
-    mov word ptr [rdx], 0               /* notify queue 0 */
+    lea rdx, [rip + vio_irqsnap]
+    mov [rdx + rcx * 8], rsi
+    mov rbx, rax
+    call ring_base
+    lea ecx, [rbx - 1]
+    and ecx, 7
+    mov word ptr [rax + RING_AVAIL + 4 + rcx * 2], 0  /* ring[idx % 8] = descriptor 0 */
+    mov word ptr [rax + RING_AVAIL + 2], bx           /* publish avail->idx */
+    mov rcx, [vio_q]
+    lea rdx, [rip + vio_qnotify]
+    mov rdx, [rdx + rcx * 8]
+    mov word ptr [rdx], cx              /* notify: the queue's index */
+    pop rbx
+    ret
+
+/* virtio_wait: waits until the current queue's device has used everything posted and an
+ * interrupt came after the post; returns the last used length in eax. */
+virtio_wait:
+    push rbx
+    push r12
+    push r13
+    mov r13, [vio_q]
+    lea rax, [rip + vio_irqsnap]
+    mov r12, [rax + r13 * 8]
     rdtsc
     shl rdx, 32
     or rax, rdx
     mov r8, rax
-1:  cmp [irq_count_vio], rsi
+1:  call ring_base
+    mov rbx, rax
+    movzx eax, word ptr [rbx + RING_USED + 2]   /* used->idx */
+    lea rdx, [rip + vio_avail]
+    cmp rax, [rdx + r13 * 8]
     jne 2f
-    pause
+    cmp [irq_count_vio], r12
+    jne 3f
+2:  pause
     rdtsc
     shl rdx, 32
     or rax, rdx
@@ -1045,18 +1101,21 @@ virtio_submit:
     cmp rax, rcx
     jb 1b
     jmp virtio_fail
-2:  mov rbx, offset vq_used
-    movzx eax, word ptr [rbx + 2]       /* used->idx */
-    cmp rax, [vio_avail_idx]
-    jne virtio_fail
-    dec eax
+3:  dec eax
     and eax, 7
-    lea rax, [rbx + 4 + rax * 8]
+    lea rax, [rbx + RING_USED + 4 + rax * 8]
     cmp dword ptr [rax], 0              /* id: descriptor 0 */
     jne virtio_fail
     mov eax, dword ptr [rax + 4]        /* len */
+    pop r13
+    pop r12
     pop rbx
     ret
+
+/* virtio_submit: post on the current queue and wait for it. */
+virtio_submit:
+    call virtio_post
+    jmp virtio_wait
 
 virtio_fail:
     lea rdi, [rip + s_virtio_fail]
@@ -1818,7 +1877,11 @@ vio_notify:     .quad 0
 vio_notify_mul: .quad 0
 vio_msix_cap:   .quad 0
 vio_msix_table: .quad 0
-vio_avail_idx:  .quad 0
+vio_q:          .quad 0
+vio_nqueues:    .quad 1
+vio_avail:      .quad 0, 0
+vio_irqsnap:    .quad 0, 0
+vio_qnotify:    .quad 0, 0
 vio_features:   .quad 0
 blk_capacity:   .quad 0
 quiet:          .quad 0
@@ -1881,12 +1944,9 @@ kstack_top:
 ustack:         .skip 16384
 ustack_top:
 ap_stacks:      .skip 4096 * 64
-/* One virtqueue of 8 entries: descriptors, available ring, used ring (virtio 1.2 §2.7). */
+/* Two virtqueues of 8 entries (virtio 1.2 §2.7), 4 KiB apart. */
     .align 4096
-vq_desc:        .skip 16 * 8
-vq_avail:       .skip 4 + 2 * 8 + 2
-    .align 4
-vq_used:        .skip 4 + 8 * 8 + 2
+vq_rings:       .skip 2 * 4096
     .align 64
 vio_buf:        .skip 64
 blk_hdr:        .skip 16
