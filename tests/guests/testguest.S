@@ -1125,6 +1125,103 @@ virtio_fail:
     call newline
     call power_off
 
+/* test=virtio-net: MAC and link from the device config, then an ARP request for 10.0.2.2
+ * on the transmit queue and the answer on the receive queue ("NET ARP <op> <ip> <mac>").
+ * passt, and QEMU's slirp, answer for the gateway. */
+test_net:
+    push rbx
+    push r12
+    call lapic_enable
+    mov qword ptr [vio_nqueues], 2
+    mov edi, 0x1041
+    call virtio_find
+    call virtio_start
+    mov rbx, [vio_device]
+    mov eax, dword ptr [rbx]
+    mov dword ptr [net_mac], eax
+    movzx eax, word ptr [rbx + 4]
+    mov word ptr [net_mac + 4], ax
+    lea rdi, [rip + s_net_mac]
+    call puts
+    mov rdi, [net_mac]
+    bswap rdi
+    shr rdi, 16                         /* the six bytes in order */
+    call put_hex
+    call newline
+    lea rdi, [rip + s_net_status]
+    call puts
+    movzx edi, word ptr [rbx + 6]
+    call put_hex
+    call newline
+    /* the ARP request: template, then our MAC as source and sender */
+    lea rsi, [rip + arp_template]
+    mov rdi, offset net_tx + 12
+    mov ecx, 42
+    rep movsb
+    mov eax, dword ptr [net_mac]
+    mov dword ptr [net_tx + 12 + 6], eax
+    mov dword ptr [net_tx + 12 + 22], eax
+    movzx eax, word ptr [net_mac + 4]
+    mov word ptr [net_tx + 12 + 10], ax
+    mov word ptr [net_tx + 12 + 26], ax
+    /* a receive buffer first, so the answer has somewhere to go */
+    mov qword ptr [vio_q], 0
+    call net_post_rx
+    mov qword ptr [vio_q], 1
+    xor edi, edi
+    mov rsi, offset net_tx
+    mov edx, 12 + 42
+    xor ecx, ecx
+    call set_desc
+    call virtio_submit
+    lea rdi, [rip + s_net_tx]
+    call print_status
+    /* frames until an ARP reply (a few others, like IPv6 router adverts, may come first) */
+    mov r12d, 8
+1:  mov qword ptr [vio_q], 0
+    call virtio_wait
+    mov ebx, eax
+    cmp word ptr [net_rx + 12 + 12], 0x0608         /* ethertype ARP (big-endian) */
+    jne 2f
+    cmp word ptr [net_rx + 12 + 20], 0x0200         /* op: reply */
+    je 3f
+2:  dec r12d
+    jz virtio_fail
+    call net_post_rx
+    jmp 1b
+3:  lea rdi, [rip + s_net_rx]
+    mov eax, ebx
+    call print_status
+    lea rdi, [rip + s_net_arp]
+    call puts
+    movzx edi, word ptr [net_rx + 12 + 20]
+    rol di, 8                           /* network byte order */
+    call put_hex
+    call space
+    mov edi, dword ptr [net_rx + 12 + 28]           /* sender IP */
+    bswap edi
+    call put_hex
+    call space
+    mov rdi, qword ptr [net_rx + 12 + 22]           /* sender MAC */
+    bswap rdi
+    shr rdi, 16
+    call put_hex
+    call newline
+    pop r12
+    pop rbx
+    call power_off
+
+/* Posts net_rx (2 KiB, device-writable) on the receive queue. */
+net_post_rx:
+    mov qword ptr [vio_q], 0
+    mov word ptr [net_rx + 12 + 12], 0
+    xor edi, edi
+    mov rsi, offset net_rx
+    mov edx, 2048
+    mov ecx, 2
+    call set_desc
+    jmp virtio_post
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -1795,6 +1892,18 @@ s_rng:          .asciz "RNG "
 s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_rng_intx:     .asciz "virtio-rng-intx"
+n_net:          .asciz "virtio-net"
+s_net_mac:      .asciz "NET MAC "
+s_net_status:   .asciz "NET STATUS "
+s_net_tx:       .asciz "NET TX "
+s_net_rx:       .asciz "NET RX "
+s_net_arp:      .asciz "NET ARP "
+/* Ethernet broadcast, ARP request (RFC 826): who has 10.0.2.2, tell 10.0.2.15. */
+arp_template:
+    .byte 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0x08, 0x06
+    .byte 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01
+    .byte 0, 0, 0, 0, 0, 0, 10, 0, 2, 15
+    .byte 0, 0, 0, 0, 0, 0, 10, 0, 2, 2
 s_intx:         .asciz "INTX\n"
 s_blk_capacity: .asciz "BLK CAPACITY "
 s_blk_ro:       .asciz "BLK RO "
@@ -1822,6 +1931,7 @@ tests:
     .quad n_bench, test_bench
     .quad n_rng, test_rng
     .quad n_rng_intx, test_rng_intx
+    .quad n_net, test_net
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -1949,8 +2059,12 @@ ap_stacks:      .skip 4096 * 64
 vq_rings:       .skip 2 * 4096
     .align 64
 vio_buf:        .skip 64
+net_mac:        .skip 8
 blk_hdr:        .skip 16
 blk_status:     .skip 16
     .align 512
 blk_data:       .skip 512
 blk_data2:      .skip 512
+net_tx:         .skip 64
+    .align 64
+net_rx:         .skip 2048

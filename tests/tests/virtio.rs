@@ -187,3 +187,78 @@ fn virtio_rng_over_intx_on_vessel_and_qemu() {
     );
     check_rng_report(&out);
 }
+
+fn check_net_report(out: &str, mac: &str, gateway_mac_known: bool) {
+    let value = |key: &str| -> String {
+        let prefix = format!("NET {key} ");
+        out.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {key}:\n{out}"))
+            .to_string()
+    };
+    assert!(!out.contains("VIRTIO FAIL"), "{out}");
+    assert_eq!(value("MAC"), format!("0000{mac}"));
+    assert_eq!(hex(&value("STATUS")), 1, "link up");
+    assert_eq!(hex(&value("TX")), 0);
+    assert!(hex(&value("RX")) >= 12 + 42, "header and an ARP frame");
+    let arp: Vec<u64> = value("ARP").split_whitespace().map(hex).collect();
+    assert_eq!(arp[0], 2, "an ARP reply");
+    assert_eq!(arp[1], 0x0a00_0202, "from the gateway 10.0.2.2");
+    if gateway_mac_known {
+        assert_ne!(arp[2], 0);
+    }
+}
+
+fn net_device(forwards: Vec<vmm::devices::net::passt::PortForward>) -> vmm::DeviceConfig {
+    vmm::DeviceConfig::Net { mac: [0x02, 0x56, 0x45, 0x01, 0x02, 0x03], forwards }
+}
+
+#[test]
+fn virtio_net_through_passt_on_vessel() {
+    let mut spec = GuestSpec::new("virtio-net");
+    spec.devices.push(net_device(Vec::new()));
+    let mut run = spec.boot();
+    assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
+    assert!(run.events.iter().all(|e| !matches!(e, vmm::Event::Warning(_))), "{:?}", run.events);
+    check_net_report(&run.output(), "025645010203", true);
+}
+
+#[test]
+fn virtio_net_under_qemu() {
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+    let out = run_qemu(
+        &testguest_elf(),
+        "test=virtio-net",
+        &[
+            "-netdev",
+            "user,id=n0",
+            "-device",
+            "virtio-net-pci,netdev=n0,disable-legacy=on,mac=02:56:45:01:02:03",
+        ],
+    );
+    check_net_report(&out, "025645010203", true);
+}
+
+#[test]
+fn port_forwards_listen_on_the_host() {
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let forward = vmm::devices::net::passt::PortForward { udp: false, host: port, guest: 80 };
+    let mut spec = GuestSpec::new("ticks");
+    spec.devices.push(net_device(vec![forward]));
+    let mut run = spec.boot();
+    run.expect_output("TICK");
+    // passt listens on the host port (connections then go on to the guest's port 80).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on forwarded port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.handle.power_off().unwrap();
+    drop(run);
+    // The machine is gone, and so is its NAT: the port closes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "passt outlived its machine");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
