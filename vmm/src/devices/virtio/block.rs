@@ -5,13 +5,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 
-use super::{TYPE_BLOCK, VirtioDevice};
+use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice};
 use crate::vstate::memory::GuestMem;
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -72,10 +72,30 @@ pub enum BlockError {
 
 pub struct Block {
     file: File,
+    /// inotify watch on the image: a grown image is announced to the guest (§5.2.2).
+    watch: Option<OwnedFd>,
     read_only: bool,
     capacity_sectors: u64,
     id: [u8; ID_BYTES],
     features: u64,
+}
+
+/// An inotify watch for size changes of `path`; none if inotify is unavailable (then the
+/// guest sees a new size at its next boot).
+fn watch_file(path: &Path) -> Option<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: inotify_init1 takes flags only; the result is checked.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is a new inotify instance nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mask = libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE;
+    // SAFETY: a valid inotify fd and a NUL-terminated path.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), mask) };
+    (wd >= 0).then_some(fd)
 }
 
 /// Takes an OFD lock on the whole file (fcntl(2), "Open file description locks").
@@ -117,7 +137,20 @@ impl Block {
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         let mut features = F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
         features |= if read_only { F_RO } else { F_DISCARD | F_WRITE_ZEROES };
-        Ok(Block { file, read_only, capacity_sectors: size / SECTOR_SIZE, id, features })
+        let watch = watch_file(path);
+        Ok(Block { file, watch, read_only, capacity_sectors: size / SECTOR_SIZE, id, features })
+    }
+
+    /// Re-reads the image size; true if the capacity changed.
+    fn refresh_capacity(&mut self) -> bool {
+        let Ok(meta) = self.file.metadata() else { return false };
+        let sectors = meta.len() / SECTOR_SIZE;
+        let changed = sectors != self.capacity_sectors;
+        if changed {
+            log::info!("virtio-blk: capacity {} -> {} sectors", self.capacity_sectors, sectors);
+            self.capacity_sectors = sectors;
+        }
+        changed
     }
 
     /// Handles one request; returns (status, bytes written into the guest's buffers).
@@ -277,6 +310,22 @@ impl VirtioDevice for Block {
         data[..n].copy_from_slice(&config[start..start + n]);
     }
 
+    fn backend_fd(&self) -> Option<RawFd> {
+        self.watch.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
+        if let Some(watch) = &self.watch {
+            let mut events = [0u8; 4096];
+            // Drain the notifications; what matters is the size now.
+            // SAFETY: read into our own buffer from our own nonblocking fd.
+            while unsafe { libc::read(watch.as_raw_fd(), events.as_mut_ptr().cast(), events.len()) }
+                > 0
+            {}
+        }
+        if self.refresh_capacity() { CONFIG_CHANGED } else { 0 }
+    }
+
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {
         let Some(queue) = queues.get_mut(index) else { return 0 };
         let mut used_any = false;
@@ -411,6 +460,24 @@ mod tests {
         ro.process_queue(0, std::slice::from_mut(&mut q), &mem);
         assert_eq!(status(&mem, 0x30000), S_IOERR);
         assert_eq!(std::fs::read(&path).unwrap()[0], 0xaa);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_grown_image_is_announced() {
+        let path = image(8);
+        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        assert_eq!(blk.process_backend(&mut [], &mem), 0, "nothing changed yet");
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16 * 512).unwrap();
+        let fd = blk.backend_fd().expect("inotify watch");
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "inotify reported the change");
+        assert_eq!(blk.process_backend(&mut [], &mem), CONFIG_CHANGED);
+        let mut capacity = [0u8; 8];
+        blk.read_config(0, &mut capacity);
+        assert_eq!(u64::from_le_bytes(capacity), 16);
         let _ = std::fs::remove_file(path);
     }
 

@@ -14,6 +14,10 @@ pub const VIRTIO_F_RING_INDIRECT_DESC: u64 = 1 << 28;
 pub const VIRTIO_F_RING_EVENT_IDX: u64 = 1 << 29;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
+/// In a `process_*` result: the device configuration changed (a disk grew); the
+/// transport bumps config_generation and raises the configuration interrupt (§4.1.4.3).
+pub const CONFIG_CHANGED: u64 = 1 << 63;
+
 /// Device types (virtio 1.2 §5).
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;

@@ -10,7 +10,8 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VirtioDevice,
+    CONFIG_CHANGED, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
+    VirtioDevice,
 };
 use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
 use crate::devices::pci::msix::{self, Msix};
@@ -207,19 +208,33 @@ impl VirtioPciDevice {
         self.device.backend_fd()
     }
 
-    /// The backend has something (received frames, room to send).
+    /// The backend has something (received frames, room to send, a grown image). The
+    /// device always looks, so its state stays current; the driver hears about it once it
+    /// is running.
     pub fn process_backend(&mut self) {
-        if self.status & STATUS_DRIVER_OK == 0 {
-            return;
-        }
         let used = self.device.process_backend(&mut self.queues, &self.mem);
-        self.signal_used(used);
+        if used & CONFIG_CHANGED != 0 {
+            self.config_generation = self.config_generation.wrapping_add(1);
+        }
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.signal_used(used);
+        }
     }
 
     /// Interrupts for the queues in `used` (a bit per queue) that the driver wants to hear
     /// about (EVENT_IDX or the NO_INTERRUPT flag may say it does not).
     fn signal_used(&mut self, used: u64) {
-        for index in 0..self.queues.len().min(64) {
+        if used & CONFIG_CHANGED != 0 {
+            if self.msix.enabled() {
+                if self.config_msix_vector != NO_VECTOR {
+                    self.msix.notify(self.config_msix_vector);
+                }
+            } else {
+                self.isr |= 2;
+                self.assert_intx();
+            }
+        }
+        for index in 0..self.queues.len().min(63) {
             if used & (1 << index) == 0 {
                 continue;
             }
@@ -697,6 +712,32 @@ mod tests {
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "delivered on unmask");
         // With MSI-X on, the ISR is not used.
         assert_eq!(r(&mut dev, ISR_OFFSET, 1), 0);
+    }
+
+    #[test]
+    fn a_config_change_bumps_the_generation() {
+        let vm = Arc::new(open_kvm().unwrap().create_vm().unwrap());
+        vm.create_irq_chip().unwrap();
+        let router = Arc::new(GsiRouter::new(vm.clone()).unwrap());
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let path = std::env::temp_dir().join(format!("vessel-gen-{}.raw", std::process::id()));
+        std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
+        let block = crate::devices::virtio::block::Block::open(&path, false, "g").unwrap();
+        let mut dev = VirtioPciDevice::new(Box::new(block), mem, router, None).unwrap();
+        negotiate(&mut dev, 1);
+        w(&mut dev, 0x14, 0x0f, 1);
+        let generation = r(&mut dev, 0x15, 1);
+        assert_eq!(r(&mut dev, DEVICE_OFFSET, 8), 8);
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(8192).unwrap();
+        let mut pfd =
+            libc::pollfd { fd: dev.backend_fd().unwrap(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1);
+        dev.process_backend();
+        assert_eq!(r(&mut dev, 0x15, 1), generation + 1, "config_generation moved on");
+        assert_eq!(r(&mut dev, DEVICE_OFFSET, 8), 16, "the new capacity");
+        assert_eq!(r(&mut dev, ISR_OFFSET, 1), 2, "INTx mode: ISR bit 1, configuration change");
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
