@@ -45,10 +45,10 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub cpus: u8,
-    /// A raw disk image for a virtio-blk disk (repeat for more disks).
+    /// A raw or qcow2 disk image for a virtio-blk disk (repeat for more disks).
     #[arg(long, value_name = "FILE")]
     pub disk: Vec<PathBuf>,
-    /// A raw disk image attached read-only (repeatable).
+    /// A raw or qcow2 disk image attached read-only (repeatable).
     #[arg(long, value_name = "FILE")]
     pub disk_ro: Vec<PathBuf>,
     /// No network card (by default the guest gets one on user-mode NAT through passt).

@@ -262,3 +262,33 @@ fn port_forwards_listen_on_the_host() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn virtio_blk_on_a_qcow2_image() {
+    // The same guest and checks on a qcow2 image; afterwards qemu-img finds it clean and
+    // reads back what the guest wrote.
+    let raw = disk_image("qcow2-src");
+    let qcow2 = raw.with_extension("qcow2");
+    let qemu_img = |args: &[&str]| {
+        let out =
+            std::process::Command::new("qemu-img").args(args).output().expect("qemu-img runs");
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    qemu_img(&["convert", "-O", "qcow2", raw.to_str().unwrap(), qcow2.to_str().unwrap()]);
+    let mut spec = GuestSpec::new("virtio-blk");
+    spec.devices.push(vmm::DeviceConfig::Block { path: qcow2.clone(), read_only: false });
+    let mut run = spec.boot();
+    assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
+    check_blk_report(&run.output(), false, "vessel-disk0");
+    drop(run);
+    qemu_img(&["check", "-q", qcow2.to_str().unwrap()]);
+    qemu_img(&["convert", "-O", "raw", qcow2.to_str().unwrap(), raw.to_str().unwrap()]);
+    assert_eq!(sector(&raw, 1), pattern(), "the write reached the qcow2 image");
+    assert_eq!(&sector(&raw, 0)[..8], b"VESSELDK");
+    let _ = std::fs::remove_file(raw);
+    let _ = std::fs::remove_file(qcow2);
+}

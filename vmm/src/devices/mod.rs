@@ -4,6 +4,7 @@ pub mod bus;
 pub mod legacy;
 pub mod net;
 pub mod pci;
+pub mod storage;
 pub mod virtio;
 
 use std::sync::Arc;

@@ -31,7 +31,7 @@ pub struct MachineConfig {
 pub enum DeviceConfig {
     /// virtio-rng fed from the host's getrandom.
     Rng,
-    /// A virtio-blk disk backed by a raw image.
+    /// A virtio-blk disk backed by a raw or qcow2 image.
     Block { path: std::path::PathBuf, read_only: bool },
     /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },

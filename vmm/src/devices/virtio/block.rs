@@ -6,12 +6,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice};
+use crate::devices::storage::image::{self, DiskImage, ImageFormat, Qcow2Image, RawImage};
 use crate::vstate::memory::GuestMem;
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -64,14 +64,19 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path} is a qcow2 image; Vessel reads raw images only for now — convert it with: qemu-img convert -O raw {path} disk.raw"
-    )]
-    Qcow2 { path: PathBuf },
+    #[error("cannot read disk image {path} as {format:?}")]
+    Image {
+        path: PathBuf,
+        format: ImageFormat,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub struct Block {
-    file: File,
+    image: Box<dyn DiskImage>,
+    /// Holds the OFD lock (for raw images the image reads through a clone of it).
+    _lock: File,
     /// inotify watch on the image: a grown image is announced to the guest (§5.2.2).
     watch: Option<OwnedFd>,
     read_only: bool,
@@ -124,27 +129,37 @@ fn lock_file(file: &File, path: &Path, exclusive: bool) -> Result<(), BlockError
 impl Block {
     pub fn open(path: &Path, read_only: bool, serial: &str) -> Result<Self, BlockError> {
         let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
-        let mut file =
-            OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
+        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
         lock_file(&file, path, !read_only)?;
-        let mut magic = [0u8; 4];
-        if file.read_exact(&mut magic).is_ok() && magic == *b"QFI\xfb" {
-            return Err(BlockError::Qcow2 { path: path.to_path_buf() });
-        }
-        let size = file.metadata().map_err(open_err)?.len();
+        let format = image::detect(&file).map_err(open_err)?;
+        let image_err = |source| BlockError::Image { path: path.to_path_buf(), format, source };
+        let image: Box<dyn DiskImage> = match format {
+            ImageFormat::Raw => {
+                Box::new(RawImage::new(file.try_clone().map_err(open_err)?).map_err(image_err)?)
+            }
+            ImageFormat::Qcow2 => Box::new(Qcow2Image::open(path, !read_only).map_err(image_err)?),
+        };
+        let size = image.size();
         let mut id = [0u8; ID_BYTES];
         let n = serial.len().min(ID_BYTES);
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         let mut features = F_SIZE_MAX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
         features |= if read_only { F_RO } else { F_DISCARD | F_WRITE_ZEROES };
         let watch = watch_file(path);
-        Ok(Block { file, watch, read_only, capacity_sectors: size / SECTOR_SIZE, id, features })
+        Ok(Block {
+            image,
+            _lock: file,
+            watch,
+            read_only,
+            capacity_sectors: size / SECTOR_SIZE,
+            id,
+            features,
+        })
     }
 
     /// Re-reads the image size; true if the capacity changed.
     fn refresh_capacity(&mut self) -> bool {
-        let Ok(meta) = self.file.metadata() else { return false };
-        let sectors = meta.len() / SECTOR_SIZE;
+        let sectors = self.image.refresh_size() / SECTOR_SIZE;
         let changed = sectors != self.capacity_sectors;
         if changed {
             log::info!("virtio-blk: capacity {} -> {} sectors", self.capacity_sectors, sectors);
@@ -174,7 +189,7 @@ impl Block {
             T_OUT => self.write(sector, &mut reader),
             T_FLUSH if self.read_only => S_OK,
             T_FLUSH => {
-                if self.file.sync_data().is_ok() {
+                if self.image.flush().is_ok() {
                     S_OK
                 } else {
                     S_IOERR
@@ -204,7 +219,7 @@ impl Block {
         let len = writer.available_bytes();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
         let mut buf = vec![0u8; len];
-        if self.file.read_exact_at(&mut buf, offset).is_err() || writer.write_all(&buf).is_err() {
+        if self.image.read_at(&mut buf, offset).is_err() || writer.write_all(&buf).is_err() {
             return S_IOERR;
         }
         S_OK
@@ -217,7 +232,7 @@ impl Block {
         let len = reader.available_bytes();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
         let mut buf = vec![0u8; len];
-        if reader.read_exact(&mut buf).is_err() || self.file.write_all_at(&buf, offset).is_err() {
+        if reader.read_exact(&mut buf).is_err() || self.image.write_at(&buf, offset).is_err() {
             return S_IOERR;
         }
         S_OK
@@ -246,26 +261,12 @@ impl Block {
             return S_IOERR;
         };
         let (offset, len) = (sector * SECTOR_SIZE, (end - sector) * SECTOR_SIZE);
-        // Punching a hole both discards and reads back as zeroes.
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: fallocate on our own fd with a checked range; no memory is involved.
-        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
-        if r == 0 {
-            return S_OK;
+        match self.image.zero(offset, len) {
+            Ok(()) => S_OK,
+            // Discard is a hint: failing to free space is no error for the guest.
+            Err(_) if kind == T_DISCARD => S_OK,
+            Err(_) => S_IOERR,
         }
-        if kind == T_DISCARD {
-            return S_OK; // discard is a hint; a filesystem without holes may ignore it
-        }
-        let zeros = vec![0u8; (len as usize).min(1 << 20)];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(zeros.len() as u64) as usize;
-            if self.file.write_all_at(&zeros[..n], offset + done).is_err() {
-                return S_IOERR;
-            }
-            done += n as u64;
-        }
-        S_OK
     }
 
     fn config_bytes(&self) -> [u8; 60] {
@@ -347,6 +348,7 @@ mod tests {
     use super::*;
     use crate::devices::virtio::rng::tests::{publish, put_desc, queue, used};
     use crate::vstate::memory::create_guest_memory;
+    use std::os::unix::fs::FileExt;
     use vm_memory::{Bytes, GuestAddress};
 
     const R: u16 = 0;

@@ -1,0 +1,3 @@
+//! Storage: disk image access shared by the disk controllers (virtio-blk now).
+
+pub mod image;
