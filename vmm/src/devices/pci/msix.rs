@@ -21,16 +21,20 @@ struct Entry {
 pub struct Msix {
     entries: Vec<Entry>,
     pending: Vec<u64>,
+    /// Injection paths; empty without a router (tests and fuzzing run without KVM).
     vectors: Vec<MsiVector>,
-    router: Arc<GsiRouter>,
+    router: Option<Arc<GsiRouter>>,
     enabled: bool,
     function_masked: bool,
 }
 
 impl Msix {
-    pub fn new(count: u16, router: Arc<GsiRouter>) -> Result<Self, IrqError> {
+    pub fn new(count: u16, router: Option<Arc<GsiRouter>>) -> Result<Self, IrqError> {
         let count = usize::from(count.clamp(1, 2048));
-        let vectors = (0..count).map(|_| router.new_vector()).collect::<Result<Vec<_>, _>>()?;
+        let vectors = match &router {
+            Some(router) => (0..count).map(|_| router.new_vector()).collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
         Ok(Msix {
             // Vectors start masked (§6.8.2.9).
             entries: vec![Entry { control: CONTROL_MASKED, ..Default::default() }; count],
@@ -87,7 +91,9 @@ impl Msix {
         let e = self.entries[i];
         let message =
             (self.enabled && e.control & CONTROL_MASKED == 0).then_some((e.address, e.data));
-        if let Err(e) = self.router.set_msi(self.vectors[i].gsi, message) {
+        if let (Some(router), Some(vector)) = (&self.router, self.vectors.get(i))
+            && let Err(e) = router.set_msi(vector.gsi, message)
+        {
             log::warn!("MSI-X vector {i}: {e}");
         }
     }
@@ -96,7 +102,9 @@ impl Msix {
         let (word, bit) = (i / 64, 1u64 << (i % 64));
         if self.enabled && !self.masked(i) && self.pending[word] & bit != 0 {
             self.pending[word] &= !bit;
-            self.vectors[i].fire();
+            if let Some(v) = self.vectors.get(i) {
+                v.fire();
+            }
         }
     }
 
@@ -109,8 +117,8 @@ impl Msix {
         }
         if self.masked(i) {
             self.pending[i / 64] |= 1 << (i % 64);
-        } else {
-            self.vectors[i].fire();
+        } else if let Some(v) = self.vectors.get(i) {
+            v.fire();
         }
         true
     }

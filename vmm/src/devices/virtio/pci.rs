@@ -97,11 +97,12 @@ fn le_value(data: &[u8]) -> u64 {
 }
 
 impl VirtioPciDevice {
-    /// Wraps `device`; `vm` is None only in unit tests (no ioeventfds then).
+    /// Wraps `device`. Without `router` there are no MSI-X injection paths and without `vm`
+    /// no ioeventfds: unit tests and fuzzing run that way, without KVM.
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMem,
-        router: Arc<GsiRouter>,
+        router: Option<Arc<GsiRouter>>,
         vm: Option<Arc<VmFd>>,
     ) -> Result<Self, IrqError> {
         let queue_count = device.queue_max_sizes().len();
@@ -595,7 +596,7 @@ mod tests {
         vm.create_irq_chip().unwrap();
         let router = Arc::new(GsiRouter::new(vm.clone()).unwrap());
         let mem = create_guest_memory(16 << 20).unwrap();
-        let dev = VirtioPciDevice::new(Box::new(Rng), mem.clone(), router, None).unwrap();
+        let dev = VirtioPciDevice::new(Box::new(Rng), mem.clone(), Some(router), None).unwrap();
         (dev, mem, vm)
     }
 
@@ -723,7 +724,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("vessel-gen-{}.raw", std::process::id()));
         std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
         let block = crate::devices::virtio::block::Block::open(&path, false, "g").unwrap();
-        let mut dev = VirtioPciDevice::new(Box::new(block), mem, router, None).unwrap();
+        let mut dev = VirtioPciDevice::new(Box::new(block), mem, Some(router), None).unwrap();
         negotiate(&mut dev, 1);
         w(&mut dev, 0x14, 0x0f, 1);
         let generation = r(&mut dev, 0x15, 1);
