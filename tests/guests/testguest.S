@@ -1222,6 +1222,139 @@ net_post_rx:
     call set_desc
     jmp virtio_post
 
+/* test=blk-bench: virtio-blk throughput at queue depth 1, polling the used ring (the
+ * driver sets VIRTQ_AVAIL_F_NO_INTERRUPT). Each phase is bracketed by debug-port
+ * milestones the host timestamps: 0x10/0x11 sequential write, 0x12/0x13 sequential read
+ * (256 KiB requests over the first 64 MiB), 0x14/0x15 random 4 KiB reads, 0x16/0x17
+ * random 4 KiB writes (4096 each, over the first 64 MiB). */
+    .set BENCH_SEQ_BYTES, 262144
+    .set BENCH_SEQ_COUNT, 256
+    .set BENCH_RAND_COUNT, 4096
+    .set BENCH_SPAN_SECTORS, 131072
+test_blk_bench:
+    call lapic_enable
+    mov edi, 0x1042
+    call virtio_find
+    call virtio_start
+    mov qword ptr [vio_q], 0
+    call ring_base
+    mov word ptr [rax + RING_AVAIL], 1  /* VIRTQ_AVAIL_F_NO_INTERRUPT */
+    mov qword ptr [bench_lcg], 12345
+    mov al, 0x10
+    out DEBUG_PORT, al
+    xor r12d, r12d
+1:  mov edi, 1                          /* OUT */
+    mov esi, r12d
+    shl esi, 9                          /* 512 sectors per 256 KiB */
+    mov edx, BENCH_SEQ_BYTES
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_SEQ_COUNT
+    jb 1b
+    mov al, 0x11
+    out DEBUG_PORT, al
+    mov al, 0x12
+    out DEBUG_PORT, al
+    xor r12d, r12d
+2:  xor edi, edi                        /* IN */
+    mov esi, r12d
+    shl esi, 9
+    mov edx, BENCH_SEQ_BYTES
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_SEQ_COUNT
+    jb 2b
+    mov al, 0x13
+    out DEBUG_PORT, al
+    mov al, 0x14
+    out DEBUG_PORT, al
+    xor r12d, r12d
+3:  call bench_random_sector
+    xor edi, edi
+    mov esi, eax
+    mov edx, 4096
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_RAND_COUNT
+    jb 3b
+    mov al, 0x15
+    out DEBUG_PORT, al
+    mov al, 0x16
+    out DEBUG_PORT, al
+    xor r12d, r12d
+4:  call bench_random_sector
+    mov edi, 1
+    mov esi, eax
+    mov edx, 4096
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_RAND_COUNT
+    jb 4b
+    mov al, 0x17
+    out DEBUG_PORT, al
+    lea rdi, [rip + s_bench_done]
+    call puts
+    call power_off
+
+/* -> eax: a 4 KiB-aligned sector below BENCH_SPAN_SECTORS, from a 64-bit LCG. */
+bench_random_sector:
+    mov rax, [bench_lcg]
+    mov rcx, 6364136223846793005
+    imul rax, rcx
+    mov rcx, 1442695040888963407
+    add rax, rcx
+    mov [bench_lcg], rax
+    shr rax, 33
+    and eax, BENCH_SPAN_SECTORS - 8
+    ret
+
+/* bench_request(edi = type, esi = sector, edx = length): header, bench_buf, status on
+ * queue 0; polls the used ring; fails the test on a bad status. */
+bench_request:
+    push rbx
+    push r12
+    push r13
+    mov dword ptr [blk_hdr], edi
+    mov dword ptr [blk_hdr + 4], 0
+    mov qword ptr [blk_hdr + 8], rsi
+    mov byte ptr [blk_status], 0xff
+    mov r12d, edi
+    mov r13d, edx
+    xor edi, edi
+    mov rsi, offset blk_hdr
+    mov edx, 16
+    mov ecx, 1
+    call set_desc
+    mov edi, 1
+    mov rsi, offset bench_buf
+    mov edx, r13d
+    xor ecx, ecx
+    test r12d, r12d
+    jnz 1f
+    mov ecx, 2                          /* IN: the device writes the buffer */
+1:  or ecx, 1                           /* NEXT */
+    call set_desc
+    mov edi, 2
+    mov rsi, offset blk_status
+    mov edx, 1
+    mov ecx, 2
+    call set_desc
+    call virtio_post
+    call ring_base
+    mov rbx, rax
+    mov rcx, [vio_avail]
+2:  movzx eax, word ptr [rbx + RING_USED + 2]
+    cmp rax, rcx
+    je 3f
+    pause
+    jmp 2b
+3:  cmp byte ptr [blk_status], 0
+    jne virtio_fail
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -1893,6 +2026,8 @@ s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_rng_intx:     .asciz "virtio-rng-intx"
 n_net:          .asciz "virtio-net"
+n_blk_bench:    .asciz "blk-bench"
+s_bench_done:   .asciz "BENCH DONE\n"
 s_net_mac:      .asciz "NET MAC "
 s_net_status:   .asciz "NET STATUS "
 s_net_tx:       .asciz "NET TX "
@@ -1932,6 +2067,7 @@ tests:
     .quad n_rng, test_rng
     .quad n_rng_intx, test_rng_intx
     .quad n_net, test_net
+    .quad n_blk_bench, test_blk_bench
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -1993,6 +2129,7 @@ vio_avail:      .quad 0, 0
 vio_irqsnap:    .quad 0, 0
 vio_qnotify:    .quad 0, 0
 vio_features:   .quad 0
+bench_lcg:      .quad 0
 blk_capacity:   .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0
@@ -2068,3 +2205,5 @@ blk_data2:      .skip 512
 net_tx:         .skip 64
     .align 64
 net_rx:         .skip 2048
+    .align 4096
+bench_buf:      .skip 262144

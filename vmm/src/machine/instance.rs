@@ -282,7 +282,8 @@ fn build_devices(
                 Err(e) => return Err(MachineError::Net(e)),
             },
         };
-        let transport = VirtioPciDevice::new(model, mem.clone(), Some(router.clone()), Some(vm.clone()))?;
+        let transport =
+            VirtioPciDevice::new(model, mem.clone(), Some(router.clone()), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));
         let slot = crate::devices::bus::lock(&root).add_device(transport.clone())?;
         crate::devices::bus::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);

@@ -32,7 +32,9 @@ impl Msix {
     pub fn new(count: u16, router: Option<Arc<GsiRouter>>) -> Result<Self, IrqError> {
         let count = usize::from(count.clamp(1, 2048));
         let vectors = match &router {
-            Some(router) => (0..count).map(|_| router.new_vector()).collect::<Result<Vec<_>, _>>()?,
+            Some(router) => {
+                (0..count).map(|_| router.new_vector()).collect::<Result<Vec<_>, _>>()?
+            }
             None => Vec::new(),
         };
         Ok(Msix {

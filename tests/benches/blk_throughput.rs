@@ -1,0 +1,152 @@
+//! virtio-blk throughput at queue depth 1, driven by the test guest (test=blk-bench,
+//! polling the used ring): sequential 256 KiB writes and reads over 64 MiB, random 4 KiB
+//! reads and writes. Compared in the same run with the same pattern done directly on the
+//! host file (pread/pwrite) and with QEMU's virtio-blk (-accel kvm) driven by the same
+//! guest. Phase times come from the guest's debug-port milestones, timestamped on arrival.
+//!
+//! Run: cargo bench -p vessel-tests --bench blk_throughput
+
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vessel_tests::{GuestSpec, TIMEOUT, testguest_elf};
+use vmm::{DeviceConfig, Event, Machine, MachineState};
+
+const SEQ_BYTES: usize = 262_144;
+const SEQ_COUNT: u64 = 256;
+const RAND_COUNT: u64 = 4096;
+const SPAN_SECTORS: u64 = 131_072;
+const PHASES: [&str; 4] =
+    ["sequential write", "sequential read", "random 4K read", "random 4K write"];
+
+/// Phase durations from milestone times (0x10..=0x17 → 4 phases).
+fn phases(marks: &[Option<Duration>; 8]) -> [Duration; 4] {
+    std::array::from_fn(|i| {
+        let (start, end) =
+            (marks[2 * i].expect("phase start"), marks[2 * i + 1].expect("phase end"));
+        end - start
+    })
+}
+
+fn vessel(image: &Path) -> [Duration; 4] {
+    let mut spec = GuestSpec::new("blk-bench");
+    spec.devices = vec![DeviceConfig::Block { path: image.to_path_buf(), read_only: false }];
+    let handle = Machine::build(spec.config(), None).expect("machine builds");
+    handle.start().unwrap();
+    let mut marks = [None; 8];
+    while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
+        match event {
+            Event::DebugMarker { code: code @ 0x10..=0x17, since_build } => {
+                marks[usize::from(code - 0x10)] = Some(since_build)
+            }
+            Event::StateChanged(MachineState::Stopped(_)) => break,
+            _ => {}
+        }
+    }
+    phases(&marks)
+}
+
+fn lcg(state: &mut u64) -> u64 {
+    *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    (*state >> 33) & (SPAN_SECTORS - 8)
+}
+
+fn host(image: &Path) -> [Duration; 4] {
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(image).unwrap();
+    let mut buf = vec![0x5au8; SEQ_BYTES];
+    let mut out = [Duration::ZERO; 4];
+    let t = Instant::now();
+    for i in 0..SEQ_COUNT {
+        file.write_all_at(&buf, i * SEQ_BYTES as u64).unwrap();
+    }
+    out[0] = t.elapsed();
+    let t = Instant::now();
+    for i in 0..SEQ_COUNT {
+        file.read_exact_at(&mut buf, i * SEQ_BYTES as u64).unwrap();
+    }
+    out[1] = t.elapsed();
+    let mut state = 12_345;
+    let t = Instant::now();
+    for _ in 0..RAND_COUNT {
+        file.read_exact_at(&mut buf[..4096], lcg(&mut state) * 512).unwrap();
+    }
+    out[2] = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..RAND_COUNT {
+        file.write_all_at(&buf[..4096], lcg(&mut state) * 512).unwrap();
+    }
+    out[3] = t.elapsed();
+    out
+}
+
+fn qemu(image: &Path) -> Option<[Duration; 4]> {
+    let drive = format!("file={},format=raw,if=none,id=d0", image.display());
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
+        .args([
+            "-serial",
+            "none",
+            "-chardev",
+            "stdio,id=dbg",
+            "-device",
+            "isa-debugcon,iobase=0xe9,chardev=dbg",
+        ])
+        .args(["-drive", &drive, "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"])
+        .args(["-kernel", testguest_elf().to_str().unwrap(), "-append", "test=blk-bench"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take().unwrap();
+    let mut marks = [None; 8];
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).ok()? == 1 {
+        if (0x10..=0x17).contains(&byte[0]) {
+            marks[usize::from(byte[0] - 0x10)] = Some(started.elapsed());
+        }
+    }
+    let _ = child.wait();
+    marks.iter().all(Option::is_some).then(|| phases(&marks))
+}
+
+fn rate(phase: usize, d: Duration) -> (f64, &'static str) {
+    if phase < 2 {
+        ((SEQ_COUNT as f64 * SEQ_BYTES as f64) / (1 << 20) as f64 / d.as_secs_f64(), "MiB/s")
+    } else {
+        (RAND_COUNT as f64 / d.as_secs_f64(), "IOPS")
+    }
+}
+
+fn main() {
+    let image = std::env::temp_dir().join(format!("vessel-blk-bench-{}.raw", std::process::id()));
+    let data: Vec<u8> =
+        (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&image, data).unwrap();
+    let _ = vessel(&image); // warm-up: page cache, KVM
+    let v = vessel(&image);
+    let h = host(&image);
+    let q = qemu(&image);
+    println!("blk_throughput: queue depth 1, 64 MiB span, page-cached image");
+    for (i, name) in PHASES.iter().enumerate() {
+        let (vr, unit) = rate(i, v[i]);
+        let (hr, _) = rate(i, h[i]);
+        let mut line = format!(
+            "  {name:<17} vessel {vr:>9.0} {unit:<5} host {hr:>9.0}  vessel/host {:.2}",
+            vr / hr
+        );
+        if let Some(q) = &q {
+            let (qr, _) = rate(i, q[i]);
+            line += &format!("  qemu {qr:>9.0}  vessel/qemu {:.2}", vr / qr);
+        }
+        println!("{line}");
+    }
+    if q.is_none() {
+        println!("  (qemu-system-x86_64 -accel kvm did not run; no QEMU column)");
+    }
+    let _ = std::fs::remove_file(image);
+}
