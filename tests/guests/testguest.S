@@ -851,7 +851,52 @@ virtio_find:
     mov edi, r12d
     mov esi, 0x04
     call pci_write32
+    cmp qword ptr [vio_move_to], 0
+    je 21f
+    /* Move every memory BAR as an OS may: decode off, new addresses, decode on. The
+     * device must follow (its registers and its notification doorbells). */
     mov edi, r12d
+    mov esi, 0x04
+    call pci_read32
+    and eax, ~0x2
+    mov r8d, eax
+    mov edi, r12d
+    mov esi, 0x04
+    call pci_write32
+    mov r13d, 0x10
+22: mov edi, r12d
+    mov esi, r13d
+    call pci_read32
+    test al, 1                          /* I/O BAR: leave it */
+    jnz 24f
+    mov r14d, eax
+    mov r8d, [vio_move_to]
+    mov edi, r12d
+    mov esi, r13d
+    call pci_write32
+    add qword ptr [vio_move_to], 0x100000
+    and r14d, 0x6
+    cmp r14d, 0x4                       /* 64-bit: the high half goes to 0 */
+    jne 24f
+    add r13d, 4
+    xor r8d, r8d
+    mov edi, r12d
+    mov esi, r13d
+    call pci_write32
+24: add r13d, 4
+    cmp r13d, 0x28
+    jb 22b
+    mov edi, r12d
+    mov esi, 0x04
+    call pci_read32
+    or eax, 0x6
+    mov r8d, eax
+    mov edi, r12d
+    mov esi, 0x04
+    call pci_write32
+    lea rdi, [rip + s_moved]
+    call puts
+21: mov edi, r12d
     mov esi, 0x34
     call pci_read32
     movzx r13d, al
@@ -1360,6 +1405,10 @@ test_rng_intx:
     mov qword ptr [vio_use_msix], 0
     lea rdi, [rip + s_intx]
     call puts
+/* test=virtio-rng-moved: the same after the driver moved the device's BARs. */
+test_rng_moved:
+    mov eax, 0xd0000000
+    mov [vio_move_to], rax
 /* test=virtio-rng: two 64-byte requests; "RNG <len> <bytes 0-7> <bytes 8-15>" each. */
 test_rng:
     call lapic_enable
@@ -2026,6 +2075,8 @@ s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_rng_intx:     .asciz "virtio-rng-intx"
 n_net:          .asciz "virtio-net"
+n_rng_moved:    .asciz "virtio-rng-moved"
+s_moved:        .asciz "BARS MOVED\n"
 n_blk_bench:    .asciz "blk-bench"
 s_bench_done:   .asciz "BENCH DONE\n"
 s_net_mac:      .asciz "NET MAC "
@@ -2067,6 +2118,7 @@ tests:
     .quad n_rng, test_rng
     .quad n_rng_intx, test_rng_intx
     .quad n_net, test_net
+    .quad n_rng_moved, test_rng_moved
     .quad n_blk_bench, test_blk_bench
     .quad n_blk, test_blk
     .quad 0, 0
@@ -2130,6 +2182,7 @@ vio_irqsnap:    .quad 0, 0
 vio_qnotify:    .quad 0, 0
 vio_features:   .quad 0
 bench_lcg:      .quad 0
+vio_move_to:    .quad 0
 blk_capacity:   .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0

@@ -292,3 +292,23 @@ fn virtio_blk_on_a_qcow2_image() {
     let _ = std::fs::remove_file(raw);
     let _ = std::fs::remove_file(qcow2);
 }
+
+#[test]
+fn the_device_follows_its_bars_when_the_guest_moves_them() {
+    // The driver turns memory decoding off, rewrites every memory BAR (the virtio registers
+    // and the MSI-X table move to 0xd0000000), turns decoding back on and drives the device
+    // there: its registers, doorbells and interrupts all work at the new place.
+    let mut run = GuestSpec::new("virtio-rng-moved").boot();
+    assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
+    assert!(run.output().contains("BARS MOVED\n"));
+    check_rng_report(&run.output());
+
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+    let out = run_qemu(
+        &testguest_elf(),
+        "test=virtio-rng-moved",
+        &["-device", "virtio-rng-pci,disable-legacy=on"],
+    );
+    assert!(out.contains("BARS MOVED\n"));
+    check_rng_report(&out);
+}
