@@ -26,6 +26,29 @@ pub enum Command {
     /// Exit status: 0 the guest powered off, 1 Vessel failed, 2 bad arguments, 3 the guest
     /// crashed (triple fault), 4 the guest rebooted with --no-reboot, 5 quit with Ctrl-A x.
     Run(RunArgs),
+    /// Serve one of Vessel's virtio devices over vhost-user, for QEMU or another VMM.
+    ///
+    /// Example: vessel vhost-user --socket /tmp/blk.sock --blk disk.qcow2, then
+    /// qemu-system-x86_64 ... -object memory-backend-memfd,id=m,size=1G,share=on
+    /// -numa node,memdev=m -chardev socket,id=c,path=/tmp/blk.sock
+    /// -device vhost-user-blk-pci,chardev=c
+    VhostUser(VhostUserArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VhostUserArgs {
+    /// Where to listen for the vhost-user frontend.
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Serve a virtio-blk disk on this raw or qcow2 image.
+    #[arg(long, value_name = "FILE", conflicts_with = "rng", required_unless_present = "rng")]
+    pub blk: Option<PathBuf>,
+    /// Serve the disk read-only.
+    #[arg(long, requires = "blk")]
+    pub read_only: bool,
+    /// Serve a virtio-rng device.
+    #[arg(long)]
+    pub rng: bool,
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,23 @@ mod cli;
 mod run;
 mod terminal;
 
+use anyhow::Context;
 use clap::Parser;
+use vmm::devices::virtio::VirtioDevice;
+
+/// `vessel vhost-user`: one device model behind a vhost-user socket, until the frontend
+/// disconnects.
+fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
+    let device: Box<dyn VirtioDevice> = match &args.blk {
+        Some(image) => Box::new(
+            vmm::devices::virtio::block::Block::open(image, args.read_only, "vessel-vhost0")
+                .context("cannot open the disk")?,
+        ),
+        None => Box::new(vmm::devices::virtio::rng::Rng),
+    };
+    vmm::vhost_user::serve(device, &args.socket).context("vhost-user")?;
+    Ok(())
+}
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
@@ -17,6 +33,13 @@ fn main() {
             Ok(outcome) => outcome.exit_code(),
             Err(e) => {
                 // One clear line, never a backtrace.
+                eprintln!("vessel: error: {e:#}");
+                run::EXIT_VMM_ERROR
+            }
+        },
+        cli::Command::VhostUser(args) => match vhost_user(args) {
+            Ok(()) => 0,
+            Err(e) => {
                 eprintln!("vessel: error: {e:#}");
                 run::EXIT_VMM_ERROR
             }

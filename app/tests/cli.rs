@@ -98,3 +98,14 @@ fn bad_input_gets_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("too small"), "{}", stderr(&out));
 }
+
+#[test]
+fn vhost_user_verb() {
+    let out = vessel(&["vhost-user", "--help"], b"");
+    assert!(stdout(&out).contains("vhost-user-blk-pci"), "the help shows how QEMU connects");
+    let out = vessel(&["vhost-user", "--socket", "/tmp/x.sock"], b"");
+    assert_eq!(out.status.code(), Some(2), "a device must be named");
+    let out = vessel(&["vhost-user", "--socket", "/tmp/x.sock", "--blk", "/no/such/disk.raw"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/no/such/disk.raw"), "{}", stderr(&out));
+}

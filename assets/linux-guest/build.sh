@@ -8,13 +8,15 @@
 # (pass --force to rebuild). Prints the output folder on success.
 set -euo pipefail
 
-out="${VESSEL_CACHE:-$HOME/.cache/vessel}/linux-guest"
+here="$(cd "$(dirname "$0")" && pwd)"
+# The cache is keyed by this recipe: a changed recipe builds a new image.
+recipe="$(cat "$here/build.sh" "$here/init" | sha256sum | cut -c1-12)"
+out="${VESSEL_CACHE:-$HOME/.cache/vessel}/linux-guest-$recipe"
 if [[ "${1:-}" != "--force" && -s "$out/vmlinuz" && -s "$out/initrd.gz" ]]; then
     echo "$out"
     exit 0
 fi
 
-here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -36,7 +38,7 @@ cp pkg/bin/busybox "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"   # /init runs `busybox --install -s` for the rest
 
 # Modules (and what they depend on) for the devices Vessel offers or will offer.
-modules="virtio_pci virtio_blk virtio_net virtio_input virtio_gpu virtio_rng virtio_console evdev sr_mod isofs ata_piix"
+modules="virtio_pci virtio_blk virtio_net virtio_input virtio_gpu virtio_rng virtio_console evdev sr_mod isofs ata_piix crc32c_generic ext4"
 depmod=/sbin/depmod; [[ -x $depmod ]] || depmod=/usr/sbin/depmod
 modprobe=/sbin/modprobe; [[ -x $modprobe ]] || modprobe=/usr/sbin/modprobe
 "$depmod" -b "$work/pkg" "$kver"

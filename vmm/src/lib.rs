@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod devices;
 pub mod machine;
+pub mod vhost_user;
 pub mod vstate;
 
 pub use arch::x86_64::boot::BootSource;

@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     CONFIG_CHANGED, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
-    VirtioDevice,
+    VirtioDevice, serve_queue,
 };
 use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
 use crate::devices::pci::msix::{self, Msix};
@@ -200,7 +200,14 @@ impl VirtioPciDevice {
         if self.status & STATUS_DRIVER_OK == 0 || !self.queues[index].ready() {
             return;
         }
-        let used = self.device.process_queue(index, &mut self.queues, &self.mem);
+        let device = &mut self.device;
+        let mem = &self.mem;
+        let (used, more) = serve_queue(&mut self.queues, index, mem, |queues| {
+            device.process_queue(index, queues, mem)
+        });
+        if more {
+            let _ = self.queue_state[index].notify.write(1);
+        }
         self.signal_used(used);
     }
 

@@ -1,0 +1,152 @@
+//! Vessel's virtio device models served as vhost-user backends (vhost-user-backend crate),
+//! so a hypervisor that speaks vhost-user — QEMU — can put them in front of a real guest
+//! driver. On hosts whose KVM cannot run a stock Linux kernel this is how the models meet
+//! the real Linux drivers (DESIGN.md §3); it is also a way to share a Vessel device with
+//! other VMMs.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use crate::devices::bus::lock;
+use crate::devices::virtio::{
+    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VirtioDevice,
+    serve_queue,
+};
+
+/// VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): offered so the frontend negotiates
+/// protocol features such as CONFIG.
+const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VhostUserError {
+    #[error("cannot start the vhost-user daemon: {0}")]
+    Daemon(String),
+    #[error("the vhost-user connection failed: {0}")]
+    Serve(String),
+}
+
+/// One device model behind the vhost-user protocol.
+pub struct Backend {
+    // A Mutex only to make the backend Sync, as vhost-user-backend requires.
+    device: Mutex<Box<dyn VirtioDevice>>,
+    memory: Option<Memory>,
+    event_idx: bool,
+    /// Tells the library's worker thread to stop when the frontend leaves; without it the
+    /// daemon could never be dropped.
+    exit: (EventConsumer, EventNotifier),
+}
+
+impl Backend {
+    pub fn new(device: Box<dyn VirtioDevice>) -> std::io::Result<Self> {
+        let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        Ok(Backend { device: Mutex::new(device), memory: None, event_idx: false, exit })
+    }
+}
+
+impl VhostUserBackendMut for Backend {
+    type Bitmap = ();
+    type Vring = VringRwLock<Memory>;
+
+    fn num_queues(&self) -> usize {
+        lock(&self.device).queue_max_sizes().len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        lock(&self.device).queue_max_sizes().iter().copied().max().unwrap_or(256).into()
+    }
+
+    fn features(&self) -> u64 {
+        lock(&self.device).features()
+            | VIRTIO_F_VERSION_1
+            | VIRTIO_F_RING_EVENT_IDX
+            | VIRTIO_F_RING_INDIRECT_DESC
+            | VHOST_USER_F_PROTOCOL_FEATURES
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+    }
+
+    fn set_event_idx(&mut self, enabled: bool) {
+        self.event_idx = enabled;
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let mut data = vec![0u8; size.min(4096) as usize];
+        lock(&self.device).read_config(u64::from(offset), &mut data);
+        data
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
+    }
+
+    fn update_memory(&mut self, memory: Memory) -> std::io::Result<()> {
+        self.memory = Some(memory);
+        Ok(())
+    }
+
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Self::Vring],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Ok(());
+        }
+        let (Some(memory), Some(vring)) = (&self.memory, vrings.get(usize::from(device_event)))
+        else {
+            return Ok(());
+        };
+        let mem = memory.memory();
+        let mut state = vring.get_mut();
+        let queue = state.get_queue_mut();
+        queue.set_event_idx(self.event_idx);
+        // Single-queue devices (rng, blk): the notified queue is the device's only queue.
+        let mut device = lock(&self.device);
+        // This thread serves only this device, so it keeps going while the driver keeps
+        // adding buffers (the in-VMM transport yields to its event loop instead).
+        let mut used = 0;
+        loop {
+            let (round, more) = serve_queue(std::slice::from_mut(queue), 0, &mem, |queues| {
+                device.process_queue(0, queues, &mem)
+            });
+            used |= round;
+            if !more {
+                break;
+            }
+        }
+        let notify = used != 0 && queue.needs_notification(&*mem).unwrap_or(true);
+        drop(state);
+        if notify {
+            vring.signal_used_queue()?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves `device` on a vhost-user socket at `socket` until the frontend disconnects.
+pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUserError> {
+    let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    let backend = std::sync::Arc::new(Mutex::new(backend));
+    let mut daemon = VhostUserDaemon::new(
+        "vessel".into(),
+        backend,
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| VhostUserError::Daemon(format!("{e:?}")))?;
+    daemon.serve(socket).map_err(|e| VhostUserError::Serve(format!("{e:?}")))
+}
