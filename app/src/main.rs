@@ -12,12 +12,13 @@ use vmm::devices::virtio::VirtioDevice;
 /// `vessel vhost-user`: one device model behind a vhost-user socket, until the frontend
 /// disconnects.
 fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
-    let device: Box<dyn VirtioDevice> = match &args.blk {
-        Some(image) => Box::new(
+    let device: Box<dyn VirtioDevice> = if let Some(image) = &args.blk {
+        Box::new(
             vmm::devices::virtio::block::Block::open(image, args.read_only, "vessel-vhost0")
                 .context("cannot open the disk")?,
-        ),
-        None => Box::new(vmm::devices::virtio::rng::Rng),
+        )
+    } else {
+        Box::new(vmm::devices::virtio::rng::Rng)
     };
     vmm::vhost_user::serve(device, &args.socket).context("vhost-user")?;
     Ok(())

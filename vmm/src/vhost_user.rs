@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
-use virtio_queue::QueueT;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -100,47 +100,68 @@ impl VhostUserBackendMut for Backend {
     fn handle_event(
         &mut self,
         device_event: u16,
-        evset: EventSet,
+        _evset: EventSet,
         vrings: &[Self::Vring],
         _thread_id: usize,
     ) -> std::io::Result<()> {
-        if evset != EventSet::IN {
-            return Ok(());
-        }
-        let (Some(memory), Some(vring)) = (&self.memory, vrings.get(usize::from(device_event)))
-        else {
-            return Ok(());
-        };
+        let Some(memory) = &self.memory else { return Ok(()) };
         let mem = memory.memory();
-        let mut state = vring.get_mut();
-        let queue = state.get_queue_mut();
-        queue.set_event_idx(self.event_idx);
-        // Single-queue devices (rng, blk): the notified queue is the device's only queue.
-        let mut device = lock(&self.device);
-        // This thread serves only this device, so it keeps going while the driver keeps
-        // adding buffers (the in-VMM transport yields to its event loop instead).
-        let mut used = 0;
-        loop {
-            let (round, more) = serve_queue(std::slice::from_mut(queue), 0, &mem, |queues| {
-                device.process_queue(0, queues, &mem)
-            });
-            used |= round;
-            if !more {
-                break;
-            }
+        let count = vrings.len();
+        // The device models work on all their queues at once (virtio-net receives while
+        // serving a transmit notification): lock every vring, work on copies of the queue
+        // states, put them back.
+        let mut guards: Vec<_> = vrings.iter().map(|v| v.get_mut()).collect();
+        let mut queues: Vec<Queue> =
+            guards.iter_mut().map(|g| std::mem::take(g.get_queue_mut())).collect();
+        for q in &mut queues {
+            q.set_event_idx(self.event_idx);
         }
-        let notify = used != 0 && queue.needs_notification(&*mem).unwrap_or(true);
-        drop(state);
-        if notify {
-            vring.signal_used_queue()?;
+        let mut device = lock(&self.device);
+        let index = usize::from(device_event);
+        let used = if index < count {
+            // This thread serves only this device, so it keeps going while the driver keeps
+            // adding buffers (the in-VMM transport yields to its event loop instead).
+            let mut used = 0;
+            loop {
+                let (round, more) = serve_queue(&mut queues, index, &mem, |qs| {
+                    device.process_queue(index, qs, &mem)
+                });
+                used |= round;
+                if !more {
+                    break;
+                }
+            }
+            used
+        } else if index == count + BACKEND_EVENT_OFFSET {
+            device.process_backend(&mut queues, &mem)
+        } else {
+            0
+        };
+        drop(device);
+        let mut notify = Vec::new();
+        for (i, (guard, mut queue)) in guards.iter_mut().zip(queues).enumerate() {
+            let wants = used & (1 << i) != 0 && queue.needs_notification(&*mem).unwrap_or(true);
+            *guard.get_queue_mut() = queue;
+            notify.push(wants);
+        }
+        drop(guards);
+        for (vring, wants) in vrings.iter().zip(notify) {
+            if wants {
+                vring.signal_used_queue()?;
+            }
         }
         Ok(())
     }
 }
 
+/// The backend fd's event id is past the queues and the library's own exit event.
+const BACKEND_EVENT_OFFSET: usize = 1;
+
 /// Serves `device` on a vhost-user socket at `socket` until the frontend disconnects.
 pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUserError> {
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    let backend_fd = lock(&backend.device).backend_fd();
+    let queues = lock(&backend.device).queue_max_sizes().len();
     let backend = std::sync::Arc::new(Mutex::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vessel".into(),
@@ -148,5 +169,15 @@ pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUs
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(|e| VhostUserError::Daemon(format!("{e:?}")))?;
+    if let Some(fd) = backend_fd {
+        // The device's own host fd (passt's socket, an image watch), edge-triggered as in
+        // the VMM's event loop.
+        let events = EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED;
+        for handler in daemon.get_epoll_handlers() {
+            handler
+                .register_listener(fd, events, (queues + BACKEND_EVENT_OFFSET) as u64)
+                .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+        }
+    }
     daemon.serve(socket).map_err(|e| VhostUserError::Serve(format!("{e:?}")))
 }
