@@ -2,8 +2,9 @@
 //! vCPU threads on KVM exits.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use super::log_limit::LogLimit;
 
 /// A device model reachable through a bus. `base` is the start of the range the access hit
 /// (a device may be mapped at several), `offset` the distance into it. The bus never
@@ -34,12 +35,12 @@ struct Range {
 pub struct Bus {
     name: &'static str,
     ranges: RwLock<BTreeMap<u64, Range>>,
-    unhandled: AtomicU64,
+    unhandled: LogLimit,
 }
 
 impl Bus {
     pub fn new(name: &'static str) -> Self {
-        Bus { name, ranges: RwLock::new(BTreeMap::new()), unhandled: AtomicU64::new(0) }
+        Bus { name, ranges: RwLock::new(BTreeMap::new()), unhandled: LogLimit::default() }
     }
 
     pub fn insert(&self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
@@ -93,11 +94,10 @@ impl Bus {
         }
     }
 
-    /// Logs the first few unclaimed accesses, then every 1000th: a guest probing hardware
-    /// is normal, a guest hammering an empty port must not flood the log.
+    /// A guest probing hardware is normal; one hammering an empty port must not flood
+    /// the log.
     fn note_unhandled(&self, what: &str, addr: u64, len: usize) {
-        let n = self.unhandled.fetch_add(1, Ordering::Relaxed);
-        if n < 16 || n.is_multiple_of(1000) {
+        if let Some(n) = self.unhandled.allow() {
             log::debug!("{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)", self.name);
         }
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use super::PciDevice;
 use super::config::{self, BarKind, COMMAND_IO, COMMAND_MEMORY, PciConfig, PciIds};
 use crate::devices::bus::{Bus, BusDevice, SharedDevice, lock};
+use crate::devices::log_limit::LogLimit;
 
 /// Slots on bus 0; function 0 only.
 pub const SLOTS: usize = 32;
@@ -47,6 +48,8 @@ pub struct PciRoot {
     windows: Windows,
     next_mem32: u64,
     next_io: u64,
+    /// BAR placements the guest got wrong (overlaps), logged at a limited rate.
+    bad_bars: LogLimit,
 }
 
 struct HostBridge {
@@ -107,6 +110,7 @@ impl PciRoot {
             windows,
             next_mem32: windows.mem32.0,
             next_io: windows.io.0,
+            bad_bars: LogLimit::default(),
         }
     }
 
@@ -171,7 +175,11 @@ impl PciRoot {
                 match bus.insert(addr, info.size, window) {
                     Ok(()) => self.mapped[slot][bar] = Some(addr),
                     Err(e) => {
-                        log::warn!("PCI 00:{slot:02x}.0 BAR {bar} at {addr:#x}: {e}; not decoded")
+                        if self.bad_bars.allow().is_some() {
+                            log::warn!(
+                                "PCI 00:{slot:02x}.0 BAR {bar} at {addr:#x}: {e}; not decoded"
+                            );
+                        }
                     }
                 }
             }

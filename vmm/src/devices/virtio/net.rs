@@ -7,6 +7,7 @@ use std::os::fd::RawFd;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 
 use super::{TYPE_NET, VirtioDevice};
+use crate::devices::log_limit::LogLimit;
 use crate::devices::net::NetBackend;
 use crate::devices::net::passt::MAX_FRAME;
 use crate::vstate::memory::GuestMem;
@@ -26,16 +27,17 @@ pub struct Net {
     /// A received frame waiting for the guest to post a buffer.
     pending_rx: Option<Vec<u8>>,
     dropped: u64,
+    drop_log: LogLimit,
 }
 
 impl Net {
     pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>) -> Self {
-        Net { mac, backend, pending_rx: None, dropped: 0 }
+        Net { mac, backend, pending_rx: None, dropped: 0, drop_log: LogLimit::default() }
     }
 
     fn drop_frame(&mut self, why: &str) {
         self.dropped += 1;
-        if self.dropped < 16 || self.dropped.is_multiple_of(1000) {
+        if self.drop_log.allow().is_some() {
             log::warn!("virtio-net: dropped a frame ({why}; {} so far)", self.dropped);
         }
     }

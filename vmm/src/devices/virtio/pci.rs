@@ -13,6 +13,7 @@ use super::{
     CONFIG_CHANGED, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
     VirtioDevice, serve_queue,
 };
+use crate::devices::log_limit::LogLimit;
 use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
 use crate::devices::pci::msix::{self, Msix};
 use crate::devices::pci::{BarInfo, BarKind, PciConfig, PciDevice, PciIds};
@@ -78,6 +79,8 @@ pub struct VirtioPciDevice {
     /// Offsets of the PCI_CFG and MSI-X capabilities in configuration space.
     pci_cfg_cap: usize,
     msix_cap: usize,
+    /// Warnings a driver can provoke at will (bad rings, broken queues).
+    guest_warnings: LogLimit,
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
@@ -178,6 +181,7 @@ impl VirtioPciDevice {
             isr: 0,
             pci_cfg_cap,
             msix_cap,
+            guest_warnings: LogLimit::default(),
         })
     }
 
@@ -252,7 +256,11 @@ impl VirtioPciDevice {
                     self.interrupt(vector);
                 }
                 Ok(false) => {}
-                Err(e) => log::warn!("virtio queue {index}: {e}"),
+                Err(e) => {
+                    if let Some(n) = self.guest_warnings.allow() {
+                        log::warn!("virtio queue {index}: {e} ({n} guest errors so far)");
+                    }
+                }
             }
         }
     }
@@ -425,15 +433,19 @@ impl VirtioPciDevice {
             }
             0x1c if v == 1 => {
                 let mem = self.mem.clone();
+                let mut invalid = false;
                 if let Some(q) = self.selected() {
                     // is_valid checks the rings of a ready queue: mark it, check, undo.
                     q.set_ready(true);
                     if !q.is_valid(&mem) {
                         q.set_ready(false);
-                        log::warn!(
-                            "virtio: the driver enabled a queue with invalid rings; ignored"
-                        );
+                        invalid = true;
                     }
+                }
+                if invalid && let Some(n) = self.guest_warnings.allow() {
+                    log::warn!(
+                        "virtio: the driver enabled a queue with invalid rings; ignored ({n})"
+                    );
                 }
             }
             0x20..=0x37 => {
