@@ -6,13 +6,11 @@
 //!
 //! Run: cargo bench -p vessel-tests --bench blk_throughput
 
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vessel_tests::{GuestSpec, TIMEOUT, testguest_elf};
+use vessel_tests::{GuestSpec, TIMEOUT};
 use vmm::{DeviceConfig, Event, Machine, MachineState};
 
 const SEQ_BYTES: usize = 262_144;
@@ -84,33 +82,13 @@ fn host(image: &Path) -> [Duration; 4] {
 
 fn qemu(image: &Path) -> Option<[Duration; 4]> {
     let drive = format!("file={},format=raw,if=none,id=d0", image.display());
-    let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
-        .args([
-            "-serial",
-            "none",
-            "-chardev",
-            "stdio,id=dbg",
-            "-device",
-            "isa-debugcon,iobase=0xe9,chardev=dbg",
-        ])
-        .args(["-drive", &drive, "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"])
-        .args(["-kernel", testguest_elf().to_str().unwrap(), "-append", "test=blk-bench"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut out = child.stdout.take().unwrap();
+    let device = ["-drive", &drive, "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"];
     let mut marks = [None; 8];
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).ok()? == 1 {
-        if (0x10..=0x17).contains(&byte[0]) {
-            marks[usize::from(byte[0] - 0x10)] = Some(started.elapsed());
+    for (code, at) in vessel_tests::qemu_kvm_milestones("test=blk-bench", &device)? {
+        if (0x10..=0x17).contains(&code) {
+            marks[usize::from(code - 0x10)] = Some(at);
         }
     }
-    let _ = child.wait();
     marks.iter().all(Option::is_some).then(|| phases(&marks))
 }
 

@@ -5,8 +5,6 @@
 //!
 //! Run: cargo bench -p vessel-tests --bench boot_time [-- ROUNDS]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vessel_tests::{GuestSpec, TIMEOUT};
@@ -40,36 +38,9 @@ fn vessel_once() -> Sample {
 }
 
 fn qemu_once() -> Option<Sample> {
-    let kernel = vessel_tests::testguest_elf();
-    let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-m", "128", "-nodefaults", "-display", "none", "-no-reboot"])
-        .args([
-            "-serial",
-            "none",
-            "-chardev",
-            "stdio,id=dbg",
-            "-device",
-            "isa-debugcon,iobase=0xe9,chardev=dbg",
-        ])
-        .args(["-kernel", kernel.to_str().unwrap(), "-append", "test=bench"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let mut out = child.stdout.take().unwrap();
-    let (mut first, mut marker) = (None, None);
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).ok()? == 1 {
-        match byte[0] {
-            1 => first = Some(started.elapsed()),
-            4 => marker = Some(started.elapsed()),
-            _ => {}
-        }
-    }
-    let _ = child.wait();
-    Some(Sample { first_instruction: first?, marker: marker? })
+    let marks = vessel_tests::qemu_kvm_milestones("test=bench", &[])?;
+    let at = |code: u8| marks.iter().find(|(c, _)| *c == code).map(|(_, t)| *t);
+    Some(Sample { first_instruction: at(1)?, marker: at(4)? })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

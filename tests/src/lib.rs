@@ -232,3 +232,35 @@ pub fn default_linux_guest() -> (PathBuf, PathBuf) {
     let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     (dir.join("vmlinuz"), dir.join("initrd.gz"))
 }
+
+/// Runs the test guest under `qemu-system-x86_64 -accel kvm` with QEMU's debugcon on the
+/// debug port (0xE9), and returns each milestone byte with its arrival time since spawn.
+/// None if QEMU could not run. For benchmarks comparing against Vessel's DebugMarker.
+pub fn qemu_kvm_milestones(cmdline: &str, extra: &[&str]) -> Option<Vec<(u8, Duration)>> {
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "256", "-nodefaults", "-display", "none", "-no-reboot"])
+        .args([
+            "-serial",
+            "none",
+            "-chardev",
+            "stdio,id=dbg",
+            "-device",
+            "isa-debugcon,iobase=0xe9,chardev=dbg",
+        ])
+        .args(["-kernel", testguest_elf().to_str().unwrap(), "-append", cmdline])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut out = child.stdout.take()?;
+    let mut marks = Vec::new();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).ok()? == 1 {
+        marks.push((byte[0], started.elapsed()));
+    }
+    let _ = child.wait();
+    Some(marks)
+}
