@@ -54,8 +54,9 @@ pub struct Instance {
     pub ged: Arc<Mutex<Ged>>,
     /// virtio devices, whose queue notifications the controller's event loop waits on.
     virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
-    _vm: Arc<VmFd>,
-    _mem: GuestMem,
+    /// Kept for as long as the vCPU threads and devices run (dropped after them).
+    vm: Arc<VmFd>,
+    mem: GuestMem,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -101,18 +102,10 @@ impl Instance {
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
 
-        let mut instance = Instance {
-            threads: Vec::new(),
-            run: run.clone(),
-            serial,
-            ged,
-            virtio,
-            _vm: vm,
-            _mem: mem,
-        };
+        let mut instance =
+            Instance { threads: Vec::new(), run: run.clone(), serial, ged, virtio, vm, mem };
         for index in 0..config.vcpus {
-            let fd =
-                instance._vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
+            let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
             let mut cpuid = supported.clone();
             cpuid::normalize(&mut cpuid, index, config.vcpus, tsc_deadline);
             fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
@@ -122,7 +115,7 @@ impl Instance {
             if index == 0 {
                 // The other vCPUs wait for the guest's INIT/SIPI (KVM keeps them
                 // uninitialised with an in-kernel local APIC).
-                regs::setup_boot_vcpu(&fd, &instance._mem, layout.entry)?;
+                regs::setup_boot_vcpu(&fd, &instance.mem, layout.entry)?;
             }
             let ctx = VcpuContext {
                 index,

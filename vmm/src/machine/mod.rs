@@ -154,17 +154,13 @@ impl MachineHandle {
     }
 
     pub fn state(&self) -> MachineState {
-        devices_lock(&self.state).clone()
+        crate::devices::bus::lock(&self.state).clone()
     }
 
     /// When `Machine::build` began; debug markers are measured from it.
     pub fn built_at(&self) -> Instant {
         self.built_at
     }
-}
-
-fn devices_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    crate::devices::bus::lock(m)
 }
 
 impl Drop for MachineHandle {

@@ -233,9 +233,8 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
                 ctx.index
             )));
         }
-        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-            vcpu.set_kvm_immediate_exit(0);
-        }
+        // A kick (pause, teardown) or a spurious wake-up: the loop re-checks the run mode.
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
         Err(e) => {
             return Some(VcpuStop::Error(format!("vCPU {}: KVM_RUN failed: {e}", ctx.index)));
         }

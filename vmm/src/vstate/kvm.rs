@@ -45,7 +45,6 @@ const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::SetTssAddr, "TSS address (KVM_CAP_SET_TSS_ADDR)"),
     (Cap::SetIdentityMapAddr, "identity map address (KVM_CAP_SET_IDENTITY_MAP_ADDR)"),
     (Cap::ExtCpuid, "CPUID (KVM_CAP_EXT_CPUID)"),
-    (Cap::ImmediateExit, "immediate exit (KVM_CAP_IMMEDIATE_EXIT)"),
     (Cap::Xcrs, "XCRs (KVM_CAP_XCRS)"),
 ];
 

@@ -3,7 +3,7 @@
 
 use kvm_bindings::{Msrs, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START,
@@ -275,11 +275,6 @@ pub fn read_registers(vcpu: &VcpuFd) -> VcpuRegisters {
         regs: vcpu.get_regs().unwrap_or_default(),
         sregs: vcpu.get_sregs().unwrap_or_default(),
     }
-}
-
-/// True if `addr` is page-aligned; the boot structures all are.
-pub fn is_page_aligned(addr: GuestAddress) -> bool {
-    addr.raw_value() & 0xfff == 0
 }
 
 #[cfg(test)]

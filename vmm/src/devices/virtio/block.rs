@@ -9,8 +9,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
+use vm_memory::{Address, Bytes, GuestAddress};
 
-use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice};
+use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 use crate::devices::storage::image::{self, DiskImage, ImageFormat, Qcow2Image, RawImage};
 use crate::vstate::memory::GuestMem;
 
@@ -83,6 +84,12 @@ pub struct Block {
     capacity_sectors: u64,
     id: [u8; ID_BYTES],
     features: u64,
+}
+
+/// Where the status byte goes: the last byte of the chain's last device-writable buffer.
+fn status_address(chain: &DescriptorChain<&GuestMem>) -> Option<GuestAddress> {
+    let last = chain.clone().writable().last()?;
+    last.addr().checked_add(u64::from(last.len().checked_sub(1)?))
 }
 
 /// An inotify watch for size changes of `path`; none if inotify is unavailable (then the
@@ -170,10 +177,16 @@ impl Block {
 
     /// Handles one request; returns (status, bytes written into the guest's buffers).
     fn request(&mut self, chain: DescriptorChain<&GuestMem>, mem: &GuestMem) -> (u8, u32) {
+        let status_byte = status_address(&chain);
         let (Ok(mut reader), Ok(mut writer)) =
             (Reader::new(mem, chain.clone()), Writer::new(mem, chain))
         else {
-            return (S_IOERR, 0);
+            // A buffer outside guest memory: the request fails, and the driver still learns
+            // so if its status byte itself is writable.
+            return match status_byte.map(|at| mem.write_obj(S_IOERR, at)) {
+                Some(Ok(())) => (S_IOERR, 1),
+                _ => (S_IOERR, 0),
+            };
         };
         // The status byte is the last writable byte of the chain.
         let Some(status_at) = writer.available_bytes().checked_sub(1) else { return (S_IOERR, 0) };
@@ -304,11 +317,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let config = self.config_bytes();
-        let start = (offset as usize).min(config.len());
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        read_config_bytes(&self.config_bytes(), offset, data);
     }
 
     fn backend_fd(&self) -> Option<RawFd> {
@@ -346,10 +355,9 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::rng::tests::{publish, put_desc, queue, used};
+    use crate::devices::virtio::test_util::{publish, put_desc, queue, used};
     use crate::vstate::memory::create_guest_memory;
     use std::os::unix::fs::FileExt;
-    use vm_memory::{Bytes, GuestAddress};
 
     const R: u16 = 0;
     const W: u16 = 2;
@@ -480,6 +488,24 @@ mod tests {
         let mut capacity = [0u8; 8];
         blk.read_config(0, &mut capacity);
         assert_eq!(u64::from_le_bytes(capacity), 16);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_buffer_outside_memory_still_gets_a_status() {
+        let path = image(16);
+        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        header(&mem, 0x10000, T_IN, 0);
+        put_desc(&mem, 0, 0x10000, 16, R | N, 1);
+        put_desc(&mem, 1, 0x7fff_0000_0000, 512, W | N, 2);
+        put_desc(&mem, 2, 0x30000, 1, W, 0);
+        mem.write_obj(0xffu8, GuestAddress(0x30000)).unwrap();
+        publish(&mem, &[0]);
+        blk.process_queue(0, std::slice::from_mut(&mut q), &mem);
+        assert_eq!(status(&mem, 0x30000), S_IOERR);
+        assert_eq!(used(&mem, 0), (0, 1));
         let _ = std::fs::remove_file(path);
     }
 

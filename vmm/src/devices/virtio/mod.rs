@@ -52,6 +52,15 @@ pub fn serve_queue(
     (used, true)
 }
 
+/// Copies the part of a device's configuration structure that `offset` and `data` cover;
+/// bytes past its end read as zero.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(config.len());
+    let n = data.len().min(config.len() - start);
+    data[..n].copy_from_slice(&config[start..start + n]);
+}
+
 /// A virtio device model, independent of the transport.
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
@@ -83,5 +92,52 @@ pub trait VirtioDevice: Send {
     /// The backend fd is ready; returns a bit per queue that got used buffers.
     fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
         0
+    }
+}
+
+/// Hand-built split virtqueues in guest memory for the device models' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress};
+
+    use crate::vstate::memory::GuestMem;
+
+    pub const DESC: u64 = 0x1000;
+    pub const AVAIL: u64 = 0x2000;
+    pub const USED: u64 = 0x3000;
+
+    /// A ready 16-entry queue at DESC/AVAIL/USED.
+    pub fn queue(mem: &GuestMem) -> Queue {
+        let mut q = Queue::new(16).unwrap();
+        q.set_size(16);
+        q.set_desc_table_address(Some(DESC as u32), Some(0));
+        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+        q.set_used_ring_address(Some(USED as u32), Some(0));
+        q.set_ready(true);
+        assert!(q.is_valid(mem));
+        q
+    }
+
+    pub fn put_desc(mem: &GuestMem, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let at = DESC + 16 * u64::from(i);
+        mem.write_obj(addr, GuestAddress(at)).unwrap();
+        mem.write_obj(len, GuestAddress(at + 8)).unwrap();
+        mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+        mem.write_obj(next, GuestAddress(at + 14)).unwrap();
+    }
+
+    /// Makes `heads` available.
+    pub fn publish(mem: &GuestMem, heads: &[u16]) {
+        for (i, h) in heads.iter().enumerate() {
+            mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * i as u64)).unwrap();
+        }
+        mem.write_obj(heads.len() as u16, GuestAddress(AVAIL + 2)).unwrap();
+    }
+
+    /// (id, len) of used entry `i`.
+    pub fn used(mem: &GuestMem, i: u64) -> (u32, u32) {
+        let at = USED + 4 + 8 * i;
+        (mem.read_obj(GuestAddress(at)).unwrap(), mem.read_obj(GuestAddress(at + 4)).unwrap())
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 
-use super::{TYPE_NET, VirtioDevice};
+use super::{TYPE_NET, VirtioDevice, read_config_bytes};
 use crate::devices::log_limit::LogLimit;
 use crate::devices::net::NetBackend;
 use crate::devices::net::passt::MAX_FRAME;
@@ -129,13 +129,10 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
         let mut config = [0u8; 8];
         config[..6].copy_from_slice(&self.mac);
         config[6..8].copy_from_slice(&S_LINK_UP.to_le_bytes());
-        let start = (offset as usize).min(config.len());
-        let n = data.len().min(config.len() - start);
-        data[..n].copy_from_slice(&config[start..start + n]);
+        read_config_bytes(&config, offset, data);
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {
@@ -171,7 +168,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::rng::tests::{publish, put_desc, queue, used};
+    use crate::devices::virtio::test_util::{publish, put_desc, queue, used};
     use crate::vstate::memory::create_guest_memory;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};

@@ -606,7 +606,7 @@ impl PciDevice for VirtioPciDevice {
 mod tests {
     use super::*;
     use crate::devices::virtio::rng::Rng;
-    use crate::devices::virtio::rng::tests::{AVAIL, DESC, USED, publish, put_desc, used};
+    use crate::devices::virtio::test_util::{AVAIL, DESC, USED, publish, put_desc, used};
     use crate::vstate::kvm::open_kvm;
     use crate::vstate::memory::create_guest_memory;
 

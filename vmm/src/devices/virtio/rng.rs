@@ -71,48 +71,11 @@ impl VirtioDevice for Rng {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::devices::virtio::test_util::{AVAIL, publish, put_desc, queue, used};
     use crate::vstate::memory::create_guest_memory;
     use vm_memory::GuestAddress;
-
-    pub const DESC: u64 = 0x1000;
-    pub const AVAIL: u64 = 0x2000;
-    pub const USED: u64 = 0x3000;
-
-    /// A ready 16-entry queue at DESC/AVAIL/USED.
-    pub fn queue(mem: &GuestMem) -> Queue {
-        let mut q = Queue::new(16).unwrap();
-        q.set_size(16);
-        q.set_desc_table_address(Some(DESC as u32), Some(0));
-        q.set_avail_ring_address(Some(AVAIL as u32), Some(0));
-        q.set_used_ring_address(Some(USED as u32), Some(0));
-        q.set_ready(true);
-        assert!(q.is_valid(mem));
-        q
-    }
-
-    pub fn put_desc(mem: &GuestMem, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = DESC + 16 * u64::from(i);
-        mem.write_obj(addr, GuestAddress(at)).unwrap();
-        mem.write_obj(len, GuestAddress(at + 8)).unwrap();
-        mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
-        mem.write_obj(next, GuestAddress(at + 14)).unwrap();
-    }
-
-    /// Makes `heads` available.
-    pub fn publish(mem: &GuestMem, heads: &[u16]) {
-        for (i, h) in heads.iter().enumerate() {
-            mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * i as u64)).unwrap();
-        }
-        mem.write_obj(heads.len() as u16, GuestAddress(AVAIL + 2)).unwrap();
-    }
-
-    /// (id, len) of used entry `i`.
-    pub fn used(mem: &GuestMem, i: u64) -> (u32, u32) {
-        let at = USED + 4 + 8 * i;
-        (mem.read_obj(GuestAddress(at)).unwrap(), mem.read_obj(GuestAddress(at + 4)).unwrap())
-    }
 
     const WRITE: u16 = 2;
     const NEXT: u16 = 1;
