@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,12 +36,13 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("device").required(true).args(["blk", "rng", "net"])))]
 pub struct VhostUserArgs {
     /// Where to listen for the vhost-user frontend.
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
     /// Serve a virtio-blk disk on this raw or qcow2 image.
-    #[arg(long, value_name = "FILE", conflicts_with = "rng", required_unless_present = "rng")]
+    #[arg(long, value_name = "FILE")]
     pub blk: Option<PathBuf>,
     /// Serve the disk read-only.
     #[arg(long, requires = "blk")]
@@ -49,6 +50,13 @@ pub struct VhostUserArgs {
     /// Serve a virtio-rng device.
     #[arg(long)]
     pub rng: bool,
+    /// Serve a virtio-net card on user-mode NAT through passt (QEMU: -netdev
+    /// vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n).
+    #[arg(long)]
+    pub net: bool,
+    /// With --net: forward a host port to the guest: tcp:HOST_PORT:GUEST_PORT or udp:...
+    #[arg(long, value_name = "SPEC", value_parser = parse_forward, requires = "net")]
+    pub forward: Vec<vmm::devices::net::passt::PortForward>,
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use vmm::devices::virtio::VirtioDevice;
 
+/// A locally administered MAC (QEMU's prefix).
+const VHOST_USER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
 /// `vessel vhost-user`: one device model behind a vhost-user socket, until the frontend
 /// disconnects.
 fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
@@ -17,6 +20,11 @@ fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
             vmm::devices::virtio::block::Block::open(image, args.read_only, "vessel-vhost0")
                 .context("cannot open the disk")?,
         )
+    } else if args.net {
+        let passt = vmm::devices::net::passt::Passt::spawn(&args.forward)?;
+        // The frontend owns the card's configuration space, MAC included; this one is only
+        // what the model would report if asked.
+        Box::new(vmm::devices::virtio::net::Net::new(VHOST_USER_MAC, Box::new(passt)))
     } else {
         Box::new(vmm::devices::virtio::rng::Rng)
     };

@@ -197,22 +197,31 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("qemu starts");
+    // Read both pipes while QEMU runs: a full pipe would stall the guest.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(_status) = child.try_wait().unwrap() {
-            break;
+    let finished = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("QEMU did not finish in {TIMEOUT:?}");
+            break false;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    };
+    let out = stdout.join().unwrap();
+    let err = stderr.join().unwrap();
+    assert!(finished, "QEMU did not finish in {TIMEOUT:?}; its console said:\n{out}\n{err}");
     if !err.trim().is_empty() {
         eprintln!("QEMU stderr: {err}");
     }

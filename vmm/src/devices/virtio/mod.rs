@@ -18,6 +18,18 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 /// transport bumps config_generation and raises the configuration interrupt (§4.1.4.3).
 pub const CONFIG_CHANGED: u64 = 1 << 63;
 
+/// Result masks of `process_*` carry a used bit per queue in bits 0..32 and, from
+/// `process_backend`, a "serve again" bit per queue in bits 32..63: the queue holds buffers
+/// the device could not take before (its backend was full) and can take now. The transport
+/// serves such a queue as if the driver had notified it, so avail_event and the
+/// notification state stay right.
+pub const MAX_QUEUES: usize = 32;
+
+/// The "serve again" bit of queue `index`.
+pub const fn serve_again(index: usize) -> u64 {
+    1 << (MAX_QUEUES + index)
+}
+
 /// Device types (virtio 1.2 §5).
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
@@ -32,6 +44,10 @@ const MAX_ROUNDS: usize = 64;
 /// avail_event, without which the driver would never notify again — and once more if the
 /// driver added buffers in between. Returns the used-queue mask and whether work was left
 /// (the caller notifies itself to come back).
+///
+/// A round that takes no buffer ends the service even when buffers wait: the device is
+/// waiting for something else (a receive queue for frames, a transmit queue for room in
+/// its backend), and its backend's event brings it back.
 pub fn serve_queue(
     queues: &mut [Queue],
     index: usize,
@@ -43,9 +59,12 @@ pub fn serve_queue(
     for _ in 0..MAX_ROUNDS {
         let Some(queue) = queues.get_mut(index) else { return (used, false) };
         let _ = queue.disable_notification(mem);
+        let before = queue.next_avail();
         used |= work(queues);
-        match queues.get_mut(index).map(|q| q.enable_notification(mem)) {
-            Some(Ok(true)) => continue, // new buffers arrived meanwhile
+        let Some(queue) = queues.get_mut(index) else { return (used, false) };
+        let took_buffers = queue.next_avail() != before;
+        match queue.enable_notification(mem) {
+            Ok(true) if took_buffers => continue, // new buffers arrived meanwhile
             _ => return (used, false),
         }
     }
@@ -89,7 +108,8 @@ pub trait VirtioDevice: Send {
         None
     }
 
-    /// The backend fd is ready; returns a bit per queue that got used buffers.
+    /// The backend fd is ready; returns a bit per queue that got used buffers, and
+    /// `serve_again` bits for queues to serve now.
     fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
         0
     }
@@ -139,5 +159,49 @@ pub(crate) mod test_util {
     pub fn used(mem: &GuestMem, i: u64) -> (u32, u32) {
         let at = USED + 4 + 8 * i;
         (mem.read_obj(GuestAddress(at)).unwrap(), mem.read_obj(GuestAddress(at + 4)).unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{publish, put_desc, queue};
+    use super::*;
+    use crate::vstate::memory::create_guest_memory;
+    use virtio_queue::QueueT;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn a_queue_whose_device_takes_no_buffer_is_not_served_again() {
+        // A receive queue full of buffers and no frame to put in them: one round, no
+        // "come back", or the event loop would spin on it.
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut queues = [queue(&mem)];
+        put_desc(&mem, 0, 0x8000, 64, 2, 0);
+        publish(&mem, &[0]);
+        let mut rounds = 0;
+        let (used, more) = serve_queue(&mut queues, 0, &mem, |_| {
+            rounds += 1;
+            0
+        });
+        assert_eq!((used, more, rounds), (0, false, 1));
+    }
+
+    #[test]
+    fn a_driver_that_keeps_adding_buffers_is_served_in_bounded_rounds() {
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut queues = [queue(&mem)];
+        put_desc(&mem, 0, 0x8000, 64, 2, 0);
+        publish(&mem, &[0]);
+        let mut rounds = 0u16;
+        let (used, more) = serve_queue(&mut queues, 0, &mem, |qs| {
+            rounds += 1;
+            while let Some(chain) = qs[0].pop_descriptor_chain(&mem) {
+                qs[0].add_used(&mem, chain.head_index(), 0).unwrap();
+            }
+            // Meanwhile the driver makes the same buffer available again.
+            mem.write_obj(rounds + 1, GuestAddress(test_util::AVAIL + 2)).unwrap();
+            1
+        });
+        assert_eq!((used, more, usize::from(rounds)), (1, true, MAX_ROUNDS));
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 
-use super::{TYPE_NET, VirtioDevice, read_config_bytes};
+use super::{TYPE_NET, VirtioDevice, read_config_bytes, serve_again};
 use crate::devices::log_limit::LogLimit;
 use crate::devices::net::NetBackend;
 use crate::devices::net::passt::MAX_FRAME;
@@ -155,8 +155,15 @@ impl VirtioDevice for Net {
     fn process_backend(&mut self, queues: &mut [Queue], mem: &GuestMem) -> u64 {
         let [rx, tx] = queues else { return 0 };
         let mut used = 0;
-        if tx.ready() {
-            used |= u64::from(self.transmit(tx, mem)) << TX;
+        // Frames the guest queued while the backend was full: the transport serves the
+        // transmit queue (taking them here would skip republishing avail_event, and the
+        // driver would stop notifying).
+        let tx_waiting = tx.ready()
+            && tx
+                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                .is_ok_and(|idx| idx.0 != tx.next_avail());
+        if tx_waiting {
+            used |= serve_again(TX);
         }
         if rx.ready() {
             used |= u64::from(self.receive(rx, mem)) << RX;

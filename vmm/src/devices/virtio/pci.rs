@@ -10,8 +10,8 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
-    CONFIG_CHANGED, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
-    VirtioDevice, serve_queue,
+    CONFIG_CHANGED, MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
+    VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue,
 };
 use crate::devices::log_limit::LogLimit;
 use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
@@ -225,6 +225,12 @@ impl VirtioPciDevice {
     /// is running.
     pub fn process_backend(&mut self) {
         let used = self.device.process_backend(&mut self.queues, &self.mem);
+        for (index, state) in self.queue_state.iter().enumerate().take(MAX_QUEUES) {
+            if used & serve_again(index) != 0 {
+                // As if the driver had notified: the event loop serves the queue next.
+                let _ = state.notify.write(1);
+            }
+        }
         if used & CONFIG_CHANGED != 0 {
             self.config_generation = self.config_generation.wrapping_add(1);
         }
@@ -246,7 +252,7 @@ impl VirtioPciDevice {
                 self.assert_intx();
             }
         }
-        for index in 0..self.queues.len().min(63) {
+        for index in 0..self.queues.len().min(MAX_QUEUES) {
             if used & (1 << index) == 0 {
                 continue;
             }

@@ -4,9 +4,14 @@
 //! the real Linux drivers (DESIGN.md §3); it is also a way to share a Vessel device with
 //! other VMMs.
 
+mod relay;
+
+use std::io::ErrorKind;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Mutex;
 
+use vhost::vhost_user::Listener;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_queue::{Queue, QueueT};
@@ -18,8 +23,8 @@ use vmm_sys_util::event::{
 
 use crate::devices::bus::lock;
 use crate::devices::virtio::{
-    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1, VirtioDevice,
-    serve_queue,
+    MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
+    VirtioDevice, serve_again, serve_queue,
 };
 
 /// VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): offered so the frontend negotiates
@@ -34,6 +39,8 @@ pub enum VhostUserError {
     Daemon(String),
     #[error("the vhost-user connection failed: {0}")]
     Serve(String),
+    #[error("cannot listen on the vhost-user socket")]
+    Listen(#[source] std::io::Error),
 }
 
 /// One device model behind the vhost-user protocol.
@@ -117,23 +124,29 @@ impl VhostUserBackendMut for Backend {
             q.set_event_idx(self.event_idx);
         }
         let mut device = lock(&self.device);
-        let index = usize::from(device_event);
-        let used = if index < count {
-            // This thread serves only this device, so it keeps going while the driver keeps
-            // adding buffers (the in-VMM transport yields to its event loop instead).
+        // This thread serves only this device, so it keeps going while the driver keeps
+        // adding buffers (the in-VMM transport yields to its event loop instead).
+        let serve = |index: usize, queues: &mut [Queue], device: &mut dyn VirtioDevice| {
             let mut used = 0;
             loop {
-                let (round, more) = serve_queue(&mut queues, index, &mem, |qs| {
-                    device.process_queue(index, qs, &mem)
-                });
+                let (round, more) =
+                    serve_queue(queues, index, &mem, |qs| device.process_queue(index, qs, &mem));
                 used |= round;
                 if !more {
-                    break;
+                    return used;
                 }
             }
-            used
+        };
+        let index = usize::from(device_event);
+        let used = if index < count {
+            serve(index, &mut queues, &mut **device)
         } else if index == count + BACKEND_EVENT_OFFSET {
-            device.process_backend(&mut queues, &mem)
+            let result = device.process_backend(&mut queues, &mem);
+            let mut used = result;
+            for again in (0..count.min(MAX_QUEUES)).filter(|&i| result & serve_again(i) != 0) {
+                used |= serve(again, &mut queues, &mut **device);
+            }
+            used
         } else {
             0
         };
@@ -162,6 +175,7 @@ pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUs
     let backend = Backend::new(device).map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     let backend_fd = lock(&backend.device).backend_fd();
     let queues = lock(&backend.device).queue_max_sizes().len();
+    let exit = backend.exit.1.try_clone().map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     let backend = std::sync::Arc::new(Mutex::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vessel".into(),
@@ -179,5 +193,55 @@ pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUs
                 .map_err(|e| VhostUserError::Daemon(e.to_string()))?;
         }
     }
-    daemon.serve(socket).map_err(|e| VhostUserError::Serve(format!("{e:?}")))
+
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket).map_err(VhostUserError::Listen)?;
+    let accepted = listener.accept();
+    let _ = std::fs::remove_file(socket);
+    let (frontend, _) = accepted.map_err(VhostUserError::Listen)?;
+
+    // The library's end of the connection: a private abstract socket only the relay uses.
+    let (to_library, mut library_listener) =
+        private_connection().map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    daemon.start(&mut library_listener).map_err(|e| VhostUserError::Daemon(format!("{e:?}")))?;
+    let relayed = relay::run(frontend, to_library);
+    let served = daemon.wait();
+    // Stops the library's worker thread, which watches this event.
+    let _ = exit.notify();
+    match served {
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => {}
+        Err(e) => return Err(VhostUserError::Serve(format!("{e:?}"))),
+    }
+    match relayed {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(VhostUserError::Serve(e.to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A connected pair through a listening socket in the abstract namespace (no file), for
+/// the library, which only takes connections from a listener.
+fn private_connection() -> std::io::Result<(UnixStream, Listener)> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "vessel-vhost-user-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = UnixListener::bind_addr(&addr)?;
+    // Queued in the backlog until the library accepts it.
+    let stream = UnixStream::connect_addr(&addr)?;
+    Ok((stream, Listener::from(listener)))
 }
