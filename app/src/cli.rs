@@ -51,11 +51,11 @@ pub struct VhostUserArgs {
     #[arg(long)]
     pub rng: bool,
     /// Serve a virtio-net card on user-mode NAT through passt (QEMU: -netdev
-    /// vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n).
+    /// vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n; add vectors=0 on QEMU 7.2).
     #[arg(long)]
     pub net: bool,
     /// With --net: forward a host port to the guest: tcp:HOST_PORT:GUEST_PORT or udp:...
-    #[arg(long, value_name = "SPEC", value_parser = parse_forward, requires = "net")]
+    #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
     pub forward: Vec<vmm::devices::net::passt::PortForward>,
 }
 

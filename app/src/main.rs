@@ -6,7 +6,7 @@ mod run;
 mod terminal;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use vmm::devices::virtio::VirtioDevice;
 
 /// A locally administered MAC (QEMU's prefix).
@@ -37,6 +37,15 @@ fn main() {
         .format_timestamp(None)
         .init();
     let args = cli::Cli::parse();
+    if let cli::Command::VhostUser(a) = &args.command
+        && !a.forward.is_empty()
+        && !a.net
+    {
+        // clap counts a flag's default as present, so `requires` cannot say this.
+        cli::Cli::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, "--forward needs --net")
+            .exit();
+    }
     let code = match args.command {
         cli::Command::Run(run_args) => match run::run(run_args) {
             Ok(outcome) => outcome.exit_code(),

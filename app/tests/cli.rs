@@ -108,4 +108,10 @@ fn vhost_user_verb() {
     let out = vessel(&["vhost-user", "--socket", "/tmp/x.sock", "--blk", "/no/such/disk.raw"], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/no/such/disk.raw"), "{}", stderr(&out));
+    let out =
+        vessel(&["vhost-user", "--socket", "/tmp/x.sock", "--rng", "--forward", "tcp:1:2"], b"");
+    assert_eq!(out.status.code(), Some(2), "port forwards belong to a network card");
+    assert!(stderr(&out).contains("--forward needs --net"), "{}", stderr(&out));
+    let out = vessel(&["vhost-user", "--socket", "/tmp/x.sock", "--net", "--rng"], b"");
+    assert_eq!(out.status.code(), Some(2), "one device per socket");
 }
