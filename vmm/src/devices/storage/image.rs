@@ -4,13 +4,14 @@
 //! so `qemu-img check` finds nothing wrong.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use imago::qcow2::Qcow2;
 use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
+use vm_memory::{ReadVolatile, VolatileSlice, WriteVolatile};
 
 /// The image formats Vessel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,42 @@ pub trait DiskImage: Send {
     fn refresh_size(&mut self) -> u64 {
         self.size()
     }
+    /// Reads the bytes at `offset` into guest buffers, in order. This default goes through
+    /// a buffer; formats that can read straight into guest memory do.
+    fn read_to_guest(&mut self, offset: u64, dst: &[VolatileSlice<'_>]) -> io::Result<()> {
+        let mut at = offset;
+        for slice in dst {
+            let mut buf = vec![0u8; slice.len()];
+            self.read_at(&mut buf, at)?;
+            slice.copy_from(&buf);
+            at += slice.len() as u64;
+        }
+        Ok(())
+    }
+    /// Writes guest buffers, in order, at `offset`. This default goes through a buffer.
+    fn write_from_guest(&mut self, offset: u64, src: &[VolatileSlice<'_>]) -> io::Result<()> {
+        let mut at = offset;
+        for slice in src {
+            let mut buf = vec![0u8; slice.len()];
+            slice.copy_to(&mut buf);
+            self.write_at(&buf, at)?;
+            at += slice.len() as u64;
+        }
+        Ok(())
+    }
+}
+
+fn volatile_err(e: vm_memory::VolatileMemoryError) -> io::Error {
+    match e {
+        vm_memory::VolatileMemoryError::IOError(e) => e,
+        other => io::Error::other(other),
+    }
+}
+
+/// Positions `file` at `offset` for the volatile (guest-memory) reads and writes, which
+/// use the file position.
+fn seek(mut file: &File, offset: u64) -> io::Result<()> {
+    file.seek(SeekFrom::Start(offset)).map(drop)
 }
 
 pub struct RawImage {
@@ -70,6 +107,23 @@ impl DiskImage for RawImage {
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
+    }
+
+    // Straight between the page cache and guest memory: one copy, as a host read has.
+    fn read_to_guest(&mut self, offset: u64, dst: &[VolatileSlice<'_>]) -> io::Result<()> {
+        seek(&self.file, offset)?;
+        for slice in dst {
+            self.file.read_exact_volatile(&mut slice.clone()).map_err(volatile_err)?;
+        }
+        Ok(())
+    }
+
+    fn write_from_guest(&mut self, offset: u64, src: &[VolatileSlice<'_>]) -> io::Result<()> {
+        seek(&self.file, offset)?;
+        for slice in src {
+            self.file.write_all_volatile(slice).map_err(volatile_err)?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

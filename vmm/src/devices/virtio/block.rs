@@ -4,12 +4,12 @@
 //! never write one disk.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 use crate::devices::storage::image::{self, DiskImage, ImageFormat, Qcow2Image, RawImage};
@@ -33,6 +33,8 @@ const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
 const T_DISCARD: u32 = 11;
 const T_WRITE_ZEROES: u32 = 13;
+/// struct virtio_blk_req's header: type, reserved, sector.
+const HEADER_BYTES: usize = 16;
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
@@ -90,6 +92,37 @@ pub struct Block {
 fn status_address(chain: &DescriptorChain<&GuestMem>) -> Option<GuestAddress> {
     let last = chain.clone().writable().last()?;
     last.addr().checked_add(u64::from(last.len().checked_sub(1)?))
+}
+
+/// `len` bytes of the chain's device-writable (or device-readable) buffers, from `skip`
+/// bytes in, as guest memory slices: the device reads and writes guest memory directly.
+fn guest_slices<'m>(
+    mem: &'m GuestMem,
+    chain: &DescriptorChain<&'m GuestMem>,
+    writable: bool,
+    mut skip: usize,
+    len: usize,
+) -> Option<Vec<VolatileSlice<'m>>> {
+    let mut left = len;
+    let mut slices = Vec::new();
+    for desc in chain.clone().filter(|d| d.is_write_only() == writable) {
+        if left == 0 {
+            break;
+        }
+        let desc_len = desc.len() as usize;
+        if skip >= desc_len {
+            skip -= desc_len;
+            continue;
+        }
+        let take = (desc_len - skip).min(left);
+        let addr = desc.addr().checked_add(skip as u64)?;
+        for slice in mem.get_slices(addr, take) {
+            slices.push(slice.ok()?);
+        }
+        left -= take;
+        skip = 0;
+    }
+    (left == 0).then_some(slices)
 }
 
 /// An inotify watch for size changes of `path`; none if inotify is unavailable (then the
@@ -179,7 +212,7 @@ impl Block {
     fn request(&mut self, chain: DescriptorChain<&GuestMem>, mem: &GuestMem) -> (u8, u32) {
         let status_byte = status_address(&chain);
         let (Ok(mut reader), Ok(mut writer)) =
-            (Reader::new(mem, chain.clone()), Writer::new(mem, chain))
+            (Reader::new(mem, chain.clone()), Writer::new(mem, chain.clone()))
         else {
             // A buffer outside guest memory: the request fails, and the driver still learns
             // so if its status byte itself is writable.
@@ -197,26 +230,29 @@ impl Block {
             let _ = status_writer.write_obj(S_IOERR);
             return (S_IOERR, 1);
         };
-        let status = match kind {
-            T_IN => self.read(sector, &mut writer),
-            T_OUT => self.write(sector, &mut reader),
-            T_FLUSH if self.read_only => S_OK,
-            T_FLUSH => {
-                if self.image.flush().is_ok() {
-                    S_OK
-                } else {
-                    S_IOERR
-                }
+        // Data moves between the image and guest memory without a bounce buffer; the
+        // Reader and Writer above only validated the chain and parsed the header.
+        let data_in = writer.available_bytes();
+        let data_out = reader.available_bytes();
+        let (status, data_written) = match kind {
+            T_IN => {
+                let status = self.read(sector, guest_slices(mem, &chain, true, 0, data_in));
+                (status, if status == S_OK { data_in } else { 0 })
             }
+            T_OUT => {
+                (self.write(sector, guest_slices(mem, &chain, false, HEADER_BYTES, data_out)), 0)
+            }
+            T_FLUSH if self.read_only => (S_OK, 0),
+            T_FLUSH => (if self.image.flush().is_ok() { S_OK } else { S_IOERR }, 0),
             T_GET_ID => {
-                let n = writer.available_bytes().min(ID_BYTES);
-                if writer.write_all(&self.id[..n]).is_ok() { S_OK } else { S_IOERR }
+                let n = data_in.min(ID_BYTES);
+                if writer.write_all(&self.id[..n]).is_ok() { (S_OK, n) } else { (S_IOERR, 0) }
             }
-            T_DISCARD | T_WRITE_ZEROES => self.discard(kind, &mut reader),
-            _ => S_UNSUPP,
+            T_DISCARD | T_WRITE_ZEROES => (self.discard(kind, &mut reader), 0),
+            _ => (S_UNSUPP, 0),
         };
         let _ = status_writer.write_obj(status);
-        (status, writer.bytes_written() as u32 + 1)
+        (status, data_written as u32 + 1)
     }
 
     /// Byte offset of `sector`, if `len` bytes from there lie inside the disk.
@@ -228,24 +264,24 @@ impl Block {
         (end <= self.capacity_sectors).then(|| sector * SECTOR_SIZE)
     }
 
-    fn read(&mut self, sector: u64, writer: &mut Writer<'_, ()>) -> u8 {
-        let len = writer.available_bytes();
+    fn read(&mut self, sector: u64, dst: Option<Vec<VolatileSlice<'_>>>) -> u8 {
+        let Some(dst) = dst else { return S_IOERR };
+        let len = dst.iter().map(|s| s.len()).sum();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
-        let mut buf = vec![0u8; len];
-        if self.image.read_at(&mut buf, offset).is_err() || writer.write_all(&buf).is_err() {
+        if self.image.read_to_guest(offset, &dst).is_err() {
             return S_IOERR;
         }
         S_OK
     }
 
-    fn write(&mut self, sector: u64, reader: &mut Reader<'_, ()>) -> u8 {
+    fn write(&mut self, sector: u64, src: Option<Vec<VolatileSlice<'_>>>) -> u8 {
         if self.read_only {
             return S_IOERR;
         }
-        let len = reader.available_bytes();
+        let Some(src) = src else { return S_IOERR };
+        let len = src.iter().map(|s| s.len()).sum();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
-        let mut buf = vec![0u8; len];
-        if reader.read_exact(&mut buf).is_err() || self.image.write_at(&buf, offset).is_err() {
+        if self.image.write_from_guest(offset, &src).is_err() {
             return S_IOERR;
         }
         S_OK
@@ -430,6 +466,44 @@ mod tests {
         // On the host, the sector holds the pattern.
         let mut on_disk = vec![0u8; 512];
         File::open(&path).unwrap().read_exact_at(&mut on_disk, 3 * 512).unwrap();
+        assert_eq!(on_disk, pattern);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn any_descriptor_layout_moves_the_right_bytes() {
+        // virtio 1.2 §2.7.4: the header may share a buffer with the data, the data may be
+        // split anywhere, and the status byte may end the last data buffer.
+        let path = image(64);
+        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut q = queue(&mem);
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 13 + 1) as u8).collect();
+        // OUT sectors 5-6: header and the first 100 data bytes in one buffer, the rest in two.
+        header(&mem, 0x10000, T_OUT, 5);
+        mem.write_slice(&pattern[..100], GuestAddress(0x10010)).unwrap();
+        mem.write_slice(&pattern[100..700], GuestAddress(0x20000)).unwrap();
+        mem.write_slice(&pattern[700..], GuestAddress(0x21000)).unwrap();
+        put_desc(&mem, 0, 0x10000, 16 + 100, R | N, 1);
+        put_desc(&mem, 1, 0x20000, 600, R | N, 2);
+        put_desc(&mem, 2, 0x21000, 324, R | N, 3);
+        put_desc(&mem, 3, 0x30000, 1, W, 0);
+        // IN the same sectors: 300 bytes, then 724 data bytes with the status byte after.
+        header(&mem, 0x11000, T_IN, 5);
+        put_desc(&mem, 4, 0x11000, 16, R | N, 5);
+        put_desc(&mem, 5, 0x40000, 300, W | N, 6);
+        put_desc(&mem, 6, 0x50000, 725, W, 0);
+        publish(&mem, &[0, 4]);
+        assert_eq!(blk.process_queue(0, std::slice::from_mut(&mut q), &mem), 1);
+        assert_eq!(status(&mem, 0x30000), S_OK);
+        assert_eq!(status(&mem, 0x50000 + 724), S_OK);
+        assert_eq!(used(&mem, 1), (4, 1025));
+        let mut back = vec![0u8; 1024];
+        mem.read_slice(&mut back[..300], GuestAddress(0x40000)).unwrap();
+        mem.read_slice(&mut back[300..], GuestAddress(0x50000)).unwrap();
+        assert_eq!(back, pattern);
+        let mut on_disk = vec![0u8; 1024];
+        File::open(&path).unwrap().read_exact_at(&mut on_disk, 5 * 512).unwrap();
         assert_eq!(on_disk, pattern);
         let _ = std::fs::remove_file(path);
     }
