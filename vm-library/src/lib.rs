@@ -1,1 +1,6 @@
+//! Vessel's VM library: what VMs exist and what they are made of — bundles on disk, their
+//! configuration, disk images, ISO inspection. It knows nothing about KVM; the app turns a
+//! VM's configuration into a `vmm::MachineConfig` at power-on.
 
+pub mod config;
+pub mod safe_write;
