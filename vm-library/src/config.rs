@@ -201,7 +201,7 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A configuration with every field set.

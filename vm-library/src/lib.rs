@@ -2,5 +2,6 @@
 //! configuration, disk images, ISO inspection. It knows nothing about KVM; the app turns a
 //! VM's configuration into a `vmm::MachineConfig` at power-on.
 
+pub mod bundle;
 pub mod config;
 pub mod safe_write;

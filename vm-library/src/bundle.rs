@@ -1,0 +1,300 @@
+//! A VM bundle: one folder per VM, `<Name>.vessel/`, that can be moved or copied whole.
+//!
+//! ```text
+//! Debian 12.vessel/
+//!   vessel.toml        the configuration (config.rs); vessel.toml.bak, the previous one
+//!   vessel.lock        held (OFD lock) while the VM runs; holds the runner's pid
+//!   disks/             disk images, referred to relative to the bundle
+//!   snapshots/
+//!   logs/
+//! ```
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigError, VmConfig, rfc3339};
+use crate::safe_write;
+
+pub const EXTENSION: &str = "vessel";
+pub const CONFIG_FILE: &str = "vessel.toml";
+pub const LOCK_FILE: &str = "vessel.lock";
+pub const FOLDERS: [&str; 3] = ["disks", "snapshots", "logs"];
+/// Longest VM name, in characters.
+pub const MAX_NAME: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{0} is not a Vessel VM (no {CONFIG_FILE} in it)")]
+    NotABundle(PathBuf),
+    #[error("{0} already exists; choose another name or location")]
+    Exists(PathBuf),
+    #[error("invalid name {name:?}: {why}")]
+    Name { name: String, why: &'static str },
+    #[error("this VM is already running (pid {pid})")]
+    AlreadyRunning { pid: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io { path: path.to_path_buf(), source }
+}
+
+/// Checks a VM name: it becomes a folder name, so it must be one.
+pub fn validate_name(name: &str) -> Result<(), BundleError> {
+    let bad = |why| Err(BundleError::Name { name: name.to_string(), why });
+    if name.trim().is_empty() {
+        return bad("it is empty; give the VM a name");
+    }
+    if name.chars().count() > MAX_NAME {
+        return bad("it is longer than 64 characters; shorten it");
+    }
+    if name.contains('/') || name.contains('\0') {
+        return bad("it contains '/' or a NUL character; remove them");
+    }
+    if name.starts_with('.') {
+        return bad("it starts with '.', which would hide the folder; remove the dot");
+    }
+    if name != name.trim() {
+        return bad("it starts or ends with spaces; remove them");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it contains control characters; remove them");
+    }
+    Ok(())
+}
+
+/// A VM's folder and its configuration.
+#[derive(Debug)]
+pub struct Bundle {
+    root: PathBuf,
+    pub config: VmConfig,
+}
+
+impl Bundle {
+    /// Makes `<parent>/<name>.vessel/` with its folders and configuration. Nothing is left
+    /// behind if it fails half-way.
+    pub fn create(parent: &Path, mut config: VmConfig) -> Result<Bundle, BundleError> {
+        validate_name(&config.name)?;
+        let root = parent.join(format!("{}.{EXTENSION}", config.name));
+        if root.exists() {
+            return Err(BundleError::Exists(root));
+        }
+        fs::create_dir(&root).map_err(io(&root))?;
+        let made = (|| {
+            for folder in FOLDERS {
+                let path = root.join(folder);
+                fs::create_dir(&path).map_err(io(&path))?;
+            }
+            let now = rfc3339(std::time::SystemTime::now());
+            config.created = now.clone();
+            config.modified = now;
+            let bundle = Bundle { root: root.clone(), config };
+            bundle.write_config()?;
+            Ok(bundle)
+        })();
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&root);
+        }
+        made
+    }
+
+    /// Opens the bundle at `root`.
+    pub fn open(root: &Path) -> Result<Bundle, BundleError> {
+        let path = root.join(CONFIG_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BundleError::NotABundle(root.to_path_buf()));
+            }
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let config =
+            VmConfig::from_toml(&text).map_err(|source| BundleError::Config { path, source })?;
+        Ok(Bundle { root: root.to_path_buf(), config })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path from the configuration: relative ones are inside the bundle.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Writes the configuration back, crash-safely, with a new modification time.
+    pub fn save(&mut self) -> Result<(), BundleError> {
+        self.config.modified = rfc3339(std::time::SystemTime::now());
+        self.write_config()
+    }
+
+    fn write_config(&self) -> Result<(), BundleError> {
+        let path = self.root.join(CONFIG_FILE);
+        safe_write::replace(&path, self.config.to_toml().as_bytes()).map_err(io(&path))
+    }
+
+    /// Marks the VM as running for as long as the returned lock lives. The kernel drops
+    /// the lock when the holder exits, however it exits, so it never goes stale.
+    pub fn lock_running(&self) -> Result<RunLock, BundleError> {
+        let path = self.root.join(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(BundleError::AlreadyRunning {
+                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                });
+            }
+            return Err(io(&path)(e));
+        }
+        let record = (|| {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_data()
+        })();
+        record.map_err(io(&path))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Held while a VM runs (see `Bundle::lock_running`).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::full;
+    use std::process::{Command, Stdio};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vessel-bundle-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn create_open_save() {
+        let dir = scratch("create");
+        let bundle = Bundle::create(&dir, full()).unwrap();
+        assert_eq!(bundle.root(), dir.join("Debian 12.vessel"));
+        for folder in FOLDERS {
+            assert!(bundle.root().join(folder).is_dir(), "{folder}");
+        }
+        assert!(bundle.config.created.starts_with("20"), "{}", bundle.config.created);
+        let mut again = Bundle::open(bundle.root()).unwrap();
+        assert_eq!(again.config, bundle.config);
+        again.config.notes = "changed".into();
+        again.save().unwrap();
+        assert_eq!(Bundle::open(bundle.root()).unwrap().config.notes, "changed");
+        assert!(bundle.root().join("vessel.toml.bak").exists(), "the previous config is kept");
+        assert_eq!(bundle.resolve(Path::new("disks/a.raw")), bundle.root().join("disks/a.raw"));
+        assert!(matches!(Bundle::create(&dir, full()), Err(BundleError::Exists(_))));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_moved_bundle_still_opens() {
+        let dir = scratch("moved");
+        let bundle = Bundle::create(&dir, full()).unwrap();
+        let moved = dir.join("elsewhere.vessel");
+        fs::rename(bundle.root(), &moved).unwrap();
+        let opened = Bundle::open(&moved).unwrap();
+        assert_eq!(
+            opened.resolve(Path::new("disks/system.qcow2")),
+            moved.join("disks/system.qcow2")
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_bundles_and_names_say_why() {
+        let dir = scratch("bad");
+        assert!(matches!(Bundle::open(&dir), Err(BundleError::NotABundle(_))));
+        fs::write(dir.join(CONFIG_FILE), "schema_version = 1\nname = ").unwrap();
+        let err = Bundle::open(&dir).unwrap_err();
+        assert!(err.to_string().contains("vessel.toml"), "{err}");
+        for name in ["", "  ", "a/b", ".hidden", " padded ", "tab\there", &"x".repeat(65)] {
+            assert!(validate_name(name).is_err(), "{name:?}");
+        }
+        validate_name("Windows 11 (work) — ünïcode").unwrap();
+        let mut config = full();
+        config.name = "a/b".into();
+        assert!(matches!(Bundle::create(&dir, config), Err(BundleError::Name { .. })));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// Not a test on its own: the child of `a_second_runner_is_told_who_runs_the_vm`.
+    #[test]
+    #[ignore = "run by a_second_runner_is_told_who_runs_the_vm"]
+    fn child_runner() {
+        let Some(root) = std::env::var_os("VESSEL_BUNDLE_RUNNER") else { return };
+        let bundle = Bundle::open(Path::new(&root)).unwrap();
+        let _lock = bundle.lock_running().unwrap();
+        println!("locked");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_second_runner_is_told_who_runs_the_vm() {
+        use std::io::BufRead;
+        let dir = scratch("lock");
+        let bundle = Bundle::create(&dir, full()).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "bundle::tests::child_runner", "--ignored", "--nocapture"])
+            .env("VESSEL_BUNDLE_RUNNER", bundle.root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.any(|l| l.unwrap().contains("locked")), "the child took the lock");
+        match bundle.lock_running() {
+            Err(BundleError::AlreadyRunning { pid }) => assert_eq!(pid, child.id().to_string()),
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        // The runner dies without cleaning up: the lock goes with it.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let lock = bundle.lock_running().expect("no stale lock after a crash");
+        // And within one process, a second runner is refused too.
+        assert!(matches!(bundle.lock_running(), Err(BundleError::AlreadyRunning { .. })));
+        drop(lock);
+        bundle.lock_running().unwrap();
+        let _ = fs::remove_dir_all(dir);
+    }
+}
