@@ -4,4 +4,5 @@
 
 pub mod bundle;
 pub mod config;
+pub mod library;
 pub mod safe_write;
