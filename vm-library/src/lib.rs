@@ -4,5 +4,6 @@
 
 pub mod bundle;
 pub mod config;
+pub mod disks;
 pub mod library;
 pub mod safe_write;
