@@ -7,3 +7,4 @@ pub mod config;
 pub mod disks;
 pub mod library;
 pub mod safe_write;
+pub mod validate;
