@@ -11,6 +11,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
     about = "Vessel: virtual machines on your Linux desktop, on KVM"
 )]
 pub struct Cli {
+    /// The VM library folder (default: $XDG_DATA_HOME/vessel, or ~/.local/share/vessel).
+    #[arg(long, global = true, value_name = "DIR", env = "VESSEL_LIBRARY")]
+    pub library: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +36,81 @@ pub enum Command {
     /// -numa node,memdev=m -chardev socket,id=c,path=/tmp/blk.sock
     /// -device vhost-user-blk-pci,chardev=c
     VhostUser(VhostUserArgs),
+    /// List the VMs in the library with their state.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a VM in the library.
+    Create(CreateArgs),
+    /// Show a VM's configuration.
+    Show {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a VM headless, its serial console on this terminal (the keys and exit statuses
+    /// of `vessel run`). The VM is marked running while this lasts.
+    Start { name: String },
+    /// Ask a running VM to shut down (the ACPI power button); --force powers it off.
+    Stop {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete a VM with all its files.
+    Delete {
+        name: String,
+        /// Confirm: the VM and its disks are deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The VM's name (also its folder's name).
+    pub name: String,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory: a number of MiB, or with a unit (512M, 2G).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_memory)]
+    pub memory: u64,
+    /// Size of the VM's disk (a qcow2 image in the bundle); 0 for no disk.
+    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size_or_zero)]
+    pub disk_size: u64,
+    /// Use a sparse raw image instead of qcow2.
+    #[arg(long)]
+    pub raw: bool,
+    /// Boot this Linux kernel directly (copied into the bundle).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for --kernel (copied into the bundle).
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel.
+    #[arg(long, value_name = "TEXT", default_value = "console=ttyS0", requires = "kernel")]
+    pub cmdline: String,
+    /// An ISO for the CD drive.
+    #[arg(long, value_name = "FILE")]
+    pub iso: Option<PathBuf>,
+    /// No network card.
+    #[arg(long)]
+    pub no_net: bool,
+    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable).
+    #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
+    pub forward: Vec<vmm::devices::net::passt::PortForward>,
+    /// Put the VM's folder here instead of the library folder (the library remembers it).
+    #[arg(long, value_name = "DIR")]
+    pub location: Option<PathBuf>,
+}
+
+/// A size like parse_memory's, where 0 means none.
+pub fn parse_size_or_zero(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" { Ok(0) } else { parse_memory(text) }
 }
 
 #[derive(Args, Debug)]

@@ -1,9 +1,11 @@
 //! `vessel`: the desktop VM application. The GUI arrives with its own issue; today the
-//! binary runs guests headless (`vessel run`).
+//! binary runs guests headless (`vessel run`, `vessel start`) and manages the VM library
+//! (`vessel list | create | show | stop | delete`).
 
 mod cli;
 mod run;
 mod terminal;
+mod vms;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
@@ -46,22 +48,25 @@ fn main() {
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--forward needs --net")
             .exit();
     }
-    let code = match args.command {
-        cli::Command::Run(run_args) => match run::run(run_args) {
-            Ok(outcome) => outcome.exit_code(),
-            Err(e) => {
-                // One clear line, never a backtrace.
-                eprintln!("vessel: error: {e:#}");
-                run::EXIT_VMM_ERROR
-            }
-        },
-        cli::Command::VhostUser(args) => match vhost_user(args) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("vessel: error: {e:#}");
-                run::EXIT_VMM_ERROR
-            }
-        },
+    let library = args.library;
+    let lib = || vms::library(library.clone());
+    let done = |r: anyhow::Result<()>| r.map(|()| 0);
+    let result: anyhow::Result<i32> = match args.command {
+        cli::Command::Run(run_args) => run::run(run_args).map(|o| o.exit_code()),
+        cli::Command::VhostUser(args) => done(vhost_user(args)),
+        cli::Command::Start { name } => {
+            lib().and_then(|l| vms::start(&l, &name)).map(|o| o.exit_code())
+        }
+        cli::Command::List { json } => done(lib().and_then(|l| vms::list(&l, json))),
+        cli::Command::Create(create) => done(lib().and_then(|l| vms::create(&l, create))),
+        cli::Command::Show { name, json } => done(lib().and_then(|l| vms::show(&l, &name, json))),
+        cli::Command::Stop { name, force } => done(lib().and_then(|l| vms::stop(&l, &name, force))),
+        cli::Command::Delete { name, yes } => done(lib().and_then(|l| vms::delete(&l, &name, yes))),
     };
+    let code = result.unwrap_or_else(|e| {
+        // One clear line (or a list of problems), never a backtrace.
+        eprintln!("vessel: error: {e:#}");
+        run::EXIT_VMM_ERROR
+    });
     std::process::exit(code);
 }

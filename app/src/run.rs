@@ -71,6 +71,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             .chain((!args.no_net).then_some(DeviceConfig::Net { mac, forwards: args.forward }))
             .collect(),
     };
+    console(config)
+}
+
+/// Signals asking a headless machine to stop (`vessel stop`): SIGTERM presses the ACPI
+/// power button, SIGUSR1 powers off at once.
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(signal: libc::c_int) {
+    STOP_SIGNAL.store(signal, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn catch_stop_signals() {
+    for signal in [libc::SIGTERM, libc::SIGUSR1] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, on_stop_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Builds and runs `config` with its serial console on this terminal until it stops.
+pub fn console(config: MachineConfig) -> anyhow::Result<Outcome> {
+    catch_stop_signals();
     let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);
     let interactive = raw.is_some();
@@ -108,6 +129,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the machine went away"),
+        }
+        match STOP_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed) {
+            libc::SIGTERM => handle.request_shutdown().context("cannot press the power button")?,
+            libc::SIGUSR1 => {
+                handle.power_off().context("cannot power off")?;
+                drop(raw);
+                eprintln!("\nvessel: powered off on request");
+                return Ok(Outcome::Quit);
+            }
+            _ => {}
         }
         while let Ok(bytes) = keys.try_recv() {
             let mut to_guest = Vec::with_capacity(bytes.len());

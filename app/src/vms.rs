@@ -1,0 +1,306 @@
+//! The library verbs (`vessel list | create | show | start | stop | delete`), headless, like
+//! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
+//! `vmm::MachineConfig` at power-on.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use vm_library::bundle::{Bundle, BundleError};
+use vm_library::config::{
+    Boot, Cdrom, Disk, DiskFormat, Display, Extra, Forward, Network, SCHEMA_VERSION, VmConfig,
+};
+use vm_library::library::{Entry, Library, default_dir};
+use vm_library::validate::{Host, validate};
+use vmm::{BootSource, DeviceConfig, MachineConfig, RebootPolicy};
+
+use crate::cli::CreateArgs;
+use crate::run::{Outcome, console};
+
+pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
+    let dir = dir.unwrap_or_else(default_dir);
+    Library::open(&dir).with_context(|| format!("cannot open the VM library at {}", dir.display()))
+}
+
+/// "off", "running" (with the pid) or why it cannot be told.
+fn run_state(bundle: &Bundle) -> (String, Option<String>) {
+    match bundle.lock_running() {
+        Ok(_) => ("off".into(), None),
+        Err(BundleError::AlreadyRunning { pid }) => ("running".into(), Some(pid)),
+        Err(e) => (format!("unknown ({e})"), None),
+    }
+}
+
+pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
+    let entries = lib.list()?;
+    if json {
+        let items: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Ok(b) => {
+                    let (state, pid) = run_state(b);
+                    serde_json::json!({
+                        "name": b.config.name, "path": b.root(), "state": state, "pid": pid,
+                        "uuid": b.config.uuid, "os": b.config.os,
+                        "vcpus": b.config.vcpus, "memory_mib": b.config.memory_mib,
+                    })
+                }
+                Entry::Inaccessible { path, reason } => serde_json::json!({
+                    "name": e.name(), "path": path, "state": "inaccessible", "reason": reason,
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("No VMs in {} yet; `vessel create NAME` makes one.", lib.dir().display());
+    }
+    for e in &entries {
+        match e {
+            Entry::Ok(b) => {
+                let (state, pid) = run_state(b);
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                println!(
+                    "{:<24} {state}{pid:<12} {} vCPU, {} MiB   {}",
+                    b.config.name,
+                    b.config.vcpus,
+                    b.config.memory_mib,
+                    b.root().display()
+                );
+            }
+            Entry::Inaccessible { reason, .. } => {
+                println!("{:<24} inaccessible: {reason}", e.name())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A MAC in QEMU's locally used 52:54:00 range, from the VM's uuid: stable for the VM.
+fn mac_for(uuid: &uuid::Uuid) -> String {
+    let b = uuid.as_bytes();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
+    let uuid = uuid::Uuid::new_v4();
+    let boot = match &args.kernel {
+        Some(_) => Boot::Direct {
+            kernel: "boot/kernel".into(),
+            initrd: args.initrd.as_ref().map(|_| "boot/initrd".into()),
+            cmdline: args.cmdline.clone(),
+        },
+        None => Boot::Bios,
+    };
+    let disks = if args.disk_size > 0 {
+        let format = if args.raw { DiskFormat::Raw } else { DiskFormat::Qcow2 };
+        let file = if args.raw { "disks/disk0.raw" } else { "disks/disk0.qcow2" };
+        vec![Disk {
+            file: file.into(),
+            format,
+            size_bytes: args.disk_size,
+            read_only: false,
+            extra: Extra::new(),
+        }]
+    } else {
+        Vec::new()
+    };
+    let network = if args.no_net {
+        Network::None
+    } else {
+        Network::Nat {
+            mac: mac_for(&uuid),
+            forwards: args
+                .forward
+                .iter()
+                .map(|f| Forward { udp: f.udp, host: f.host, guest: f.guest })
+                .collect(),
+        }
+    };
+    let iso = match &args.iso {
+        Some(p) => Some(std::fs::canonicalize(p).with_context(|| format!("{}", p.display()))?),
+        None => None,
+    };
+    let config = VmConfig {
+        schema_version: SCHEMA_VERSION,
+        uuid,
+        name: args.name.clone(),
+        os: "linux".into(),
+        vcpus: args.cpus,
+        memory_mib: args.memory >> 20,
+        boot: boot.into(),
+        disks,
+        cdrom: Cdrom { iso, extra: Extra::new() },
+        network: network.into(),
+        display: Display::FollowWindow.into(),
+        notes: String::new(),
+        created: String::new(),
+        modified: String::new(),
+        extra: Extra::new(),
+    };
+    // Everything but the files the bundle will hold is checked before anything is made.
+    let problems: Vec<_> = validate(&config, Path::new("/"), &Host::this())
+        .into_iter()
+        .filter(|p| !p.field.starts_with("disks[") && !p.field.starts_with("boot."))
+        .collect();
+    if !problems.is_empty() {
+        bail!("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"));
+    }
+    for (flag, file) in [("--kernel", &args.kernel), ("--initrd", &args.initrd)] {
+        if let Some(file) = file {
+            std::fs::metadata(file)
+                .with_context(|| format!("{flag} {}: cannot read it", file.display()))?;
+        }
+    }
+    let bundle = match &args.location {
+        Some(dir) => {
+            let bundle = Bundle::create(dir, config)?;
+            if let Err(e) = lib.register(bundle.root()) {
+                let _ = std::fs::remove_dir_all(bundle.root());
+                return Err(e.into());
+            }
+            bundle
+        }
+        None => lib.create(config)?,
+    };
+    let filled = (|| -> anyhow::Result<()> {
+        if let Some(kernel) = &args.kernel {
+            std::fs::create_dir_all(bundle.root().join("boot"))?;
+            std::fs::copy(kernel, bundle.root().join("boot/kernel"))
+                .with_context(|| format!("cannot copy {}", kernel.display()))?;
+        }
+        if let Some(initrd) = &args.initrd {
+            std::fs::copy(initrd, bundle.root().join("boot/initrd"))
+                .with_context(|| format!("cannot copy {}", initrd.display()))?;
+        }
+        for disk in &bundle.config.disks {
+            vm_library::disks::create(
+                &bundle.resolve(&disk.file),
+                disk.format,
+                disk.size_bytes,
+                None,
+            )?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = filled {
+        let _ = std::fs::remove_dir_all(bundle.root());
+        let _ = lib.unregister(bundle.root());
+        return Err(e);
+    }
+    println!("Created {} in {}", bundle.config.name, bundle.root().display());
+    Ok(())
+}
+
+pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    if json {
+        let mut value = serde_json::to_value(&bundle.config)?;
+        let (state, pid) = run_state(&bundle);
+        value["path"] = serde_json::json!(bundle.root());
+        value["state"] = serde_json::json!(state);
+        value["pid"] = serde_json::json!(pid);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("# {}", bundle.root().join(vm_library::bundle::CONFIG_FILE).display());
+        print!("{}", bundle.config.to_toml());
+    }
+    Ok(())
+}
+
+/// What Vessel's machine is made of, from the VM's configuration.
+pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
+    let c = &bundle.config;
+    let Boot::Direct { kernel, initrd, cmdline } = &c.boot.value else {
+        bail!(
+            "{} boots from firmware (BIOS/UEFI), which this Vessel cannot do yet; give it a \
+             Linux kernel to boot directly",
+            c.name
+        );
+    };
+    if c.cdrom.iso.is_some() {
+        log::warn!("the CD drive arrives with a later Vessel; the ISO is not attached");
+    }
+    let mut devices = vec![DeviceConfig::Rng];
+    for disk in &c.disks {
+        devices.push(DeviceConfig::Block {
+            path: bundle.resolve(&disk.file),
+            read_only: disk.read_only,
+        });
+    }
+    if let Network::Nat { mac, forwards } = &c.network.value {
+        let mut bytes = [0u8; 6];
+        for (b, part) in bytes.iter_mut().zip(mac.split(':')) {
+            *b = u8::from_str_radix(part, 16).context("network.mac")?;
+        }
+        devices.push(DeviceConfig::Net {
+            mac: bytes,
+            forwards: forwards
+                .iter()
+                .map(|f| vmm::devices::net::passt::PortForward {
+                    udp: f.udp,
+                    host: f.host,
+                    guest: f.guest,
+                })
+                .collect(),
+        });
+    }
+    Ok(MachineConfig {
+        vcpus: u8::try_from(c.vcpus).context("vcpus")?,
+        memory_bytes: c.memory_mib << 20,
+        boot: BootSource {
+            kernel: bundle.resolve(kernel),
+            initrd: initrd.as_ref().map(|i| bundle.resolve(i)),
+            cmdline: cmdline.clone(),
+        },
+        on_guest_reboot: RebootPolicy::Restart,
+        devices,
+    })
+}
+
+pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
+    let bundle = lib.find(name)?;
+    let problems = validate(&bundle.config, bundle.root(), &Host::this());
+    if !problems.is_empty() {
+        bail!(
+            "{} cannot start:\n{}",
+            name,
+            problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let config = machine_config(&bundle)?;
+    let _running = bundle.lock_running()?;
+    console(config)
+}
+
+pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    let pid = match bundle.lock_running() {
+        Ok(_) => bail!("{name} is not running"),
+        Err(BundleError::AlreadyRunning { pid }) => pid,
+        Err(e) => return Err(e.into()),
+    };
+    let pid: libc::pid_t =
+        pid.parse().with_context(|| format!("the run lock names pid {pid:?}"))?;
+    let signal = if force { libc::SIGUSR1 } else { libc::SIGTERM };
+    // SAFETY: kill only sends a signal; the pid comes from the VM's run lock, which its
+    // holder (a `vessel start`) wrote and still holds.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        bail!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
+    }
+    if force {
+        println!("{name}: powering off");
+    } else {
+        println!("{name}: the power button was pressed; the guest shuts down");
+    }
+    Ok(())
+}
+
+pub fn delete(lib: &Library, name: &str, yes: bool) -> anyhow::Result<()> {
+    if !yes {
+        bail!("this deletes {name} and all its disks for good; add --yes to confirm");
+    }
+    lib.delete(name, name)?;
+    println!("Deleted {name}");
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The library verbs as a script uses them: create, list, show, start, a second start,
+//! stop, delete; JSON output; errors that name the problem.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vessel_tests::testguest_elf;
+
+fn library(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-cli-lib-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn vessel(lib: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--library")
+        .arg(lib)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(lib: &Path, args: &[&str]) -> serde_json::Value {
+    let out = vessel(lib, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn create_test_vm(lib: &Path, name: &str, test: &str) {
+    let kernel = testguest_elf();
+    let cmdline = format!("test={test}");
+    let out = vessel(
+        lib,
+        &[
+            "create",
+            name,
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            &cmdline,
+            "--memory",
+            "128M",
+            "--disk-size",
+            "16M",
+            "--no-net",
+        ],
+    );
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+}
+
+#[test]
+fn create_list_show_delete() {
+    let lib = library("basic");
+    create_test_vm(&lib, "alpha", "boot");
+    let list = json(&lib, &["list", "--json"]);
+    assert_eq!(list[0]["name"], "alpha");
+    assert_eq!(list[0]["state"], "off");
+    let show = json(&lib, &["show", "alpha", "--json"]);
+    assert_eq!(show["memory_mib"], 128);
+    assert_eq!(show["boot"]["kind"], "direct");
+    assert_eq!(show["disks"][0]["format"], "qcow2");
+    let disk = lib.join("alpha.vessel/disks/disk0.qcow2");
+    let check = Command::new("qemu-img").arg("check").arg("-q").arg(&disk).status().unwrap();
+    assert!(check.success(), "the new disk is a clean qcow2");
+
+    let again = vessel(&lib, &["create", "alpha"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already in the library"), "{}", text(&again.stderr));
+    let missing = vessel(&lib, &["show", "nope"]);
+    assert!(text(&missing.stderr).contains("no VM named \"nope\""), "{}", text(&missing.stderr));
+    let unconfirmed = vessel(&lib, &["delete", "alpha"]);
+    assert!(text(&unconfirmed.stderr).contains("--yes"));
+    assert!(lib.join("alpha.vessel").exists());
+    assert!(vessel(&lib, &["delete", "alpha", "--yes"]).status.success());
+    assert!(!lib.join("alpha.vessel").exists());
+    assert_eq!(json(&lib, &["list", "--json"]), serde_json::json!([]));
+    let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn a_vm_starts_once_and_stops_on_request() {
+    let lib = library("run");
+    create_test_vm(&lib, "runner", "powerbutton");
+    let mut start = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--library")
+        .arg(&lib)
+        .args(["start", "runner"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut console = BufReader::new(start.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !line.contains("PWRBTN READY") {
+        line.clear();
+        assert!(console.read_line(&mut line).unwrap() > 0, "the guest's console ended");
+        assert!(Instant::now() < deadline);
+    }
+    let list = json(&lib, &["list", "--json"]);
+    assert_eq!(list[0]["state"], "running");
+    assert_eq!(list[0]["pid"], start.id().to_string());
+
+    let second = vessel(&lib, &["start", "runner"]);
+    assert_eq!(second.status.code(), Some(1));
+    let err = text(&second.stderr);
+    assert!(err.contains(&format!("already running (pid {})", start.id())), "{err}");
+
+    let stop = vessel(&lib, &["stop", "runner"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let status = start.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the guest powered off after the power button");
+    assert_eq!(json(&lib, &["list", "--json"])[0]["state"], "off");
+    let not_running = vessel(&lib, &["stop", "runner"]);
+    assert!(text(&not_running.stderr).contains("not running"));
+    let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn a_damaged_vm_is_listed_with_the_reason_and_refuses_to_start() {
+    let lib = library("damaged");
+    create_test_vm(&lib, "broken", "boot");
+    let config = lib.join("broken.vessel/vessel.toml");
+    std::fs::write(&config, "schema_version = 1\nname = \"broken\"\n").unwrap();
+    let list = json(&lib, &["list", "--json"]);
+    assert_eq!(list[0]["state"], "inaccessible");
+    assert!(list[0]["reason"].as_str().unwrap().contains("missing field"), "{list}");
+    let plain = vessel(&lib, &["list"]);
+    assert!(text(&plain.stdout).contains("inaccessible"));
+
+    create_test_vm(&lib, "nokernel", "boot");
+    std::fs::remove_file(lib.join("nokernel.vessel/boot/kernel")).unwrap();
+    let start = vessel(&lib, &["start", "nokernel"]);
+    assert_eq!(start.status.code(), Some(1));
+    assert!(text(&start.stderr).contains("boot.kernel"), "{}", text(&start.stderr));
+    let _ = std::fs::remove_dir_all(lib);
+}
