@@ -60,6 +60,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Copy a VM under a new name (new uuid and MAC). --linked shares its disks through
+    /// qcow2 overlays instead of copying them.
+    Clone {
+        name: String,
+        new_name: String,
+        #[arg(long)]
+        linked: bool,
+    },
     /// Delete a VM with all its files.
     Delete {
         name: String,

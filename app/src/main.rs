@@ -61,6 +61,9 @@ fn main() {
         cli::Command::Create(create) => done(lib().and_then(|l| vms::create(&l, create))),
         cli::Command::Show { name, json } => done(lib().and_then(|l| vms::show(&l, &name, json))),
         cli::Command::Stop { name, force } => done(lib().and_then(|l| vms::stop(&l, &name, force))),
+        cli::Command::Clone { name, new_name, linked } => {
+            done(lib().and_then(|l| vms::clone(&l, &name, &new_name, linked)))
+        }
         cli::Command::Delete { name, yes } => done(lib().and_then(|l| vms::delete(&l, &name, yes))),
     };
     let code = result.unwrap_or_else(|e| {

@@ -1,4 +1,4 @@
-//! The library verbs (`vessel list | create | show | start | stop | delete`), headless, like
+//! The library verbs (`vessel list | create | show | start | stop | clone | delete`), headless, like
 //! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
 //! `vmm::MachineConfig` at power-on.
 
@@ -9,7 +9,7 @@ use vm_library::bundle::{Bundle, BundleError};
 use vm_library::config::{
     Boot, Cdrom, Disk, DiskFormat, Display, Extra, Forward, Network, SCHEMA_VERSION, VmConfig,
 };
-use vm_library::library::{Entry, Library, default_dir};
+use vm_library::library::{Entry, Library, default_dir, mac_for};
 use vm_library::validate::{Host, validate};
 use vmm::{BootSource, DeviceConfig, MachineConfig, RebootPolicy};
 
@@ -74,12 +74,6 @@ pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A MAC in QEMU's locally used 52:54:00 range, from the VM's uuid: stable for the VM.
-fn mac_for(uuid: &uuid::Uuid) -> String {
-    let b = uuid.as_bytes();
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
 pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
@@ -293,6 +287,13 @@ pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
     } else {
         println!("{name}: the power button was pressed; the guest shuts down");
     }
+    Ok(())
+}
+
+pub fn clone(lib: &Library, name: &str, new_name: &str, linked: bool) -> anyhow::Result<()> {
+    let clone = lib.clone_vm(name, new_name, linked)?;
+    let how = if linked { "Linked clone" } else { "Copy" };
+    println!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
     Ok(())
 }
 

@@ -76,9 +76,27 @@ fn create_list_show_delete() {
     assert!(text(&again.stderr).contains("already in the library"), "{}", text(&again.stderr));
     let missing = vessel(&lib, &["show", "nope"]);
     assert!(text(&missing.stderr).contains("no VM named \"nope\""), "{}", text(&missing.stderr));
+    let clone = vessel(&lib, &["clone", "alpha", "beta", "--linked"]);
+    assert!(clone.status.success(), "{}", text(&clone.stderr));
+    let list = json(&lib, &["list", "--json"]);
+    assert_eq!(list[1]["name"], "beta");
+    assert_ne!(list[0]["uuid"], list[1]["uuid"]);
+    let info = Command::new("qemu-img")
+        .arg("info")
+        .arg(lib.join("beta.vessel/disks/disk0.qcow2"))
+        .output()
+        .unwrap();
+    assert!(text(&info.stdout).contains("disk0.qcow2.base"), "{}", text(&info.stdout));
     let unconfirmed = vessel(&lib, &["delete", "alpha"]);
     assert!(text(&unconfirmed.stderr).contains("--yes"));
     assert!(lib.join("alpha.vessel").exists());
+    let in_use = vessel(&lib, &["delete", "alpha", "--yes"]);
+    assert!(
+        text(&in_use.stderr).contains("\"beta\" is a linked clone"),
+        "{}",
+        text(&in_use.stderr)
+    );
+    assert!(vessel(&lib, &["delete", "beta", "--yes"]).status.success());
     assert!(vessel(&lib, &["delete", "alpha", "--yes"]).status.success());
     assert!(!lib.join("alpha.vessel").exists());
     assert_eq!(json(&lib, &["list", "--json"]), serde_json::json!([]));

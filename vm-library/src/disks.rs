@@ -67,6 +67,30 @@ pub fn inspect(path: &Path) -> Result<DiskInfo, DiskError> {
     }
 }
 
+/// The image a qcow2 image reads through to (its backing file), resolved against the
+/// image's folder; none for raw images and qcow2 images without one.
+pub fn backing_file(path: &Path) -> Result<Option<PathBuf>, DiskError> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut header = [0u8; 20];
+    match file.read_exact_at(&mut header, 0) {
+        Ok(()) if header[..4] == *b"QFI\xfb" => {}
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    // qcow2 header: backing_file_offset (u64 at 8), backing_file_size (u32 at 16).
+    let offset = u64::from_be_bytes(header[8..16].try_into().expect("8 bytes"));
+    let size = u32::from_be_bytes(header[16..20].try_into().expect("4 bytes"));
+    if offset == 0 || size == 0 || size > 1023 {
+        return Ok(None);
+    }
+    let mut name = vec![0u8; size as usize];
+    file.read_exact_at(&mut name, offset).map_err(io_err(path))?;
+    let name = PathBuf::from(String::from_utf8_lossy(&name).into_owned());
+    Ok(Some(path.parent().unwrap_or(Path::new(".")).join(name)))
+}
+
 fn open_qcow2(path: &Path, writable: bool) -> Result<FormatAccess<imago::file::File>, DiskError> {
     let qcow2 = Qcow2::<imago::file::File>::builder_path(path)
         .write(writable)
@@ -269,6 +293,8 @@ mod tests {
         .unwrap();
         qemu_img(&["check", "-q"], &clone);
         assert!(qemu_img(&["info"], &clone).contains("backing file: base.qcow2"));
+        assert_eq!(backing_file(&clone).unwrap(), Some(dir.join("base.qcow2")));
+        assert_eq!(backing_file(&base).unwrap(), None);
         let raw = dir.join("clone.raw");
         let status =
             Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(&clone).arg(&raw).status();

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, Bundle, BundleError, EXTENSION};
-use crate::config::VmConfig;
+use crate::config::{Boot, DiskFormat, Network, VmConfig};
+use crate::disks::{self, DiskError};
 use crate::safe_write;
 
 pub const REGISTRY_FILE: &str = "library.toml";
@@ -26,6 +27,8 @@ pub enum LibraryError {
     Registry { path: PathBuf, why: String },
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("a VM named {0:?} is already in the library; choose another name")]
     NameTaken(String),
     #[error("no VM named {0:?} in the library (`vessel list` shows them)")]
@@ -34,10 +37,25 @@ pub enum LibraryError {
     Running(String),
     #[error("deleting {0:?} removes all its files; confirm with the VM's name")]
     NotConfirmed(String),
+    #[error("{clone:?} is a linked clone of {name:?} and reads its disks; delete {clone:?} first")]
+    HasLinkedClones { name: String, clone: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LibraryError + '_ {
     move |source| LibraryError::Io { path: path.to_path_buf(), source }
+}
+
+/// The read-only base a linked clone's overlays read: `<disk>.base` beside the disk.
+fn base_of(disk: &Path) -> PathBuf {
+    let mut name = disk.file_name().unwrap_or_default().to_os_string();
+    name.push(".base");
+    disk.with_file_name(name)
+}
+
+/// A MAC in QEMU's 52:54:00 range, from a VM's uuid: stable for the VM, new for a clone.
+pub fn mac_for(uuid: &uuid::Uuid) -> String {
+    let b = uuid.as_bytes();
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
 }
 
 /// Where the library lives unless told otherwise.
@@ -194,6 +212,130 @@ impl Library {
         self.save_registry(&registry)
     }
 
+    /// Copies a VM under a new name, with a new uuid and MAC. A full clone copies its disks
+    /// (sparse); a linked clone shares them: each disk becomes a read-only base that both
+    /// VMs read through a qcow2 overlay of their own, so neither sees the other's writes.
+    /// Snapshots and logs are not copied.
+    pub fn clone_vm(
+        &self,
+        name: &str,
+        new_name: &str,
+        linked: bool,
+    ) -> Result<Bundle, LibraryError> {
+        let mut source = self.find(name)?;
+        self.check_name_free(new_name)?;
+        let _running = source.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
+        if linked {
+            self.make_bases(&mut source)?;
+        }
+        let mut config = source.config.clone();
+        config.name = new_name.to_string();
+        config.uuid = uuid::Uuid::new_v4();
+        if let Network::Nat { mac, .. } = &mut config.network.value {
+            *mac = mac_for(&config.uuid);
+        }
+        let parent = source.root().parent().unwrap_or(&self.dir).to_path_buf();
+        let clone = Bundle::create(&parent, config)?;
+        let filled = (|| -> Result<(), LibraryError> {
+            for disk in &clone.config.disks {
+                let (from, to) = (source.resolve(&disk.file), clone.resolve(&disk.file));
+                if let Some(dir) = to.parent() {
+                    fs::create_dir_all(dir).map_err(io(dir))?;
+                }
+                if linked {
+                    let base = base_of(&from);
+                    let base_format = disks::inspect(&base)?.format;
+                    // Named absolutely: the clone's bundle may move without the source's.
+                    let base = fs::canonicalize(&base).map_err(io(&base))?;
+                    disks::create(
+                        &to,
+                        DiskFormat::Qcow2,
+                        disk.size_bytes,
+                        Some((&base, base_format)),
+                    )?;
+                } else {
+                    disks::copy_sparse(&from, &to)?;
+                }
+            }
+            if let Boot::Direct { kernel, initrd, .. } = &clone.config.boot.value {
+                for file in std::iter::once(kernel).chain(initrd).filter(|f| f.is_relative()) {
+                    let to = clone.resolve(file);
+                    if let Some(dir) = to.parent() {
+                        fs::create_dir_all(dir).map_err(io(dir))?;
+                    }
+                    fs::copy(source.resolve(file), &to).map_err(io(&to))?;
+                }
+            }
+            if parent != self.dir {
+                self.register(clone.root())?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = filled {
+            let _ = fs::remove_dir_all(clone.root());
+            return Err(e);
+        }
+        Ok(clone)
+    }
+
+    /// The VMs whose disks read through to files inside `root`.
+    fn linked_clones_of(&self, root: &Path) -> Result<Vec<String>, LibraryError> {
+        let root = fs::canonicalize(root).map_err(io(root))?;
+        let mut names = Vec::new();
+        for entry in self.list()? {
+            let Entry::Ok(other) = entry else { continue };
+            if fs::canonicalize(other.root()).is_ok_and(|r| r == root) {
+                continue;
+            }
+            let uses = other.config.disks.iter().any(|d| {
+                disks::backing_file(&other.resolve(&d.file))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| fs::canonicalize(b).ok())
+                    .is_some_and(|b| b.starts_with(&root))
+            });
+            if uses {
+                names.push(other.config.name.clone());
+            }
+        }
+        Ok(names)
+    }
+
+    /// Turns each of `bundle`'s disks into a read-only base under a qcow2 overlay the VM
+    /// writes from now on (once; a disk that already has a base keeps it).
+    fn make_bases(&self, bundle: &mut Bundle) -> Result<(), LibraryError> {
+        for i in 0..bundle.config.disks.len() {
+            let disk = &bundle.config.disks[i];
+            let path = bundle.resolve(&disk.file);
+            let base = base_of(&path);
+            if base.exists() {
+                continue;
+            }
+            fs::rename(&path, &base).map_err(io(&path))?;
+            let made = (|| -> Result<(), LibraryError> {
+                let mut perms = fs::metadata(&base).map_err(io(&base))?.permissions();
+                perms.set_readonly(true);
+                fs::set_permissions(&base, perms).map_err(io(&base))?;
+                // The overlay names its base relative to itself: the bundle stays movable.
+                let relative = Path::new(base.file_name().expect("a file name"));
+                disks::create(
+                    &path,
+                    DiskFormat::Qcow2,
+                    disk.size_bytes,
+                    Some((relative, disk.format)),
+                )?;
+                Ok(())
+            })();
+            if let Err(e) = made {
+                let _ = fs::rename(&base, &path);
+                return Err(e);
+            }
+            bundle.config.disks[i].format = DiskFormat::Qcow2;
+        }
+        bundle.save()?;
+        Ok(())
+    }
+
     /// Renames a VM: its configuration, and its folder when that carries the old name.
     pub fn rename(&self, name: &str, new_name: &str) -> Result<Bundle, LibraryError> {
         let mut bundle = self.find(name)?;
@@ -229,6 +371,9 @@ impl Library {
         // Held while the files go, so nobody starts the VM meanwhile.
         let _lock = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
         let root = bundle.root().to_path_buf();
+        if let Some(clone) = self.linked_clones_of(&root)?.first() {
+            return Err(LibraryError::HasLinkedClones { name: name.into(), clone: clone.clone() });
+        }
         fs::remove_dir_all(&root).map_err(io(&root))?;
         self.unregister(&root)
     }
@@ -306,6 +451,95 @@ mod tests {
         lib.delete("new", "new").unwrap();
         assert!(!dir.join("new.vessel").exists());
         assert!(lib.list().unwrap().is_empty());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    fn qemu(tool: &str, args: &[&str], path: &Path) -> Vec<u8> {
+        let out = std::process::Command::new(tool).args(args).arg(path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn raw_contents(dir: &Path, image: &Path) -> Vec<u8> {
+        let raw = dir.join("contents.raw");
+        let _ = fs::remove_file(&raw);
+        let out = std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(image)
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(out.success());
+        fs::read(raw).unwrap()
+    }
+
+    #[test]
+    fn full_and_linked_clones() {
+        let dir = scratch("clone");
+        let lib = Library::open(&dir).unwrap();
+        let mut config = named("source");
+        config.boot = Boot::Uefi.into();
+        config.disks.truncate(1);
+        config.disks[0].file = "disks/disk0.raw".into();
+        config.disks[0].format = DiskFormat::Raw;
+        config.disks[0].size_bytes = 8 << 20;
+        let source = lib.create(config).unwrap();
+        let disk = source.resolve(Path::new("disks/disk0.raw"));
+        disks::create(&disk, DiskFormat::Raw, 8 << 20, None).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(
+            &fs::File::options().write(true).open(&disk).unwrap(),
+            b"source data",
+            4096,
+        )
+        .unwrap();
+
+        let full = lib.clone_vm("source", "full copy", false).unwrap();
+        assert_ne!(full.config.uuid, source.config.uuid);
+        assert_ne!(full.config.network, source.config.network, "a new MAC");
+        assert_eq!(
+            fs::read(full.resolve(Path::new("disks/disk0.raw"))).unwrap(),
+            fs::read(&disk).unwrap()
+        );
+
+        let linked = lib.clone_vm("source", "linked", true).unwrap();
+        let source = lib.find("source").unwrap();
+        assert_eq!(
+            source.config.disks[0].format,
+            DiskFormat::Qcow2,
+            "the source now writes an overlay"
+        );
+        assert_eq!(linked.config.disks[0].format, DiskFormat::Qcow2);
+        let (src_disk, clone_disk) = (
+            source.resolve(&source.config.disks[0].file),
+            linked.resolve(&linked.config.disks[0].file),
+        );
+        for image in [&src_disk, &clone_disk] {
+            qemu("qemu-img", &["check", "-q"], image);
+            assert_eq!(&raw_contents(&dir, image)[4096..4107], b"source data");
+        }
+        assert!(fs::metadata(base_of(&src_disk)).unwrap().permissions().readonly());
+        // A write in the clone stays in the clone.
+        qemu("qemu-io", &["-c", "write -P 0x5a 4096 4096"], &clone_disk);
+        assert_eq!(raw_contents(&dir, &clone_disk)[4096], 0x5a);
+        assert_eq!(&raw_contents(&dir, &src_disk)[4096..4107], b"source data");
+        // A second linked clone reuses the base.
+        lib.clone_vm("source", "linked 2", true).unwrap();
+        assert!(matches!(lib.clone_vm("source", "linked", true), Err(LibraryError::NameTaken(_))));
+        // The source cannot go while clones read its disks.
+        match lib.delete("source", "source") {
+            Err(LibraryError::HasLinkedClones { clone, .. }) => {
+                assert!(clone.starts_with("linked"))
+            }
+            other => panic!("expected HasLinkedClones, got {other:?}"),
+        }
+        lib.delete("linked", "linked").unwrap();
+        lib.delete("linked 2", "linked 2").unwrap();
+        lib.delete("source", "source").unwrap();
         let _ = fs::remove_dir_all(dir);
     }
 
