@@ -68,6 +68,10 @@ pub enum Command {
         #[arg(long)]
         linked: bool,
     },
+    /// Write a VM (configuration and disks) to one archive file, with checksums.
+    Export { name: String, archive: PathBuf },
+    /// Restore a VM from an archive made by `vessel export`, checking its checksums.
+    Import { archive: PathBuf },
     /// Delete a VM with all its files.
     Delete {
         name: String,

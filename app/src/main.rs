@@ -64,6 +64,10 @@ fn main() {
         cli::Command::Clone { name, new_name, linked } => {
             done(lib().and_then(|l| vms::clone(&l, &name, &new_name, linked)))
         }
+        cli::Command::Export { name, archive } => {
+            done(lib().and_then(|l| vms::export(&l, &name, &archive)))
+        }
+        cli::Command::Import { archive } => done(lib().and_then(|l| vms::import(&l, &archive))),
         cli::Command::Delete { name, yes } => done(lib().and_then(|l| vms::delete(&l, &name, yes))),
     };
     let code = result.unwrap_or_else(|e| {

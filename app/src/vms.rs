@@ -1,4 +1,5 @@
-//! The library verbs (`vessel list | create | show | start | stop | clone | delete`), headless, like
+//! The library verbs (`vessel list | create | show | start | stop | clone | export |
+//! import | delete`), headless, like
 //! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
 //! `vmm::MachineConfig` at power-on.
 
@@ -294,6 +295,19 @@ pub fn clone(lib: &Library, name: &str, new_name: &str, linked: bool) -> anyhow:
     let clone = lib.clone_vm(name, new_name, linked)?;
     let how = if linked { "Linked clone" } else { "Copy" };
     println!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
+    Ok(())
+}
+
+pub fn export(lib: &Library, name: &str, archive: &Path) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    vm_library::archive::export(&bundle, archive)?;
+    println!("Exported {name} to {}", archive.display());
+    Ok(())
+}
+
+pub fn import(lib: &Library, archive: &Path) -> anyhow::Result<()> {
+    let bundle = vm_library::archive::import(archive, lib)?;
+    println!("Imported {} into {}", bundle.config.name, bundle.root().display());
     Ok(())
 }
 

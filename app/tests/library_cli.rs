@@ -90,6 +90,17 @@ fn create_list_show_delete() {
     let unconfirmed = vessel(&lib, &["delete", "alpha"]);
     assert!(text(&unconfirmed.stderr).contains("--yes"));
     assert!(lib.join("alpha.vessel").exists());
+    // Backup and restore into another library.
+    let archive = lib.join("alpha.tar");
+    let exported = vessel(&lib, &["export", "alpha", archive.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let other = library("restored");
+    let imported = vessel(&other, &["import", archive.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert_eq!(json(&other, &["show", "alpha", "--json"])["uuid"], list[0]["uuid"]);
+    let linked = vessel(&lib, &["export", "beta", "/tmp/never.tar"]);
+    assert!(text(&linked.stderr).contains("linked clone"), "{}", text(&linked.stderr));
+    let _ = std::fs::remove_dir_all(other);
     let in_use = vessel(&lib, &["delete", "alpha", "--yes"]);
     assert!(
         text(&in_use.stderr).contains("\"beta\" is a linked clone"),

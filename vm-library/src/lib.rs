@@ -2,6 +2,7 @@
 //! configuration, disk images, ISO inspection. It knows nothing about KVM; the app turns a
 //! VM's configuration into a `vmm::MachineConfig` at power-on.
 
+pub mod archive;
 pub mod bundle;
 pub mod config;
 pub mod disks;
