@@ -72,6 +72,14 @@ pub enum Command {
     Export { name: String, archive: PathBuf },
     /// Restore a VM from an archive made by `vessel export`, checking its checksums.
     Import { archive: PathBuf },
+    /// Inspect an ISO: volume ids, El Torito boot entries, the Linux kernel it boots and
+    /// the OS it installs, with the resources to give it.
+    IsoInfo {
+        iso: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a VM with all its files.
     Delete {
         name: String,

@@ -48,6 +48,15 @@ fn main() {
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--forward needs --net")
             .exit();
     }
+    if !matches!(
+        args.command,
+        cli::Command::Run(_) | cli::Command::Start { .. } | cli::Command::VhostUser(_)
+    ) {
+        // Printing verbs end quietly when their reader goes away (`vessel list | head`), as
+        // Unix tools do. Not for machines: a socket to a vanished peer must be an error.
+        // SAFETY: restores the default disposition of one signal; no handler is involved.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let library = args.library;
     let lib = || vms::library(library.clone());
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
@@ -68,6 +77,7 @@ fn main() {
             done(lib().and_then(|l| vms::export(&l, &name, &archive)))
         }
         cli::Command::Import { archive } => done(lib().and_then(|l| vms::import(&l, &archive))),
+        cli::Command::IsoInfo { iso, json } => done(vms::iso_info(&iso, json)),
         cli::Command::Delete { name, yes } => done(lib().and_then(|l| vms::delete(&l, &name, yes))),
     };
     let code = result.unwrap_or_else(|e| {

@@ -1,5 +1,5 @@
 //! The library verbs (`vessel list | create | show | start | stop | clone | export |
-//! import | delete`), headless, like
+//! import | delete | iso-info`), headless, like
 //! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
 //! `vmm::MachineConfig` at power-on.
 
@@ -308,6 +308,77 @@ pub fn export(lib: &Library, name: &str, archive: &Path) -> anyhow::Result<()> {
 pub fn import(lib: &Library, archive: &Path) -> anyhow::Result<()> {
     let bundle = vm_library::archive::import(archive, lib)?;
     println!("Imported {} into {}", bundle.config.name, bundle.root().display());
+    Ok(())
+}
+
+pub fn iso_info(path: &Path, json: bool) -> anyhow::Result<()> {
+    use vm_library::iso::{Iso, Platform, boot_config, os};
+    let iso = Iso::open(path)?;
+    let info = iso.info();
+    let linux = boot_config::find_linux_boot(&iso)?;
+    let guess = os::detect(info, linux.is_some());
+    let platform = |p: Platform| match p {
+        Platform::Bios => "bios".to_string(),
+        Platform::Uefi => "uefi".to_string(),
+        Platform::Other(id) => format!("platform {id:#x}"),
+    };
+    if json {
+        let value = serde_json::json!({
+            "volume_id": info.volume_id, "system_id": info.system_id,
+            "publisher_id": info.publisher_id, "application_id": info.application_id,
+            "size_bytes": info.size_bytes, "joliet": info.joliet, "rock_ridge": info.rock_ridge,
+            "boot": info.boot.iter().map(|b| serde_json::json!({
+                "platform": platform(b.platform), "bootable": b.bootable,
+                "emulation": b.emulation, "load_rba": b.load_rba, "sectors": b.sectors,
+            })).collect::<Vec<_>>(),
+            "linux": linux.as_ref().map(|l| serde_json::json!({
+                "kernel": l.kernel, "initrds": l.initrds, "cmdline": l.cmdline, "config": l.config,
+            })),
+            "os": guess.as_ref().map(|g| serde_json::json!({
+                "id": g.id, "name": g.name, "vcpus": g.recommended.vcpus,
+                "memory_mib": g.recommended.memory_mib, "disk_gib": g.recommended.disk_gib,
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("Volume:      {}", info.volume_id);
+    println!("System:      {}", info.system_id);
+    println!("Publisher:   {}", info.publisher_id);
+    println!("Application: {}", info.application_id);
+    println!("Size:        {} MiB", info.size_bytes >> 20);
+    println!(
+        "Names:       {}{}",
+        if info.rock_ridge { "Rock Ridge " } else { "" },
+        if info.joliet { "Joliet" } else { "" }
+    );
+    if info.boot.is_empty() {
+        println!("Boot:        not bootable (no El Torito catalog)");
+    }
+    for b in &info.boot {
+        println!(
+            "Boot:        {}{}",
+            platform(b.platform),
+            if b.bootable { "" } else { " (not bootable)" }
+        );
+    }
+    match &linux {
+        Some(l) => println!(
+            "Linux:       {} initrd {} cmdline {:?} (from {})",
+            l.kernel,
+            l.initrds.join(","),
+            l.cmdline,
+            l.config
+        ),
+        None => println!("Linux:       no isolinux/GRUB entry; this ISO needs firmware boot"),
+    }
+    match &guess {
+        Some(g) => println!(
+            "OS:          {} ({}): {} vCPUs, {} MiB, {} GiB disk recommended",
+            g.name, g.id, g.recommended.vcpus, g.recommended.memory_mib, g.recommended.disk_gib
+        ),
+        None => println!("OS:          not recognised"),
+    }
     Ok(())
 }
 

@@ -173,3 +173,41 @@ fn a_damaged_vm_is_listed_with_the_reason_and_refuses_to_start() {
     assert!(text(&start.stderr).contains("boot.kernel"), "{}", text(&start.stderr));
     let _ = std::fs::remove_dir_all(lib);
 }
+
+#[test]
+fn iso_info_reads_what_distributions_build() {
+    let dir = library("iso");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::create_dir_all(tree.join("live")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "default live\nlabel live\n  kernel /live/vmlinuz\n  append initrd=/live/initrd.img boot=live quiet\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("isolinux/isolinux.bin"), [0u8; 2048]).unwrap();
+    std::fs::write(tree.join("live/vmlinuz"), b"kernel").unwrap();
+    std::fs::write(tree.join("live/initrd.img"), b"initrd").unwrap();
+    let iso = dir.join("debian.iso");
+    let made = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "Debian 12.8.0 amd64 n", "-J", "-R", "-o"])
+        .arg(&iso)
+        .args(["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot"])
+        .arg(&tree)
+        .status()
+        .expect("xorriso is needed: apt-get install xorriso");
+    assert!(made.success());
+    let info = json(&dir, &["iso-info", iso.to_str().unwrap(), "--json"]);
+    assert_eq!(info["volume_id"], "Debian 12.8.0 amd64 n");
+    assert_eq!(info["boot"][0]["platform"], "bios");
+    assert_eq!(info["linux"]["kernel"], "/live/vmlinuz");
+    assert_eq!(info["linux"]["initrds"][0], "/live/initrd.img");
+    assert_eq!(info["linux"]["cmdline"], "boot=live quiet");
+    assert_eq!(info["os"]["id"], "debian12");
+    let plain = vessel(&dir, &["iso-info", iso.to_str().unwrap()]);
+    assert!(text(&plain.stdout).contains("Debian 12 (debian12)"), "{}", text(&plain.stdout));
+    let not_iso = vessel(&dir, &["iso-info", "/etc/hostname"]);
+    assert_eq!(not_iso.status.code(), Some(1));
+    assert!(text(&not_iso.stderr).contains("not an ISO 9660 image"), "{}", text(&not_iso.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -18,12 +18,8 @@ pub const MANIFEST: &str = "vessel-manifest.sha256";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error(transparent)]
     Library(#[from] LibraryError),
     #[error(transparent)]
@@ -40,7 +36,7 @@ pub enum ArchiveError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Io { path: path.to_path_buf(), source }
+    move |source| ArchiveError::Io { path: path.to_path_buf(), cause: source }
 }
 
 /// A reader that hashes what passes through it.
@@ -89,7 +85,7 @@ pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
         let path = bundle.resolve(&disk.file);
         if let Some(base) = disks::backing_file(&path).map_err(|e| ArchiveError::Io {
             path: path.clone(),
-            source: io::Error::other(e.to_string()),
+            cause: io::Error::other(e.to_string()),
         })? && !base.starts_with(bundle.root())
         {
             return Err(ArchiveError::LinkedClone {

@@ -26,18 +26,10 @@ pub const MAX_NAME: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Config {
-        path: PathBuf,
-        #[source]
-        source: ConfigError,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: {cause}")]
+    Config { path: PathBuf, cause: ConfigError },
     #[error("{0} is not a Vessel VM (no {CONFIG_FILE} in it)")]
     NotABundle(PathBuf),
     #[error("{0} already exists; choose another name or location")]
@@ -49,7 +41,7 @@ pub enum BundleError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io { path: path.to_path_buf(), source }
+    move |source| BundleError::Io { path: path.to_path_buf(), cause: source }
 }
 
 /// Checks a VM name: it becomes a folder name, so it must be one.
@@ -121,8 +113,8 @@ impl Bundle {
             }
             Err(e) => return Err(io(&path)(e)),
         };
-        let config =
-            VmConfig::from_toml(&text).map_err(|source| BundleError::Config { path, source })?;
+        let config = VmConfig::from_toml(&text)
+            .map_err(|source| BundleError::Config { path, cause: source })?;
         Ok(Bundle { root: root.to_path_buf(), config })
     }
 

@@ -16,12 +16,8 @@ pub const MAX_DISK_BYTES: u64 = 64 << 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{0} already exists; choose another file name")]
     Exists(PathBuf),
     #[error("a disk of {0} bytes is not possible: give a size from 1 MiB to 64 TiB, in whole MiB")]
@@ -31,7 +27,7 @@ pub enum DiskError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
-    move |source| DiskError::Io { path: path.to_path_buf(), source }
+    move |source| DiskError::Io { path: path.to_path_buf(), cause: source }
 }
 
 fn check_size(size: u64) -> Result<(), DiskError> {

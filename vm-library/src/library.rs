@@ -17,12 +17,8 @@ pub const REGISTRY_FILE: &str = "library.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("the library registry {path} is damaged ({why}); fix or remove it")]
     Registry { path: PathBuf, why: String },
     #[error(transparent)]
@@ -42,7 +38,7 @@ pub enum LibraryError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LibraryError + '_ {
-    move |source| LibraryError::Io { path: path.to_path_buf(), source }
+    move |source| LibraryError::Io { path: path.to_path_buf(), cause: source }
 }
 
 /// The read-only base a linked clone's overlays read: `<disk>.base` beside the disk.

@@ -1,0 +1,284 @@
+//! Finds how a Linux ISO boots — kernel, initrds, command line — in its isolinux/syslinux
+//! or GRUB configuration, so Vessel can boot it directly with the ISO left in the CD drive.
+
+use super::{Iso, IsoError};
+
+/// Largest configuration file read.
+const MAX_CONFIG: usize = 256 << 10;
+/// Deepest chain of `include`s followed.
+const MAX_INCLUDES: usize = 8;
+
+const SYSLINUX: [&str; 6] = [
+    "/isolinux/isolinux.cfg",
+    "/boot/isolinux/isolinux.cfg",
+    "/isolinux.cfg",
+    "/syslinux/syslinux.cfg",
+    "/boot/syslinux/syslinux.cfg",
+    "/syslinux.cfg",
+];
+const GRUB: [&str; 5] = [
+    "/boot/grub/grub.cfg",
+    "/boot/grub2/grub.cfg",
+    "/EFI/BOOT/grub.cfg",
+    "/EFI/boot/grub.cfg",
+    "/grub.cfg",
+];
+
+/// A Linux kernel to boot directly, with paths on the ISO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinuxBoot {
+    pub kernel: String,
+    pub initrds: Vec<String>,
+    pub cmdline: String,
+    /// The configuration file it came from.
+    pub config: String,
+}
+
+/// The ISO's default Linux boot entry, if its boot configuration names one whose kernel
+/// exists on the disc.
+pub fn find_linux_boot(iso: &Iso) -> Result<Option<LinuxBoot>, IsoError> {
+    for path in SYSLINUX {
+        if let Some(text) = read_text(iso, path)? {
+            let dir =
+                path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            let text = with_includes(iso, &text, dir, 0)?;
+            if let Some(boot) = parse_syslinux(&text, dir, path)
+                && iso.find(&boot.kernel)?.is_some()
+            {
+                return Ok(Some(boot));
+            }
+        }
+    }
+    for path in GRUB {
+        if let Some(text) = read_text(iso, path)? {
+            for boot in parse_grub_entries(&text, path) {
+                if iso.find(&boot.kernel)?.is_some() {
+                    return Ok(Some(boot));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn read_text(iso: &Iso, path: &str) -> Result<Option<String>, IsoError> {
+    match iso.find(path)? {
+        Some(e) if !e.is_dir && (e.size as usize) <= MAX_CONFIG => {
+            Ok(Some(String::from_utf8_lossy(&iso.read_file(&e, MAX_CONFIG)?).into_owned()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `text` with its `include FILE` lines replaced by the files (as Debian's menus do).
+fn with_includes(iso: &Iso, text: &str, dir: &str, depth: usize) -> Result<String, IsoError> {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(cmd), Some(file)) = (words.next(), words.next())
+            && cmd.eq_ignore_ascii_case("include")
+            && depth < MAX_INCLUDES
+        {
+            if let Some(inner) = read_text(iso, &resolve(dir, file))? {
+                out.push_str(&with_includes(iso, &inner, dir, depth + 1)?);
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A syslinux path: relative ones are relative to the configuration's folder.
+fn resolve(dir: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", dir.trim_end_matches('/'))
+    }
+}
+
+/// The DEFAULT label of a syslinux configuration (or its first label with a kernel).
+pub fn parse_syslinux(text: &str, dir: &str, config: &str) -> Option<LinuxBoot> {
+    struct Label {
+        name: String,
+        kernel: Option<String>,
+        append: String,
+        initrd: Option<String>,
+    }
+    let mut default = None;
+    let mut labels: Vec<Label> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let (cmd, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match cmd.to_ascii_lowercase().as_str() {
+            "default" => default = Some(rest.to_string()),
+            "label" => labels.push(Label {
+                name: rest.to_string(),
+                kernel: None,
+                append: String::new(),
+                initrd: None,
+            }),
+            "kernel" | "linux" => {
+                if let Some(l) = labels.last_mut() {
+                    l.kernel = Some(rest.to_string())
+                }
+            }
+            "append" => {
+                if let Some(l) = labels.last_mut() {
+                    l.append = rest.to_string()
+                }
+            }
+            "initrd" => {
+                if let Some(l) = labels.last_mut() {
+                    l.initrd = Some(rest.to_string())
+                }
+            }
+            _ => {}
+        }
+    }
+    let chosen = default
+        .as_ref()
+        .and_then(|d| labels.iter().find(|l| l.name.eq_ignore_ascii_case(d) && l.kernel.is_some()))
+        .or_else(|| labels.iter().find(|l| l.kernel.is_some()))?;
+    let mut initrds: Vec<String> =
+        chosen.initrd.iter().flat_map(|i| i.split(',')).map(str::to_string).collect();
+    let mut args = Vec::new();
+    for word in chosen.append.split_whitespace() {
+        match word.strip_prefix("initrd=") {
+            Some(list) => initrds.extend(list.split(',').map(str::to_string)),
+            None => args.push(word),
+        }
+    }
+    Some(LinuxBoot {
+        kernel: resolve(dir, chosen.kernel.as_deref()?),
+        initrds: initrds.iter().filter(|i| !i.is_empty()).map(|i| resolve(dir, i)).collect(),
+        cmdline: args.join(" "),
+        config: config.to_string(),
+    })
+}
+
+/// The first menu entry of a GRUB configuration that boots a Linux kernel.
+pub fn parse_grub(text: &str, config: &str) -> Option<LinuxBoot> {
+    parse_grub_entries(text, config).into_iter().next()
+}
+
+/// The menu entries of a GRUB configuration that boot a Linux kernel, in order.
+pub fn parse_grub_entries(text: &str, config: &str) -> Vec<LinuxBoot> {
+    let mut found = Vec::new();
+    let mut in_entry = false;
+    let mut kernel: Option<(String, String)> = None;
+    let mut initrds = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("menuentry") {
+            in_entry = true;
+            kernel = None;
+            initrds.clear();
+        }
+        if !in_entry {
+            continue;
+        }
+        // A one-line entry puts its commands after '{', separated by ';'.
+        let body = line.split_once('{').map_or(line, |(_, b)| b);
+        for command in body.split(';') {
+            let mut words = command.split_whitespace();
+            match words.next() {
+                Some("linux" | "linuxefi" | "linux16") => {
+                    if let Some(path) = words.next() {
+                        kernel = Some((path.to_string(), words.collect::<Vec<_>>().join(" ")));
+                    }
+                }
+                Some("initrd" | "initrdefi" | "initrd16") => {
+                    initrds.extend(words.map(str::to_string))
+                }
+                _ => {}
+            }
+        }
+        if body.contains('}') {
+            if let Some((path, args)) = kernel.take() {
+                let abs =
+                    |p: &str| if p.starts_with('/') { p.to_string() } else { format!("/{p}") };
+                found.push(LinuxBoot {
+                    kernel: abs(&path),
+                    initrds: initrds.iter().map(|i| abs(i)).collect(),
+                    cmdline: args,
+                    config: config.to_string(),
+                });
+            }
+            in_entry = false;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{make_iso, scratch};
+    use super::*;
+
+    #[test]
+    fn syslinux_default_label_with_includes_and_relative_paths() {
+        let dir = scratch("syslinux");
+        let iso = make_iso(
+            &dir,
+            "debianish",
+            &[
+                ("isolinux/isolinux.cfg", b"include menu.cfg\ndefault install\n"),
+                (
+                    "isolinux/menu.cfg",
+                    b"label rescue\n  kernel /rescue/vmlinuz\nlabel install\n  kernel /install.amd/vmlinuz\n  append vga=788 initrd=/install.amd/initrd.gz --- quiet\n",
+                ),
+                ("install.amd/vmlinuz", b"k"),
+                ("install.amd/initrd.gz", b"i"),
+            ],
+            &["-J", "-R"],
+        );
+        let boot = find_linux_boot(&Iso::open(&iso).unwrap()).unwrap().unwrap();
+        assert_eq!(boot.kernel, "/install.amd/vmlinuz");
+        assert_eq!(boot.initrds, ["/install.amd/initrd.gz"]);
+        assert_eq!(boot.cmdline, "vga=788 --- quiet");
+        assert_eq!(boot.config, "/isolinux/isolinux.cfg");
+        let relative =
+            parse_syslinux("LABEL x\nLINUX vmlinuz\nINITRD a.img,b.img\n", "/boot/isolinux", "c")
+                .unwrap();
+        assert_eq!(relative.kernel, "/boot/isolinux/vmlinuz");
+        assert_eq!(relative.initrds, ["/boot/isolinux/a.img", "/boot/isolinux/b.img"]);
+    }
+
+    #[test]
+    fn grub_first_linux_entry() {
+        let dir = scratch("grub");
+        let iso = make_iso(
+            &dir,
+            "grubby",
+            &[
+                (
+                    "boot/grub/grub.cfg",
+                    b"set timeout=5\nmenuentry 'Memtest' {\n  linux16 /memtest\n}\nmenuentry 'Install' --class os {\n\tlinux /casper/vmlinuz boot=casper quiet ---\n\tinitrd /casper/initrd\n}\n",
+                ),
+                ("casper/vmlinuz", b"k"),
+                ("casper/initrd", b"i"),
+            ],
+            &["-R"],
+        );
+        let boot = find_linux_boot(&Iso::open(&iso).unwrap()).unwrap().unwrap();
+        // The memtest entry's "kernel" does not exist on the disc, so the next one is taken.
+        assert_eq!(boot.kernel, "/casper/vmlinuz");
+        assert_eq!(boot.initrds, ["/casper/initrd"]);
+        assert_eq!(boot.cmdline, "boot=casper quiet ---");
+        let one_line = parse_grub("menuentry 'x' { linux /k a=b ; initrd /i }", "g").unwrap();
+        assert_eq!((one_line.kernel.as_str(), one_line.cmdline.as_str()), ("/k", "a=b"));
+    }
+
+    #[test]
+    fn an_iso_without_linux_has_none() {
+        let dir = scratch("nolinux");
+        let iso = make_iso(&dir, "data", &[("README", b"data disc")], &["-J"]);
+        assert_eq!(find_linux_boot(&Iso::open(&iso).unwrap()).unwrap(), None);
+        assert_eq!(parse_syslinux("default x\n", "/", "c"), None);
+        assert_eq!(parse_grub("menuentry 'a' {\n chainloader +1\n}\n", "g"), None);
+    }
+}
