@@ -93,15 +93,17 @@ pub enum Command {
 pub struct CreateArgs {
     /// The VM's name (also its folder's name).
     pub name: String,
-    /// Number of vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub cpus: u32,
-    /// Memory: a number of MiB, or with a unit (512M, 2G).
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_memory)]
-    pub memory: u64,
-    /// Size of the VM's disk (a qcow2 image in the bundle); 0 for no disk.
-    #[arg(long, value_name = "SIZE", default_value = "16G", value_parser = parse_size_or_zero)]
-    pub disk_size: u64,
+    /// Number of vCPUs [default: what the ISO's OS needs, else 1].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Memory: a number of MiB, or with a unit (512M, 2G) [default: what the ISO's OS
+    /// needs, else 1G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory: Option<u64>,
+    /// Size of the VM's disk (a qcow2 image in the bundle); 0 for no disk [default: what
+    /// the ISO's OS needs, else 16G].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_or_zero)]
+    pub disk_size: Option<u64>,
     /// Use a sparse raw image instead of qcow2.
     #[arg(long)]
     pub raw: bool,
@@ -114,7 +116,7 @@ pub struct CreateArgs {
     /// Kernel command line for --kernel.
     #[arg(long, value_name = "TEXT", default_value = "console=ttyS0", requires = "kernel")]
     pub cmdline: String,
-    /// An ISO for the CD drive.
+    /// An ISO for the CD drive; its OS is detected and sets the defaults above.
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
     /// No network card.

@@ -77,8 +77,32 @@ pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The OS on `iso` and what to give it, within what this host has.
+fn iso_defaults(iso: &Path) -> anyhow::Result<Option<vm_library::iso::os::OsGuess>> {
+    use vm_library::iso::{Iso, boot_config, os};
+    let image = Iso::open(iso)?;
+    let linux = boot_config::find_linux_boot(&image)?;
+    let mut guess = os::detect(image.info(), linux.is_some());
+    if let Some(g) = &mut guess {
+        let host = Host::this();
+        g.recommended.vcpus = g.recommended.vcpus.min(host.cores);
+        // Leave the host at least half its memory.
+        g.recommended.memory_mib = g.recommended.memory_mib.min(host.memory_mib / 2).max(256);
+    }
+    Ok(guess)
+}
+
 pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
     let uuid = uuid::Uuid::new_v4();
+    let guess = match &args.iso {
+        Some(iso) => iso_defaults(iso)?,
+        None => None,
+    };
+    let recommended = guess.as_ref().map(|g| g.recommended);
+    let vcpus = args.cpus.or(recommended.map(|r| r.vcpus)).unwrap_or(1);
+    let memory_mib =
+        args.memory.map(|m| m >> 20).or(recommended.map(|r| r.memory_mib)).unwrap_or(1024);
+    let disk_size = args.disk_size.or(recommended.map(|r| r.disk_gib << 30)).unwrap_or(16 << 30);
     let boot = match &args.kernel {
         Some(_) => Boot::Direct {
             kernel: "boot/kernel".into(),
@@ -87,13 +111,13 @@ pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
         },
         None => Boot::Bios,
     };
-    let disks = if args.disk_size > 0 {
+    let disks = if disk_size > 0 {
         let format = if args.raw { DiskFormat::Raw } else { DiskFormat::Qcow2 };
         let file = if args.raw { "disks/disk0.raw" } else { "disks/disk0.qcow2" };
         vec![Disk {
             file: file.into(),
             format,
-            size_bytes: args.disk_size,
+            size_bytes: disk_size,
             read_only: false,
             extra: Extra::new(),
         }]
@@ -120,9 +144,9 @@ pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
         schema_version: SCHEMA_VERSION,
         uuid,
         name: args.name.clone(),
-        os: "linux".into(),
-        vcpus: args.cpus,
-        memory_mib: args.memory >> 20,
+        os: guess.as_ref().map_or("linux".into(), |g| g.id.clone()),
+        vcpus,
+        memory_mib,
         boot: boot.into(),
         disks,
         cdrom: Cdrom { iso, extra: Extra::new() },
@@ -183,7 +207,22 @@ pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
         let _ = lib.unregister(bundle.root());
         return Err(e);
     }
-    println!("Created {} in {}", bundle.config.name, bundle.root().display());
+    if let Some(g) = &guess {
+        println!("Detected {} on the ISO", g.name);
+    }
+    println!(
+        "Created {} in {} ({} vCPU, {} MiB{})",
+        bundle.config.name,
+        bundle.root().display(),
+        bundle.config.vcpus,
+        bundle.config.memory_mib,
+        bundle
+            .config
+            .disks
+            .first()
+            .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
+            .unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -206,6 +206,19 @@ fn iso_info_reads_what_distributions_build() {
     assert_eq!(info["os"]["id"], "debian12");
     let plain = vessel(&dir, &["iso-info", iso.to_str().unwrap()]);
     assert!(text(&plain.stdout).contains("Debian 12 (debian12)"), "{}", text(&plain.stdout));
+    // A VM made for the ISO takes the detected OS and its recommendations.
+    let made = vessel(&dir, &["create", "deb", "--iso", iso.to_str().unwrap(), "--disk-size", "0"]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let show = json(&dir, &["show", "deb", "--json"]);
+    assert_eq!(show["os"], "debian12");
+    assert_eq!(
+        show["vcpus"],
+        info["os"]["vcpus"]
+            .as_u64()
+            .unwrap()
+            .min(std::thread::available_parallelism().unwrap().get() as u64)
+    );
+    assert_eq!(show["cdrom"]["iso"], iso.canonicalize().unwrap().to_str().unwrap());
     let not_iso = vessel(&dir, &["iso-info", "/etc/hostname"]);
     assert_eq!(not_iso.status.code(), Some(1));
     assert!(text(&not_iso.stderr).contains("not an ISO 9660 image"), "{}", text(&not_iso.stderr));
