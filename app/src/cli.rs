@@ -60,6 +60,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`
+    /// (vcpus=2 memory_mib=4096 display.width=1280 notes="..."). Checked before saving.
+    Set {
+        name: String,
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+    },
+    /// Give a VM another name (its folder follows).
+    Rename { name: String, new_name: String },
     /// Copy a VM under a new name (new uuid and MAC). --linked shares its disks through
     /// qcow2 overlays instead of copying them.
     Clone {
@@ -128,6 +137,15 @@ pub struct CreateArgs {
     /// Put the VM's folder here instead of the library folder (the library remembers it).
     #[arg(long, value_name = "DIR")]
     pub location: Option<PathBuf>,
+}
+
+/// "key=value".
+pub fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text.split_once('=').ok_or_else(|| format!("{text:?}: write KEY=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!("{text:?}: the key is empty"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
 }
 
 /// A size like parse_memory's, where 0 means none.

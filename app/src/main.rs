@@ -70,6 +70,12 @@ fn main() {
         cli::Command::Create(create) => done(lib().and_then(|l| vms::create(&l, create))),
         cli::Command::Show { name, json } => done(lib().and_then(|l| vms::show(&l, &name, json))),
         cli::Command::Stop { name, force } => done(lib().and_then(|l| vms::stop(&l, &name, force))),
+        cli::Command::Set { name, settings } => {
+            done(lib().and_then(|l| vms::set(&l, &name, &settings)))
+        }
+        cli::Command::Rename { name, new_name } => {
+            done(lib().and_then(|l| vms::rename(&l, &name, &new_name)))
+        }
         cli::Command::Clone { name, new_name, linked } => {
             done(lib().and_then(|l| vms::clone(&l, &name, &new_name, linked)))
         }

@@ -1,5 +1,5 @@
-//! The library verbs (`vessel list | create | show | start | stop | clone | export |
-//! import | delete | iso-info`), headless, like
+//! The library verbs (`vessel list | create | show | set | rename | start | stop | clone |
+//! export | import | delete | iso-info`), headless, like
 //! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
 //! `vmm::MachineConfig` at power-on.
 
@@ -327,6 +327,18 @@ pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
     } else {
         println!("{name}: the power button was pressed; the guest shuts down");
     }
+    Ok(())
+}
+
+pub fn set(lib: &Library, name: &str, settings: &[(String, String)]) -> anyhow::Result<()> {
+    lib.edit(name, settings, &Host::this())?;
+    println!("{name}: saved");
+    Ok(())
+}
+
+pub fn rename(lib: &Library, name: &str, new_name: &str) -> anyhow::Result<()> {
+    let bundle = lib.rename(name, new_name)?;
+    println!("{name} is now {} ({})", bundle.config.name, bundle.root().display());
     Ok(())
 }
 

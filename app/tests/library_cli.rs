@@ -71,6 +71,15 @@ fn create_list_show_delete() {
     let check = Command::new("qemu-img").arg("check").arg("-q").arg(&disk).status().unwrap();
     assert!(check.success(), "the new disk is a clean qcow2");
 
+    let set = vessel(&lib, &["set", "alpha", "memory_mib=256", "notes=edited by the CLI"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert_eq!(json(&lib, &["show", "alpha", "--json"])["memory_mib"], 256);
+    let bad = vessel(&lib, &["set", "alpha", "vcpus=0"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("vcpus: 0 vCPUs"), "{}", text(&bad.stderr));
+    assert!(vessel(&lib, &["rename", "alpha", "alpha2"]).status.success());
+    assert!(lib.join("alpha2.vessel").exists());
+    assert!(vessel(&lib, &["rename", "alpha2", "alpha"]).status.success());
     let again = vessel(&lib, &["create", "alpha"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("already in the library"), "{}", text(&again.stderr));

@@ -12,6 +12,7 @@ use crate::bundle::{self, Bundle, BundleError, EXTENSION};
 use crate::config::{Boot, DiskFormat, Network, VmConfig};
 use crate::disks::{self, DiskError};
 use crate::safe_write;
+use crate::validate::{Host, Problem, validate};
 
 pub const REGISTRY_FILE: &str = "library.toml";
 
@@ -25,6 +26,8 @@ pub enum LibraryError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
     #[error("a VM named {0:?} is already in the library; choose another name")]
     NameTaken(String),
     #[error("no VM named {0:?} in the library (`vessel list` shows them)")]
@@ -332,6 +335,65 @@ impl Library {
         Ok(())
     }
 
+    /// Changes settings of a VM that is not running: each `key=value` sets a field of its
+    /// configuration (dotted for sections: `display.width=1280`). The result must parse and
+    /// pass validation against the host, or nothing changes. Renaming goes through
+    /// `rename`, since the folder follows the name.
+    pub fn edit(
+        &self,
+        name: &str,
+        changes: &[(String, String)],
+        host: &Host,
+    ) -> Result<Bundle, LibraryError> {
+        let mut bundle = self.find(name)?;
+        let _running = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
+        let mut table = toml::Table::try_from(&bundle.config).expect("a VmConfig is a table");
+        for (key, value) in changes {
+            if matches!(key.as_str(), "name" | "uuid" | "schema_version" | "created" | "modified") {
+                return Err(LibraryError::Invalid(vec![Problem {
+                    field: key.clone(),
+                    message: "is not edited this way (use rename for the name)".into(),
+                }]));
+            }
+            // A value is TOML when it parses as one (2048, true, "text"), else plain text.
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            let mut at = &mut table;
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            for part in parts {
+                at = at
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| {
+                        LibraryError::Invalid(vec![Problem {
+                            field: key.clone(),
+                            message: format!("{part} is not a section"),
+                        }])
+                    })?;
+            }
+            at.insert(last.to_string(), parsed);
+        }
+        let config = VmConfig::from_toml(&toml::to_string(&table).expect("a table serializes"))
+            .map_err(|e| {
+                LibraryError::Invalid(vec![Problem {
+                    field: "settings".into(),
+                    message: e.to_string(),
+                }])
+            })?;
+        let problems = validate(&config, bundle.root(), host);
+        if !problems.is_empty() {
+            return Err(LibraryError::Invalid(problems));
+        }
+        bundle.config = config;
+        bundle.save()?;
+        Ok(bundle)
+    }
+
     /// Renames a VM: its configuration, and its folder when that carries the old name.
     pub fn rename(&self, name: &str, new_name: &str) -> Result<Bundle, LibraryError> {
         let mut bundle = self.find(name)?;
@@ -536,6 +598,39 @@ mod tests {
         lib.delete("linked", "linked").unwrap();
         lib.delete("linked 2", "linked 2").unwrap();
         lib.delete("source", "source").unwrap();
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn settings_edits_are_validated_and_saved() {
+        let dir = scratch("edit");
+        let lib = Library::open(&dir).unwrap();
+        let mut config = named("vm");
+        config.boot = Boot::Uefi.into();
+        config.disks.clear();
+        config.cdrom = Default::default();
+        lib.create(config).unwrap();
+        let host = Host { cores: 4, memory_mib: 8192 };
+        let set = |pairs: &[(&str, &str)]| {
+            let changes: Vec<(String, String)> =
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            lib.edit("vm", &changes, &host)
+        };
+        let edited =
+            set(&[("vcpus", "4"), ("memory_mib", "4096"), ("notes", "hello world")]).unwrap();
+        assert_eq!((edited.config.vcpus, edited.config.memory_mib), (4, 4096));
+        assert_eq!(lib.find("vm").unwrap().config.notes, "hello world");
+        let err = set(&[("vcpus", "9")]).unwrap_err();
+        assert!(err.to_string().starts_with("vcpus: 9 vCPUs"), "{err}");
+        assert!(set(&[("vcpus", "many")]).unwrap_err().to_string().contains("vcpus"));
+        assert!(set(&[("name", "other")]).is_err());
+        set(&[("display.size", "fixed"), ("display.width", "1280"), ("display.height", "800")])
+            .unwrap();
+        assert_eq!(
+            lib.find("vm").unwrap().config.display.value,
+            crate::config::Display::Fixed { width: 1280, height: 800 }
+        );
+        assert_eq!(lib.find("vm").unwrap().config.vcpus, 4, "failed edits changed nothing");
         let _ = fs::remove_dir_all(dir);
     }
 
