@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = iso.list("/");
         let _ = iso.find("/isolinux/isolinux.cfg");
         if let Ok(linux) = boot_config::find_linux_boot(&iso) {
-            let _ = os::detect(iso.info(), linux.is_some());
+            let _ = os::detect_builtin(iso.info(), linux.is_some());
         }
     }
     let text = String::from_utf8_lossy(data);
