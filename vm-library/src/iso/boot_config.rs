@@ -5,8 +5,10 @@ use super::{Iso, IsoError};
 
 /// Largest configuration file read.
 const MAX_CONFIG: usize = 256 << 10;
-/// Deepest chain of `include`s followed.
+/// Deepest chain of `include`s followed, and most text they may add up to (a file that
+/// includes itself many times must not multiply without end).
 const MAX_INCLUDES: usize = 8;
+const MAX_EXPANDED: usize = 1 << 20;
 
 const SYSLINUX: [&str; 6] = [
     "/isolinux/isolinux.cfg",
@@ -41,7 +43,8 @@ pub fn find_linux_boot(iso: &Iso) -> Result<Option<LinuxBoot>, IsoError> {
         if let Some(text) = read_text(iso, path)? {
             let dir =
                 path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-            let text = with_includes(iso, &text, dir, 0)?;
+            let mut budget = MAX_EXPANDED;
+            let text = with_includes(iso, &text, dir, 0, &mut budget)?;
             if let Some(boot) = parse_syslinux(&text, dir, path)
                 && iso.find(&boot.kernel)?.is_some()
             {
@@ -70,17 +73,27 @@ fn read_text(iso: &Iso, path: &str) -> Result<Option<String>, IsoError> {
     }
 }
 
-/// `text` with its `include FILE` lines replaced by the files (as Debian's menus do).
-fn with_includes(iso: &Iso, text: &str, dir: &str, depth: usize) -> Result<String, IsoError> {
+/// `text` with its `include FILE` lines replaced by the files (as Debian's menus do),
+/// within `budget` bytes of included text.
+fn with_includes(
+    iso: &Iso,
+    text: &str,
+    dir: &str,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<String, IsoError> {
     let mut out = String::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
         if let (Some(cmd), Some(file)) = (words.next(), words.next())
             && cmd.eq_ignore_ascii_case("include")
-            && depth < MAX_INCLUDES
         {
-            if let Some(inner) = read_text(iso, &resolve(dir, file))? {
-                out.push_str(&with_includes(iso, &inner, dir, depth + 1)?);
+            if depth < MAX_INCLUDES
+                && let Some(inner) = read_text(iso, &resolve(dir, file))?
+                && inner.len() <= *budget
+            {
+                *budget -= inner.len();
+                out.push_str(&with_includes(iso, &inner, dir, depth + 1, budget)?);
             }
             continue;
         }
@@ -271,6 +284,22 @@ mod tests {
         assert_eq!(boot.cmdline, "boot=casper quiet ---");
         let one_line = parse_grub("menuentry 'x' { linux /k a=b ; initrd /i }", "g").unwrap();
         assert_eq!((one_line.kernel.as_str(), one_line.cmdline.as_str()), ("/k", "a=b"));
+    }
+
+    #[test]
+    fn a_config_that_includes_itself_stays_bounded() {
+        let dir = scratch("bomb");
+        let bomb = "include isolinux.cfg\n".repeat(200) + "label x\n kernel /k\n";
+        let iso = make_iso(
+            &dir,
+            "bomb",
+            &[("isolinux/isolinux.cfg", bomb.as_bytes()), ("k", b"k")],
+            &["-R"],
+        );
+        let start = std::time::Instant::now();
+        let boot = find_linux_boot(&Iso::open(&iso).unwrap()).unwrap().unwrap();
+        assert_eq!(boot.kernel, "/k");
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{:?}", start.elapsed());
     }
 
     #[test]
