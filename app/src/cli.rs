@@ -14,6 +14,9 @@ pub struct Cli {
     /// The VM library folder (default: $XDG_DATA_HOME/vessel, or ~/.local/share/vessel).
     #[arg(long, global = true, value_name = "DIR", env = "VESSEL_LIBRARY")]
     pub library: Option<PathBuf>,
+    /// Print results as JSON, for scripts (the library verbs and iso-info).
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,20 +40,11 @@ pub enum Command {
     /// -device vhost-user-blk-pci,chardev=c
     VhostUser(VhostUserArgs),
     /// List the VMs in the library with their state.
-    List {
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Create a VM in the library.
     Create(CreateArgs),
     /// Show a VM's configuration.
-    Show {
-        name: String,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    Show { name: String },
     /// Run a VM headless, its serial console on this terminal (the keys and exit statuses
     /// of `vessel run`). The VM is marked running while this lasts.
     Start { name: String },
@@ -83,12 +77,7 @@ pub enum Command {
     Import { archive: PathBuf },
     /// Inspect an ISO: volume ids, El Torito boot entries, the Linux kernel it boots and
     /// the OS it installs, with the resources to give it.
-    IsoInfo {
-        iso: PathBuf,
-        /// Print JSON for scripts.
-        #[arg(long)]
-        json: bool,
-    },
+    IsoInfo { iso: PathBuf },
     /// Delete a VM with all its files.
     Delete {
         name: String,

@@ -60,31 +60,38 @@ fn main() {
     let library = args.library;
     let lib = || vms::library(library.clone());
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
+    let json = args.json;
     let result: anyhow::Result<i32> = match args.command {
         cli::Command::Run(run_args) => run::run(run_args).map(|o| o.exit_code()),
         cli::Command::VhostUser(args) => done(vhost_user(args)),
         cli::Command::Start { name } => {
             lib().and_then(|l| vms::start(&l, &name)).map(|o| o.exit_code())
         }
-        cli::Command::List { json } => done(lib().and_then(|l| vms::list(&l, json))),
-        cli::Command::Create(create) => done(lib().and_then(|l| vms::create(&l, create))),
-        cli::Command::Show { name, json } => done(lib().and_then(|l| vms::show(&l, &name, json))),
-        cli::Command::Stop { name, force } => done(lib().and_then(|l| vms::stop(&l, &name, force))),
+        cli::Command::List => done(lib().and_then(|l| vms::list(&l, json))),
+        cli::Command::Create(create) => done(lib().and_then(|l| vms::create(&l, create, json))),
+        cli::Command::Show { name } => done(lib().and_then(|l| vms::show(&l, &name, json))),
         cli::Command::Set { name, settings } => {
-            done(lib().and_then(|l| vms::set(&l, &name, &settings)))
+            done(lib().and_then(|l| vms::set(&l, &name, &settings, json)))
         }
         cli::Command::Rename { name, new_name } => {
-            done(lib().and_then(|l| vms::rename(&l, &name, &new_name)))
+            done(lib().and_then(|l| vms::rename(&l, &name, &new_name, json)))
+        }
+        cli::Command::Stop { name, force } => {
+            done(lib().and_then(|l| vms::stop(&l, &name, force, json)))
         }
         cli::Command::Clone { name, new_name, linked } => {
-            done(lib().and_then(|l| vms::clone(&l, &name, &new_name, linked)))
+            done(lib().and_then(|l| vms::clone(&l, &name, &new_name, linked, json)))
         }
         cli::Command::Export { name, archive } => {
-            done(lib().and_then(|l| vms::export(&l, &name, &archive)))
+            done(lib().and_then(|l| vms::export(&l, &name, &archive, json)))
         }
-        cli::Command::Import { archive } => done(lib().and_then(|l| vms::import(&l, &archive))),
-        cli::Command::IsoInfo { iso, json } => done(vms::iso_info(&iso, json)),
-        cli::Command::Delete { name, yes } => done(lib().and_then(|l| vms::delete(&l, &name, yes))),
+        cli::Command::Import { archive } => {
+            done(lib().and_then(|l| vms::import(&l, &archive, json)))
+        }
+        cli::Command::IsoInfo { iso } => done(vms::iso_info(&iso, json)),
+        cli::Command::Delete { name, yes } => {
+            done(lib().and_then(|l| vms::delete(&l, &name, yes, json)))
+        }
     };
     let code = result.unwrap_or_else(|e| {
         // One clear line (or a list of problems), never a backtrace.

@@ -92,7 +92,7 @@ fn iso_defaults(iso: &Path) -> anyhow::Result<Option<vm_library::iso::os::OsGues
     Ok(guess)
 }
 
-pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
+pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()> {
     let uuid = uuid::Uuid::new_v4();
     let guess = match &args.iso {
         Some(iso) => iso_defaults(iso)?,
@@ -207,34 +207,51 @@ pub fn create(lib: &Library, args: CreateArgs) -> anyhow::Result<()> {
         let _ = lib.unregister(bundle.root());
         return Err(e);
     }
-    if let Some(g) = &guess {
-        println!("Detected {} on the ISO", g.name);
+    let detected = guess.as_ref().map(|g| format!("Detected {} on the ISO\n", g.name));
+    report(
+        &bundle,
+        json,
+        format!(
+            "{}Created {} in {} ({} vCPU, {} MiB{})",
+            detected.unwrap_or_default(),
+            bundle.config.name,
+            bundle.root().display(),
+            bundle.config.vcpus,
+            bundle.config.memory_mib,
+            bundle
+                .config
+                .disks
+                .first()
+                .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
+                .unwrap_or_default()
+        ),
+    )
+}
+
+/// A VM as scripts see it: its configuration with its folder and run state.
+fn vm_json(bundle: &Bundle) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&bundle.config)?;
+    let (state, pid) = run_state(bundle);
+    value["path"] = serde_json::json!(bundle.root());
+    value["state"] = serde_json::json!(state);
+    value["pid"] = serde_json::json!(pid);
+    Ok(value)
+}
+
+/// Reports a VM a verb made or changed: as JSON, or the line for people.
+fn report(bundle: &Bundle, json: bool, line: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&vm_json(bundle)?)?);
+    } else {
+        println!("{line}");
     }
-    println!(
-        "Created {} in {} ({} vCPU, {} MiB{})",
-        bundle.config.name,
-        bundle.root().display(),
-        bundle.config.vcpus,
-        bundle.config.memory_mib,
-        bundle
-            .config
-            .disks
-            .first()
-            .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
-            .unwrap_or_default()
-    );
     Ok(())
 }
 
 pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
     if json {
-        let mut value = serde_json::to_value(&bundle.config)?;
-        let (state, pid) = run_state(&bundle);
-        value["path"] = serde_json::json!(bundle.root());
-        value["state"] = serde_json::json!(state);
-        value["pid"] = serde_json::json!(pid);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&vm_json(&bundle)?)?);
     } else {
         println!("# {}", bundle.root().join(vm_library::bundle::CONFIG_FILE).display());
         print!("{}", bundle.config.to_toml());
@@ -307,7 +324,7 @@ pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
     console(config)
 }
 
-pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
+pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
     let pid = match bundle.lock_running() {
         Ok(_) => bail!("{name} is not running"),
@@ -322,7 +339,10 @@ pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
     if unsafe { libc::kill(pid, signal) } != 0 {
         bail!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
     }
-    if force {
+    if json {
+        let asked = if force { "power-off" } else { "acpi-shutdown" };
+        println!("{}", serde_json::json!({ "name": name, "pid": pid, "asked": asked }));
+    } else if force {
         println!("{name}: powering off");
     } else {
         println!("{name}: the power button was pressed; the guest shuts down");
@@ -330,36 +350,50 @@ pub fn stop(lib: &Library, name: &str, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn set(lib: &Library, name: &str, settings: &[(String, String)]) -> anyhow::Result<()> {
-    lib.edit(name, settings, &Host::this())?;
-    println!("{name}: saved");
-    Ok(())
+pub fn set(
+    lib: &Library,
+    name: &str,
+    settings: &[(String, String)],
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.edit(name, settings, &Host::this())?;
+    report(&bundle, json, format!("{name}: saved"))
 }
 
-pub fn rename(lib: &Library, name: &str, new_name: &str) -> anyhow::Result<()> {
+pub fn rename(lib: &Library, name: &str, new_name: &str, json: bool) -> anyhow::Result<()> {
     let bundle = lib.rename(name, new_name)?;
-    println!("{name} is now {} ({})", bundle.config.name, bundle.root().display());
-    Ok(())
+    let line = format!("{name} is now {} ({})", bundle.config.name, bundle.root().display());
+    report(&bundle, json, line)
 }
 
-pub fn clone(lib: &Library, name: &str, new_name: &str, linked: bool) -> anyhow::Result<()> {
+pub fn clone(
+    lib: &Library,
+    name: &str,
+    new_name: &str,
+    linked: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let clone = lib.clone_vm(name, new_name, linked)?;
     let how = if linked { "Linked clone" } else { "Copy" };
-    println!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
-    Ok(())
+    let line = format!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
+    report(&clone, json, line)
 }
 
-pub fn export(lib: &Library, name: &str, archive: &Path) -> anyhow::Result<()> {
+pub fn export(lib: &Library, name: &str, archive: &Path, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
     vm_library::archive::export(&bundle, archive)?;
-    println!("Exported {name} to {}", archive.display());
+    if json {
+        println!("{}", serde_json::json!({ "name": name, "archive": archive }));
+    } else {
+        println!("Exported {name} to {}", archive.display());
+    }
     Ok(())
 }
 
-pub fn import(lib: &Library, archive: &Path) -> anyhow::Result<()> {
+pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
     let bundle = vm_library::archive::import(archive, lib)?;
-    println!("Imported {} into {}", bundle.config.name, bundle.root().display());
-    Ok(())
+    let line = format!("Imported {} into {}", bundle.config.name, bundle.root().display());
+    report(&bundle, json, line)
 }
 
 pub fn iso_info(path: &Path, json: bool) -> anyhow::Result<()> {
@@ -433,11 +467,15 @@ pub fn iso_info(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn delete(lib: &Library, name: &str, yes: bool) -> anyhow::Result<()> {
+pub fn delete(lib: &Library, name: &str, yes: bool, json: bool) -> anyhow::Result<()> {
     if !yes {
         bail!("this deletes {name} and all its disks for good; add --yes to confirm");
     }
     lib.delete(name, name)?;
-    println!("Deleted {name}");
+    if json {
+        println!("{}", serde_json::json!({ "name": name, "deleted": true }));
+    } else {
+        println!("Deleted {name}");
+    }
     Ok(())
 }

@@ -85,8 +85,9 @@ fn create_list_show_delete() {
     assert!(text(&again.stderr).contains("already in the library"), "{}", text(&again.stderr));
     let missing = vessel(&lib, &["show", "nope"]);
     assert!(text(&missing.stderr).contains("no VM named \"nope\""), "{}", text(&missing.stderr));
-    let clone = vessel(&lib, &["clone", "alpha", "beta", "--linked"]);
-    assert!(clone.status.success(), "{}", text(&clone.stderr));
+    let clone = json(&lib, &["clone", "alpha", "beta", "--linked", "--json"]);
+    assert_eq!(clone["name"], "beta");
+    assert_eq!(clone["state"], "off");
     let list = json(&lib, &["list", "--json"]);
     assert_eq!(list[1]["name"], "beta");
     assert_ne!(list[0]["uuid"], list[1]["uuid"]);
@@ -116,7 +117,7 @@ fn create_list_show_delete() {
         "{}",
         text(&in_use.stderr)
     );
-    assert!(vessel(&lib, &["delete", "beta", "--yes"]).status.success());
+    assert_eq!(json(&lib, &["delete", "beta", "--yes", "--json"])["deleted"], true);
     assert!(vessel(&lib, &["delete", "alpha", "--yes"]).status.success());
     assert!(!lib.join("alpha.vessel").exists());
     assert_eq!(json(&lib, &["list", "--json"]), serde_json::json!([]));
@@ -216,9 +217,10 @@ fn iso_info_reads_what_distributions_build() {
     let plain = vessel(&dir, &["iso-info", iso.to_str().unwrap()]);
     assert!(text(&plain.stdout).contains("Debian 12 (debian12)"), "{}", text(&plain.stdout));
     // A VM made for the ISO takes the detected OS and its recommendations.
-    let made = vessel(&dir, &["create", "deb", "--iso", iso.to_str().unwrap(), "--disk-size", "0"]);
-    assert!(made.status.success(), "{}", text(&made.stderr));
-    let show = json(&dir, &["show", "deb", "--json"]);
+    let show = json(
+        &dir,
+        &["--json", "create", "deb", "--iso", iso.to_str().unwrap(), "--disk-size", "0"],
+    );
     assert_eq!(show["os"], "debian12");
     assert_eq!(
         show["vcpus"],
