@@ -61,6 +61,20 @@ pub enum Command {
         #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
     },
+    /// Grow a VM's disk (counted from 0) to SIZE (e.g. 64G); the guest sees the new size.
+    DiskGrow {
+        name: String,
+        index: usize,
+        #[arg(value_parser = parse_memory)]
+        size: u64,
+    },
+    /// Copy an existing raw or qcow2 image into a VM and attach it.
+    DiskAdd {
+        name: String,
+        image: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Give a VM another name (its folder follows).
     Rename { name: String, new_name: String },
     /// Copy a VM under a new name (new uuid and MAC). --linked shares its disks through

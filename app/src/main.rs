@@ -73,6 +73,12 @@ fn main() {
         cli::Command::Set { name, settings } => {
             done(lib().and_then(|l| vms::set(&l, &name, &settings, json)))
         }
+        cli::Command::DiskGrow { name, index, size } => {
+            done(lib().and_then(|l| vms::disk_grow(&l, &name, index, size, json)))
+        }
+        cli::Command::DiskAdd { name, image, read_only } => {
+            done(lib().and_then(|l| vms::disk_add(&l, &name, &image, read_only, json)))
+        }
         cli::Command::Rename { name, new_name } => {
             done(lib().and_then(|l| vms::rename(&l, &name, &new_name, json)))
         }

@@ -1,5 +1,5 @@
-//! The library verbs (`vessel list | create | show | set | rename | start | stop | clone |
-//! export | import | delete | iso-info`), headless, like
+//! The library verbs (`vessel list | create | show | set | disk-grow | disk-add | rename |
+//! start | stop | clone | export | import | delete | iso-info`), headless, like
 //! VMware's vmrun or VBoxManage, and the translation of a VM's configuration into a
 //! `vmm::MachineConfig` at power-on.
 
@@ -358,6 +358,29 @@ pub fn set(
 ) -> anyhow::Result<()> {
     let bundle = lib.edit(name, settings, &Host::this())?;
     report(&bundle, json, format!("{name}: saved"))
+}
+
+pub fn disk_grow(
+    lib: &Library,
+    name: &str,
+    index: usize,
+    size: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.grow_disk(name, index, size)?;
+    report(&bundle, json, format!("{name}: disk {index} is now {} MiB", size >> 20))
+}
+
+pub fn disk_add(
+    lib: &Library,
+    name: &str,
+    image: &Path,
+    read_only: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.add_disk(name, image, read_only)?;
+    let n = bundle.config.disks.len() - 1;
+    report(&bundle, json, format!("{name}: {} attached as disk {n}", image.display()))
 }
 
 pub fn rename(lib: &Library, name: &str, new_name: &str, json: bool) -> anyhow::Result<()> {

@@ -77,6 +77,14 @@ fn create_list_show_delete() {
     let bad = vessel(&lib, &["set", "alpha", "vcpus=0"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("vcpus: 0 vCPUs"), "{}", text(&bad.stderr));
+    let grown = json(&lib, &["--json", "disk-grow", "alpha", "0", "32M"]);
+    assert_eq!(grown["disks"][0]["size_bytes"], 32 << 20);
+    let extra = lib.join("extra.raw");
+    std::fs::File::create(&extra).unwrap().set_len(2 << 20).unwrap();
+    let added =
+        json(&lib, &["--json", "disk-add", "alpha", extra.to_str().unwrap(), "--read-only"]);
+    assert_eq!(added["disks"][1]["file"], "disks/extra.raw");
+    assert_eq!(added["disks"][1]["read_only"], true);
     assert!(vessel(&lib, &["rename", "alpha", "alpha2"]).status.success());
     assert!(lib.join("alpha2.vessel").exists());
     assert!(vessel(&lib, &["rename", "alpha2", "alpha"]).status.success());

@@ -394,6 +394,52 @@ impl Library {
         Ok(bundle)
     }
 
+    /// Grows disk `index` of a VM that is off to `new_size` bytes, file and configuration.
+    pub fn grow_disk(
+        &self,
+        name: &str,
+        index: usize,
+        new_size: u64,
+    ) -> Result<Bundle, LibraryError> {
+        let mut bundle = self.find(name)?;
+        let _running = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
+        let Some(disk) = bundle.config.disks.get(index) else {
+            return Err(LibraryError::Invalid(vec![Problem {
+                field: format!("disks[{index}]"),
+                message: format!("{name} has {} disks (counted from 0)", bundle.config.disks.len()),
+            }]));
+        };
+        disks::grow(&bundle.resolve(&disk.file), new_size)?;
+        bundle.config.disks[index].size_bytes = new_size;
+        bundle.save()?;
+        Ok(bundle)
+    }
+
+    /// Copies an existing raw or qcow2 image into a VM's `disks/` and attaches it.
+    pub fn add_disk(
+        &self,
+        name: &str,
+        image: &Path,
+        read_only: bool,
+    ) -> Result<Bundle, LibraryError> {
+        let mut bundle = self.find(name)?;
+        let _running = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
+        let (copy, info) = disks::import(image, &bundle.root().join("disks"))?;
+        let file = copy.strip_prefix(bundle.root()).map(Path::to_path_buf).unwrap_or(copy.clone());
+        bundle.config.disks.push(crate::config::Disk {
+            file,
+            format: info.format,
+            size_bytes: info.virtual_size,
+            read_only,
+            extra: Default::default(),
+        });
+        if let Err(e) = bundle.save() {
+            let _ = fs::remove_file(&copy);
+            return Err(e.into());
+        }
+        Ok(bundle)
+    }
+
     /// Renames a VM: its configuration, and its folder when that carries the old name.
     pub fn rename(&self, name: &str, new_name: &str) -> Result<Bundle, LibraryError> {
         let mut bundle = self.find(name)?;
@@ -631,6 +677,46 @@ mod tests {
             crate::config::Display::Fixed { width: 1280, height: 800 }
         );
         assert_eq!(lib.find("vm").unwrap().config.vcpus, 4, "failed edits changed nothing");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn disks_grow_and_existing_images_attach() {
+        let dir = scratch("disks");
+        let lib = Library::open(&dir.join("lib")).unwrap();
+        let mut config = named("vm");
+        config.boot = Boot::Uefi.into();
+        config.cdrom = Default::default();
+        config.disks.truncate(1);
+        config.disks[0].file = "disks/d.qcow2".into();
+        config.disks[0].size_bytes = 8 << 20;
+        let vm = lib.create(config).unwrap();
+        disks::create(&vm.resolve(Path::new("disks/d.qcow2")), DiskFormat::Qcow2, 8 << 20, None)
+            .unwrap();
+        let grown = lib.grow_disk("vm", 0, 32 << 20).unwrap();
+        assert_eq!(grown.config.disks[0].size_bytes, 32 << 20);
+        assert_eq!(
+            disks::inspect(&grown.resolve(Path::new("disks/d.qcow2"))).unwrap().virtual_size,
+            32 << 20
+        );
+        assert!(matches!(lib.grow_disk("vm", 3, 64 << 20), Err(LibraryError::Invalid(_))));
+        assert!(
+            matches!(lib.grow_disk("vm", 0, 16 << 20), Err(LibraryError::Disk(_))),
+            "no shrinking"
+        );
+        let outside = dir.join("data.raw");
+        disks::create(&outside, DiskFormat::Raw, 4 << 20, None).unwrap();
+        let added = lib.add_disk("vm", &outside, true).unwrap();
+        let disk = &added.config.disks[1];
+        assert_eq!(
+            (disk.file.as_path(), disk.format, disk.size_bytes, disk.read_only),
+            (Path::new("disks/data.raw"), DiskFormat::Raw, 4 << 20, true)
+        );
+        assert!(
+            added.resolve(&disk.file).exists() && outside.exists(),
+            "a copy; the original stays"
+        );
+        assert!(lib.add_disk("vm", &outside, false).is_err(), "the same name twice");
         let _ = fs::remove_dir_all(dir);
     }
 
