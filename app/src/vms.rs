@@ -144,7 +144,11 @@ pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()>
         schema_version: SCHEMA_VERSION,
         uuid,
         name: args.name.clone(),
-        os: guess.as_ref().map_or("linux".into(), |g| g.id.clone()),
+        os: match (&guess, &args.kernel) {
+            (Some(g), _) => g.id.clone(),
+            (None, Some(_)) => "linux".into(),
+            (None, None) => "unknown".into(),
+        },
         vcpus,
         memory_mib,
         boot: boot.into(),
