@@ -1,6 +1,7 @@
 //! virtio-blk throughput at queue depth 1, driven by the test guest (test=blk-bench,
 //! polling the used ring): sequential 256 KiB writes and reads over 64 MiB, random 4 KiB
-//! reads and writes. Compared in the same run with the same pattern done directly on the
+//! reads and writes, then sequential writes and reads again in 1 MiB requests (where a
+//! request's fixed cost, the exits, weighs less). Compared in the same run with the same pattern done directly on the
 //! host file (pread/pwrite) and with QEMU's virtio-blk (-accel kvm) driven by the same
 //! guest. Phase times come from the guest's debug-port milestones, timestamped on arrival.
 //!
@@ -17,11 +18,20 @@ const SEQ_BYTES: usize = 262_144;
 const SEQ_COUNT: u64 = 256;
 const RAND_COUNT: u64 = 4096;
 const SPAN_SECTORS: u64 = 131_072;
-const PHASES: [&str; 4] =
-    ["sequential write", "sequential read", "random 4K read", "random 4K write"];
+const BIG_BYTES: usize = 1 << 20;
+const BIG_COUNT: u64 = 64;
+const PHASES: [&str; 6] = [
+    "sequential write",
+    "sequential read",
+    "random 4K read",
+    "random 4K write",
+    "seq write 1 MiB",
+    "seq read 1 MiB",
+];
+const MARKS: usize = 2 * PHASES.len();
 
-/// Phase durations from milestone times (0x10..=0x17 → 4 phases).
-fn phases(marks: &[Option<Duration>; 8]) -> [Duration; 4] {
+/// Phase durations from milestone times (0x10..=0x1b → 6 phases).
+fn phases(marks: &[Option<Duration>; MARKS]) -> [Duration; 6] {
     std::array::from_fn(|i| {
         let (start, end) =
             (marks[2 * i].expect("phase start"), marks[2 * i + 1].expect("phase end"));
@@ -29,15 +39,15 @@ fn phases(marks: &[Option<Duration>; 8]) -> [Duration; 4] {
     })
 }
 
-fn vessel(image: &Path) -> [Duration; 4] {
+fn vessel(image: &Path) -> [Duration; 6] {
     let mut spec = GuestSpec::new("blk-bench");
     spec.devices = vec![DeviceConfig::Block { path: image.to_path_buf(), read_only: false }];
     let handle = Machine::build(spec.config(), None).expect("machine builds");
     handle.start().unwrap();
-    let mut marks = [None; 8];
+    let mut marks = [None; MARKS];
     while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
         match event {
-            Event::DebugMarker { code: code @ 0x10..=0x17, since_build } => {
+            Event::DebugMarker { code: code @ 0x10..=0x1b, since_build } => {
                 marks[usize::from(code - 0x10)] = Some(since_build)
             }
             Event::StateChanged(MachineState::Stopped(_)) => break,
@@ -52,18 +62,18 @@ fn lcg(state: &mut u64) -> u64 {
     (*state >> 33) & (SPAN_SECTORS - 8)
 }
 
-fn host(image: &Path) -> [Duration; 4] {
+fn host(image: &Path) -> [Duration; 6] {
     let file = std::fs::OpenOptions::new().read(true).write(true).open(image).unwrap();
-    let mut buf = vec![0x5au8; SEQ_BYTES];
-    let mut out = [Duration::ZERO; 4];
+    let mut buf = vec![0x5au8; BIG_BYTES];
+    let mut out = [Duration::ZERO; 6];
     let t = Instant::now();
     for i in 0..SEQ_COUNT {
-        file.write_all_at(&buf, i * SEQ_BYTES as u64).unwrap();
+        file.write_all_at(&buf[..SEQ_BYTES], i * SEQ_BYTES as u64).unwrap();
     }
     out[0] = t.elapsed();
     let t = Instant::now();
     for i in 0..SEQ_COUNT {
-        file.read_exact_at(&mut buf, i * SEQ_BYTES as u64).unwrap();
+        file.read_exact_at(&mut buf[..SEQ_BYTES], i * SEQ_BYTES as u64).unwrap();
     }
     out[1] = t.elapsed();
     let mut state = 12_345;
@@ -77,15 +87,25 @@ fn host(image: &Path) -> [Duration; 4] {
         file.write_all_at(&buf[..4096], lcg(&mut state) * 512).unwrap();
     }
     out[3] = t.elapsed();
+    let t = Instant::now();
+    for i in 0..BIG_COUNT {
+        file.write_all_at(&buf, i * BIG_BYTES as u64).unwrap();
+    }
+    out[4] = t.elapsed();
+    let t = Instant::now();
+    for i in 0..BIG_COUNT {
+        file.read_exact_at(&mut buf, i * BIG_BYTES as u64).unwrap();
+    }
+    out[5] = t.elapsed();
     out
 }
 
-fn qemu(image: &Path) -> Option<[Duration; 4]> {
+fn qemu(image: &Path) -> Option<[Duration; 6]> {
     let drive = format!("file={},format=raw,if=none,id=d0", image.display());
     let device = ["-drive", &drive, "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"];
-    let mut marks = [None; 8];
+    let mut marks = [None; MARKS];
     for (code, at) in vessel_tests::qemu_kvm_milestones("test=blk-bench", &device)? {
-        if (0x10..=0x17).contains(&code) {
+        if (0x10..=0x1b).contains(&code) {
             marks[usize::from(code - 0x10)] = Some(at);
         }
     }
@@ -93,10 +113,11 @@ fn qemu(image: &Path) -> Option<[Duration; 4]> {
 }
 
 fn rate(phase: usize, d: Duration) -> (f64, &'static str) {
-    if phase < 2 {
-        ((SEQ_COUNT as f64 * SEQ_BYTES as f64) / (1 << 20) as f64 / d.as_secs_f64(), "MiB/s")
-    } else {
-        (RAND_COUNT as f64 / d.as_secs_f64(), "IOPS")
+    let mib = |count: u64, bytes: usize| (count as f64 * bytes as f64) / (1 << 20) as f64;
+    match phase {
+        0 | 1 => (mib(SEQ_COUNT, SEQ_BYTES) / d.as_secs_f64(), "MiB/s"),
+        4 | 5 => (mib(BIG_COUNT, BIG_BYTES) / d.as_secs_f64(), "MiB/s"),
+        _ => (RAND_COUNT as f64 / d.as_secs_f64(), "IOPS"),
     }
 }
 

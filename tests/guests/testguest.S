@@ -1271,11 +1271,14 @@ net_post_rx:
  * driver sets VIRTQ_AVAIL_F_NO_INTERRUPT). Each phase is bracketed by debug-port
  * milestones the host timestamps: 0x10/0x11 sequential write, 0x12/0x13 sequential read
  * (256 KiB requests over the first 64 MiB), 0x14/0x15 random 4 KiB reads, 0x16/0x17
- * random 4 KiB writes (4096 each, over the first 64 MiB). */
+ * random 4 KiB writes (4096 each, over the first 64 MiB), 0x18/0x19 and 0x1a/0x1b
+ * sequential write and read in 1 MiB requests over the same 64 MiB. */
     .set BENCH_SEQ_BYTES, 262144
     .set BENCH_SEQ_COUNT, 256
     .set BENCH_RAND_COUNT, 4096
     .set BENCH_SPAN_SECTORS, 131072
+    .set BENCH_BIG_BYTES, 1048576
+    .set BENCH_BIG_COUNT, 64
 test_blk_bench:
     call lapic_enable
     mov edi, 0x1042
@@ -1336,6 +1339,33 @@ test_blk_bench:
     cmp r12d, BENCH_RAND_COUNT
     jb 4b
     mov al, 0x17
+    out DEBUG_PORT, al
+    /* 0x18/0x19 and 0x1a/0x1b: sequential write and read again, in 1 MiB requests. */
+    mov al, 0x18
+    out DEBUG_PORT, al
+    xor r12d, r12d
+5:  mov edi, 1
+    mov esi, r12d
+    shl esi, 11                         /* 2048 sectors per 1 MiB */
+    mov edx, BENCH_BIG_BYTES
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_BIG_COUNT
+    jb 5b
+    mov al, 0x19
+    out DEBUG_PORT, al
+    mov al, 0x1a
+    out DEBUG_PORT, al
+    xor r12d, r12d
+6:  xor edi, edi
+    mov esi, r12d
+    shl esi, 11
+    mov edx, BENCH_BIG_BYTES
+    call bench_request
+    inc r12d
+    cmp r12d, BENCH_BIG_COUNT
+    jb 6b
+    mov al, 0x1b
     out DEBUG_PORT, al
     lea rdi, [rip + s_bench_done]
     call puts
@@ -2259,4 +2289,4 @@ net_tx:         .skip 64
     .align 64
 net_rx:         .skip 2048
     .align 4096
-bench_buf:      .skip 262144
+bench_buf:      .skip 1048576
