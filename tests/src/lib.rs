@@ -178,6 +178,17 @@ pub fn have_qemu() -> bool {
 /// Runs `kernel` under QEMU (TCG) with the serial port on stdout, until the guest powers
 /// off; returns what it printed.
 pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
+    run_qemu_watching(kernel, cmdline, extra, |_| {})
+}
+
+/// `run_qemu`, calling `on_line` with each console line as it arrives (to act on the
+/// guest's progress).
+pub fn run_qemu_watching(
+    kernel: &Path,
+    cmdline: &str,
+    extra: &[&str],
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> String {
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
@@ -205,7 +216,22 @@ pub fn run_qemu(kernel: &Path, cmdline: &str, extra: &[&str]) -> String {
             String::from_utf8_lossy(&text).into_owned()
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stdout = {
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut text = String::new();
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let l = String::from_utf8_lossy(&line).into_owned();
+                on_line(l.trim_end());
+                text.push_str(&l);
+                line.clear();
+            }
+            text
+        })
+    };
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + TIMEOUT;
     let finished = loop {

@@ -83,9 +83,12 @@ fn linux_drives_vessel_blk_net_and_rng_over_vhost_user() {
     }
 
     let chardev = |id: &str, path: &Path| format!("socket,id={id},path={}", path.display());
-    let out = run_qemu(
+    // When the guest reports the disk's size, the image grows to 128 MiB: the driver must
+    // hear of it through the configuration-change message and interrupt.
+    let grow = image.clone();
+    let out = run_qemu_watching(
         &kernel,
-        &format!("console=ttyS0 panic=-1 quiet vessel.selftest vessel.http={port}"),
+        &format!("console=ttyS0 panic=-1 quiet vessel.selftest vessel.resize vessel.http={port}"),
         &[
             "-initrd",
             initrd.to_str().unwrap(),
@@ -111,6 +114,16 @@ fn linux_drives_vessel_blk_net_and_rng_over_vhost_user() {
             "-device",
             &format!("virtio-net-pci,netdev=n0,romfile=,vectors=0,mac={}", mac_string(NET_MAC)),
         ],
+        move |line| {
+            if line.starts_with("BLK SIZE ") {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&grow)
+                    .unwrap()
+                    .set_len(128 << 20)
+                    .unwrap();
+            }
+        },
     );
     for backend in [blk, rng, net] {
         backend.join().unwrap();
@@ -120,6 +133,8 @@ fn linux_drives_vessel_blk_net_and_rng_over_vhost_user() {
         out.contains("BLK FS OK"),
         "the Linux virtio-blk driver and ext2 on Vessel's disk:\n{out}"
     );
+    assert!(out.contains("BLK SIZE 131072\n"), "64 MiB at first:\n{out}");
+    assert!(out.contains("BLK RESIZED 262144\n"), "the driver saw the disk grow:\n{out}");
     let rng_line = out
         .lines()
         .find(|l| l.starts_with("RNG "))

@@ -23,8 +23,8 @@ use vmm_sys_util::event::{
 
 use crate::devices::bus::lock;
 use crate::devices::virtio::{
-    MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC, VIRTIO_F_VERSION_1,
-    VirtioDevice, serve_again, serve_queue,
+    CONFIG_CHANGED, MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
+    VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue,
 };
 
 /// VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): offered so the frontend negotiates
@@ -52,12 +52,20 @@ pub struct Backend {
     /// Tells the library's worker thread to stop when the frontend leaves; without it the
     /// daemon could never be dropped.
     exit: (EventConsumer, EventNotifier),
+    /// Tells the frontend when the device's configuration changed.
+    config_notifier: relay::ConfigNotifier,
 }
 
 impl Backend {
     pub fn new(device: Box<dyn VirtioDevice>) -> std::io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
-        Ok(Backend { device: Mutex::new(device), memory: None, event_idx: false, exit })
+        Ok(Backend {
+            device: Mutex::new(device),
+            memory: None,
+            event_idx: false,
+            exit,
+            config_notifier: relay::ConfigNotifier::default(),
+        })
     }
 }
 
@@ -82,7 +90,10 @@ impl VhostUserBackendMut for Backend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+        // BACKEND_REQ: the frontend hands over a channel for CONFIG_CHANGE_MSG.
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::BACKEND_REQ
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -151,6 +162,9 @@ impl VhostUserBackendMut for Backend {
             0
         };
         drop(device);
+        if used & CONFIG_CHANGED != 0 && !self.config_notifier.config_changed() {
+            log::warn!("the device configuration changed, but the frontend cannot be told");
+        }
         let mut notify = Vec::new();
         for (i, (guard, mut queue)) in guards.iter_mut().zip(queues).enumerate() {
             let wants = used & (1 << i) != 0 && queue.needs_notification(&*mem).unwrap_or(true);
@@ -176,6 +190,7 @@ pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUs
     let backend_fd = lock(&backend.device).backend_fd();
     let queues = lock(&backend.device).queue_max_sizes().len();
     let exit = backend.exit.1.try_clone().map_err(|e| VhostUserError::Daemon(e.to_string()))?;
+    let config_notifier = backend.config_notifier.clone();
     let backend = std::sync::Arc::new(Mutex::new(backend));
     let mut daemon = VhostUserDaemon::new(
         "vessel".into(),
@@ -204,7 +219,7 @@ pub fn serve(device: Box<dyn VirtioDevice>, socket: &Path) -> Result<(), VhostUs
     let (to_library, mut library_listener) =
         private_connection().map_err(|e| VhostUserError::Daemon(e.to_string()))?;
     daemon.start(&mut library_listener).map_err(|e| VhostUserError::Daemon(format!("{e:?}")))?;
-    let relayed = relay::run(frontend, to_library);
+    let relayed = relay::run(frontend, to_library, &config_notifier);
     let served = daemon.wait();
     // Stops the library's worker thread, which watches this event.
     let _ = exit.notify();

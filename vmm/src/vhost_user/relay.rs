@@ -30,6 +30,9 @@ const MAX_FDS: usize = 32;
 
 const SET_FEATURES: u32 = 2;
 const SET_VRING_ENABLE: u32 = 18;
+const SET_BACKEND_REQ_FD: u32 = 21;
+/// Backend-to-frontend request: the device's configuration changed (a disk grew).
+const CONFIG_CHANGE_MSG: u32 = 2;
 const FLAG_VERSION: u32 = 0x1;
 const FLAG_REPLY: u32 = 0x4;
 const FLAG_NEED_REPLY: u32 = 0x8;
@@ -122,6 +125,28 @@ pub fn send(sock: &UnixStream, msg: &Message) -> io::Result<()> {
     Ok(())
 }
 
+/// The backend's channel to the frontend (SET_BACKEND_REQ_FD), on which it tells the
+/// frontend that the device configuration changed. The vhost crate (0.18) does not send
+/// CONFIG_CHANGE_MSG, so the relay keeps the channel and sends it.
+#[derive(Clone, Default)]
+pub struct ConfigNotifier(Arc<Mutex<Option<UnixStream>>>);
+
+impl ConfigNotifier {
+    fn set(&self, channel: UnixStream) {
+        *lock(&self.0) = Some(channel);
+    }
+
+    /// Tells the frontend to re-read the configuration; false when it gave no channel.
+    pub fn config_changed(&self) -> bool {
+        match lock(&self.0).as_ref() {
+            Some(channel) => {
+                send(channel, &Message::new(CONFIG_CHANGE_MSG, FLAG_VERSION, Vec::new())).is_ok()
+            }
+            None => false,
+        }
+    }
+}
+
 /// Where one frontend message goes.
 #[derive(Debug, Default)]
 pub struct Routed {
@@ -172,7 +197,7 @@ impl Relay {
 }
 
 /// Relays between `frontend` and `backend` until either side closes; then closes the other.
-pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<()> {
+pub fn run(frontend: UnixStream, backend: UnixStream, notifier: &ConfigNotifier) -> io::Result<()> {
     let front_writer = Arc::new(Mutex::new(frontend.try_clone()?));
     let replies = {
         let (back_reader, front_writer) = (backend.try_clone()?, front_writer.clone());
@@ -191,6 +216,11 @@ pub fn run(frontend: UnixStream, backend: UnixStream) -> io::Result<()> {
     let mut relay = Relay::default();
     let result = (|| -> io::Result<()> {
         while let Some(msg) = recv(&frontend)? {
+            if msg.request == SET_BACKEND_REQ_FD
+                && let Some(fd) = msg.fds.first()
+            {
+                notifier.set(UnixStream::from(fd.try_clone()?));
+            }
             let routed = relay.route(msg);
             for m in &routed.to_backend {
                 send(&backend, m)?;
@@ -283,6 +313,17 @@ mod tests {
         assert_eq!((got.request, got.flags, got.u64_body(), got.fds.len()), (13, 1, Some(5), 1));
         drop(a);
         assert!(recv(&b).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_config_change_goes_to_the_channel_the_frontend_gave() {
+        let notifier = ConfigNotifier::default();
+        assert!(!notifier.config_changed(), "no channel yet");
+        let (ours, frontend_end) = UnixStream::pair().unwrap();
+        notifier.set(ours);
+        assert!(notifier.config_changed());
+        let msg = recv(&frontend_end).unwrap().unwrap();
+        assert_eq!((msg.request, msg.flags, msg.body.len()), (CONFIG_CHANGE_MSG, FLAG_VERSION, 0));
     }
 
     #[test]
