@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use vm_library::bundle::{Bundle, BundleError};
+use vm_library::bundle::Bundle;
 use vm_library::config::{
     Boot, Cdrom, Disk, DiskFormat, Display, Extra, Forward, Network, SCHEMA_VERSION, VmConfig,
 };
@@ -24,9 +24,9 @@ pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
 
 /// "off", "running" (with the pid) or why it cannot be told.
 fn run_state(bundle: &Bundle) -> (String, Option<String>) {
-    match bundle.lock_running() {
-        Ok(_) => ("off".into(), None),
-        Err(BundleError::AlreadyRunning { pid }) => ("running".into(), Some(pid)),
+    match bundle.running() {
+        Ok(None) => ("off".into(), None),
+        Ok(Some(pid)) => ("running".into(), Some(pid)),
         Err(e) => (format!("unknown ({e})"), None),
     }
 }
@@ -244,8 +244,13 @@ fn vm_json(bundle: &Bundle) -> anyhow::Result<serde_json::Value> {
 
 /// Reports a VM a verb made or changed: as JSON, or the line for people.
 fn report(bundle: &Bundle, json: bool, line: String) -> anyhow::Result<()> {
+    say(json, vm_json(bundle)?, line)
+}
+
+/// A verb's result: `value` as JSON, or the line for people.
+fn say(json: bool, value: serde_json::Value, line: String) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&vm_json(bundle)?)?);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("{line}");
     }
@@ -330,11 +335,7 @@ pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
 
 pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
-    let pid = match bundle.lock_running() {
-        Ok(_) => bail!("{name} is not running"),
-        Err(BundleError::AlreadyRunning { pid }) => pid,
-        Err(e) => return Err(e.into()),
-    };
+    let Some(pid) = bundle.running()? else { bail!("{name} is not running") };
     let pid: libc::pid_t =
         pid.parse().with_context(|| format!("the run lock names pid {pid:?}"))?;
     let signal = if force { libc::SIGUSR1 } else { libc::SIGTERM };
@@ -343,15 +344,12 @@ pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Resul
     if unsafe { libc::kill(pid, signal) } != 0 {
         bail!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
     }
-    if json {
-        let asked = if force { "power-off" } else { "acpi-shutdown" };
-        println!("{}", serde_json::json!({ "name": name, "pid": pid, "asked": asked }));
-    } else if force {
-        println!("{name}: powering off");
+    let (asked, line) = if force {
+        ("power-off", format!("{name}: powering off"))
     } else {
-        println!("{name}: the power button was pressed; the guest shuts down");
-    }
-    Ok(())
+        ("acpi-shutdown", format!("{name}: the power button was pressed; the guest shuts down"))
+    };
+    say(json, serde_json::json!({ "name": name, "pid": pid, "asked": asked }), line)
 }
 
 pub fn set(
@@ -409,12 +407,8 @@ pub fn clone(
 pub fn export(lib: &Library, name: &str, archive: &Path, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
     vm_library::archive::export(&bundle, archive)?;
-    if json {
-        println!("{}", serde_json::json!({ "name": name, "archive": archive }));
-    } else {
-        println!("Exported {name} to {}", archive.display());
-    }
-    Ok(())
+    let line = format!("Exported {name} to {}", archive.display());
+    say(json, serde_json::json!({ "name": name, "archive": archive }), line)
 }
 
 pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
@@ -499,10 +493,5 @@ pub fn delete(lib: &Library, name: &str, yes: bool, json: bool) -> anyhow::Resul
         bail!("this deletes {name} and all its disks for good; add --yes to confirm");
     }
     lib.delete(name, name)?;
-    if json {
-        println!("{}", serde_json::json!({ "name": name, "deleted": true }));
-    } else {
-        println!("Deleted {name}");
-    }
-    Ok(())
+    say(json, serde_json::json!({ "name": name, "deleted": true }), format!("Deleted {name}"))
 }

@@ -1288,32 +1288,11 @@ test_blk_bench:
     call ring_base
     mov word ptr [rax + RING_AVAIL], 1  /* VIRTQ_AVAIL_F_NO_INTERRUPT */
     mov qword ptr [bench_lcg], 12345
-    mov al, 0x10
-    out DEBUG_PORT, al
-    xor r12d, r12d
-1:  mov edi, 1                          /* OUT */
-    mov esi, r12d
-    shl esi, 9                          /* 512 sectors per 256 KiB */
+    mov edi, 0x10                       /* 256 KiB (512 sectors) writes, then reads */
+    mov esi, 9
     mov edx, BENCH_SEQ_BYTES
-    call bench_request
-    inc r12d
-    cmp r12d, BENCH_SEQ_COUNT
-    jb 1b
-    mov al, 0x11
-    out DEBUG_PORT, al
-    mov al, 0x12
-    out DEBUG_PORT, al
-    xor r12d, r12d
-2:  xor edi, edi                        /* IN */
-    mov esi, r12d
-    shl esi, 9
-    mov edx, BENCH_SEQ_BYTES
-    call bench_request
-    inc r12d
-    cmp r12d, BENCH_SEQ_COUNT
-    jb 2b
-    mov al, 0x13
-    out DEBUG_PORT, al
+    mov ecx, BENCH_SEQ_COUNT
+    call bench_sequential
     mov al, 0x14
     out DEBUG_PORT, al
     xor r12d, r12d
@@ -1340,36 +1319,62 @@ test_blk_bench:
     jb 4b
     mov al, 0x17
     out DEBUG_PORT, al
-    /* 0x18/0x19 and 0x1a/0x1b: sequential write and read again, in 1 MiB requests. */
-    mov al, 0x18
-    out DEBUG_PORT, al
-    xor r12d, r12d
-5:  mov edi, 1
-    mov esi, r12d
-    shl esi, 11                         /* 2048 sectors per 1 MiB */
+    mov edi, 0x18                       /* again in 1 MiB (2048-sector) requests */
+    mov esi, 11
     mov edx, BENCH_BIG_BYTES
-    call bench_request
-    inc r12d
-    cmp r12d, BENCH_BIG_COUNT
-    jb 5b
-    mov al, 0x19
-    out DEBUG_PORT, al
-    mov al, 0x1a
-    out DEBUG_PORT, al
-    xor r12d, r12d
-6:  xor edi, edi
-    mov esi, r12d
-    shl esi, 11
-    mov edx, BENCH_BIG_BYTES
-    call bench_request
-    inc r12d
-    cmp r12d, BENCH_BIG_COUNT
-    jb 6b
-    mov al, 0x1b
-    out DEBUG_PORT, al
+    mov ecx, BENCH_BIG_COUNT
+    call bench_sequential
     lea rdi, [rip + s_bench_done]
     call puts
     call power_off
+
+/* bench_sequential(edi = first milestone, esi = log2 of sectors per request, edx =
+ * request bytes, ecx = requests): a sequential write phase (milestones edi, edi+1), then
+ * a sequential read phase over the same sectors (edi+2, edi+3). */
+bench_sequential:
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov ebx, edi
+    mov r13d, esi
+    mov r14d, edx
+    mov r15d, ecx
+    mov eax, ebx
+    out DEBUG_PORT, al
+    xor r12d, r12d
+1:  mov edi, 1                          /* OUT */
+    mov esi, r12d
+    mov ecx, r13d
+    shl esi, cl
+    mov edx, r14d
+    call bench_request
+    inc r12d
+    cmp r12d, r15d
+    jb 1b
+    lea eax, [rbx + 1]
+    out DEBUG_PORT, al
+    lea eax, [rbx + 2]
+    out DEBUG_PORT, al
+    xor r12d, r12d
+2:  xor edi, edi                        /* IN */
+    mov esi, r12d
+    mov ecx, r13d
+    shl esi, cl
+    mov edx, r14d
+    call bench_request
+    inc r12d
+    cmp r12d, r15d
+    jb 2b
+    lea eax, [rbx + 3]
+    out DEBUG_PORT, al
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    ret
 
 /* -> eax: a 4 KiB-aligned sector below BENCH_SPAN_SECTORS, from a 64-bit LCG. */
 bench_random_sector:

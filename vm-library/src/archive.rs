@@ -173,8 +173,8 @@ fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveEr
             return Err(damaged(format!("the entry {} points outside the VM", path.display())));
         }
         if path == Path::new(MANIFEST) {
-            let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| damaged(e.to_string()))?;
+            let text =
+                crate::safe_write::read_small(&mut entry).map_err(|e| damaged(e.to_string()))?;
             manifest = Some(text);
             continue;
         }
@@ -227,11 +227,7 @@ mod tests {
     use crate::config::{Boot, DiskFormat};
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("vessel-archive-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::test_util::scratch("archive", name)
     }
 
     fn vm_with_disk(lib: &Library) -> Bundle {

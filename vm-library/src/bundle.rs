@@ -106,7 +106,7 @@ impl Bundle {
     /// Opens the bundle at `root`.
     pub fn open(root: &Path) -> Result<Bundle, BundleError> {
         let path = root.join(CONFIG_FILE);
-        let text = match fs::read_to_string(&path) {
+        let text = match File::open(&path).and_then(safe_write::read_small) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(BundleError::NotABundle(root.to_path_buf()));
@@ -180,6 +180,37 @@ impl Bundle {
     }
 }
 
+impl Bundle {
+    /// The pid of the process running this VM, if one is: asks the kernel whether a lock
+    /// is held (F_OFD_GETLK) without taking it, so looking never gets in a start's way.
+    pub fn running(&self) -> Result<Option<String>, BundleError> {
+        let path = self.root.join(LOCK_FILE);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut probe = libc::flock {
+            l_type: libc::F_RDLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_GETLK fills the flock struct passed; the fd is open for the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) } != 0 {
+            return Err(io(&path)(std::io::Error::last_os_error()));
+        }
+        if probe.l_type == libc::F_UNLCK as libc::c_short {
+            return Ok(None);
+        }
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        Ok(Some(if pid.is_empty() { "unknown".into() } else { pid.into() }))
+    }
+}
+
 /// Held while a VM runs (see `Bundle::lock_running`).
 #[derive(Debug)]
 pub struct RunLock {
@@ -193,10 +224,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vessel-bundle-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::test_util::scratch("bundle", name)
     }
 
     #[test]
@@ -279,9 +307,11 @@ mod tests {
             Err(BundleError::AlreadyRunning { pid }) => assert_eq!(pid, child.id().to_string()),
             other => panic!("expected AlreadyRunning, got {other:?}"),
         }
+        assert_eq!(bundle.running().unwrap(), Some(child.id().to_string()));
         // The runner dies without cleaning up: the lock goes with it.
         child.kill().unwrap();
         child.wait().unwrap();
+        assert_eq!(bundle.running().unwrap(), None);
         let lock = bundle.lock_running().expect("no stale lock after a crash");
         // And within one process, a second runner is refused too.
         assert!(matches!(bundle.lock_running(), Err(BundleError::AlreadyRunning { .. })));

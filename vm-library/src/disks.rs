@@ -215,10 +215,7 @@ mod tests {
     use std::process::Command;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vessel-disks-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::test_util::scratch("disks", name)
     }
 
     fn qemu_img(args: &[&str], path: &Path) -> String {

@@ -10,3 +10,6 @@ pub mod iso;
 pub mod library;
 pub mod safe_write;
 pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod test_util;

@@ -122,7 +122,7 @@ impl Library {
 
     fn registry(&self) -> Result<Registry, LibraryError> {
         let path = self.dir.join(REGISTRY_FILE);
-        match fs::read_to_string(&path) {
+        match fs::File::open(&path).and_then(safe_write::read_small) {
             Ok(text) => toml::from_str(&text)
                 .map_err(|e| LibraryError::Registry { path, why: e.message().to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
@@ -489,10 +489,7 @@ mod tests {
     use crate::config::tests::full;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("vessel-library-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
+        crate::test_util::scratch("library", name)
     }
 
     fn named(name: &str) -> VmConfig {

@@ -1,10 +1,27 @@
 //! Crash-safe file replacement: a process killed at any point, or a machine that loses
 //! power, leaves either the old file or the new one — never a torn one — and the previous
-//! version stays next to it as `<name>.bak`.
+//! version stays next to it as `<name>.bak`. And the bounded reading of such small files.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// Largest configuration-like file read (a VM's config, the registry, a manifest).
+pub const MAX_SMALL_FILE: u64 = 4 << 20;
+
+/// Reads a small text file from `reader`, refusing one past `MAX_SMALL_FILE` (a file
+/// replaced by something huge, or a link to a device, must not exhaust memory or hang).
+pub fn read_small(reader: impl Read) -> io::Result<String> {
+    let mut text = String::new();
+    reader.take(MAX_SMALL_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SMALL_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} MiB; it is not one of Vessel's files", MAX_SMALL_FILE >> 20),
+        ));
+    }
+    Ok(text)
+}
 
 /// Where the previous version of `path` is kept.
 pub fn backup_path(path: &Path) -> PathBuf {
@@ -59,14 +76,7 @@ mod tests {
     use std::time::Duration;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "vessel-safe-write-{}-{name}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::test_util::scratch("safe-write", name)
     }
 
     /// A self-checking file of generation `n`: its length and every line depend on `n`.
@@ -99,6 +109,13 @@ mod tests {
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn small_reads_are_bounded() {
+        assert_eq!(read_small(&b"abc"[..]).unwrap(), "abc");
+        let err = read_small(io::repeat(b'x')).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -417,10 +417,7 @@ pub(crate) mod tests {
     }
 
     pub fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vessel-iso-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        crate::test_util::scratch("iso", name)
     }
 
     const LONG: &str = "A Long File Name With Spaces.txt";
