@@ -1,9 +1,10 @@
 //! virtio-blk throughput at queue depth 1, driven by the test guest (test=blk-bench,
 //! polling the used ring): sequential 256 KiB writes and reads over 64 MiB, random 4 KiB
 //! reads and writes, then sequential writes and reads again in 1 MiB requests (where a
-//! request's fixed cost, the exits, weighs less). Compared in the same run with the same pattern done directly on the
-//! host file (pread/pwrite) and with QEMU's virtio-blk (-accel kvm) driven by the same
-//! guest. Phase times come from the guest's debug-port milestones, timestamped on arrival.
+//! request's fixed cost, the exits, weighs less). Compared in the same run with the same
+//! pattern done directly on the host file (pread/pwrite) and with QEMU's virtio-blk
+//! (-accel kvm) driven by the same guest. Phase times come from the guest's debug-port
+//! milestones, timestamped on arrival.
 //!
 //! Run: cargo bench -p vessel-tests --bench blk_throughput
 

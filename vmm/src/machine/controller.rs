@@ -1,7 +1,7 @@
-//! The machine's controller thread: the device event loop. It owns the running instance,
-//! takes commands from the handle and requests from devices and vCPUs, and publishes
-//! events. It waits in epoll on its control EventFd and the serial-output EventFd; later
-//! device issues add their ioeventfds and backend fds here.
+//! The machine's controller thread. It owns the running instance, takes commands from the
+//! handle and requests from devices and vCPUs, and publishes events. It waits in epoll on
+//! its control EventFd and the serial-output EventFd; virtio devices are served by their
+//! own threads (`io_thread`).
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,6 @@ impl ControlSender {
 
 const TOKEN_CONTROL: u64 = 1;
 const TOKEN_SERIAL: u64 = 2;
-const TOKEN_DEVICE_BASE: u64 = 16;
 
 pub struct Controller {
     config: MachineConfig,
@@ -86,7 +85,7 @@ impl Controller {
         {
             epoll.ctl(ControlOperation::Add, fd_of(fd), EpollEvent::new(EventSet::IN, token))?;
         }
-        let controller = Controller {
+        Ok(Controller {
             config,
             env,
             rx,
@@ -95,25 +94,7 @@ impl Controller {
             instance: Some(instance),
             generation: 0,
             epoll,
-        };
-        controller.watch_instance()?;
-        Ok(controller)
-    }
-
-    /// Adds the current instance's device event sources to the loop. (A torn-down
-    /// instance's fds are closed, which takes them out of the epoll set.)
-    fn watch_instance(&self) -> std::io::Result<()> {
-        let Some(instance) = &self.instance else { return Ok(()) };
-        for (fd, id, edge) in instance.device_fds() {
-            let events = if edge {
-                EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED
-            } else {
-                EventSet::IN
-            };
-            let event = EpollEvent::new(events, TOKEN_DEVICE_BASE + id as u64);
-            self.epoll.ctl(ControlOperation::Add, fd, event)?;
-        }
-        Ok(())
+        })
     }
 
     fn events(&self) -> &EventSink {
@@ -149,11 +130,7 @@ impl Controller {
                     TOKEN_CONTROL => {
                         let _ = self.control_evt.read();
                     }
-                    token => {
-                        if let Some(instance) = &self.instance {
-                            instance.handle_device_event((token - TOKEN_DEVICE_BASE) as usize);
-                        }
-                    }
+                    _ => {}
                 }
             }
             let mut quit = false;
@@ -285,11 +262,6 @@ impl Controller {
         match Instance::build(&self.config, &self.env, self.generation) {
             Ok(instance) => {
                 self.instance = Some(instance);
-                if let Err(e) = self.watch_instance() {
-                    let e = MachineError::Thread(e);
-                    self.stop(StopReason::Error(e.to_string()));
-                    return Err(e);
-                }
                 self.instance_mode(RunMode::Running);
                 Ok(())
             }

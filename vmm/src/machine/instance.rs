@@ -1,7 +1,6 @@
 //! One boot of a machine: the KVM VM, its memory, devices and vCPU threads. A reboot
 //! throws the instance away and builds a new one from the same config.
 
-use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -14,6 +13,7 @@ use super::MachineError;
 use super::config::{DeviceConfig, MachineConfig};
 use super::controller::{ControlMsg, ControlSender};
 use super::events::{Event, EventSink};
+use super::io_thread::IoThread;
 use super::vcpu::{self, RunControl, RunMode, VcpuContext};
 use crate::arch::x86_64::layout::*;
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
@@ -49,11 +49,11 @@ pub struct InstanceEnv {
 pub struct Instance {
     // Field order is drop order: threads first, then the VM, then its memory.
     threads: Vec<JoinHandle<()>>,
+    /// A thread per virtio device, serving its queues and backend.
+    io_threads: Vec<IoThread>,
     run: Arc<RunControl>,
     pub serial: Arc<Mutex<SerialPort>>,
     pub ged: Arc<Mutex<Ged>>,
-    /// virtio devices, whose queue notifications the controller's event loop waits on.
-    virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
     /// Kept for as long as the vCPU threads and devices run (dropped after them).
     vm: Arc<VmFd>,
     mem: GuestMem,
@@ -102,8 +102,19 @@ impl Instance {
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
         vcpu::install_kick_handler().map_err(MachineError::Thread)?;
 
-        let mut instance =
-            Instance { threads: Vec::new(), run: run.clone(), serial, ged, virtio, vm, mem };
+        let mut instance = Instance {
+            threads: Vec::new(),
+            io_threads: Vec::new(),
+            run: run.clone(),
+            serial,
+            ged,
+            vm,
+            mem,
+        };
+        for (index, device) in virtio.into_iter().enumerate() {
+            let name = format!("vessel-virtio{index}");
+            instance.io_threads.push(IoThread::spawn(name, device).map_err(MachineError::Thread)?);
+        }
         for index in 0..config.vcpus {
             let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
             let mut cpuid = supported.clone();
@@ -135,39 +146,6 @@ impl Instance {
         self.run.settle(mode, &self.threads);
     }
 
-    /// Event sources of the devices: (fd, id, edge-triggered in+out?) triples;
-    /// `handle_device_event(id)` serves one.
-    pub fn device_fds(&self) -> Vec<(RawFd, usize, bool)> {
-        let mut fds = Vec::new();
-        for (d, device) in self.virtio.iter().enumerate() {
-            let device = crate::devices::bus::lock(device);
-            for (q, fd) in device.notify_fds().into_iter().enumerate() {
-                fds.push((fd, d * MAX_QUEUES + q, false));
-            }
-            if let Some(fd) = device.intx_resample_fd() {
-                fds.push((fd, d * MAX_QUEUES + INTX_RESAMPLE, false));
-            }
-            // Backends are watched edge-triggered for input and output: the device reads
-            // until the socket is empty or the guest has no room, and writes until it
-            // would block, then waits for the next edge or the next queue notification.
-            if let Some(fd) = device.backend_fd() {
-                fds.push((fd, d * MAX_QUEUES + BACKEND, true));
-            }
-        }
-        fds
-    }
-
-    pub fn handle_device_event(&self, id: usize) {
-        if let Some(device) = self.virtio.get(id / MAX_QUEUES) {
-            let mut device = crate::devices::bus::lock(device);
-            match id % MAX_QUEUES {
-                INTX_RESAMPLE => device.intx_resample(),
-                BACKEND => device.process_backend(),
-                queue => device.process_queue(queue),
-            }
-        }
-    }
-
     pub fn raise_power_button(&self) -> std::io::Result<()> {
         crate::devices::bus::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
     }
@@ -187,11 +165,6 @@ fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
         control.send(ControlMsg::Power { generation, request });
     })
 }
-
-/// Ids per device in `device_fds`: its queues, then its INTx resample fd last.
-const MAX_QUEUES: usize = 64;
-const INTX_RESAMPLE: usize = MAX_QUEUES - 1;
-const BACKEND: usize = MAX_QUEUES - 2;
 
 struct Devices {
     pio: Arc<Bus>,

@@ -1,10 +1,11 @@
-//! Machines: built from a `MachineConfig`, run in background threads (one per vCPU plus the
-//! controller's event loop), and driven only through a `MachineHandle`.
+//! Machines: built from a `MachineConfig`, run in background threads (one per vCPU, one per
+//! virtio device, and the controller), and driven only through a `MachineHandle`.
 
 pub mod config;
 mod controller;
 pub mod events;
 mod instance;
+mod io_thread;
 mod vcpu;
 
 use std::sync::mpsc::{Receiver, channel, sync_channel};

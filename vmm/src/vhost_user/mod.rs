@@ -24,7 +24,7 @@ use vmm_sys_util::event::{
 use crate::devices::bus::lock;
 use crate::devices::virtio::{
     CONFIG_CHANGED, MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
-    VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue,
+    VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue, wants_interrupt,
 };
 
 /// VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): offered so the frontend negotiates
@@ -167,7 +167,7 @@ impl VhostUserBackendMut for Backend {
         }
         let mut notify = Vec::new();
         for (i, (guard, mut queue)) in guards.iter_mut().zip(queues).enumerate() {
-            let wants = used & (1 << i) != 0 && queue.needs_notification(&*mem).unwrap_or(true);
+            let wants = used & (1 << i) != 0 && wants_interrupt(&mut queue, &*mem);
             *guard.get_queue_mut() = queue;
             notify.push(wants);
         }

@@ -71,6 +71,26 @@ pub fn serve_queue(
     (used, true)
 }
 
+/// VIRTQ_AVAIL_F_NO_INTERRUPT in the available ring's flags (virtio 1.2 §2.7.7).
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// Whether the driver wants an interrupt for what was just added to `queue`'s used ring:
+/// with VIRTIO_F_EVENT_IDX its used_event decides; without, the NO_INTERRUPT flag does
+/// (§2.7.7.2: the device SHOULD NOT notify while it is set). `virtio-queue` only knows
+/// the first. An unreadable ring errs towards an interrupt.
+pub fn wants_interrupt<M: vm_memory::GuestMemory>(queue: &mut Queue, mem: &M) -> bool {
+    use virtio_queue::QueueT;
+    use vm_memory::{Bytes, GuestAddress};
+    let wanted = queue.needs_notification(mem).unwrap_or(true);
+    if !wanted || queue.event_idx_enabled() {
+        return wanted;
+    }
+    let flags: u16 = mem
+        .load(GuestAddress(queue.avail_ring()), std::sync::atomic::Ordering::Acquire)
+        .unwrap_or(0);
+    flags & AVAIL_F_NO_INTERRUPT == 0
+}
+
 /// Copies the part of a device's configuration structure that `offset` and `data` cover;
 /// bytes past its end read as zero.
 pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
@@ -102,8 +122,13 @@ pub trait VirtioDevice: Send {
     /// Serves queue `index` after the driver notified it; returns a bit per queue that got
     /// used buffers (a device may complete on a queue other than the one notified).
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64;
+    /// How long the device's thread keeps looking at a queue it just served before it
+    /// sleeps (zero: no polling). Worth it where a driver's next request follows quickly.
+    fn poll_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
-    /// A host-side fd (a network backend's socket) the event loop should wait on.
+    /// A host-side fd (a network backend's socket) the device thread should wait on.
     fn backend_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }

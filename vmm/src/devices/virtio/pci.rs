@@ -192,7 +192,7 @@ impl VirtioPciDevice {
             | VIRTIO_F_RING_INDIRECT_DESC
     }
 
-    /// The queue notification eventfds, for the machine's event loop.
+    /// The queue notification eventfds, for the device's thread to wait on.
     pub fn notify_fds(&self) -> Vec<RawFd> {
         self.queue_state.iter().map(|q| q.notify.as_raw_fd()).collect()
     }
@@ -215,6 +215,23 @@ impl VirtioPciDevice {
         self.signal_used(used);
     }
 
+    /// Whether queue `index` holds buffers the device has not taken yet (for polling: the
+    /// driver may have added them without a notification reaching the device yet).
+    pub fn queue_pending(&self, index: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(queue) = self.queues.get(index) else { return false };
+        self.status & STATUS_DRIVER_OK != 0
+            && queue.ready()
+            && queue
+                .avail_idx(&self.mem, Ordering::Acquire)
+                .is_ok_and(|idx| idx.0 != queue.next_avail())
+    }
+
+    /// How long the device's thread keeps polling a queue after serving it.
+    pub fn poll_window(&self) -> std::time::Duration {
+        self.device.poll_window()
+    }
+
     /// The device model's backend fd (a network socket), if it has one.
     pub fn backend_fd(&self) -> Option<RawFd> {
         self.device.backend_fd()
@@ -227,7 +244,7 @@ impl VirtioPciDevice {
         let used = self.device.process_backend(&mut self.queues, &self.mem);
         for (index, state) in self.queue_state.iter().enumerate().take(MAX_QUEUES) {
             if used & serve_again(index) != 0 {
-                // As if the driver had notified: the event loop serves the queue next.
+                // As if the driver had notified: the device thread serves the queue next.
                 let _ = state.notify.write(1);
             }
         }
@@ -256,17 +273,9 @@ impl VirtioPciDevice {
             if used & (1 << index) == 0 {
                 continue;
             }
-            match self.queues[index].needs_notification(&self.mem) {
-                Ok(true) => {
-                    let vector = self.queue_state[index].msix_vector;
-                    self.interrupt(vector);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    if let Some(n) = self.guest_warnings.allow() {
-                        log::warn!("virtio queue {index}: {e} ({n} guest errors so far)");
-                    }
-                }
+            if super::wants_interrupt(&mut self.queues[index], &self.mem) {
+                let vector = self.queue_state[index].msix_vector;
+                self.interrupt(vector);
             }
         }
     }
@@ -615,6 +624,7 @@ mod tests {
     use crate::devices::virtio::test_util::{AVAIL, DESC, USED, publish, put_desc, used};
     use crate::vstate::kvm::open_kvm;
     use crate::vstate::memory::create_guest_memory;
+    use vm_memory::{Bytes, GuestAddress};
 
     fn device() -> (VirtioPciDevice, GuestMem, Arc<VmFd>) {
         let vm = Arc::new(open_kvm().unwrap().create_vm().unwrap());
@@ -712,23 +722,30 @@ mod tests {
         assert_eq!(r(&mut dev, 0x16, 2), 0);
     }
 
+    /// Queue 0 (16 entries at the test rings) on vector 0, the device running, MSI-X on
+    /// with vector 0 pointed at the local APIC but masked (its reset state), so the PBA
+    /// shows each interrupt.
+    fn running_with_masked_vector(dev: &mut VirtioPciDevice) {
+        negotiate(dev, 1);
+        w(dev, 0x16, 0, 2);
+        w(dev, 0x18, 16, 2);
+        w(dev, 0x1a, 0, 2);
+        for (offset, value) in [(0x20, DESC), (0x28, AVAIL), (0x30, USED)] {
+            w(dev, offset, value, 8);
+        }
+        w(dev, 0x1c, 1, 2);
+        assert_eq!(r(dev, 0x1c, 2), 1);
+        w(dev, 0x14, 0x0f, 1);
+        // MSI-X on, vector 0 pointed at the local APIC but masked (its reset state).
+        dev.msix.set_control(0x8000);
+        w(dev, MSIX_TABLE_OFFSET, 0xfee0_0000, 4);
+        w(dev, MSIX_TABLE_OFFSET + 8, 0x40, 4);
+    }
+
     #[test]
     fn requests_complete_and_msix_pends_while_masked() {
         let (mut dev, mem, _vm) = device();
-        negotiate(&mut dev, 1);
-        w(&mut dev, 0x16, 0, 2);
-        w(&mut dev, 0x18, 16, 2);
-        w(&mut dev, 0x1a, 0, 2);
-        for (offset, value) in [(0x20, DESC), (0x28, AVAIL), (0x30, USED)] {
-            w(&mut dev, offset, value, 8);
-        }
-        w(&mut dev, 0x1c, 1, 2);
-        assert_eq!(r(&mut dev, 0x1c, 2), 1);
-        w(&mut dev, 0x14, 0x0f, 1);
-        // MSI-X on, vector 0 pointed at the local APIC but masked (its reset state).
-        dev.msix.set_control(0x8000);
-        w(&mut dev, MSIX_TABLE_OFFSET, 0xfee0_0000, 4);
-        w(&mut dev, MSIX_TABLE_OFFSET + 8, 0x40, 4);
+        running_with_masked_vector(&mut dev);
         put_desc(&mem, 0, 0x10000, 16, 2, 0);
         publish(&mem, &[0]);
         dev.process_queue(0);
@@ -738,6 +755,32 @@ mod tests {
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "delivered on unmask");
         // With MSI-X on, the ISR is not used.
         assert_eq!(r(&mut dev, ISR_OFFSET, 1), 0);
+    }
+
+    #[test]
+    fn no_interrupt_flag_and_pending_buffers() {
+        let (mut dev, mem, _vm) = device();
+        running_with_masked_vector(&mut dev);
+        // The driver asks for no interrupts (VIRTQ_AVAIL_F_NO_INTERRUPT, §2.7.7.2).
+        mem.write_obj(1u16, GuestAddress(AVAIL)).unwrap();
+        put_desc(&mem, 0, 0x10000, 16, 2, 0);
+        assert!(!dev.queue_pending(0), "nothing posted yet");
+        publish(&mem, &[0]);
+        assert!(dev.queue_pending(0), "a buffer waits, notified or not");
+        dev.process_queue(0);
+        assert!(!dev.queue_pending(0));
+        assert_eq!(used(&mem, 0), (0, 16));
+        assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "no interrupt while the flag is set");
+        // The flag cleared: the next completion interrupts again.
+        mem.write_obj(0u16, GuestAddress(AVAIL)).unwrap();
+        publish(&mem, &[0, 0]);
+        dev.process_queue(0);
+        assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 1);
+        // A queue that does not exist or is not running has nothing pending.
+        assert!(!dev.queue_pending(7));
+        w(&mut dev, 0x14, 0, 1);
+        publish(&mem, &[0, 0, 0]);
+        assert!(!dev.queue_pending(0));
     }
 
     #[test]
