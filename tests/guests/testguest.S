@@ -11,7 +11,8 @@
  * only count; ring 3 does the device work.
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
- * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench.
+ * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
+ * input.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -1435,6 +1436,100 @@ bench_request:
     pop rbx
     ret
 
+/* test=input: drives the first virtio-input device (1af4:1052): prints its name from the
+ * configuration space ("INPUT NAME <name>"), sends a Caps Lock LED event on the status
+ * queue, keeps 8 event buffers posted on the event queue, says "INPUT READY", then prints
+ * every event it receives as "EV <type> <code> <value>" (hex) until the host powers it
+ * off. */
+test_input:
+    push rbx
+    push r12
+    push r13
+    call lapic_enable
+    mov qword ptr [vio_nqueues], 2
+    mov edi, 0x1052
+    call virtio_find
+    call virtio_start
+    /* the name: select VIRTIO_INPUT_CFG_ID_NAME, subsel 0, then size and string */
+    mov rbx, [vio_device]
+    mov byte ptr [rbx], 1
+    mov byte ptr [rbx + 1], 0
+    movzx ecx, byte ptr [rbx + 2]
+    lea rsi, [rbx + 8]
+    mov rdi, offset input_name
+    rep movsb
+    mov byte ptr [rdi], 0
+    lea rdi, [rip + s_input_name]
+    call puts
+    mov rdi, offset input_name
+    call puts
+    call newline
+    /* status queue: EV_LED LED_CAPSL 1 */
+    mov qword ptr [vio_q], 1
+    mov word ptr [input_led], 0x11
+    mov word ptr [input_led + 2], 1
+    mov dword ptr [input_led + 4], 1
+    xor edi, edi
+    mov rsi, offset input_led
+    mov edx, 8
+    xor ecx, ecx
+    call set_desc
+    call virtio_post
+    /* event queue: descriptors 0-7, 8 bytes each, device-writable, all available */
+    mov qword ptr [vio_q], 0
+    xor r12d, r12d
+1:  mov edi, r12d
+    lea rsi, [r12 * 8 + input_events]
+    mov edx, 8
+    mov ecx, 2
+    call set_desc
+    call ring_base
+    mov word ptr [rax + RING_AVAIL + 4 + r12 * 2], r12w
+    inc r12d
+    cmp r12d, 8
+    jb 1b
+    mov word ptr [rax + RING_AVAIL + 2], 8
+    mov qword ptr [input_avail], 8
+    mov rdx, [vio_qnotify]
+    mov word ptr [rdx], 0
+    lea rdi, [rip + s_input_ready]
+    call puts
+    xor r12d, r12d                      /* used entries seen */
+2:  call ring_base
+    mov rbx, rax
+3:  movzx eax, word ptr [rbx + RING_USED + 2]
+    cmp ax, r12w
+    jne 4f
+    pause
+    jmp 3b
+4:  mov eax, r12d
+    and eax, 7
+    mov r13d, dword ptr [rbx + RING_USED + 4 + rax * 8]   /* descriptor id */
+    and r13d, 7
+    lea rdi, [rip + s_input_ev]
+    call puts
+    movzx edi, word ptr [r13 * 8 + input_events]
+    call put_hex
+    call space
+    movzx edi, word ptr [r13 * 8 + input_events + 2]
+    call put_hex
+    call space
+    mov edi, dword ptr [r13 * 8 + input_events + 4]
+    call put_hex
+    call newline
+    /* the buffer goes back */
+    mov rax, [input_avail]
+    mov ecx, eax
+    and ecx, 7
+    mov word ptr [rbx + RING_AVAIL + 4 + rcx * 2], r13w
+    inc rax
+    mov [input_avail], rax
+    mov word ptr [rbx + RING_AVAIL + 2], ax
+    mov rdx, [vio_qnotify]
+    mov word ptr [rdx], 0
+    inc r12d
+    jmp 2b
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -2113,6 +2208,10 @@ n_net:          .asciz "virtio-net"
 n_rng_moved:    .asciz "virtio-rng-moved"
 s_moved:        .asciz "BARS MOVED\n"
 n_blk_bench:    .asciz "blk-bench"
+n_input:        .asciz "input"
+s_input_name:   .asciz "INPUT NAME "
+s_input_ready:  .asciz "INPUT READY\n"
+s_input_ev:     .asciz "EV "
 s_bench_done:   .asciz "BENCH DONE\n"
 s_net_mac:      .asciz "NET MAC "
 s_net_status:   .asciz "NET STATUS "
@@ -2155,6 +2254,7 @@ tests:
     .quad n_net, test_net
     .quad n_rng_moved, test_rng_moved
     .quad n_blk_bench, test_blk_bench
+    .quad n_input, test_input
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -2291,6 +2391,10 @@ blk_status:     .skip 16
 blk_data:       .skip 512
 blk_data2:      .skip 512
 net_tx:         .skip 64
+input_name:     .skip 136
+input_led:      .skip 8
+input_avail:    .skip 8
+input_events:   .skip 64
     .align 64
 net_rx:         .skip 2048
     .align 4096

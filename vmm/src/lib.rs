@@ -7,11 +7,13 @@
 
 pub mod arch;
 pub mod devices;
+pub mod input;
 pub mod machine;
 pub mod vhost_user;
 pub mod vstate;
 
 pub use arch::x86_64::boot::BootSource;
+pub use input::{Button, InputKind, InputSink};
 pub use machine::{
     CrashReport, DeviceConfig, Event, Machine, MachineConfig, MachineError, MachineHandle,
     MachineState, RebootPolicy, StopReason, WakeFn,

@@ -35,6 +35,8 @@ pub enum DeviceConfig {
     Block { path: std::path::PathBuf, read_only: bool },
     /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
+    /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
+    Input(crate::input::InputKind),
 }
 
 /// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC

@@ -28,10 +28,12 @@ use crate::devices::net::passt::{Passt, PasstError};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
+use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
@@ -44,6 +46,8 @@ pub struct InstanceEnv {
     pub serial_out: Arc<Mutex<Vec<u8>>>,
     pub serial_ready: Arc<EventFd>,
     pub built_at: Instant,
+    /// Keyboard and pointer input, kept across reboots.
+    pub input: InputSink,
 }
 
 pub struct Instance {
@@ -233,6 +237,7 @@ fn build_devices(
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::Rng => Box::new(Rng),
+            DeviceConfig::Input(kind) => Box::new(Input::new(*kind, env.input.clone())),
             DeviceConfig::Block { path, read_only } => {
                 disks += 1;
                 Box::new(Block::open(path, *read_only, &format!("vessel-disk{}", disks - 1))?)

@@ -20,6 +20,8 @@ pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 
 use controller::{Command, ControlMsg, ControlSender, Controller};
 use events::EventSink;
+
+use crate::input::InputSink;
 use instance::{Instance, InstanceEnv};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,10 +85,12 @@ impl Machine {
             serial_out: Arc::new(Mutex::new(Vec::new())),
             serial_ready: new_evt()?,
             built_at,
+            input: InputSink::new().map_err(MachineError::Thread)?,
         };
         let instance = Instance::build(&config, &env, 0)?;
         let state = Arc::new(Mutex::new(MachineState::Created));
         let control = env.control.clone();
+        let input = env.input.clone();
         let controller =
             Controller::new(config, env, control_rx, control_evt, state.clone(), instance)
                 .map_err(MachineError::Thread)?;
@@ -94,7 +98,14 @@ impl Machine {
             .name("vessel-machine".into())
             .spawn(move || controller.run())
             .map_err(MachineError::Thread)?;
-        Ok(MachineHandle { control, events: event_rx, state, thread: Some(thread), built_at })
+        Ok(MachineHandle {
+            control,
+            events: event_rx,
+            state,
+            thread: Some(thread),
+            built_at,
+            input,
+        })
     }
 }
 
@@ -106,6 +117,7 @@ pub struct MachineHandle {
     state: Arc<Mutex<MachineState>>,
     thread: Option<JoinHandle<()>>,
     built_at: Instant,
+    input: InputSink,
 }
 
 impl MachineHandle {
@@ -156,6 +168,13 @@ impl MachineHandle {
 
     pub fn state(&self) -> MachineState {
         crate::devices::bus::lock(&self.state).clone()
+    }
+
+    /// The machine's keyboard and pointers (its `DeviceConfig::Input` devices). Cheap to
+    /// clone, never blocks; events for a device the machine lacks are never taken (the
+    /// queue keeps the newest and counts the rest as dropped).
+    pub fn input(&self) -> InputSink {
+        self.input.clone()
     }
 
     /// When `Machine::build` began; debug markers are measured from it.

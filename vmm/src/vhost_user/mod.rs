@@ -106,6 +106,11 @@ impl VhostUserBackendMut for Backend {
         data
     }
 
+    fn set_config(&mut self, offset: u32, buf: &[u8]) -> std::io::Result<()> {
+        lock(&self.device).write_config(u64::from(offset), buf);
+        Ok(())
+    }
+
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
     }
