@@ -21,7 +21,6 @@ const QUEUE_SIZE: u16 = 64;
 const EVENT_BYTES: usize = 8;
 
 // struct virtio_input_config selectors (§5.8.5).
-const CFG_UNSET: u8 = 0x00;
 const CFG_ID_NAME: u8 = 0x01;
 const CFG_ID_SERIAL: u8 = 0x02;
 const CFG_ID_DEVIDS: u8 = 0x03;
@@ -119,7 +118,7 @@ impl Input {
                 }
             }
             // CFG_PROP_BITS: no properties; CFG_UNSET and anything else: no answer.
-            CFG_UNSET | CFG_PROP_BITS | _ => {}
+            _ => {}
         }
         self.config = [0; CONFIG_BYTES];
         self.config[0] = self.select;
