@@ -117,8 +117,8 @@ impl Input {
                     body.extend_from_slice(&v.to_le_bytes());
                 }
             }
-            // CFG_PROP_BITS: no properties; CFG_UNSET and anything else: no answer.
-            _ => {}
+            CFG_PROP_BITS => {} // no input properties (INPUT_PROP_*)
+            _ => {}             // CFG_UNSET, unknown selectors: no answer
         }
         self.config = [0; CONFIG_BYTES];
         self.config[0] = self.select;
