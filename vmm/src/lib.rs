@@ -7,12 +7,14 @@
 
 pub mod arch;
 pub mod devices;
+pub mod display;
 pub mod input;
 pub mod machine;
 pub mod vhost_user;
 pub mod vstate;
 
 pub use arch::x86_64::boot::BootSource;
+pub use display::Display;
 pub use input::{Button, InputKind, InputSink};
 pub use machine::{
     CrashReport, DeviceConfig, Event, Machine, MachineConfig, MachineError, MachineHandle,

@@ -9,11 +9,12 @@ pub mod evdev;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::lock;
+use crate::display::Display;
 use evdev::*;
 
 /// One evdev event as virtio-input carries it (struct virtio_input_event, §5.8.6).
@@ -192,6 +193,8 @@ struct Shared {
     /// mouse, else to the tablet.
     relative: AtomicBool,
     leds: AtomicU8,
+    /// The machine's display, whose size scales absolute positions once it shows a frame.
+    display: OnceLock<Display>,
 }
 
 /// Sends keyboard and pointer input into a machine. Cheap to clone; never blocks.
@@ -209,6 +212,7 @@ impl InputSink {
                 display_size: AtomicU64::new(pack_size(1024, 768)),
                 relative: AtomicBool::new(false),
                 leds: AtomicU8::new(0),
+                display: OnceLock::new(),
             }),
         })
     }
@@ -256,7 +260,13 @@ impl InputSink {
         lock(&self.shared.pressed).iter().copied().collect()
     }
 
-    /// The size of the guest's display in pixels; absolute positions are scaled by it.
+    /// Scales absolute positions by `display`'s size from now on (the machine does this).
+    pub fn attach_display(&self, display: Display) {
+        let _ = self.shared.display.set(display);
+    }
+
+    /// The size of the guest's display in pixels, for a sink without a display showing a
+    /// frame; absolute positions are scaled by it.
     pub fn set_display_size(&self, width: u32, height: u32) {
         self.shared.display_size.store(pack_size(width.max(1), height.max(1)), Ordering::Relaxed);
     }
@@ -265,7 +275,12 @@ impl InputSink {
     pub fn pointer_abs(&self, x: f64, y: f64) {
         self.shared.relative.store(false, Ordering::Relaxed);
         let packed = self.shared.display_size.load(Ordering::Relaxed);
-        let (width, height) = ((packed >> 32) as u32, packed as u32);
+        let (width, height) = self
+            .shared
+            .display
+            .get()
+            .and_then(Display::size)
+            .unwrap_or(((packed >> 32) as u32, packed as u32));
         let scale = |v: f64, size: u32| -> i32 {
             let span = f64::from(size.saturating_sub(1).max(1));
             ((v / span).clamp(0.0, 1.0) * f64::from(ABS_MAX)).round() as i32

@@ -35,6 +35,8 @@ pub enum DeviceConfig {
     Block { path: std::path::PathBuf, read_only: bool },
     /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
+    /// A virtio-gpu (2D) showing on the handle's `Display`, within these limits.
+    Gpu(crate::devices::virtio::gpu::GpuLimits),
     /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
     Input(crate::input::InputKind),
 }

@@ -28,11 +28,13 @@ use crate::devices::net::passt::{Passt, PasstError};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::gpu::Gpu;
 use crate::devices::virtio::input::Input;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
+use crate::display::Display;
 use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
@@ -48,6 +50,8 @@ pub struct InstanceEnv {
     pub built_at: Instant,
     /// Keyboard and pointer input, kept across reboots.
     pub input: InputSink,
+    /// The guest's screen, kept across reboots.
+    pub display: Display,
 }
 
 pub struct Instance {
@@ -237,6 +241,7 @@ fn build_devices(
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::Rng => Box::new(Rng),
+            DeviceConfig::Gpu(limits) => Box::new(Gpu::new(env.display.clone(), *limits)),
             DeviceConfig::Input(kind) => Box::new(Input::new(*kind, env.input.clone())),
             DeviceConfig::Block { path, read_only } => {
                 disks += 1;

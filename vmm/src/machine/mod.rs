@@ -21,6 +21,7 @@ pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 use controller::{Command, ControlMsg, ControlSender, Controller};
 use events::EventSink;
 
+use crate::display::Display;
 use crate::input::InputSink;
 use instance::{Instance, InstanceEnv};
 
@@ -86,11 +87,14 @@ impl Machine {
             serial_ready: new_evt()?,
             built_at,
             input: InputSink::new().map_err(MachineError::Thread)?,
+            display: Display::new().map_err(MachineError::Thread)?,
         };
+        env.input.attach_display(env.display.clone());
         let instance = Instance::build(&config, &env, 0)?;
         let state = Arc::new(Mutex::new(MachineState::Created));
         let control = env.control.clone();
         let input = env.input.clone();
+        let display = env.display.clone();
         let controller =
             Controller::new(config, env, control_rx, control_evt, state.clone(), instance)
                 .map_err(MachineError::Thread)?;
@@ -105,6 +109,7 @@ impl Machine {
             thread: Some(thread),
             built_at,
             input,
+            display,
         })
     }
 }
@@ -118,6 +123,7 @@ pub struct MachineHandle {
     thread: Option<JoinHandle<()>>,
     built_at: Instant,
     input: InputSink,
+    display: Display,
 }
 
 impl MachineHandle {
@@ -175,6 +181,12 @@ impl MachineHandle {
     /// queue keeps the newest and counts the rest as dropped).
     pub fn input(&self) -> InputSink {
         self.input.clone()
+    }
+
+    /// The guest's screen (its `DeviceConfig::Gpu`), with damage, cursor and resize
+    /// requests. Cheap to clone.
+    pub fn display(&self) -> Display {
+        self.display.clone()
     }
 
     /// When `Machine::build` began; debug markers are measured from it.

@@ -1,6 +1,7 @@
 //! virtio 1.2 devices and their PCI transport (modern only).
 
 pub mod block;
+pub mod gpu;
 pub mod input;
 pub mod net;
 pub mod pci;
@@ -35,6 +36,7 @@ pub const fn serve_again(index: usize) -> u64 {
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_GPU: u32 = 16;
 pub const TYPE_INPUT: u32 = 18;
 
 /// Rounds of "process, re-enable notifications, find more" before yielding to the event

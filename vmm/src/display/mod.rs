@@ -1,0 +1,436 @@
+//! The guest's screen as the host sees it. The machine's graphics (virtio-gpu, or the boot
+//! framebuffer before a driver takes over) publish the latest frame, the rectangles that
+//! changed, a generation counter and the cursor; the app reads them on its UI thread and
+//! uploads only what changed. Nothing here copies a whole frame: the scanout's pixels are
+//! shared with the device that draws them (as QEMU's display surfaces are), and a reader
+//! that is up to date gets no damage at all. A repaint callback fires whenever something
+//! changed, so the UI needs no polling.
+//!
+//! The host asks for a new size with `request_resize` (the window changed); the device
+//! tells the guest (virtio-gpu's display event) and the guest re-modes, like VMware's
+//! autofit.
+
+pub mod edid;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::bus::lock;
+
+/// A rectangle in pixels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Rect {
+    pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
+        Rect { x, y, width, height }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.width == 0 || self.height == 0
+    }
+
+    /// Whether the rectangle lies inside a `width` x `height` area (without overflow).
+    pub fn fits_in(&self, width: u32, height: u32) -> bool {
+        self.x.checked_add(self.width).is_some_and(|r| r <= width)
+            && self.y.checked_add(self.height).is_some_and(|b| b <= height)
+    }
+
+    /// The part of `self` inside `other`, in `other`'s coordinates.
+    pub fn clipped_to(&self, other: &Rect) -> Option<Rect> {
+        let x0 = self.x.max(other.x);
+        let y0 = self.y.max(other.y);
+        let x1 = self.x.saturating_add(self.width).min(other.x.saturating_add(other.width));
+        let y1 = self.y.saturating_add(self.height).min(other.y.saturating_add(other.height));
+        (x1 > x0 && y1 > y0).then(|| Rect::new(x0 - other.x, y0 - other.y, x1 - x0, y1 - y0))
+    }
+}
+
+/// How a frame's pixels are laid out in memory, 4 bytes each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Bytes B, G, R, X (DRM XRGB8888 on little-endian; what Linux's virtio-gpu and
+    /// simple framebuffer use).
+    Bgrx,
+    /// Bytes B, G, R, A.
+    Bgra,
+    /// Bytes R, G, B, X.
+    Rgbx,
+    /// Bytes R, G, B, A.
+    Rgba,
+    /// Bytes X, R, G, B.
+    Xrgb,
+    /// Bytes A, R, G, B.
+    Argb,
+    /// Bytes X, B, G, R.
+    Xbgr,
+    /// Bytes A, B, G, R.
+    Abgr,
+}
+
+impl PixelFormat {
+    /// Byte offsets of red, green and blue in a pixel.
+    pub fn rgb_offsets(self) -> [usize; 3] {
+        match self {
+            PixelFormat::Bgrx | PixelFormat::Bgra => [2, 1, 0],
+            PixelFormat::Rgbx | PixelFormat::Rgba => [0, 1, 2],
+            PixelFormat::Xrgb | PixelFormat::Argb => [1, 2, 3],
+            PixelFormat::Xbgr | PixelFormat::Abgr => [3, 2, 1],
+        }
+    }
+
+    /// Converts one pixel to R, G, B, A (A = 255 for formats without alpha).
+    pub fn to_rgba(self, px: &[u8]) -> [u8; 4] {
+        let [r, g, b] = self.rgb_offsets();
+        let a = match self {
+            PixelFormat::Bgra | PixelFormat::Rgba => px[3],
+            PixelFormat::Argb | PixelFormat::Abgr => px[0],
+            _ => 255,
+        };
+        [px[r], px[g], px[b], a]
+    }
+}
+
+/// Pixels the device draws into and the display shows: a virtio-gpu resource's host copy.
+#[derive(Debug)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    /// `width * 4` bytes a row, rows top to bottom.
+    pub pixels: Vec<u8>,
+}
+
+impl Image {
+    /// A black image; `None` if its size overflows.
+    pub fn new(width: u32, height: u32, format: PixelFormat) -> Option<Self> {
+        let bytes = (width as usize).checked_mul(height as usize)?.checked_mul(4)?;
+        Some(Image { width, height, format, pixels: vec![0; bytes] })
+    }
+
+    pub fn stride(&self) -> usize {
+        self.width as usize * 4
+    }
+}
+
+pub type SharedImage = Arc<Mutex<Image>>;
+
+/// What the damage since a reader's last generation is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// Nothing changed.
+    None,
+    /// Everything may have changed (a new mode, a new scanout, or the reader is too far
+    /// behind for the damage log).
+    Full,
+    /// Only these rectangles (display coordinates) changed.
+    Rects(Vec<Rect>),
+}
+
+/// A view of the current frame while `Display::read` holds it.
+pub struct Frame<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes from one row to the next in `pixels`.
+    pub stride: usize,
+    pub format: PixelFormat,
+    /// Starting at the frame's top-left pixel.
+    pub pixels: &'a [u8],
+    pub damage: Damage,
+    pub generation: u64,
+}
+
+/// The pointer's shape as the guest set it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CursorImage {
+    pub width: u32,
+    pub height: u32,
+    /// R, G, B, A bytes, `width * 4` a row.
+    pub rgba: Vec<u8>,
+    pub hot_x: u32,
+    pub hot_y: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// None: the guest hid its cursor (or never set one).
+    pub image: Option<Arc<CursorImage>>,
+    /// Where the guest put the cursor, in display pixels.
+    pub x: i32,
+    pub y: i32,
+    /// Bumped whenever the image changes (not when it only moves).
+    pub image_generation: u64,
+}
+
+/// Damage rectangles remembered for readers that are behind.
+const DAMAGE_LOG: usize = 64;
+
+#[derive(Default)]
+struct State {
+    generation: u64,
+    /// The scanout: an image and the part of it shown.
+    scanout: Option<(SharedImage, Rect)>,
+    /// (generation, rectangle) of recent changes; a generation not covered means Full.
+    damage: VecDeque<(u64, Rect)>,
+    /// The oldest generation `damage` describes completely.
+    damage_since: u64,
+    cursor: Cursor,
+    requested_size: Option<(u32, u32)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    repaint: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Signalled when the host asks for a new size (the device's backend fd).
+    resize: EventFd,
+}
+
+/// The guest's screen. Cheap to clone; readers never block the guest for long (the
+/// device holds the frame's lock only while it copies a transfer in).
+#[derive(Clone)]
+pub struct Display {
+    shared: Arc<Shared>,
+}
+
+impl Display {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Display {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                repaint: Mutex::new(None),
+                resize: EventFd::new(libc::EFD_NONBLOCK)?,
+            }),
+        })
+    }
+
+    /// Called (from a machine thread) whenever the frame or the cursor changed; an egui
+    /// app passes `Context::request_repaint`.
+    pub fn set_repaint_callback(&self, callback: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.shared.repaint) = Some(Box::new(callback));
+    }
+
+    fn repaint(&self) {
+        if let Some(callback) = &*lock(&self.shared.repaint) {
+            callback();
+        }
+    }
+
+    /// Changes whenever the frame does; a reader compares it with the last it drew.
+    pub fn generation(&self) -> u64 {
+        lock(&self.shared.state).generation
+    }
+
+    /// The size of the frame shown now, if the guest shows one.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        lock(&self.shared.state).scanout.as_ref().map(|(_, r)| (r.width, r.height))
+    }
+
+    /// Lets `f` look at the current frame, with what changed since generation `since`
+    /// (0: never read). Returns `f`'s result, or None when the guest shows nothing.
+    pub fn read<R>(&self, since: u64, f: impl FnOnce(Frame<'_>) -> R) -> Option<R> {
+        let state = lock(&self.shared.state);
+        let (image, rect) = state.scanout.as_ref()?;
+        let damage = if since >= state.generation {
+            Damage::None
+        } else if since < state.damage_since || since == 0 {
+            Damage::Full
+        } else {
+            Damage::Rects(
+                state.damage.iter().filter(|(g, _)| *g > since).map(|(_, r)| *r).collect(),
+            )
+        };
+        let image = lock(image);
+        let stride = image.stride();
+        let start = rect.y as usize * stride + rect.x as usize * 4;
+        Some(f(Frame {
+            width: rect.width,
+            height: rect.height,
+            stride,
+            format: image.format,
+            pixels: &image.pixels[start..],
+            damage,
+            generation: state.generation,
+        }))
+    }
+
+    /// The cursor as the guest last set it.
+    pub fn cursor(&self) -> Cursor {
+        lock(&self.shared.state).cursor.clone()
+    }
+
+    /// Asks the guest for a display of `width` x `height` (the window's size). The guest
+    /// decides; its driver hears of it through the device's display event.
+    pub fn request_resize(&self, width: u32, height: u32) {
+        let size = (width.clamp(MIN_SIZE.0, MAX_SIZE.0), height.clamp(MIN_SIZE.1, MAX_SIZE.1));
+        lock(&self.shared.state).requested_size = Some(size);
+        let _ = self.shared.resize.write(1);
+    }
+
+    /// The size the host asked for last, if any.
+    pub fn requested_size(&self) -> Option<(u32, u32)> {
+        lock(&self.shared.state).requested_size
+    }
+
+    // --- the device's side ---
+
+    /// Signalled by `request_resize`.
+    pub(crate) fn resize_fd(&self) -> &EventFd {
+        &self.shared.resize
+    }
+
+    /// Shows `rect` of `image` (a new scanout), or nothing.
+    pub(crate) fn set_scanout(&self, scanout: Option<(SharedImage, Rect)>) {
+        let mut state = lock(&self.shared.state);
+        let same = match (&state.scanout, &scanout) {
+            (Some((a, ra)), Some((b, rb))) => Arc::ptr_eq(a, b) && ra == rb,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        state.scanout = scanout;
+        state.generation += 1;
+        // A new scanout is all new: readers before it need a full repaint.
+        state.damage.clear();
+        state.damage_since = state.generation;
+        drop(state);
+        self.repaint();
+    }
+
+    /// The part `rect` of `image` changed (a flush); if `image` is shown, readers get the
+    /// visible part as damage.
+    pub(crate) fn flushed(&self, image: &SharedImage, rect: Rect) {
+        let mut state = lock(&self.shared.state);
+        let Some((shown, view)) = &state.scanout else { return };
+        if !Arc::ptr_eq(shown, image) {
+            return;
+        }
+        let Some(damage) = rect.clipped_to(view) else { return };
+        state.generation += 1;
+        let generation = state.generation;
+        if state.damage.len() == DAMAGE_LOG
+            && let Some((oldest, _)) = state.damage.pop_front()
+        {
+            state.damage_since = oldest;
+        }
+        state.damage.push_back((generation, damage));
+        drop(state);
+        self.repaint();
+    }
+
+    pub(crate) fn set_cursor_image(&self, image: Option<CursorImage>) {
+        let mut state = lock(&self.shared.state);
+        state.cursor.image = image.map(Arc::new);
+        state.cursor.image_generation += 1;
+        drop(state);
+        self.repaint();
+    }
+
+    pub(crate) fn move_cursor(&self, x: i32, y: i32) {
+        let mut state = lock(&self.shared.state);
+        if (state.cursor.x, state.cursor.y) == (x, y) {
+            return;
+        }
+        state.cursor.x = x;
+        state.cursor.y = y;
+        drop(state);
+        self.repaint();
+    }
+}
+
+/// Display sizes the host may ask for.
+pub const MIN_SIZE: (u32, u32) = (320, 200);
+pub const MAX_SIZE: (u32, u32) = (7680, 4320);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn image(w: u32, h: u32) -> SharedImage {
+        Arc::new(Mutex::new(Image::new(w, h, PixelFormat::Bgrx).unwrap()))
+    }
+
+    #[test]
+    fn damage_follows_generations() {
+        let display = Display::new().unwrap();
+        let repaints = Arc::new(AtomicUsize::new(0));
+        let counter = repaints.clone();
+        display.set_repaint_callback(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        assert!(display.read(0, |_| ()).is_none(), "nothing shown yet");
+        let img = image(64, 48);
+        display.set_scanout(Some((img.clone(), Rect::new(0, 0, 64, 48))));
+        let g1 = display.read(0, |f| {
+            assert_eq!((f.width, f.height, f.stride), (64, 48, 256));
+            assert_eq!(f.damage, Damage::Full);
+            f.generation
+        });
+        let g1 = g1.unwrap();
+        assert_eq!(display.read(g1, |f| f.damage).unwrap(), Damage::None);
+        display.flushed(&img, Rect::new(1, 2, 3, 4));
+        display.flushed(&img, Rect::new(60, 40, 10, 10)); // clipped to the frame
+        display.flushed(&image(64, 48), Rect::new(0, 0, 8, 8)); // not the scanout: ignored
+        assert_eq!(
+            display.read(g1, |f| f.damage).unwrap(),
+            Damage::Rects(vec![Rect::new(1, 2, 3, 4), Rect::new(60, 40, 4, 8)])
+        );
+        assert_eq!(repaints.load(Ordering::Relaxed), 3);
+        // A reader far behind the log gets a full repaint.
+        for _ in 0..DAMAGE_LOG + 1 {
+            display.flushed(&img, Rect::new(0, 0, 1, 1));
+        }
+        assert_eq!(display.read(g1, |f| f.damage).unwrap(), Damage::Full);
+        let now = display.generation();
+        display.flushed(&img, Rect::new(5, 5, 1, 1));
+        assert_eq!(
+            display.read(now, |f| f.damage).unwrap(),
+            Damage::Rects(vec![Rect::new(5, 5, 1, 1)])
+        );
+    }
+
+    #[test]
+    fn a_scanout_of_part_of_an_image() {
+        let display = Display::new().unwrap();
+        let img = image(100, 100);
+        lock(&img).pixels[(10 * 100 + 20) * 4] = 0xab;
+        display.set_scanout(Some((img.clone(), Rect::new(20, 10, 50, 40))));
+        assert_eq!(display.size(), Some((50, 40)));
+        assert_eq!(display.read(0, |f| (f.pixels[0], f.stride)).unwrap(), (0xab, 400));
+        let g = display.generation();
+        display.flushed(&img, Rect::new(0, 0, 30, 15)); // overlaps the view's top-left
+        assert_eq!(
+            display.read(g, |f| f.damage).unwrap(),
+            Damage::Rects(vec![Rect::new(0, 0, 10, 5)])
+        );
+        display.set_scanout(None);
+        assert_eq!(display.size(), None);
+    }
+
+    #[test]
+    fn resize_requests_are_clamped_and_signalled() {
+        let display = Display::new().unwrap();
+        display.request_resize(1, 100_000);
+        assert_eq!(display.requested_size(), Some((MIN_SIZE.0, MAX_SIZE.1)));
+        assert_eq!(display.resize_fd().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn rect_helpers() {
+        assert!(Rect::new(0, 0, 10, 10).fits_in(10, 10));
+        assert!(!Rect::new(1, 0, 10, 10).fits_in(10, 10));
+        assert!(!Rect::new(u32::MAX, 0, 2, 1).fits_in(u32::MAX, 1));
+        assert_eq!(Rect::new(0, 0, 5, 5).clipped_to(&Rect::new(5, 5, 5, 5)), None);
+        assert_eq!(PixelFormat::Bgrx.to_rgba(&[1, 2, 3, 4]), [3, 2, 1, 255]);
+        assert_eq!(PixelFormat::Abgr.to_rgba(&[9, 1, 2, 3]), [3, 2, 1, 9]);
+    }
+}
