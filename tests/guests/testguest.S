@@ -12,7 +12,7 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input.
+ * input, gpu.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -1530,6 +1530,305 @@ test_input:
     inc r12d
     jmp 2b
 
+/* test=gpu: drives virtio-gpu (1af4:1050) the way Linux's driver does, polling the used
+ * rings (both queues set VIRTQ_AVAIL_F_NO_INTERRUPT):
+ *   GET_DISPLAY_INFO ("GPU MODE <w> <h>"), GET_EDID ("GPU EDID <bytes 54-61 as a qword>"),
+ *   a 128x96 B8G8R8X8 resource with a two-entry backing, SET_SCANOUT, a full
+ *   TRANSFER_TO_HOST_2D of a known pattern and a full RESOURCE_FLUSH ("GPU FRAME"), then a
+ *   white 16x8 rectangle at (32, 16) transferred and flushed alone ("GPU DAMAGE"), then a
+ *   64x64 A8R8G8B8 cursor (hotspot 3, 4) set at (10, 20) and moved to (50, 60) on the
+ *   cursor queue ("GPU CURSOR"); then it waits for the display event of a host resize
+ *   ("GPU WAIT RESIZE"), clears it and prints the new mode ("GPU MODE ..."), and ends
+ *   with "GPU DONE". The pattern: pixel (x, y) has blue 2x, green 2y, red 0x40. */
+    .set GPU_W, 128
+    .set GPU_H, 96
+test_gpu:
+    push rbx
+    push r12
+    push r13
+    call lapic_enable
+    mov qword ptr [vio_nqueues], 2
+    mov edi, 0x1050
+    call virtio_find
+    call virtio_start
+    mov rax, offset vq_rings
+    mov word ptr [rax + RING_AVAIL], 1
+    mov word ptr [rax + 4096 + RING_AVAIL], 1
+    /* GET_DISPLAY_INFO */
+    call gpu_mode
+    /* GET_EDID scanout 0 */
+    mov edi, 0x010a
+    call gpu_req_begin
+    mov edi, 24 + 8
+    call gpu_cmd
+    cmp eax, 0x1104
+    jne virtio_fail
+    lea rdi, [rip + s_gpu_edid]
+    call puts
+    mov rdi, [gpu_resp + 24 + 8 + 54]
+    call put_hex
+    call newline
+    /* the pattern */
+    xor r12d, r12d                      /* y */
+1:  xor r13d, r13d                      /* x */
+2:  lea eax, [r13 * 2]
+    lea ecx, [r12 * 2]
+    shl ecx, 8
+    or eax, ecx
+    or eax, 0x400000
+    mov ecx, r12d
+    imul ecx, GPU_W
+    add ecx, r13d
+    mov dword ptr [rcx * 4 + gpu_fb], eax
+    inc r13d
+    cmp r13d, GPU_W
+    jb 2b
+    inc r12d
+    cmp r12d, GPU_H
+    jb 1b
+    /* RESOURCE_CREATE_2D id 1, B8G8R8X8, 128x96 */
+    mov edi, 0x0101
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 24], 1
+    mov dword ptr [gpu_req + 28], 2
+    mov dword ptr [gpu_req + 32], GPU_W
+    mov dword ptr [gpu_req + 36], GPU_H
+    mov edi, 24 + 16
+    call gpu_cmd_ok
+    /* RESOURCE_ATTACH_BACKING id 1: the framebuffer in two halves */
+    mov edi, 0x0106
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 24], 1
+    mov dword ptr [gpu_req + 28], 2
+    mov rax, offset gpu_fb
+    mov qword ptr [gpu_req + 32], rax
+    mov dword ptr [gpu_req + 40], GPU_W * GPU_H * 2
+    add rax, GPU_W * GPU_H * 2
+    mov qword ptr [gpu_req + 48], rax
+    mov dword ptr [gpu_req + 56], GPU_W * GPU_H * 2
+    mov edi, 24 + 8 + 32
+    call gpu_cmd_ok
+    /* SET_SCANOUT 0 -> resource 1, the whole of it */
+    mov edi, 0x0103
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 32], GPU_W
+    mov dword ptr [gpu_req + 36], GPU_H
+    mov dword ptr [gpu_req + 44], 1
+    mov edi, 24 + 24
+    call gpu_cmd_ok
+    /* TRANSFER_TO_HOST_2D and RESOURCE_FLUSH of the whole frame */
+    xor edi, edi
+    xor esi, esi
+    mov edx, GPU_W
+    mov ecx, GPU_H
+    call gpu_transfer_flush
+    lea rdi, [rip + s_gpu_frame]
+    call puts
+    /* a white 16x8 rectangle at (32, 16) */
+    mov r12d, 16
+3:  mov r13d, 32
+4:  mov ecx, r12d
+    imul ecx, GPU_W
+    add ecx, r13d
+    mov dword ptr [rcx * 4 + gpu_fb], 0xffffff
+    inc r13d
+    cmp r13d, 48
+    jb 4b
+    inc r12d
+    cmp r12d, 24
+    jb 3b
+    mov edi, 32
+    mov esi, 16
+    mov edx, 16
+    mov ecx, 8
+    call gpu_transfer_flush
+    lea rdi, [rip + s_gpu_damage]
+    call puts
+    /* the cursor: resource 2, 64x64 A8R8G8B8; pixel 0 is A=0x80 R=0x11 G=0x22 B=0x33
+     * (bytes A R G B), the rest opaque red */
+    mov ecx, 64 * 64
+    mov rdi, offset gpu_cursor
+    mov eax, 0x0000ffff                 /* bytes ff ff 00 00: A=ff R=ff G=0 B=0 */
+    rep stosd
+    mov dword ptr [gpu_cursor], 0x33221180
+    mov edi, 0x0101
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 24], 2
+    mov dword ptr [gpu_req + 28], 3
+    mov dword ptr [gpu_req + 32], 64
+    mov dword ptr [gpu_req + 36], 64
+    mov edi, 24 + 16
+    call gpu_cmd_ok
+    mov edi, 0x0106
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 24], 2
+    mov dword ptr [gpu_req + 28], 1
+    mov rax, offset gpu_cursor
+    mov qword ptr [gpu_req + 32], rax
+    mov dword ptr [gpu_req + 40], 64 * 64 * 4
+    mov edi, 24 + 8 + 16
+    call gpu_cmd_ok
+    mov edi, 0x0105                     /* TRANSFER_TO_HOST_2D, resource 2, 64x64 */
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 32], 64
+    mov dword ptr [gpu_req + 36], 64
+    mov dword ptr [gpu_req + 48], 2
+    mov edi, 24 + 32
+    call gpu_cmd_ok
+    /* UPDATE_CURSOR: pos (0, 10, 20), resource 2, hotspot (3, 4) */
+    mov edi, 0x0300
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 28], 10
+    mov dword ptr [gpu_req + 32], 20
+    mov dword ptr [gpu_req + 40], 2
+    mov dword ptr [gpu_req + 44], 3
+    mov dword ptr [gpu_req + 48], 4
+    call gpu_cursor_cmd
+    mov edi, 0x0301                     /* MOVE_CURSOR to (50, 60) */
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 28], 50
+    mov dword ptr [gpu_req + 32], 60
+    call gpu_cursor_cmd
+    lea rdi, [rip + s_gpu_cursor]
+    call puts
+    /* the display event: wait for events_read bit 0, clear it, read the new mode */
+    lea rdi, [rip + s_gpu_wait]
+    call puts
+    mov rbx, [vio_device]
+5:  test dword ptr [rbx], 1
+    jnz 6f
+    pause
+    jmp 5b
+6:  mov dword ptr [rbx + 4], 1          /* events_clear */
+    call gpu_mode
+    lea rdi, [rip + s_gpu_done]
+    call puts
+    call power_off
+
+/* gpu_mode: GET_DISPLAY_INFO; prints "GPU MODE <w> <h>" of pmodes[0]. */
+gpu_mode:
+    mov edi, 0x0100
+    call gpu_req_begin
+    mov edi, 24
+    call gpu_cmd
+    cmp eax, 0x1101
+    jne virtio_fail
+    lea rdi, [rip + s_gpu_mode]
+    call puts
+    mov edi, dword ptr [gpu_resp + 24 + 8]
+    call put_hex
+    call space
+    mov edi, dword ptr [gpu_resp + 24 + 12]
+    call put_hex
+    jmp newline
+
+/* gpu_transfer_flush(edi = x, esi = y, edx = w, ecx = h) of resource 1: the transfer's
+ * offset is the rectangle's first pixel in the backing, as Linux computes it. */
+gpu_transfer_flush:
+    push r12
+    push r13
+    push r14
+    push r15
+    mov r12d, edi
+    mov r13d, esi
+    mov r14d, edx
+    mov r15d, ecx
+    mov edi, 0x0105
+    call gpu_req_begin
+    call gpu_req_rect
+    mov eax, r13d
+    imul eax, GPU_W
+    add eax, r12d
+    shl eax, 2
+    mov qword ptr [gpu_req + 40], rax
+    mov dword ptr [gpu_req + 48], 1
+    mov edi, 24 + 32
+    call gpu_cmd_ok
+    mov edi, 0x0104
+    call gpu_req_begin
+    call gpu_req_rect
+    mov dword ptr [gpu_req + 40], 1
+    mov edi, 24 + 24
+    call gpu_cmd_ok
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    ret
+
+gpu_req_rect:
+    mov dword ptr [gpu_req + 24], r12d
+    mov dword ptr [gpu_req + 28], r13d
+    mov dword ptr [gpu_req + 32], r14d
+    mov dword ptr [gpu_req + 36], r15d
+    ret
+
+/* gpu_req_begin(edi = command): a zeroed request with that type. */
+gpu_req_begin:
+    push rdi
+    mov rdi, offset gpu_req
+    xor eax, eax
+    mov ecx, 16
+    rep stosq
+    pop rdi
+    mov dword ptr [gpu_req], edi
+    ret
+
+/* gpu_cmd_ok(edi = request length): gpu_cmd, failing the test unless RESP_OK_NODATA. */
+gpu_cmd_ok:
+    call gpu_cmd
+    cmp eax, 0x1100
+    jne virtio_fail
+    ret
+
+/* gpu_cmd(edi = request length) -> eax: the response type. gpu_req out, gpu_resp in, on
+ * the control queue; polls the used ring. */
+gpu_cmd:
+    push rbx
+    mov ebx, edi
+    mov qword ptr [vio_q], 0
+    mov dword ptr [gpu_resp], 0
+    xor edi, edi
+    mov rsi, offset gpu_req
+    mov edx, ebx
+    mov ecx, 1                          /* NEXT */
+    call set_desc
+    mov edi, 1
+    mov rsi, offset gpu_resp
+    mov edx, 1100
+    mov ecx, 2                          /* WRITE */
+    call set_desc
+    call gpu_post_wait
+    mov eax, dword ptr [gpu_resp]
+    pop rbx
+    ret
+
+/* gpu_cursor_cmd: gpu_req (struct virtio_gpu_update_cursor, 56 bytes) on the cursor queue. */
+gpu_cursor_cmd:
+    mov qword ptr [vio_q], 1
+    xor edi, edi
+    mov rsi, offset gpu_req
+    mov edx, 56
+    xor ecx, ecx
+    call set_desc
+    call gpu_post_wait
+    mov qword ptr [vio_q], 0
+    ret
+
+/* gpu_post_wait: posts descriptor 0 of the current queue, polls until it is used. */
+gpu_post_wait:
+    call virtio_post
+    call ring_base
+    mov rcx, [vio_q]
+    lea rdx, [rip + vio_avail]
+    mov rcx, [rdx + rcx * 8]
+1:  movzx edx, word ptr [rax + RING_USED + 2]
+    cmp rdx, rcx
+    je 2f
+    pause
+    jmp 1b
+2:  ret
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -2209,6 +2508,14 @@ n_rng_moved:    .asciz "virtio-rng-moved"
 s_moved:        .asciz "BARS MOVED\n"
 n_blk_bench:    .asciz "blk-bench"
 n_input:        .asciz "input"
+n_gpu:          .asciz "gpu"
+s_gpu_mode:     .asciz "GPU MODE "
+s_gpu_edid:     .asciz "GPU EDID "
+s_gpu_frame:    .asciz "GPU FRAME\n"
+s_gpu_damage:   .asciz "GPU DAMAGE\n"
+s_gpu_cursor:   .asciz "GPU CURSOR\n"
+s_gpu_wait:     .asciz "GPU WAIT RESIZE\n"
+s_gpu_done:     .asciz "GPU DONE\n"
 s_input_name:   .asciz "INPUT NAME "
 s_input_ready:  .asciz "INPUT READY\n"
 s_input_ev:     .asciz "EV "
@@ -2255,6 +2562,7 @@ tests:
     .quad n_rng_moved, test_rng_moved
     .quad n_blk_bench, test_blk_bench
     .quad n_input, test_input
+    .quad n_gpu, test_gpu
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -2395,6 +2703,11 @@ input_name:     .skip 136
 input_led:      .skip 8
 input_avail:    .skip 8
 input_events:   .skip 64
+gpu_req:        .skip 128
+gpu_resp:       .skip 1104
+    .align 4096
+gpu_fb:         .skip 128 * 96 * 4
+gpu_cursor:     .skip 64 * 64 * 4
     .align 64
 net_rx:         .skip 2048
     .align 4096
