@@ -1440,7 +1440,7 @@ bench_request:
  * configuration space ("INPUT NAME <name>"), sends a Caps Lock LED event on the status
  * queue, keeps 8 event buffers posted on the event queue, says "INPUT READY", then prints
  * every event it receives as "EV <type> <code> <value>" (hex) until the host powers it
- * off. */
+ * off. Each arrival is also milestone 0x30 on the debug port. */
 test_input:
     push rbx
     push r12
@@ -1475,8 +1475,11 @@ test_input:
     xor ecx, ecx
     call set_desc
     call virtio_post
-    /* event queue: descriptors 0-7, 8 bytes each, device-writable, all available */
+    /* event queue: descriptors 0-7, 8 bytes each, device-writable, all available; the
+     * driver polls, so no interrupts */
     mov qword ptr [vio_q], 0
+    mov rax, offset vq_rings
+    mov word ptr [rax + RING_AVAIL], 1
     xor r12d, r12d
 1:  mov edi, r12d
     lea rsi, [r12 * 8 + input_events]
@@ -1502,7 +1505,9 @@ test_input:
     jne 4f
     pause
     jmp 3b
-4:  mov eax, r12d
+4:  mov al, 0x30                        /* milestone: an event arrived (latency bench) */
+    out DEBUG_PORT, al
+    mov eax, r12d
     and eax, 7
     mov r13d, dword ptr [rbx + RING_USED + 4 + rax * 8]   /* descriptor id */
     and r13d, 7
@@ -1546,14 +1551,7 @@ test_gpu:
     push rbx
     push r12
     push r13
-    call lapic_enable
-    mov qword ptr [vio_nqueues], 2
-    mov edi, 0x1050
-    call virtio_find
-    call virtio_start
-    mov rax, offset vq_rings
-    mov word ptr [rax + RING_AVAIL], 1
-    mov word ptr [rax + 4096 + RING_AVAIL], 1
+    call gpu_start
     /* GET_DISPLAY_INFO */
     call gpu_mode
     /* GET_EDID scanout 0 */
@@ -1587,14 +1585,11 @@ test_gpu:
     cmp r12d, GPU_H
     jb 1b
     /* RESOURCE_CREATE_2D id 1, B8G8R8X8, 128x96 */
-    mov edi, 0x0101
-    call gpu_req_begin
-    mov dword ptr [gpu_req + 24], 1
-    mov dword ptr [gpu_req + 28], 2
-    mov dword ptr [gpu_req + 32], GPU_W
-    mov dword ptr [gpu_req + 36], GPU_H
-    mov edi, 24 + 16
-    call gpu_cmd_ok
+    mov edi, 1
+    mov esi, 2
+    mov edx, GPU_W
+    mov ecx, GPU_H
+    call gpu_create
     /* RESOURCE_ATTACH_BACKING id 1: the framebuffer in two halves */
     mov edi, 0x0106
     call gpu_req_begin
@@ -1651,14 +1646,11 @@ test_gpu:
     mov eax, 0x0000ffff                 /* bytes ff ff 00 00: A=ff R=ff G=0 B=0 */
     rep stosd
     mov dword ptr [gpu_cursor], 0x33221180
-    mov edi, 0x0101
-    call gpu_req_begin
-    mov dword ptr [gpu_req + 24], 2
-    mov dword ptr [gpu_req + 28], 3
-    mov dword ptr [gpu_req + 32], 64
-    mov dword ptr [gpu_req + 36], 64
-    mov edi, 24 + 16
-    call gpu_cmd_ok
+    mov edi, 2
+    mov esi, 3
+    mov edx, 64
+    mov ecx, 64
+    call gpu_create
     mov edi, 0x0106
     call gpu_req_begin
     mov dword ptr [gpu_req + 24], 2
@@ -1704,6 +1696,39 @@ test_gpu:
     lea rdi, [rip + s_gpu_done]
     call puts
     call power_off
+
+/* gpu_start: finds virtio-gpu (1af4:1050), starts it with both queues, and asks for no
+ * interrupts on either (the driver polls). */
+gpu_start:
+    call lapic_enable
+    mov qword ptr [vio_nqueues], 2
+    mov edi, 0x1050
+    call virtio_find
+    call virtio_start
+    mov rax, offset vq_rings
+    mov word ptr [rax + RING_AVAIL], 1
+    mov word ptr [rax + 4096 + RING_AVAIL], 1
+    ret
+
+/* gpu_create(edi = resource id, esi = format, edx = width, ecx = height):
+ * RESOURCE_CREATE_2D, failing the test unless it succeeds. */
+gpu_create:
+    push rdi
+    push rsi
+    push rdx
+    push rcx
+    mov edi, 0x0101
+    call gpu_req_begin
+    pop rcx
+    pop rdx
+    pop rsi
+    pop rdi
+    mov dword ptr [gpu_req + 24], edi
+    mov dword ptr [gpu_req + 28], esi
+    mov dword ptr [gpu_req + 32], edx
+    mov dword ptr [gpu_req + 36], ecx
+    mov edi, 24 + 16
+    jmp gpu_cmd_ok
 
 /* gpu_mode: GET_DISPLAY_INFO; prints "GPU MODE <w> <h>" of pmodes[0]. */
 gpu_mode:
@@ -1828,6 +1853,186 @@ gpu_post_wait:
     pause
     jmp 1b
 2:  ret
+
+/* test=gpu-bench: frame cost through virtio-gpu. A 1920x1080 B8G8R8X8 resource backed by
+ * 2025 separate 4 KiB pages (as a driver's scattered pages would be), shown on the
+ * scanout; then 60 full-frame TRANSFER_TO_HOST_2D + RESOURCE_FLUSH pairs between
+ * milestones 0x20 and 0x21, 600 pairs for a 64x64 rectangle at (256, 256) between
+ * 0x22 and 0x23, 600 for a 1x1 rectangle (the fixed cost) between 0x24 and 0x25, and 100 for a
+ * 512x512 rectangle at (256, 256) between 0x26 and 0x27. */
+    .set BENCH_FB_W, 1920
+    .set BENCH_FB_H, 1080
+    .set BENCH_FB_PAGES, 2025
+test_gpu_bench:
+    push r12
+    call gpu_start
+    mov edi, 1
+    mov esi, 2
+    mov edx, BENCH_FB_W
+    mov ecx, BENCH_FB_H
+    call gpu_create
+    /* ATTACH_BACKING with one entry per page, built in gpu_big_req */
+    mov dword ptr [gpu_big_req], 0x0106
+    mov dword ptr [gpu_big_req + 24], 1
+    mov dword ptr [gpu_big_req + 28], BENCH_FB_PAGES
+    xor ecx, ecx
+    mov rax, offset bench_buf
+1:  mov rdx, rcx
+    shl rdx, 4
+    mov qword ptr [gpu_big_req + 32 + rdx], rax
+    mov dword ptr [gpu_big_req + 40 + rdx], 4096
+    add rax, 4096
+    inc ecx
+    cmp ecx, BENCH_FB_PAGES
+    jb 1b
+    mov qword ptr [vio_q], 0
+    xor edi, edi
+    mov rsi, offset gpu_big_req
+    mov edx, 24 + 8 + 16 * BENCH_FB_PAGES
+    mov ecx, 1
+    call set_desc
+    mov edi, 1
+    mov rsi, offset gpu_resp
+    mov edx, 1100
+    mov ecx, 2
+    call set_desc
+    call gpu_post_wait
+    cmp dword ptr [gpu_resp], 0x1100
+    jne virtio_fail
+    mov edi, 0x0103                     /* SET_SCANOUT */
+    call gpu_req_begin
+    mov dword ptr [gpu_req + 32], BENCH_FB_W
+    mov dword ptr [gpu_req + 36], BENCH_FB_H
+    mov dword ptr [gpu_req + 44], 1
+    mov edi, 24 + 24
+    call gpu_cmd_ok
+    mov al, 0x20
+    out DEBUG_PORT, al
+    xor r12d, r12d
+2:  xor edi, edi
+    xor esi, esi
+    mov edx, BENCH_FB_W
+    mov ecx, BENCH_FB_H
+    call bench_transfer_flush
+    inc r12d
+    cmp r12d, 60
+    jb 2b
+    mov al, 0x21
+    out DEBUG_PORT, al
+    mov al, 0x22
+    out DEBUG_PORT, al
+    xor r12d, r12d
+3:  mov edi, 256
+    mov esi, 256
+    mov edx, 64
+    mov ecx, 64
+    call bench_transfer_flush
+    inc r12d
+    cmp r12d, 600
+    jb 3b
+    mov al, 0x23
+    out DEBUG_PORT, al
+    mov al, 0x24                        /* a 1x1 rectangle: the fixed cost of a pair */
+    out DEBUG_PORT, al
+    xor r12d, r12d
+4:  mov edi, 256
+    mov esi, 256
+    mov edx, 1
+    mov ecx, 1
+    call bench_transfer_flush
+    inc r12d
+    cmp r12d, 600
+    jb 4b
+    mov al, 0x25
+    out DEBUG_PORT, al
+    mov al, 0x26                        /* a 512x512 rectangle */
+    out DEBUG_PORT, al
+    xor r12d, r12d
+5:  mov edi, 256
+    mov esi, 256
+    mov edx, 512
+    mov ecx, 512
+    call bench_transfer_flush
+    inc r12d
+    cmp r12d, 100
+    jb 5b
+    mov al, 0x27
+    out DEBUG_PORT, al
+    lea rdi, [rip + s_bench_done]
+    call puts
+    call power_off
+
+/* bench_transfer_flush(edi = x, esi = y, edx = w, ecx = h): TRANSFER_TO_HOST_2D (offset
+ * of the rectangle's first pixel in a 1920-wide frame) and RESOURCE_FLUSH of resource 1,
+ * posted together with one notification as Linux's driver does, then both awaited. */
+bench_transfer_flush:
+    push rbx
+    mov eax, esi
+    imul eax, BENCH_FB_W
+    add eax, edi
+    shl eax, 2
+    /* the transfer in gpu_req, the flush in gpu_req2 */
+    mov dword ptr [gpu_req], 0x0105
+    mov dword ptr [gpu_req + 24], edi
+    mov dword ptr [gpu_req + 28], esi
+    mov dword ptr [gpu_req + 32], edx
+    mov dword ptr [gpu_req + 36], ecx
+    mov qword ptr [gpu_req + 40], rax
+    mov dword ptr [gpu_req + 48], 1
+    mov dword ptr [gpu_req2], 0x0104
+    mov dword ptr [gpu_req2 + 24], edi
+    mov dword ptr [gpu_req2 + 28], esi
+    mov dword ptr [gpu_req2 + 32], edx
+    mov dword ptr [gpu_req2 + 36], ecx
+    mov dword ptr [gpu_req2 + 40], 1
+    mov qword ptr [vio_q], 0
+    xor edi, edi
+    mov rsi, offset gpu_req
+    mov edx, 24 + 32
+    mov ecx, 1
+    call set_desc
+    mov edi, 1
+    mov rsi, offset gpu_resp
+    mov edx, 24
+    mov ecx, 2
+    call set_desc
+    mov edi, 2
+    mov rsi, offset gpu_req2
+    mov edx, 24 + 24
+    mov ecx, 1
+    call set_desc
+    mov edi, 3
+    mov rsi, offset gpu_resp2
+    mov edx, 24
+    mov ecx, 2
+    call set_desc
+    /* avail ring: heads 0 and 2, then one notification */
+    call ring_base
+    mov rbx, rax
+    mov rcx, [vio_avail]
+    mov edx, ecx
+    and edx, 7
+    mov word ptr [rbx + RING_AVAIL + 4 + rdx * 2], 0
+    inc ecx
+    mov edx, ecx
+    and edx, 7
+    mov word ptr [rbx + RING_AVAIL + 4 + rdx * 2], 2
+    inc rcx
+    mov [vio_avail], rcx
+    mov word ptr [rbx + RING_AVAIL + 2], cx
+    mov rdx, [vio_qnotify]
+    mov word ptr [rdx], 0
+1:  movzx edx, word ptr [rbx + RING_USED + 2]
+    cmp rdx, rcx
+    je 2f
+    pause
+    jmp 1b
+2:  cmp dword ptr [gpu_resp], 0x1100
+    jne virtio_fail
+    cmp dword ptr [gpu_resp2], 0x1100
+    jne virtio_fail
+    pop rbx
+    ret
 
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
@@ -2509,6 +2714,7 @@ s_moved:        .asciz "BARS MOVED\n"
 n_blk_bench:    .asciz "blk-bench"
 n_input:        .asciz "input"
 n_gpu:          .asciz "gpu"
+n_gpu_bench:    .asciz "gpu-bench"
 s_gpu_mode:     .asciz "GPU MODE "
 s_gpu_edid:     .asciz "GPU EDID "
 s_gpu_frame:    .asciz "GPU FRAME\n"
@@ -2562,6 +2768,7 @@ tests:
     .quad n_rng_moved, test_rng_moved
     .quad n_blk_bench, test_blk_bench
     .quad n_input, test_input
+    .quad n_gpu_bench, test_gpu_bench
     .quad n_gpu, test_gpu
     .quad n_blk, test_blk
     .quad 0, 0
@@ -2705,10 +2912,13 @@ input_avail:    .skip 8
 input_events:   .skip 64
 gpu_req:        .skip 128
 gpu_resp:       .skip 1104
+gpu_req2:       .skip 64
+gpu_resp2:      .skip 24
     .align 4096
 gpu_fb:         .skip 128 * 96 * 4
 gpu_cursor:     .skip 64 * 64 * 4
+gpu_big_req:    .skip 24 + 8 + 16 * 2025
     .align 64
 net_rx:         .skip 2048
     .align 4096
-bench_buf:      .skip 1048576
+bench_buf:      .skip 2025 * 4096   /* the blk bench's buffer, and the GPU bench's frame */

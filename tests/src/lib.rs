@@ -187,35 +187,61 @@ pub fn run_qemu_watching(
     kernel: &Path,
     cmdline: &str,
     extra: &[&str],
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> String {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ])
+    .args(["-kernel", kernel.to_str().unwrap(), "-append", cmdline])
+    .args(extra);
+    run_watching(qemu, "QEMU", on_line)
+}
+
+/// Runs a User-Mode Linux `kernel` (from `uml_kernel`) with `initrd` and `args` (kernel
+/// parameters, including UML's own such as `virtio_uml.device=`), its console on stdout,
+/// until the guest halts; calls `on_line` with each console line as it arrives and returns
+/// what it printed.
+pub fn run_uml_watching(
+    kernel: &Path,
+    initrd: &Path,
+    args: &[&str],
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> String {
+    let mut uml = Command::new(kernel);
+    uml.args(["mem=256M", "con=null", "con0=null,fd:1", "console=tty0"])
+        .arg(format!("initrd={}", initrd.display()))
+        .args(args)
+        // UML maps its memory from a file under TMPDIR, best on tmpfs.
+        .env(
+            "TMPDIR",
+            if Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() },
+        );
+    run_watching(uml, "UML", on_line)
+}
+
+/// Runs `command` with stdin closed, calling `on_line` for each line of its stdout, until it
+/// exits (at most `TIMEOUT`); returns its stdout.
+fn run_watching(
+    mut command: Command,
+    what: &str,
     mut on_line: impl FnMut(&str) + Send + 'static,
 ) -> String {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-nodefaults",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-kernel", kernel.to_str().unwrap(), "-append", cmdline])
-        .args(extra)
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("qemu starts");
-    // Read both pipes while QEMU runs: a full pipe would stall the guest.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = pipe.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
+        .unwrap_or_else(|e| panic!("{what} starts: {e}"));
+    // Read both pipes while it runs: a full pipe would stall the guest.
     let stdout = {
         let pipe = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -232,7 +258,14 @@ pub fn run_qemu_watching(
             text
         })
     };
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let stderr = {
+        let mut pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
     let deadline = Instant::now() + TIMEOUT;
     let finished = loop {
         if child.try_wait().unwrap().is_some() {
@@ -247,9 +280,9 @@ pub fn run_qemu_watching(
     };
     let out = stdout.join().unwrap();
     let err = stderr.join().unwrap();
-    assert!(finished, "QEMU did not finish in {TIMEOUT:?}; its console said:\n{out}\n{err}");
+    assert!(finished, "{what} did not finish in {TIMEOUT:?}; its console said:\n{out}\n{err}");
     if !err.trim().is_empty() {
-        eprintln!("QEMU stderr: {err}");
+        eprintln!("{what} stderr: {err}");
     }
     out.replace("\r\n", "\n")
 }
@@ -266,6 +299,18 @@ pub fn default_linux_guest() -> (PathBuf, PathBuf) {
     );
     let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
     (dir.join("vmlinuz"), dir.join("initrd.gz"))
+}
+
+/// Builds (or finds in the cache) the User-Mode Linux kernel from `assets/uml`.
+pub fn uml_kernel() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/uml/build.sh");
+    let out = Command::new("bash").arg(&script).output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "building the UML kernel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// Runs the test guest under `qemu-system-x86_64 -accel kvm` with QEMU's debugcon on the

@@ -6,6 +6,7 @@
 //! keeps the newest ones and counts what it dropped.
 
 pub mod evdev;
+pub mod keymap;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};

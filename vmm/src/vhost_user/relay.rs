@@ -9,6 +9,10 @@
 //! frontend asked for, at the first moment the backend may take it. Without protocol
 //! features the rings start enabled (vhost-user spec, "Ring states") and held requests are
 //! moot.
+//!
+//! And it trims a SET_MEM_TABLE whose body is longer than its regions: User-Mode Linux's
+//! virtio_uml always sends room for two regions and says how many it filled, while the
+//! vhost crate wants the body to be exactly the regions given.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -29,6 +33,10 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_FDS: usize = 32;
 
 const SET_FEATURES: u32 = 2;
+const SET_MEM_TABLE: u32 = 5;
+/// struct VhostUserMemory (nregions, padding) and one VhostUserMemoryRegion.
+const MEM_TABLE_HEADER: usize = 8;
+const MEM_REGION_LEN: usize = 32;
 const SET_VRING_ENABLE: u32 = 18;
 const SET_BACKEND_REQ_FD: u32 = 21;
 /// Backend-to-frontend request: the device's configuration changed (a disk grew).
@@ -191,6 +199,20 @@ impl Relay {
                 }
                 Routed { to_backend, to_frontend: None }
             }
+            SET_MEM_TABLE => {
+                let mut msg = msg;
+                if msg.body.len() >= MEM_TABLE_HEADER {
+                    let regions = u32::from_le_bytes(msg.body[0..4].try_into().expect("4 bytes"));
+                    let len = MEM_TABLE_HEADER
+                        .saturating_add((regions as usize).saturating_mul(MEM_REGION_LEN));
+                    // Only ever shorter: a body too short for its regions is the backend's to
+                    // refuse.
+                    if len < msg.body.len() {
+                        msg.body.truncate(len);
+                    }
+                }
+                Routed { to_backend: vec![msg], to_frontend: None }
+            }
             _ => Routed { to_backend: vec![msg], to_frontend: None },
         }
     }
@@ -283,6 +305,23 @@ mod tests {
         let routed = relay.route(features(1 << 32));
         assert_eq!(routed.to_backend.len(), 1);
         assert_eq!(routed.to_backend[0].request, SET_FEATURES);
+    }
+
+    #[test]
+    fn a_memory_table_longer_than_its_regions_is_trimmed() {
+        let table = |regions: u32, room: usize| {
+            let mut body = regions.to_le_bytes().to_vec();
+            body.resize(MEM_TABLE_HEADER + room * MEM_REGION_LEN, 0xab);
+            Message::new(SET_MEM_TABLE, FLAG_VERSION, body)
+        };
+        let len = |m: Message| Relay::default().route(m).to_backend[0].body.len();
+        // UML: one region filled, room for two.
+        assert_eq!(len(table(1, 2)), MEM_TABLE_HEADER + MEM_REGION_LEN);
+        assert_eq!(len(table(2, 2)), MEM_TABLE_HEADER + 2 * MEM_REGION_LEN, "exact: untouched");
+        // Too short for what it claims, or absurd: passed on for the backend to refuse.
+        assert_eq!(len(table(3, 2)), MEM_TABLE_HEADER + 2 * MEM_REGION_LEN);
+        assert_eq!(len(table(u32::MAX, 1)), MEM_TABLE_HEADER + MEM_REGION_LEN);
+        assert_eq!(len(Message::new(SET_MEM_TABLE, FLAG_VERSION, vec![1, 0])), 2);
     }
 
     #[test]

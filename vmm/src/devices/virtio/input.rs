@@ -17,7 +17,8 @@ use crate::vstate::memory::GuestMem;
 
 const EVENTQ: usize = 0;
 const STATUSQ: usize = 1;
-const QUEUE_SIZE: u16 = 64;
+/// As QEMU and UML size their rings (vhost-user has no way to ask for less).
+const QUEUE_SIZE: u16 = 256;
 const EVENT_BYTES: usize = 8;
 
 // struct virtio_input_config selectors (§5.8.5).
