@@ -70,6 +70,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
             )
             .chain((!args.no_net).then_some(DeviceConfig::Net { mac, forwards: args.forward }))
             .collect(),
+        // Headless: the serial console is the guest's screen.
+        boot_framebuffer: None,
     };
     console(config)
 }

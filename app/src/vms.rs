@@ -4,6 +4,7 @@
 //! `vmm::MachineConfig` at power-on.
 
 use std::path::{Path, PathBuf};
+use vmm::display::boot_fb::FramebufferMode;
 
 use anyhow::{Context, bail};
 use vm_library::bundle::Bundle;
@@ -305,6 +306,26 @@ pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
                 .collect(),
         });
     }
+    // The screen and what types into it: a GPU starting in the configured size (or
+    // 1024x768 when it follows the window, which then asks for its own size), a boot
+    // framebuffer for the console before the GPU driver loads, keyboard, tablet, mouse.
+    let mode = match c.display.value {
+        vm_library::config::Display::Fixed { width, height } => (width, height),
+        vm_library::config::Display::FollowWindow => (1024, 768),
+    };
+    devices.push(DeviceConfig::Gpu(vmm::devices::virtio::gpu::GpuConfig {
+        mode,
+        ..Default::default()
+    }));
+    for kind in vmm::InputKind::ALL {
+        devices.push(DeviceConfig::Input(kind));
+    }
+    let fb = FramebufferMode { width: mode.0, height: mode.1 };
+    let boot_framebuffer = Some(if fb.check().is_ok() {
+        fb
+    } else {
+        FramebufferMode { width: 1024, height: 768 } // too large for the boot framebuffer
+    });
     Ok(MachineConfig {
         vcpus: u8::try_from(c.vcpus).context("vcpus")?,
         memory_bytes: c.memory_mib << 20,
@@ -315,6 +336,7 @@ pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
         },
         on_guest_reboot: RebootPolicy::Restart,
         devices,
+        boot_framebuffer,
     })
 }
 

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use vessel_tests::{GuestSpec, TIMEOUT};
-use vmm::devices::virtio::gpu::GpuLimits;
+use vmm::devices::virtio::gpu::GpuConfig;
 use vmm::input::evdev::KEY_A;
 use vmm::{DeviceConfig, Event, InputKind, Machine, MachineState};
 
@@ -47,7 +47,7 @@ fn between(marks: &[(u8, Duration)], start: u8, end: u8) -> Duration {
 /// Per pair through the device: a full frame, then 64x64, 1x1 and 512x512 rectangles.
 fn vessel_frames() -> [Duration; 4] {
     let mut spec = GuestSpec::new("gpu-bench");
-    spec.devices = vec![DeviceConfig::Gpu(GpuLimits::default())];
+    spec.devices = vec![DeviceConfig::Gpu(GpuConfig::default())];
     let handle = Machine::build(spec.config(), None).expect("machine builds");
     handle.start().unwrap();
     let marks = milestones(&handle);

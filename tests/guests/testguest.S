@@ -12,7 +12,7 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input, gpu.
+ * input, gpu, gpu-bench, fb.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2034,6 +2034,92 @@ bench_transfer_flush:
     pop rbx
     ret
 
+/* test=fb: the boot framebuffer from boot_params.screen_info (Linux 64-bit boot only):
+ * "FB <isVGA> <width> <height> <depth> <base> <line length> <size in 64 KiB>", then the
+ * whole screen drawn (pixel (x, y) = blue x & 0xff, green y & 0xff, red 0x30) and
+ * "FB DRAWN"; then, after any byte on COM1, a white 8x8 square at (100, 50) and
+ * "FB SQUARE". Then it waits to be powered off. */
+test_fb:
+    push rbx
+    push r12
+    push r13
+    cmp dword ptr [boot_proto], 2
+    jne 9f
+    mov rbx, [boot_ptr]
+    lea rdi, [rip + s_fb]
+    call puts
+    movzx edi, byte ptr [rbx + 15]
+    call put_hex
+    call space
+    movzx edi, word ptr [rbx + 18]
+    call put_hex
+    call space
+    movzx edi, word ptr [rbx + 20]
+    call put_hex
+    call space
+    movzx edi, word ptr [rbx + 22]
+    call put_hex
+    call space
+    mov edi, dword ptr [rbx + 24]
+    call put_hex
+    call space
+    movzx edi, word ptr [rbx + 36]
+    call put_hex
+    call space
+    mov edi, dword ptr [rbx + 28]
+    call put_hex
+    call newline
+    cmp byte ptr [rbx + 15], 0x23       /* VIDEO_TYPE_VLFB */
+    jne 9f
+    xor r12d, r12d                      /* y */
+1:  xor r13d, r13d                      /* x */
+2:  movzx eax, r13b
+    movzx ecx, r12b
+    shl ecx, 8
+    or eax, ecx
+    or eax, 0x300000
+    movzx ecx, word ptr [rbx + 36]
+    imul ecx, r12d
+    lea ecx, [rcx + r13 * 4]
+    mov edx, dword ptr [rbx + 24]
+    mov dword ptr [rdx + rcx], eax
+    inc r13d
+    cmp r13w, word ptr [rbx + 18]
+    jb 2b
+    inc r12d
+    cmp r12w, word ptr [rbx + 20]
+    jb 1b
+    lea rdi, [rip + s_fb_drawn]
+    call puts
+    mov dx, COM1 + 5                    /* wait for a byte */
+3:  in al, dx
+    test al, 1
+    jnz 4f
+    pause
+    jmp 3b
+4:  mov dx, COM1
+    in al, dx
+    mov r12d, 50
+5:  mov r13d, 100
+6:  movzx ecx, word ptr [rbx + 36]
+    imul ecx, r12d
+    lea ecx, [rcx + r13 * 4]
+    mov edx, dword ptr [rbx + 24]
+    mov dword ptr [rdx + rcx], 0xffffff
+    inc r13d
+    cmp r13d, 108
+    jb 6b
+    inc r12d
+    cmp r12d, 58
+    jb 5b
+    lea rdi, [rip + s_fb_square]
+    call puts
+7:  pause
+    jmp 7b
+9:  lea rdi, [rip + s_fb_none]
+    call puts
+    call power_off
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -2714,6 +2800,11 @@ s_moved:        .asciz "BARS MOVED\n"
 n_blk_bench:    .asciz "blk-bench"
 n_input:        .asciz "input"
 n_gpu:          .asciz "gpu"
+n_fb:           .asciz "fb"
+s_fb:           .asciz "FB "
+s_fb_drawn:     .asciz "FB DRAWN\n"
+s_fb_square:    .asciz "FB SQUARE\n"
+s_fb_none:      .asciz "FB NONE\n"
 n_gpu_bench:    .asciz "gpu-bench"
 s_gpu_mode:     .asciz "GPU MODE "
 s_gpu_edid:     .asciz "GPU EDID "
@@ -2770,6 +2861,7 @@ tests:
     .quad n_input, test_input
     .quad n_gpu_bench, test_gpu_bench
     .quad n_gpu, test_gpu
+    .quad n_fb, test_fb
     .quad n_blk, test_blk
     .quad 0, 0
 

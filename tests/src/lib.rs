@@ -40,6 +40,7 @@ pub struct GuestSpec {
     pub memory_bytes: u64,
     pub on_guest_reboot: RebootPolicy,
     pub devices: Vec<DeviceConfig>,
+    pub boot_framebuffer: Option<vmm::display::boot_fb::FramebufferMode>,
 }
 
 impl GuestSpec {
@@ -52,6 +53,7 @@ impl GuestSpec {
             memory_bytes: 128 << 20,
             on_guest_reboot: RebootPolicy::Stop,
             devices: vec![DeviceConfig::Rng],
+            boot_framebuffer: None,
         }
     }
 
@@ -66,6 +68,7 @@ impl GuestSpec {
             },
             on_guest_reboot: self.on_guest_reboot,
             devices: self.devices.clone(),
+            boot_framebuffer: self.boot_framebuffer,
         }
     }
 

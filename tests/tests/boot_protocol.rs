@@ -59,7 +59,7 @@ fn check_report(spec: &GuestSpec, proto: &str) -> GuestRun {
         })
         .collect();
     let expected: Vec<(u64, u64, u32)> =
-        e820_map(spec.memory_bytes).iter().map(|e| (e.addr, e.size, e.kind)).collect();
+        e820_map(spec.memory_bytes, None).iter().map(|e| (e.addr, e.size, e.kind)).collect();
     assert_eq!(seen, expected, "e820\n{out}");
 
     assert_eq!(run.lines_with("CMDLINE"), vec![spec.cmdline.clone()]);

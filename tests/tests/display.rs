@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use vessel_tests::*;
 use vmm::DeviceConfig;
-use vmm::devices::virtio::gpu::GpuLimits;
+use vmm::devices::virtio::gpu::GpuConfig;
 use vmm::display::{Damage, Rect, edid};
 
 const W: u32 = 128;
@@ -26,7 +26,7 @@ fn expected(x: u32, y: u32, with_rect: bool) -> [u8; 3] {
 #[test]
 fn the_guest_draws_through_virtio_gpu_onto_the_display() {
     let mut spec = GuestSpec::new("gpu");
-    spec.devices = vec![DeviceConfig::Gpu(GpuLimits::default())];
+    spec.devices = vec![DeviceConfig::Gpu(GpuConfig::default())];
     let handle = vmm::Machine::build(spec.config(), None).expect("machine builds");
     let display = handle.display();
     // Every repaint: the damage since the last one, as an app would see it.
@@ -98,4 +98,60 @@ fn the_guest_draws_through_virtio_gpu_onto_the_display() {
         run.lines_with("GPU MODE"),
         vec!["0000000000000400 0000000000000300", "0000000000000320 0000000000000258"]
     );
+}
+
+/// The boot framebuffer: the guest (booted by the Linux 64-bit protocol) finds it in
+/// boot_params.screen_info as a VESA linear framebuffer, draws into it, and the display
+/// shows what it drew, then only the square it adds as damage.
+#[test]
+fn the_boot_framebuffer_is_described_to_the_guest_and_shown() {
+    use vmm::display::boot_fb::FramebufferMode;
+    let mut spec = GuestSpec::new("fb");
+    spec.kernel = testguest_bzimage();
+    spec.boot_framebuffer = Some(FramebufferMode { width: 640, height: 480 });
+    spec.devices = vec![];
+    let mut run = spec.boot();
+    let display = run.handle.display();
+    run.expect_output("FB DRAWN\n");
+    // VLFB, 640x480x32 at 0xf0000000, 2560 bytes a line, 1200 KiB in 64 KiB units.
+    let fields: Vec<u64> = run.lines_with("FB")[0].split_whitespace().map(hex).collect::<Vec<_>>();
+    assert_eq!(fields, [0x23, 640, 480, 32, 0xf000_0000, 2560, 19]);
+    let pattern = |f: &vmm::display::Frame<'_>, x: usize, y: usize| {
+        let at = y * f.stride + x * 4;
+        f.pixels[at..at + 3] == [x as u8, y as u8, 0x30]
+    };
+    // The refresher copies it within a few of its 33 ms periods (a pass may catch it half
+    // drawn; the next one completes it).
+    let samples = [(0, 0), (1, 2), (255, 255), (256, 300), (600, 17), (639, 479)];
+    let shown = run.wait_until(TIMEOUT, |_| {
+        display.read(0, |f| samples.iter().all(|&(x, y)| pattern(&f, x, y))).unwrap_or(false)
+    });
+    assert!(shown, "the display never showed the guest's drawing");
+    let generation = display
+        .read(0, |f| {
+            assert_eq!((f.width, f.height), (640, 480));
+            f.generation
+        })
+        .unwrap();
+    run.handle.send_serial(b"s").unwrap();
+    run.expect_output("FB SQUARE\n");
+    let white = |f: &vmm::display::Frame<'_>, x: usize, y: usize| {
+        let at = y * f.stride + x * 4;
+        f.pixels[at..at + 3] == [0xff, 0xff, 0xff]
+    };
+    let whole = run.wait_until(TIMEOUT, |_| {
+        display.read(0, |f| white(&f, 100, 50) && white(&f, 107, 57)).unwrap_or(false)
+    });
+    assert!(whole, "the display never showed the square");
+    // The damage since: the square (a refresh may have caught it half drawn, in two parts).
+    // Pixels reach the copy before their damage is published, so the first drawing's
+    // whole-screen damage may also land after `generation`.
+    let Damage::Rects(mut rects) = display.read(generation, |f| f.damage).unwrap() else {
+        panic!("rectangles expected")
+    };
+    rects.retain(|r| *r != Rect::new(0, 0, 640, 480));
+    let (x0, y0) = (rects.iter().map(|r| r.x).min(), rects.iter().map(|r| r.y).min());
+    let x1 = rects.iter().map(|r| r.x + r.width).max();
+    let y1 = rects.iter().map(|r| r.y + r.height).max();
+    assert_eq!((x0, y0, x1, y1), (Some(100), Some(50), Some(108), Some(58)), "{rects:?}");
 }

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmm::devices::virtio::VirtioDevice;
-use vmm::devices::virtio::gpu::{Gpu, GpuLimits};
+use vmm::devices::virtio::gpu::{Gpu, GpuConfig, GpuLimits};
 use vmm::display::Display;
 
 mod common;
@@ -12,7 +12,7 @@ mod common;
 fuzz_target!(|data: &[u8]| {
     let display = Display::new().unwrap();
     let limits = GpuLimits { max_resource_bytes: 4 << 20, max_resources: 8 };
-    let mut gpu = Gpu::new(display.clone(), limits);
+    let mut gpu = Gpu::new(display.clone(), GpuConfig { limits, ..Default::default() });
     let (mem, control) = common::guest(data);
     let (_, cursor) = common::guest(data); // the same rings, read afresh
     let mut queues = [control, cursor];

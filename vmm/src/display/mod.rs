@@ -10,6 +10,7 @@
 //! tells the guest (virtio-gpu's display event) and the guest re-modes, like VMware's
 //! autofit.
 
+pub mod boot_fb;
 pub mod edid;
 
 use std::collections::VecDeque;
@@ -175,8 +176,12 @@ const DAMAGE_LOG: usize = 64;
 #[derive(Default)]
 struct State {
     generation: u64,
-    /// The scanout: an image and the part of it shown.
+    /// What is shown: the GPU's scanout if it has one, else the boot framebuffer's.
     scanout: Option<(SharedImage, Rect)>,
+    /// The virtio-gpu scanout (an image and the part of it shown).
+    gpu: Option<(SharedImage, Rect)>,
+    /// The boot framebuffer's copy, shown until a GPU driver sets a scanout.
+    boot: Option<(SharedImage, Rect)>,
     /// (generation, rectangle) of recent changes; a generation not covered means Full.
     damage: VecDeque<(u64, Rect)>,
     /// The oldest generation `damage` describes completely.
@@ -234,6 +239,8 @@ impl Display {
 
     /// Lets `f` look at the current frame, with what changed since generation `since`
     /// (0: never read). Returns `f`'s result, or None when the guest shows nothing.
+    /// Pixels can be newer than the generation (a device writes them, then publishes the
+    /// damage): a reader that draws what it sees will be told about them again.
     pub fn read<R>(&self, since: u64, f: impl FnOnce(Frame<'_>) -> R) -> Option<R> {
         let state = lock(&self.shared.state);
         let (image, rect) = state.scanout.as_ref()?;
@@ -285,9 +292,29 @@ impl Display {
         &self.shared.resize
     }
 
-    /// Shows `rect` of `image` (a new scanout), or nothing.
+    /// The GPU shows `rect` of `image` (a new scanout), or nothing (then the boot
+    /// framebuffer, if there is one, shows again).
     pub(crate) fn set_scanout(&self, scanout: Option<(SharedImage, Rect)>) {
         let mut state = lock(&self.shared.state);
+        state.gpu = scanout;
+        self.show(state);
+    }
+
+    /// The boot framebuffer's copy (shown while the GPU shows nothing), or none.
+    pub(crate) fn set_boot_scanout(&self, scanout: Option<(SharedImage, Rect)>) {
+        let mut state = lock(&self.shared.state);
+        state.boot = scanout;
+        self.show(state);
+    }
+
+    /// Whether the boot framebuffer is what is shown.
+    pub(crate) fn showing_boot(&self) -> bool {
+        let state = lock(&self.shared.state);
+        state.gpu.is_none() && state.boot.is_some()
+    }
+
+    fn show(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        let scanout = state.gpu.clone().or_else(|| state.boot.clone());
         let same = match (&state.scanout, &scanout) {
             (Some((a, ra)), Some((b, rb))) => Arc::ptr_eq(a, b) && ra == rb,
             (None, None) => true,

@@ -24,6 +24,9 @@ pub struct MachineConfig {
     pub on_guest_reboot: RebootPolicy,
     /// PCI devices, in slot order after the host bridge.
     pub devices: Vec<DeviceConfig>,
+    /// A boot framebuffer in this mode, described to Linux in boot_params.screen_info
+    /// and shown on the `Display` until a GPU driver takes over.
+    pub boot_framebuffer: Option<crate::display::boot_fb::FramebufferMode>,
 }
 
 /// A device on the machine's PCI bus.
@@ -35,8 +38,8 @@ pub enum DeviceConfig {
     Block { path: std::path::PathBuf, read_only: bool },
     /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
-    /// A virtio-gpu (2D) showing on the handle's `Display`, within these limits.
-    Gpu(crate::devices::virtio::gpu::GpuLimits),
+    /// A virtio-gpu (2D) showing on the handle's `Display`.
+    Gpu(crate::devices::virtio::gpu::GpuConfig),
     /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
     Input(crate::input::InputKind),
 }
@@ -53,6 +56,7 @@ impl MachineConfig {
             boot,
             on_guest_reboot: RebootPolicy::Restart,
             devices: vec![DeviceConfig::Rng],
+            boot_framebuffer: None,
         }
     }
 
@@ -60,6 +64,9 @@ impl MachineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(format!("{} vCPUs requested; a machine has 1 to {MAX_VCPUS}", self.vcpus));
+        }
+        if let Some(fb) = self.boot_framebuffer {
+            fb.check().map_err(|e| e.to_string())?;
         }
         Ok(())
     }

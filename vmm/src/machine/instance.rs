@@ -35,6 +35,7 @@ use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
 use crate::display::Display;
+use crate::display::boot_fb::BootFramebuffer;
 use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
@@ -65,6 +66,8 @@ pub struct Instance {
     /// Kept for as long as the vCPU threads and devices run (dropped after them).
     vm: Arc<VmFd>,
     mem: GuestMem,
+    /// Its memory slot goes with the VM, so it is dropped after it.
+    boot_fb: Option<BootFramebuffer>,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -96,7 +99,15 @@ impl Instance {
 
         let mem = memory::create_guest_memory(config.memory_bytes)?;
         memory::register_with_kvm(&vm, &mem)?;
-        let layout = boot::load(&mem, &config.boot)?;
+        let layout = boot::load(&mem, &config.boot, config.boot_framebuffer)?;
+        let boot_fb = match config.boot_framebuffer {
+            Some(mode) => {
+                let fb = BootFramebuffer::new(mode).map_err(MachineError::Framebuffer)?;
+                memory::register_framebuffer(&vm, &mem, &fb)?;
+                Some(fb)
+            }
+            None => None,
+        };
         acpi::write_tables(&mem, config.vcpus)?;
 
         let power = power_sink(env.control.clone(), generation);
@@ -118,7 +129,11 @@ impl Instance {
             ged,
             vm,
             mem,
+            boot_fb,
         };
+        if let Some(fb) = &mut instance.boot_fb {
+            fb.start(env.display.clone()).map_err(MachineError::Framebuffer)?;
+        }
         for (index, device) in virtio.into_iter().enumerate() {
             let name = format!("vessel-virtio{index}");
             instance.io_threads.push(IoThread::spawn(name, device).map_err(MachineError::Thread)?);
@@ -241,7 +256,7 @@ fn build_devices(
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::Rng => Box::new(Rng),
-            DeviceConfig::Gpu(limits) => Box::new(Gpu::new(env.display.clone(), *limits)),
+            DeviceConfig::Gpu(gpu) => Box::new(Gpu::new(env.display.clone(), *gpu)),
             DeviceConfig::Input(kind) => Box::new(Input::new(*kind, env.input.clone())),
             DeviceConfig::Block { path, read_only } => {
                 disks += 1;

@@ -51,6 +51,8 @@ pub enum MachineError {
     Block(#[from] crate::devices::virtio::block::BlockError),
     #[error(transparent)]
     Net(crate::devices::net::passt::PasstError),
+    #[error(transparent)]
+    Framebuffer(crate::display::boot_fb::FramebufferError),
     #[error("interrupt routing")]
     Irq(#[from] crate::vstate::irq::IrqError),
     #[error("invalid machine configuration: {0}")]

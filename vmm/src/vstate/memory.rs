@@ -4,8 +4,8 @@
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::arch::x86_64::layout::{
-    BIOS_AREA_END, BIOS_AREA_START, EBDA_START, FOUR_GIB, HIMEM_START, MMIO_HOLE_START,
-    PCI_ECAM_SIZE, PCI_ECAM_START,
+    BIOS_AREA_END, BIOS_AREA_START, BOOT_FB_START, EBDA_START, FOUR_GIB, HIMEM_START,
+    MMIO_HOLE_START, PCI_ECAM_SIZE, PCI_ECAM_START,
 };
 
 /// Guest memory as Vessel uses it.
@@ -86,6 +86,28 @@ pub fn register_with_kvm(vm: &kvm_ioctls::VmFd, mem: &GuestMem) -> Result<(), Me
     Ok(())
 }
 
+/// Registers the boot framebuffer's memory as the KVM slot after guest RAM's, at
+/// `BOOT_FB_START`.
+pub fn register_framebuffer(
+    vm: &kvm_ioctls::VmFd,
+    mem: &GuestMem,
+    fb: &crate::display::boot_fb::BootFramebuffer,
+) -> Result<(), MemoryError> {
+    let slot = mem.num_regions() as u32;
+    let (addr, len) = fb.host_mapping();
+    let region_desc = kvm_bindings::kvm_userspace_memory_region {
+        slot,
+        guest_phys_addr: BOOT_FB_START,
+        memory_size: len,
+        userspace_addr: addr,
+        flags: 0,
+    };
+    // SAFETY: the mapping belongs to `fb`, which the machine drops only after the VM fd
+    // (the instance's field order says so).
+    unsafe { vm.set_user_memory_region(region_desc) }
+        .map_err(|source| MemoryError::RegisterSlot { slot, source })
+}
+
 /// E820 entry types (ACPI 6.5 §15, "System Address Map Interfaces").
 pub const E820_RAM: u32 = 1;
 pub const E820_RESERVED: u32 = 2;
@@ -100,8 +122,9 @@ pub struct E820Entry {
 
 /// The e820 map of a machine with `size` bytes of RAM: usable RAM below the EBDA, the BIOS
 /// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole, the PCI ECAM window
-/// reserved (PCI Firmware 3.2 §4.1.2 asks for it), RAM above 4 GiB.
-pub fn e820_map(size: u64) -> Vec<E820Entry> {
+/// reserved (PCI Firmware 3.2 §4.1.2 asks for it), the boot framebuffer's
+/// `framebuffer_bytes` reserved if there is one, RAM above 4 GiB; in address order.
+pub fn e820_map(size: u64, framebuffer_bytes: Option<u64>) -> Vec<E820Entry> {
     let mut map = vec![
         E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
         E820Entry {
@@ -114,16 +137,15 @@ pub fn e820_map(size: u64) -> Vec<E820Entry> {
         let end = start.raw_value() + len as u64;
         // The first range starts at 0, but only RAM from 1 MiB up is free for the OS.
         let start = if i == 0 { HIMEM_START } else { start.raw_value() };
-        if start == FOUR_GIB {
-            map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
-        }
         if end > start {
             map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
         }
     }
-    if size <= MMIO_HOLE_START {
-        map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
+    map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
+    if let Some(bytes) = framebuffer_bytes {
+        map.push(E820Entry { addr: BOOT_FB_START, size: bytes, kind: E820_RESERVED });
     }
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -144,7 +166,7 @@ mod tests {
     fn small_machine_has_one_range_and_matching_e820() {
         let size = 256 << 20;
         assert_eq!(ram_ranges(size), vec![(GuestAddress(0), size as usize)]);
-        let map = e820_map(size);
+        let map = e820_map(size, None);
         assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
         assert_eq!(map[1].kind, E820_RESERVED);
         assert_eq!(
@@ -164,7 +186,7 @@ mod tests {
         let ranges = ram_ranges(size);
         assert_eq!(ranges[0], (GuestAddress(0), MMIO_HOLE_START as usize));
         assert_eq!(ranges[1], (GuestAddress(FOUR_GIB), (size - MMIO_HOLE_START) as usize));
-        let map = e820_map(size);
+        let map = e820_map(size, None);
         assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
         assert_eq!(
             map[3],

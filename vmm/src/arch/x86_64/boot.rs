@@ -15,10 +15,11 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult, PvhBo
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::layout::{
-    CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START,
+    BOOT_FB_START, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, PVH_INFO_START, PVH_MEMMAP_START,
     PVH_MODLIST_START, RSDP_START, ZERO_PAGE_START,
 };
 use super::regs::EntryMode;
+use crate::display::boot_fb::FramebufferMode;
 use crate::vstate::memory::{E820Entry, GuestMem, e820_map, low_ram_end};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +94,11 @@ const PVH_MAGIC: u32 = 0x336e_c578;
 const DEFAULT_INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 
 /// Loads `source` into `mem` and writes the boot information the kernel's protocol wants.
-pub fn load(mem: &GuestMem, source: &BootSource) -> Result<BootLayout, BootError> {
+pub fn load(
+    mem: &GuestMem,
+    source: &BootSource,
+    framebuffer: Option<FramebufferMode>,
+) -> Result<BootLayout, BootError> {
     let cmdline_limit = CMDLINE_MAX_SIZE;
     if source.cmdline.len() >= cmdline_limit {
         return Err(BootError::CmdlineTooLong {
@@ -160,21 +165,22 @@ pub fn load(mem: &GuestMem, source: &BootSource) -> Result<BootLayout, BootError
     cmdline.push(0);
     mem.write_slice(&cmdline, GuestAddress(CMDLINE_START))?;
 
-    let e820 = e820_map(mem.iter().map(vm_memory::GuestMemoryRegion::len).sum());
+    let ram = mem.iter().map(vm_memory::GuestMemoryRegion::len).sum();
+    let e820 = e820_map(ram, framebuffer.map(|fb| fb.bytes()));
     let entry = match entry_kind {
         Kind::Pvh(entry) => {
             write_pvh_start_info(mem, &e820, initrd)?;
             EntryMode::Pvh { entry, start_info: PVH_INFO_START }
         }
         Kind::BzImage(hdr) => {
-            write_boot_params(mem, Some(hdr), &e820, initrd, source.cmdline.len())?;
+            write_boot_params(mem, Some(hdr), &e820, initrd, source.cmdline.len(), framebuffer)?;
             EntryMode::Linux64 {
                 entry: loaded.kernel_load.raw_value() + 0x200,
                 boot_params: ZERO_PAGE_START,
             }
         }
         Kind::Elf64(entry) => {
-            write_boot_params(mem, None, &e820, initrd, source.cmdline.len())?;
+            write_boot_params(mem, None, &e820, initrd, source.cmdline.len(), framebuffer)?;
             EntryMode::Linux64 { entry, boot_params: ZERO_PAGE_START }
         }
     };
@@ -243,8 +249,12 @@ fn write_boot_params(
     e820: &[E820Entry],
     initrd: Option<(u64, u64)>,
     cmdline_len: usize,
+    framebuffer: Option<FramebufferMode>,
 ) -> Result<(), BootError> {
     let mut params = boot_params::default();
+    if let Some(fb) = framebuffer {
+        params.screen_info = screen_info(fb);
+    }
     match header {
         Some(hdr) => params.hdr = hdr,
         None => {
@@ -269,6 +279,34 @@ fn write_boot_params(
     params.e820_entries = e820.len().min(params.e820_table.len()) as u8;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))?;
     Ok(())
+}
+
+/// VIDEO_TYPE_VLFB (include/uapi/linux/screen_info.h): a VESA linear framebuffer.
+const VIDEO_TYPE_VLFB: u8 = 0x23;
+
+/// boot_params.screen_info for the boot framebuffer (Documentation/arch/x86/zero-page.rst):
+/// a VESA linear framebuffer, 32 bits a pixel in XRGB8888, whose size is counted in 64 KiB
+/// units as VESA has it. Linux's vesafb, or simplefb through sysfb, draws its console there.
+fn screen_info(fb: FramebufferMode) -> linux_loader::loader::bootparam::screen_info {
+    linux_loader::loader::bootparam::screen_info {
+        orig_video_isVGA: VIDEO_TYPE_VLFB,
+        lfb_width: fb.width as u16,
+        lfb_height: fb.height as u16,
+        lfb_depth: 32,
+        lfb_base: BOOT_FB_START as u32,
+        lfb_size: fb.bytes().div_ceil(64 << 10) as u32,
+        lfb_linelength: fb.stride() as u16,
+        red_size: 8,
+        red_pos: 16,
+        green_size: 8,
+        green_pos: 8,
+        blue_size: 8,
+        blue_pos: 0,
+        rsvd_size: 8,
+        rsvd_pos: 24,
+        pages: 1,
+        ..Default::default()
+    }
 }
 
 fn write_pvh_start_info(
@@ -323,7 +361,7 @@ mod tests {
     fn garbage_is_not_a_kernel() {
         let mem = create_guest_memory(64 << 20).unwrap();
         let path = temp_file("garbage", &[0x55; 4096]);
-        let err = load(&mem, &BootSource { kernel: path, ..Default::default() }).unwrap_err();
+        let err = load(&mem, &BootSource { kernel: path, ..Default::default() }, None).unwrap_err();
         assert!(matches!(err, BootError::NotAKernel { .. }), "{err}");
     }
 
@@ -331,7 +369,7 @@ mod tests {
     fn missing_kernel_names_the_file() {
         let mem = create_guest_memory(64 << 20).unwrap();
         let source = BootSource { kernel: "/nonexistent/vmlinuz".into(), ..Default::default() };
-        let err = load(&mem, &source).unwrap_err();
+        let err = load(&mem, &source, None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/vmlinuz"));
     }
 
@@ -343,7 +381,7 @@ mod tests {
             cmdline: "x".repeat(5000),
             ..Default::default()
         };
-        assert!(matches!(load(&mem, &source), Err(BootError::CmdlineTooLong { .. })));
+        assert!(matches!(load(&mem, &source, None), Err(BootError::CmdlineTooLong { .. })));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub const PCI_IO_END: u64 = 0x1_0000;
 pub const PCI_CONFIG_PORT: u16 = 0xcf8;
 
 /// Generic Event Device (ACPI0013) register block, in the MMIO hole.
+/// The boot framebuffer (`display::boot_fb`), reserved in e820: in the 32-bit hole after
+/// the ECAM window, below the IOAPIC and the GED.
+pub const BOOT_FB_START: u64 = 0xf000_0000;
+
 pub const GED_MMIO_BASE: u64 = 0xfed0_0000;
 pub const GED_MMIO_SIZE: u64 = 0x1000;
 /// IOAPIC and local APIC, where the in-kernel irqchip emulates them.

@@ -77,6 +77,20 @@ impl Default for GpuLimits {
     }
 }
 
+/// A machine's GPU: its limits and the display mode it offers before the host asks for
+/// another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuConfig {
+    pub limits: GpuLimits,
+    pub mode: (u32, u32),
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig { limits: GpuLimits::default(), mode: (1024, 768) }
+    }
+}
+
 struct Resource {
     image: SharedImage,
     /// The guest's scatter list: (address, length), each inside guest memory.
@@ -167,11 +181,11 @@ fn pixel_format(format: u32) -> Option<PixelFormat> {
 }
 
 impl Gpu {
-    pub fn new(display: Display, limits: GpuLimits) -> Self {
-        let mode = display.requested_size().unwrap_or((1024, 768));
+    pub fn new(display: Display, config: GpuConfig) -> Self {
+        let mode = display.requested_size().unwrap_or(config.mode);
         Gpu {
             display,
-            limits,
+            limits: config.limits,
             resources: BTreeMap::new(),
             resource_bytes: 0,
             scanout: None,
@@ -727,7 +741,7 @@ mod tests {
 
     fn gpu() -> (Gpu, Display) {
         let display = Display::new().unwrap();
-        (Gpu::new(display.clone(), GpuLimits::default()), display)
+        (Gpu::new(display.clone(), GpuConfig::default()), display)
     }
 
     /// CREATE_2D + ATTACH_BACKING (in two entries) for a `w` x `h` resource.
@@ -1001,7 +1015,8 @@ mod tests {
         assert_eq!(d.post(&mut g, CONTROLQ), 0);
         // The limits: resource count and bytes.
         let limits = GpuLimits { max_resource_bytes: 1 << 20, max_resources: 2 };
-        let mut small = Gpu::new(Display::new().unwrap(), limits);
+        let mut small =
+            Gpu::new(Display::new().unwrap(), GpuConfig { limits, ..Default::default() });
         check(
             &mut d,
             &mut small,
