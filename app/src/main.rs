@@ -3,6 +3,8 @@
 //! (`vessel list | create | show | stop | delete`).
 
 mod cli;
+#[cfg_attr(not(test), expect(dead_code, reason = "the desktop console sends its keys through it"))]
+mod keymap;
 mod run;
 mod terminal;
 mod vms;
