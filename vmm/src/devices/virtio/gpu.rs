@@ -577,6 +577,14 @@ impl Gpu {
     }
 }
 
+impl Drop for Gpu {
+    /// A machine that stops or reboots takes its GPU's picture and cursor with it.
+    fn drop(&mut self) {
+        self.display.set_scanout(None);
+        self.display.set_cursor_image(None);
+    }
+}
+
 impl VirtioDevice for Gpu {
     fn device_type(&self) -> u32 {
         TYPE_GPU
@@ -852,6 +860,17 @@ mod tests {
                 assert_eq!(f.pixels[next + 2], 0x5a);
             })
             .unwrap();
+        // SET_SCANOUT with resource 0 disables the scanout; a second one shows it again.
+        assert_eq!(
+            kind(&d.command(&mut g, &req(CMD_SET_SCANOUT, &[0, 0, w, h, 0, 0]))),
+            RESP_OK_NODATA
+        );
+        assert_eq!(display.size(), None);
+        assert_eq!(
+            kind(&d.command(&mut g, &req(CMD_SET_SCANOUT, &[0, 0, w, h, 0, 7]))),
+            RESP_OK_NODATA
+        );
+        assert_eq!(display.size(), Some((w, h)));
         // Freeing the shown resource takes it off the display.
         assert_eq!(kind(&d.command(&mut g, &req(CMD_RESOURCE_UNREF, &[7, 0]))), RESP_OK_NODATA);
         assert_eq!(display.size(), None);
@@ -1063,6 +1082,21 @@ mod tests {
         assert_eq!(display.cursor(), moved);
         // Resource 0 hides it.
         d.cursor(&mut g, &req(CMD_UPDATE_CURSOR, &[0, 1, 1, 0, 0, 0, 0, 0]));
+        assert!(display.cursor().image.is_none());
+    }
+
+    #[test]
+    fn a_gpu_that_goes_away_leaves_nothing_shown() {
+        let (mut g, display) = gpu();
+        let mut d = Driver::new();
+        make_resource(&mut d, &mut g, 1, 2, 8, 8);
+        assert_eq!(
+            kind(&d.command(&mut g, &req(CMD_SET_SCANOUT, &[0, 0, 8, 8, 0, 1]))),
+            RESP_OK_NODATA
+        );
+        assert_eq!(display.size(), Some((8, 8)));
+        drop(g);
+        assert_eq!(display.size(), None);
         assert!(display.cursor().image.is_none());
     }
 
