@@ -3,14 +3,15 @@
 #   vmlinuz     the Debian kernel (bzImage; boots through the Linux 64-bit boot protocol)
 #   initrd.gz   busybox-static, the virtio/input/DRM/CD modules later devices need, and an
 #               /init that mounts the usual filesystems, loads them, prints the ready
-#               marker and gives a shell on the serial console.
+#               marker and gives a shell on the serial console; and drmdraw, a small
+#               KMS client (drmdraw.c) the GPU tests run.
 # Output goes to ${VESSEL_CACHE:-~/.cache/vessel}/linux-guest and is reused when present
 # (pass --force to rebuild). Prints the output folder on success.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 # The cache is keyed by this recipe: a changed recipe builds a new image.
-recipe="$(cat "$here/build.sh" "$here/init" | sha256sum | cut -c1-12)"
+recipe="$(cat "$here/build.sh" "$here/init" "$here/drmdraw.c" | sha256sum | cut -c1-12)"
 out="${VESSEL_CACHE:-$HOME/.cache/vessel}/linux-guest-$recipe"
 if [[ "${1:-}" != "--force" && -s "$out/vmlinuz" && -s "$out/initrd.gz" ]]; then
     echo "$out"
@@ -53,6 +54,8 @@ done
 "$depmod" -b "$root" "$kver"
 
 install -m 0755 "$here/init" "$root/init"
+# A small KMS client the GPU tests run in the guest (a display server's first steps).
+gcc -static -O2 -Wall -I/usr/include/libdrm -o "$root/bin/drmdraw" "$here/drmdraw.c"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > initrd.gz
 
 mkdir -p "$out"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds a User-Mode Linux kernel from Debian's linux-source-6.1 with virtio over
-# vhost-user (VIRTIO_UML), virtio-input and evdev: the way to put Vessel's virtio-input
-# under Linux's real driver on a machine whose KVM cannot boot Linux, where QEMU's
-# vhost-user-input needs KVM (DESIGN.md §3). It boots the default Linux guest's initramfs.
+# vhost-user (VIRTIO_UML), virtio-input, evdev and virtio-gpu: the way to put Vessel's
+# virtio-input and virtio-gpu under Linux's real drivers on a machine whose KVM cannot
+# boot Linux, where QEMU's vhost-user-input needs KVM and QEMU 7.2 has no vhost-user GPU
+# frontend for TCG (DESIGN.md §3). It boots the default Linux guest's initramfs.
 # Output: ${VESSEL_CACHE:-~/.cache/vessel}/uml-<recipe>/linux, reused when present (pass
 # --force to rebuild). Prints the kernel's path on success. About 4 minutes on 2 cores.
 set -euo pipefail
@@ -27,8 +28,12 @@ tar -xaf pkg/usr/src/linux-source-6.1.tar.xz
 cd linux-source-6.1
 patch -p1 --quiet < "$here/xstate.patch"
 make -s ARCH=um defconfig
+# virtio-gpu needs DMA, which UML has with its PCI emulation. No fbdev emulation: its
+# console needs VT, which UML lacks; the guest drives DRM directly (drmdraw).
 ./scripts/config -e VIRTIO_UML -e VIRTIO_INPUT -e INPUT_EVDEV -e BLK_DEV_INITRD \
-    -e RD_GZIP -e DEVTMPFS --set-val KERNEL_STACK_ORDER 3
+    -e RD_GZIP -e DEVTMPFS --set-val KERNEL_STACK_ORDER 3 \
+    -e UML_PCI_OVER_VIRTIO --set-val UML_PCI_OVER_VIRTIO_DEVICE_ID 1234 \
+    -e DRM -e DRM_VIRTIO_GPU -d DRM_FBDEV_EMULATION
 make -s ARCH=um olddefconfig
 make -s ARCH=um -j"$(nproc)" linux >/dev/null 2>&1 || {
     # Again with the output, so a failure says why.
@@ -37,4 +42,6 @@ make -s ARCH=um -j"$(nproc)" linux >/dev/null 2>&1 || {
 }
 mkdir -p "$out"
 cp linux "$out/linux.tmp" && mv "$out/linux.tmp" "$out/linux"
+# Kernels of older recipes (70 MB each) go.
+find "$(dirname "$out")" -maxdepth 1 -name 'uml-*' ! -name "$(basename "$out")" -exec rm -rf {} +
 echo "$out/linux"

@@ -3,9 +3,9 @@
 //! filesystem on the virtio-blk disk, writes a file, remounts and verifies it, and reads
 //! the virtio-rng through /dev/hwrng, and takes an address from passt's DHCP through the
 //! virtio-net card and fetches a page from an HTTP server on the host's loopback through
-//! the NAT. Afterwards the host finds the file in the image. Vessel's keyboard and tablet
-//! go to User-Mode Linux instead (see that test for why), whose virtio-input and evdev
-//! drivers read them.
+//! the NAT. Afterwards the host finds the file in the image. Vessel's keyboard, tablet and
+//! GPU go to User-Mode Linux instead (see those tests for why), whose virtio-input, evdev
+//! and virtio-gpu (DRM) drivers use them.
 
 use std::path::Path;
 use std::process::Command;
@@ -267,5 +267,73 @@ fn linux_reads_vessel_keyboard_and_tablet_over_vhost_user() {
         "{out}"
     );
     assert!(sink.leds().caps_lock, "the guest's Caps Lock LED reached the host:\n{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Linux's virtio-gpu driver (DRM/KMS) on Vessel's GPU, in User-Mode Linux: a small KMS
+/// client in the guest (drmdraw) finds the connector's preferred mode from the display info
+/// and EDID, creates a dumb buffer, sets the CRTC and draws; the frame reaches the
+/// `Display` through transfers and flushes; a rectangle it reports with DIRTYFB arrives as
+/// that damage alone; a size the host asks for reaches the driver through the display
+/// event, as the connector's new preferred mode.
+#[test]
+fn linux_draws_through_vessel_gpu_over_vhost_user() {
+    use vmm::devices::virtio::gpu::{Gpu, GpuConfig};
+    use vmm::display::{Damage, Display, Rect};
+    let kernel = uml_kernel();
+    let (_, initrd) = default_linux_guest();
+    let dir = std::env::temp_dir().join(format!("vessel-vhost-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let display = Display::new().unwrap();
+    let sock = dir.join("gpu.sock");
+    let gpu = serve_in_thread(Box::new(Gpu::new(display.clone(), GpuConfig::default())), &sock);
+    wait_for(&sock);
+    let device = format!("virtio_uml.device={}:16", sock.display());
+    // Every repaint as an app would see it: the damage since the last one, the size, and
+    // rows 0, 1 and 15 and the rectangle's first row, 16 pixels each.
+    type Repaint = (Damage, (u32, u32), [Vec<u8>; 4]);
+    let repaints: std::sync::Arc<std::sync::Mutex<Vec<Repaint>>> = Default::default();
+    let (log, watched, last) = (repaints.clone(), display.clone(), std::sync::Mutex::new(0));
+    display.set_repaint_callback(move || {
+        let mut last = last.lock().unwrap();
+        let seen = watched.read(*last, |f| {
+            let row = |y: usize, x: usize| f.pixels[y * f.stride + x * 4..][..64].to_vec();
+            let rows = [row(0, 0), row(1, 0), row(15, 0), row(16, 32)];
+            (f.damage.clone(), (f.width, f.height), rows, f.generation)
+        });
+        if let Some((damage, size, rows, generation)) = seen {
+            *last = generation;
+            log.lock().unwrap().push((damage, size, rows));
+        }
+    });
+    let host = display.clone();
+    let out = run_uml_watching(
+        &kernel,
+        &initrd,
+        &["quiet", "vessel.selftest", "vessel.gpu", &device],
+        move |line| {
+            if line == "DRM WAIT RESIZE" {
+                host.request_resize(800, 600);
+            }
+        },
+    );
+    gpu.join().unwrap();
+    let repaints = repaints.lock().unwrap().clone();
+    let frames: Vec<&Repaint> = repaints.iter().filter(|r| r.0 != Damage::None).collect();
+    let (white, black, grey) = (vec![0xff; 64], vec![0; 64], vec![0x80; 64]);
+    // The first frame: 1024x768, row 0 white, row 15 grey, the rest black.
+    let first = frames
+        .iter()
+        .find(|r| r.2[0] == white)
+        .unwrap_or_else(|| panic!("the frame never showed: {repaints:?}\n{out}"));
+    assert_eq!(first.1, (1024, 768), "{out}");
+    assert_eq!(first.2[1..3], [black.clone(), grey], "{out}");
+    assert_eq!(first.2[3], black, "the rectangle is not drawn yet");
+    // Then the rectangle, as that damage alone.
+    let last = frames.last().unwrap();
+    assert_eq!(last.0, Damage::Rects(vec![Rect::new(32, 16, 16, 8)]), "{repaints:?}");
+    assert_eq!(last.2[3], white);
+    let modes: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("DRM MODE ")).collect();
+    assert_eq!(modes, ["1024x768", "800x600"], "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
