@@ -13,6 +13,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice}
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 use crate::devices::storage::image::{self, DiskImage, ImageFormat, Qcow2Image, RawImage};
+use crate::devices::storage::lock::{LockError, ofd_lock};
 use crate::vstate::memory::GuestMem;
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -58,17 +59,8 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "disk image {path} is in use by another virtual machine (it is locked); shut that \
-         machine down first, or attach the disk read-only"
-    )]
-    Locked { path: PathBuf },
-    #[error("cannot lock disk image {path}")]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot read disk image {path} as {format:?}")]
     Image {
         path: PathBuf,
@@ -145,34 +137,11 @@ fn watch_file(path: &Path) -> Option<OwnedFd> {
     (wd >= 0).then_some(fd)
 }
 
-/// Takes an OFD lock on the whole file (fcntl(2), "Open file description locks").
-fn lock_file(file: &File, path: &Path, exclusive: bool) -> Result<(), BlockError> {
-    let lock = libc::flock {
-        l_type: if exclusive { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => {
-            Err(BlockError::Locked { path: path.to_path_buf() })
-        }
-        _ => Err(BlockError::Lock { path: path.to_path_buf(), source: e }),
-    }
-}
-
 impl Block {
     pub fn open(path: &Path, read_only: bool, serial: &str) -> Result<Self, BlockError> {
         let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
         let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
-        lock_file(&file, path, !read_only)?;
+        ofd_lock(&file, path, !read_only)?;
         let format = image::detect(&file).map_err(open_err)?;
         let image_err = |source| BlockError::Image { path: path.to_path_buf(), format, source };
         let image: Box<dyn DiskImage> = match format {
@@ -595,12 +564,21 @@ mod tests {
     fn locks_keep_two_writers_apart() {
         let path = image(8);
         let first = Block::open(&path, false, "a").unwrap();
-        assert!(matches!(Block::open(&path, false, "b"), Err(BlockError::Locked { .. })));
-        assert!(matches!(Block::open(&path, true, "b"), Err(BlockError::Locked { .. })));
+        assert!(matches!(
+            Block::open(&path, false, "b"),
+            Err(BlockError::Lock(LockError::Locked { .. }))
+        ));
+        assert!(matches!(
+            Block::open(&path, true, "b"),
+            Err(BlockError::Lock(LockError::Locked { .. }))
+        ));
         drop(first);
         let r1 = Block::open(&path, true, "a").unwrap();
         let _r2 = Block::open(&path, true, "b").expect("readers share");
-        assert!(matches!(Block::open(&path, false, "c"), Err(BlockError::Locked { .. })));
+        assert!(matches!(
+            Block::open(&path, false, "c"),
+            Err(BlockError::Lock(LockError::Locked { .. }))
+        ));
         drop(r1);
         let _ = std::fs::remove_file(path);
     }

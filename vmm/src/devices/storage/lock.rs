@@ -1,0 +1,46 @@
+//! Whole-file OFD locks (fcntl(2), "Open file description locks") on the images a machine
+//! uses: exclusive for a writable disk, shared for a read-only disk or a CD, so two
+//! machines never write one image and nobody writes an image another machine reads.
+//! They go away with the file, even when the process is killed.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{path} is in use by another virtual machine (it is locked); shut that machine down \
+         first, or attach the image read-only"
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Locks all of `file` (opened from `path`), shared or exclusive, without waiting.
+pub fn ofd_lock(file: &File, path: &Path, exclusive: bool) -> Result<(), LockError> {
+    let lock = libc::flock {
+        l_type: if exclusive { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => {
+            Err(LockError::Locked { path: path.to_path_buf() })
+        }
+        _ => Err(LockError::Lock { path: path.to_path_buf(), source: e }),
+    }
+}
