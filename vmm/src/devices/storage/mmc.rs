@@ -161,6 +161,11 @@ impl CdRom {
         self.media.as_ref()
     }
 
+    /// The drive's serial number (INQUIRY page 0x80, IDENTIFY).
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
     pub fn locked(&self) -> bool {
         self.locked
     }
