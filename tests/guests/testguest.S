@@ -12,7 +12,7 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input, gpu, gpu-bench, fb.
+ * input, gpu, gpu-bench, fb, atapi, atapi-noswap.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2120,6 +2120,269 @@ test_fb:
     call puts
     call power_off
 
+/* test=atapi: an ATAPI PIO driver for the CD-ROM on the secondary IDE channel (0x170,
+ * 0x376), polling with nIEN set:
+ *   "ATAPI SIG <lba mid> <lba high>" after a soft reset (14 EB for a packet device),
+ *   "ATAPI MODEL <model>" from IDENTIFY PACKET DEVICE,
+ *   "ATAPI TUR <sense key>" for the first TEST UNIT READY (6: the disc was inserted),
+ *   "ATAPI CAPACITY <last LBA>", "ATAPI PVD <bytes 1-8 of sector 16>" and
+ *   "ATAPI VOLUME <volume id>", then the root directory's first file:
+ *   "ATAPI FILE <name>" and "ATAPI DATA <its first 8 bytes>";
+ *   then (not under test=atapi-noswap) "ATAPI WAIT SWAP", until TEST UNIT READY reports a
+ *   unit attention: "ATAPI SWAPPED", "ATAPI CAPACITY ...", "ATAPI VOLUME ...";
+ *   then START STOP UNIT ejects: "ATAPI EJECTED <key> <asc> <ascq>" from REQUEST SENSE
+ *   after a TEST UNIT READY; "ATAPI DONE". */
+    .set ATA_CMD, 0x170
+    .set ATA_CTRL, 0x376
+test_atapi_noswap:
+    mov qword ptr [atapi_noswap], 1
+test_atapi:
+    push rbx
+    push r12
+    mov dx, ATA_CTRL
+    mov al, 0x06                        /* SRST, and nIEN: we poll */
+    out dx, al
+    mov al, 0x02
+    out dx, al
+    mov dx, ATA_CMD + 6
+    mov al, 0xa0                        /* the master */
+    out dx, al
+    call atapi_wait
+    lea rdi, [rip + s_atapi_sig]
+    call puts
+    mov dx, ATA_CMD + 4
+    in al, dx
+    movzx edi, al
+    call put_hex
+    call space
+    mov dx, ATA_CMD + 5
+    in al, dx
+    movzx edi, al
+    call put_hex
+    call newline
+    /* IDENTIFY PACKET DEVICE: 256 words into atapi_buf */
+    mov dx, ATA_CMD + 7
+    mov al, 0xa1
+    out dx, al
+    call atapi_wait
+    mov rdi, offset atapi_buf
+    mov ecx, 256
+    mov dx, ATA_CMD
+    rep insw
+    /* the model, words 27-46, two characters a word, high byte first */
+    lea rdi, [rip + s_atapi_model]
+    call puts
+    xor ecx, ecx
+1:  movzx eax, word ptr [rcx * 2 + atapi_buf + 54]
+    xchg al, ah
+    mov word ptr [rcx * 2 + atapi_text], ax
+    inc ecx
+    cmp ecx, 20
+    jb 1b
+    mov byte ptr [atapi_text + 40], 0
+    mov rdi, offset atapi_text
+    call puts_trimmed
+    call newline
+    /* TEST UNIT READY: the sense key of the first one */
+    call atapi_cdb_clear
+    call atapi_packet
+    lea rdi, [rip + s_atapi_tur]
+    call puts
+    movzx edi, byte ptr [atapi_error]
+    shr edi, 4
+    call put_hex
+    call newline
+    call atapi_capacity_and_volume
+    /* the PVD's standard identifier */
+    lea rdi, [rip + s_atapi_pvd]
+    call puts
+    mov rdi, [atapi_buf]
+    shr rdi, 8
+    bswap rdi
+    shr rdi, 8
+    call put_hex
+    call newline
+    /* the root directory: PVD offset 156 is its record, extent at +2 */
+    mov eax, dword ptr [atapi_buf + 156 + 2]
+    mov edi, eax
+    call atapi_read_block
+    /* skip "." and "..": the third record is the first file */
+    mov rbx, offset atapi_buf
+    movzx eax, byte ptr [rbx]
+    add rbx, rax
+    movzx eax, byte ptr [rbx]
+    add rbx, rax
+    lea rdi, [rip + s_atapi_file]
+    call puts
+    movzx ecx, byte ptr [rbx + 32]      /* name length */
+    lea rsi, [rbx + 33]
+    mov rdi, offset atapi_text
+    rep movsb
+    mov byte ptr [rdi], 0
+    mov rdi, offset atapi_text
+    call puts
+    call newline
+    mov edi, dword ptr [rbx + 2]        /* the file's extent */
+    call atapi_read_block
+    lea rdi, [rip + s_atapi_data]
+    call puts
+    mov rdi, [atapi_buf]
+    bswap rdi
+    call put_hex
+    call newline
+    cmp qword ptr [atapi_noswap], 0
+    jne 5f
+    /* the host swaps the disc: TEST UNIT READY until a unit attention */
+    lea rdi, [rip + s_atapi_wait]
+    call puts
+2:  call atapi_cdb_clear
+    call atapi_packet
+    movzx eax, byte ptr [atapi_error]
+    shr eax, 4
+    cmp eax, 6
+    je 3f
+    pause
+    jmp 2b
+3:  lea rdi, [rip + s_atapi_swapped]
+    call puts
+    call atapi_capacity_and_volume
+5:  /* START STOP UNIT with LoEj: eject */
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x1b
+    mov byte ptr [atapi_cdb + 4], 0x02
+    call atapi_packet
+    call atapi_cdb_clear
+    call atapi_packet                   /* TEST UNIT READY: not ready now */
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x03      /* REQUEST SENSE */
+    mov byte ptr [atapi_cdb + 4], 18
+    call atapi_packet
+    lea rdi, [rip + s_atapi_ejected]
+    call puts
+    movzx edi, byte ptr [atapi_buf + 2]
+    call put_hex
+    call space
+    movzx edi, byte ptr [atapi_buf + 12]
+    call put_hex
+    call space
+    movzx edi, byte ptr [atapi_buf + 13]
+    call put_hex
+    call newline
+    lea rdi, [rip + s_atapi_done]
+    call puts
+    call power_off
+
+/* READ CAPACITY ("ATAPI CAPACITY <last LBA>"), then sector 16 (the PVD) into atapi_buf
+ * and "ATAPI VOLUME <volume id>" (bytes 40-71, trailing spaces cut). */
+atapi_capacity_and_volume:
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x25
+    call atapi_packet
+    lea rdi, [rip + s_atapi_capacity]
+    call puts
+    mov edi, dword ptr [atapi_buf]
+    bswap edi
+    call put_hex
+    call newline
+    mov edi, 16
+    call atapi_read_block
+    lea rdi, [rip + s_atapi_volume]
+    call puts
+    lea rsi, [rip + atapi_buf + 40]
+    mov rdi, offset atapi_text
+    mov ecx, 32
+    rep movsb
+    mov byte ptr [atapi_text + 32], 0
+    mov rdi, offset atapi_text
+    call puts_trimmed
+    jmp newline
+
+/* atapi_read_block(edi = LBA): READ(10) of one block into atapi_buf. */
+atapi_read_block:
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x28
+    bswap edi
+    mov dword ptr [atapi_cdb + 2], edi
+    mov byte ptr [atapi_cdb + 8], 1
+    jmp atapi_packet
+
+atapi_cdb_clear:
+    mov qword ptr [atapi_cdb], 0
+    mov dword ptr [atapi_cdb + 8], 0
+    ret
+
+/* atapi_packet: sends atapi_cdb with a 2048-byte limit and reads whatever data comes
+ * into atapi_buf; leaves the error register in atapi_error (0 if the status has no ERR). */
+atapi_packet:
+    push rbx
+    mov dx, ATA_CMD + 1
+    xor eax, eax
+    out dx, al                          /* features: PIO */
+    mov dx, ATA_CMD + 4
+    out dx, al                          /* byte count limit 0x0800 */
+    mov dx, ATA_CMD + 5
+    mov al, 0x08
+    out dx, al
+    mov dx, ATA_CMD + 7
+    mov al, 0xa0
+    out dx, al
+    call atapi_wait
+    mov rsi, offset atapi_cdb
+    mov ecx, 6
+    mov dx, ATA_CMD
+    rep outsw
+    mov rbx, offset atapi_buf
+1:  call atapi_wait
+    test al, 0x08                       /* DRQ: data to read */
+    jz 2f
+    mov dx, ATA_CMD + 4
+    in al, dx
+    movzx ecx, al
+    mov dx, ATA_CMD + 5
+    in al, dx
+    shl eax, 8
+    or ecx, eax
+    shr ecx, 1
+    mov rdi, rbx
+    mov dx, ATA_CMD
+    rep insw
+    mov rbx, rdi
+    jmp 1b
+2:  mov byte ptr [atapi_error], 0
+    test al, 0x01
+    jz 3f
+    mov dx, ATA_CMD + 1
+    in al, dx
+    mov byte ptr [atapi_error], al
+3:  pop rbx
+    ret
+
+/* atapi_wait -> al: the status once BSY is clear. */
+atapi_wait:
+    mov dx, ATA_CMD + 7
+1:  in al, dx
+    test al, 0x80
+    jz 2f
+    pause
+    jmp 1b
+2:  ret
+
+/* puts_trimmed(rdi): the string without its trailing spaces. */
+puts_trimmed:
+    mov rsi, rdi
+1:  cmp byte ptr [rsi], 0
+    je 2f
+    inc rsi
+    jmp 1b
+2:  cmp rsi, rdi
+    je 3f
+    cmp byte ptr [rsi - 1], ' '
+    jne 3f
+    dec rsi
+    jmp 2b
+3:  mov byte ptr [rsi], 0
+    jmp puts
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -2801,6 +3064,20 @@ n_blk_bench:    .asciz "blk-bench"
 n_input:        .asciz "input"
 n_gpu:          .asciz "gpu"
 n_fb:           .asciz "fb"
+n_atapi:        .asciz "atapi"
+n_atapi_noswap: .asciz "atapi-noswap"
+s_atapi_sig:    .asciz "ATAPI SIG "
+s_atapi_model:  .asciz "ATAPI MODEL "
+s_atapi_tur:    .asciz "ATAPI TUR "
+s_atapi_capacity: .asciz "ATAPI CAPACITY "
+s_atapi_pvd:    .asciz "ATAPI PVD "
+s_atapi_volume: .asciz "ATAPI VOLUME "
+s_atapi_file:   .asciz "ATAPI FILE "
+s_atapi_data:   .asciz "ATAPI DATA "
+s_atapi_wait:   .asciz "ATAPI WAIT SWAP\n"
+s_atapi_swapped: .asciz "ATAPI SWAPPED\n"
+s_atapi_ejected: .asciz "ATAPI EJECTED "
+s_atapi_done:   .asciz "ATAPI DONE\n"
 s_fb:           .asciz "FB "
 s_fb_drawn:     .asciz "FB DRAWN\n"
 s_fb_square:    .asciz "FB SQUARE\n"
@@ -2862,6 +3139,8 @@ tests:
     .quad n_gpu_bench, test_gpu_bench
     .quad n_gpu, test_gpu
     .quad n_fb, test_fb
+    .quad n_atapi_noswap, test_atapi_noswap
+    .quad n_atapi, test_atapi
     .quad n_blk, test_blk
     .quad 0, 0
 
@@ -3010,6 +3289,12 @@ gpu_resp2:      .skip 24
 gpu_fb:         .skip 128 * 96 * 4
 gpu_cursor:     .skip 64 * 64 * 4
 gpu_big_req:    .skip 24 + 8 + 16 * 2025
+atapi_noswap:   .skip 8
+atapi_cdb:      .skip 16
+atapi_error:    .skip 8
+atapi_text:     .skip 64
+    .align 16
+atapi_buf:      .skip 2048
     .align 64
 net_rx:         .skip 2048
     .align 4096

@@ -40,6 +40,9 @@ pub enum DeviceConfig {
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
     /// A virtio-gpu (2D) showing on the handle's `Display`.
     Gpu(crate::devices::virtio::gpu::GpuConfig),
+    /// The CD drive: an IDE controller with an ATAPI CD-ROM on its secondary master, with
+    /// this ISO image in it (or empty). A machine has at most one.
+    CdRom { iso: Option<std::path::PathBuf> },
     /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
     Input(crate::input::InputKind),
 }
@@ -64,6 +67,11 @@ impl MachineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(format!("{} vCPUs requested; a machine has 1 to {MAX_VCPUS}", self.vcpus));
+        }
+        let cd_drives =
+            self.devices.iter().filter(|d| matches!(d, DeviceConfig::CdRom { .. })).count();
+        if cd_drives > 1 {
+            return Err(format!("{cd_drives} CD drives requested; a machine has one"));
         }
         if let Some(fb) = self.boot_framebuffer {
             fb.check().map_err(|e| e.to_string())?;

@@ -10,12 +10,13 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::MachineError;
-use super::config::{MachineConfig, RebootPolicy};
+use super::config::{DeviceConfig, MachineConfig, RebootPolicy};
 use super::events::{CrashReport, Event, EventSink, MachineState, StopReason};
 use super::instance::{Instance, InstanceEnv};
 use super::vcpu::{RunMode, VcpuStop};
 use crate::devices::PowerRequest;
 use crate::devices::bus::lock;
+use crate::devices::storage::mmc::Media;
 
 /// Host commands; each is answered.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub enum Command {
     PowerOff,
     Reset,
     SerialInput(Vec<u8>),
+    InsertCd(std::path::PathBuf),
+    EjectCd { force: bool },
 }
 
 pub enum ControlMsg {
@@ -235,9 +238,33 @@ impl Controller {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
                 lock(&instance.serial).send_input(bytes);
             }
+            (Command::InsertCd(path), _) => {
+                self.cd_config().ok_or(MachineError::NoCdDrive)?;
+                let media = Media::open(path)?;
+                if let Some(cd) = self.instance.as_ref().and_then(Instance::cd) {
+                    lock(&cd).cd().ok_or(MachineError::NoCdDrive)?.insert(media);
+                }
+                *self.cd_config().ok_or(MachineError::NoCdDrive)? = Some(path.clone());
+            }
+            (Command::EjectCd { force }, _) => {
+                self.cd_config().ok_or(MachineError::NoCdDrive)?;
+                if let Some(cd) = self.instance.as_ref().and_then(Instance::cd) {
+                    lock(&cd).cd().ok_or(MachineError::NoCdDrive)?.eject(*force)?;
+                }
+                *self.cd_config().ok_or(MachineError::NoCdDrive)? = None;
+            }
             _ => return Err(wrong_state()),
         }
         Ok(())
+    }
+
+    /// The ISO the machine's CD drive holds, as the config has it (so a reboot keeps the
+    /// disc the user put in); None without a CD drive.
+    fn cd_config(&mut self) -> Option<&mut Option<std::path::PathBuf>> {
+        self.config.devices.iter_mut().find_map(|d| match d {
+            DeviceConfig::CdRom { iso } => Some(iso),
+            _ => None,
+        })
     }
 
     fn instance_mode(&self, mode: RunMode) {
@@ -299,5 +326,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::PowerOff => "power off",
         Command::Reset => "reset",
         Command::SerialInput(_) => "send serial input to",
+        Command::InsertCd(_) => "insert a CD into",
+        Command::EjectCd { .. } => "eject the CD of",
     }
 }

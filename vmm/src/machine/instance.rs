@@ -26,6 +26,11 @@ use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
 use crate::devices::net::passt::{Passt, PasstError};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
+use crate::devices::storage::ide::{
+    IdeController, PRIMARY_CMD, PRIMARY_CTRL, PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTRL,
+    SECONDARY_IRQ,
+};
+use crate::devices::storage::mmc::{CdRom, Media};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::gpu::Gpu;
@@ -63,6 +68,8 @@ pub struct Instance {
     run: Arc<RunControl>,
     pub serial: Arc<Mutex<SerialPort>>,
     pub ged: Arc<Mutex<Ged>>,
+    /// The CD drive's controller, if the machine has one.
+    ide: Option<Arc<Mutex<IdeController>>>,
     /// Kept for as long as the vCPU threads and devices run (dropped after them).
     vm: Arc<VmFd>,
     mem: GuestMem,
@@ -112,7 +119,7 @@ impl Instance {
 
         let power = power_sink(env.control.clone(), generation);
         let devices = build_devices(&vm, &mem, config, env, power)?;
-        let Devices { pio, mmio, serial, ged, virtio } = devices;
+        let Devices { pio, mmio, serial, ged, virtio, ide } = devices;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -127,6 +134,7 @@ impl Instance {
             run: run.clone(),
             serial,
             ged,
+            ide,
             vm,
             mem,
             boot_fb,
@@ -169,6 +177,11 @@ impl Instance {
         self.run.settle(mode, &self.threads);
     }
 
+    /// The CD drive's controller.
+    pub fn cd(&self) -> Option<Arc<Mutex<IdeController>>> {
+        self.ide.clone()
+    }
+
     pub fn raise_power_button(&self) -> std::io::Result<()> {
         crate::devices::bus::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
     }
@@ -195,6 +208,7 @@ struct Devices {
     serial: Arc<Mutex<SerialPort>>,
     ged: Arc<Mutex<Ged>>,
     virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    ide: Option<Arc<Mutex<IdeController>>>,
 }
 
 fn build_devices(
@@ -252,9 +266,27 @@ fn build_devices(
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(Ecam::new(root.clone()))))?;
     let router = Arc::new(GsiRouter::new(vm.clone())?);
     let mut virtio = Vec::new();
+    let mut ide = None;
     let mut disks = 0;
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
+            DeviceConfig::CdRom { iso } => {
+                let mut cd = CdRom::new("vessel-cd0");
+                if let Some(path) = iso {
+                    cd.insert(Media::open(path)?);
+                }
+                let controller =
+                    IdeController::new(Some(cd), [irq(PRIMARY_IRQ)?, irq(SECONDARY_IRQ)?]);
+                let controller = Arc::new(Mutex::new(controller));
+                for (port, len) in
+                    [(PRIMARY_CMD, 8), (PRIMARY_CTRL, 1), (SECONDARY_CMD, 8), (SECONDARY_CTRL, 1)]
+                {
+                    pio.insert(u64::from(port), len, controller.clone())?;
+                }
+                crate::devices::bus::lock(&root).add_device(controller.clone())?;
+                ide = Some(controller);
+                continue;
+            }
             DeviceConfig::Rng => Box::new(Rng),
             DeviceConfig::Gpu(gpu) => Box::new(Gpu::new(env.display.clone(), *gpu)),
             DeviceConfig::Input(kind) => Box::new(Input::new(*kind, env.input.clone())),
@@ -280,5 +312,5 @@ fn build_devices(
         crate::devices::bus::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
         virtio.push(transport);
     }
-    Ok(Devices { pio, mmio, serial, ged, virtio })
+    Ok(Devices { pio, mmio, serial, ged, virtio, ide })
 }

@@ -53,6 +53,10 @@ pub enum MachineError {
     Net(crate::devices::net::passt::PasstError),
     #[error(transparent)]
     Framebuffer(crate::display::boot_fb::FramebufferError),
+    #[error(transparent)]
+    Cd(#[from] crate::devices::storage::mmc::MediaError),
+    #[error("this machine has no CD drive")]
+    NoCdDrive,
     #[error("interrupt routing")]
     Irq(#[from] crate::vstate::irq::IrqError),
     #[error("invalid machine configuration: {0}")]
@@ -163,6 +167,18 @@ impl MachineHandle {
     /// Hard reset: the machine restarts from the beginning.
     pub fn reset(&self) -> Result<(), MachineError> {
         self.command(Command::Reset)
+    }
+
+    /// Puts the ISO image at `path` in the CD drive (swapping out what was there); the
+    /// guest sees a medium change. The disc stays in across reboots.
+    pub fn insert_cd(&self, path: &std::path::Path) -> Result<(), MachineError> {
+        self.command(Command::InsertCd(path.to_path_buf()))
+    }
+
+    /// Takes the disc out of the CD drive. If the guest has locked the tray, it is only
+    /// asked to eject (an error says so) unless `force`.
+    pub fn eject_cd(&self, force: bool) -> Result<(), MachineError> {
+        self.command(Command::EjectCd { force })
     }
 
     /// Types `bytes` into COM1.

@@ -1,0 +1,96 @@
+//! The CD drive on the KVM path: the test guest's ATAPI PIO driver identifies the drive,
+//! reads the ISO's primary volume descriptor and a file through the root directory, sees
+//! the host swap the disc (unit attention), and ejects it. The same guest passes under
+//! QEMU with `-cdrom` (QEMU's IDE as the reference).
+
+use std::path::{Path, PathBuf};
+
+use vessel_tests::*;
+use vmm::DeviceConfig;
+
+/// An ISO made with xorriso (as distributions make theirs) holding HELLO.TXT.
+fn make_iso(dir: &Path, volume: &str, text: &str) -> PathBuf {
+    let src = dir.join(volume);
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("HELLO.TXT"), text).unwrap();
+    let iso = dir.join(format!("{volume}.iso"));
+    let out = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", volume, "-o"])
+        .arg(&iso)
+        .arg(&src)
+        .output()
+        .expect("xorriso (tools/install-deps installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    iso
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-cd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn last_lba(iso: &Path) -> u64 {
+    std::fs::metadata(iso).unwrap().len() / 2048 - 1
+}
+
+/// What both machines report alike; `first_tur` and the eject's ASCQ differ (see below).
+fn check_common(lines: impl Fn(&str) -> Vec<String>, iso: &Path, out: &str) {
+    let sig: Vec<u64> = lines("ATAPI SIG")[0].split_whitespace().map(hex).collect();
+    assert_eq!(sig, [0x14, 0xeb], "a packet device's signature:\n{out}");
+    assert_eq!(hex(&lines("ATAPI CAPACITY")[0]), last_lba(iso));
+    // "CD001", version 1: the primary volume descriptor at sector 16.
+    assert_eq!(lines("ATAPI PVD"), ["0043443030310100"]);
+    assert_eq!(lines("ATAPI VOLUME")[0], "ONE");
+    assert_eq!(lines("ATAPI FILE"), ["HELLO.TXT;1"]);
+    assert_eq!(lines("ATAPI DATA"), [hex_of(b"hello fr")]);
+    assert!(out.contains("ATAPI DONE"), "{out}");
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_guest_reads_swaps_and_ejects_discs_on_vessel() {
+    let dir = scratch("vessel");
+    let (one, two) =
+        (make_iso(&dir, "ONE", "hello from the first disc"), make_iso(&dir, "TWO", "second"));
+    let mut spec = GuestSpec::new("atapi");
+    spec.devices = vec![DeviceConfig::CdRom { iso: Some(one.clone()) }];
+    let mut run = spec.boot();
+    run.expect_output("ATAPI WAIT SWAP\n");
+    run.handle.insert_cd(&two).unwrap();
+    assert!(matches!(run.expect_stopped(), vmm::StopReason::PoweredOff));
+    let out = run.output();
+    check_common(|k| run.lines_with(k), &one, &out);
+    assert_eq!(run.lines_with("ATAPI MODEL"), ["VESSEL Virtual CD-ROM"]);
+    assert_eq!(hex(&run.lines_with("ATAPI TUR")[0]), 6, "the disc is news at power-on");
+    // After the swap: the second disc's capacity and volume.
+    assert!(out.contains("ATAPI SWAPPED"), "{out}");
+    assert_eq!(hex(&run.lines_with("ATAPI CAPACITY")[1]), last_lba(&two));
+    assert_eq!(run.lines_with("ATAPI VOLUME")[1], "TWO");
+    // Ejected by the guest: NOT READY, medium not present, tray open.
+    let sense: Vec<u64> = run.lines_with("ATAPI EJECTED")[0].split_whitespace().map(hex).collect();
+    assert_eq!(sense, [2, 0x3a, 2]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_same_guest_under_qemu() {
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+    let dir = scratch("qemu");
+    let one = make_iso(&dir, "ONE", "hello from the first disc");
+    let out = run_qemu(&testguest_elf(), "test=atapi-noswap", &["-cdrom", one.to_str().unwrap()]);
+    let lines = |key: &str| -> Vec<String> {
+        let prefix = format!("{key} ");
+        out.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    };
+    check_common(lines, &one, &out);
+    // QEMU's firmware (SeaBIOS) polls the drive first and takes the unit attention; its
+    // drive reports the eject as "medium not present" without the tray detail.
+    let sense: Vec<u64> = lines("ATAPI EJECTED")[0].split_whitespace().map(hex).collect();
+    assert_eq!(sense[..2], [2, 0x3a]);
+    let _ = std::fs::remove_dir_all(dir);
+}
