@@ -11,6 +11,7 @@ use vm_library::bundle::Bundle;
 use vm_library::config::{
     Boot, Cdrom, Disk, DiskFormat, Display, Extra, Forward, Network, SCHEMA_VERSION, VmConfig,
 };
+use vm_library::iso::boot_config;
 use vm_library::library::{Entry, Library, default_dir, mac_for};
 use vm_library::validate::{Host, validate};
 use vmm::{BootSource, DeviceConfig, MachineConfig, RebootPolicy};
@@ -78,8 +79,9 @@ pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The OS on `iso` and what to give it, within what this host has.
-fn iso_defaults(iso: &Path) -> anyhow::Result<Option<vm_library::iso::os::OsGuess>> {
+/// The OS on `iso` and what to give it, within what this host has; and whether it has a
+/// Linux kernel Vessel can boot directly.
+fn iso_defaults(iso: &Path) -> anyhow::Result<(Option<vm_library::iso::os::OsGuess>, bool)> {
     use vm_library::iso::{Iso, boot_config, os};
     let image = Iso::open(iso)?;
     let linux = boot_config::find_linux_boot(&image)?;
@@ -90,14 +92,14 @@ fn iso_defaults(iso: &Path) -> anyhow::Result<Option<vm_library::iso::os::OsGues
         // Leave the host at least half its memory.
         g.recommended.memory_mib = g.recommended.memory_mib.min(host.memory_mib / 2).max(256);
     }
-    Ok(guess)
+    Ok((guess, linux.is_some()))
 }
 
 pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()> {
     let uuid = uuid::Uuid::new_v4();
-    let guess = match &args.iso {
+    let (guess, linux_boot) = match &args.iso {
         Some(iso) => iso_defaults(iso)?,
-        None => None,
+        None => (None, false),
     };
     let recommended = guess.as_ref().map(|g| g.recommended);
     let vcpus = args.cpus.or(recommended.map(|r| r.vcpus)).unwrap_or(1);
@@ -110,6 +112,8 @@ pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()>
             initrd: args.initrd.as_ref().map(|_| "boot/initrd".into()),
             cmdline: args.cmdline.clone(),
         },
+        // A Linux ISO boots from the CD drive (directly, its kernel taken off the disc).
+        None if linux_boot => Boot::Cdrom,
         None => Boot::Bios,
     };
     let disks = if disk_size > 0 {
@@ -269,20 +273,41 @@ pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a VM that boots from its CD keeps the kernel and initrd taken off the disc.
+pub const CD_BOOT_DIR: &str = "cache/cd-boot";
+
 /// What Vessel's machine is made of, from the VM's configuration.
 pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
     let c = &bundle.config;
-    let Boot::Direct { kernel, initrd, cmdline } = &c.boot.value else {
-        bail!(
+    let iso = c.cdrom.iso.as_ref().map(|i| bundle.resolve(i));
+    let boot = match &c.boot.value {
+        Boot::Direct { kernel, initrd, cmdline } => BootSource {
+            kernel: bundle.resolve(kernel),
+            initrd: initrd.as_ref().map(|i| bundle.resolve(i)),
+            cmdline: cmdline.clone(),
+        },
+        Boot::Cdrom => {
+            let Some(iso) = &iso else {
+                bail!(
+                    "{} boots from its CD drive, which is empty; attach an ISO: vessel set {} \
+                     cdrom.iso=FILE",
+                    c.name,
+                    c.name
+                );
+            };
+            // The disc's kernel and initrd, taken off it at every power-on (the disc may
+            // have changed), into the bundle.
+            let boot = boot_config::extract_linux_boot(iso, &bundle.root().join(CD_BOOT_DIR))?;
+            BootSource { kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline }
+        }
+        Boot::Bios | Boot::Uefi => bail!(
             "{} boots from firmware (BIOS/UEFI), which this Vessel cannot do yet; give it a \
-             Linux kernel to boot directly",
+             Linux kernel to boot directly, or a Linux ISO to boot from its CD drive",
             c.name
-        );
+        ),
     };
-    if c.cdrom.iso.is_some() {
-        log::warn!("the CD drive arrives with a later Vessel; the ISO is not attached");
-    }
-    let mut devices = vec![DeviceConfig::Rng];
+    // Every machine has a CD drive, empty or not, so discs can be put in while it runs.
+    let mut devices = vec![DeviceConfig::Rng, DeviceConfig::CdRom { iso }];
     for disk in &c.disks {
         devices.push(DeviceConfig::Block {
             path: bundle.resolve(&disk.file),
@@ -329,11 +354,7 @@ pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
     Ok(MachineConfig {
         vcpus: u8::try_from(c.vcpus).context("vcpus")?,
         memory_bytes: c.memory_mib << 20,
-        boot: BootSource {
-            kernel: bundle.resolve(kernel),
-            initrd: initrd.as_ref().map(|i| bundle.resolve(i)),
-            cmdline: cmdline.clone(),
-        },
+        boot,
         on_guest_reboot: RebootPolicy::Restart,
         devices,
         boot_framebuffer,

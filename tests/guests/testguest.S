@@ -2122,7 +2122,7 @@ test_fb:
 
 /* test=atapi: an ATAPI PIO driver for the CD-ROM on the secondary IDE channel (0x170,
  * 0x376), polling with nIEN set:
- *   "ATAPI SIG <lba mid> <lba high>" after a soft reset (14 EB for a packet device),
+ *   "ATAPI SIG <lba mid> <lba high>" after DEVICE RESET (14 EB for a packet device),
  *   "ATAPI MODEL <model>" from IDENTIFY PACKET DEVICE,
  *   "ATAPI TUR <sense key>" for the first TEST UNIT READY (6: the disc was inserted),
  *   "ATAPI CAPACITY <last LBA>", "ATAPI PVD <bytes 1-8 of sector 16>" and
@@ -2140,12 +2140,13 @@ test_atapi:
     push rbx
     push r12
     mov dx, ATA_CTRL
-    mov al, 0x06                        /* SRST, and nIEN: we poll */
-    out dx, al
-    mov al, 0x02
+    mov al, 0x02                        /* nIEN: we poll */
     out dx, al
     mov dx, ATA_CMD + 6
     mov al, 0xa0                        /* the master */
+    out dx, al
+    mov dx, ATA_CMD + 7
+    mov al, 0x08                        /* DEVICE RESET: the signature again */
     out dx, al
     call atapi_wait
     lea rdi, [rip + s_atapi_sig]

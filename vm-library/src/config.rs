@@ -95,6 +95,10 @@ pub enum Boot {
         #[serde(default)]
         cmdline: String,
     },
+    /// The Linux on the disc in the CD drive, booted directly: the kernel, initrd and
+    /// command line its boot configuration (isolinux/GRUB) names, with the disc left in
+    /// the drive for the installer.
+    Cdrom,
     /// Firmware from the CD or disks (a later Vessel boots these).
     Bios,
     Uefi,

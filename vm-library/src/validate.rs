@@ -101,6 +101,9 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
             problem("boot.initrd", e);
         }
     }
+    if config.boot.value == Boot::Cdrom && config.cdrom.iso.is_none() {
+        problem("boot", "boots from the CD drive, but no ISO is in it; set cdrom.iso".into());
+    }
     let mut files = HashSet::new();
     for (i, disk) in config.disks.iter().enumerate() {
         if disk.size_bytes == 0 || !disk.size_bytes.is_multiple_of(1 << 20) {

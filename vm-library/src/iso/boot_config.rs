@@ -1,7 +1,73 @@
 //! Finds how a Linux ISO boots — kernel, initrds, command line — in its isolinux/syslinux
 //! or GRUB configuration, so Vessel can boot it directly with the ISO left in the CD drive.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use super::{Iso, IsoError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CdBootError {
+    #[error(transparent)]
+    Iso(#[from] IsoError),
+    #[error(
+        "{0} has no Linux kernel Vessel can boot directly (no isolinux or GRUB entry naming \
+         one); it needs firmware boot (BIOS/UEFI), which a later Vessel brings"
+    )]
+    NotLinux(PathBuf),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A Linux boot taken off a disc: the kernel and initrd copied to files on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtractedBoot {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// The boot entry they came from.
+    pub entry: LinuxBoot,
+}
+
+/// Finds the default Linux boot entry of the ISO at `iso_path` and copies its kernel and
+/// initrds into `dir` (as `kernel` and `initrd`; several initrds are joined, each padded
+/// to 4 bytes, as boot loaders pass them).
+pub fn extract_linux_boot(iso_path: &Path, dir: &Path) -> Result<ExtractedBoot, CdBootError> {
+    let iso = Iso::open(iso_path)?;
+    let entry = find_linux_boot(&iso)?.ok_or_else(|| CdBootError::NotLinux(iso_path.into()))?;
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CdBootError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    let copy = |files: &[String], name: &str, pad: bool| -> Result<PathBuf, CdBootError> {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(write_err(&tmp))?);
+        for file in files {
+            let found = iso.find(file)?.ok_or_else(|| {
+                IsoError::Damaged(iso_path.into(), format!("{file} is named but missing"))
+            })?;
+            let n = iso.copy_file(&found, &mut out)?;
+            if pad {
+                let zeros = (4 - n % 4) % 4;
+                out.write_all(&[0u8; 3][..zeros as usize]).map_err(write_err(&tmp))?;
+            }
+        }
+        out.flush().map_err(write_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
+        Ok(path)
+    };
+    let kernel = copy(std::slice::from_ref(&entry.kernel), "kernel", false)?;
+    let initrd =
+        if entry.initrds.is_empty() { None } else { Some(copy(&entry.initrds, "initrd", true)?) };
+    Ok(ExtractedBoot { kernel, initrd, cmdline: entry.cmdline.clone(), entry })
+}
 
 /// Largest configuration file read.
 const MAX_CONFIG: usize = 256 << 10;
@@ -284,6 +350,35 @@ mod tests {
         assert_eq!(boot.cmdline, "boot=casper quiet ---");
         let one_line = parse_grub("menuentry 'x' { linux /k a=b ; initrd /i }", "g").unwrap();
         assert_eq!((one_line.kernel.as_str(), one_line.cmdline.as_str()), ("/k", "a=b"));
+    }
+
+    #[test]
+    fn extraction_copies_the_kernel_and_joins_the_initrds() {
+        let dir = scratch("extract");
+        let kernel: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let iso = make_iso(
+            &dir,
+            "live",
+            &[
+                ("boot/grub/grub.cfg", b"menuentry 'Live' {\n linux /live/vmlinuz boot=live\n initrd /live/ucode.img /live/initrd.img\n}\n"),
+                ("live/vmlinuz", &kernel),
+                ("live/ucode.img", b"ucode"),
+                ("live/initrd.img", b"initrd"),
+            ],
+            &["-R"],
+        );
+        let out = dir.join("boot");
+        let boot = extract_linux_boot(&iso, &out).unwrap();
+        assert_eq!(std::fs::read(&boot.kernel).unwrap(), kernel, "the kernel as it is");
+        assert_eq!(std::fs::read(boot.initrd.as_ref().unwrap()).unwrap(), b"ucode\0\0\0initrd\0\0");
+        assert_eq!(boot.cmdline, "boot=live");
+        // Again, over the old files.
+        assert_eq!(extract_linux_boot(&iso, &out).unwrap(), boot);
+        // A disc with no Linux to boot says what it needs.
+        let plain = make_iso(&dir, "plain", &[("README.TXT", b"hi")], &[]);
+        let err = extract_linux_boot(&plain, &out).unwrap_err();
+        assert!(matches!(err, CdBootError::NotLinux(_)));
+        assert!(err.to_string().contains("firmware boot"), "{err}");
     }
 
     #[test]

@@ -347,6 +347,27 @@ impl Iso {
         Ok(None)
     }
 
+    /// Copies a file's contents to `out` (kernels, initrds), a MiB at a time; returns the
+    /// bytes copied.
+    pub fn copy_file(&self, entry: &Entry, out: &mut impl std::io::Write) -> Result<u64, IsoError> {
+        if entry.is_dir {
+            return Err(self.damaged(&format!("{} is a directory", entry.name)));
+        }
+        const CHUNK: u64 = 512; // sectors
+        let size = u64::from(entry.size);
+        let (mut lba, mut left) = (u64::from(entry.extent), size);
+        while left > 0 {
+            let sectors = left.div_ceil(SECTOR).min(CHUNK);
+            let data = self.read(lba, sectors)?;
+            let n = left.min(sectors * SECTOR) as usize;
+            out.write_all(&data[..n])
+                .map_err(|source| IsoError::Io { path: self.path.clone(), cause: source })?;
+            lba += sectors;
+            left -= n as u64;
+        }
+        Ok(size)
+    }
+
     /// A file's contents, if it is at most `max` bytes (config files, not kernels).
     pub fn read_file(&self, entry: &Entry, max: usize) -> Result<Vec<u8>, IsoError> {
         let size = entry.size as usize;
