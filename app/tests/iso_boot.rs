@@ -5,7 +5,10 @@
 //! in the CD drive, and Linux finds the drive as /dev/sr0 and mounts the disc.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+mod common;
+use common::vessel;
 
 use vessel_tests::{default_linux_guest, have_qemu, run_qemu};
 use vm_library::iso::boot_config::extract_linux_boot;
@@ -44,16 +47,6 @@ fn linux_iso(dir: &Path) -> PathBuf {
         .expect("xorriso");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     iso
-}
-
-fn vessel(lib: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--library")
-        .arg(lib)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[test]

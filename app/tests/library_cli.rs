@@ -1,9 +1,11 @@
 //! The library verbs as a script uses them: create, list, show, start, a second start,
 //! stop, delete; JSON output; errors that name the problem.
 
+mod common;
+use common::vessel;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vessel_tests::testguest_elf;
@@ -12,16 +14,6 @@ fn library(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vessel-cli-lib-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn vessel(lib: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--library")
-        .arg(lib)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
