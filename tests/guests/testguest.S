@@ -2127,10 +2127,10 @@ test_fb:
  *   "ATAPI TUR <sense key>" for the first TEST UNIT READY (6: the disc was inserted),
  *   "ATAPI CAPACITY <last LBA>", "ATAPI PVD <bytes 1-8 of sector 16>" and
  *   "ATAPI VOLUME <volume id>", then the root directory's first file:
- *   "ATAPI FILE <name>" and "ATAPI DATA <its first 8 bytes>";
- *   then (not under test=atapi-noswap) "ATAPI WAIT SWAP", until TEST UNIT READY reports a
- *   unit attention: "ATAPI SWAPPED", "ATAPI CAPACITY ...", "ATAPI VOLUME ...";
- *   then START STOP UNIT ejects: "ATAPI EJECTED <key> <asc> <ascq>" from REQUEST SENSE
+ *   "ATAPI FILE <name>" and "ATAPI DATA <its first 8 bytes>"; then it locks the tray
+ *   ("ATAPI LOCKED") and (not under test=atapi-noswap) says "ATAPI WAIT SWAP", until TEST
+ *   UNIT READY reports a unit attention and then readiness: "ATAPI SWAPPED", "ATAPI CAPACITY ...",
+ *   "ATAPI VOLUME ..."; then it unlocks and START STOP UNIT ejects: "ATAPI EJECTED <key> <asc> <ascq>" from REQUEST SENSE
  *   after a TEST UNIT READY; "ATAPI DONE". */
     .set ATA_CMD, 0x170
     .set ATA_CTRL, 0x376
@@ -2231,6 +2231,13 @@ test_atapi:
     bswap rdi
     call put_hex
     call newline
+    /* PREVENT ALLOW MEDIUM REMOVAL: lock the tray while "installing" */
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x1e
+    mov byte ptr [atapi_cdb + 4], 1
+    call atapi_packet
+    lea rdi, [rip + s_atapi_locked]
+    call puts
     cmp qword ptr [atapi_noswap], 0
     jne 5f
     /* the host swaps the disc: TEST UNIT READY until a unit attention */
@@ -2244,10 +2251,18 @@ test_atapi:
     je 3f
     pause
     jmp 2b
-3:  lea rdi, [rip + s_atapi_swapped]
+3:  call atapi_cdb_clear                /* then until the drive is ready (a disc is in) */
+    call atapi_packet
+    cmp byte ptr [atapi_error], 0
+    je 4f
+    pause
+    jmp 3b
+4:  lea rdi, [rip + s_atapi_swapped]
     call puts
     call atapi_capacity_and_volume
-5:  /* START STOP UNIT with LoEj: eject */
+5:  call atapi_cdb_clear                /* unlock, then START STOP UNIT with LoEj: eject */
+    mov byte ptr [atapi_cdb], 0x1e
+    call atapi_packet
     call atapi_cdb_clear
     mov byte ptr [atapi_cdb], 0x1b
     mov byte ptr [atapi_cdb + 4], 0x02
@@ -3076,6 +3091,7 @@ s_atapi_volume: .asciz "ATAPI VOLUME "
 s_atapi_file:   .asciz "ATAPI FILE "
 s_atapi_data:   .asciz "ATAPI DATA "
 s_atapi_wait:   .asciz "ATAPI WAIT SWAP\n"
+s_atapi_locked: .asciz "ATAPI LOCKED\n"
 s_atapi_swapped: .asciz "ATAPI SWAPPED\n"
 s_atapi_ejected: .asciz "ATAPI EJECTED "
 s_atapi_done:   .asciz "ATAPI DONE\n"

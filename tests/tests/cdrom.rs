@@ -61,7 +61,20 @@ fn the_guest_reads_swaps_and_ejects_discs_on_vessel() {
     spec.devices = vec![DeviceConfig::CdRom { iso: Some(one.clone()) }];
     let mut run = spec.boot();
     run.expect_output("ATAPI WAIT SWAP\n");
+    // The guest locked the tray: a swap or an eject is only a request it refuses...
+    let locked = |r: Result<(), vmm::MachineError>| {
+        matches!(r, Err(vmm::MachineError::Cd(vmm::devices::storage::mmc::MediaError::Locked)))
+    };
+    assert!(locked(run.handle.insert_cd(&two)));
+    assert!(locked(run.handle.eject_cd(false)));
+    // ...until the host forces it out; then the new disc goes in.
+    run.handle.eject_cd(true).unwrap();
     run.handle.insert_cd(&two).unwrap();
+    // A file that is not an ISO changes nothing.
+    let bad = dir.join("notes.txt");
+    std::fs::write(&bad, "not a disc").unwrap();
+    let err = run.handle.insert_cd(&bad).unwrap_err();
+    assert!(err.to_string().contains("not an ISO image"), "{err}");
     assert!(matches!(run.expect_stopped(), vmm::StopReason::PoweredOff));
     let out = run.output();
     check_common(|k| run.lines_with(k), &one, &out);

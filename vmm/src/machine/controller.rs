@@ -242,7 +242,15 @@ impl Controller {
                 self.cd_config().ok_or(MachineError::NoCdDrive)?;
                 let media = Media::open(path)?;
                 if let Some(cd) = self.instance.as_ref().and_then(Instance::cd) {
-                    lock(&cd).cd().ok_or(MachineError::NoCdDrive)?.insert(media);
+                    let mut ide = lock(&cd);
+                    let drive = ide.cd().ok_or(MachineError::NoCdDrive)?;
+                    // A swap takes the old disc out first: a locked tray refuses that (the
+                    // guest hears an eject request) until it unlocks or the host forces
+                    // an eject.
+                    if drive.media().is_some() && drive.locked() {
+                        drive.eject(false)?;
+                    }
+                    drive.insert(media);
                 }
                 *self.cd_config().ok_or(MachineError::NoCdDrive)? = Some(path.clone());
             }

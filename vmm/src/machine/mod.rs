@@ -170,7 +170,8 @@ impl MachineHandle {
     }
 
     /// Puts the ISO image at `path` in the CD drive (swapping out what was there); the
-    /// guest sees a medium change. The disc stays in across reboots.
+    /// guest sees a medium change. The disc stays in across reboots. If the guest locked
+    /// the tray with a disc in, this fails like `eject_cd(false)` (the guest is asked).
     pub fn insert_cd(&self, path: &std::path::Path) -> Result<(), MachineError> {
         self.command(Command::InsertCd(path.to_path_buf()))
     }
