@@ -12,7 +12,7 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input, gpu, gpu-bench, fb, atapi, atapi-noswap.
+ * input, gpu, gpu-bench, fb, atapi, atapi-noswap, atapi-bench.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2399,6 +2399,100 @@ puts_trimmed:
 3:  mov byte ptr [rsi], 0
     jmp puts
 
+/* test=atapi-bench: reads the whole disc in the CD drive in READ(10) commands of 16
+ * blocks (32 KiB), 32-bit PIO, between milestones 0x40 and 0x41 (the capacity is read
+ * first); "ATAPI BENCH <blocks>" at the end. */
+test_atapi_bench:
+    push rbx
+    push r12
+    push r13
+    mov dx, ATA_CTRL
+    mov al, 0x02
+    out dx, al
+    mov dx, ATA_CMD + 6
+    mov al, 0xa0
+    out dx, al
+    call atapi_wait
+1:  call atapi_cdb_clear                /* until ready (the first answer is the new disc) */
+    call atapi_packet
+    cmp byte ptr [atapi_error], 0
+    jne 1b
+    call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x25
+    call atapi_packet
+    mov r12d, dword ptr [atapi_buf]
+    bswap r12d
+    inc r12d                            /* blocks on the disc */
+    mov al, 0x40
+    out DEBUG_PORT, al
+    xor r13d, r13d                      /* next LBA */
+2:  mov ebx, r12d
+    sub ebx, r13d
+    jz 4f
+    cmp ebx, 16
+    jbe 3f
+    mov ebx, 16
+3:  call atapi_cdb_clear
+    mov byte ptr [atapi_cdb], 0x28
+    mov eax, r13d
+    bswap eax
+    mov dword ptr [atapi_cdb + 2], eax
+    mov eax, ebx
+    xchg al, ah
+    mov word ptr [atapi_cdb + 7], ax
+    call atapi_packet_fast
+    add r13d, ebx
+    jmp 2b
+4:  mov al, 0x41
+    out DEBUG_PORT, al
+    lea rdi, [rip + s_atapi_bench]
+    call puts
+    mov edi, r12d
+    call put_hex
+    call newline
+    call power_off
+
+/* atapi_packet_fast: atapi_packet with the largest byte count limit and 32-bit data reads
+ * into bench_buf (reused: the data is not kept); fails the test on an error. */
+atapi_packet_fast:
+    push rbx
+    mov dx, ATA_CMD + 1
+    xor eax, eax
+    out dx, al
+    mov dx, ATA_CMD + 4
+    mov al, 0xfe
+    out dx, al
+    mov dx, ATA_CMD + 5
+    mov al, 0xff
+    out dx, al
+    mov dx, ATA_CMD + 7
+    mov al, 0xa0
+    out dx, al
+    call atapi_wait
+    mov rsi, offset atapi_cdb
+    mov ecx, 6
+    mov dx, ATA_CMD
+    rep outsw
+1:  call atapi_wait
+    test al, 0x08
+    jz 2f
+    mov dx, ATA_CMD + 4
+    in al, dx
+    movzx ecx, al
+    mov dx, ATA_CMD + 5
+    in al, dx
+    shl eax, 8
+    or ecx, eax
+    shr ecx, 2                          /* DRQ blocks are multiples of 4 here */
+    mov rdi, offset bench_buf
+    mov dx, ATA_CMD
+    rep insd
+    jmp 1b
+2:  test al, 0x01
+    jnz virtio_fail
+    pop rbx
+    ret
+
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -3081,6 +3175,8 @@ n_input:        .asciz "input"
 n_gpu:          .asciz "gpu"
 n_fb:           .asciz "fb"
 n_atapi:        .asciz "atapi"
+n_atapi_bench:  .asciz "atapi-bench"
+s_atapi_bench:  .asciz "ATAPI BENCH "
 n_atapi_noswap: .asciz "atapi-noswap"
 s_atapi_sig:    .asciz "ATAPI SIG "
 s_atapi_model:  .asciz "ATAPI MODEL "
@@ -3157,6 +3253,7 @@ tests:
     .quad n_gpu, test_gpu
     .quad n_fb, test_fb
     .quad n_atapi_noswap, test_atapi_noswap
+    .quad n_atapi_bench, test_atapi_bench
     .quad n_atapi, test_atapi
     .quad n_blk, test_blk
     .quad 0, 0

@@ -1,0 +1,76 @@
+//! Sequential read throughput of a disc through the CD drive (IDE/ATAPI, 32-bit PIO: this
+//! drive has no bus-master DMA yet), driven by the test guest (test=atapi-bench: READ(10)
+//! of 32 KiB at a time over the whole disc), against reading the same image file on the
+//! host in 32 KiB reads, and against QEMU's IDE CD-ROM (-accel kvm) with the same guest.
+//! Every 16-bit or 32-bit data register access is a VM exit, which is what PIO costs.
+//!
+//! Run: cargo bench -p vessel-tests --bench cd_read
+
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use vessel_tests::{GuestSpec, TIMEOUT};
+use vmm::{DeviceConfig, Event, Machine, MachineState};
+
+const DISC_BYTES: usize = 16 << 20;
+
+fn vessel(iso: &std::path::Path) -> Duration {
+    let mut spec = GuestSpec::new("atapi-bench");
+    spec.devices = vec![DeviceConfig::CdRom { iso: Some(iso.to_path_buf()) }];
+    let handle = Machine::build(spec.config(), None).expect("machine builds");
+    handle.start().unwrap();
+    let (mut start, mut end) = (None, None);
+    while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
+        match event {
+            Event::DebugMarker { code: 0x40, since_build } => start = Some(since_build),
+            Event::DebugMarker { code: 0x41, since_build } => end = Some(since_build),
+            Event::StateChanged(MachineState::Stopped(_)) => break,
+            _ => {}
+        }
+    }
+    end.expect("end milestone") - start.expect("start milestone")
+}
+
+fn host(iso: &std::path::Path) -> Duration {
+    let file = std::fs::File::open(iso).unwrap();
+    let mut buf = vec![0u8; 32 << 10];
+    let t = Instant::now();
+    for at in (0..DISC_BYTES).step_by(buf.len()) {
+        file.read_exact_at(&mut buf, at as u64).unwrap();
+    }
+    t.elapsed()
+}
+
+fn qemu(iso: &std::path::Path) -> Option<Duration> {
+    let marks = vessel_tests::qemu_kvm_milestones("test=atapi-bench", &["-cdrom", iso.to_str()?])?;
+    let at = |code| marks.iter().find(|(c, _)| *c == code).map(|(_, t)| *t);
+    Some(at(0x41)? - at(0x40)?)
+}
+
+fn main() {
+    let iso = std::env::temp_dir().join(format!("vessel-cd-bench-{}.iso", std::process::id()));
+    let data: Vec<u8> =
+        (0..DISC_BYTES as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(&iso, data).unwrap();
+    let _ = host(&iso); // page cache
+    let v = vessel(&iso);
+    let h = host(&iso);
+    let q = qemu(&iso);
+    let mib_s = |d: Duration| DISC_BYTES as f64 / (1 << 20) as f64 / d.as_secs_f64();
+    println!("cd_read: sequential read of a 16 MiB disc, 32 KiB requests, PIO");
+    let mut line = format!(
+        "  vessel {:>8.1} MiB/s  host file {:>8.1} MiB/s  vessel/host {:.4}",
+        mib_s(v),
+        mib_s(h),
+        mib_s(v) / mib_s(h)
+    );
+    match q {
+        Some(q) => {
+            line +=
+                &format!("  qemu {:>8.1} MiB/s  vessel/qemu {:.2}", mib_s(q), mib_s(v) / mib_s(q))
+        }
+        None => line += "  (qemu-system-x86_64 -accel kvm did not run)",
+    }
+    println!("{line}");
+    let _ = std::fs::remove_file(iso);
+}
