@@ -156,13 +156,23 @@ impl Bundle {
             l_len: 0,
             l_pid: 0,
         };
+        // A lock this process just let go of can linger for a moment: a child process
+        // forked meanwhile (by any thread) shares the open file description until it
+        // execs. So a held lock whose holder is this process is tried again, briefly.
+        let mut tries = 0;
         // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+        while unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
             let e = std::io::Error::last_os_error();
             if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
                 let mut pid = String::new();
+                let _ = file.seek(SeekFrom::Start(0));
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim();
+                if pid == std::process::id().to_string() && tries < 50 {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                }
                 return Err(BundleError::AlreadyRunning {
                     pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
                 });
