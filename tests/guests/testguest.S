@@ -1273,7 +1273,8 @@ net_post_rx:
  * milestones the host timestamps: 0x10/0x11 sequential write, 0x12/0x13 sequential read
  * (256 KiB requests over the first 64 MiB), 0x14/0x15 random 4 KiB reads, 0x16/0x17
  * random 4 KiB writes (4096 each, over the first 64 MiB), 0x18/0x19 and 0x1a/0x1b
- * sequential write and read in 1 MiB requests over the same 64 MiB. */
+ * sequential write and read in 1 MiB requests over the same 64 MiB, and 0x1c/0x1d and
+ * 0x1e/0x1f the same with two requests in flight. */
     .set BENCH_SEQ_BYTES, 262144
     .set BENCH_SEQ_COUNT, 256
     .set BENCH_RAND_COUNT, 4096
@@ -1325,9 +1326,119 @@ test_blk_bench:
     mov edx, BENCH_BIG_BYTES
     mov ecx, BENCH_BIG_COUNT
     call bench_sequential
+    mov edi, 0x1c                       /* 1 MiB requests, two in flight */
+    xor esi, esi                        /* OUT */
+    call bench_qd2
+    mov edi, 0x1e
+    mov esi, 1                          /* IN */
+    call bench_qd2
     lea rdi, [rip + s_bench_done]
     call puts
     call power_off
+
+/* bench_qd2(edi = first milestone, esi = 1 for reads): BENCH_BIG_COUNT 1 MiB requests over
+ * the first 64 MiB with two in flight, as a driver's readahead or writeback keeps them:
+ * descriptors 0-2 and 3-5 are the two slots; a slot is posted again as soon as it comes
+ * back. Milestones edi and edi+1 bracket it. */
+bench_qd2:
+    push rbx
+    push r12
+    push r13
+    push r14
+    push r15
+    mov ebx, edi
+    mov r15d, esi
+    mov eax, ebx
+    out DEBUG_PORT, al
+    xor r12d, r12d                      /* next request */
+    xor r13d, r13d                      /* requests completed */
+    call ring_base
+    movzx r14d, word ptr [rax + RING_USED + 2]   /* used idx so far */
+    xor edi, edi
+    call qd2_post
+    mov edi, 1
+    call qd2_post
+1:  call ring_base
+    movzx ecx, word ptr [rax + RING_USED + 2]
+    cmp cx, r14w
+    jne 2f
+    pause
+    jmp 1b
+2:  mov ecx, r14d
+    and ecx, 7
+    mov edi, dword ptr [rax + RING_USED + 4 + rcx * 8]   /* the head: 0 or 3 */
+    inc r14d
+    inc r13d
+    xor edx, edx
+    mov eax, edi
+    mov ecx, 3
+    div ecx
+    mov edi, eax                        /* the slot */
+    cmp byte ptr [rdi * 8 + qd_status], 0
+    jne virtio_fail
+    cmp r12d, BENCH_BIG_COUNT
+    jae 3f
+    call qd2_post
+3:  cmp r13d, BENCH_BIG_COUNT
+    jb 1b
+    lea eax, [rbx + 1]
+    out DEBUG_PORT, al
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+/* qd2_post(edi = slot): request r12 (type r15d: 1 IN, 0 OUT) into the slot's
+ * descriptors, posted and notified; r12 advances. */
+qd2_post:
+    push rbx
+    mov ebx, edi
+    mov eax, r15d
+    xor eax, 1                          /* virtio-blk type: IN 0, OUT 1 */
+    mov ecx, ebx
+    shl ecx, 4
+    mov dword ptr [rcx + qd_hdr], eax
+    mov dword ptr [rcx + qd_hdr + 4], 0
+    mov eax, r12d
+    shl rax, 11
+    mov qword ptr [rcx + qd_hdr + 8], rax
+    mov byte ptr [rbx * 8 + qd_status], 0xff
+    lea edi, [rbx + rbx * 2]            /* header descriptor */
+    lea rsi, [rcx + qd_hdr]
+    mov edx, 16
+    mov ecx, 1
+    call set_desc
+    lea edi, [rbx + rbx * 2 + 1]        /* data */
+    mov esi, ebx
+    shl rsi, 20
+    add rsi, offset bench_buf
+    mov edx, BENCH_BIG_BYTES
+    mov ecx, 1
+    test r15d, r15d
+    jz 1f
+    mov ecx, 3                          /* NEXT | WRITE: the device fills it */
+1:  call set_desc
+    lea edi, [rbx + rbx * 2 + 2]        /* status */
+    lea rsi, [rbx * 8 + qd_status]
+    mov edx, 1
+    mov ecx, 2
+    call set_desc
+    call ring_base
+    mov rcx, [vio_avail]
+    mov edx, ecx
+    and edx, 7
+    lea edi, [rbx + rbx * 2]
+    mov word ptr [rax + RING_AVAIL + 4 + rdx * 2], di
+    inc rcx
+    mov [vio_avail], rcx
+    mov word ptr [rax + RING_AVAIL + 2], cx
+    mov rdx, [vio_qnotify]
+    mov word ptr [rdx], 0
+    inc r12d
+    pop rbx
+    ret
 
 /* bench_sequential(edi = first milestone, esi = log2 of sectors per request, edx =
  * request bytes, ecx = requests): a sequential write phase (milestones edi, edi+1), then
@@ -3404,6 +3515,8 @@ gpu_fb:         .skip 128 * 96 * 4
 gpu_cursor:     .skip 64 * 64 * 4
 gpu_big_req:    .skip 24 + 8 + 16 * 2025
 atapi_noswap:   .skip 8
+qd_hdr:         .skip 32
+qd_status:      .skip 16
 atapi_cdb:      .skip 16
 atapi_error:    .skip 8
 atapi_text:     .skip 64
