@@ -2442,22 +2442,8 @@ atapi_cdb_clear:
  * into atapi_buf; leaves the error register in atapi_error (0 if the status has no ERR). */
 atapi_packet:
     push rbx
-    mov dx, ATA_CMD + 1
-    xor eax, eax
-    out dx, al                          /* features: PIO */
-    mov dx, ATA_CMD + 4
-    out dx, al                          /* byte count limit 0x0800 */
-    mov dx, ATA_CMD + 5
-    mov al, 0x08
-    out dx, al
-    mov dx, ATA_CMD + 7
-    mov al, 0xa0
-    out dx, al
-    call atapi_wait
-    mov rsi, offset atapi_cdb
-    mov ecx, 6
-    mov dx, ATA_CMD
-    rep outsw
+    mov edi, 0x0800
+    call atapi_send
     mov rbx, offset atapi_buf
 1:  call atapi_wait
     test al, 0x08                       /* DRQ: data to read */
@@ -2467,6 +2453,7 @@ atapi_packet:
     movzx ecx, al
     mov dx, ATA_CMD + 5
     in al, dx
+    movzx eax, al
     shl eax, 8
     or ecx, eax
     shr ecx, 1
@@ -2482,6 +2469,27 @@ atapi_packet:
     in al, dx
     mov byte ptr [atapi_error], al
 3:  pop rbx
+    ret
+
+/* atapi_send(edi = byte count limit): PACKET (PIO) and the 12 bytes of atapi_cdb. */
+atapi_send:
+    mov dx, ATA_CMD + 1
+    xor eax, eax
+    out dx, al                          /* features: PIO */
+    mov eax, edi
+    mov dx, ATA_CMD + 4
+    out dx, al
+    mov al, ah
+    mov dx, ATA_CMD + 5
+    out dx, al
+    mov dx, ATA_CMD + 7
+    mov al, 0xa0
+    out dx, al
+    call atapi_wait
+    mov rsi, offset atapi_cdb
+    mov ecx, 6
+    mov dx, ATA_CMD
+    rep outsw
     ret
 
 /* atapi_wait -> al: the status once BSY is clear. */
@@ -2567,23 +2575,8 @@ test_atapi_bench:
  * into bench_buf (reused: the data is not kept); fails the test on an error. */
 atapi_packet_fast:
     push rbx
-    mov dx, ATA_CMD + 1
-    xor eax, eax
-    out dx, al
-    mov dx, ATA_CMD + 4
-    mov al, 0xfe
-    out dx, al
-    mov dx, ATA_CMD + 5
-    mov al, 0xff
-    out dx, al
-    mov dx, ATA_CMD + 7
-    mov al, 0xa0
-    out dx, al
-    call atapi_wait
-    mov rsi, offset atapi_cdb
-    mov ecx, 6
-    mov dx, ATA_CMD
-    rep outsw
+    mov edi, 0xfffe
+    call atapi_send
 1:  call atapi_wait
     test al, 0x08
     jz 2f
@@ -2592,6 +2585,7 @@ atapi_packet_fast:
     movzx ecx, al
     mov dx, ATA_CMD + 5
     in al, dx
+    movzx eax, al
     shl eax, 8
     or ecx, eax
     shr ecx, 2                          /* DRQ blocks are multiples of 4 here */
