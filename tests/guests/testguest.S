@@ -1289,6 +1289,12 @@ test_blk_bench:
     mov qword ptr [vio_q], 0
     call ring_base
     mov word ptr [rax + RING_AVAIL], 1  /* VIRTQ_AVAIL_F_NO_INTERRUPT */
+    /* The data to write, as a real writer has it: the buffers (two for two in flight)
+     * are written by the guest before the device reads them. */
+    mov rdi, offset bench_buf
+    mov ecx, (2 << 20) / 8
+    mov rax, 0x5a5a5a5a5a5a5a5a
+    rep stosq
     mov qword ptr [bench_lcg], 12345
     mov edi, 0x10                       /* 256 KiB (512 sectors) writes, then reads */
     mov esi, 9
