@@ -129,7 +129,13 @@ impl Worker {
         while Instant::now() < deadline && !self.stopping.load(Ordering::Relaxed) {
             let mut device = lock(&self.device);
             if device.queue_pending(queue) {
+                let before = device.next_avail(queue);
                 device.process_queue(queue);
+                if device.next_avail(queue) == before {
+                    // Buffers the device cannot take (a broken ring): stop looking rather
+                    // than spin on them; the next notification brings the thread back.
+                    return;
+                }
                 deadline = Instant::now() + self.poll_window;
             }
             drop(device);

@@ -227,6 +227,11 @@ impl VirtioPciDevice {
                 .is_ok_and(|idx| idx.0 != queue.next_avail())
     }
 
+    /// Where the device is in queue `index`'s available ring.
+    pub fn next_avail(&self, index: usize) -> Option<u16> {
+        self.queues.get(index).map(QueueT::next_avail)
+    }
+
     /// How long the device's thread keeps polling a queue after serving it.
     pub fn poll_window(&self) -> std::time::Duration {
         self.device.poll_window()
@@ -776,6 +781,13 @@ mod tests {
         publish(&mem, &[0, 0]);
         dev.process_queue(0);
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 1);
+        // A ring claiming more buffers than it holds: pending, yet nothing can be taken, so
+        // a polling device thread sees no progress and stops looking.
+        mem.write_obj(200u16, GuestAddress(AVAIL + 2)).unwrap();
+        let before = dev.next_avail(0);
+        assert!(dev.queue_pending(0));
+        dev.process_queue(0);
+        assert_eq!(dev.next_avail(0), before);
         // A queue that does not exist or is not running has nothing pending.
         assert!(!dev.queue_pending(7));
         w(&mut dev, 0x14, 0, 1);
