@@ -22,6 +22,9 @@ pub enum LockError {
     },
 }
 
+/// Attempts, 2 ms apart, before a held lock counts as held.
+const LOCK_TRIES: u32 = 25;
+
 /// Locks all of `file` (opened from `path`), shared or exclusive, without waiting.
 pub fn ofd_lock(file: &File, path: &Path, exclusive: bool) -> Result<(), LockError> {
     let lock = libc::flock {
@@ -31,16 +34,20 @@ pub fn ofd_lock(file: &File, path: &Path, exclusive: bool) -> Result<(), LockErr
         l_len: 0,
         l_pid: 0,
     };
-    // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => {
-            Err(LockError::Locked { path: path.to_path_buf() })
+    // A lock released a moment ago (a machine of this process rebooting) can linger while
+    // a child that another thread forked has not exec'd yet: it shares the open file
+    // description. So a held lock is tried again for a short while before it counts.
+    for _ in 0..LOCK_TRIES {
+        // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+        if r == 0 {
+            return Ok(());
         }
-        _ => Err(LockError::Lock { path: path.to_path_buf(), source: e }),
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+            return Err(LockError::Lock { path: path.to_path_buf(), source: e });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    Err(LockError::Locked { path: path.to_path_buf() })
 }
