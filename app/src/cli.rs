@@ -17,8 +17,9 @@ pub struct Cli {
     /// Print results as JSON, for scripts (the library verbs and iso-info).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Without a command, the desktop window opens.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,12 +1,12 @@
-//! `vessel`: the desktop VM application. The GUI arrives with its own issue; today the
-//! binary runs guests headless (`vessel run`, `vessel start`) and manages the VM library
+//! `vessel`: the desktop VM application. Without a verb it opens the window (`ui`); the
+//! verbs run guests headless (`vessel run`, `vessel start`) and manage the VM library
 //! (`vessel list | create | show | stop | delete`).
 
 mod cli;
-#[cfg_attr(not(test), expect(dead_code, reason = "the desktop console sends its keys through it"))]
 mod keymap;
 mod run;
 mod terminal;
+mod ui;
 mod vms;
 
 use anyhow::Context;
@@ -41,7 +41,17 @@ fn main() {
         .format_timestamp(None)
         .init();
     let args = cli::Cli::parse();
-    if let cli::Command::VhostUser(a) = &args.command
+    let Some(command) = args.command else {
+        let code = match ui::run(args.library) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("vessel: error: {e:#}");
+                run::EXIT_VMM_ERROR
+            }
+        };
+        std::process::exit(code);
+    };
+    if let cli::Command::VhostUser(a) = &command
         && !a.forward.is_empty()
         && !a.net
     {
@@ -51,7 +61,7 @@ fn main() {
             .exit();
     }
     if !matches!(
-        args.command,
+        command,
         cli::Command::Run(_) | cli::Command::Start { .. } | cli::Command::VhostUser(_)
     ) {
         // Printing verbs end quietly when their reader goes away (`vessel list | head`), as
@@ -63,7 +73,7 @@ fn main() {
     let lib = || vms::library(library.clone());
     let done = |r: anyhow::Result<()>| r.map(|()| 0);
     let json = args.json;
-    let result: anyhow::Result<i32> = match args.command {
+    let result: anyhow::Result<i32> = match command {
         cli::Command::Run(run_args) => run::run(run_args).map(|o| o.exit_code()),
         cli::Command::VhostUser(args) => done(vhost_user(args)),
         cli::Command::Start { name } => {

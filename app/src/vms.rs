@@ -81,7 +81,7 @@ pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
 
 /// The OS on `iso` and what to give it, within what this host has; and whether it has a
 /// Linux kernel Vessel can boot directly.
-fn iso_defaults(iso: &Path) -> anyhow::Result<(Option<vm_library::iso::os::OsGuess>, bool)> {
+pub fn iso_defaults(iso: &Path) -> anyhow::Result<(Option<vm_library::iso::os::OsGuess>, bool)> {
     use vm_library::iso::{Iso, boot_config, os};
     let image = Iso::open(iso)?;
     let linux = boot_config::find_linux_boot(&image)?;
@@ -96,6 +96,35 @@ fn iso_defaults(iso: &Path) -> anyhow::Result<(Option<vm_library::iso::os::OsGue
 }
 
 pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()> {
+    let (bundle, guess) = create_bundle(lib, &args)?;
+    let detected = guess.as_ref().map(|g| format!("Detected {} on the ISO\n", g.name));
+    report(
+        &bundle,
+        json,
+        format!(
+            "{}Created {} in {} ({} vCPU, {} MiB{})",
+            detected.unwrap_or_default(),
+            bundle.config.name,
+            bundle.root().display(),
+            bundle.config.vcpus,
+            bundle.config.memory_mib,
+            bundle
+                .config
+                .disks
+                .first()
+                .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
+                .unwrap_or_default()
+        ),
+    )
+}
+
+/// Creates the VM `args` describe in `lib` (its folder, configuration, disks and boot
+/// files), or nothing at all; with the OS found on its ISO, if any. For the CLI and the
+/// New VM wizard.
+pub fn create_bundle(
+    lib: &Library,
+    args: &CreateArgs,
+) -> anyhow::Result<(Bundle, Option<vm_library::iso::os::OsGuess>)> {
     let uuid = uuid::Uuid::new_v4();
     let (guess, linux_boot) = match &args.iso {
         Some(iso) => iso_defaults(iso)?,
@@ -216,25 +245,7 @@ pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()>
         let _ = lib.unregister(bundle.root());
         return Err(e);
     }
-    let detected = guess.as_ref().map(|g| format!("Detected {} on the ISO\n", g.name));
-    report(
-        &bundle,
-        json,
-        format!(
-            "{}Created {} in {} ({} vCPU, {} MiB{})",
-            detected.unwrap_or_default(),
-            bundle.config.name,
-            bundle.root().display(),
-            bundle.config.vcpus,
-            bundle.config.memory_mib,
-            bundle
-                .config
-                .disks
-                .first()
-                .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
-                .unwrap_or_default()
-        ),
-    )
+    Ok((bundle, guess))
 }
 
 /// A VM as scripts see it: its configuration with its folder and run state.
@@ -342,7 +353,9 @@ pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
         mode,
         ..Default::default()
     }));
-    for kind in vmm::InputKind::ALL {
+    // The keyboard last: the test guest drives the last input device it finds (the app's
+    // end-to-end test types into it); guests do not care about the order.
+    for kind in [vmm::InputKind::Mouse, vmm::InputKind::Tablet, vmm::InputKind::Keyboard] {
         devices.push(DeviceConfig::Input(kind));
     }
     let fb = FramebufferMode { width: mode.0, height: mode.1 };

@@ -18,5 +18,5 @@ pub use display::Display;
 pub use input::{Button, InputKind, InputSink};
 pub use machine::{
     CrashReport, DeviceConfig, Event, Machine, MachineConfig, MachineError, MachineHandle,
-    MachineState, RebootPolicy, StopReason, WakeFn,
+    MachineState, RebootPolicy, StopReason, Usage, WakeFn,
 };

@@ -58,6 +58,8 @@ pub struct InstanceEnv {
     pub input: InputSink,
     /// The guest's screen, kept across reboots.
     pub display: Display,
+    /// What the machine uses, kept across reboots.
+    pub stats: Arc<super::stats::MachineStats>,
 }
 
 pub struct Instance {
@@ -144,7 +146,10 @@ impl Instance {
         }
         for (index, device) in virtio.into_iter().enumerate() {
             let name = format!("vessel-virtio{index}");
-            instance.io_threads.push(IoThread::spawn(name, device).map_err(MachineError::Thread)?);
+            let stats = env.stats.clone();
+            instance
+                .io_threads
+                .push(IoThread::spawn(name, device, stats).map_err(MachineError::Thread)?);
         }
         for index in 0..config.vcpus {
             let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
@@ -166,6 +171,7 @@ impl Instance {
                 mmio: mmio.clone(),
                 run: run.clone(),
                 control: env.control.clone(),
+                stats: env.stats.clone(),
             };
             // A failed spawn drops `instance`, which stops the threads already running.
             instance.threads.push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);

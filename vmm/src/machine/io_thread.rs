@@ -19,6 +19,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::bus::lock;
 use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::devices::virtio::{TYPE_BLOCK, TYPE_NET};
+use crate::machine::stats::{Activity, MachineStats};
 
 /// Event ids of a device's fds: its queues, then these two.
 const ID_BACKEND: u64 = 1 << 16;
@@ -34,13 +36,22 @@ pub struct IoThread {
 
 impl IoThread {
     /// Starts serving `device` on a thread named `name`.
-    pub fn spawn(name: String, device: Arc<Mutex<VirtioPciDevice>>) -> std::io::Result<Self> {
+    pub fn spawn(
+        name: String,
+        device: Arc<Mutex<VirtioPciDevice>>,
+        stats: Arc<MachineStats>,
+    ) -> std::io::Result<Self> {
         let exit = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         let stopping = Arc::new(AtomicBool::new(false));
         let epoll = Epoll::new()?;
         watch(&epoll, exit.as_raw_fd(), ID_EXIT, false)?;
-        let poll_window = {
+        let (poll_window, activity) = {
             let device = lock(&device);
+            let activity = match device.device_type() {
+                TYPE_BLOCK => Activity::Disk,
+                TYPE_NET => Activity::Net,
+                _ => Activity::Other,
+            };
             for (q, fd) in device.notify_fds().into_iter().enumerate() {
                 watch(&epoll, fd, q as u64, false)?;
             }
@@ -56,9 +67,10 @@ impl IoThread {
             // On a single host CPU a polling thread would only take time from the vCPU
             // it is waiting for.
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if cpus > 1 { device.poll_window() } else { Duration::ZERO }
+            (if cpus > 1 { device.poll_window() } else { Duration::ZERO }, activity)
         };
-        let worker = Worker { device, epoll, stopping: stopping.clone(), poll_window };
+        let worker =
+            Worker { device, epoll, stopping: stopping.clone(), poll_window, stats, activity };
         let handle = std::thread::Builder::new().name(name).spawn(move || worker.run())?;
         Ok(IoThread { exit, stopping, handle: Some(handle) })
     }
@@ -85,6 +97,8 @@ struct Worker {
     epoll: Epoll,
     stopping: Arc<AtomicBool>,
     poll_window: Duration,
+    stats: Arc<MachineStats>,
+    activity: Activity,
 }
 
 impl Worker {
@@ -99,6 +113,7 @@ impl Worker {
                     return;
                 }
             };
+            self.stats.count(self.activity);
             let mut served = None;
             for event in &ready[..n] {
                 match event.data() {

@@ -6,6 +6,7 @@ mod controller;
 pub mod events;
 mod instance;
 mod io_thread;
+pub mod stats;
 mod vcpu;
 
 use std::sync::mpsc::{Receiver, channel, sync_channel};
@@ -17,6 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub use config::{DeviceConfig, MAX_VCPUS, MachineConfig, RebootPolicy};
 pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
+pub use stats::{MachineStats, Usage};
 
 use controller::{Command, ControlMsg, ControlSender, Controller};
 use events::EventSink;
@@ -94,6 +96,7 @@ impl Machine {
             built_at,
             input: InputSink::new().map_err(MachineError::Thread)?,
             display: Display::new().map_err(MachineError::Thread)?,
+            stats: Arc::default(),
         };
         env.input.attach_display(env.display.clone());
         let instance = Instance::build(&config, &env, 0)?;
@@ -101,6 +104,7 @@ impl Machine {
         let control = env.control.clone();
         let input = env.input.clone();
         let display = env.display.clone();
+        let stats = env.stats.clone();
         let controller =
             Controller::new(config, env, control_rx, control_evt, state.clone(), instance)
                 .map_err(MachineError::Thread)?;
@@ -116,6 +120,7 @@ impl Machine {
             built_at,
             input,
             display,
+            stats,
         })
     }
 }
@@ -130,6 +135,7 @@ pub struct MachineHandle {
     built_at: Instant,
     input: InputSink,
     display: Display,
+    stats: Arc<MachineStats>,
 }
 
 impl MachineHandle {
@@ -206,6 +212,12 @@ impl MachineHandle {
     /// requests. Cheap to clone.
     pub fn display(&self) -> Display {
         self.display.clone()
+    }
+
+    /// What the machine uses now (vCPU time, disk and network activity); compare two
+    /// readings for a rate. Never blocks on the machine.
+    pub fn usage(&self) -> Usage {
+        self.stats.usage()
     }
 
     /// When `Machine::build` began; debug markers are measured from it.

@@ -132,10 +132,12 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     pub run: Arc<RunControl>,
     pub control: ControlSender,
+    pub stats: Arc<super::stats::MachineStats>,
 }
 
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("vessel-vcpu{}", ctx.index)).spawn(move || {
+        ctx.stats.register_vcpu_thread(ctx.index);
         run_loop(&mut vcpu, &ctx);
         ctx.run.exited();
     })

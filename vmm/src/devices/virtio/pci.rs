@@ -100,6 +100,11 @@ fn le_value(data: &[u8]) -> u64 {
 }
 
 impl VirtioPciDevice {
+    /// The wrapped device's virtio device type (`TYPE_BLOCK`, ...).
+    pub fn device_type(&self) -> u32 {
+        self.device.device_type()
+    }
+
     /// Wraps `device`. Without `router` there are no MSI-X injection paths and without `vm`
     /// no ioeventfds: unit tests and fuzzing run that way, without KVM.
     pub fn new(

@@ -1,0 +1,86 @@
+//! The demo VM an empty library offers: Vessel's default Linux guest (a Debian kernel and a
+//! busybox initramfs, `assets/linux-guest`), built from Debian packages on first use and
+//! cached under ~/.cache/vessel, made into a library VM that boots it directly.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use vm_library::library::Library;
+
+use super::jobs::Progress;
+use crate::cli::CreateArgs;
+
+/// The recipe, carried in the binary so an installed `vessel` can build it.
+const RECIPE: [(&str, &str); 3] = [
+    ("build.sh", include_str!("../../../assets/linux-guest/build.sh")),
+    ("init", include_str!("../../../assets/linux-guest/init")),
+    ("drmdraw.c", include_str!("../../../assets/linux-guest/drmdraw.c")),
+];
+
+/// Builds (or finds) the guest and creates the demo VM in the library at `dir`; returns its
+/// folder.
+pub fn make(dir: &Path, taken: &[String], progress: &Progress) -> Result<PathBuf, String> {
+    progress.set("building the Linux guest from Debian packages");
+    let guest = build_guest(progress)?;
+    progress.set("creating the VM");
+    let name = std::iter::once("Demo Linux".to_string())
+        .chain((2..).map(|n| format!("Demo Linux {n}")))
+        .find(|n| !taken.iter().any(|t| t.eq_ignore_ascii_case(n)))
+        .expect("an endless list has a free name");
+    let lib = Library::open(dir).map_err(|e| e.to_string())?;
+    let args = CreateArgs {
+        name,
+        cpus: Some(1),
+        memory: Some(512 << 20),
+        disk_size: Some(0),
+        raw: false,
+        kernel: Some(guest.join("vmlinuz")),
+        initrd: Some(guest.join("initrd.gz")),
+        cmdline: "console=ttyS0".into(),
+        iso: None,
+        no_net: false,
+        forward: Vec::new(),
+        location: None,
+    };
+    let (bundle, _) = crate::vms::create_bundle(&lib, &args).map_err(|e| format!("{e:#}"))?;
+    Ok(bundle.root().to_path_buf())
+}
+
+/// Runs the recipe; returns the folder with vmlinuz and initrd.gz.
+fn build_guest(progress: &Progress) -> Result<PathBuf, String> {
+    let work = std::env::temp_dir().join(format!("vessel-demo-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    for (name, text) in RECIPE {
+        std::fs::write(work.join(name), text).map_err(|e| format!("{}: {e}", work.display()))?;
+    }
+    let mut child = Command::new("bash")
+        .arg(work.join("build.sh"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run bash: {e}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut log = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        progress.set(line.chars().take(80).collect::<String>());
+        log.push(line);
+    }
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&work);
+    if !output.status.success() {
+        let tail: Vec<_> = log.iter().rev().take(6).rev().cloned().collect();
+        return Err(format!(
+            "building the Linux guest failed ({}). It needs apt-get (Debian or Ubuntu) and the \
+             packages busybox-static, kmod, cpio and gcc with libdrm-dev; tools/install-deps \
+             installs them.\n{}",
+            output.status,
+            tail.join("\n")
+        ));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !dir.join("vmlinuz").is_file() {
+        return Err(format!("the guest recipe printed {dir:?}, which has no vmlinuz"));
+    }
+    Ok(dir)
+}

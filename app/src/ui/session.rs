@@ -1,0 +1,334 @@
+//! A VM the app runs: a thread that owns its `MachineHandle` (building it, which can take
+//! the kernel off an ISO, happens there too), takes commands from the UI and reports back.
+//! The UI keeps the machine's `Display` and `InputSink`, which never block, and otherwise
+//! only talks to the thread through channels: a slow machine never freezes the window.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+use vm_library::bundle::Bundle;
+use vm_library::validate::{Host, validate};
+use vmm::{Display, Event, InputSink, Machine, MachineState, StopReason, Usage};
+
+/// What the UI asks of a running VM.
+#[derive(Debug)]
+pub enum Command {
+    /// The ACPI power button.
+    ShutDown,
+    PowerOff,
+    Reset,
+    Pause,
+    Resume,
+    InsertCd(PathBuf),
+    EjectCd {
+        force: bool,
+    },
+    Serial(Vec<u8>),
+}
+
+/// Where a session is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// Building the machine (reading the disc, opening disks).
+    Starting,
+    Running,
+    Paused,
+    /// The machine stopped; the session is over.
+    Ended(Ending),
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ending {
+    PoweredOff,
+    /// The guest crashed; the reason for people.
+    Crashed(String),
+    /// The machine could not start or could not go on.
+    Failed(String),
+}
+
+/// What the thread reports.
+enum Update {
+    Built {
+        display: Display,
+        input: InputSink,
+        vcpus: u32,
+        memory_mib: u64,
+    },
+    Phase(Phase),
+    Serial(Vec<u8>),
+    Usage(Usage),
+    /// A command failed, or something the user should know.
+    Message {
+        error: bool,
+        text: String,
+    },
+}
+
+/// A message for a toast.
+pub struct Notice {
+    pub error: bool,
+    pub text: String,
+}
+
+/// Serial output kept for the serial view.
+const SERIAL_KEEP: usize = 256 * 1024;
+/// Usage samples kept for the sparkline (one a second).
+pub const HISTORY: usize = 60;
+
+/// The UI's side of a running VM.
+pub struct Session {
+    pub name: String,
+    pub phase: Phase,
+    pub display: Option<Display>,
+    pub input: Option<InputSink>,
+    /// The guest's serial output (lossy UTF-8, the last 256 KiB).
+    pub serial: String,
+    /// vCPU use, in percent of one host CPU, a sample a second.
+    pub cpu: VecDeque<f64>,
+    /// Disk and network wake-ups in the last second.
+    pub disk_rate: u64,
+    pub net_rate: u64,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    last_usage: Option<(Instant, Usage)>,
+    commands: Sender<Command>,
+    updates: Receiver<Update>,
+}
+
+impl Session {
+    /// Starts `bundle` on a new thread; `wake` is called whenever there is news (egui's
+    /// `request_repaint`).
+    pub fn start(root: PathBuf, name: String, wake: impl Fn() + Send + 'static) -> Session {
+        let (commands, command_rx) = channel();
+        let (update_tx, updates) = channel();
+        let thread_root = root.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vessel-vm {name}"))
+            .spawn(move || run(&thread_root, command_rx, update_tx, wake));
+        let phase = match spawned {
+            Ok(_) => Phase::Starting,
+            Err(e) => Phase::Ended(Ending::Failed(format!("cannot start a thread: {e}"))),
+        };
+        Session {
+            name,
+            phase,
+            display: None,
+            input: None,
+            serial: String::new(),
+            cpu: VecDeque::with_capacity(HISTORY),
+            disk_rate: 0,
+            net_rate: 0,
+            vcpus: 0,
+            memory_mib: 0,
+            last_usage: None,
+            commands,
+            updates,
+        }
+    }
+
+    /// Asks the VM to do something; false if its thread is gone.
+    pub fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    pub fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Ended(_))
+    }
+
+    /// Takes what the thread reported since the last call; returns messages for toasts.
+    pub fn poll(&mut self) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        loop {
+            match self.updates.try_recv() {
+                Ok(Update::Built { display, input, vcpus, memory_mib }) => {
+                    self.display = Some(display);
+                    self.input = Some(input);
+                    self.vcpus = vcpus;
+                    self.memory_mib = memory_mib;
+                }
+                Ok(Update::Phase(phase)) => self.phase = phase,
+                Ok(Update::Serial(bytes)) => {
+                    self.serial.push_str(&String::from_utf8_lossy(&bytes));
+                    if self.serial.len() > SERIAL_KEEP {
+                        let mut cut = self.serial.len() - SERIAL_KEEP;
+                        while !self.serial.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        self.serial.drain(..cut);
+                    }
+                }
+                Ok(Update::Usage(usage)) => self.sample(usage),
+                Ok(Update::Message { error, text }) => notices.push(Notice { error, text }),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if !self.is_over() {
+                        self.phase = Phase::Ended(Ending::Failed(
+                            "the VM's thread ended unexpectedly".into(),
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        notices
+    }
+
+    fn sample(&mut self, usage: Usage) {
+        let now = Instant::now();
+        if let Some((then, last)) = self.last_usage {
+            let secs = now.duration_since(then).as_secs_f64().max(1e-3);
+            let cpu = usage.vcpu_time.saturating_sub(last.vcpu_time).as_secs_f64() / secs;
+            if self.cpu.len() == HISTORY {
+                self.cpu.pop_front();
+            }
+            self.cpu.push_back((cpu * 100.0).max(0.0));
+            self.disk_rate = ((usage.disk_activity.saturating_sub(last.disk_activity)) as f64
+                / secs)
+                .round() as u64;
+            self.net_rate = ((usage.net_activity.saturating_sub(last.net_activity)) as f64 / secs)
+                .round() as u64;
+        }
+        self.last_usage = Some((now, usage));
+    }
+}
+
+/// What a guest crash means on this host, for people.
+pub fn crash_reason(report: &vmm::CrashReport) -> String {
+    let mut reason = format!(
+        "the guest crashed (a triple fault on vCPU {}, at RIP {:#x})",
+        report.vcpu, report.registers.regs.rip
+    );
+    if let Some(hint) = host_hint() {
+        reason.push_str(". ");
+        reason.push_str(hint);
+    }
+    reason
+}
+
+/// This host's known limits, if it has any.
+pub fn host_hint() -> Option<&'static str> {
+    Path::new("/sys/module/kvm_pvm").exists().then_some(
+        "This host's KVM is PVM (kvm_pvm), not hardware virtualization: guest kernel code \
+         is only emulated and a standard Linux kernel cannot boot here. On a machine with \
+         VT-x or AMD-V this VM runs.",
+    )
+}
+
+fn run(root: &Path, commands: Receiver<Command>, tx: Sender<Update>, wake: impl Fn()) {
+    let send = |update: Update| {
+        let _ = tx.send(update);
+        wake();
+    };
+    let ending = match Bundle::open(root) {
+        Ok(bundle) => run_machine(&bundle, &commands, &send),
+        Err(e) => Ending::Failed(format!("{e:#}")),
+    };
+    send(Update::Phase(Phase::Ended(ending)));
+}
+
+fn run_machine(bundle: &Bundle, commands: &Receiver<Command>, send: &dyn Fn(Update)) -> Ending {
+    let name = &bundle.config.name;
+    let problems = validate(&bundle.config, bundle.root(), &Host::this());
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Ending::Failed(format!("{name} cannot start: {}", list.join("; ")));
+    }
+    let _running = match bundle.lock_running() {
+        Ok(lock) => lock,
+        Err(e) => return Ending::Failed(format!("{e:#}")),
+    };
+    let config = match crate::vms::machine_config(bundle) {
+        Ok(config) => config,
+        Err(e) => return Ending::Failed(format!("{e:#}")),
+    };
+    let handle = match Machine::build(config, None) {
+        Ok(handle) => handle,
+        Err(e) => return Ending::Failed(format!("cannot build the machine: {}", error_chain(&e))),
+    };
+    send(Update::Built {
+        display: handle.display(),
+        input: handle.input(),
+        vcpus: bundle.config.vcpus,
+        memory_mib: bundle.config.memory_mib,
+    });
+    if let Err(e) = handle.start() {
+        return Ending::Failed(format!("cannot start the machine: {}", error_chain(&e)));
+    }
+    let mut next_sample = Instant::now();
+    loop {
+        match handle.events().recv_timeout(Duration::from_millis(20)) {
+            Ok(Event::StateChanged(MachineState::Running)) => send(Update::Phase(Phase::Running)),
+            Ok(Event::StateChanged(MachineState::Paused)) => send(Update::Phase(Phase::Paused)),
+            Ok(Event::StateChanged(MachineState::Stopped(reason))) => {
+                return match reason {
+                    StopReason::PoweredOff | StopReason::Reset => Ending::PoweredOff,
+                    StopReason::Crashed(report) => Ending::Crashed(crash_reason(&report)),
+                    StopReason::Error(message) => {
+                        let hint = host_hint().map(|h| format!(" ({h})")).unwrap_or_default();
+                        Ending::Failed(format!("the machine stopped: {message}{hint}"))
+                    }
+                };
+            }
+            Ok(Event::Serial(bytes)) => send(Update::Serial(bytes)),
+            Ok(Event::Warning(text)) => send(Update::Message { error: false, text }),
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Ending::Failed("the machine's controller went away".into());
+            }
+        }
+        loop {
+            let command = match commands.try_recv() {
+                Ok(command) => command,
+                Err(TryRecvError::Empty) => break,
+                // The app is gone: the machine goes with it.
+                Err(TryRecvError::Disconnected) => {
+                    let _ = handle.power_off();
+                    return Ending::PoweredOff;
+                }
+            };
+            let what = format!("{command:?}");
+            let result = match command {
+                Command::ShutDown => handle.request_shutdown(),
+                Command::PowerOff => handle.power_off(),
+                Command::Reset => handle.reset(),
+                Command::Pause => handle.pause(),
+                Command::Resume => handle.resume(),
+                Command::InsertCd(path) => handle.insert_cd(&path).map(|()| {
+                    send(Update::Message {
+                        error: false,
+                        text: format!("{name}: {} is in the CD drive", path.display()),
+                    })
+                }),
+                Command::EjectCd { force } => handle.eject_cd(force),
+                Command::Serial(bytes) => handle.send_serial(&bytes),
+            };
+            if let Err(e) = result {
+                let verb = what.split(['(', ' ']).next().unwrap_or("command").to_string();
+                send(Update::Message {
+                    error: true,
+                    text: format!("{name}: {verb}: {}", error_chain(&e)),
+                });
+            }
+        }
+        if Instant::now() >= next_sample {
+            send(Update::Usage(handle.usage()));
+            next_sample += Duration::from_secs(1);
+        }
+    }
+}
+
+/// An error and its causes, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

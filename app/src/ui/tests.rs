@@ -1,0 +1,488 @@
+//! The app driven through egui_kittest by its accessible labels, on temporary libraries:
+//! the wizard, power buttons, dropped ISOs, an inaccessible bundle, the console showing a
+//! guest's frame and passing keys and pointer on, and snapshots of the main screens.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+use super::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-ui-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn app(lib: &Path, render: bool) -> Harness<'static, VesselApp> {
+    let lib = lib.to_path_buf();
+    let mut builder = Harness::builder().with_size([1180.0, 760.0]).with_max_steps(8);
+    if render {
+        builder = builder.wgpu();
+    }
+    let mut h = builder.build_eframe(move |cc| {
+        VesselApp::new(
+            &cc.egui_ctx,
+            Options { library: Some(lib.clone()), prefs_path: lib.join("prefs.toml") },
+        )
+    });
+    wait(&mut h, "the library scan", |h| h.state().scanned_at.is_some());
+    h
+}
+
+/// One frame, with the input going through the app's own routing first (as eframe's
+/// raw_input_hook does).
+fn step(h: &mut Harness<'static, VesselApp>) {
+    let mut raw = std::mem::take(h.input_mut());
+    h.state_mut().route_input(&mut raw);
+    *h.input_mut() = raw;
+    h.step();
+}
+
+/// Steps until `done` holds (threads do the work meanwhile); panics after a minute.
+fn wait(
+    h: &mut Harness<'static, VesselApp>,
+    what: &str,
+    done: impl Fn(&Harness<'static, VesselApp>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; toasts: {:?}",
+            h.state().toasts.titles()
+        );
+        step(h);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    step(h);
+}
+
+/// An event straight into the next frame's input (the app routes it first, as eframe's
+/// raw_input_hook would; kittest's own queue comes after that).
+fn send(h: &mut Harness<'static, VesselApp>, event: egui::Event) {
+    h.input_mut().events.push(event);
+}
+
+fn type_into(h: &mut Harness<'static, VesselApp>, field: &str, text: &str) {
+    h.get_by_role_and_label(Role::TextInput, field).focus();
+    step(h);
+    h.get_by_role_and_label(Role::TextInput, field).type_text(text);
+    step(h);
+    step(h);
+}
+
+fn has_label(h: &Harness<'static, VesselApp>, label: &str) -> bool {
+    h.query_all_by_label_contains(label).next().is_some()
+}
+
+/// Clicks the first control with this role and label (toolbar buttons come first).
+fn click(h: &mut Harness<'static, VesselApp>, role: Role, label: &str) {
+    h.get_all_by_role_and_label(role, label).next().expect("found").click();
+    // The click; the action; a window's first (invisible, sizing) frame.
+    for _ in 0..3 {
+        step(h);
+    }
+}
+
+/// A VM booting the test guest with `cmdline`.
+fn test_vm(lib: &Path, name: &str, cmdline: &str) -> PathBuf {
+    let library = Library::open(lib).unwrap();
+    let args = crate::cli::CreateArgs {
+        name: name.into(),
+        cpus: Some(1),
+        memory: Some(128 << 20),
+        disk_size: Some(0),
+        raw: false,
+        kernel: Some(vessel_tests::testguest_elf()),
+        initrd: None,
+        cmdline: cmdline.into(),
+        iso: None,
+        no_net: true,
+        forward: Vec::new(),
+        location: None,
+    };
+    crate::vms::create_bundle(&library, &args).unwrap().0.root().to_path_buf()
+}
+
+fn iso(dir: &Path) -> PathBuf {
+    let root = dir.join("iso-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("HELLO.TXT"), "hello\n").unwrap();
+    let iso = dir.join("disc.iso");
+    let out = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "KITTEST", "-o"])
+        .arg(&iso)
+        .arg(&root)
+        .output()
+        .expect("xorriso runs (tools/install-deps installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    iso
+}
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_file(h: &mut Harness<'static, VesselApp>, at: egui::Pos2, path: &Path) {
+    h.hover_at(at);
+    step(h);
+    h.input_mut().dropped_files.push(Arc::new(Dropped(path.to_path_buf())));
+    step(h);
+}
+
+fn config_of(lib: &Path, name: &str) -> vm_library::config::VmConfig {
+    Library::open(lib).unwrap().find(name).unwrap().config
+}
+
+#[test]
+fn the_wizard_creates_a_vm_with_the_settings_chosen() {
+    let lib = scratch("wizard");
+    let kernel = vessel_tests::testguest_elf();
+    let mut h = app(&lib, false);
+    assert!(has_label(&h, "Welcome to Vessel"), "an empty library welcomes");
+    assert!(has_label(&h, "Create the demo VM"), "and offers the demo VM");
+    click(&mut h, Role::Button, "New VM");
+    assert!(h.state().wizard.is_some(), "the wizard opened");
+    h.get_by_label("A Linux kernel and initrd").click();
+    step(&mut h);
+    step(&mut h);
+    // Nothing chosen: Next is off and the field says why.
+    assert!(has_label(&h, "choose the Linux kernel"));
+    type_into(&mut h, "Kernel", &kernel.display().to_string());
+    assert_eq!(h.state().wizard.as_ref().unwrap().kernel, kernel.display().to_string());
+    click(&mut h, Role::Button, "Next");
+    assert_eq!(h.state().wizard.as_ref().unwrap().step, wizard::Step::Name);
+    // The name step: a bad name is explained in place.
+    type_into(&mut h, "Name", " bad");
+    assert!(has_label(&h, "spaces"), "the name's problem is shown");
+    h.get_by_role_and_label(Role::TextInput, "Name").focus();
+    step(&mut h);
+    h.state_mut().wizard.as_mut().unwrap().name = "Kitten".into();
+    step(&mut h);
+    click(&mut h, Role::Button, "Next");
+    h.state_mut().wizard.as_mut().unwrap().memory_mib = 256;
+    step(&mut h);
+    click(&mut h, Role::Button, "Next");
+    assert!(has_label(&h, "256 MiB"), "the summary shows the choices");
+    click(&mut h, Role::CheckBox, "Power on after creating");
+    click(&mut h, Role::Button, "Finish");
+    wait(&mut h, "the VM to be created", |h| h.state().wizard.is_none());
+    let config = config_of(&lib, "Kitten");
+    assert_eq!((config.vcpus, config.memory_mib), (1, 256));
+    assert!(matches!(config.boot.value, Boot::Direct { .. }));
+    assert!(lib.join("Kitten.vessel/boot/kernel").is_file(), "the kernel is copied in");
+    assert_eq!(config.disks.len(), 1, "with its disk");
+    assert!(lib.join("Kitten.vessel").join(&config.disks[0].file).is_file());
+    wait(&mut h, "the new VM in the list", |h| has_label(h, "Kitten"));
+}
+
+#[test]
+fn power_buttons_change_the_vms_state() {
+    let lib = scratch("power");
+    test_vm(&lib, "Spinner", "test=gpu");
+    let mut h = app(&lib, false);
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "Running", |h| {
+        h.state().running.values().any(|r| r.session.phase == Phase::Running)
+    });
+    assert!(has_label(&h, "Running"));
+    click(&mut h, Role::Button, "Pause");
+    wait(&mut h, "Paused", |h| has_label(h, "Paused"));
+    click(&mut h, Role::Button, "Resume");
+    wait(&mut h, "Running again", |h| {
+        h.state().running.values().any(|r| r.session.phase == Phase::Running)
+    });
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+    assert!(has_label(&h, "Off"));
+}
+
+#[test]
+fn a_corrupt_bundle_is_shown_as_inaccessible() {
+    let lib = scratch("corrupt");
+    std::fs::create_dir_all(lib.join("Broken.vessel")).unwrap();
+    std::fs::write(lib.join("Broken.vessel/vessel.toml"), "garbage [").unwrap();
+    let mut h = app(&lib, false);
+    wait(&mut h, "Broken listed", |h| has_label(h, "Broken"));
+    assert!(has_label(&h, "Inaccessible"));
+    assert!(has_label(&h, "not valid TOML"), "with the reason");
+    // Power On is not offered for it.
+    use egui_kittest::kittest::NodeT;
+    assert!(
+        h.query_by_role_and_label(Role::Button, "Power On")
+            .is_none_or(|n| n.accesskit_node().is_disabled())
+    );
+}
+
+#[test]
+fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
+    let lib = scratch("drop");
+    let disc = iso(&lib);
+    test_vm(&lib, "Target", "test=gpu");
+    let mut h = app(&lib, false);
+    let sidebar = h.state().sidebar_rect.center();
+    let main = egui::pos2(800.0, 400.0);
+
+    // Not an ISO: a message, and nothing changes.
+    let text = lib.join("notes.txt");
+    std::fs::write(&text, "not a disc").unwrap();
+    drop_file(&mut h, main, &text);
+    wait(&mut h, "the message", |h| has_label(h, "Not an ISO image"));
+    assert_eq!(config_of(&lib, "Target").cdrom.iso, None);
+
+    // On a VM that is off: its CD.
+    drop_file(&mut h, main, &disc);
+    wait(&mut h, "the CD attached", |_| config_of(&lib, "Target").cdrom.iso.is_some());
+    assert_eq!(config_of(&lib, "Target").cdrom.iso.as_deref(), Some(disc.as_path()));
+
+    // On a running VM: the disc in its drive is swapped.
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "Running", |h| {
+        h.state().running.values().any(|r| r.session.phase == Phase::Running)
+    });
+    drop_file(&mut h, main, &disc);
+    wait(&mut h, "the disc swapped", |h| has_label(h, "is in the CD drive"));
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+
+    // On the library: the New VM wizard, with the ISO chosen and read.
+    drop_file(&mut h, sidebar, &disc);
+    wait(&mut h, "the wizard with the ISO read", |h| {
+        h.state()
+            .wizard
+            .as_ref()
+            .is_some_and(|w| matches!(w.iso_state, wizard::IsoState::Ok { .. }))
+    });
+    assert_eq!(h.state().wizard.as_ref().unwrap().iso, disc.display().to_string());
+}
+
+/// The test guest's pattern (tests/tests/display.rs): pixel (x, y) has blue 2x, green 2y,
+/// red 0x40, in a 128x96 frame.
+fn pattern(x: u32, y: u32) -> [u8; 3] {
+    [0x40, (2 * y) as u8, (2 * x) as u8]
+}
+
+#[test]
+fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
+    let lib = scratch("console");
+    test_vm(&lib, "Drawing", "test=gpu");
+    test_vm(&lib, "Typing", "test=input");
+    let mut h = app(&lib, true);
+    wait(&mut h, "both listed", |h| h.state().items.len() == 2);
+
+    // The frame: drawn by the guest through virtio-gpu, uploaded into the console's
+    // texture, rendered by wgpu.
+    click(&mut h, Role::Button, "Drawing");
+    h.state_mut().prefs.autofit = false;
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "the guest's frame", |h| {
+        h.state().running.values().any(|r| r.screen.size() == [128, 96])
+    });
+    let console = h.get_by_label("Guest console").rect();
+    let image = h.render().expect("wgpu renders (mesa-vulkan-drivers)");
+    let ppp = h.ctx.pixels_per_point();
+    let shown = console::place(console, [128, 96], Scale::Fit, ppp);
+    let mut checked = 0;
+    for (gx, gy) in [(8u32, 8u32), (100, 20), (64, 48), (20, 90), (120, 80)] {
+        // The centre of guest pixel (gx, gy) on screen.
+        let sx = shown.min.x + (gx as f32 + 0.5) * shown.width() / 128.0;
+        let sy = shown.min.y + (gy as f32 + 0.5) * shown.height() / 96.0;
+        let px = image.get_pixel((sx * ppp) as u32, (sy * ppp) as u32).0;
+        let want = pattern(gx, gy);
+        for c in 0..3 {
+            assert!(
+                (i32::from(px[c]) - i32::from(want[c])).abs() <= 6,
+                "guest ({gx},{gy}) shows {px:?}, drew {want:?}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+    let uploaded = h.state().running.values().map(|r| r.screen.rows_uploaded).sum::<u64>();
+    assert!(uploaded >= 96, "the whole frame went up once at least ({uploaded} rows)");
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+
+    // Keys: clicked into, the console takes the keyboard; egui's shortcuts do not fire.
+    click(&mut h, Role::Button, "Typing");
+    click(&mut h, Role::Button, "Power On");
+    let root = h.state().selected.clone().unwrap();
+    wait(&mut h, "the guest's input driver", |h| {
+        h.state().running.get(&root).is_some_and(|r| r.session.serial.contains("INPUT READY"))
+    });
+    h.get_by_label("Guest console").click();
+    step(&mut h);
+    step(&mut h);
+    assert_eq!(h.state().keyboard.as_deref(), Some(root.as_path()), "the console has the keyboard");
+    // As egui-winit reports them: A; Ctrl+Q (which must go to the guest, not to the app's
+    // Quit); Ctrl+C, which egui-winit turns into Copy and the key's release.
+    let key = |key, pressed, modifiers| egui::Event::Key {
+        key,
+        physical_key: Some(key),
+        pressed,
+        repeat: false,
+        modifiers,
+    };
+    send(&mut h, key(egui::Key::A, true, Modifiers::NONE));
+    send(&mut h, egui::Event::Text("a".into()));
+    send(&mut h, key(egui::Key::A, false, Modifiers::NONE));
+    send(&mut h, egui::Event::ModifiersChanged(Modifiers::CTRL));
+    send(&mut h, key(egui::Key::Q, true, Modifiers::CTRL));
+    send(&mut h, key(egui::Key::Q, false, Modifiers::CTRL));
+    send(&mut h, egui::Event::Copy);
+    send(&mut h, key(egui::Key::C, false, Modifiers::CTRL));
+    send(&mut h, egui::Event::ModifiersChanged(Modifiers::NONE));
+    step(&mut h);
+    let expected: Vec<(u16, u16, i32)> = [
+        (KEY_A, 1),
+        (KEY_A, 0),
+        (KEY_LEFTCTRL, 1),
+        (KEY_Q, 1),
+        (KEY_Q, 0),
+        (KEY_C, 1),
+        (KEY_C, 0),
+        (KEY_LEFTCTRL, 0),
+    ]
+    .iter()
+    .flat_map(|&(code, v)| [(1u16, code, v), (0, 0, 0)])
+    .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guest_events(&h, &root).len() < expected.len() && Instant::now() < deadline {
+        step(&mut h);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        guest_events(&h, &root),
+        expected,
+        "serial: {}",
+        h.state().running[&root].session.serial
+    );
+    assert!(h.state().closing == Closing::No, "Ctrl+Q did not reach the app");
+
+    // Pointer: a click in the console reaches the tablet at the guest pixel under it.
+    let input = h.state().running[&root].session.input.clone().unwrap();
+    let tablet = input.queue(vmm::InputKind::Tablet);
+    tablet.take(usize::MAX);
+    let console = h.get_by_label("Guest console").rect();
+    let size = h.state().running[&root].screen.size();
+    if size[0] > 0 {
+        let shown = console::place(console, size, Scale::Fit, h.ctx.pixels_per_point());
+        let at = shown.min + shown.size() * egui::vec2(0.25, 0.75);
+        h.event(egui::Event::PointerMoved(at));
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed: true,
+            modifiers: Modifiers::NONE,
+        });
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed: false,
+            modifiers: Modifiers::NONE,
+        });
+        step(&mut h);
+        let events: Vec<(u16, u16, i32)> =
+            tablet.take(usize::MAX).iter().map(|e| (e.kind, e.code, e.value)).collect();
+        let abs = |v: f64, n: usize| {
+            ((v / (n - 1) as f64) * f64::from(vmm::input::ABS_MAX)).round() as i32
+        };
+        let (gx, gy) = console::to_guest(at, shown, size);
+        assert!(events.contains(&(3, 0, abs(gx, size[0]))), "{events:?}");
+        assert!(events.contains(&(3, 1, abs(gy, size[1]))), "{events:?}");
+        assert!(
+            events.contains(&(1, vmm::Button::Left.code(), 1))
+                && events.contains(&(1, vmm::Button::Left.code(), 0)),
+            "{events:?}"
+        );
+    }
+
+    // Focus leaving the window releases every key the guest holds.
+    send(&mut h, egui::Event::ModifiersChanged(Modifiers::SHIFT));
+    step(&mut h);
+    assert_eq!(input.pressed_keys(), vec![KEY_LEFTSHIFT]);
+    send(&mut h, egui::Event::WindowFocused(false));
+    step(&mut h);
+    assert!(input.pressed_keys().is_empty(), "released on focus loss");
+    assert_eq!(h.state().keyboard, None);
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
+/// "EV type code value" lines the input test guest printed, as numbers.
+fn guest_events(h: &Harness<'static, VesselApp>, root: &Path) -> Vec<(u16, u16, i32)> {
+    let Some(r) = h.state().running.get(root) else { return Vec::new() };
+    let serial = &r.session.serial;
+    let complete = &serial[..serial.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("EV "))
+        .map(|l| {
+            let f: Vec<u64> = l.split_whitespace().map(vessel_tests::hex).collect();
+            (f[0] as u16, f[1] as u16, f[2] as u32 as i32)
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_of_the_main_screens() {
+    let lib = scratch("snapshots");
+    test_vm(&lib, "Snapshot VM", "test=gpu");
+    let mut h = app(&lib, true);
+    wait(&mut h, "listed", |h| !h.state().items.is_empty());
+    // The same paths on every machine.
+    let shown_root = PathBuf::from("/library/Snapshot VM.vessel");
+    let real_root = h.state().items[0].root.clone();
+    h.state_mut().items[0].root = shown_root.clone();
+    h.state_mut().selected = Some(shown_root.clone());
+    h.state_mut().scanned_at = Some(Instant::now() + Duration::from_secs(3600));
+    for _ in 0..5 {
+        step(&mut h);
+    }
+    h.snapshot("summary");
+    h.state_mut().open_wizard(None);
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    h.snapshot("wizard");
+    h.state_mut().wizard = None;
+    // The console of a running guest, the guest's own pixels (and what changes with time:
+    // its thumbnail, the status bar's figures) masked.
+    h.state_mut().items[0].root = real_root.clone();
+    h.state_mut().selected = Some(real_root.clone());
+    h.state_mut().prefs.autofit = false;
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "the guest's frame", |h| {
+        h.state().running.values().any(|r| r.screen.size() == [128, 96])
+    });
+    h.get_by_label("Guest console").click();
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    let console = h.get_by_label("Guest console").rect();
+    let status = h.get_by_label_contains("The guest has the keyboard").rect();
+    h.mask(console::place(console, [128, 96], Scale::Fit, h.ctx.pixels_per_point()));
+    h.mask(h.state().sidebar_rect);
+    h.mask(egui::Rect::from_min_max(
+        egui::pos2(0.0, status.min.y - 4.0),
+        egui::pos2(status.min.x - 4.0, status.max.y + 4.0),
+    ));
+    h.snapshot("console");
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
