@@ -2,12 +2,7 @@
 //! verbs run guests headless (`vessel run`, `vessel start`) and manage the VM library
 //! (`vessel list | create | show | stop | delete`).
 
-mod cli;
-mod keymap;
-mod run;
-mod terminal;
-mod ui;
-mod vms;
+use vessel::{cli, run, ui, vms};
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};

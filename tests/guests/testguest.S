@@ -12,7 +12,7 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input, gpu, gpu-bench, fb, atapi, atapi-noswap, atapi-bench.
+ * input, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -1980,8 +1980,33 @@ gpu_post_wait:
     .set BENCH_FB_W, 1920
     .set BENCH_FB_H, 1080
     .set BENCH_FB_PAGES, 2025
-test_gpu_bench:
-    push r12
+/* test=gpu-anim: a changing 1920x1080 display, as a desktop playing a video would give the
+ * console: the same scattered-page resource as gpu-bench, then forever: fill the frame
+ * with the next shade of grey, transfer and flush all of it, wait a few milliseconds. */
+test_gpu_anim:
+    call gpu_big_fb
+    xor r12d, r12d
+1:  inc r12d
+    mov eax, r12d
+    and eax, 0xff
+    imul eax, eax, 0x010101
+    mov rdi, offset bench_buf
+    mov ecx, BENCH_FB_PAGES * 1024
+    rep stosd
+    xor edi, edi
+    xor esi, esi
+    mov edx, BENCH_FB_W
+    mov ecx, BENCH_FB_H
+    call bench_transfer_flush
+    mov ecx, 100000
+2:  pause
+    dec ecx
+    jnz 2b
+    jmp 1b
+
+/* The 1920x1080 B8G8R8X8 resource of gpu-bench, backed by BENCH_FB_PAGES separate pages
+ * at bench_buf, on the scanout. */
+gpu_big_fb:
     call gpu_start
     mov edi, 1
     mov esi, 2
@@ -2023,6 +2048,11 @@ test_gpu_bench:
     mov dword ptr [gpu_req + 44], 1
     mov edi, 24 + 24
     call gpu_cmd_ok
+    ret
+
+test_gpu_bench:
+    push r12
+    call gpu_big_fb
     mov al, 0x20
     out DEBUG_PORT, al
     xor r12d, r12d
@@ -3307,6 +3337,7 @@ s_fb_drawn:     .asciz "FB DRAWN\n"
 s_fb_square:    .asciz "FB SQUARE\n"
 s_fb_none:      .asciz "FB NONE\n"
 n_gpu_bench:    .asciz "gpu-bench"
+n_gpu_anim:     .asciz "gpu-anim"
 s_gpu_mode:     .asciz "GPU MODE "
 s_gpu_edid:     .asciz "GPU EDID "
 s_gpu_frame:    .asciz "GPU FRAME\n"
@@ -3361,6 +3392,7 @@ tests:
     .quad n_blk_bench, test_blk_bench
     .quad n_input, test_input
     .quad n_gpu_bench, test_gpu_bench
+    .quad n_gpu_anim, test_gpu_anim
     .quad n_gpu, test_gpu
     .quad n_fb, test_fb
     .quad n_atapi_noswap, test_atapi_noswap

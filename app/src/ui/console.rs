@@ -2,6 +2,7 @@
 //! (only damaged rows are uploaded), placed with its aspect kept, and the keyboard and
 //! pointer translated for the guest's `InputSink`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egui::{Color32, ColorImage, Modifiers, Pos2, Rect, TextureHandle, TextureOptions, Vec2};
@@ -61,11 +62,13 @@ pub fn damaged_rows(damage: &Damage, height: usize) -> Vec<(usize, usize)> {
     merged
 }
 
-/// Rows `rows` of `frame`, opaque, for the texture.
-fn convert(frame: &Frame<'_>, rows: (usize, usize)) -> ColorImage {
+/// Rows `rows` of `frame`, opaque, for the texture, into `pixels` (whose allocation is
+/// reused: a fresh 8 MiB buffer a frame costs more in page faults than the conversion).
+fn convert_into(frame: &Frame<'_>, rows: (usize, usize), pixels: &mut Vec<Color32>) {
     let width = frame.width as usize;
     let [r, g, b] = frame.format.rgb_offsets();
-    let mut pixels = Vec::with_capacity(width * (rows.1 - rows.0));
+    pixels.clear();
+    pixels.reserve(width * (rows.1 - rows.0));
     for y in rows.0..rows.1 {
         let row = &frame.pixels[y * frame.stride..][..width * 4];
         match frame.format {
@@ -76,7 +79,38 @@ fn convert(frame: &Frame<'_>, rows: (usize, usize)) -> ColorImage {
             _ => pixels.extend(row.chunks_exact(4).map(|p| Color32::from_rgb(p[r], p[g], p[b]))),
         }
     }
-    ColorImage::new([width, rows.1 - rows.0], pixels)
+}
+
+/// Images handed to egui for upload, taken back for reuse once the renderer is done with
+/// them (when egui holds no other reference).
+#[derive(Default)]
+struct ImagePool {
+    images: Vec<Arc<ColorImage>>,
+}
+
+impl ImagePool {
+    /// Most bands in flight at once worth keeping buffers for.
+    const KEEP: usize = 4;
+
+    fn image(&mut self, frame: &Frame<'_>, rows: (usize, usize)) -> Arc<ColorImage> {
+        let size = [frame.width as usize, rows.1 - rows.0];
+        let free = self.images.iter_mut().position(|i| Arc::get_mut(i).is_some());
+        let index = match free {
+            Some(i) => i,
+            None => {
+                if self.images.len() >= Self::KEEP {
+                    self.images.remove(0);
+                }
+                self.images.push(Arc::new(ColorImage::new([0, 0], Vec::new())));
+                self.images.len() - 1
+            }
+        };
+        let image = Arc::get_mut(&mut self.images[index]).expect("free or new");
+        convert_into(frame, rows, &mut image.pixels);
+        image.size = size;
+        image.source_size = Vec2::new(size[0] as f32, size[1] as f32);
+        self.images[index].clone()
+    }
 }
 
 /// The texture a guest's screen is drawn into, kept up to date from its `Display`.
@@ -87,6 +121,7 @@ pub struct Screen {
     generation: u64,
     last_upload: Option<Instant>,
     cursor: Option<(u64, TextureHandle, [f32; 2], Vec2)>,
+    pool: ImagePool,
     /// Rows uploaded so far (for the benchmark and tests).
     pub rows_uploaded: u64,
 }
@@ -117,6 +152,7 @@ impl Screen {
         }
         let texture = &mut self.texture;
         let size = &mut self.size;
+        let pool = &mut self.pool;
         let result = display.read(self.generation, |frame| {
             let frame_size = [frame.width as usize, frame.height as usize];
             let damage = if texture.is_none() || *size != frame_size {
@@ -127,7 +163,7 @@ impl Screen {
             let bands = damaged_rows(&damage, frame_size[1]);
             let mut rows = 0;
             for band in &bands {
-                let image = convert(&frame, *band);
+                let image = pool.image(&frame, *band);
                 rows += (band.1 - band.0) as u64;
                 match texture {
                     Some(t) if *size == frame_size => t.set_partial([0, band.0], image, OPTIONS),

@@ -175,10 +175,15 @@ pub struct VesselApp {
     pub frame_stats: FrameStats,
 }
 
+/// What the console drew so far, for benchmarks.
 #[derive(Default, Clone, Copy, Debug)]
 pub struct FrameStats {
     pub frames: u64,
+    /// Guest screen rows uploaded into textures.
     pub rows_uploaded: u64,
+    /// Time spent bringing the console's texture up to date (reading the guest's frame,
+    /// converting the damaged rows, handing them to egui).
+    pub upload_time: Duration,
 }
 
 #[derive(PartialEq)]
@@ -248,6 +253,39 @@ impl VesselApp {
         }
         app.rescan();
         app
+    }
+
+    /// Whether the library has been read once (tests, benchmarks).
+    pub fn library_read(&self) -> bool {
+        self.scanned_at.is_some()
+    }
+
+    /// Selects the VM called `name` and powers it on, showing its console; false if the
+    /// library has no such VM.
+    pub fn power_on_by_name(&mut self, name: &str) -> bool {
+        let Some(root) = self.items.iter().find(|i| i.name == name).map(|i| i.root.clone()) else {
+            return false;
+        };
+        self.selected = Some(root.clone());
+        self.power_on(&root);
+        true
+    }
+
+    /// The size of the selected VM's screen as the console has it (0x0: nothing yet).
+    pub fn console_size(&self) -> Option<[usize; 2]> {
+        self.selected.as_ref().and_then(|r| self.running.get(r)).map(|r| r.screen.size())
+    }
+
+    /// Powers every VM off (benchmarks, before they end).
+    pub fn power_off_all(&mut self) {
+        for r in self.running.values() {
+            r.session.send(Command::PowerOff);
+        }
+    }
+
+    /// Whether any VM is running.
+    pub fn any_running(&self) -> bool {
+        !self.running.is_empty()
     }
 
     fn rescan(&mut self) {
@@ -1023,7 +1061,8 @@ impl VesselApp {
                         }
                     }
                     ui.vertical(|ui| {
-                        let name = egui::Button::selectable(selected, &item.name).wrap_mode(egui::TextWrapMode::Truncate);
+                        let name = egui::Button::selectable(selected, &item.name)
+                            .wrap_mode(egui::TextWrapMode::Truncate);
                         if ui.add(name).clicked() {
                             self.selected = Some(item.root.clone());
                             if !self.running.contains_key(&item.root) && self.page == Page::Console
@@ -1211,7 +1250,9 @@ impl VesselApp {
                 r.requested = Some(want);
             }
         }
+        let started = Instant::now();
         r.screen.update(&ctx, &display, Duration::ZERO);
+        self.frame_stats.upload_time += started.elapsed();
         self.frame_stats.rows_uploaded =
             self.running.values().map(|r| r.screen.rows_uploaded).sum();
         let r = self.running.get_mut(root).expect("present");

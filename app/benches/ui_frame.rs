@@ -1,0 +1,127 @@
+//! UI frame cost: the app's frame (layout, painting, the console's texture upload) while a
+//! guest shows a changing 1920x1080 display (test guest `gpu-anim`: a new full frame every
+//! few milliseconds), against the same window with no guest running. Also the upload's
+//! own cost per frame (reading the guest's frame, converting its damaged rows, handing
+//! them to egui) against a plain memcpy of a 1920x1080 frame. Through egui_kittest with
+//! its wgpu renderer, which uploads each frame's texture changes as eframe's does (here
+//! on Mesa's lavapipe, a CPU Vulkan); the frame is laid out and its textures uploaded,
+//! not painted.
+//!
+//! cargo bench -p vessel --bench ui_frame
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use vessel::ui::{Options, VesselApp};
+
+const FRAMES: usize = 300;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("vessel-ui-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = vm_library::library::Library::open(&dir).unwrap();
+    let args = vessel::cli::CreateArgs {
+        name: "Anim".into(),
+        cpus: Some(1),
+        memory: Some(128 << 20),
+        disk_size: Some(0),
+        raw: false,
+        kernel: Some(vessel_tests::testguest_elf()),
+        initrd: None,
+        cmdline: "test=gpu-anim".into(),
+        iso: None,
+        no_net: true,
+        forward: Vec::new(),
+        location: None,
+    };
+    vessel::vms::create_bundle(&library, &args).unwrap();
+    let lib = dir.clone();
+    let mut h = Harness::builder().with_size([1280.0, 800.0]).wgpu().build_eframe(move |cc| {
+        VesselApp::new(
+            &cc.egui_ctx,
+            Options { library: Some(lib.clone()), prefs_path: lib.join("prefs.toml") },
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !h.state().library_read() {
+        assert!(Instant::now() < deadline, "the library was never read");
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let frame = |h: &mut Harness<'_, VesselApp>| {
+        let start = Instant::now();
+        h.step();
+        start.elapsed()
+    };
+
+    // No guest: the library window with the VM's summary.
+    for _ in 0..30 {
+        frame(&mut h);
+    }
+    let idle = median((0..FRAMES).map(|_| frame(&mut h)).collect());
+
+    // A guest redrawing all of a 1920x1080 display.
+    assert!(h.state_mut().power_on_by_name("Anim"));
+    while h.state().console_size() != Some([1920, 1080]) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "the guest never showed 1920x1080"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..30 {
+        frame(&mut h);
+    }
+    let before = h.state().frame_stats;
+    let times: Vec<Duration> = (0..FRAMES)
+        .map(|_| {
+            // A display refresh apart, as a real window's frames are.
+            std::thread::sleep(Duration::from_millis(16));
+            frame(&mut h)
+        })
+        .collect();
+    let after = h.state().frame_stats;
+    let busy = median(times);
+    let rows = after.rows_uploaded - before.rows_uploaded;
+    let upload = (after.upload_time - before.upload_time) / FRAMES as u32;
+    h.state_mut().power_off_all();
+    while h.state().any_running() {
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Reference: copying a 1920x1080 frame once.
+    let src = vec![0x5au8; 1920 * 1080 * 4];
+    let mut dst = vec![0u8; src.len()];
+    let memcpy = median(
+        (0..50)
+            .map(|_| {
+                let start = Instant::now();
+                dst.copy_from_slice(std::hint::black_box(&src));
+                std::hint::black_box(&dst);
+                start.elapsed()
+            })
+            .collect(),
+    );
+    let full_frames = rows as f64 / 1080.0 / FRAMES as f64;
+    println!("ui frame, no guest:                 {idle:>10.2?}");
+    println!(
+        "ui frame, 1920x1080 changing guest: {busy:>10.2?}  ({:.2}x the idle frame)",
+        busy.as_secs_f64() / idle.as_secs_f64()
+    );
+    println!(
+        "guest frames uploaded per UI frame: {full_frames:.2} ({rows} rows in {FRAMES} frames)"
+    );
+    println!(
+        "upload per UI frame:                {upload:>10.2?}  ({:.2}x a 1920x1080 memcpy of {memcpy:.2?})",
+        upload.as_secs_f64() / memcpy.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
