@@ -127,6 +127,9 @@ const SC_SETTINGS: KeyboardShortcut = shortcut(Modifiers::COMMAND, Key::D);
 const SC_FIT: KeyboardShortcut = shortcut(Modifiers::COMMAND, Key::Num0);
 const SC_ACTUAL: KeyboardShortcut = shortcut(Modifiers::COMMAND, Key::Num1);
 const SC_FULLSCREEN: KeyboardShortcut = shortcut(Modifiers::NONE, Key::F11);
+/// Full screen too, and works while the guest has the keyboard.
+const SC_FULLSCREEN_HOST: KeyboardShortcut =
+    shortcut(Modifiers { ctrl: true, alt: true, command: true, ..Modifiers::NONE }, Key::Enter);
 
 /// A VM the app runs, with what its console needs.
 struct Running {
@@ -744,6 +747,15 @@ impl VesselApp {
     pub fn route_input(&mut self, raw: &mut egui::RawInput) {
         let window_lost_focus =
             raw.events.iter().any(|e| matches!(e, egui::Event::WindowFocused(false)));
+        // Ctrl+Alt+Enter: full screen on and off, whoever has the keyboard (VMware's key).
+        let before = raw.events.len();
+        raw.events.retain(|e| {
+            !matches!(e, egui::Event::Key { key: Key::Enter, pressed: true, modifiers, .. } if modifiers.ctrl && modifiers.alt)
+        });
+        if raw.events.len() != before {
+            raw.events.retain(|e| !matches!(e, egui::Event::Key { key: Key::Enter, .. }));
+            self.act(Act::ToggleFullscreen);
+        }
         if let Some(root) = self.keyboard.clone() {
             let Some(r) = self.running.get_mut(&root) else { return };
             if let Some(input) = r.session.input.clone() {
@@ -935,10 +947,13 @@ impl VesselApp {
                     acts.push(Act::Scale(Scale::Actual));
                 }
                 if ui
-                    .add(
-                        egui::Button::selectable(self.fullscreen, "Full Screen")
-                            .shortcut_text(ctx.format_shortcut(&SC_FULLSCREEN)),
-                    )
+                    .add(egui::Button::selectable(self.fullscreen, "Full Screen").shortcut_text(
+                        format!(
+                            "{} / {}",
+                            ctx.format_shortcut(&SC_FULLSCREEN),
+                            ctx.format_shortcut(&SC_FULLSCREEN_HOST)
+                        ),
+                    ))
                     .clicked()
                 {
                     acts.push(Act::ToggleFullscreen);
@@ -1257,13 +1272,14 @@ impl VesselApp {
             self.running.values().map(|r| r.screen.rows_uploaded).sum();
         let r = self.running.get_mut(root).expect("present");
         let Some(texture) = r.screen.texture() else {
-            ui.put(
-                area,
-                egui::Label::new(
-                    egui::RichText::new("The guest shows nothing yet")
-                        .color(egui::Color32::LIGHT_GRAY),
-                ),
-            );
+            let mut text = "The guest shows nothing yet".to_string();
+            if r.session.running_for().is_some_and(|t| t > Duration::from_secs(10))
+                && let Some(hint) = session::host_hint()
+            {
+                text = format!("The guest shows nothing yet.\n\n{hint}");
+            }
+            let label = egui::RichText::new(text).color(egui::Color32::LIGHT_GRAY);
+            ui.put(area.shrink(24.0), egui::Label::new(label).wrap());
             return;
         };
         let size = r.screen.size();

@@ -94,6 +94,8 @@ pub struct Session {
     pub vcpus: u32,
     pub memory_mib: u64,
     last_usage: Option<(Instant, Usage)>,
+    /// When the guest started running.
+    running_since: Option<Instant>,
     commands: Sender<Command>,
     updates: Receiver<Update>,
 }
@@ -124,9 +126,15 @@ impl Session {
             vcpus: 0,
             memory_mib: 0,
             last_usage: None,
+            running_since: None,
             commands,
             updates,
         }
+    }
+
+    /// How long the guest has been running (since it first started).
+    pub fn running_for(&self) -> Option<Duration> {
+        self.running_since.map(|t| t.elapsed())
     }
 
     /// Asks the VM to do something; false if its thread is gone.
@@ -149,7 +157,12 @@ impl Session {
                     self.vcpus = vcpus;
                     self.memory_mib = memory_mib;
                 }
-                Ok(Update::Phase(phase)) => self.phase = phase,
+                Ok(Update::Phase(phase)) => {
+                    if phase == Phase::Running && self.running_since.is_none() {
+                        self.running_since = Some(Instant::now());
+                    }
+                    self.phase = phase;
+                }
                 Ok(Update::Serial(bytes)) => {
                     self.serial.push_str(&String::from_utf8_lossy(&bytes));
                     if self.serial.len() > SERIAL_KEEP {

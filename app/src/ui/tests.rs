@@ -315,6 +315,16 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     assert_eq!(checked, 5);
     let uploaded = h.state().running.values().map(|r| r.screen.rows_uploaded).sum::<u64>();
     assert!(uploaded >= 96, "the whole frame went up once at least ({uploaded} rows)");
+    // Autofit was off: the guest was not asked for another size. On: it is asked for the
+    // console's size in screen pixels.
+    let display = h.state().running.values().next().unwrap().session.display.clone().unwrap();
+    assert_eq!(display.requested_size(), None);
+    h.state_mut().prefs.autofit = true;
+    step(&mut h);
+    step(&mut h);
+    let console = h.get_by_label("Guest console").rect();
+    let want = ((console.width() * ppp).round() as u32, (console.height() * ppp).round() as u32);
+    assert_eq!(display.requested_size(), Some(want));
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 
@@ -485,4 +495,117 @@ fn snapshots_of_the_main_screens() {
     h.snapshot("console");
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
+#[test]
+fn a_crashed_guest_shows_why_and_can_be_restarted_while_others_run_on() {
+    let lib = scratch("crash");
+    test_vm(&lib, "Crasher", "test=triple");
+    test_vm(&lib, "Survivor", "test=echo");
+    let mut h = app(&lib, false);
+    wait(&mut h, "both listed", |h| h.state().items.len() == 2);
+    assert!(h.state_mut().power_on_by_name("Survivor"));
+    wait(&mut h, "Survivor running", |h| {
+        h.state().running.values().any(|r| r.session.phase == Phase::Running)
+    });
+    assert!(h.state_mut().power_on_by_name("Crasher"));
+    wait(&mut h, "the crash", |h| {
+        h.state().endings.values().any(|e| matches!(e, Ending::Crashed(_)))
+    });
+    h.state_mut().page = Page::Summary;
+    step(&mut h);
+    assert!(has_label(&h, "Crashed"), "the state says so");
+    assert!(has_label(&h, "triple fault"), "with the reason");
+    assert_eq!(h.state().running.len(), 1, "the other VM runs on");
+    click(&mut h, Role::Button, "Restart");
+    assert_eq!(h.state().running.len(), 2, "restarted");
+    wait(&mut h, "the crash again", |h| {
+        h.state().endings.values().any(|e| matches!(e, Ending::Crashed(_)))
+            && h.state().running.len() == 1
+    });
+    h.state_mut().power_off_all();
+    wait(&mut h, "all off", |h| h.state().running.is_empty());
+}
+
+#[test]
+fn the_serial_console_reads_and_types() {
+    let lib = scratch("serial");
+    test_vm(&lib, "Echo", "test=echo");
+    let mut h = app(&lib, false);
+    click(&mut h, Role::Button, "Power On");
+    let root = h.state().selected.clone().unwrap();
+    let serial_has = |h: &Harness<'static, VesselApp>, text: &str| {
+        h.state().running.get(&root).is_some_and(|r| r.session.serial.contains(text))
+    };
+    wait(&mut h, "the guest's banner", |h| serial_has(h, "ECHO READY"));
+    click(&mut h, Role::Button, "Serial");
+    assert!(has_label(&h, "ECHO READY"), "the serial view shows the output");
+    type_into(&mut h, "Line", "hello from the app");
+    click(&mut h, Role::Button, "Send");
+    wait(&mut h, "the echo", |h| serial_has(h, "hello from the app"));
+    // Typing straight into the view: each key to the guest, as a terminal sends it.
+    h.get_by_label("Serial console").click();
+    step(&mut h);
+    step(&mut h);
+    send(&mut h, egui::Event::Text("xyz".into()));
+    let enter = egui::Event::Key {
+        key: egui::Key::Enter,
+        physical_key: None,
+        pressed: true,
+        repeat: false,
+        modifiers: Modifiers::NONE,
+    };
+    send(&mut h, enter);
+    step(&mut h);
+    wait(&mut h, "the typed echo", |h| serial_has(h, "xyz\r"));
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
+fn request_close(h: &mut Harness<'static, VesselApp>) {
+    let root = h.input_mut().viewports.entry(egui::ViewportId::ROOT).or_default();
+    root.events.push(egui::ViewportEvent::Close);
+    for _ in 0..3 {
+        step(h);
+    }
+}
+
+#[test]
+fn closing_with_running_vms_asks_and_powers_them_off() {
+    let lib = scratch("close");
+    test_vm(&lib, "Runner", "test=echo");
+    let mut h = app(&lib, false);
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "Running", |h| {
+        h.state().running.values().any(|r| r.session.phase == Phase::Running)
+    });
+    request_close(&mut h);
+    assert!(has_label(&h, "VMs are running"), "the app asks");
+    assert!(h.state().closing == Closing::Asking);
+    click(&mut h, Role::Button, "Cancel");
+    assert!(h.state().closing == Closing::No && h.state().any_running(), "Cancel keeps all");
+    request_close(&mut h);
+    click(&mut h, Role::Button, "Power Off All");
+    wait(&mut h, "the VMs off and the window closing", |h| h.state().closing == Closing::Go);
+    assert!(!h.state().any_running());
+}
+
+#[test]
+fn preferences_persist() {
+    let lib = scratch("prefs");
+    let mut h = app(&lib, false);
+    h.state_mut().act(Act::Preferences);
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    let draft = h.state_mut().prefs_draft.as_mut().unwrap();
+    draft.theme = prefs::Theme::Light;
+    draft.renderer = prefs::Renderer::Wgpu;
+    click(&mut h, Role::Button, "Save");
+    let (saved, err) = Preferences::load(&lib.join("prefs.toml"));
+    assert!(err.is_none());
+    assert_eq!((saved.theme, saved.renderer), (prefs::Theme::Light, prefs::Renderer::Wgpu));
+    // The next start reads them.
+    let h = app(&lib, false);
+    assert_eq!(h.state().prefs.theme, prefs::Theme::Light);
 }
