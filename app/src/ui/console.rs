@@ -216,8 +216,13 @@ impl Screen {
     }
 }
 
-/// Guest screens are scaled smoothly; at 1:1 linear filtering is exact anyway.
-const OPTIONS: TextureOptions = TextureOptions::LINEAR;
+/// Guest screens shrink smoothly and grow with sharp pixels (a small guest display's text
+/// stays crisp); at 1:1 both are exact.
+const OPTIONS: TextureOptions = TextureOptions {
+    magnification: egui::TextureFilter::Nearest,
+    minification: egui::TextureFilter::Linear,
+    ..TextureOptions::LINEAR
+};
 
 /// Turns egui's keyboard events into guest key presses while the console has the keyboard.
 /// egui reports modifiers only as state, so their changes become presses and releases of

@@ -806,8 +806,10 @@ impl VesselApp {
 
     fn shortcuts(&mut self, ctx: &egui::Context) -> Vec<Act> {
         let mut acts = Vec::new();
-        if self.keyboard.is_some() || self.wizard.is_some() && ctx.memory(|m| m.focused().is_some())
-        {
+        // Not while the guest has the keyboard, a text field in the wizard does, or the
+        // close dialog is up.
+        let typing = self.wizard.is_some() && ctx.memory(|m| m.focused().is_some());
+        if self.keyboard.is_some() || typing || self.closing != Closing::No {
             return acts;
         }
         let sel = self.selected.clone();

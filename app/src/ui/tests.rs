@@ -430,6 +430,64 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     step(&mut h);
     assert!(input.pressed_keys().is_empty(), "released on focus loss");
     assert_eq!(h.state().keyboard, None);
+    send(&mut h, egui::Event::WindowFocused(true));
+    step(&mut h);
+
+    // The guest saw Shift go down and come back up.
+    let seen = expected.len() + 4;
+    wait(&mut h, "Shift and its release", |h| guest_events(h, &root).len() >= seen);
+    let shift = [(1, KEY_LEFTSHIFT, 1), (0, 0, 0), (1, KEY_LEFTSHIFT, 0), (0, 0, 0)];
+    assert_eq!(guest_events(&h, &root)[expected.len()..], shift[..]);
+
+    // VM > Send Keys > Ctrl+Alt+Del: pressed in order, released in reverse.
+    click(&mut h, Role::Button, "VM");
+    click(&mut h, Role::Button, "Send Keys");
+    click(&mut h, Role::Button, "Ctrl+Alt+Del");
+    let combo: Vec<(u16, u16, i32)> = [
+        (KEY_LEFTCTRL, 1),
+        (KEY_LEFTALT, 1),
+        (KEY_DELETE, 1),
+        (KEY_DELETE, 0),
+        (KEY_LEFTALT, 0),
+        (KEY_LEFTCTRL, 0),
+    ]
+    .iter()
+    .flat_map(|&(code, v)| [(1u16, code, v), (0, 0, 0)])
+    .collect();
+    wait(&mut h, "the combination", |h| guest_events(h, &root).len() >= seen + combo.len());
+    assert_eq!(guest_events(&h, &root)[seen..], combo[..]);
+
+    // Relative mode: a click grabs the pointer, motion goes to the mouse in screen pixels,
+    // Ctrl+Alt lets go.
+    h.state_mut().act(Act::ToggleRelative(root.clone()));
+    let mouse = input.queue(vmm::InputKind::Mouse);
+    mouse.take(usize::MAX);
+    h.get_by_label("Guest console").click();
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    assert!(h.state().running[&root].grabbed, "the click grabbed the pointer");
+    assert!(has_label(&h, "press Ctrl+Alt to release"), "the status bar says how to let go");
+    mouse.take(usize::MAX); // the click's buttons
+    send(&mut h, egui::Event::MouseMoved(egui::vec2(5.0, -3.0)));
+    step(&mut h);
+    let ppp = h.ctx.pixels_per_point();
+    let moved: Vec<(u16, u16, i32)> =
+        mouse.take(usize::MAX).iter().map(|e| (e.kind, e.code, e.value)).collect();
+    let (dx, dy) = ((5.0 * ppp).round() as i32, (-3.0 * ppp).round() as i32);
+    assert_eq!(moved, vec![(2, 0, dx), (2, 1, dy), (0, 0, 0)]);
+    send(&mut h, egui::Event::ModifiersChanged(Modifiers::CTRL));
+    send(
+        &mut h,
+        egui::Event::ModifiersChanged(Modifiers { ctrl: true, alt: true, ..Modifiers::NONE }),
+    );
+    step(&mut h);
+    assert!(!h.state().running[&root].grabbed, "Ctrl+Alt released the grab");
+    assert_eq!(h.state().keyboard, None, "and the keyboard");
+    assert!(input.pressed_keys().is_empty());
+    send(&mut h, egui::Event::ModifiersChanged(Modifiers::NONE));
+    step(&mut h);
+
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
@@ -608,4 +666,19 @@ fn preferences_persist() {
     // The next start reads them.
     let h = app(&lib, false);
     assert_eq!(h.state().prefs.theme, prefs::Theme::Light);
+}
+
+#[test]
+fn the_demo_vm_is_made_from_the_default_linux_guest() {
+    let lib = scratch("demo");
+    let progress = jobs::Progress::default();
+    let root = demo::make(&lib, &["Demo Linux".to_string()], &progress).expect("the demo VM");
+    let config = config_of(&lib, "Demo Linux 2");
+    assert_eq!(root, lib.join("Demo Linux 2.vessel"), "a free name");
+    let Boot::Direct { kernel, initrd, cmdline } = &config.boot.value else { panic!("{config:?}") };
+    assert!(root.join(kernel).is_file() && root.join(initrd.as_ref().unwrap()).is_file());
+    assert!(cmdline.contains("console=ttyS0"));
+    // The kernel is the default guest's, byte for byte.
+    let (vmlinuz, _) = vessel_tests::default_linux_guest();
+    assert_eq!(std::fs::read(root.join(kernel)).unwrap(), std::fs::read(vmlinuz).unwrap());
 }
