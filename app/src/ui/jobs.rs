@@ -47,7 +47,11 @@ pub enum Pick {
 }
 
 pub enum Done {
-    Scanned(Result<Vec<VmItem>, String>),
+    /// A library scan (numbered: a late older one is ignored).
+    Scanned {
+        seq: u64,
+        result: Result<Vec<VmItem>, String>,
+    },
     Inspected {
         iso: PathBuf,
         purpose: IsoPurpose,

@@ -155,6 +155,11 @@ pub struct VesselApp {
     items: Vec<VmItem>,
     scanned_at: Option<Instant>,
     scanning: bool,
+    /// Scans started, and the newest one whose result is shown.
+    scan_seq: u64,
+    scan_applied: u64,
+    /// The last scan's error, so it is reported once, not every few seconds.
+    scan_error: Option<String>,
     selected: Option<PathBuf>,
     page: Page,
     running: HashMap<PathBuf, Running>,
@@ -232,6 +237,9 @@ impl VesselApp {
             items: Vec::new(),
             scanned_at: None,
             scanning: false,
+            scan_seq: 0,
+            scan_applied: 0,
+            scan_error: None,
             selected: None,
             page: Page::Summary,
             running: HashMap::new(),
@@ -296,8 +304,12 @@ impl VesselApp {
             return;
         }
         self.scanning = true;
-        let dir = self.lib_dir.clone();
-        self.jobs.spawn("Reading the library", false, move |_| Done::Scanned(jobs::scan(&dir)));
+        self.scan_seq += 1;
+        let (dir, seq) = (self.lib_dir.clone(), self.scan_seq);
+        self.jobs.spawn("Reading the library", false, move |_| Done::Scanned {
+            seq,
+            result: jobs::scan(&dir),
+        });
     }
 
     fn item(&self, root: &Path) -> Option<&VmItem> {
@@ -381,9 +393,18 @@ impl VesselApp {
 
     fn finished(&mut self, done: Done) {
         match done {
-            Done::Scanned(result) => {
+            Done::Scanned { seq, result } => {
+                if seq < self.scan_applied {
+                    return; // an older scan that finished late
+                }
+                self.scan_applied = seq;
                 self.scanning = false;
                 self.scanned_at = Some(Instant::now());
+                let error = result.as_ref().err().cloned();
+                if error.is_some() && error != self.scan_error {
+                    self.toasts.error("The VM library cannot be read", error.clone());
+                }
+                self.scan_error = error;
                 match result {
                     Ok(items) => {
                         self.items = items;
@@ -391,12 +412,7 @@ impl VesselApp {
                             self.selected = self.items.first().map(|i| i.root.clone());
                         }
                     }
-                    Err(e) => {
-                        if !self.items.is_empty() || self.toasts.is_empty() {
-                            self.toasts.error("The VM library cannot be read", Some(e));
-                        }
-                        self.items.clear();
-                    }
+                    Err(_) => self.items.clear(),
                 }
             }
             Done::Inspected { iso, purpose, result } => self.iso_inspected(iso, purpose, result),
@@ -555,7 +571,7 @@ impl VesselApp {
     fn start_session(&mut self, root: PathBuf, name: String) {
         self.endings.remove(&root);
         let ctx = self.ctx.clone();
-        let session = Session::start(root.clone(), name, move || ctx.request_repaint());
+        let session = Session::start(root.clone(), name, Arc::new(move || ctx.request_repaint()));
         self.running.insert(
             root.clone(),
             Running {
@@ -1493,13 +1509,23 @@ impl VesselApp {
         let target =
             if over_library || self.selected.is_none() { None } else { self.selected.clone() };
         if !hovered.is_empty() {
-            let what = match &target {
-                None => "Drop an ISO to create a VM from it".to_string(),
-                Some(root) => {
+            let named: Vec<&Path> = hovered.iter().filter_map(|f| f.path.as_deref()).collect();
+            let not_iso = named
+                .iter()
+                .find(|p| !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("iso")));
+            let what = match (&target, not_iso) {
+                (_, Some(p)) => format!(
+                    "{} does not look like an ISO image; Vessel will check it, and change \
+                     nothing if it is not one",
+                    file_name(p)
+                ),
+                (None, None) => "Drop an ISO to create a VM from it".to_string(),
+                (Some(root), None) => {
                     let name = self.item(root).map(|i| i.name.clone()).unwrap_or_default();
                     if self.running.contains_key(root) {
                         format!(
-                            "Drop an ISO to put it in {name}'s CD drive (the guest sees a disc change)"
+                            "Drop an ISO to put it in {name}'s CD drive (the guest sees a \
+                             disc change)"
                         )
                     } else {
                         format!("Drop an ISO to attach it as {name}'s CD")
@@ -1507,21 +1533,27 @@ impl VesselApp {
                 }
             };
             let screen = ctx.content_rect();
-            let painter = ctx.layer_painter(egui::LayerId::new(
-                egui::Order::Foreground,
-                egui::Id::unique("drop-overlay"),
-            ));
-            painter.rect_filled(screen, 0.0, egui::Color32::from_black_alpha(180));
-            painter.text(
-                screen.center(),
-                egui::Align2::CENTER_CENTER,
-                what,
-                egui::FontId::proportional(24.0),
-                egui::Color32::WHITE,
-            );
+            egui::Area::new(egui::Id::unique("drop-overlay"))
+                .order(egui::Order::Foreground)
+                .fixed_pos(screen.min)
+                .interactable(false)
+                .show(ctx, |ui| {
+                    ui.painter().rect_filled(screen, 0.0, egui::Color32::from_black_alpha(180));
+                    ui.scope_builder(egui::UiBuilder::new().max_rect(screen), |ui| {
+                        ui.centered_and_justified(|ui| {
+                            ui.label(
+                                egui::RichText::new(what).size(24.0).color(egui::Color32::WHITE),
+                            );
+                        });
+                    });
+                });
         }
-        for file in dropped {
-            self.drop_iso_on(target.clone(), file.path().to_path_buf());
+        let mut dropped = dropped.into_iter();
+        if let Some(file) = dropped.next() {
+            self.drop_iso_on(target, file.path().to_path_buf());
+        }
+        if dropped.next().is_some() {
+            self.toasts.error("Drop one ISO at a time; Vessel took the first", None);
         }
     }
 

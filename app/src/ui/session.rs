@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
@@ -101,9 +102,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts `bundle` on a new thread; `wake` is called whenever there is news (egui's
+    /// Starts the VM in `root` on a new thread; `wake` is called whenever there is news,
+    /// including every change of the guest's screen (egui's
     /// `request_repaint`).
-    pub fn start(root: PathBuf, name: String, wake: impl Fn() + Send + 'static) -> Session {
+    pub fn start(root: PathBuf, name: String, wake: Arc<dyn Fn() + Send + Sync>) -> Session {
         let (commands, command_rx) = channel();
         let (update_tx, updates) = channel();
         let thread_root = root.clone();
@@ -230,19 +232,29 @@ pub fn host_hint() -> Option<&'static str> {
     )
 }
 
-fn run(root: &Path, commands: Receiver<Command>, tx: Sender<Update>, wake: impl Fn()) {
+fn run(
+    root: &Path,
+    commands: Receiver<Command>,
+    tx: Sender<Update>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+) {
     let send = |update: Update| {
         let _ = tx.send(update);
         wake();
     };
     let ending = match Bundle::open(root) {
-        Ok(bundle) => run_machine(&bundle, &commands, &send),
+        Ok(bundle) => run_machine(&bundle, &commands, &send, &wake),
         Err(e) => Ending::Failed(format!("{e:#}")),
     };
     send(Update::Phase(Phase::Ended(ending)));
 }
 
-fn run_machine(bundle: &Bundle, commands: &Receiver<Command>, send: &dyn Fn(Update)) -> Ending {
+fn run_machine(
+    bundle: &Bundle,
+    commands: &Receiver<Command>,
+    send: &dyn Fn(Update),
+    wake: &Arc<dyn Fn() + Send + Sync>,
+) -> Ending {
     let name = &bundle.config.name;
     let problems = validate(&bundle.config, bundle.root(), &Host::this());
     if !problems.is_empty() {
@@ -261,6 +273,9 @@ fn run_machine(bundle: &Bundle, commands: &Receiver<Command>, send: &dyn Fn(Upda
         Ok(handle) => handle,
         Err(e) => return Ending::Failed(format!("cannot build the machine: {}", error_chain(&e))),
     };
+    // Every new frame or cursor change repaints the window.
+    let repaint = wake.clone();
+    handle.display().set_repaint_callback(move || repaint());
     send(Update::Built {
         display: handle.display(),
         input: handle.input(),

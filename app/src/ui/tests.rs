@@ -20,8 +20,16 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn app(lib: &Path, render: bool) -> Harness<'static, VesselApp> {
+    app_scaled(lib, render, 1.0)
+}
+
+/// The app at `pixels_per_point` screen pixels per point (HiDPI, fractional scaling).
+fn app_scaled(lib: &Path, render: bool, pixels_per_point: f32) -> Harness<'static, VesselApp> {
     let lib = lib.to_path_buf();
-    let mut builder = Harness::builder().with_size([1180.0, 760.0]).with_max_steps(8);
+    let mut builder = Harness::builder()
+        .with_size([1180.0, 760.0])
+        .with_pixels_per_point(pixels_per_point)
+        .with_max_steps(8);
     if render {
         builder = builder.wgpu();
     }
@@ -110,11 +118,15 @@ fn test_vm(lib: &Path, name: &str, cmdline: &str) -> PathBuf {
     crate::vms::create_bundle(&library, &args).unwrap().0.root().to_path_buf()
 }
 
-fn iso(dir: &Path) -> PathBuf {
-    let root = dir.join("iso-root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("HELLO.TXT"), "hello\n").unwrap();
-    let iso = dir.join("disc.iso");
+/// An ISO of `files` (path, contents), named `name` in `dir`.
+fn iso_of(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let root = dir.join(format!("{name}-root"));
+    for (path, text) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let iso = dir.join(name);
     let out = std::process::Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-V", "KITTEST", "-o"])
         .arg(&iso)
@@ -123,6 +135,21 @@ fn iso(dir: &Path) -> PathBuf {
         .expect("xorriso runs (tools/install-deps installs it)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     iso
+}
+
+fn iso(dir: &Path) -> PathBuf {
+    iso_of(dir, "disc.iso", &[("HELLO.TXT", "hello\n")])
+}
+
+/// A disc with a Linux kernel its isolinux configuration boots.
+fn linux_iso(dir: &Path) -> PathBuf {
+    let cfg =
+        "default live\nlabel live\n  kernel /live/vmlinuz\n  append initrd=/live/initrd.gz quiet\n";
+    iso_of(
+        dir,
+        "linux.iso",
+        &[("isolinux/isolinux.cfg", cfg), ("live/vmlinuz", "kernel"), ("live/initrd.gz", "initrd")],
+    )
 }
 
 #[derive(Debug)]
@@ -238,12 +265,36 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     let sidebar = h.state().sidebar_rect.center();
     let main = egui::pos2(800.0, 400.0);
 
-    // Not an ISO: a message, and nothing changes.
+    // Dragging over the window says what a drop will do, by where it would land.
+    let hover = |h: &mut Harness<'static, VesselApp>, at: egui::Pos2, file: &Path| {
+        h.input_mut().hovered_files =
+            vec![egui::HoveredFile { path: Some(file.to_path_buf()), mime: String::new() }];
+        h.hover_at(at);
+        step(h);
+        step(h);
+    };
+    hover(&mut h, main, &disc);
+    assert!(has_label(&h, "Drop an ISO to attach it as Target's CD"));
+    hover(&mut h, sidebar, &disc);
+    assert!(has_label(&h, "Drop an ISO to create a VM from it"));
     let text = lib.join("notes.txt");
     std::fs::write(&text, "not a disc").unwrap();
+    hover(&mut h, main, &text);
+    assert!(has_label(&h, "notes.txt does not look like an ISO image"));
+    h.input_mut().hovered_files.clear();
+    step(&mut h);
+    step(&mut h);
+    assert!(!has_label(&h, "Drop an ISO"), "the overlay goes with the drag");
+
+    // Not an ISO: a message with details, and nothing changes.
     drop_file(&mut h, main, &text);
     wait(&mut h, "the message", |h| has_label(h, "Not an ISO image"));
     assert_eq!(config_of(&lib, "Target").cdrom.iso, None);
+    click(&mut h, Role::Button, "Details");
+    assert!(has_label(&h, "is not an ISO image Vessel can use"), "the details say why");
+    click(&mut h, Role::Button, "Close window");
+    click(&mut h, Role::Button, "Dismiss");
+    assert!(!has_label(&h, "Not an ISO image"), "dismissed");
 
     // On a VM that is off: its CD.
     drop_file(&mut h, main, &disc);
@@ -259,6 +310,32 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     wait(&mut h, "the disc swapped", |h| has_label(h, "is in the CD drive"));
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
+
+    // On a VM with nothing else to boot: its CD, and its boot medium when it has Linux.
+    let blank = Library::open(&lib).unwrap();
+    let args = crate::cli::CreateArgs {
+        name: "Blank".into(),
+        cpus: Some(1),
+        memory: Some(128 << 20),
+        disk_size: Some(0),
+        raw: false,
+        kernel: None,
+        initrd: None,
+        cmdline: String::new(),
+        iso: None,
+        no_net: true,
+        forward: Vec::new(),
+        location: None,
+    };
+    crate::vms::create_bundle(&blank, &args).unwrap();
+    h.state_mut().scanned_at = None;
+    wait(&mut h, "Blank listed", |h| h.state().items.len() == 2);
+    click(&mut h, Role::Button, "Blank");
+    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Bios));
+    let live = linux_iso(&lib);
+    drop_file(&mut h, main, &live);
+    wait(&mut h, "the Linux disc attached", |_| config_of(&lib, "Blank").cdrom.iso.is_some());
+    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Cdrom), "it boots from the CD");
 
     // On the library: the New VM wizard, with the ISO chosen and read.
     drop_file(&mut h, sidebar, &disc);
@@ -282,7 +359,8 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     let lib = scratch("console");
     test_vm(&lib, "Drawing", "test=gpu");
     test_vm(&lib, "Typing", "test=input");
-    let mut h = app(&lib, true);
+    // Fractional scaling: 1.25 screen pixels per point.
+    let mut h = app_scaled(&lib, true, 1.25);
     wait(&mut h, "both listed", |h| h.state().items.len() == 2);
 
     // The frame: drawn by the guest through virtio-gpu, uploaded into the console's
@@ -293,6 +371,7 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     wait(&mut h, "the guest's frame", |h| {
         h.state().running.values().any(|r| r.screen.size() == [128, 96])
     });
+    assert!(has_label(&h, "Drawing screen"), "the library shows a live thumbnail");
     let console = h.get_by_label("Guest console").rect();
     let image = h.render().expect("wgpu renders (mesa-vulkan-drivers)");
     let ppp = h.ctx.pixels_per_point();
@@ -681,4 +760,35 @@ fn the_demo_vm_is_made_from_the_default_linux_guest() {
     // The kernel is the default guest's, byte for byte.
     let (vmlinuz, _) = vessel_tests::default_linux_guest();
     assert_eq!(std::fs::read(root.join(kernel)).unwrap(), std::fs::read(vmlinuz).unwrap());
+}
+
+#[test]
+fn every_guest_frame_wakes_the_window() {
+    let lib = scratch("wake");
+    let root = test_vm(&lib, "Anim", "test=gpu-anim");
+    let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = wakes.clone();
+    let mut session = Session::start(
+        root,
+        "Anim".into(),
+        Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session.display.as_ref().and_then(|d| d.size()) != Some((1920, 1080)) {
+        assert!(Instant::now() < deadline, "the guest never showed its frame");
+        session.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = wakes.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let woken = wakes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // The guest draws a frame every few milliseconds; status updates alone are one a second.
+    assert!(woken >= 10, "{woken} wake-ups in a second");
+    session.send(Command::PowerOff);
+    while !session.is_over() {
+        session.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -49,10 +49,6 @@ impl Toasts {
         self.push(false, title, None);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.toasts.is_empty()
-    }
-
     /// Titles shown now (for tests).
     #[cfg(test)]
     pub fn titles(&self) -> Vec<String> {
@@ -98,6 +94,7 @@ impl Toasts {
             let mut open = true;
             egui::Window::new(title.as_str())
                 .id(egui::Id::unique("toast-details"))
+                .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
                 .open(&mut open)
                 .collapsible(false)
                 .show(ctx, |ui| {
