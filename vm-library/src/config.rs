@@ -125,11 +125,17 @@ pub struct Disk {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cdrom {
-    /// The inserted ISO; none means an empty drive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The inserted ISO; none (or an empty path: `vessel set VM cdrom.iso=""`) means an
+    /// empty drive.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "empty_is_none")]
     pub iso: Option<PathBuf>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = Option::<PathBuf>::deserialize(d)?;
+    Ok(path.filter(|p| !p.as_os_str().is_empty()))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,6 +276,13 @@ pub(crate) mod tests {
         other.disks.clear();
         other.notes.clear();
         assert_eq!(VmConfig::from_toml(&other.to_toml()).unwrap(), other);
+    }
+
+    #[test]
+    fn an_empty_cd_path_is_an_empty_drive() {
+        let text = full().to_toml().replace("iso = \"/isos/debian-12.iso\"", "iso = \"\"");
+        assert!(text.contains("iso = \"\""));
+        assert_eq!(VmConfig::from_toml(&text).unwrap().cdrom.iso, None);
     }
 
     #[test]

@@ -1708,10 +1708,10 @@ impl VesselApp {
                     ui.horizontal(|ui| {
                         if ui.button("Save").clicked() {
                             let display = if s.follow_window {
-                                "{ kind = \"follow-window\" }".to_string()
+                                "{ size = \"follow-window\" }".to_string()
                             } else {
                                 format!(
-                                    "{{ kind = \"fixed\", width = {}, height = {} }}",
+                                    "{{ size = \"fixed\", width = {}, height = {} }}",
                                     s.width, s.height
                                 )
                             };

@@ -78,9 +78,14 @@ fn send(h: &mut Harness<'static, VesselApp>, event: egui::Event) {
 }
 
 fn type_into(h: &mut Harness<'static, VesselApp>, field: &str, text: &str) {
-    h.get_by_role_and_label(Role::TextInput, field).focus();
+    type_into_role(h, Role::TextInput, field, text);
+}
+
+/// Types into the last text field with this role and label (a dialog's, over the page's).
+fn type_into_role(h: &mut Harness<'static, VesselApp>, role: Role, field: &str, text: &str) {
+    h.get_all_by_role_and_label(role, field).last().expect("the field").focus();
     step(h);
-    h.get_by_role_and_label(Role::TextInput, field).type_text(text);
+    h.get_all_by_role_and_label(role, field).last().expect("the field").type_text(text);
     step(h);
     step(h);
 }
@@ -91,6 +96,9 @@ fn has_label(h: &Harness<'static, VesselApp>, label: &str) -> bool {
 
 /// Clicks the first control with this role and label (toolbar buttons come first).
 fn click(h: &mut Harness<'static, VesselApp>, role: Role, label: &str) {
+    // The pointer goes there first, as a hand on a mouse does.
+    h.get_all_by_role_and_label(role, label).next().expect("found").hover();
+    step(h);
     h.get_all_by_role_and_label(role, label).next().expect("found").click();
     // The click; the action; a window's first (invisible, sizing) frame.
     for _ in 0..3 {
@@ -300,6 +308,15 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     drop_file(&mut h, main, &disc);
     wait(&mut h, "the CD attached", |_| config_of(&lib, "Target").cdrom.iso.is_some());
     assert_eq!(config_of(&lib, "Target").cdrom.iso.as_deref(), Some(disc.as_path()));
+    // VM > Removable Devices > CD > Eject empties the drive of a VM that is off...
+    click(&mut h, Role::Button, "VM");
+    click(&mut h, Role::Button, "Removable Devices");
+    click(&mut h, Role::Button, "CD");
+    click(&mut h, Role::Button, "Eject");
+    wait(&mut h, "the CD ejected", |_| config_of(&lib, "Target").cdrom.iso.is_none());
+    // ...and the disc goes back in for what follows.
+    drop_file(&mut h, main, &disc);
+    wait(&mut h, "the CD attached again", |_| config_of(&lib, "Target").cdrom.iso.is_some());
 
     // On a running VM: the disc in its drive is swapped.
     click(&mut h, Role::Button, "Power On");
@@ -791,4 +808,30 @@ fn every_guest_frame_wakes_the_window() {
         session.poll();
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn settings_are_checked_and_saved() {
+    let lib = scratch("settings");
+    test_vm(&lib, "Tuned", "test=echo");
+    let mut h = app(&lib, false);
+    click(&mut h, Role::Button, "Settings…");
+    assert!(has_label(&h, "Tuned settings"), "the settings window opened");
+    // More memory than this computer has: refused, with the reason, nothing saved.
+    h.state_mut().settings.as_mut().unwrap().memory_mib = 1 << 24;
+    click(&mut h, Role::Button, "Save");
+    wait(&mut h, "the refusal", |h| has_label(h, "That did not work"));
+    click(&mut h, Role::Button, "Details");
+    assert!(has_label(&h, "memory_mib"), "the details name the field");
+    assert_eq!(config_of(&lib, "Tuned").memory_mib, 128);
+    click(&mut h, Role::Button, "Close window");
+    click(&mut h, Role::Button, "Settings…");
+    type_into_role(&mut h, Role::MultilineTextInput, "Notes", "for the release tests");
+    h.state_mut().settings.as_mut().unwrap().follow_window = false;
+    step(&mut h);
+    click(&mut h, Role::Button, "Save");
+    wait(&mut h, "saved", |_| config_of(&lib, "Tuned").notes == "for the release tests");
+    let config = config_of(&lib, "Tuned");
+    assert_eq!(config.display.value, DisplayConfig::Fixed { width: 1024, height: 768 });
+    assert_eq!(config.memory_mib, 128);
 }
