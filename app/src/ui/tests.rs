@@ -376,9 +376,10 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     let lib = scratch("console");
     test_vm(&lib, "Drawing", "test=gpu");
     test_vm(&lib, "Typing", "test=input");
+    test_vm(&lib, "Pointing", "test=input-tablet");
     // Fractional scaling: 1.25 screen pixels per point.
     let mut h = app_scaled(&lib, true, 1.25);
-    wait(&mut h, "both listed", |h| h.state().items.len() == 2);
+    wait(&mut h, "all listed", |h| h.state().items.len() == 3);
 
     // The frame: drawn by the guest through virtio-gpu, uploaded into the console's
     // texture, rendered by wgpu.
@@ -480,43 +481,7 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     );
     assert!(h.state().closing == Closing::No, "Ctrl+Q did not reach the app");
 
-    // Pointer: a click in the console reaches the tablet at the guest pixel under it.
     let input = h.state().running[&root].session.input.clone().unwrap();
-    let tablet = input.queue(vmm::InputKind::Tablet);
-    tablet.take(usize::MAX);
-    let console = h.get_by_label("Guest console").rect();
-    let size = h.state().running[&root].screen.size();
-    if size[0] > 0 {
-        let shown = console::place(console, size, Scale::Fit, h.ctx.pixels_per_point());
-        let at = shown.min + shown.size() * egui::vec2(0.25, 0.75);
-        h.event(egui::Event::PointerMoved(at));
-        h.event(egui::Event::PointerButton {
-            pos: at,
-            button: egui::PointerButton::Primary,
-            pressed: true,
-            modifiers: Modifiers::NONE,
-        });
-        h.event(egui::Event::PointerButton {
-            pos: at,
-            button: egui::PointerButton::Primary,
-            pressed: false,
-            modifiers: Modifiers::NONE,
-        });
-        step(&mut h);
-        let events: Vec<(u16, u16, i32)> =
-            tablet.take(usize::MAX).iter().map(|e| (e.kind, e.code, e.value)).collect();
-        let abs = |v: f64, n: usize| {
-            ((v / (n - 1) as f64) * f64::from(vmm::input::ABS_MAX)).round() as i32
-        };
-        let (gx, gy) = console::to_guest(at, shown, size);
-        assert!(events.contains(&(3, 0, abs(gx, size[0]))), "{events:?}");
-        assert!(events.contains(&(3, 1, abs(gy, size[1]))), "{events:?}");
-        assert!(
-            events.contains(&(1, vmm::Button::Left.code(), 1))
-                && events.contains(&(1, vmm::Button::Left.code(), 0)),
-            "{events:?}"
-        );
-    }
 
     // Focus leaving the window releases every key the guest holds.
     send(&mut h, egui::Event::ModifiersChanged(Modifiers::SHIFT));
@@ -583,7 +548,57 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     assert!(input.pressed_keys().is_empty());
     send(&mut h, egui::Event::ModifiersChanged(Modifiers::NONE));
     step(&mut h);
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
 
+    // Pointer: a click in the console reaches the guest's tablet driver at the guest pixel
+    // under it, whatever the scaling.
+    click(&mut h, Role::Button, "Pointing");
+    click(&mut h, Role::Button, "Power On");
+    let root = h.state().selected.clone().unwrap();
+    wait(&mut h, "the guest's tablet driver", |h| {
+        h.state()
+            .running
+            .get(&root)
+            .is_some_and(|r| r.session.serial.contains("INPUT READY") && r.screen.size()[0] > 0)
+    });
+    assert!(h.state().running[&root].session.serial.contains("INPUT NAME Vessel Tablet"));
+    let console = h.get_by_label("Guest console").rect();
+    let size = h.state().running[&root].screen.size();
+    let shown = console::place(console, size, Scale::Fit, h.ctx.pixels_per_point());
+    let at = shown.min + shown.size() * egui::vec2(0.25, 0.75);
+    let button = |pressed| egui::Event::PointerButton {
+        pos: at,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: Modifiers::NONE,
+    };
+    h.event(egui::Event::PointerMoved(at));
+    h.event(button(true));
+    h.event(button(false));
+    step(&mut h);
+    let abs =
+        |v: f64, n: usize| ((v / (n - 1) as f64) * f64::from(vmm::input::ABS_MAX)).round() as i32;
+    let (gx, gy) = console::to_guest(at, shown, size);
+    let left = vmm::Button::Left.code();
+    let expected = [
+        (3, 0, abs(gx, size[0])),
+        (3, 1, abs(gy, size[1])),
+        (0, 0, 0),
+        (1, left, 1),
+        (0, 0, 0),
+        (1, left, 0),
+        (0, 0, 0),
+    ];
+    wait(&mut h, "the guest to report the click", |h| {
+        guest_events(h, &root).ends_with(&[(1, left, 0), (0, 0, 0)])
+    });
+    let events = guest_events(&h, &root);
+    // The move and the press come as the same position (a move, then the press with it).
+    assert_eq!(events[events.len() - 7..], expected[..], "{events:?}");
+    assert!(
+        (0.2..0.3).contains(&(gx / size[0] as f64)) && (0.7..0.8).contains(&(gy / size[1] as f64))
+    );
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
