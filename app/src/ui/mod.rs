@@ -1469,7 +1469,12 @@ impl VesselApp {
                     .include_x(0.0)
                     .include_x(session::HISTORY as f64)
                     .show(ui, |plot| plot.line(egui_plot::Line::new("vCPU", cpu)));
-                ui.label(format!("{} vCPU · {} MiB", r.session.vcpus, r.session.memory_mib));
+                ui.label(format!(
+                    "{} vCPU · memory {} of {} MiB",
+                    r.session.vcpus,
+                    r.session.memory_resident >> 20,
+                    r.session.memory_mib
+                ));
                 ui.separator();
                 let led = |on: bool| if on { "active" } else { "idle" };
                 ui.label(format!("Disk {}", led(r.session.disk_rate > 0)))

@@ -94,6 +94,8 @@ pub struct Session {
     pub net_rate: u64,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// Guest RAM the host holds now.
+    pub memory_resident: u64,
     last_usage: Option<(Instant, Usage)>,
     /// When the guest started running.
     running_since: Option<Instant>,
@@ -127,6 +129,7 @@ impl Session {
             net_rate: 0,
             vcpus: 0,
             memory_mib: 0,
+            memory_resident: 0,
             last_usage: None,
             running_since: None,
             commands,
@@ -192,6 +195,7 @@ impl Session {
     }
 
     fn sample(&mut self, usage: Usage) {
+        self.memory_resident = usage.memory_resident;
         let now = Instant::now();
         if let Some((then, last)) = self.last_usage {
             let secs = now.duration_since(then).as_secs_f64().max(1e-3);

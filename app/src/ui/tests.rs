@@ -818,6 +818,15 @@ fn every_guest_frame_wakes_the_window() {
     let woken = wakes.load(std::sync::atomic::Ordering::Relaxed) - before;
     // The guest draws a frame every few milliseconds; status updates alone are one a second.
     assert!(woken >= 10, "{woken} wake-ups in a second");
+    // The status bar's figures: the guest writes its 8 MiB frame, so at least that much of
+    // its 128 MiB is resident; its vCPU is busy.
+    session.poll();
+    assert!(
+        (8 << 20..=128 << 20).contains(&session.memory_resident),
+        "{}",
+        session.memory_resident
+    );
+    assert!(session.cpu.back().is_some_and(|&c| c > 10.0), "{:?}", session.cpu);
     session.send(Command::PowerOff);
     while !session.is_over() {
         session.poll();

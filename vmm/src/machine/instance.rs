@@ -77,6 +77,8 @@ pub struct Instance {
     mem: GuestMem,
     /// Its memory slot goes with the VM, so it is dropped after it.
     boot_fb: Option<BootFramebuffer>,
+    /// Told of `mem` while it is mapped.
+    stats: Arc<super::stats::MachineStats>,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -140,7 +142,9 @@ impl Instance {
             vm,
             mem,
             boot_fb,
+            stats: env.stats.clone(),
         };
+        instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
             fb.start(env.display.clone()).map_err(MachineError::Framebuffer)?;
         }
@@ -195,6 +199,8 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        // Before the memory is unmapped (the fields go after this).
+        self.stats.set_memory(Vec::new());
         self.run.settle(RunMode::Exiting, &self.threads);
         for t in self.threads.drain(..) {
             let _ = t.join();

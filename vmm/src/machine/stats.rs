@@ -1,5 +1,5 @@
-//! What a running machine uses, for a status bar: the CPU time of its vCPU threads and
-//! how often its disks and network card had work.
+//! What a running machine uses, for a status bar: the CPU time of its vCPU threads, how
+//! much of its RAM the host holds, and how often its disks and network card had work.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +13,8 @@ pub struct MachineStats {
     /// Each vCPU thread's CPU-time clock, by vCPU index (replaced when a reboot starts new
     /// threads).
     vcpu_clocks: Mutex<Vec<Option<libc::clockid_t>>>,
+    /// The guest RAM mappings of the running instance (address, length), for mincore.
+    memory: Mutex<Vec<(usize, usize)>>,
     disk_activity: AtomicU64,
     net_activity: AtomicU64,
 }
@@ -22,6 +24,8 @@ pub struct MachineStats {
 pub struct Usage {
     /// CPU time of the vCPU threads running now (a reboot starts again from zero).
     pub vcpu_time: Duration,
+    /// Guest RAM the host holds in memory now (touched by the guest or by devices).
+    pub memory_resident: u64,
     /// Times a disk's thread woke up with work (requests, in batches).
     pub disk_activity: u64,
     /// The same for network cards (guest transmits and host receives).
@@ -50,6 +54,32 @@ impl MachineStats {
         clocks[index] = (r == 0).then_some(clock);
     }
 
+    /// The running instance's RAM (`(host address, length)` of each mapping); empty when
+    /// the instance goes, before its memory is unmapped.
+    pub fn set_memory(&self, ranges: Vec<(usize, usize)>) {
+        *lock(&self.memory) = ranges;
+    }
+
+    fn resident(&self) -> u64 {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let ranges = lock(&self.memory);
+        let mut total = 0u64;
+        let mut pages = Vec::new();
+        for &(addr, len) in ranges.iter() {
+            pages.clear();
+            pages.resize(len.div_ceil(page), 0u8);
+            // SAFETY: the range is a live mapping of guest RAM (the instance clears the
+            // list before unmapping it, under the same lock); mincore only reads the page
+            // tables and writes one byte per page into `pages`, which is that long.
+            let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, pages.as_mut_ptr()) };
+            if r == 0 {
+                total += pages.iter().filter(|&&b| b & 1 != 0).count() as u64 * page as u64;
+            }
+        }
+        total
+    }
+
     pub fn count(&self, activity: Activity) {
         match activity {
             Activity::Disk => self.disk_activity.fetch_add(1, Ordering::Relaxed),
@@ -72,6 +102,7 @@ impl MachineStats {
             .sum();
         Usage {
             vcpu_time,
+            memory_resident: self.resident(),
             disk_activity: self.disk_activity.load(Ordering::Relaxed),
             net_activity: self.net_activity.load(Ordering::Relaxed),
         }
@@ -108,5 +139,33 @@ mod tests {
         stats.count(Activity::Other);
         let usage = stats.usage();
         assert_eq!((usage.disk_activity, usage.net_activity), (1, 2));
+        assert_eq!(usage.memory_resident, 0, "no memory registered");
+    }
+
+    #[test]
+    fn resident_memory_counts_touched_pages() {
+        let stats = MachineStats::default();
+        let len = 64 << 20;
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        stats.set_memory(vec![(addr as usize, len)]);
+        assert_eq!(stats.usage().memory_resident, 0, "nothing touched yet");
+        // SAFETY: the first 8 MiB of the mapping above.
+        unsafe { std::ptr::write_bytes(addr.cast::<u8>(), 1, 8 << 20) };
+        let resident = stats.usage().memory_resident;
+        assert!((8 << 20..=10 << 20).contains(&resident), "{resident}");
+        stats.set_memory(Vec::new());
+        // SAFETY: unmapping the mapping made above, no longer used.
+        unsafe { libc::munmap(addr, len) };
     }
 }

@@ -67,6 +67,11 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
     Ok(mem)
 }
 
+/// Where each region of `mem` is mapped in this process: (address, length).
+pub fn host_ranges(mem: &GuestMem) -> Vec<(usize, usize)> {
+    mem.iter().map(|r| (r.as_ptr() as usize, r.len() as usize)).collect()
+}
+
 /// Registers every region of `mem` with the VM as a KVM memory slot.
 pub fn register_with_kvm(vm: &kvm_ioctls::VmFd, mem: &GuestMem) -> Result<(), MemoryError> {
     for (slot, region) in mem.iter().enumerate() {
