@@ -641,7 +641,7 @@ fn snapshots_of_the_main_screens() {
     h.snapshot("wizard");
     h.state_mut().wizard = None;
     // The console of a running guest, the guest's own pixels (and what changes with time:
-    // its thumbnail, the status bar's figures) masked.
+    // its thumbnail, the status bar's figures and the hint after them) masked.
     h.state_mut().items[0].root = real_root.clone();
     h.state_mut().selected = Some(real_root.clone());
     h.state_mut().prefs.autofit = false;
@@ -657,9 +657,10 @@ fn snapshots_of_the_main_screens() {
     let status = h.get_by_label_contains("The guest has the keyboard").rect();
     h.mask(console::place(console, [128, 96], Scale::Fit, h.ctx.pixels_per_point()));
     h.mask(h.state().sidebar_rect);
+    let width = h.ctx.content_rect().width();
     h.mask(egui::Rect::from_min_max(
         egui::pos2(0.0, status.min.y - 4.0),
-        egui::pos2(status.min.x - 4.0, status.max.y + 4.0),
+        egui::pos2(width, status.max.y + 4.0),
     ));
     h.snapshot("console");
     click(&mut h, Role::Button, "Power Off");
@@ -819,8 +820,12 @@ fn every_guest_frame_wakes_the_window() {
     // The guest draws a frame every few milliseconds; status updates alone are one a second.
     assert!(woken >= 10, "{woken} wake-ups in a second");
     // The status bar's figures: the guest writes its 8 MiB frame, so at least that much of
-    // its 128 MiB is resident; its vCPU is busy.
-    session.poll();
+    // its 128 MiB is resident; its vCPU is busy. (Samples come once a second.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while session.cpu.is_empty() && Instant::now() < deadline {
+        session.poll();
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         (8 << 20..=128 << 20).contains(&session.memory_resident),
         "{}",
