@@ -864,3 +864,37 @@ fn settings_are_checked_and_saved() {
     assert_eq!(config.display.value, DisplayConfig::Fixed { width: 1024, height: 768 });
     assert_eq!(config.memory_mib, 128);
 }
+
+#[test]
+fn open_vm_adds_a_folder_and_the_library_folder_can_move() {
+    let dir = scratch("open");
+    let lib = dir.join("library");
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A VM made outside the library, as another machine's copy would be.
+    let other = test_vm(&elsewhere, "Visitor", "test=echo");
+    let mut h = app(&lib, false);
+    assert!(h.state().items.is_empty());
+    h.state_mut().picked(Pick::OpenVm, Some(other.clone()));
+    wait(&mut h, "Visitor listed", |h| h.state().items.iter().any(|i| i.root == other));
+    assert!(has_label(&h, "Visitor"));
+
+    // Preferences > Library folder: the window shows the other library (and keeps it).
+    // (Starting from preferences that name the first library, not the user's own.)
+    let prefs = dir.join("prefs.toml");
+    Preferences { library: Some(lib.clone()), ..Default::default() }.save(&prefs).unwrap();
+    let mut h = Harness::builder().with_size([1180.0, 760.0]).build_eframe(move |cc| {
+        VesselApp::new(&cc.egui_ctx, Options { library: None, prefs_path: prefs })
+    });
+    wait(&mut h, "the first library", |h| h.state().items.iter().any(|i| i.root == other));
+    h.state_mut().act(Act::Preferences);
+    step(&mut h);
+    h.state_mut().prefs_draft.as_mut().unwrap().library = Some(elsewhere.clone());
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    click(&mut h, Role::Button, "Save");
+    wait(&mut h, "the other library", |h| h.state().items.iter().any(|i| i.name == "Visitor"));
+    let (saved, _) = Preferences::load(&dir.join("prefs.toml"));
+    assert_eq!(saved.library.as_deref(), Some(elsewhere.as_path()));
+}

@@ -81,6 +81,37 @@ pub struct Wizard {
     name_touched: bool,
     /// Being created: the form is read-only.
     pub busy: bool,
+    /// What the filesystem said of the paths typed so far (asked once per path, not once
+    /// a frame).
+    fs: FsChecks,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FsCheck {
+    Readable,
+    Folder,
+}
+
+/// Answers about paths, remembered.
+#[derive(Default)]
+struct FsChecks(std::cell::RefCell<std::collections::HashMap<(String, FsCheck), Option<String>>>);
+
+impl FsChecks {
+    /// None if `path` is fine for `check`, else why not.
+    fn check(&self, path: &str, check: FsCheck) -> Option<String> {
+        let mut seen = self.0.borrow_mut();
+        if seen.len() > 256 {
+            seen.clear();
+        }
+        seen.entry((path.to_string(), check))
+            .or_insert_with(|| match check {
+                FsCheck::Readable => std::fs::File::open(path).err().map(|e| e.to_string()),
+                FsCheck::Folder => {
+                    (!std::path::Path::new(path).is_dir()).then(|| "not a folder".to_string())
+                }
+            })
+            .clone()
+    }
 }
 
 impl Wizard {
@@ -104,6 +135,7 @@ impl Wizard {
             hardware_touched: false,
             name_touched: false,
             busy: false,
+            fs: FsChecks::default(),
         }
     }
 
@@ -178,7 +210,7 @@ impl Wizard {
                 }
                 for (what, path) in [("kernel", &self.kernel), ("initrd", &self.initrd)] {
                     if !path.trim().is_empty()
-                        && let Err(e) = std::fs::File::open(path.trim())
+                        && let Some(e) = self.fs.check(path.trim(), FsCheck::Readable)
                     {
                         return Some(format!("the {what} {}: {e}", path.trim()));
                     }
@@ -199,7 +231,8 @@ impl Wizard {
                 self.name
             ));
         }
-        if !self.location.trim().is_empty() && !std::path::Path::new(self.location.trim()).is_dir()
+        if !self.location.trim().is_empty()
+            && self.fs.check(self.location.trim(), FsCheck::Folder).is_some()
         {
             return Some(format!(
                 "{} is not a folder; choose an existing folder or leave it empty for the library",
