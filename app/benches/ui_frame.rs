@@ -26,20 +26,12 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let library = vm_library::library::Library::open(&dir).unwrap();
-    let args = vessel::cli::CreateArgs {
-        name: "Anim".into(),
-        cpus: Some(1),
-        memory: Some(128 << 20),
-        disk_size: Some(0),
-        raw: false,
-        kernel: Some(vessel_tests::testguest_elf()),
-        initrd: None,
-        cmdline: "test=gpu-anim".into(),
-        iso: None,
-        no_net: true,
-        forward: Vec::new(),
-        location: None,
-    };
+    let args = vessel::cli::CreateArgs::test_guest(
+        "Anim",
+        vessel_tests::testguest_elf(),
+        "test=gpu-anim",
+        128 << 20,
+    );
     vessel::vms::create_bundle(&library, &args).unwrap();
     let lib = dir.clone();
     let mut h = Harness::builder().with_size([1280.0, 800.0]).wgpu().build_eframe(move |cc| {

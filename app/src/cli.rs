@@ -143,6 +143,41 @@ pub struct CreateArgs {
     pub location: Option<PathBuf>,
 }
 
+impl CreateArgs {
+    /// A VM called `name` with what `vessel create NAME` gives it (for the app and tests,
+    /// which then set what they choose).
+    pub fn named(name: impl Into<String>) -> Self {
+        CreateArgs {
+            name: name.into(),
+            cpus: None,
+            memory: None,
+            disk_size: None,
+            raw: false,
+            kernel: None,
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            iso: None,
+            no_net: false,
+            forward: Vec::new(),
+            location: None,
+        }
+    }
+
+    /// A VM that boots `kernel` directly with `cmdline`: one vCPU, `memory` bytes, no disk,
+    /// no network card (test guests, benchmarks).
+    pub fn test_guest(name: &str, kernel: PathBuf, cmdline: &str, memory: u64) -> Self {
+        CreateArgs {
+            cpus: Some(1),
+            memory: Some(memory),
+            disk_size: Some(0),
+            kernel: Some(kernel),
+            cmdline: cmdline.into(),
+            no_net: true,
+            ..CreateArgs::named(name)
+        }
+    }
+}
+
 /// "key=value".
 pub fn parse_setting(text: &str) -> Result<(String, String), String> {
     let (k, v) = text.split_once('=').ok_or_else(|| format!("{text:?}: write KEY=VALUE"))?;

@@ -30,18 +30,12 @@ pub fn make(dir: &Path, taken: &[String], progress: &Progress) -> Result<PathBuf
         .expect("an endless list has a free name");
     let lib = Library::open(dir).map_err(|e| e.to_string())?;
     let args = CreateArgs {
-        name,
         cpus: Some(1),
         memory: Some(512 << 20),
         disk_size: Some(0),
-        raw: false,
         kernel: Some(guest.join("vmlinuz")),
         initrd: Some(guest.join("initrd.gz")),
-        cmdline: "console=ttyS0".into(),
-        iso: None,
-        no_net: false,
-        forward: Vec::new(),
-        location: None,
+        ..CreateArgs::named(name)
     };
     let (bundle, _) = crate::vms::create_bundle(&lib, &args).map_err(|e| format!("{e:#}"))?;
     Ok(bundle.root().to_path_buf())

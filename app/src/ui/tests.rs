@@ -109,20 +109,8 @@ fn click(h: &mut Harness<'static, VesselApp>, role: Role, label: &str) {
 /// A VM booting the test guest with `cmdline`.
 fn test_vm(lib: &Path, name: &str, cmdline: &str) -> PathBuf {
     let library = Library::open(lib).unwrap();
-    let args = crate::cli::CreateArgs {
-        name: name.into(),
-        cpus: Some(1),
-        memory: Some(128 << 20),
-        disk_size: Some(0),
-        raw: false,
-        kernel: Some(vessel_tests::testguest_elf()),
-        initrd: None,
-        cmdline: cmdline.into(),
-        iso: None,
-        no_net: true,
-        forward: Vec::new(),
-        location: None,
-    };
+    let args =
+        crate::cli::CreateArgs::test_guest(name, vessel_tests::testguest_elf(), cmdline, 128 << 20);
     crate::vms::create_bundle(&library, &args).unwrap().0.root().to_path_buf()
 }
 
@@ -331,18 +319,10 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     // On a VM with nothing else to boot: its CD, and its boot medium when it has Linux.
     let blank = Library::open(&lib).unwrap();
     let args = crate::cli::CreateArgs {
-        name: "Blank".into(),
-        cpus: Some(1),
         memory: Some(128 << 20),
         disk_size: Some(0),
-        raw: false,
-        kernel: None,
-        initrd: None,
-        cmdline: String::new(),
-        iso: None,
         no_net: true,
-        forward: Vec::new(),
-        location: None,
+        ..crate::cli::CreateArgs::named("Blank")
     };
     crate::vms::create_bundle(&blank, &args).unwrap();
     h.state_mut().scanned_at = None;

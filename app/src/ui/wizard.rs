@@ -277,18 +277,15 @@ impl Wizard {
         let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
         let kernel = (self.source == Source::Kernel).then(|| path(&self.kernel)).flatten();
         CreateArgs {
-            name: self.name.clone(),
             cpus: Some(self.vcpus),
             memory: Some(self.memory_mib << 20),
             disk_size: Some(self.disk_gib << 30),
-            raw: false,
             initrd: kernel.as_ref().and_then(|_| path(&self.initrd)),
             kernel,
             cmdline: self.cmdline.clone(),
             iso: (self.source == Source::Iso).then(|| path(&self.iso)).flatten(),
-            no_net: false,
-            forward: Vec::new(),
             location: path(&self.location),
+            ..CreateArgs::named(self.name.clone())
         }
     }
 
