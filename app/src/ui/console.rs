@@ -153,8 +153,15 @@ impl Screen {
         let texture = &mut self.texture;
         let size = &mut self.size;
         let pool = &mut self.pool;
+        let max_side = ctx.input(|i| i.max_texture_side);
         let result = display.read(self.generation, |frame| {
             let frame_size = [frame.width as usize, frame.height as usize];
+            if frame_size[0] > max_side || frame_size[1] > max_side {
+                // More than this GPU holds as one texture: shown as nothing (and said so).
+                *texture = None;
+                *size = frame_size;
+                return (frame.generation, 0);
+            }
             let damage = if texture.is_none() || *size != frame_size {
                 Damage::Full
             } else {

@@ -1290,8 +1290,14 @@ impl VesselApp {
             self.running.values().map(|r| r.screen.rows_uploaded).sum();
         let r = self.running.get_mut(root).expect("present");
         let Some(texture) = r.screen.texture() else {
-            let mut text = "The guest shows nothing yet".to_string();
-            if r.session.running_for().is_some_and(|t| t > Duration::from_secs(10))
+            let [w, h] = r.screen.size();
+            let mut text = if w > 0 {
+                format!("The guest's screen, {w}x{h}, is larger than this graphics card can show")
+            } else {
+                "The guest shows nothing yet".to_string()
+            };
+            if w == 0
+                && r.session.running_for().is_some_and(|t| t > Duration::from_secs(10))
                 && let Some(hint) = session::host_hint()
             {
                 text = format!("The guest shows nothing yet.\n\n{hint}");

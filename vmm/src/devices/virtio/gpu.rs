@@ -52,6 +52,9 @@ const RESP_ERR_OUT_OF_MEMORY: u32 = 0x1201;
 const RESP_ERR_INVALID_SCANOUT_ID: u32 = 0x1202;
 const RESP_ERR_INVALID_RESOURCE_ID: u32 = 0x1203;
 const RESP_ERR_INVALID_PARAMETER: u32 = 0x1205;
+
+/// The widest and tallest scanout shown (Linux's virtio-gpu driver's largest mode).
+pub const MAX_SCANOUT: u32 = 8192;
 const FLAG_FENCE: u32 = 1;
 
 /// struct virtio_gpu_ctrl_hdr.
@@ -347,7 +350,13 @@ impl Gpu {
             let image = lock(&res.image);
             (image.width, image.height)
         };
-        if rect.is_empty() || !rect.fits_in(w, h) {
+        // Larger than any mode the driver offers (Linux's virtio-gpu allows 8192x8192): a
+        // screen no window could show, nor most GPUs hold as one texture.
+        if rect.is_empty()
+            || !rect.fits_in(w, h)
+            || rect.width > MAX_SCANOUT
+            || rect.height > MAX_SCANOUT
+        {
             return Response::Error(RESP_ERR_INVALID_PARAMETER);
         }
         self.scanout = Some(id);
@@ -1007,6 +1016,16 @@ mod tests {
             req(CMD_SET_SCANOUT, &[1, 0, 8, 8, 0, 1]),
             RESP_ERR_INVALID_PARAMETER,
         );
+        // A 16384x1 screen (a small resource): refused, 8192 wide is fine.
+        check(&mut d, &mut g, req(CMD_RESOURCE_CREATE_2D, &[3, 2, 16384, 1]), RESP_OK_NODATA);
+        check(
+            &mut d,
+            &mut g,
+            req(CMD_SET_SCANOUT, &[0, 0, 16384, 1, 0, 3]),
+            RESP_ERR_INVALID_PARAMETER,
+        );
+        check(&mut d, &mut g, req(CMD_SET_SCANOUT, &[0, 0, 8192, 1, 0, 3]), RESP_OK_NODATA);
+        check(&mut d, &mut g, req(CMD_SET_SCANOUT, &[0, 0, 8, 8, 0, 0]), RESP_OK_NODATA);
         check(
             &mut d,
             &mut g,
