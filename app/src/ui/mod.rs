@@ -1397,7 +1397,14 @@ impl VesselApp {
             return;
         };
         let id = egui::Id::unique(("serial", root));
-        let text = r.session.serial.clone();
+        // The last 64 KiB: laid out every frame while the guest writes, more would make
+        // the window slow.
+        let serial = &r.session.serial;
+        let mut from = serial.len().saturating_sub(64 * 1024);
+        while !serial.is_char_boundary(from) {
+            from += 1;
+        }
+        let text = serial[from..].to_string();
         let frame = egui::Frame::new().fill(egui::Color32::from_gray(16)).inner_margin(6.0);
         let response = frame
             .show(ui, |ui| {
