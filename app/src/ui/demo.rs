@@ -35,6 +35,9 @@ pub fn make(dir: &Path, taken: &[String], progress: &Progress) -> Result<PathBuf
         disk_size: Some(0),
         kernel: Some(guest.join("vmlinuz")),
         initrd: Some(guest.join("initrd.gz")),
+        // Kernel messages on the serial port and the screen; the shell (/dev/console, the
+        // last one) on the screen, typed into with the virtio keyboard.
+        cmdline: "console=ttyS0 console=tty0".into(),
         ..CreateArgs::named(name)
     };
     let (bundle, _) = crate::vms::create_bundle(&lib, &args).map_err(|e| format!("{e:#}"))?;

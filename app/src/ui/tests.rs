@@ -769,7 +769,7 @@ fn the_demo_vm_is_made_from_the_default_linux_guest() {
     assert_eq!(root, lib.join("Demo Linux 2.vessel"), "a free name");
     let Boot::Direct { kernel, initrd, cmdline } = &config.boot.value else { panic!("{config:?}") };
     assert!(root.join(kernel).is_file() && root.join(initrd.as_ref().unwrap()).is_file());
-    assert!(cmdline.contains("console=ttyS0"));
+    assert!(cmdline.contains("console=ttyS0") && cmdline.ends_with("console=tty0"), "{cmdline}");
     // The kernel is the default guest's, byte for byte.
     let (vmlinuz, _) = vessel_tests::default_linux_guest();
     assert_eq!(std::fs::read(root.join(kernel)).unwrap(), std::fs::read(vmlinuz).unwrap());
