@@ -143,6 +143,8 @@ struct Running {
     wheel: WheelAccumulator,
     /// When its thumbnail was last brought up to date.
     thumb_at: Option<Instant>,
+    /// How far an Actual Size screen larger than the console is scrolled (points).
+    pan: Vec2,
 }
 
 pub struct VesselApp {
@@ -583,6 +585,7 @@ impl VesselApp {
                 held: Vec::new(),
                 wheel: WheelAccumulator::default(),
                 thumb_at: None,
+                pan: Vec2::ZERO,
             },
         );
         self.selected = Some(root);
@@ -1307,7 +1310,20 @@ impl VesselApp {
             return;
         };
         let size = r.screen.size();
-        let rect = console::place(area, size, self.scale, ppp);
+        let rect = match self.scale {
+            Scale::Fit => console::place(area, size, Scale::Fit, ppp),
+            Scale::Actual => {
+                // Larger than the console: the pointer at an edge scrolls the screen.
+                if let Some(pointer) = response.hover_pos() {
+                    let towards = console::edge_scroll(pointer, area, 24.0);
+                    if towards != Vec2::ZERO {
+                        r.pan += towards * 16.0;
+                        ctx.request_repaint();
+                    }
+                }
+                console::place_panned(area, size, ppp, &mut r.pan)
+            }
+        };
         ui.painter().image(
             texture.id(),
             rect,

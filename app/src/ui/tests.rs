@@ -878,3 +878,38 @@ fn open_vm_adds_a_folder_and_the_library_folder_can_move() {
     let (saved, _) = Preferences::load(&dir.join("prefs.toml"));
     assert_eq!(saved.library.as_deref(), Some(elsewhere.as_path()));
 }
+
+#[test]
+fn actual_size_scrolls_a_screen_larger_than_the_console() {
+    let lib = scratch("actual");
+    test_vm(&lib, "Wide", "test=gpu-anim");
+    let mut h = app(&lib, false);
+    h.state_mut().prefs.autofit = false;
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "the 1920x1080 screen", |h| h.state().console_size() == Some([1920, 1080]));
+    click(&mut h, Role::Button, "View");
+    // A selectable menu entry, its shortcut beside it.
+    h.get_all_by_label_contains("Actual Size").next().expect("the menu entry").click();
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    assert_eq!(h.state().scale, Scale::Actual);
+    let area = h.get_by_label("Guest console").rect();
+    let root = h.state().selected.clone().unwrap();
+    assert_eq!(h.state().running[&root].pan, Vec2::ZERO, "from the top-left");
+    // The pointer at the bottom-right edge scrolls until the screen's corner shows.
+    h.hover_at(area.max - Vec2::splat(4.0));
+    for _ in 0..200 {
+        step(&mut h);
+    }
+    let pan = h.state().running[&root].pan;
+    let overflow = Vec2::new(1920.0, 1080.0) - area.size();
+    assert_eq!(pan, overflow, "scrolled to the corner");
+    // The pointer maps through the scroll: the bottom-right pixel is under the corner.
+    let shown = console::place_panned(area, [1920, 1080], 1.0, &mut pan.clone());
+    assert_eq!(shown.max, area.max);
+    let (x, y) = console::to_guest(area.max - Vec2::splat(0.5), shown, [1920, 1080]);
+    assert_eq!((x.floor(), y.floor()), (1919.0, 1079.0));
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
