@@ -367,6 +367,12 @@ impl WheelAccumulator {
     }
 }
 
+/// A key event as egui-winit reports a physical key (for tests).
+#[cfg(test)]
+pub fn key(key: egui::Key, pressed: bool, modifiers: Modifiers) -> egui::Event {
+    egui::Event::Key { key, physical_key: Some(key), pressed, repeat: false, modifiers }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,13 +431,6 @@ mod tests {
     #[test]
     fn keys_modifiers_and_clipboard_shortcuts_become_guest_keys() {
         let mut t = KeyTranslator::default();
-        let key = |key, pressed, modifiers| egui::Event::Key {
-            key,
-            physical_key: Some(key),
-            pressed,
-            repeat: false,
-            modifiers,
-        };
         let mut events = vec![
             egui::Event::PointerGone,
             key(egui::Key::A, true, Modifiers::NONE),

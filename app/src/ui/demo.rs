@@ -24,10 +24,7 @@ pub fn make(dir: &Path, taken: &[String], progress: &Progress) -> Result<PathBuf
     progress.set("building the Linux guest from Debian packages");
     let guest = build_guest(progress)?;
     progress.set("creating the VM");
-    let name = std::iter::once("Demo Linux".to_string())
-        .chain((2..).map(|n| format!("Demo Linux {n}")))
-        .find(|n| !taken.iter().any(|t| t.eq_ignore_ascii_case(n)))
-        .expect("an endless list has a free name");
+    let name = super::wizard::free_name("Demo Linux", taken);
     let lib = Library::open(dir).map_err(|e| e.to_string())?;
     let args = CreateArgs {
         cpus: Some(1),

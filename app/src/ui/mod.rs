@@ -627,7 +627,8 @@ impl VesselApp {
             }
             IsoPurpose::Attach(root) => match result {
                 Ok((_, linux)) => {
-                    let mut changes = vec![("cdrom.iso".to_string(), toml_string(&iso))];
+                    let mut changes =
+                        vec![("cdrom.iso".to_string(), toml_string(&iso.display().to_string()))];
                     // A VM with nothing else it can boot installs from the disc.
                     let firmware = self
                         .item(&root)
@@ -1754,8 +1755,8 @@ impl VesselApp {
                                 vec![
                                     ("vcpus".to_string(), s.vcpus.to_string()),
                                     ("memory_mib".to_string(), s.memory_mib.to_string()),
-                                    ("notes".to_string(), toml_string(Path::new(&s.notes))),
-                                    ("cdrom.iso".to_string(), toml_string(Path::new(s.iso.trim()))),
+                                    ("notes".to_string(), toml_string(&s.notes)),
+                                    ("cdrom.iso".to_string(), toml_string(s.iso.trim())),
                                     ("display".to_string(), display),
                                 ],
                                 format!("{} saved", s.name),
@@ -1850,9 +1851,9 @@ fn guest_button(button: egui::PointerButton) -> Option<vmm::Button> {
     })
 }
 
-/// A path as a TOML string value.
-fn toml_string(path: &Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
+/// Text as a TOML string value (quoted and escaped), for `Library::edit`.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
 }
 
 fn file_name(path: &Path) -> String {
@@ -1906,10 +1907,15 @@ impl eframe::App for VesselApp {
         self.route_input(raw_input);
     }
 
+    /// Also while the window is hidden (every VM's news wakes it): what the VMs' threads
+    /// report is taken then too, rather than piling up in their channels.
+    fn logic(&mut self, _ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll();
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.frame_stats.frames += 1;
-        self.poll();
         if ctx.input(|i| i.viewport().close_requested()) {
             match self.closing {
                 Closing::Go => {}

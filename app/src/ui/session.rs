@@ -85,7 +85,7 @@ pub struct Session {
     pub phase: Phase,
     pub display: Option<Display>,
     pub input: Option<InputSink>,
-    /// The guest's serial output (lossy UTF-8, the last 256 KiB).
+    /// The guest's serial output (lossy UTF-8, the last 256 to 512 KiB).
     pub serial: String,
     /// vCPU use, in percent of one host CPU, a sample a second.
     pub cpu: VecDeque<f64>,
@@ -170,7 +170,9 @@ impl Session {
                 }
                 Ok(Update::Serial(bytes)) => {
                     self.serial.push_str(&String::from_utf8_lossy(&bytes));
-                    if self.serial.len() > SERIAL_KEEP {
+                    // Trimmed back to SERIAL_KEEP once it is twice that, so a guest writing
+                    // fast costs one move per 256 KiB, not one per write.
+                    if self.serial.len() > 2 * SERIAL_KEEP {
                         let mut cut = self.serial.len() - SERIAL_KEEP;
                         while !self.serial.is_char_boundary(cut) {
                             cut += 1;
@@ -275,7 +277,12 @@ fn run_machine(
     };
     let handle = match Machine::build(config, None) {
         Ok(handle) => handle,
-        Err(e) => return Ending::Failed(format!("cannot build the machine: {}", error_chain(&e))),
+        Err(e) => {
+            return Ending::Failed(format!(
+                "cannot build the machine: {:#}",
+                anyhow::Error::from(e)
+            ));
+        }
     };
     // Every new frame or cursor change repaints the window.
     let repaint = wake.clone();
@@ -287,7 +294,7 @@ fn run_machine(
         memory_mib: bundle.config.memory_mib,
     });
     if let Err(e) = handle.start() {
-        return Ending::Failed(format!("cannot start the machine: {}", error_chain(&e)));
+        return Ending::Failed(format!("cannot start the machine: {:#}", anyhow::Error::from(e)));
     }
     let mut next_sample = Instant::now();
     loop {
@@ -342,7 +349,7 @@ fn run_machine(
                 let verb = what.split(['(', ' ']).next().unwrap_or("command").to_string();
                 send(Update::Message {
                     error: true,
-                    text: format!("{name}: {verb}: {}", error_chain(&e)),
+                    text: format!("{name}: {verb}: {:#}", anyhow::Error::from(e)),
                 });
             }
         }
@@ -351,16 +358,4 @@ fn run_machine(
             next_sample += Duration::from_secs(1);
         }
     }
-}
-
-/// An error and its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

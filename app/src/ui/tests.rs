@@ -418,13 +418,7 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
     assert_eq!(h.state().keyboard.as_deref(), Some(root.as_path()), "the console has the keyboard");
     // As egui-winit reports them: A; Ctrl+Q (which must go to the guest, not to the app's
     // Quit); Ctrl+C, which egui-winit turns into Copy and the key's release.
-    let key = |key, pressed, modifiers| egui::Event::Key {
-        key,
-        physical_key: Some(key),
-        pressed,
-        repeat: false,
-        modifiers,
-    };
+    let key = console::key;
     send(&mut h, key(egui::Key::A, true, Modifiers::NONE));
     send(&mut h, egui::Event::Text("a".into()));
     send(&mut h, key(egui::Key::A, false, Modifiers::NONE));

@@ -175,23 +175,13 @@ impl Wizard {
                         self.disk_gib = os.recommended.disk_gib;
                     }
                     if !self.name_touched || self.name.is_empty() {
-                        self.name = self.free_name(&os.name);
+                        self.name = free_name(&os.name, &self.taken);
                     }
                 }
                 IsoState::Ok { os, linux }
             }
             Err(e) => IsoState::Bad(e),
         };
-    }
-
-    /// `base`, or `base 2`, ... whichever is not taken.
-    fn free_name(&self, base: &str) -> String {
-        let base: String = base.chars().filter(|c| *c != '/').take(56).collect();
-        let base = base.trim().to_string();
-        std::iter::once(base.clone())
-            .chain((2..).map(|n| format!("{base} {n}")))
-            .find(|n| !self.taken.iter().any(|t| t.eq_ignore_ascii_case(n)))
-            .unwrap_or(base)
     }
 
     // --- checks: None when fine, else the reason ---
@@ -523,6 +513,17 @@ impl Wizard {
         });
         ui.checkbox(&mut self.power_on, "Power on after creating");
     }
+}
+
+/// `base`, or `base 2`, `base 3`, ... whichever no VM in `taken` has (made a valid name:
+/// no '/', not too long).
+pub fn free_name(base: &str, taken: &[String]) -> String {
+    let base: String = base.chars().filter(|c| *c != '/').take(56).collect();
+    let base = base.trim().to_string();
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base} {n}")))
+        .find(|n| !taken.iter().any(|t| t.eq_ignore_ascii_case(n)))
+        .unwrap_or(base)
 }
 
 /// A labelled path field with a Browse… button; true if Browse was clicked.
