@@ -1,6 +1,6 @@
-//! Builds the test guests from source with binutils (`as`, `ld`, `objcopy`, `nm`): a PVH
-//! ELF (booted by Vessel and by QEMU) and a bzImage wrapping the same image, for the Linux
-//! 64-bit boot protocol.
+//! Builds the test guests from source with binutils (`as`, `ld`, `objcopy`, `nm`) and gcc
+//! (the tests written in freestanding C): a PVH ELF (booted by Vessel and by QEMU) and a
+//! bzImage wrapping the same image, for the Linux 64-bit boot protocol.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,10 @@ use std::process::Command;
 
 fn run(tool: &str, args: &[&str]) -> Vec<u8> {
     let output = Command::new(tool).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run `{tool}` ({e}); the test guests need binutils: apt-get install binutils")
+        panic!(
+            "cannot run `{tool}` ({e}); the test guests need binutils and gcc: apt-get install \
+             binutils gcc"
+        )
     });
     if !output.status.success() {
         panic!("`{tool} {}` failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
@@ -65,21 +68,53 @@ fn main() {
     let flat = out.join("testguest.bin");
     let bzimage = out.join("testguest.bzImage");
     run("as", &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()]);
-    run(
-        "ld",
-        &[
-            "-T",
-            script.to_str().unwrap(),
-            "-nostdlib",
-            "-static",
-            "--no-warn-rwx-segments",
-            "-z",
-            "max-page-size=4096",
-            "-o",
-            elf.to_str().unwrap(),
-            obj.to_str().unwrap(),
-        ],
-    );
+    let mut objects = vec![obj];
+    println!("cargo:rerun-if-changed=guests/guest.h");
+    for c in ["runtime.c", "hostile.c"] {
+        let source = Path::new("guests").join(c);
+        println!("cargo:rerun-if-changed={}", source.display());
+        let object = out.join(c).with_extension("o");
+        // Freestanding ring-3 code (DESIGN.md §3): no libc, no red zone, general registers
+        // only (the guest never enables SSE state), absolute addresses below 2 GiB.
+        run(
+            "gcc",
+            &[
+                "-c",
+                "-O2",
+                "-std=gnu11",
+                "-Wall",
+                "-Werror",
+                "-ffreestanding",
+                "-nostdlib",
+                "-fno-pic",
+                "-fno-pie",
+                "-mcmodel=small",
+                "-mno-red-zone",
+                "-mgeneral-regs-only",
+                "-fno-stack-protector",
+                "-fno-asynchronous-unwind-tables",
+                "-fcf-protection=none",
+                "-fno-builtin",
+                "-o",
+                object.to_str().unwrap(),
+                source.to_str().unwrap(),
+            ],
+        );
+        objects.push(object);
+    }
+    let mut link = vec![
+        "-T",
+        script.to_str().unwrap(),
+        "-nostdlib",
+        "-static",
+        "--no-warn-rwx-segments",
+        "-z",
+        "max-page-size=4096",
+        "-o",
+        elf.to_str().unwrap(),
+    ];
+    link.extend(objects.iter().map(|o| o.to_str().unwrap()));
+    run("ld", &link);
     run("objcopy", &["-O", "binary", elf.to_str().unwrap(), flat.to_str().unwrap()]);
     let payload = std::fs::read(&flat).unwrap();
     let init_size = (symbol(&elf, "bss_end") - 0x10_0000) as u32;

@@ -69,10 +69,14 @@ pub enum Command {
         #[arg(value_parser = parse_memory)]
         size: u64,
     },
-    /// Copy an existing raw or qcow2 image into a VM and attach it.
+    /// Copy an existing raw or qcow2 image into a VM and attach it. Its format is the one
+    /// --format gives, else the one its name says (.qcow2, else raw); the file's bytes never
+    /// decide it.
     DiskAdd {
         name: String,
         image: PathBuf,
+        #[arg(long, value_enum)]
+        format: Option<Format>,
         #[arg(long)]
         read_only: bool,
     },
@@ -198,9 +202,12 @@ pub struct VhostUserArgs {
     /// Where to listen for the vhost-user frontend.
     #[arg(long, value_name = "PATH")]
     pub socket: PathBuf,
-    /// Serve a virtio-blk disk on this raw or qcow2 image.
+    /// Serve a virtio-blk disk on this image (raw unless --format qcow2).
     #[arg(long, value_name = "FILE")]
     pub blk: Option<PathBuf>,
+    /// The format of the --blk image (never guessed from its bytes).
+    #[arg(long, value_enum, default_value = "raw", requires = "blk")]
+    pub format: Format,
     /// Serve the disk read-only.
     #[arg(long, requires = "blk")]
     pub read_only: bool,
@@ -233,12 +240,13 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=254))]
     pub cpus: u8,
-    /// A raw or qcow2 disk image for a virtio-blk disk (repeat for more disks).
-    #[arg(long, value_name = "FILE")]
-    pub disk: Vec<PathBuf>,
-    /// A raw or qcow2 disk image attached read-only (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub disk_ro: Vec<PathBuf>,
+    /// A disk image for a virtio-blk disk (repeat for more disks): FILE or
+    /// FILE,format=raw|qcow2; without a format, a .qcow2 file is qcow2 and any other raw.
+    #[arg(long, value_name = "FILE[,format=F]", value_parser = parse_disk)]
+    pub disk: Vec<DiskArg>,
+    /// A disk image attached read-only (repeatable; as --disk).
+    #[arg(long, value_name = "FILE[,format=F]", value_parser = parse_disk)]
+    pub disk_ro: Vec<DiskArg>,
     /// No network card (by default the guest gets one on user-mode NAT through passt).
     #[arg(long)]
     pub no_net: bool,
@@ -248,6 +256,53 @@ pub struct RunArgs {
     /// Stop (exit status 4) when the guest reboots instead of restarting it.
     #[arg(long)]
     pub no_reboot: bool,
+}
+
+/// A disk image format, as given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl From<Format> for vm_library::config::DiskFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Raw => vm_library::config::DiskFormat::Raw,
+            Format::Qcow2 => vm_library::config::DiskFormat::Qcow2,
+        }
+    }
+}
+
+/// A `--disk` of `vessel run`: an image and its format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskArg {
+    pub path: PathBuf,
+    pub format: vm_library::config::DiskFormat,
+}
+
+/// Parses "FILE" or "FILE,format=qcow2". Without a format the file's name says it
+/// (.qcow2 is qcow2, anything else raw): what the user named it, never its bytes.
+pub fn parse_disk(text: &str) -> Result<DiskArg, String> {
+    use vm_library::config::DiskFormat;
+    let (path, format) = match text.rsplit_once(",format=") {
+        Some((path, "raw")) => (path, Some(DiskFormat::Raw)),
+        Some((path, "qcow2")) => (path, Some(DiskFormat::Qcow2)),
+        Some((_, other)) => return Err(format!("format={other}: give format=raw or format=qcow2")),
+        None => (text, None),
+    };
+    if path.is_empty() {
+        return Err("no file given; write FILE or FILE,format=raw|qcow2".into());
+    }
+    let path = PathBuf::from(path);
+    let format = format.unwrap_or_else(|| {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("qcow2")) {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        }
+    });
+    Ok(DiskArg { path, format })
 }
 
 /// Parses "tcp:8080:80" or "udp:5353:53".

@@ -15,8 +15,16 @@ const VHOST_USER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// disconnects.
 fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
     let device: Box<dyn VirtioDevice> = if let Some(image) = &args.blk {
+        // Only the image itself: a qcow2 image's backing file is not followed here.
+        let spec = vessel::vms::image_spec(image.clone(), args.format.into(), Vec::new());
+        let chain = vm_library::disks::backing_chain(
+            image,
+            args.format.into(),
+            &vm_library::disks::BackingPolicy::none(),
+        );
+        chain.context("cannot serve the disk")?;
         Box::new(
-            vmm::devices::virtio::block::Block::open(image, args.read_only, "vessel-vhost0")
+            vmm::devices::virtio::block::Block::open(&spec, args.read_only, "vessel-vhost0")
                 .context("cannot open the disk")?,
         )
     } else if args.net {
@@ -83,9 +91,9 @@ fn main() {
         cli::Command::DiskGrow { name, index, size } => {
             done(lib().and_then(|l| vms::disk_grow(&l, &name, index, size, json)))
         }
-        cli::Command::DiskAdd { name, image, read_only } => {
-            done(lib().and_then(|l| vms::disk_add(&l, &name, &image, read_only, json)))
-        }
+        cli::Command::DiskAdd { name, image, format, read_only } => done(lib().and_then(|l| {
+            vms::disk_add(&l, &name, &image, format.map(Into::into), read_only, json)
+        })),
         cli::Command::Rename { name, new_name } => {
             done(lib().and_then(|l| vms::rename(&l, &name, &new_name, json)))
         }

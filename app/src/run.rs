@@ -56,18 +56,33 @@ fn stable_mac(seed: &std::path::Path) -> [u8; 6] {
     [0x02, 0x56, 0x45, v[0], v[1], v[2]]
 }
 
+/// A `--disk` as the machine opens it: its backing files may be files of the image's
+/// own folder (checked as for a library VM: stated formats, no data files, no loops).
+fn disk_spec(disk: &crate::cli::DiskArg) -> anyhow::Result<vmm::ImageSpec> {
+    let folder = match disk.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let policy = vm_library::disks::BackingPolicy::within(folder)?;
+    let backing = vm_library::disks::backing_chain(&disk.path, disk.format, &policy)?;
+    Ok(crate::vms::image_spec(disk.path.clone(), disk.format, backing))
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let mac = stable_mac(&args.kernel);
+    let mut disks = Vec::new();
+    for (list, read_only) in [(&args.disk, false), (&args.disk_ro, true)] {
+        for disk in list {
+            disks.push(DeviceConfig::Block { image: disk_spec(disk)?, read_only });
+        }
+    }
     let config = MachineConfig {
         vcpus: args.cpus,
         memory_bytes: args.memory,
         boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
         on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
         devices: std::iter::once(DeviceConfig::Rng)
-            .chain(args.disk.into_iter().map(|path| DeviceConfig::Block { path, read_only: false }))
-            .chain(
-                args.disk_ro.into_iter().map(|path| DeviceConfig::Block { path, read_only: true }),
-            )
+            .chain(disks)
             .chain((!args.no_net).then_some(DeviceConfig::Net { mac, forwards: args.forward }))
             .collect(),
         // Headless: the serial console is the guest's screen.

@@ -287,14 +287,37 @@ pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
 /// Where a VM that boots from its CD keeps the kernel and initrd taken off the disc.
 pub const CD_BOOT_DIR: &str = "cache/cd-boot";
 
-/// What Vessel's machine is made of, from the VM's configuration.
-pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
+/// A disk image as the machine opens it: the format the configuration states, and the
+/// images it reads through as the library checked them.
+pub fn image_spec(
+    path: PathBuf,
+    format: DiskFormat,
+    backing: Vec<vm_library::disks::Layer>,
+) -> vmm::ImageSpec {
+    let format_of = |format| match format {
+        DiskFormat::Raw => vmm::ImageFormat::Raw,
+        DiskFormat::Qcow2 => vmm::ImageFormat::Qcow2,
+    };
+    vmm::ImageSpec {
+        path,
+        format: format_of(format),
+        backing: backing
+            .into_iter()
+            .map(|l| vmm::Layer { path: l.path, format: format_of(l.format) })
+            .collect(),
+    }
+}
+
+/// What Vessel's machine is made of, from the VM's configuration. Every file the machine
+/// opens is checked here: the VM's own files inside its folder, its disks' backing files
+/// under the library's policy.
+pub fn machine_config(lib: &Library, bundle: &Bundle) -> anyhow::Result<MachineConfig> {
     let c = &bundle.config;
     let iso = c.cdrom.iso.as_ref().map(|i| bundle.resolve(i));
     let boot = match &c.boot.value {
         Boot::Direct { kernel, initrd, cmdline } => BootSource {
-            kernel: bundle.resolve(kernel),
-            initrd: initrd.as_ref().map(|i| bundle.resolve(i)),
+            kernel: bundle.inside(kernel)?,
+            initrd: initrd.as_ref().map(|i| bundle.inside(i)).transpose()?,
             cmdline: cmdline.clone(),
         },
         Boot::Cdrom => {
@@ -319,9 +342,9 @@ pub fn machine_config(bundle: &Bundle) -> anyhow::Result<MachineConfig> {
     };
     // Every machine has a CD drive, empty or not, so discs can be put in while it runs.
     let mut devices = vec![DeviceConfig::Rng, DeviceConfig::CdRom { iso }];
-    for disk in &c.disks {
+    for disk in lib.disk_images(bundle)? {
         devices.push(DeviceConfig::Block {
-            path: bundle.resolve(&disk.file),
+            image: image_spec(disk.path, disk.format, disk.backing),
             read_only: disk.read_only,
         });
     }
@@ -384,7 +407,7 @@ pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
             problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
         );
     }
-    let config = machine_config(&bundle)?;
+    let config = machine_config(lib, &bundle)?;
     let _running = bundle.lock_running()?;
     console(config)
 }
@@ -433,10 +456,11 @@ pub fn disk_add(
     lib: &Library,
     name: &str,
     image: &Path,
+    format: Option<DiskFormat>,
     read_only: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let bundle = lib.add_disk(name, image, read_only)?;
+    let bundle = lib.add_disk(name, image, format, read_only)?;
     let n = bundle.config.disks.len() - 1;
     report(&bundle, json, format!("{name}: {} attached as disk {n}", image.display()))
 }
@@ -468,9 +492,15 @@ pub fn export(lib: &Library, name: &str, archive: &Path, json: bool) -> anyhow::
 }
 
 pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
-    let bundle = vm_library::archive::import(archive, lib)?;
-    let line = format!("Imported {} into {}", bundle.config.name, bundle.root().display());
-    report(&bundle, json, line)
+    let imported = vm_library::archive::import(archive, lib)?;
+    let bundle = &imported.bundle;
+    let mut line = format!("Imported {} into {}", bundle.config.name, bundle.root().display());
+    for note in &imported.notes {
+        line.push_str(&format!("\nNote: {note}"));
+    }
+    let mut value = vm_json(bundle)?;
+    value["notes"] = serde_json::json!(imported.notes);
+    say(json, value, line)
 }
 
 pub fn iso_info(path: &Path, json: bool) -> anyhow::Result<()> {

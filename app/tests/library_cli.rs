@@ -235,3 +235,36 @@ fn iso_info_reads_what_distributions_build() {
     assert!(text(&not_iso.stderr).contains("not an ISO 9660 image"), "{}", text(&not_iso.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn disk_add_refuses_images_that_read_host_files_and_never_guesses() {
+    let lib = library("disk-add");
+    create_test_vm(&lib, "vm", "boot");
+    let dir = lib.join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret.raw");
+    std::fs::write(&secret, vec![9u8; 1 << 20]).unwrap();
+    let overlay = dir.join("overlay.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args([&secret, &overlay])
+        .status()
+        .expect("qemu-img (apt-get install qemu-utils)");
+    assert!(made.success());
+    let out = vessel(&lib, &["disk-add", "vm", overlay.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("secret.raw") && err.contains("qemu-img convert"), "{err}");
+    assert!(!lib.join("vm.vessel/disks/overlay.qcow2").exists(), "nothing copied");
+    // A file named raw that starts like a qcow2 image: the user must say which it is.
+    let disguised = dir.join("disguised.img");
+    std::fs::copy(&overlay, &disguised).unwrap();
+    let out = vessel(&lib, &["disk-add", "vm", disguised.to_str().unwrap()]);
+    assert!(text(&out.stderr).contains("--format"), "{}", text(&out.stderr));
+    let out =
+        vessel(&lib, &["--json", "disk-add", "vm", disguised.to_str().unwrap(), "--format", "raw"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = json(&lib, &["show", "vm", "--json"]);
+    assert_eq!(show["disks"][1]["format"], "raw");
+    let _ = std::fs::remove_dir_all(&lib);
+}

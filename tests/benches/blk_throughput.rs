@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vessel_tests::{GuestSpec, TIMEOUT};
-use vmm::{DeviceConfig, Event, Machine, MachineState};
+use vmm::{DeviceConfig, Event, ImageSpec, Machine, MachineState};
 
 const SEQ_BYTES: usize = 262_144;
 const SEQ_COUNT: u64 = 256;
@@ -45,7 +45,7 @@ fn phases(marks: &[Option<Duration>; MARKS]) -> [Duration; 8] {
 
 fn vessel(image: &Path) -> [Duration; 8] {
     let mut spec = GuestSpec::new("blk-bench");
-    spec.devices = vec![DeviceConfig::Block { path: image.to_path_buf(), read_only: false }];
+    spec.devices = vec![DeviceConfig::Block { image: ImageSpec::raw(image), read_only: false }];
     let handle = Machine::build(spec.config(), None).expect("machine builds");
     handle.start().unwrap();
     let mut marks = [None; MARKS];

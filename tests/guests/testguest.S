@@ -12,7 +12,8 @@
  *
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
- * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench.
+ * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
+ * and the tests written in C (hostile.c): blk-hostile.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2851,6 +2852,58 @@ test_blk:
     pop rbx
     call power_off
 
+/* --- C --- */
+
+/* Tests written in C (hostile.c, ...) call these thunks: they keep every register the C
+ * calling convention says a callee keeps (rbx, rbp, r12-r15), whatever the helper does. */
+    .macro c_export name, target
+    .globl \name
+\name:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    call \target
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+    .endm
+
+    c_export g_puts, puts
+    c_export g_put_hex, put_hex
+    c_export g_newline, newline
+    c_export g_power_off, power_off
+    c_export g_lapic_enable, lapic_enable
+    c_export g_virtio_find, virtio_find
+    c_export g_virtio_start, virtio_start
+    /* (its arguments are in C's order already: rdi, rsi, rdx, rcx, r8) */
+    c_export g_blk_request, blk_request
+
+/* g_virtio_config(): the started device's configuration space. */
+    .globl g_virtio_config
+g_virtio_config:
+    mov rax, [vio_device]
+    ret
+
+    .globl g_reset_kbd
+g_reset_kbd:
+    mov al, 0xfe
+    out 0x64, al
+1:  pause
+    jmp 1b
+
+/* A test in C: entered with the stack aligned as the C calling convention wants it. */
+test_blk_hostile:
+    and rsp, -16
+    call blk_hostile_main
+    call power_off
+
 /* --- power --- */
 
 /* Powers off through the FADT: the hardware-reduced sleep control register if there is
@@ -3318,6 +3371,7 @@ s_pci:          .asciz "PCI "
 s_rng:          .asciz "RNG "
 s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
+n_blk_hostile:  .asciz "blk-hostile"
 n_rng_intx:     .asciz "virtio-rng-intx"
 n_net:          .asciz "virtio-net"
 n_rng_moved:    .asciz "virtio-rng-moved"
@@ -3412,6 +3466,7 @@ tests:
     .quad n_atapi_bench, test_atapi_bench
     .quad n_atapi, test_atapi
     .quad n_blk, test_blk
+    .quad n_blk_hostile, test_blk_hostile
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

@@ -74,8 +74,10 @@ fn linux_drives_vessel_blk_net_and_rng_over_vhost_user() {
     std::fs::File::create(&image).unwrap().set_len(64 << 20).unwrap();
     let (blk_sock, rng_sock, net_sock) =
         (dir.join("blk.sock"), dir.join("rng.sock"), dir.join("net.sock"));
-    let blk =
-        serve_in_thread(Box::new(Block::open(&image, false, "vessel-vhost0").unwrap()), &blk_sock);
+    let blk = serve_in_thread(
+        Box::new(Block::open(&vmm::ImageSpec::raw(&image), false, "vessel-vhost0").unwrap()),
+        &blk_sock,
+    );
     let rng = serve_in_thread(Box::new(Rng), &rng_sock);
     let passt = Passt::spawn(&[]).expect("passt (apt-get install passt)");
     let net = serve_in_thread(Box::new(Net::new(NET_MAC, Box::new(passt))), &net_sock);

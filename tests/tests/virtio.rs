@@ -2,7 +2,7 @@
 //! virtio transport with MSI-X, and virtio-rng answering requests.
 
 use vessel_tests::*;
-use vmm::StopReason;
+use vmm::{ImageSpec, StopReason};
 
 fn check_rng_report(out: &str) {
     let lines = |key: &str| -> Vec<String> {
@@ -104,7 +104,7 @@ fn sector(path: &std::path::Path, n: usize) -> Vec<u8> {
 fn virtio_blk_on_vessel() {
     let image = disk_image("blk");
     let mut spec = GuestSpec::new("virtio-blk");
-    spec.devices.push(vmm::DeviceConfig::Block { path: image.clone(), read_only: false });
+    spec.devices.push(vmm::DeviceConfig::Block { image: ImageSpec::raw(&image), read_only: false });
     let mut run = spec.boot();
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
     check_blk_report(&run.output(), false, "vessel-disk0");
@@ -117,7 +117,7 @@ fn virtio_blk_on_vessel() {
 fn virtio_blk_read_only_on_vessel() {
     let image = disk_image("blk-ro");
     let mut spec = GuestSpec::new("virtio-blk");
-    spec.devices.push(vmm::DeviceConfig::Block { path: image.clone(), read_only: true });
+    spec.devices.push(vmm::DeviceConfig::Block { image: ImageSpec::raw(&image), read_only: true });
     let mut run = spec.boot();
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
     check_blk_report(&run.output(), true, "vessel-disk0");
@@ -157,11 +157,12 @@ fn virtio_blk_under_qemu() {
 fn one_disk_cannot_be_written_by_two_machines() {
     let image = disk_image("shared");
     let mut spec = GuestSpec::new("ticks");
-    spec.devices.push(vmm::DeviceConfig::Block { path: image.clone(), read_only: false });
+    spec.devices.push(vmm::DeviceConfig::Block { image: ImageSpec::raw(&image), read_only: false });
     let first = vmm::Machine::build(spec.config(), None).expect("the first machine gets the disk");
     let err = vmm::Machine::build(spec.config(), None).err().expect("the second is refused");
     assert!(err.to_string().contains("in use by another virtual machine"), "{err}");
-    spec.devices = vec![vmm::DeviceConfig::Block { path: image.clone(), read_only: true }];
+    spec.devices =
+        vec![vmm::DeviceConfig::Block { image: ImageSpec::raw(&image), read_only: true }];
     assert!(vmm::Machine::build(spec.config(), None).is_err(), "not even read-only while written");
     drop(first);
     vmm::Machine::build(spec.config(), None).expect("free again once the first is gone");
@@ -280,7 +281,8 @@ fn virtio_blk_on_a_qcow2_image() {
     };
     qemu_img(&["convert", "-O", "qcow2", raw.to_str().unwrap(), qcow2.to_str().unwrap()]);
     let mut spec = GuestSpec::new("virtio-blk");
-    spec.devices.push(vmm::DeviceConfig::Block { path: qcow2.clone(), read_only: false });
+    spec.devices
+        .push(vmm::DeviceConfig::Block { image: ImageSpec::qcow2(&qcow2), read_only: false });
     let mut run = spec.boot();
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
     check_blk_report(&run.output(), false, "vessel-disk0");

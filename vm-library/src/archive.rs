@@ -10,7 +10,8 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Bundle, BundleError, LOCK_FILE};
-use crate::disks;
+use crate::config::Boot;
+use crate::disks::{self, BackingPolicy};
 use crate::library::{Library, LibraryError};
 
 /// The manifest's name in the archive: lines of "<sha256 hex>  <path>".
@@ -24,6 +25,8 @@ pub enum ArchiveError {
     Library(#[from] LibraryError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Disk(#[from] disks::DiskError),
     #[error(
         "{name} is a linked clone (its disk {disk} reads {base}); export a full clone of it \
          instead (vessel clone)"
@@ -81,12 +84,11 @@ fn files_of(root: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
 /// Writes `bundle` to `archive` (replaced crash-safely). The VM must not be running.
 pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
     let _not_running = bundle.lock_running()?;
+    let own = BackingPolicy::within(bundle.root())?;
     for disk in &bundle.config.disks {
-        let path = bundle.resolve(&disk.file);
-        if let Some(base) = disks::backing_file(&path).map_err(|e| ArchiveError::Io {
-            path: path.clone(),
-            cause: io::Error::other(e.to_string()),
-        })? && !base.starts_with(bundle.root())
+        let path = bundle.inside(&disk.file)?;
+        if let Some(base) = disks::backing_file(&path, disk.format)?
+            && !fs::canonicalize(&base).is_ok_and(|b| own.allows(&b))
         {
             return Err(ArchiveError::LinkedClone {
                 name: bundle.config.name.clone(),
@@ -94,6 +96,7 @@ pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
                 base: base.display().to_string(),
             });
         }
+        disks::backing_chain(&path, disk.format, &own)?;
     }
     let top = PathBuf::from(bundle.root().file_name().unwrap_or_default());
     let temp = archive.with_extension("partial");
@@ -133,24 +136,55 @@ fn safe_relative(path: &Path) -> bool {
     path.components().all(|c| matches!(c, Component::Normal(_))) && path.components().count() > 0
 }
 
-/// Restores the VM in `archive` into `library`; checks every file against the manifest
-/// before the VM appears.
-pub fn import(archive: &Path, library: &Library) -> Result<Bundle, ArchiveError> {
+/// A VM restored from an archive, with what was changed on the way in.
+#[derive(Debug)]
+pub struct Imported {
+    pub bundle: Bundle,
+    /// What the import changed, for the user ("the CD drive was emptied: …").
+    pub notes: Vec<String>,
+}
+
+/// Restores the VM in `archive` into `library`; checks every file against the manifest,
+/// and that the VM uses only its own files, before the VM appears.
+pub fn import(archive: &Path, library: &Library) -> Result<Imported, ArchiveError> {
     let staging = library.dir().join(format!(".import-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    crate::files::create_dir_private(&staging).map_err(io_err(&staging))?;
     let result = unpack_and_check(archive, &staging).and_then(|top| {
         let unpacked = staging.join(&top);
-        let bundle = Bundle::open(&unpacked)?;
+        let mut bundle = Bundle::open(&unpacked)?;
+        let notes = confine(&mut bundle)?;
         let dest = library.dir().join(&top);
         if dest.exists() || library.find(&bundle.config.name).is_ok() {
             return Err(LibraryError::NameTaken(bundle.config.name.clone()).into());
         }
         fs::rename(&unpacked, &dest).map_err(io_err(&dest))?;
-        Ok(Bundle::open(&dest)?)
+        Ok(Imported { bundle: Bundle::open(&dest)?, notes })
     });
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// Checks that an unpacked VM uses only its own files: its disks, kernel and initrd inside
+/// its folder (else refused), its qcow2 disks reading through nothing outside it (else
+/// refused); a CD that names a file outside is emptied. Returns what was changed.
+fn confine(bundle: &mut Bundle) -> Result<Vec<String>, ArchiveError> {
+    crate::library::check_confined(bundle, &BackingPolicy::within(bundle.root())?)?;
+    let mut notes = Vec::new();
+    if let Some(iso) = &bundle.config.cdrom.iso
+        && bundle.inside(iso).is_err()
+    {
+        notes.push(format!(
+            "the CD drive was emptied: the ISO path pointed outside the VM ({})",
+            iso.display()
+        ));
+        bundle.config.cdrom.iso = None;
+        if bundle.config.boot.value == Boot::Cdrom {
+            notes.push("it booted from that CD: attach an ISO before powering it on".into());
+        }
+        bundle.save()?;
+    }
+    Ok(notes)
 }
 
 /// Unpacks `archive` into `staging`, hashing as it goes; returns the bundle folder's name.
@@ -194,9 +228,10 @@ fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveEr
         }
         let dest = staging.join(&path);
         if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            crate::files::create_dir_private(dir).map_err(io_err(dir))?;
         }
-        let mut out = File::create(&dest).map_err(io_err(&dest))?;
+        // Private, and refused if the archive names the same file twice.
+        let mut out = crate::files::create_private(&dest).map_err(io_err(&dest))?;
         let mut reader = Hashing { inner: &mut entry, hash: Sha256::new() };
         io::copy(&mut reader, &mut out).map_err(|e| damaged(e.to_string()))?;
         hashes.insert(rel, hex(&reader.hash.finalize()));
@@ -252,9 +287,18 @@ mod tests {
         export(&bundle, &archive).unwrap();
 
         let fresh = Library::open(&dir.join("two")).unwrap();
-        let restored = import(&archive, &fresh).unwrap();
-        assert_eq!(restored.config, bundle.config);
+        let Imported { bundle: restored, notes } = import(&archive, &fresh).unwrap();
+        // Its ISO is a path on this computer, outside the VM: the drive comes back empty.
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("the CD drive was emptied"), "{notes:?}");
+        let mut expected = bundle.config.clone();
+        expected.cdrom.iso = None;
+        expected.modified = restored.config.modified.clone();
+        assert_eq!(restored.config, expected);
         for rel in files_of(bundle.root()).unwrap() {
+            if rel.to_string_lossy().starts_with("vessel.toml") {
+                continue;
+            }
             assert_eq!(
                 fs::read(restored.root().join(&rel)).unwrap(),
                 fs::read(bundle.root().join(&rel)).unwrap(),
@@ -330,6 +374,68 @@ mod tests {
         let err = export(&clone, &dir.join("clone.tar")).unwrap_err();
         assert!(matches!(err, ArchiveError::LinkedClone { .. }), "{err}");
         assert!(!dir.join("clone.tar").exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// Packs `root` (a bundle) the way `export` does, without export's checks: what a
+    /// hostile archive can hold.
+    fn pack_unchecked(root: &Path, archive: &Path) {
+        let top = PathBuf::from(root.file_name().unwrap());
+        let mut tar = tar::Builder::new(File::create(archive).unwrap());
+        let mut manifest = String::new();
+        for rel in files_of(root).unwrap() {
+            let bytes = fs::read(root.join(&rel)).unwrap();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, top.join(&rel), &bytes[..]).unwrap();
+            manifest.push_str(&format!("{}  {}\n", hex(&Sha256::digest(&bytes)), rel.display()));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(manifest.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, MANIFEST, manifest.as_bytes()).unwrap();
+        tar.finish().unwrap();
+    }
+
+    #[test]
+    fn an_archive_whose_vm_reaches_outside_imports_nothing() {
+        let dir = scratch("hostile");
+        let lib = Library::open(&dir.join("one")).unwrap();
+        let mut bundle = vm_with_disk(&lib);
+        let secret = dir.join("secret");
+        fs::write(&secret, b"host file").unwrap();
+        let fresh = Library::open(&dir.join("two")).unwrap();
+        let attempt = |bundle: &Bundle, what: &str| {
+            let archive = dir.join("evil.tar");
+            pack_unchecked(bundle.root(), &archive);
+            let err = import(&archive, &fresh).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+            assert_eq!(fs::read_dir(fresh.dir()).unwrap().count(), 0, "nothing left behind");
+        };
+        // A disk named outside the VM.
+        bundle.config.disks[0].file = secret.clone();
+        bundle.save().unwrap();
+        attempt(&bundle, "not inside the VM's folder");
+        // A kernel named outside.
+        bundle.config.disks.clear();
+        bundle.config.boot =
+            Boot::Direct { kernel: "../../secret".into(), initrd: None, cmdline: String::new() }
+                .into();
+        bundle.save().unwrap();
+        attempt(&bundle, "not inside the VM's folder");
+        // A qcow2 disk inside whose backing file is the host file.
+        bundle.config.boot = Boot::Uefi.into();
+        let evil = bundle.resolve(Path::new("disks/evil.qcow2"));
+        disks::create(&evil, DiskFormat::Qcow2, 16 << 20, Some((&secret, DiskFormat::Raw)))
+            .unwrap();
+        let mut disk = full().disks.remove(0);
+        disk.file = "disks/evil.qcow2".into();
+        disk.size_bytes = 16 << 20;
+        bundle.config.disks = vec![disk];
+        bundle.save().unwrap();
+        attempt(&bundle, "outside this VM");
+        assert_eq!(fs::read(&secret).unwrap(), b"host file");
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, VmConfig, rfc3339};
+use crate::files::{self, PathError};
 use crate::safe_write;
 
 pub const EXTENSION: &str = "vessel";
@@ -38,6 +39,8 @@ pub enum BundleError {
     Name { name: String, why: &'static str },
     #[error("this VM is already running (pid {pid})")]
     AlreadyRunning { pid: String },
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -86,9 +89,10 @@ impl Bundle {
         }
         fs::create_dir(&root).map_err(io(&root))?;
         let made = (|| {
+            files::create_dir_private(&root).map_err(io(&root))?;
             for folder in FOLDERS {
                 let path = root.join(folder);
-                fs::create_dir(&path).map_err(io(&path))?;
+                files::create_dir_private(&path).map_err(io(&path))?;
             }
             let now = rfc3339(std::time::SystemTime::now());
             config.created = now.clone();
@@ -122,9 +126,16 @@ impl Bundle {
         &self.root
     }
 
-    /// A path from the configuration: relative ones are inside the bundle.
+    /// A path from the configuration: relative ones are inside the bundle. For the CD's
+    /// ISO, which may be anywhere; the bundle's own files go through `inside`.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         self.root.join(path)
+    }
+
+    /// A file of the bundle the configuration names (a disk, kernel or initrd): checked to
+    /// be inside the bundle, symlinks resolved (see `files::inside`).
+    pub fn inside(&self, path: &Path) -> Result<PathBuf, BundleError> {
+        Ok(files::inside(&self.root, path)?)
     }
 
     /// Writes the configuration back, crash-safely, with a new modification time.
@@ -142,13 +153,8 @@ impl Bundle {
     /// the lock when the holder exits, however it exits, so it never goes stale.
     pub fn lock_running(&self) -> Result<RunLock, BundleError> {
         let path = self.root.join(LOCK_FILE);
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        // Never through a symlink planted in its place: the pid would be written there.
+        let mut file = files::open_nofollow(&path).map_err(io(&path))?;
         let lock = libc::flock {
             l_type: libc::F_WRLCK as libc::c_short,
             l_whence: libc::SEEK_SET as libc::c_short,

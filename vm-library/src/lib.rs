@@ -6,6 +6,7 @@ pub mod archive;
 pub mod bundle;
 pub mod config;
 pub mod disks;
+pub mod files;
 pub mod iso;
 pub mod library;
 pub mod safe_write;

@@ -10,11 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{self, Bundle, BundleError, EXTENSION};
 use crate::config::{Boot, DiskFormat, Network, VmConfig};
-use crate::disks::{self, DiskError};
+use crate::disks::{self, BackingPolicy, DiskError};
 use crate::safe_write;
 use crate::validate::{Host, Problem, validate};
 
 pub const REGISTRY_FILE: &str = "library.toml";
+
+/// A disk as a machine opens it (see `Library::disk_images`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskImage {
+    /// The image file, resolved inside the bundle.
+    pub path: PathBuf,
+    pub format: DiskFormat,
+    /// What it reads through, outermost first; each checked against the policy.
+    pub backing: Vec<disks::Layer>,
+    pub read_only: bool,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
@@ -49,6 +60,41 @@ fn base_of(disk: &Path) -> PathBuf {
     let mut name = disk.file_name().unwrap_or_default().to_os_string();
     name.push(".base");
     disk.with_file_name(name)
+}
+
+/// Refuses a VM that uses files outside its folder: disks, kernel or initrd named outside
+/// it, or qcow2 disks reading through files `policy` does not allow. Files that do not
+/// exist are passed over (powering the VM on names them).
+pub fn check_confined(bundle: &Bundle, policy: &BackingPolicy) -> Result<(), LibraryError> {
+    let exists = |path: &Path| path.try_exists().unwrap_or(true);
+    for disk in &bundle.config.disks {
+        let path = bundle.inside(&disk.file)?;
+        if exists(&path) {
+            disks::backing_chain(&path, disk.format, policy)?;
+        }
+    }
+    if let Boot::Direct { kernel, initrd, .. } = &bundle.config.boot.value {
+        for file in std::iter::once(kernel).chain(initrd) {
+            bundle.inside(file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a clone's copy of the source's file `rel` goes: inside the clone's new bundle,
+/// in a private folder, never the source file itself (a path that resolved back to the
+/// source would be truncated by the copy).
+fn clone_destination(clone: &Bundle, rel: &Path) -> Result<PathBuf, LibraryError> {
+    let to = clone.inside(rel)?;
+    if let Some(dir) = to.parent() {
+        crate::files::create_dir_private(dir).map_err(io(dir))?;
+    }
+    // The folder may not have existed when `inside` looked: look again.
+    let to = clone.inside(rel)?;
+    if to.exists() {
+        return Err(LibraryError::Disk(DiskError::Exists(to)));
+    }
+    Ok(to)
 }
 
 /// A MAC in QEMU's 52:54:00 range, from a VM's uuid: stable for the VM, new for a clone.
@@ -194,6 +240,9 @@ impl Library {
     pub fn register(&self, path: &Path) -> Result<Bundle, LibraryError> {
         let path = fs::canonicalize(path).map_err(io(path))?;
         let bundle = Bundle::open(&path)?;
+        // A VM from elsewhere whose disks read host files (or files of no VM here) is
+        // refused before the library knows it.
+        check_confined(&bundle, &self.backing_policy(&bundle)?)?;
         if path.parent() == Some(self.dir.as_path()) {
             return Ok(bundle); // already found by scanning
         }
@@ -202,6 +251,37 @@ impl Library {
         registry.bundles.push(path);
         self.save_registry(&registry)?;
         Ok(bundle)
+    }
+
+    /// Where `bundle`'s qcow2 disks may read through to: its own folder, and the bases of
+    /// linked clones in this library (a `<disk>.base` beside a disk of a library VM).
+    pub fn backing_policy(&self, bundle: &Bundle) -> Result<BackingPolicy, LibraryError> {
+        let mut policy = BackingPolicy::within(bundle.root())?;
+        for entry in self.list()? {
+            let Entry::Ok(other) = entry else { continue };
+            for disk in &other.config.disks {
+                if let Ok(path) = other.inside(&disk.file) {
+                    policy.allow_file(&base_of(&path));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// What each of `bundle`'s disks opens, checked: the image inside the bundle, in its
+    /// stated format, and the images it reads through under `backing_policy`.
+    pub fn disk_images(&self, bundle: &Bundle) -> Result<Vec<DiskImage>, LibraryError> {
+        let policy = self.backing_policy(bundle)?;
+        bundle
+            .config
+            .disks
+            .iter()
+            .map(|disk| {
+                let path = bundle.inside(&disk.file)?;
+                let backing = disks::backing_chain(&path, disk.format, &policy)?;
+                Ok(DiskImage { path, format: disk.format, backing, read_only: disk.read_only })
+            })
+            .collect()
     }
 
     /// Forgets a registered bundle without touching its files.
@@ -236,33 +316,36 @@ impl Library {
         let parent = source.root().parent().unwrap_or(&self.dir).to_path_buf();
         let clone = Bundle::create(&parent, config)?;
         let filled = (|| -> Result<(), LibraryError> {
+            let policy = self.backing_policy(&source)?;
             for disk in &clone.config.disks {
-                let (from, to) = (source.resolve(&disk.file), clone.resolve(&disk.file));
-                if let Some(dir) = to.parent() {
-                    fs::create_dir_all(dir).map_err(io(dir))?;
-                }
+                let from = source.inside(&disk.file)?;
+                let to = clone_destination(&clone, &disk.file)?;
                 if linked {
-                    let base = base_of(&from);
-                    let base_format = disks::inspect(&base)?.format;
+                    // The source's disk is now an overlay on its base; the clone gets one
+                    // of its own on the same base, in the format the overlay states.
+                    let chain = disks::backing_chain(&from, DiskFormat::Qcow2, &policy)?;
+                    let base = chain.first().ok_or_else(|| {
+                        io(&from)(std::io::Error::other("the linked clone's base is missing"))
+                    })?;
                     // Named absolutely: the clone's bundle may move without the source's.
-                    let base = fs::canonicalize(&base).map_err(io(&base))?;
                     disks::create(
                         &to,
                         DiskFormat::Qcow2,
                         disk.size_bytes,
-                        Some((&base, base_format)),
+                        Some((&base.path, base.format)),
                     )?;
                 } else {
+                    // Only the image itself: a copy that read a host file through a backing
+                    // file would carry that file's contents.
+                    disks::backing_chain(&from, disk.format, &policy)?;
                     disks::copy_sparse(&from, &to)?;
                 }
             }
             if let Boot::Direct { kernel, initrd, .. } = &clone.config.boot.value {
-                for file in std::iter::once(kernel).chain(initrd).filter(|f| f.is_relative()) {
-                    let to = clone.resolve(file);
-                    if let Some(dir) = to.parent() {
-                        fs::create_dir_all(dir).map_err(io(dir))?;
-                    }
-                    fs::copy(source.resolve(file), &to).map_err(io(&to))?;
+                for file in std::iter::once(kernel).chain(initrd) {
+                    let from = source.inside(file)?;
+                    let to = clone_destination(&clone, file)?;
+                    disks::copy_sparse(&from, &to)?;
                 }
             }
             if parent != self.dir {
@@ -287,7 +370,7 @@ impl Library {
                 continue;
             }
             let uses = other.config.disks.iter().any(|d| {
-                disks::backing_file(&other.resolve(&d.file))
+                disks::backing_file(&other.resolve(&d.file), d.format)
                     .ok()
                     .flatten()
                     .and_then(|b| fs::canonicalize(b).ok())
@@ -305,7 +388,7 @@ impl Library {
     fn make_bases(&self, bundle: &mut Bundle) -> Result<(), LibraryError> {
         for i in 0..bundle.config.disks.len() {
             let disk = &bundle.config.disks[i];
-            let path = bundle.resolve(&disk.file);
+            let path = bundle.inside(&disk.file)?;
             let base = base_of(&path);
             if base.exists() {
                 continue;
@@ -409,23 +492,28 @@ impl Library {
                 message: format!("{name} has {} disks (counted from 0)", bundle.config.disks.len()),
             }]));
         };
-        disks::grow(&bundle.resolve(&disk.file), new_size)?;
+        disks::grow(&bundle.inside(&disk.file)?, disk.format, new_size)?;
         bundle.config.disks[index].size_bytes = new_size;
         bundle.save()?;
         Ok(bundle)
     }
 
-    /// Copies an existing raw or qcow2 image into a VM's `disks/` and attaches it.
+    /// Copies an existing raw or qcow2 image into a VM's `disks/` and attaches it. Its
+    /// format is the one stated, or else the one its name says (see
+    /// `disks::format_of_import`).
     pub fn add_disk(
         &self,
         name: &str,
         image: &Path,
+        format: Option<DiskFormat>,
         read_only: bool,
     ) -> Result<Bundle, LibraryError> {
         let mut bundle = self.find(name)?;
         let _running = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
-        let (copy, info) = disks::import(image, &bundle.root().join("disks"))?;
-        let file = copy.strip_prefix(bundle.root()).map(Path::to_path_buf).unwrap_or(copy.clone());
+        let format = disks::format_of_import(image, format)?;
+        let disks_dir = bundle.inside(Path::new("disks"))?;
+        let (copy, info) = disks::import(image, format, &disks_dir)?;
+        let file = Path::new("disks").join(copy.file_name().unwrap_or_default());
         bundle.config.disks.push(crate::config::Disk {
             file,
             format: info.format,
@@ -693,7 +781,9 @@ mod tests {
         let grown = lib.grow_disk("vm", 0, 32 << 20).unwrap();
         assert_eq!(grown.config.disks[0].size_bytes, 32 << 20);
         assert_eq!(
-            disks::inspect(&grown.resolve(Path::new("disks/d.qcow2"))).unwrap().virtual_size,
+            disks::inspect(&grown.resolve(Path::new("disks/d.qcow2")), DiskFormat::Qcow2)
+                .unwrap()
+                .virtual_size,
             32 << 20
         );
         assert!(matches!(lib.grow_disk("vm", 3, 64 << 20), Err(LibraryError::Invalid(_))));
@@ -703,7 +793,7 @@ mod tests {
         );
         let outside = dir.join("data.raw");
         disks::create(&outside, DiskFormat::Raw, 4 << 20, None).unwrap();
-        let added = lib.add_disk("vm", &outside, true).unwrap();
+        let added = lib.add_disk("vm", &outside, None, true).unwrap();
         let disk = &added.config.disks[1];
         assert_eq!(
             (disk.file.as_path(), disk.format, disk.size_bytes, disk.read_only),
@@ -713,7 +803,96 @@ mod tests {
             added.resolve(&disk.file).exists() && outside.exists(),
             "a copy; the original stays"
         );
-        assert!(lib.add_disk("vm", &outside, false).is_err(), "the same name twice");
+        assert!(lib.add_disk("vm", &outside, None, false).is_err(), "the same name twice");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A VM with one raw disk (disks/d.raw, 8 MiB) in `lib`'s folder or `parent`.
+    fn vm_with_raw_disk(lib: &Library, name: &str, parent: Option<&Path>) -> Bundle {
+        let mut config = named(name);
+        config.boot = Boot::Uefi.into();
+        config.cdrom = Default::default();
+        config.disks.truncate(1);
+        config.disks[0].file = "disks/d.raw".into();
+        config.disks[0].format = DiskFormat::Raw;
+        config.disks[0].size_bytes = 8 << 20;
+        let vm = match parent {
+            Some(dir) => Bundle::create(dir, config).unwrap(),
+            None => lib.create(config).unwrap(),
+        };
+        disks::create(&vm.resolve(Path::new("disks/d.raw")), DiskFormat::Raw, 8 << 20, None)
+            .unwrap();
+        vm
+    }
+
+    #[test]
+    fn a_vm_that_reaches_outside_its_folder_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("confined");
+        let lib = Library::open(&dir.join("lib")).unwrap();
+        let secret = dir.join("secret");
+        fs::write(&secret, b"host file").unwrap();
+        let elsewhere = dir.join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+
+        // Open VM: a disk named outside the folder ("../..", an absolute path, a symlink).
+        let mut vm = vm_with_raw_disk(&lib, "outside", Some(&elsewhere));
+        for bad in ["../../secret", secret.to_str().unwrap()] {
+            vm.config.disks[0].file = bad.into();
+            vm.save().unwrap();
+            let err = lib.register(vm.root()).unwrap_err();
+            assert!(err.to_string().contains("not inside the VM's folder"), "{bad}: {err}");
+        }
+        std::os::unix::fs::symlink(&secret, vm.root().join("disks/link.raw")).unwrap();
+        vm.config.disks[0].file = "disks/link.raw".into();
+        vm.save().unwrap();
+        assert!(lib.register(vm.root()).is_err(), "a symlink out");
+        // A qcow2 disk of the VM whose backing file is the host file.
+        let overlay = vm.root().join("disks/o.qcow2");
+        disks::create(&overlay, DiskFormat::Qcow2, 8 << 20, Some((&secret, DiskFormat::Raw)))
+            .unwrap();
+        vm.config.disks[0].file = "disks/o.qcow2".into();
+        vm.config.disks[0].format = DiskFormat::Qcow2;
+        vm.save().unwrap();
+        let err = lib.register(vm.root()).unwrap_err();
+        assert!(err.to_string().contains("outside this VM"), "{err}");
+        assert!(lib.list().unwrap().is_empty(), "the library does not know it");
+        // Powering on checks the same: every disk image is resolved under the policy.
+        assert!(matches!(lib.disk_images(&vm), Err(LibraryError::Disk(DiskError::Refused { .. }))));
+        assert_eq!(fs::read(&secret).unwrap(), b"host file");
+
+        // Clone: a kernel named "../x" would have been copied onto itself (truncated).
+        let mut source = vm_with_raw_disk(&lib, "source", None);
+        let kernel = lib.dir().join("kernel-outside");
+        fs::write(&kernel, b"a kernel").unwrap();
+        source.config.boot =
+            Boot::Direct { kernel: "../kernel-outside".into(), initrd: None, cmdline: "".into() }
+                .into();
+        source.save().unwrap();
+        let err = lib.clone_vm("source", "copy", false).unwrap_err();
+        assert!(err.to_string().contains("not inside the VM's folder"), "{err}");
+        assert_eq!(fs::read(&kernel).unwrap(), b"a kernel", "nothing truncated");
+        assert!(matches!(lib.find("copy"), Err(LibraryError::NoSuchVm(_))), "no half clone");
+
+        // What Vessel creates is private whatever the umask.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(source.root()), 0o700);
+        assert_eq!(mode(&source.root().join("disks")), 0o700);
+        assert_eq!(mode(&source.root().join("vessel.toml")), 0o600);
+        assert_eq!(mode(&source.root().join("disks/d.raw")), 0o600);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_planted_lock_symlink_does_not_redirect_the_write() {
+        let dir = scratch("lock-link");
+        let lib = Library::open(&dir).unwrap();
+        let vm = vm_with_raw_disk(&lib, "vm", None);
+        let victim = dir.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, vm.root().join(crate::bundle::LOCK_FILE)).unwrap();
+        assert!(vm.lock_running().is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
         let _ = fs::remove_dir_all(dir);
     }
 

@@ -49,7 +49,8 @@ pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
 
     let new = temp("new");
     let _ = fs::remove_file(&new); // a leftover of a killed writer with a recycled pid
-    let mut file = File::options().write(true).create_new(true).open(&new)?;
+    // Created private and never through a symlink someone planted under the temporary name.
+    let mut file = crate::files::create_private(&new)?;
     let written = file.write_all(contents).and_then(|()| file.sync_all());
     drop(file);
     if let Err(e) = written {

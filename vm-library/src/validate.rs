@@ -61,13 +61,25 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
         |field: &str, message: String| problems.push(Problem { field: field.to_string(), message });
     let readable = |path: &Path| -> Result<(), String> {
         let full = bundle_root.join(path);
-        match std::fs::File::open(&full) {
+        // Non-blocking: a FIFO named here must not hang the check.
+        let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            std::fs::File::options().read(true),
+            libc::O_NONBLOCK,
+        )
+        .open(&full);
+        match opened {
             Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(()),
             Ok(_) => Err(format!("{} is not a file; choose a file", full.display())),
             Err(e) => {
                 Err(format!("cannot read {} ({e}); choose a file that exists", full.display()))
             }
         }
+    };
+    // The VM's own files (disks, kernel, initrd) must be inside its folder; the CD's ISO
+    // may be anywhere (it is only ever read).
+    let own = |path: &Path| -> Result<(), String> {
+        let full = crate::files::inside(bundle_root, path).map_err(|e| e.to_string())?;
+        readable(&full)
     };
 
     if let Err(e) = validate_name(&config.name) {
@@ -92,11 +104,11 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
         );
     }
     if let Boot::Direct { kernel, initrd, .. } = &config.boot.value {
-        if let Err(e) = readable(kernel) {
+        if let Err(e) = own(kernel) {
             problem("boot.kernel", e);
         }
         if let Some(initrd) = initrd
-            && let Err(e) = readable(initrd)
+            && let Err(e) = own(initrd)
         {
             problem("boot.initrd", e);
         }
@@ -112,7 +124,7 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
                 "give the size in whole MiB, at least 1 MiB".into(),
             );
         }
-        if let Err(e) = readable(&disk.file) {
+        if let Err(e) = own(&disk.file) {
             problem(&format!("disks[{i}].file"), e);
         }
         if !files.insert(&disk.file) {

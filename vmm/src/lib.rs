@@ -14,6 +14,7 @@ pub mod vhost_user;
 pub mod vstate;
 
 pub use arch::x86_64::boot::BootSource;
+pub use devices::storage::image::{ImageFormat, ImageSpec, Layer};
 pub use display::Display;
 pub use input::{Button, InputKind, InputSink};
 pub use machine::{

@@ -573,7 +573,12 @@ impl VesselApp {
     fn start_session(&mut self, root: PathBuf, name: String) {
         self.endings.remove(&root);
         let ctx = self.ctx.clone();
-        let session = Session::start(root.clone(), name, Arc::new(move || ctx.request_repaint()));
+        let session = Session::start(
+            self.lib_dir.clone(),
+            root.clone(),
+            name,
+            Arc::new(move || ctx.request_repaint()),
+        );
         self.running.insert(
             root.clone(),
             Running {

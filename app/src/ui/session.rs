@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use vm_library::bundle::Bundle;
+use vm_library::library::Library;
 use vm_library::validate::{Host, validate};
 use vmm::{Display, Event, InputSink, Machine, MachineState, StopReason, Usage};
 
@@ -107,13 +108,19 @@ impl Session {
     /// Starts the VM in `root` on a new thread; `wake` is called whenever there is news,
     /// including every change of the guest's screen (egui's
     /// `request_repaint`).
-    pub fn start(root: PathBuf, name: String, wake: Arc<dyn Fn() + Send + Sync>) -> Session {
+    /// The VM's disks may read through to linked-clone bases of the library in `library`.
+    pub fn start(
+        library: PathBuf,
+        root: PathBuf,
+        name: String,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Session {
         let (commands, command_rx) = channel();
         let (update_tx, updates) = channel();
         let thread_root = root.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("vessel-vm {name}"))
-            .spawn(move || run(&thread_root, command_rx, update_tx, wake));
+            .spawn(move || run(&library, &thread_root, command_rx, update_tx, wake));
         let phase = match spawned {
             Ok(_) => Phase::Starting,
             Err(e) => Phase::Ended(Ending::Failed(format!("cannot start a thread: {e}"))),
@@ -239,6 +246,7 @@ pub fn host_hint() -> Option<&'static str> {
 }
 
 fn run(
+    library: &Path,
     root: &Path,
     commands: Receiver<Command>,
     tx: Sender<Update>,
@@ -248,14 +256,19 @@ fn run(
         let _ = tx.send(update);
         wake();
     };
-    let ending = match Bundle::open(root) {
-        Ok(bundle) => run_machine(&bundle, &commands, &send, &wake),
+    let opened = Library::open(library).map_err(anyhow::Error::from).and_then(|lib| {
+        let bundle = Bundle::open(root)?;
+        Ok((lib, bundle))
+    });
+    let ending = match opened {
+        Ok((lib, bundle)) => run_machine(&lib, &bundle, &commands, &send, &wake),
         Err(e) => Ending::Failed(format!("{e:#}")),
     };
     send(Update::Phase(Phase::Ended(ending)));
 }
 
 fn run_machine(
+    lib: &Library,
     bundle: &Bundle,
     commands: &Receiver<Command>,
     send: &dyn Fn(Update),
@@ -271,7 +284,7 @@ fn run_machine(
         Ok(lock) => lock,
         Err(e) => return Ending::Failed(format!("{e:#}")),
     };
-    let config = match crate::vms::machine_config(bundle) {
+    let config = match crate::vms::machine_config(lib, bundle) {
         Ok(config) => config,
         Err(e) => return Ending::Failed(format!("{e:#}")),
     };

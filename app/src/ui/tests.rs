@@ -776,6 +776,7 @@ fn every_guest_frame_wakes_the_window() {
     let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = wakes.clone();
     let mut session = Session::start(
+        lib.clone(),
         root,
         "Anim".into(),
         Arc::new(move || {

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("vessel-fuzz-blk-{}.raw", std::process::id()));
     std::fs::File::create(&path).unwrap().set_len(64 * 512).unwrap();
     let read_only = data.get(2).is_some_and(|b| b & 1 == 1);
-    let mut blk = Block::open(&path, read_only, "fuzz").unwrap();
+    let mut blk = Block::open(&vmm::ImageSpec::raw(&path), read_only, "fuzz").unwrap();
     let (mem, queue) = common::guest(data);
     let mut queues = [queue];
     blk.process_queue(0, &mut queues, &mem);

@@ -34,8 +34,8 @@ pub struct MachineConfig {
 pub enum DeviceConfig {
     /// virtio-rng fed from the host's getrandom.
     Rng,
-    /// A virtio-blk disk backed by a raw or qcow2 image.
-    Block { path: std::path::PathBuf, read_only: bool },
+    /// A virtio-blk disk backed by a raw or qcow2 image, opened as the spec says.
+    Block { image: crate::devices::storage::image::ImageSpec, read_only: bool },
     /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
     Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
     /// A virtio-gpu (2D) showing on the handle's `Display`.

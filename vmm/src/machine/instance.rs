@@ -302,9 +302,9 @@ fn build_devices(
             DeviceConfig::Rng => Box::new(Rng),
             DeviceConfig::Gpu(gpu) => Box::new(Gpu::new(env.display.clone(), *gpu)),
             DeviceConfig::Input(kind) => Box::new(Input::new(*kind, env.input.clone())),
-            DeviceConfig::Block { path, read_only } => {
+            DeviceConfig::Block { image, read_only } => {
                 disks += 1;
-                Box::new(Block::open(path, *read_only, &format!("vessel-disk{}", disks - 1))?)
+                Box::new(Block::open(image, *read_only, &format!("vessel-disk{}", disks - 1))?)
             }
             DeviceConfig::Net { mac, forwards } => match Passt::spawn(forwards) {
                 Ok(backend) => Box::new(Net::new(*mac, Box::new(backend))),

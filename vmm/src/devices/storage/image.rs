@@ -2,15 +2,22 @@
 //! zeroing, size. Raw images are plain files (sparse, hole punching); qcow2 goes through
 //! `imago` (written by a QEMU block-layer maintainer), which keeps its metadata consistent
 //! so `qemu-img check` finds nothing wrong.
+//!
+//! An image's format is never guessed from its bytes: a guest on a raw disk can write a
+//! qcow2 header into it (QEMU's CVE-2008-2004), and an image that named a host file as
+//! its backing or data file would hand that file to the guest. The machine's configuration
+//! states each image's format and every image it reads through (`Layer`); a qcow2 image
+//! opens with exactly those, whatever its header names, and never with a data file.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use imago::qcow2::Qcow2;
-use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
+use imago::raw::Raw;
+use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder};
 use vm_memory::{ReadVolatile, VolatileSlice, WriteVolatile};
 
 /// The image formats Vessel reads.
@@ -20,18 +27,57 @@ pub enum ImageFormat {
     Qcow2,
 }
 
-const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+/// One image a qcow2 image reads through to (its backing file), as the configuration
+/// names it: the VM library checked that it is the VM's own file, or a linked clone's base.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layer {
+    pub path: PathBuf,
+    pub format: ImageFormat,
+}
 
-/// Tells raw from qcow2 by the magic; anything else is raw, as for QEMU.
-pub fn detect(file: &File) -> io::Result<ImageFormat> {
-    let mut magic = [0u8; 4];
-    match file.read_exact_at(&mut magic, 0) {
-        Ok(()) if magic == QCOW2_MAGIC => Ok(ImageFormat::Qcow2),
-        Ok(()) => Ok(ImageFormat::Raw),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(ImageFormat::Raw),
-        Err(e) => Err(e),
+/// A disk image as the configuration states it: its file, its format, and for qcow2 the
+/// images it reads through (empty for raw images and qcow2 images without a backing file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub path: PathBuf,
+    pub format: ImageFormat,
+    pub backing: Vec<Layer>,
+}
+
+impl ImageSpec {
+    pub fn raw(path: impl Into<PathBuf>) -> Self {
+        ImageSpec { path: path.into(), format: ImageFormat::Raw, backing: Vec::new() }
+    }
+
+    /// A qcow2 image with no backing file (one that names a backing file in its header
+    /// reads zeroes where it has no data: the name is not followed).
+    pub fn qcow2(path: impl Into<PathBuf>) -> Self {
+        ImageSpec { path: path.into(), format: ImageFormat::Qcow2, backing: Vec::new() }
+    }
+
+    /// Opens the image; `file` is the image file already opened (and locked) by the caller.
+    pub fn open(&self, file: &File, writable: bool) -> io::Result<Box<dyn DiskImage>> {
+        match self.format {
+            ImageFormat::Raw if self.backing.is_empty() => {
+                Ok(Box::new(RawImage::new(file.try_clone()?)?))
+            }
+            ImageFormat::Raw => Err(refuse(format!(
+                "{} is raw, so it cannot read through to {}",
+                self.path.display(),
+                self.backing[0].path.display()
+            ))),
+            ImageFormat::Qcow2 => Ok(Box::new(Qcow2Image::open(
+                &self.path,
+                file.try_clone()?,
+                writable,
+                &self.backing,
+            )?)),
+        }
     }
 }
+
+/// Longest backing chain opened (the top image not counted), as the VM library allows.
+pub const MAX_BACKING_CHAIN: usize = 16;
 
 pub trait DiskImage: Send {
     /// Virtual size in bytes, as of the last `refresh_size`.
@@ -161,12 +207,77 @@ pub struct Qcow2Image {
     access: FormatAccess<imago::file::File>,
 }
 
+type ImagoFile = imago::file::File;
+
+fn refuse(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, what)
+}
+
+/// Opens `path` as qcow2 reading through exactly `backing` (outermost first): the names
+/// in the image headers are not followed, implicit opens are denied, and an image that
+/// needs an external data file is refused.
+fn open_qcow2(
+    path: &Path,
+    file: File,
+    writable: bool,
+    backing: &[Layer],
+) -> io::Result<Qcow2<ImagoFile, FormatAccess<ImagoFile>>> {
+    // A backing image is only read.
+    let read_only = |layer: &Layer| -> io::Result<File> {
+        File::open(&layer.path).map_err(|e| {
+            io::Error::new(e.kind(), format!("backing file {}: {e}", layer.path.display()))
+        })
+    };
+    let below = match backing.split_first() {
+        None => None,
+        Some((layer, rest)) => Some(match layer.format {
+            ImageFormat::Qcow2 => {
+                FormatAccess::new(open_qcow2(&layer.path, read_only(layer)?, false, rest)?)
+            }
+            ImageFormat::Raw if rest.is_empty() => FormatAccess::new(
+                Raw::<ImagoFile>::builder(ImagoFile::try_from(read_only(layer)?)?)
+                    .write(false)
+                    .open(DenyImplicitOpenGate::default())?,
+            ),
+            ImageFormat::Raw => {
+                return Err(refuse(format!(
+                    "{} is raw, so it cannot read through to {}",
+                    layer.path.display(),
+                    rest[0].path.display()
+                )));
+            }
+        }),
+    };
+    // The storage is handed in without its name, so imago can resolve no file name from
+    // a header against it.
+    let qcow2 = Qcow2::<ImagoFile>::builder(ImagoFile::try_from(file)?)
+        .write(writable)
+        .backing(below)
+        .data_file(None)
+        .open(DenyImplicitOpenGate::default())?;
+    if qcow2.requires_external_data_file() {
+        return Err(refuse(format!(
+            "{} keeps its data in an external data file{}; Vessel never opens one (convert \
+             it: qemu-img convert -O qcow2 IMAGE NEW.qcow2)",
+            path.display(),
+            qcow2.implicit_external_data_file().map(|f| format!(" ({f})")).unwrap_or_default()
+        )));
+    }
+    Ok(qcow2)
+}
+
 impl Qcow2Image {
-    pub fn open(path: &Path, writable: bool) -> io::Result<Self> {
-        let qcow2 = Qcow2::<imago::file::File>::builder_path(path)
-            .write(writable)
-            .open(PermissiveImplicitOpenGate::default())?;
-        Ok(Qcow2Image { access: FormatAccess::new(qcow2) })
+    /// Opens the qcow2 image in `file` (at `path`) that reads through `backing` (outermost
+    /// first; at most `MAX_BACKING_CHAIN`), which are opened read-only.
+    pub fn open(path: &Path, file: File, writable: bool, backing: &[Layer]) -> io::Result<Self> {
+        if backing.len() > MAX_BACKING_CHAIN {
+            return Err(refuse(format!(
+                "{} reads through {} images; Vessel opens at most {MAX_BACKING_CHAIN}",
+                path.display(),
+                backing.len()
+            )));
+        }
+        Ok(Qcow2Image { access: FormatAccess::new(open_qcow2(path, file, writable, backing)?) })
     }
 }
 
@@ -214,9 +325,9 @@ mod tests {
             .arg("4M")
             .status();
         assert!(made.unwrap().success());
-        assert_eq!(detect(&File::open(&img).unwrap()).unwrap(), ImageFormat::Qcow2);
         {
-            let mut q = Qcow2Image::open(&img, true).unwrap();
+            let file = File::options().read(true).write(true).open(&img).unwrap();
+            let mut q = Qcow2Image::open(&img, file, true, &[]).unwrap();
             assert_eq!(q.size(), 4 << 20);
             let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
             q.write_at(&data, 65536 + 512).unwrap();
@@ -242,6 +353,96 @@ mod tests {
         assert_eq!(bytes[65536 + 512], 0);
         assert_eq!(bytes[65536 + 513], 1);
         assert!(bytes[65536 + 1024..65536 + 1536].iter().all(|b| *b == 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn qemu_img(args: &[&str]) {
+        let out = Command::new("qemu-img").args(args).output().expect("qemu-img runs");
+        assert!(
+            out.status.success(),
+            "qemu-img {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn open(spec: &ImageSpec, writable: bool) -> io::Result<Box<dyn DiskImage>> {
+        let file = File::options().read(true).write(writable).open(&spec.path)?;
+        spec.open(&file, writable)
+    }
+
+    #[test]
+    fn images_open_as_stated_and_read_only_what_the_spec_names() {
+        assert!(have_qemu_img(), "qemu-img is needed: apt-get install qemu-utils");
+        let dir = std::env::temp_dir().join(format!("vessel-image-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, vec![0x5au8; 1 << 20]).unwrap();
+
+        // A "raw" disk whose first bytes are a qcow2 header naming the victim as backing
+        // file (what a guest can write): opened raw, it is those bytes and nothing more.
+        qemu_img(&["create", "-q", "-f", "qcow2", "-F", "raw", "-b", &p("victim"), &p("disk.raw")]);
+        let header = std::fs::read(dir.join("disk.raw")).unwrap();
+        let mut raw = open(&ImageSpec::raw(dir.join("disk.raw")), true).unwrap();
+        let mut back = vec![0u8; 512];
+        raw.read_at(&mut back, 0).unwrap();
+        assert_eq!(&back[..], &header[..512]);
+        assert_eq!(raw.size(), header.len() as u64);
+
+        // Opened as qcow2 without a backing layer, the name in its header is not followed:
+        // it reads zeroes, and writes land in the image.
+        let mut q = open(&ImageSpec::qcow2(dir.join("disk.raw")), true).unwrap();
+        q.read_at(&mut back, 4096).unwrap();
+        assert!(back.iter().all(|b| *b == 0), "the victim was read through the header's name");
+        q.write_at(&[1u8; 512], 4096).unwrap();
+        q.flush().unwrap();
+        drop(q);
+        assert!(std::fs::read(&victim).unwrap().iter().all(|b| *b == 0x5a), "victim changed");
+        // With the layer stated, it reads through it (a linked clone).
+        let spec = ImageSpec {
+            path: dir.join("disk.raw"),
+            format: ImageFormat::Qcow2,
+            backing: vec![Layer { path: victim.clone(), format: ImageFormat::Raw }],
+        };
+        let mut q = open(&spec, false).unwrap();
+        // (Beyond the 64 KiB cluster the write above allocated.)
+        q.read_at(&mut back, 128 << 10).unwrap();
+        assert!(back.iter().all(|b| *b == 0x5a));
+        q.read_at(&mut back, 4096).unwrap();
+        assert!(back.iter().all(|b| *b == 1));
+
+        // An image keeping its data in an external file: refused, the file untouched.
+        let data = dir.join("data.bin");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={}", data.display()),
+            &p("ext.qcow2"),
+            "1M",
+        ]);
+        std::fs::write(&data, vec![0x77u8; 1 << 20]).unwrap();
+        let err = open(&ImageSpec::qcow2(dir.join("ext.qcow2")), true).err().expect("refused");
+        assert!(err.to_string().contains("external data file"), "{err}");
+        assert!(std::fs::read(&data).unwrap().iter().all(|b| *b == 0x77));
+
+        // More than 16 layers: refused before anything is opened.
+        let deep = ImageSpec {
+            path: dir.join("disk.raw"),
+            format: ImageFormat::Qcow2,
+            backing: vec![Layer { path: victim.clone(), format: ImageFormat::Qcow2 }; 17],
+        };
+        let err = open(&deep, false).err().expect("refused");
+        assert!(err.to_string().contains("at most 16"), "{err}");
+        // A raw layer cannot have layers under it; a raw image none at all.
+        let mut bad = spec.clone();
+        bad.backing.push(Layer { path: victim.clone(), format: ImageFormat::Raw });
+        assert!(open(&bad, false).is_err());
+        let mut bad = ImageSpec::raw(dir.join("disk.raw"));
+        bad.backing = spec.backing.clone();
+        assert!(open(&bad, false).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -12,7 +12,7 @@ use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
-use crate::devices::storage::image::{self, DiskImage, ImageFormat, Qcow2Image, RawImage};
+use crate::devices::storage::image::{DiskImage, ImageFormat, ImageSpec};
 use crate::devices::storage::lock::{LockError, ofd_lock};
 use crate::vstate::memory::GuestMem;
 
@@ -138,18 +138,17 @@ fn watch_file(path: &Path) -> Option<OwnedFd> {
 }
 
 impl Block {
-    pub fn open(path: &Path, read_only: bool, serial: &str) -> Result<Self, BlockError> {
+    /// Opens the disk on `spec`, in the format it states (never guessed from the bytes).
+    pub fn open(spec: &ImageSpec, read_only: bool, serial: &str) -> Result<Self, BlockError> {
+        let path = spec.path.as_path();
         let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
         let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
         ofd_lock(&file, path, !read_only)?;
-        let format = image::detect(&file).map_err(open_err)?;
-        let image_err = |source| BlockError::Image { path: path.to_path_buf(), format, source };
-        let image: Box<dyn DiskImage> = match format {
-            ImageFormat::Raw => {
-                Box::new(RawImage::new(file.try_clone().map_err(open_err)?).map_err(image_err)?)
-            }
-            ImageFormat::Qcow2 => Box::new(Qcow2Image::open(path, !read_only).map_err(image_err)?),
-        };
+        let image = spec.open(&file, !read_only).map_err(|source| BlockError::Image {
+            path: path.to_path_buf(),
+            format: spec.format,
+            source,
+        })?;
         let size = image.size();
         let mut id = [0u8; ID_BYTES];
         let n = serial.len().min(ID_BYTES);
@@ -400,7 +399,7 @@ mod tests {
     #[test]
     fn write_read_flush_id_and_bounds() {
         let path = image(64);
-        let mut blk = Block::open(&path, false, "vessel-disk-0").unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
         let mem = create_guest_memory(16 << 20).unwrap();
         let mut q = queue(&mem);
         // OUT sector 3 from a pattern.
@@ -452,7 +451,7 @@ mod tests {
         // virtio 1.2 §2.7.4: the header may share a buffer with the data, the data may be
         // split anywhere, and the status byte may end the last data buffer.
         let path = image(64);
-        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&path), false, "d").unwrap();
         let mem = create_guest_memory(16 << 20).unwrap();
         let mut q = queue(&mem);
         let pattern: Vec<u8> = (0..1024u32).map(|i| (i * 13 + 1) as u8).collect();
@@ -490,7 +489,7 @@ mod tests {
         let path = image(2048);
         std::fs::write(&path, vec![0xaa; 2048 * 512]).unwrap();
         {
-            let mut blk = Block::open(&path, false, "d").unwrap();
+            let mut blk = Block::open(&ImageSpec::raw(&path), false, "d").unwrap();
             let mem = create_guest_memory(16 << 20).unwrap();
             let mut q = queue(&mem);
             header(&mem, 0x10000, T_WRITE_ZEROES, 0);
@@ -509,7 +508,7 @@ mod tests {
         assert_eq!(data[7 * 512], 0xaa);
         assert_eq!(data[1032 * 512], 0xaa);
 
-        let mut ro = Block::open(&path, true, "d").unwrap();
+        let mut ro = Block::open(&ImageSpec::raw(&path), true, "d").unwrap();
         assert_ne!(ro.features() & F_RO, 0);
         let mem = create_guest_memory(16 << 20).unwrap();
         let mut q = queue(&mem);
@@ -527,7 +526,7 @@ mod tests {
     #[test]
     fn a_grown_image_is_announced() {
         let path = image(8);
-        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&path), false, "d").unwrap();
         let mem = create_guest_memory(16 << 20).unwrap();
         assert_eq!(blk.process_backend(&mut [], &mem), 0, "nothing changed yet");
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16 * 512).unwrap();
@@ -545,7 +544,7 @@ mod tests {
     #[test]
     fn a_buffer_outside_memory_still_gets_a_status() {
         let path = image(16);
-        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&path), false, "d").unwrap();
         let mem = create_guest_memory(16 << 20).unwrap();
         let mut q = queue(&mem);
         header(&mem, 0x10000, T_IN, 0);
@@ -563,20 +562,20 @@ mod tests {
     #[test]
     fn locks_keep_two_writers_apart() {
         let path = image(8);
-        let first = Block::open(&path, false, "a").unwrap();
+        let first = Block::open(&ImageSpec::raw(&path), false, "a").unwrap();
         assert!(matches!(
-            Block::open(&path, false, "b"),
+            Block::open(&ImageSpec::raw(&path), false, "b"),
             Err(BlockError::Lock(LockError::Locked { .. }))
         ));
         assert!(matches!(
-            Block::open(&path, true, "b"),
+            Block::open(&ImageSpec::raw(&path), true, "b"),
             Err(BlockError::Lock(LockError::Locked { .. }))
         ));
         drop(first);
-        let r1 = Block::open(&path, true, "a").unwrap();
-        let _r2 = Block::open(&path, true, "b").expect("readers share");
+        let r1 = Block::open(&ImageSpec::raw(&path), true, "a").unwrap();
+        let _r2 = Block::open(&ImageSpec::raw(&path), true, "b").expect("readers share");
         assert!(matches!(
-            Block::open(&path, false, "c"),
+            Block::open(&ImageSpec::raw(&path), false, "c"),
             Err(BlockError::Lock(LockError::Locked { .. }))
         ));
         drop(r1);
@@ -586,7 +585,7 @@ mod tests {
     #[test]
     fn hostile_requests() {
         let path = image(16);
-        let mut blk = Block::open(&path, false, "d").unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&path), false, "d").unwrap();
         let mem = create_guest_memory(16 << 20).unwrap();
         let mut q = queue(&mem);
         // No status byte at all; a header that is too short; an unknown type; a data

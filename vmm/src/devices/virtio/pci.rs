@@ -808,7 +808,12 @@ mod tests {
         let mem = create_guest_memory(16 << 20).unwrap();
         let path = std::env::temp_dir().join(format!("vessel-gen-{}.raw", std::process::id()));
         std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
-        let block = crate::devices::virtio::block::Block::open(&path, false, "g").unwrap();
+        let block = crate::devices::virtio::block::Block::open(
+            &crate::devices::storage::image::ImageSpec::raw(&path),
+            false,
+            "g",
+        )
+        .unwrap();
         let mut dev = VirtioPciDevice::new(Box::new(block), mem, Some(router), None).unwrap();
         negotiate(&mut dev, 1);
         w(&mut dev, 0x14, 0x0f, 1);

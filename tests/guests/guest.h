@@ -1,0 +1,60 @@
+/*
+ * What the test guest's C code may use: fixed-width types, the assembly helpers it
+ * exports (the c_export thunks in testguest.S, which keep every callee-saved register),
+ * and the few libc functions a freestanding build needs (runtime.c).
+ *
+ * C code runs in ring 3, like the assembly tests, with every page identity-mapped and
+ * user-writable: a buffer's address is its guest-physical address.
+ */
+#ifndef VESSEL_GUEST_H
+#define VESSEL_GUEST_H
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+typedef unsigned long size_t;
+
+/* COM1 output. */
+void g_puts(const char *text);
+void g_put_hex(u64 value);
+void g_newline(void);
+/* Powers off through ACPI; never returns. */
+void g_power_off(void) __attribute__((noreturn));
+/* Resets through the keyboard controller (0xFE to port 0x64); never returns. */
+void g_reset_kbd(void) __attribute__((noreturn));
+
+/* virtio: find the device with this PCI device id (0x1042 blk, ...; prints "VIRTIO FAIL"
+ * and powers off if missing), enable the local APIC, start the device (features, queue 0,
+ * MSI-X). */
+void g_lapic_enable(void);
+void g_virtio_find(u32 device_id);
+void g_virtio_start(void);
+/* The started device's configuration space (virtio-blk: capacity first). */
+volatile void *g_virtio_config(void);
+
+/* virtio-blk: one request of `type` (0 IN, 1 OUT, 4 FLUSH) at `sector` with `len` bytes
+ * of `data` (the device writes them if `device_writes`); returns the status byte. */
+u8 g_blk_request(u32 type, u64 sector, void *data, u32 len, u32 device_writes);
+
+void *memset(void *dst, int byte, size_t len);
+void *memcpy(void *dst, const void *src, size_t len);
+int memcmp(const void *a, const void *b, size_t len);
+
+/* "LABEL value\n" */
+static inline void report(const char *label, u64 value)
+{
+    g_puts(label);
+    g_put_hex(value);
+    g_newline();
+}
+
+/* The first 8 bytes of `p` as a number in disk order (as the assembly tests print). */
+static inline u64 first8(const void *p)
+{
+    u64 v;
+    memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
+}
+
+#endif
