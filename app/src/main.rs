@@ -40,9 +40,15 @@ fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
+    // Every warning a guest can provoke is rate-limited per place in the code, also those
+    // logged inside the crates the devices use (virtio-queue logs each bad kick).
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format_timestamp(None)
+            .build();
+    log::set_max_level(logger.filter());
+    let _ =
+        log::set_boxed_logger(Box::new(vmm::devices::log_limit::RateLimitedLogger::new(logger)));
     let args = cli::Cli::parse();
     let Some(command) = args.command else {
         let code = match ui::run(args.library) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::log_limit::LogLimit;
+use super::log_limit::{LogLimit, held_back};
 
 /// A device model reachable through a bus. `base` is the start of the range the access hit
 /// (a device may be mapped at several), `offset` the distance into it. The bus never
@@ -98,7 +98,11 @@ impl Bus {
     /// the log.
     fn note_unhandled(&self, what: &str, addr: u64, len: usize) {
         if let Some(n) = self.unhandled.allow() {
-            log::debug!("{} {what} of {len} bytes at unclaimed {addr:#x} ({n} so far)", self.name);
+            log::debug!(
+                "{} {what} of {len} bytes at unclaimed {addr:#x}{}",
+                self.name,
+                held_back(n)
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::{CONFIG_CHANGED, TYPE_GPU, VirtioDevice, read_config_bytes};
 use crate::devices::bus::lock;
-use crate::devices::log_limit::LogLimit;
+use crate::devices::log_limit::{LogLimit, held_back};
 use crate::display::{CursorImage, Display, Image, PixelFormat, Rect, SharedImage, edid};
 use crate::vstate::memory::GuestMem;
 
@@ -200,7 +200,7 @@ impl Gpu {
 
     fn warn(&mut self, what: &str) {
         if let Some(n) = self.warnings.allow() {
-            log::warn!("virtio-gpu: {what} ({n} guest errors so far)");
+            log::warn!("virtio-gpu: {what}{}", held_back(n));
         }
     }
 

@@ -10,7 +10,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use super::{TYPE_INPUT, VirtioDevice, read_config_bytes};
-use crate::devices::log_limit::LogLimit;
+use crate::devices::log_limit::{LogLimit, held_back};
 use crate::input::evdev::*;
 use crate::input::{ABS_MAX, InputEvent, InputKind, InputSink};
 use crate::vstate::memory::GuestMem;
@@ -201,7 +201,7 @@ impl Input {
 
     fn warn(&mut self, what: &str) {
         if let Some(n) = self.warnings.allow() {
-            log::warn!("virtio-input: {what} ({n} guest errors so far)");
+            log::warn!("virtio-input: {what}{}", held_back(n));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 
 use super::{TYPE_NET, VirtioDevice, read_config_bytes, serve_again};
-use crate::devices::log_limit::LogLimit;
+use crate::devices::log_limit::{LogLimit, held_back};
 use crate::devices::net::NetBackend;
 use crate::devices::net::passt::MAX_FRAME;
 use crate::vstate::memory::GuestMem;
@@ -37,23 +37,38 @@ impl Net {
 
     fn drop_frame(&mut self, why: &str) {
         self.dropped += 1;
-        if self.drop_log.allow().is_some() {
-            log::warn!("virtio-net: dropped a frame ({why}; {} so far)", self.dropped);
+        if let Some(n) = self.drop_log.allow() {
+            log::warn!(
+                "virtio-net: dropped a frame ({why}; {} so far){}",
+                self.dropped,
+                held_back(n)
+            );
         }
     }
 
     /// Moves received frames into the guest's receive buffers while both last.
+    ///
+    /// Bounded by what the guest really offers: every turn either takes a buffer off the
+    /// ring or ends the loop. A ring that claims buffers it does not hold (an available
+    /// index beyond the queue size, or a queue that is not ready) yields no buffer, and
+    /// after re-enabling notifications it gets one more look, not an endless one.
     fn receive(&mut self, queue: &mut Queue, mem: &GuestMem) -> bool {
+        if !queue.ready() {
+            return false;
+        }
         let mut used_any = false;
+        let mut looked_again = false;
         while let Some(frame) = self.pending_rx.take().or_else(|| self.backend.recv()) {
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 // No buffer: keep the frame, and ask to be told when the guest adds some.
                 self.pending_rx = Some(frame);
-                match queue.enable_notification(mem) {
-                    Ok(true) => continue, // buffers arrived meanwhile
-                    _ => break,
+                if !looked_again && matches!(queue.enable_notification(mem), Ok(true)) {
+                    looked_again = true; // buffers may have arrived meanwhile
+                    continue;
                 }
+                break;
             };
+            looked_again = false;
             let head = chain.head_index();
             let written = match Writer::new(mem, chain) {
                 Ok(mut w) if w.available_bytes() >= HDR_LEN + frame.len() => {
@@ -252,5 +267,41 @@ mod tests {
         let mut past = [0xffu8; 4];
         net.read_config(100, &mut past);
         assert_eq!(past, [0; 4]);
+    }
+
+    /// Runs `f` on a thread; fails the test if it has not returned within 10 s (a device
+    /// loop spinning on guest state would never return).
+    fn returns_promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the device loop spins")
+    }
+
+    #[test]
+    fn a_bogus_receive_ring_does_not_spin_the_device() {
+        let backend = Loop::default();
+        backend.incoming.lock().unwrap().push_back(vec![7u8; 100]);
+        let net = Net::new([2, 0, 0, 0, 0, 1], Box::new(backend.clone()));
+        let mem = create_guest_memory(16 << 20).unwrap();
+        // The available index claims 1000 buffers on a 16-entry ring.
+        let queues = [queue(&mem), queue(&mem)];
+        mem.write_obj(1000u16, GuestAddress(crate::devices::virtio::test_util::AVAIL + 2)).unwrap();
+        let (net, queues, mem) = returns_promptly(move || {
+            let (mut net, mut queues) = (net, queues);
+            net.process_backend(&mut queues, &mem);
+            net.process_queue(RX, &mut queues, &mem);
+            net.process_queue(TX, &mut queues, &mem);
+            (net, queues, mem)
+        });
+        assert!(net.pending_rx.is_some(), "the frame waits for a real buffer");
+        // A receive queue that is not ready, while a frame waits and the guest transmits.
+        let [mut rx, tx] = queues;
+        rx.set_ready(false);
+        returns_promptly(move || {
+            let (mut net, mut queues) = (net, [rx, tx]);
+            net.process_backend(&mut queues, &mem);
+            net.process_queue(TX, &mut queues, &mem);
+            assert!(net.pending_rx.is_some());
+        });
     }
 }

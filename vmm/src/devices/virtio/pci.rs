@@ -13,7 +13,7 @@ use super::{
     CONFIG_CHANGED, MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
     VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue,
 };
-use crate::devices::log_limit::LogLimit;
+use crate::devices::log_limit::{LogLimit, held_back};
 use crate::devices::pci::config::{COMMAND_INTX_DISABLE, STATUS};
 use crate::devices::pci::msix::{self, Msix};
 use crate::devices::pci::{BarInfo, BarKind, PciConfig, PciDevice, PciIds};
@@ -469,7 +469,8 @@ impl VirtioPciDevice {
                 }
                 if invalid && let Some(n) = self.guest_warnings.allow() {
                     log::warn!(
-                        "virtio: the driver enabled a queue with invalid rings; ignored ({n})"
+                        "virtio: the driver enabled a queue with invalid rings; ignored{}",
+                        held_back(n)
                     );
                 }
             }
