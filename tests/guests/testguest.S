@@ -128,6 +128,7 @@ long_entry:
     ltr ax
     call build_idt
     lidt [idt_ptr]
+    call capture_cpuid
     mov al, 2
     out DEBUG_PORT, al
     /* Drop to ring 3 with interrupts enabled. */
@@ -697,43 +698,51 @@ sum_bytes:
 
 /* --- CPUID --- */
 
-/* Prints "CPUID1 <ebx> <ecx>" (APIC id, hypervisor and VMX bits) and
- * "HYPERVISOR <signature> <max leaf> <features>" from the 0x40000000 leaves. */
-report_cpuid:
+/* Asks CPUID the leaves the boot report prints, in ring 0, and keeps the answers. Ring 0
+ * because there KVM answers with the vCPU's CPUID as the VMM set it; on AMD hosts PVM does
+ * not intercept CPUID in ring 3, which then returns the host's own values (DESIGN.md §3). */
+capture_cpuid:
     push rbx
-    lea rdi, [rip + s_cpuid1]
-    call puts
     mov eax, 1
     cpuid
-    push rcx
-    mov edi, ebx
+    mov dword ptr [cpuid1_ebx], ebx
+    mov dword ptr [cpuid1_ecx], ecx
+    mov eax, 0x40000000
+    cpuid
+    mov dword ptr [hv_max_leaf], eax
+    mov dword ptr [hv_sig], ebx
+    mov dword ptr [hv_sig + 4], ecx
+    mov dword ptr [hv_sig + 8], edx
+    mov byte ptr [hv_sig + 12], 0
+    mov eax, 0x40000001
+    cpuid
+    mov dword ptr [hv_features], eax
+    pop rbx
+    ret
+
+/* Prints "CPUID1 <ebx> <ecx>" (APIC id, hypervisor and VMX bits) and
+ * "HYPERVISOR <signature> <max leaf> <features>" from the 0x40000000 leaves, as
+ * capture_cpuid found them in ring 0. */
+report_cpuid:
+    lea rdi, [rip + s_cpuid1]
+    call puts
+    mov edi, dword ptr [cpuid1_ebx]
     call put_hex
     call space
-    pop rdi
+    mov edi, dword ptr [cpuid1_ecx]
     call put_hex
     call newline
     lea rdi, [rip + s_hypervisor]
     call puts
-    mov eax, 0x40000000
-    cpuid
-    mov dword ptr [sigbuf], ebx
-    mov dword ptr [sigbuf + 4], ecx
-    mov dword ptr [sigbuf + 8], edx
-    mov byte ptr [sigbuf + 12], 0
-    push rax
-    lea rdi, [rip + sigbuf]
+    lea rdi, [rip + hv_sig]
     call puts
     call space
-    pop rdi
+    mov edi, dword ptr [hv_max_leaf]
     call put_hex
     call space
-    mov eax, 0x40000001
-    cpuid
-    mov edi, eax
+    mov edi, dword ptr [hv_features]
     call put_hex
-    call newline
-    pop rbx
-    ret
+    jmp newline
 
 /* Prints "RTC <century> <year> <month> <day>" as the CMOS clock reads them (BCD). */
 report_rtc:
@@ -3537,6 +3546,11 @@ blk_capacity:   .quad 0
 quiet:          .quad 0
 serial_spin:    .quad 0
 sigbuf:         .quad 0, 0
+cpuid1_ebx:     .long 0
+cpuid1_ecx:     .long 0
+hv_max_leaf:    .long 0
+hv_sig:         .quad 0, 0
+hv_features:    .long 0
 apic_ids:       .fill 64, 1, 0
 
 /* Page tables: the low 4 GiB identity-mapped with 2 MiB pages, user-accessible
