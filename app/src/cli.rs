@@ -139,7 +139,8 @@ pub struct CreateArgs {
     /// No network card.
     #[arg(long)]
     pub no_net: bool,
-    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable).
+    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable),
+    /// on 127.0.0.1; tcp:ADDRESS:HOST:GUEST listens on ADDRESS.
     #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
     pub forward: Vec<vmm::devices::net::passt::PortForward>,
     /// Put the VM's folder here instead of the library folder (the library remembers it).
@@ -218,9 +219,14 @@ pub struct VhostUserArgs {
     /// vhost-user,id=n,chardev=c -device virtio-net-pci,netdev=n; add vectors=0 on QEMU 7.2).
     #[arg(long)]
     pub net: bool,
-    /// With --net: forward a host port to the guest: tcp:HOST_PORT:GUEST_PORT or udp:...
+    /// With --net: forward a host port to the guest: tcp:HOST_PORT:GUEST_PORT (on
+    /// 127.0.0.1), tcp:ADDRESS:HOST_PORT:GUEST_PORT or udp:...
     #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
     pub forward: Vec<vmm::devices::net::passt::PortForward>,
+    /// With --net: the guest may reach this computer's loopback services through the
+    /// gateway address.
+    #[arg(long, requires = "net")]
+    pub host_access: bool,
 }
 
 #[derive(Args, Debug)]
@@ -250,9 +256,15 @@ pub struct RunArgs {
     /// No network card (by default the guest gets one on user-mode NAT through passt).
     #[arg(long)]
     pub no_net: bool,
-    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable).
+    /// Forward a host port to the guest: tcp:HOST:GUEST or udp:HOST:GUEST (repeatable),
+    /// listening on 127.0.0.1; tcp:ADDRESS:HOST:GUEST listens on ADDRESS (0.0.0.0: every
+    /// network the computer is on).
     #[arg(long, value_name = "SPEC", value_parser = parse_forward)]
     pub forward: Vec<vmm::devices::net::passt::PortForward>,
+    /// Let the guest reach services on this computer's loopback through its gateway
+    /// address (off: the guest reaches the internet, not the host itself).
+    #[arg(long, conflicts_with = "no_net")]
+    pub host_access: bool,
     /// Stop (exit status 4) when the guest reboots instead of restarting it.
     #[arg(long)]
     pub no_reboot: bool,
@@ -305,22 +317,43 @@ pub fn parse_disk(text: &str) -> Result<DiskArg, String> {
     Ok(DiskArg { path, format })
 }
 
-/// Parses "tcp:8080:80" or "udp:5353:53".
+/// Parses "tcp:8080:80", "udp:5353:53", or with the host address to listen on:
+/// "tcp:0.0.0.0:8080:80", "tcp:[::1]:8080:80" (without one, 127.0.0.1: this computer only).
 pub fn parse_forward(text: &str) -> Result<vmm::devices::net::passt::PortForward, String> {
-    let bad =
-        || format!("{text:?} is not a port forward; write tcp:HOST_PORT:GUEST_PORT or udp:...");
-    let mut parts = text.split(':');
-    let udp = match parts.next() {
-        Some("tcp") => false,
-        Some("udp") => true,
+    let bad = || {
+        format!(
+            "{text:?} is not a port forward; write tcp:HOST_PORT:GUEST_PORT, \
+             tcp:ADDRESS:HOST_PORT:GUEST_PORT (e.g. tcp:0.0.0.0:8080:80) or udp:..."
+        )
+    };
+    let (proto, rest) = text.split_once(':').ok_or_else(bad)?;
+    let udp = match proto {
+        "tcp" => false,
+        "udp" => true,
         _ => return Err(bad()),
     };
-    let host = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let guest = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    if parts.next().is_some() {
-        return Err(bad());
-    }
-    Ok(vmm::devices::net::passt::PortForward { udp, host, guest })
+    // The two ports are the last two fields; what comes before them is the address.
+    let (before, guest) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (address, host) = match before.rsplit_once(':') {
+        Some((address, host)) => (Some(address), host),
+        None => (None, before),
+    };
+    let address = match address {
+        None => None,
+        Some(a) => Some(
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| format!("{a:?} in {text:?} is not an IP address"))?,
+        ),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    Ok(vmm::devices::net::passt::PortForward {
+        udp,
+        address,
+        host: port(host)?,
+        guest: port(guest)?,
+    })
 }
 
 /// Parses "512", "512M", "2G", "1024K", "1T" (binary units; a bare number is MiB).
@@ -351,9 +384,16 @@ mod tests {
     #[test]
     fn port_forwards() {
         let f = parse_forward("tcp:8080:80").unwrap();
-        assert_eq!((f.udp, f.host, f.guest), (false, 8080, 80));
+        assert_eq!((f.udp, f.address, f.host, f.guest), (false, None, 8080, 80));
+        assert_eq!(f.listen_address().to_string(), "127.0.0.1", "this computer only");
         assert!(parse_forward("udp:53:53").unwrap().udp);
-        for bad in ["tcp:8080", "sctp:1:2", "tcp:99999:1", "tcp:1:2:3", ""] {
+        let any = parse_forward("tcp:0.0.0.0:8080:80").unwrap();
+        assert_eq!(any.listen_address().to_string(), "0.0.0.0");
+        let v6 = parse_forward("tcp:[::1]:2222:22").unwrap();
+        assert_eq!((v6.listen_address().to_string(), v6.host, v6.guest), ("::1".into(), 2222, 22));
+        for bad in
+            ["tcp:8080", "sctp:1:2", "tcp:99999:1", "tcp:1:2:3", "tcp:0:80", "", "tcp:x.y:1:2"]
+        {
             assert!(parse_forward(bad).is_err(), "{bad}");
         }
     }

@@ -28,7 +28,7 @@ fn vhost_user(args: cli::VhostUserArgs) -> anyhow::Result<()> {
                 .context("cannot open the disk")?,
         )
     } else if args.net {
-        let passt = vmm::devices::net::passt::Passt::spawn(&args.forward)?;
+        let passt = vmm::devices::net::passt::Passt::spawn(&args.forward, args.host_access)?;
         // The frontend owns the card's configuration space, MAC included; this one is only
         // what the model would report if asked.
         Box::new(vmm::devices::virtio::net::Net::new(VHOST_USER_MAC, Box::new(passt)))

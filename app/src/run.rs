@@ -83,7 +83,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
         devices: std::iter::once(DeviceConfig::Rng)
             .chain(disks)
-            .chain((!args.no_net).then_some(DeviceConfig::Net { mac, forwards: args.forward }))
+            .chain((!args.no_net).then_some(DeviceConfig::Net {
+                mac,
+                forwards: args.forward,
+                host_access: args.host_access,
+            }))
             .collect(),
         // Headless: the serial console is the guest's screen.
         boot_framebuffer: None,

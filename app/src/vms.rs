@@ -166,8 +166,9 @@ pub fn create_bundle(
             forwards: args
                 .forward
                 .iter()
-                .map(|f| Forward { udp: f.udp, host: f.host, guest: f.guest })
+                .map(|f| Forward { udp: f.udp, address: f.address, host: f.host, guest: f.guest })
                 .collect(),
+            host_access: false,
         }
     };
     let iso = match &args.iso {
@@ -348,7 +349,7 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> anyhow::Result<MachineC
             read_only: disk.read_only,
         });
     }
-    if let Network::Nat { mac, forwards } = &c.network.value {
+    if let Network::Nat { mac, forwards, host_access } = &c.network.value {
         let mut bytes = [0u8; 6];
         for (b, part) in bytes.iter_mut().zip(mac.split(':')) {
             *b = u8::from_str_radix(part, 16).context("network.mac")?;
@@ -359,10 +360,12 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> anyhow::Result<MachineC
                 .iter()
                 .map(|f| vmm::devices::net::passt::PortForward {
                     udp: f.udp,
+                    address: f.address,
                     host: f.host,
                     guest: f.guest,
                 })
                 .collect(),
+            host_access: *host_access,
         });
     }
     // The screen and what types into it: a GPU starting in the configured size (or

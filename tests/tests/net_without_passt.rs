@@ -11,7 +11,11 @@ fn missing_passt_is_a_warning_not_a_failure() {
     // SAFETY: this binary's only test runs alone; nothing else reads the environment now.
     unsafe { std::env::set_var("PATH", &empty) };
     let mut spec = GuestSpec::new("virtio-net");
-    spec.devices.push(vmm::DeviceConfig::Net { mac: [2, 0, 0, 0, 0, 1], forwards: Vec::new() });
+    spec.devices.push(vmm::DeviceConfig::Net {
+        mac: [2, 0, 0, 0, 0, 1],
+        forwards: Vec::new(),
+        host_access: false,
+    });
     let mut run = spec.boot();
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff));
     let warning = run.events.iter().find_map(|e| match e {

@@ -211,7 +211,11 @@ fn check_net_report(out: &str, mac: &str, gateway_mac_known: bool) {
 }
 
 fn net_device(forwards: Vec<vmm::devices::net::passt::PortForward>) -> vmm::DeviceConfig {
-    vmm::DeviceConfig::Net { mac: [0x02, 0x56, 0x45, 0x01, 0x02, 0x03], forwards }
+    vmm::DeviceConfig::Net {
+        mac: [0x02, 0x56, 0x45, 0x01, 0x02, 0x03],
+        forwards,
+        host_access: false,
+    }
 }
 
 #[test]
@@ -240,10 +244,30 @@ fn virtio_net_under_qemu() {
     check_net_report(&out, "025645010203", true);
 }
 
+/// The local addresses (as /proc/net/tcp{,6} spells them) of the sockets listening on TCP
+/// `port`.
+fn listening_addresses(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else { continue };
+            let Some((address, p)) = local.split_once(':') else { continue };
+            // 0A: TCP_LISTEN.
+            if *state == "0A" && u16::from_str_radix(p, 16) == Ok(port) {
+                found.push(address.to_string());
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn port_forwards_listen_on_the_host() {
     let port = 40_000 + (std::process::id() % 20_000) as u16;
-    let forward = vmm::devices::net::passt::PortForward { udp: false, host: port, guest: 80 };
+    let forward =
+        vmm::devices::net::passt::PortForward { udp: false, address: None, host: port, guest: 80 };
     let mut spec = GuestSpec::new("ticks");
     spec.devices.push(net_device(vec![forward]));
     let mut run = spec.boot();
@@ -254,6 +278,8 @@ fn port_forwards_listen_on_the_host() {
         assert!(std::time::Instant::now() < deadline, "nothing listens on forwarded port {port}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // ... on the loopback only: other computers on the network cannot reach the guest.
+    assert_eq!(listening_addresses(port), ["0100007F"], "listens on 127.0.0.1 alone");
     run.handle.power_off().unwrap();
     drop(run);
     // The machine is gone, and so is its NAT: the port closes.

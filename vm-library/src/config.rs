@@ -147,6 +147,10 @@ pub enum Network {
         mac: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         forwards: Vec<Forward>,
+        /// The guest may reach services on this computer's loopback (through the gateway
+        /// address, as VirtualBox's 10.0.2.2). Off unless the user turns it on.
+        #[serde(default, skip_serializing_if = "is_false")]
+        host_access: bool,
     },
     None,
 }
@@ -155,6 +159,9 @@ pub enum Network {
 pub struct Forward {
     #[serde(default, skip_serializing_if = "is_false")]
     pub udp: bool,
+    /// The host address the forward listens on; none is 127.0.0.1 (this computer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     pub host: u16,
     pub guest: u16,
 }
@@ -249,9 +256,15 @@ pub(crate) mod tests {
             network: Network::Nat {
                 mac: "52:54:00:ab:cd:ef".into(),
                 forwards: vec![
-                    Forward { udp: false, host: 2222, guest: 22 },
-                    Forward { udp: true, host: 5353, guest: 53 },
+                    Forward { udp: false, address: None, host: 2222, guest: 22 },
+                    Forward {
+                        udp: true,
+                        address: Some([0, 0, 0, 0].into()),
+                        host: 5353,
+                        guest: 53,
+                    },
                 ],
+                host_access: true,
             }
             .into(),
             display: Display::Fixed { width: 1920, height: 1080 }.into(),

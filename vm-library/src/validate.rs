@@ -139,7 +139,7 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
     {
         problem("cdrom.iso", e);
     }
-    if let Network::Nat { mac, forwards } = &config.network.value {
+    if let Network::Nat { mac, forwards, .. } = &config.network.value {
         if !valid_mac(mac) {
             problem(
                 "network.mac",
@@ -208,9 +208,9 @@ mod tests {
         config.disks[1].file = "disks/system.qcow2".into();
         config.disks[0].size_bytes = 1000;
         config.cdrom.iso = Some("/no/such.iso".into());
-        if let Network::Nat { mac, forwards } = &mut config.network.value {
+        if let Network::Nat { mac, forwards, .. } = &mut config.network.value {
             *mac = "53:54:00:12:34:56".into(); // multicast
-            forwards.push(Forward { udp: false, host: 2222, guest: 80 });
+            forwards.push(Forward { udp: false, address: None, host: 2222, guest: 80 });
         }
         config.display = Display::Fixed { width: 10, height: 10 }.into();
         let problems = validate(&config, &dir, &HOST);

@@ -217,6 +217,9 @@ struct SettingsDraft {
     follow_window: bool,
     width: u32,
     height: u32,
+    /// Whether the guest may reach this computer's own services; None without a network
+    /// card.
+    host_access: Option<bool>,
 }
 
 impl VesselApp {
@@ -748,6 +751,10 @@ impl VesselApp {
             follow_window,
             width,
             height,
+            host_access: match &config.network.value {
+                vm_library::config::Network::Nat { host_access, .. } => Some(*host_access),
+                vm_library::config::Network::None => None,
+            },
         });
     }
 
@@ -1740,6 +1747,18 @@ impl VesselApp {
                             }
                         });
                         ui.end_row();
+                        if let Some(host_access) = &mut s.host_access {
+                            ui.label("Network");
+                            ui.vertical(|ui| {
+                                ui.checkbox(host_access, "Guest can reach this computer");
+                                ui.weak(
+                                    "Services listening only on this computer (127.0.0.1) \
+                                     answer the guest at its gateway address. Off: the \
+                                     guest reaches the internet, not this computer.",
+                                );
+                            });
+                            ui.end_row();
+                        }
                         let l = ui.label("Notes");
                         ui.add(egui::TextEdit::multiline(&mut s.notes).desired_rows(3))
                             .labelled_by(l.id);
@@ -1755,17 +1774,20 @@ impl VesselApp {
                                     s.width, s.height
                                 )
                             };
-                            save = Some((
-                                s.root.clone(),
-                                vec![
-                                    ("vcpus".to_string(), s.vcpus.to_string()),
-                                    ("memory_mib".to_string(), s.memory_mib.to_string()),
-                                    ("notes".to_string(), toml_string(&s.notes)),
-                                    ("cdrom.iso".to_string(), toml_string(s.iso.trim())),
-                                    ("display".to_string(), display),
-                                ],
-                                format!("{} saved", s.name),
-                            ));
+                            let mut changes = vec![
+                                ("vcpus".to_string(), s.vcpus.to_string()),
+                                ("memory_mib".to_string(), s.memory_mib.to_string()),
+                                ("notes".to_string(), toml_string(&s.notes)),
+                                ("cdrom.iso".to_string(), toml_string(s.iso.trim())),
+                                ("display".to_string(), display),
+                            ];
+                            if let Some(host_access) = s.host_access {
+                                changes.push((
+                                    "network.host_access".to_string(),
+                                    host_access.to_string(),
+                                ));
+                            }
+                            save = Some((s.root.clone(), changes, format!("{} saved", s.name)));
                             close = true;
                         }
                         if ui.button("Cancel").clicked() {

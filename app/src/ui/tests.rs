@@ -11,6 +11,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
 use super::*;
+use vm_library::config::Network as NetworkConfig;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vessel-ui-{name}-{}", std::process::id()));
@@ -838,6 +839,26 @@ fn settings_are_checked_and_saved() {
     let config = config_of(&lib, "Tuned");
     assert_eq!(config.display.value, DisplayConfig::Fixed { width: 1024, height: 768 });
     assert_eq!(config.memory_mib, 128);
+    // With a network card, the guest's access to this computer is a setting (off at first).
+    let changes: Vec<(String, String)> =
+        [("network.mode", "nat"), ("network.mac", "52:54:00:12:34:56")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+    Library::open(&lib).unwrap().edit("Tuned", &changes, &Host::this()).unwrap();
+    h.state_mut().rescan_now();
+    wait(&mut h, "the rescan", |h| {
+        h.state().items.iter().any(|i| match &i.kind {
+            ItemKind::Ok { config, .. } => config.network.value != NetworkConfig::None,
+            _ => false,
+        })
+    });
+    click(&mut h, Role::Button, "Settings…");
+    click(&mut h, Role::CheckBox, "Guest can reach this computer");
+    click(&mut h, Role::Button, "Save");
+    let open = |c: &vm_library::config::VmConfig| {
+        matches!(c.network.value, NetworkConfig::Nat { host_access: true, .. })
+    };
+    wait(&mut h, "saved", |_| open(&config_of(&lib, "Tuned")));
 }
 
 #[test]

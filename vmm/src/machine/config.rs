@@ -36,8 +36,9 @@ pub enum DeviceConfig {
     Rng,
     /// A virtio-blk disk backed by a raw or qcow2 image, opened as the spec says.
     Block { image: crate::devices::storage::image::ImageSpec, read_only: bool },
-    /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards.
-    Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward> },
+    /// A virtio-net card on user-mode NAT (passt), with host → guest port forwards; with
+    /// `host_access` the guest reaches the host's loopback services through the gateway.
+    Net { mac: [u8; 6], forwards: Vec<crate::devices::net::passt::PortForward>, host_access: bool },
     /// A virtio-gpu (2D) showing on the handle's `Display`.
     Gpu(crate::devices::virtio::gpu::GpuConfig),
     /// The CD drive: an IDE controller with an ATAPI CD-ROM on its secondary master, with

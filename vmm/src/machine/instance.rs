@@ -306,16 +306,18 @@ fn build_devices(
                 disks += 1;
                 Box::new(Block::open(image, *read_only, &format!("vessel-disk{}", disks - 1))?)
             }
-            DeviceConfig::Net { mac, forwards } => match Passt::spawn(forwards) {
-                Ok(backend) => Box::new(Net::new(*mac, Box::new(backend))),
-                Err(e @ PasstError::Missing) => {
-                    // The machine still starts, without a network card; the user is told.
-                    log::warn!("{e}");
-                    env.events.send(Event::Warning(e.to_string()));
-                    continue;
+            DeviceConfig::Net { mac, forwards, host_access } => {
+                match Passt::spawn(forwards, *host_access) {
+                    Ok(backend) => Box::new(Net::new(*mac, Box::new(backend))),
+                    Err(e @ PasstError::Missing) => {
+                        // The machine still starts, without a network card; the user is told.
+                        log::warn!("{e}");
+                        env.events.send(Event::Warning(e.to_string()));
+                        continue;
+                    }
+                    Err(e) => return Err(MachineError::Net(e)),
                 }
-                Err(e) => return Err(MachineError::Net(e)),
-            },
+            }
         };
         let transport =
             VirtioPciDevice::new(model, mem.clone(), Some(router.clone()), Some(vm.clone()))?;

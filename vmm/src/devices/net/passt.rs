@@ -1,6 +1,11 @@
 //! User-mode NAT through passt (Debian package `passt`): a child process on one end of a
 //! socketpair (`passt --fd`), frames prefixed by a 4-byte big-endian length, as qemu's
 //! `-netdev stream` speaks it. No root needed.
+//!
+//! What the guest may reach is the host's choice: the internet, yes; the host's own
+//! loopback services (what passt maps the gateway address to) only with `host_access`, as
+//! VirtualBox's 10.0.2.2 is opt-in; port forwards listen on 127.0.0.1 unless the user
+//! names another address.
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -32,8 +37,33 @@ pub enum PasstError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortForward {
     pub udp: bool,
+    /// The host address it listens on; None is 127.0.0.1 (this computer only).
+    pub address: Option<std::net::IpAddr>,
     pub host: u16,
     pub guest: u16,
+}
+
+impl PortForward {
+    /// The address the forward listens on.
+    pub fn listen_address(&self) -> std::net::IpAddr {
+        self.address.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+    }
+}
+
+/// passt's command line for a guest on `fd`.
+pub fn passt_args(fd: RawFd, forwards: &[PortForward], host_access: bool) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--foreground", "--quiet", "--fd", &fd.to_string()].map(String::from).into();
+    if !host_access {
+        // Otherwise passt sends what the guest addresses to the gateway to the host's
+        // loopback, where services expect only local users.
+        args.push("--no-map-gw".into());
+    }
+    for f in forwards {
+        args.push(if f.udp { "-u" } else { "-t" }.into());
+        args.push(format!("{}/{}:{}", f.listen_address(), f.host, f.guest));
+    }
+    args
 }
 
 pub struct Passt {
@@ -59,14 +89,13 @@ fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Passt {
-    pub fn spawn(forwards: &[PortForward]) -> Result<Self, PasstError> {
+    /// Starts passt for one guest: `forwards` from the host into it, and with
+    /// `host_access` a way from it to the host's loopback services (through the gateway).
+    pub fn spawn(forwards: &[PortForward], host_access: bool) -> Result<Self, PasstError> {
         let (ours, theirs) = socketpair().map_err(PasstError::Socket)?;
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new("passt");
-        cmd.args(["--foreground", "--quiet", "--fd", &child_fd.to_string()]);
-        for f in forwards {
-            cmd.arg(if f.udp { "-u" } else { "-t" }).arg(format!("{}:{}", f.host, f.guest));
-        }
+        cmd.args(passt_args(child_fd, forwards, host_access));
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: between fork and exec the closure only calls fcntl on an fd it owns, which
         // is async-signal-safe; it clears CLOEXEC so passt inherits its end.
@@ -168,6 +197,24 @@ impl Drop for Passt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_is_closed_unless_opened_and_forwards_listen_locally() {
+        let forward = |address: Option<&str>| PortForward {
+            udp: false,
+            address: address.map(|a| a.parse().unwrap()),
+            host: 8080,
+            guest: 80,
+        };
+        let args = passt_args(7, &[forward(None)], false);
+        assert_eq!(
+            args,
+            ["--foreground", "--quiet", "--fd", "7", "--no-map-gw", "-t", "127.0.0.1/8080:80"]
+        );
+        let args = passt_args(7, &[forward(Some("0.0.0.0")), forward(Some("::1"))], true);
+        assert!(!args.contains(&"--no-map-gw".to_string()));
+        assert_eq!(args[4..], ["-t", "0.0.0.0/8080:80", "-t", "::1/8080:80"]);
+    }
 
     #[test]
     fn frames_are_split_and_bounded() {
