@@ -222,14 +222,13 @@ pub fn create_bundle(
         None => lib.create(config)?,
     };
     let filled = (|| -> anyhow::Result<()> {
-        if let Some(kernel) = &args.kernel {
-            std::fs::create_dir_all(bundle.root().join("boot"))?;
-            std::fs::copy(kernel, bundle.root().join("boot/kernel"))
-                .with_context(|| format!("cannot copy {}", kernel.display()))?;
-        }
-        if let Some(initrd) = &args.initrd {
-            std::fs::copy(initrd, bundle.root().join("boot/initrd"))
-                .with_context(|| format!("cannot copy {}", initrd.display()))?;
+        // Copies private to the user, as every file of a bundle.
+        for (from, to) in [(&args.kernel, "boot/kernel"), (&args.initrd, "boot/initrd")] {
+            if let Some(from) = from {
+                vm_library::files::create_dir_private(&bundle.root().join("boot"))?;
+                vm_library::disks::copy_sparse(from, &bundle.root().join(to))
+                    .with_context(|| format!("cannot copy {}", from.display()))?;
+            }
         }
         for disk in &bundle.config.disks {
             vm_library::disks::create(
@@ -332,7 +331,8 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> anyhow::Result<MachineC
             };
             // The disc's kernel and initrd, taken off it at every power-on (the disc may
             // have changed), into the bundle.
-            let boot = boot_config::extract_linux_boot(iso, &bundle.root().join(CD_BOOT_DIR))?;
+            let dir = bundle.inside(Path::new(CD_BOOT_DIR))?;
+            let boot = boot_config::extract_linux_boot(iso, &dir)?;
             BootSource { kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline }
         }
         Boot::Bios | Boot::Uefi => bail!(

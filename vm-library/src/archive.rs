@@ -101,7 +101,9 @@ pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
     let top = PathBuf::from(bundle.root().file_name().unwrap_or_default());
     let temp = archive.with_extension("partial");
     let written = (|| -> Result<(), ArchiveError> {
-        let out = File::create(&temp).map_err(io_err(&temp))?;
+        // Private (it holds the VM's disks), made anew, never through a symlink.
+        let _ = fs::remove_file(&temp);
+        let out = crate::files::create_private(&temp).map_err(io_err(&temp))?;
         let mut tar = tar::Builder::new(io::BufWriter::new(out));
         let mut manifest = String::new();
         for rel in files_of(bundle.root())? {
@@ -285,6 +287,9 @@ mod tests {
         let bundle = vm_with_disk(&lib);
         let archive = dir.join("backup.vessel.tar");
         export(&bundle, &archive).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the archive holds the disks: private");
 
         let fresh = Library::open(&dir.join("two")).unwrap();
         let Imported { bundle: restored, notes } = import(&archive, &fresh).unwrap();

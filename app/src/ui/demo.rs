@@ -43,8 +43,13 @@ pub fn make(dir: &Path, taken: &[String], progress: &Progress) -> Result<PathBuf
 
 /// Runs the recipe; returns the folder with vmlinuz and initrd.gz.
 fn build_guest(progress: &Progress) -> Result<PathBuf, String> {
-    let work = std::env::temp_dir().join(format!("vessel-demo-recipe-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    // A private folder of a fresh random name (0700): a fixed name in /tmp could be made
+    // beforehand by another user, who would then own the script that runs here.
+    let temp = tempfile::Builder::new()
+        .prefix("vessel-demo-recipe-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary folder: {e}"))?;
+    let work = temp.path().to_path_buf();
     for (name, text) in RECIPE {
         std::fs::write(work.join(name), text).map_err(|e| format!("{}: {e}", work.display()))?;
     }
@@ -61,7 +66,7 @@ fn build_guest(progress: &Progress) -> Result<PathBuf, String> {
         log.push(line);
     }
     let output = child.wait_with_output().map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&work);
+    drop(temp);
     if !output.status.success() {
         let tail: Vec<_> = log.iter().rev().take(6).rev().cloned().collect();
         return Err(format!(

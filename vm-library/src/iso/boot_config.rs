@@ -43,12 +43,14 @@ pub fn extract_linux_boot(iso_path: &Path, dir: &Path) -> Result<ExtractedBoot, 
         let path = path.to_path_buf();
         move |source| CdBootError::Write { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    crate::files::create_dir_private(dir).map_err(write_err(dir))?;
     let copy = |files: &[String], name: &str, pad: bool| -> Result<PathBuf, CdBootError> {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
-        let mut out =
-            std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(write_err(&tmp))?);
+        // Made anew, private, and never through a symlink planted under the name.
+        let _ = std::fs::remove_file(&tmp);
+        let file = crate::files::create_private(&tmp).map_err(write_err(&tmp))?;
+        let mut out = std::io::BufWriter::new(file);
         for file in files {
             let found = iso.find(file)?.ok_or_else(|| {
                 IsoError::Damaged(iso_path.into(), format!("{file} is named but missing"))
