@@ -37,6 +37,11 @@ volatile void *g_virtio_config(void);
  * of `data` (the device writes them if `device_writes`); returns the status byte. */
 u8 g_blk_request(u32 type, u64 sector, void *data, u32 len, u32 device_writes);
 
+static inline void outb(u16 port, u8 value)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
+}
+
 void *memset(void *dst, int byte, size_t len);
 void *memcpy(void *dst, const void *src, size_t len);
 int memcmp(const void *a, const void *b, size_t len);

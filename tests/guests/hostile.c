@@ -1,5 +1,6 @@
 /*
- * Test guests that attack the host through their devices (the VMM must shrug them off).
+ * Test guests that attack the host through their devices (the VMM must shrug them off),
+ * and ones that trip the faulty test device (the VMM must survive its own bugs).
  *
  * test=blk-hostile: a guest on a raw disk plants a qcow2 image at the start of it — one
  * whose header names a host file as its backing file or external data file, as prepared by
@@ -11,6 +12,9 @@
  * shows the host file's bytes in the report instead of rebooting forever.
  */
 #include "guest.h"
+
+/* The faulty test device's port (vmm/src/devices/faulty.rs, test builds only). */
+#define FAULTY_PORT 0xea
 
 /* Where the host test put the image to plant, and how much of it is copied. */
 #define PAYLOAD 2048
@@ -65,4 +69,20 @@ void blk_hostile_main(void)
     report("HOSTILE SAME ", memcmp(sector, pattern, 512) == 0);
     check("HOSTILE FLUSH ", g_blk_request(BLK_FLUSH, 0, 0, 0, 0));
     g_power_off();
+}
+
+/* test=fault-panic: the faulty device panics in the vCPU thread that writes to it. */
+void fault_panic_main(void)
+{
+    g_puts("FAULT PANIC\n");
+    outb(FAULTY_PORT, 1);
+    g_puts("FAULT SURVIVED\n");
+}
+
+/* test=fault-hang: the faulty device blocks the vCPU thread that writes to it. */
+void fault_hang_main(void)
+{
+    g_puts("FAULT HANG\n");
+    outb(FAULTY_PORT, 2);
+    g_puts("FAULT SURVIVED\n");
 }

@@ -13,7 +13,7 @@
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
- * and the tests written in C (hostile.c): blk-hostile.
+ * and the tests written in C (hostile.c): blk-hostile, fault-panic, fault-hang.
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2907,11 +2907,17 @@ g_reset_kbd:
 1:  pause
     jmp 1b
 
-/* A test in C: entered with the stack aligned as the C calling convention wants it. */
-test_blk_hostile:
+/* Tests in C: entered with the stack aligned as the C calling convention wants it. */
+    .macro c_test label, function
+\label:
     and rsp, -16
-    call blk_hostile_main
+    call \function
     call power_off
+    .endm
+
+    c_test test_blk_hostile, blk_hostile_main
+    c_test test_fault_panic, fault_panic_main
+    c_test test_fault_hang, fault_hang_main
 
 /* --- power --- */
 
@@ -3381,6 +3387,8 @@ s_rng:          .asciz "RNG "
 s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_blk_hostile:  .asciz "blk-hostile"
+n_fault_panic:  .asciz "fault-panic"
+n_fault_hang:   .asciz "fault-hang"
 n_rng_intx:     .asciz "virtio-rng-intx"
 n_net:          .asciz "virtio-net"
 n_rng_moved:    .asciz "virtio-rng-moved"
@@ -3476,6 +3484,8 @@ tests:
     .quad n_atapi, test_atapi
     .quad n_blk, test_blk
     .quad n_blk_hostile, test_blk_hostile
+    .quad n_fault_panic, test_fault_panic
+    .quad n_fault_hang, test_fault_hang
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

@@ -1,6 +1,8 @@
 //! Device models. Each is a `BusDevice` on the port-I/O or MMIO bus.
 
 pub mod bus;
+#[cfg(feature = "test-devices")]
+pub mod faulty;
 pub mod legacy;
 pub mod log_limit;
 pub mod net;

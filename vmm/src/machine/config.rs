@@ -46,6 +46,9 @@ pub enum DeviceConfig {
     CdRom { iso: Option<std::path::PathBuf> },
     /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
     Input(crate::input::InputKind),
+    /// The faulty test device (devices/faulty.rs) on its port; tests only.
+    #[cfg(feature = "test-devices")]
+    Faulty,
 }
 
 /// Most vCPUs a machine may have: APIC ids are 8 bits, 0xff is broadcast and the IOAPIC

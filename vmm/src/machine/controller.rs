@@ -34,8 +34,20 @@ pub enum Command {
 
 pub enum ControlMsg {
     Command(Command, SyncSender<Result<(), MachineError>>),
-    Power { generation: u64, request: PowerRequest },
-    VcpuStopped { generation: u64, vcpu: u8, stop: VcpuStop },
+    Power {
+        generation: u64,
+        request: PowerRequest,
+    },
+    VcpuStopped {
+        generation: u64,
+        vcpu: u8,
+        stop: VcpuStop,
+    },
+    /// A device thread failed (panicked); the text says which.
+    DeviceFailed {
+        generation: u64,
+        message: String,
+    },
     Quit,
 }
 
@@ -188,8 +200,14 @@ impl Controller {
                     }
                 }
             }
+            ControlMsg::DeviceFailed { generation, message } if generation == self.generation => {
+                log::error!("{message}");
+                self.stop(StopReason::Error(message));
+            }
             // From an instance that no longer exists (e.g. two vCPUs reporting one reset).
-            ControlMsg::Power { .. } | ControlMsg::VcpuStopped { .. } => {}
+            ControlMsg::Power { .. }
+            | ControlMsg::VcpuStopped { .. }
+            | ControlMsg::DeviceFailed { .. } => {}
         }
         false
     }
@@ -208,7 +226,14 @@ impl Controller {
                 self.set_state(MachineState::Running);
             }
             (Command::Pause, MachineState::Running) => {
-                self.instance_mode(RunMode::Paused);
+                if !self.instance_mode(RunMode::Paused) {
+                    self.instance_mode(RunMode::Running);
+                    return Err(MachineError::NotStopped(format!(
+                        "a vCPU did not pause within {} s (stuck in a device or in KVM); \
+                         the machine runs on",
+                        super::vcpu::SETTLE_LIMIT.as_secs()
+                    )));
+                }
                 self.flush_serial();
                 self.set_state(MachineState::Paused);
             }
@@ -275,15 +300,24 @@ impl Controller {
         })
     }
 
-    fn instance_mode(&self, mode: RunMode) {
-        if let Some(instance) = &self.instance {
-            instance.set_mode(mode);
-        }
+    /// False if some vCPU did not get to `mode` in time.
+    fn instance_mode(&self, mode: RunMode) -> bool {
+        self.instance.as_ref().is_none_or(|instance| instance.set_mode(mode))
+    }
+
+    /// Ends the running instance, if any: Err names the threads that did not stop.
+    fn end_instance(&mut self) -> Result<(), String> {
+        let result = self.instance.as_mut().map_or(Ok(()), Instance::shutdown);
+        self.instance = None;
+        result
     }
 
     /// Tears the instance down and reports why.
     fn stop(&mut self, reason: StopReason) {
-        self.instance = None;
+        let reason = match self.end_instance() {
+            Ok(()) => reason,
+            Err(stuck) => StopReason::Error(stuck),
+        };
         self.generation += 1;
         self.flush_serial();
         self.set_state(MachineState::Stopped(reason));
@@ -291,7 +325,13 @@ impl Controller {
 
     /// Builds a fresh instance from the config and runs it.
     fn rebuild(&mut self) -> Result<(), MachineError> {
-        self.instance = None;
+        if let Err(stuck) = self.end_instance() {
+            // The old instance's threads may still hold its disks: no new one now.
+            self.generation += 1;
+            self.flush_serial();
+            self.set_state(MachineState::Stopped(StopReason::Error(stuck.clone())));
+            return Err(MachineError::NotStopped(stuck));
+        }
         self.generation += 1;
         self.flush_serial();
         match Instance::build(&self.config, &self.env, self.generation) {

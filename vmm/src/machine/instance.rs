@@ -13,7 +13,7 @@ use super::MachineError;
 use super::config::{DeviceConfig, MachineConfig};
 use super::controller::{ControlMsg, ControlSender};
 use super::events::{Event, EventSink};
-use super::io_thread::IoThread;
+use super::io_thread::{FailureSink, IoThread};
 use super::vcpu::{self, RunControl, RunMode, VcpuContext};
 use crate::arch::x86_64::layout::*;
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
@@ -79,6 +79,8 @@ pub struct Instance {
     boot_fb: Option<BootFramebuffer>,
     /// Told of `mem` while it is mapped.
     stats: Arc<super::stats::MachineStats>,
+    /// `shutdown` has run.
+    shut_down: bool,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -143,6 +145,7 @@ impl Instance {
             mem,
             boot_fb,
             stats: env.stats.clone(),
+            shut_down: false,
         };
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
@@ -151,9 +154,13 @@ impl Instance {
         for (index, device) in virtio.into_iter().enumerate() {
             let name = format!("vessel-virtio{index}");
             let stats = env.stats.clone();
+            let control = env.control.clone();
+            let failed: FailureSink = Arc::new(move |message| {
+                control.send(ControlMsg::DeviceFailed { generation, message });
+            });
             instance
                 .io_threads
-                .push(IoThread::spawn(name, device, stats).map_err(MachineError::Thread)?);
+                .push(IoThread::spawn(name, device, stats, failed).map_err(MachineError::Thread)?);
         }
         for index in 0..config.vcpus {
             let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
@@ -183,8 +190,55 @@ impl Instance {
         Ok(instance)
     }
 
-    pub fn set_mode(&self, mode: RunMode) {
-        self.run.settle(mode, &self.threads);
+    /// Runs, pauses or stops the vCPUs; false if some did not get there in time.
+    pub fn set_mode(&self, mode: RunMode) -> bool {
+        self.run.settle(mode, &self.threads)
+    }
+
+    /// Stops the vCPU and device threads, waiting `SETTLE_LIMIT` at most. A thread that
+    /// has not stopped by then (stuck in a device or in KVM) is left to finish on its own —
+    /// what it holds, the guest's memory included, is freed when it exits — and the error
+    /// names it, so that a power-off always completes.
+    pub fn shutdown(&mut self) -> Result<(), String> {
+        if self.shut_down {
+            return Ok(());
+        }
+        self.shut_down = true;
+        // Before the memory is unmapped (the fields go after this).
+        self.stats.set_memory(Vec::new());
+        let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
+        for io in &self.io_threads {
+            io.ask_to_stop();
+        }
+        self.run.settle(RunMode::Exiting, &self.threads);
+        let mut stuck = Vec::new();
+        for t in self.threads.drain(..) {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                stuck.push(t.thread().name().unwrap_or("a vCPU thread").to_string());
+            }
+        }
+        for io in self.io_threads.drain(..) {
+            if let Err(name) = io.stop(deadline) {
+                stuck.push(name);
+            }
+        }
+        if stuck.is_empty() {
+            return Ok(());
+        }
+        let message = format!(
+            "{} did not stop within {} s (stuck in a device or in KVM) and {} left to finish \
+             on its own; the machine is off",
+            stuck.join(", "),
+            vcpu::SETTLE_LIMIT.as_secs(),
+            if stuck.len() == 1 { "was" } else { "were" }
+        );
+        log::error!("{message}");
+        Err(message)
     }
 
     /// The CD drive's controller.
@@ -199,12 +253,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        // Before the memory is unmapped (the fields go after this).
-        self.stats.set_memory(Vec::new());
-        self.run.settle(RunMode::Exiting, &self.threads);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        let _ = self.shutdown();
     }
 }
 
@@ -297,6 +346,12 @@ fn build_devices(
                 }
                 crate::devices::bus::lock(&root).add_device(controller.clone())?;
                 ide = Some(controller);
+                continue;
+            }
+            #[cfg(feature = "test-devices")]
+            DeviceConfig::Faulty => {
+                use crate::devices::faulty::{FAULTY_PORT, Faulty};
+                pio.insert(u64::from(FAULTY_PORT), 1, Arc::new(Mutex::new(Faulty)))?;
                 continue;
             }
             DeviceConfig::Rng => Box::new(Rng),

@@ -27,19 +27,25 @@ const ID_BACKEND: u64 = 1 << 16;
 const ID_INTX_RESAMPLE: u64 = ID_BACKEND + 1;
 const ID_EXIT: u64 = ID_BACKEND + 2;
 
-/// A running device thread; dropping it stops and joins the thread.
+/// A running device thread; `stop` (or dropping it) stops and joins the thread.
 pub struct IoThread {
+    name: String,
     exit: Arc<EventFd>,
     stopping: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
+/// Told when a device thread fails (panics): the text names the thread and the device.
+pub type FailureSink = Arc<dyn Fn(String) + Send + Sync>;
+
 impl IoThread {
-    /// Starts serving `device` on a thread named `name`.
+    /// Starts serving `device` on a thread named `name`; a panic in it is caught, ends the
+    /// thread, and is reported to `failed`.
     pub fn spawn(
         name: String,
         device: Arc<Mutex<VirtioPciDevice>>,
         stats: Arc<MachineStats>,
+        failed: FailureSink,
     ) -> std::io::Result<Self> {
         let exit = Arc::new(EventFd::new(libc::EFD_NONBLOCK)?);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -69,19 +75,54 @@ impl IoThread {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
             (if cpus > 1 { device.poll_window() } else { Duration::ZERO }, activity)
         };
+        let kind = crate::devices::virtio::type_name(lock(&device).device_type());
         let worker =
             Worker { device, epoll, stopping: stopping.clone(), poll_window, stats, activity };
-        let handle = std::thread::Builder::new().name(name).spawn(move || worker.run())?;
-        Ok(IoThread { exit, stopping, handle: Some(handle) })
+        let thread = name.clone();
+        let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+            if let Err(panic) = run {
+                let why = super::vcpu::panic_message(panic.as_ref());
+                failed(format!("the {kind} device's thread ({thread}) panicked: {why}"));
+            }
+        })?;
+        Ok(IoThread { name, exit, stopping, handle: Some(handle) })
+    }
+
+    /// Asks the thread to stop (it finishes the request it is serving first).
+    pub fn ask_to_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.exit.write(1);
+    }
+
+    /// Stops the thread and joins it, waiting until `deadline`; a thread still busy then
+    /// (a device stuck in a blocking call) is left to finish on its own, and its name is
+    /// returned. What it holds (the device, guest memory) is freed when it exits.
+    pub fn stop(mut self, deadline: Instant) -> Result<(), String> {
+        self.ask_to_stop();
+        let Some(handle) = self.handle.take() else { return Ok(()) };
+        while !handle.is_finished() {
+            if Instant::now() >= deadline {
+                return Err(self.name.clone());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = handle.join();
+        Ok(())
     }
 }
 
 impl Drop for IoThread {
     fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.exit.write(1);
         if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
+            self.ask_to_stop();
+            let deadline = Instant::now() + super::vcpu::SETTLE_LIMIT;
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
         }
     }
 }

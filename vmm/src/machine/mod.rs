@@ -5,7 +5,7 @@ pub mod config;
 mod controller;
 pub mod events;
 mod instance;
-mod io_thread;
+pub(crate) mod io_thread;
 pub mod stats;
 mod vcpu;
 
@@ -69,6 +69,8 @@ pub enum MachineError {
     Thread(#[source] std::io::Error),
     #[error("the machine's controller thread has exited")]
     Gone,
+    #[error("{0}")]
+    NotStopped(String),
 }
 
 /// Entry point: `Machine::build(config, wake)`.

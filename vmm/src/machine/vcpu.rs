@@ -66,14 +66,20 @@ impl RunControl {
         self.changed.notify_all();
     }
 
-    /// Sets `mode` and kicks the threads until each is parked (or gone).
-    pub fn settle(&self, mode: RunMode, threads: &[JoinHandle<()>]) {
+    /// Sets `mode` and kicks the threads until each is parked (or gone), for at most
+    /// `SETTLE_LIMIT`; false if some did not get there (a vCPU stuck in a device, or in
+    /// KVM).
+    pub fn settle(&self, mode: RunMode, threads: &[JoinHandle<()>]) -> bool {
         self.set_mode(mode);
         if mode == RunMode::Running {
-            return;
+            return true;
         }
+        let deadline = std::time::Instant::now() + SETTLE_LIMIT;
         let mut st = lock(&self.state);
         while st.parked < st.alive {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
             drop(st);
             for t in threads.iter().filter(|t| !t.is_finished()) {
                 let _ = t.kill(kick_signal());
@@ -85,6 +91,7 @@ impl RunControl {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        true
     }
 
     /// Called by a vCPU thread: waits while paused. Returns false when it should exit.
@@ -105,6 +112,10 @@ impl RunControl {
         self.changed.notify_all();
     }
 }
+
+/// How long the controller waits for the vCPUs to stop (or pause) before giving up on
+/// the ones that did not.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(2);
 
 fn kick_signal() -> i32 {
     SIGRTMIN()
@@ -135,10 +146,36 @@ pub struct VcpuContext {
     pub stats: Arc<super::stats::MachineStats>,
 }
 
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "(no message)".into(),
+    }
+}
+
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("vessel-vcpu{}", ctx.index)).spawn(move || {
+    let name = format!("vessel-vcpu{}", ctx.index);
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
         ctx.stats.register_vcpu_thread(ctx.index);
-        run_loop(&mut vcpu, &ctx);
+        // A panic (a bug in a device model, reached from this vCPU) ends this machine with
+        // an error naming the thread; it must not leave the controller waiting for a vCPU
+        // that is gone, nor take other machines of the process with it.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_loop(&mut vcpu, &ctx);
+        }));
+        if let Err(panic) = run {
+            ctx.control.send(ControlMsg::VcpuStopped {
+                generation: ctx.generation,
+                vcpu: ctx.index,
+                stop: VcpuStop::Error(format!(
+                    "vCPU {} (thread {name}) panicked: {}",
+                    ctx.index,
+                    panic_message(panic.as_ref())
+                )),
+            });
+        }
         ctx.run.exited();
     })
 }

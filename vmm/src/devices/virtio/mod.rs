@@ -39,6 +39,18 @@ pub const TYPE_RNG: u32 = 4;
 pub const TYPE_GPU: u32 = 16;
 pub const TYPE_INPUT: u32 = 18;
 
+/// The device type's name, for messages ("virtio-blk").
+pub fn type_name(device_type: u32) -> String {
+    match device_type {
+        TYPE_NET => "virtio-net".into(),
+        TYPE_BLOCK => "virtio-blk".into(),
+        TYPE_RNG => "virtio-rng".into(),
+        TYPE_GPU => "virtio-gpu".into(),
+        TYPE_INPUT => "virtio-input".into(),
+        other => format!("virtio device type {other}"),
+    }
+}
+
 /// Rounds of "process, re-enable notifications, find more" before yielding to the event
 /// loop; a driver that keeps the queue full must not keep the loop to itself.
 const MAX_ROUNDS: usize = 64;

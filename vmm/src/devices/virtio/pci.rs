@@ -861,4 +861,59 @@ mod tests {
         }
         dev.bar_write(0, 0x14, &[0]);
     }
+
+    /// A device model with a bug: it panics when it serves a queue.
+    struct Panicky;
+
+    impl VirtioDevice for Panicky {
+        fn device_type(&self) -> u32 {
+            crate::devices::virtio::TYPE_RNG
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[16]
+        }
+        fn pci_class(&self) -> u32 {
+            0xff_00_00
+        }
+        fn process_queue(&mut self, _: usize, _: &mut [Queue], _: &GuestMem) -> u64 {
+            panic!("a bug in the device model");
+        }
+    }
+
+    #[test]
+    fn a_panicking_device_thread_is_reported_not_fatal() {
+        let vm = Arc::new(open_kvm().unwrap().create_vm().unwrap());
+        vm.create_irq_chip().unwrap();
+        let router = Arc::new(GsiRouter::new(vm.clone()).unwrap());
+        let mem = create_guest_memory(16 << 20).unwrap();
+        let mut dev =
+            VirtioPciDevice::new(Box::new(Panicky), mem.clone(), Some(router), None).unwrap();
+        running_with_masked_vector(&mut dev);
+        put_desc(&mem, 0, 0x10000, 16, 2, 0);
+        publish(&mem, &[0]);
+        let notify = dev.notify_fds()[0];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let failed: crate::machine::io_thread::FailureSink =
+            Arc::new(move |message| tx.lock().unwrap().send(message).unwrap());
+        let thread = crate::machine::io_thread::IoThread::spawn(
+            "vessel-virtio-test".into(),
+            Arc::new(std::sync::Mutex::new(dev)),
+            Arc::default(),
+            failed,
+        )
+        .unwrap();
+        // SAFETY: an 8-byte write of a counter to an eventfd the device owns and keeps open.
+        let written = unsafe { libc::write(notify, (&1u64 as *const u64).cast(), 8) };
+        assert_eq!(written, 8);
+        let message = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("reported");
+        assert!(
+            message.contains("virtio-rng") && message.contains("vessel-virtio-test"),
+            "{message}"
+        );
+        assert!(message.contains("a bug in the device model"), "{message}");
+        // The thread is gone; stopping it is immediate.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        assert_eq!(thread.stop(deadline), Ok(()));
+    }
 }
