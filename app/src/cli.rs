@@ -268,6 +268,10 @@ pub struct RunArgs {
     /// Stop (exit status 4) when the guest reboots instead of restarting it.
     #[arg(long)]
     pub no_reboot: bool,
+    /// Write the bytes the guest writes to the debug port (0xE9) to FILE (as QEMU's
+    /// -debugcon; /dev/stderr works).
+    #[arg(long, value_name = "FILE")]
+    pub debugcon: Option<PathBuf>,
 }
 
 /// A disk image format, as given on the command line.

@@ -92,7 +92,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         // Headless: the serial console is the guest's screen.
         boot_framebuffer: None,
     };
-    console(config)
+    let debugcon = match &args.debugcon {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .with_context(|| format!("--debugcon {}", path.display()))?,
+        ),
+        None => None,
+    };
+    console(config, debugcon)
 }
 
 /// Signals asking a headless machine to stop (`vessel stop`): SIGTERM presses the ACPI
@@ -110,8 +120,12 @@ fn catch_stop_signals() {
     }
 }
 
-/// Builds and runs `config` with its serial console on this terminal until it stops.
-pub fn console(config: MachineConfig) -> anyhow::Result<Outcome> {
+/// Builds and runs `config` with its serial console on this terminal until it stops; the
+/// guest's debug-port (0xE9) bytes go to `debugcon`, if given, as QEMU's `-debugcon` does.
+pub fn console(
+    config: MachineConfig,
+    mut debugcon: Option<std::fs::File>,
+) -> anyhow::Result<Outcome> {
     catch_stop_signals();
     let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);
@@ -144,6 +158,11 @@ pub fn console(config: MachineConfig) -> anyhow::Result<Outcome> {
                 drop(raw);
                 report_stop(&reason);
                 return Ok(Outcome::Stopped(reason));
+            }
+            Ok(Event::DebugMarker { code, .. }) => {
+                if let Some(out) = &mut debugcon {
+                    out.write_all(&[code])?;
+                }
             }
             Ok(Event::Rebooted) => log::info!("guest rebooted"),
             Ok(Event::Warning(message)) => eprint!("vessel: warning: {message}\r\n"),

@@ -412,7 +412,7 @@ pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
     }
     let config = machine_config(lib, &bundle)?;
     let _running = bundle.lock_running()?;
-    console(config)
+    console(config, None)
 }
 
 pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
