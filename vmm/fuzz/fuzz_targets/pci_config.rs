@@ -10,7 +10,6 @@ use vmm::devices::bus::{Bus, BusDevice, lock};
 use vmm::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
 use vmm::devices::virtio::pci::VirtioPciDevice;
 use vmm::devices::virtio::rng::Rng;
-use vmm::vstate::memory::create_guest_memory;
 
 struct NoReset;
 
@@ -33,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     )
     .unwrap();
     mmio.insert(0xe000_0000, 1 << 20, Arc::new(Mutex::new(Ecam::new(root.clone())))).unwrap();
-    let mem = create_guest_memory(16 << 20).unwrap();
+    let mem = vmm_fuzz::memory();
     let rng = VirtioPciDevice::new(Box::new(Rng), mem, None, None).unwrap();
     lock(&root).add_device(Arc::new(Mutex::new(rng))).unwrap();
 

@@ -4,7 +4,7 @@
 //! the real Linux drivers (DESIGN.md §3); it is also a way to share a Vessel device with
 //! other VMMs.
 
-mod relay;
+pub mod relay;
 
 use std::io::ErrorKind;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};

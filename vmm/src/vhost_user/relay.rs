@@ -31,6 +31,9 @@ const HEADER_LEN: usize = 12;
 const MAX_BODY: usize = 64 * 1024;
 /// What a message may carry (the vhost crate's MAX_ATTACHED_FD_ENTRIES).
 const MAX_FDS: usize = 32;
+/// Most rings whose early enable requests are held; others go to the backend to judge
+/// (a frontend naming millions of ring indices must not grow the map without bound).
+const MAX_HELD: usize = 1024;
 
 const SET_FEATURES: u32 = 2;
 const SET_MEM_TABLE: u32 = 5;
@@ -175,15 +178,17 @@ impl Relay {
     pub fn route(&mut self, msg: Message) -> Routed {
         match msg.request {
             SET_VRING_ENABLE if !self.features_set => match msg.vring_state() {
-                Some((index, num)) => {
+                Some((index, num))
+                    if self.held.len() < MAX_HELD || self.held.contains_key(&index) =>
+                {
                     self.held.insert(index, num);
                     let ack = (msg.flags & FLAG_NEED_REPLY != 0).then(|| {
                         Message::new(SET_VRING_ENABLE, FLAG_VERSION | FLAG_REPLY, vec![0; 8])
                     });
                     Routed { to_backend: Vec::new(), to_frontend: ack }
                 }
-                // Malformed: the backend judges it.
-                None => Routed { to_backend: vec![msg], to_frontend: None },
+                // Malformed, or beyond what is held: the backend judges it.
+                _ => Routed { to_backend: vec![msg], to_frontend: None },
             },
             SET_FEATURES if !self.features_set => {
                 self.features_set = true;

@@ -1,0 +1,141 @@
+//! What each of vm-library's fuzz targets does with its input, and what it reached: the
+//! fuzz targets (`fuzz_targets/*`) call these, and the reach test (`tests/reach.rs`) runs
+//! every checked-in seed through them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use vm_library::config::{DiskFormat, VmConfig};
+use vm_library::disks::{self, BackingPolicy};
+use vm_library::iso::{Iso, boot_config, os};
+use vm_library::library::Library;
+
+/// What runs of a target reached: name → how many.
+#[derive(Debug, Default)]
+pub struct Reach(pub BTreeMap<&'static str, u64>);
+
+impl Reach {
+    fn count(&mut self, what: &'static str) {
+        *self.0.entry(what).or_default() += 1;
+    }
+
+    pub fn add(&mut self, other: &Reach) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn get(&self, what: &str) -> u64 {
+        self.0.get(what).copied().unwrap_or(0)
+    }
+}
+
+/// A scratch folder of this process for `name`, emptied.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-fuzz-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// ISO inspection of a hostile image: the input is everything from sector 16 (the volume
+/// descriptors) on.
+pub fn iso(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let path = std::env::temp_dir().join(format!("vessel-fuzz-iso-{}.iso", std::process::id()));
+    let mut image = vec![0u8; 16 * 2048];
+    image.extend_from_slice(data);
+    std::fs::write(&path, &image).unwrap();
+    if let Ok(iso) = Iso::open(&path) {
+        reach.count("opened");
+        let _ = iso.list("/");
+        let _ = iso.find("/isolinux/isolinux.cfg");
+        if let Ok(linux) = boot_config::find_linux_boot(&iso) {
+            let _ = os::detect_builtin(iso.info(), linux.is_some());
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = boot_config::parse_syslinux(&text, "/isolinux", "fuzz");
+    let _ = boot_config::parse_grub_entries(&text, "fuzz");
+    reach
+}
+
+/// `vessel.toml` of any text: parsed; what parses writes back to itself, and is checked.
+pub fn vessel_toml(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let Ok(text) = std::str::from_utf8(data) else { return reach };
+    match VmConfig::from_toml(text) {
+        Ok(config) => {
+            reach.count("parsed");
+            let again = VmConfig::from_toml(&config.to_toml()).expect("what was read writes back");
+            assert_eq!(again, config, "a rewrite keeps everything");
+            let host = vm_library::validate::Host { cores: 4, memory_mib: 8192 };
+            if vm_library::validate::validate(&config, Path::new("/nonexistent"), &host).is_empty()
+            {
+                reach.count("valid");
+            }
+        }
+        Err(_) => reach.count("refused"),
+    }
+    reach
+}
+
+/// A qcow2 image of any bytes, in a VM's folder beside a file of its own and with a host
+/// file outside: checked under the strict policy, then its size read.
+pub fn qcow2_policy(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let dir = scratch("qcow2");
+    let vm = dir.join("vm.vessel");
+    std::fs::create_dir_all(vm.join("disks")).unwrap();
+    std::fs::write(vm.join("disks/base.raw"), vec![0u8; 1 << 16]).unwrap();
+    std::fs::write(dir.join("secret"), b"host file").unwrap();
+    let image = vm.join("disks/disk.qcow2");
+    std::fs::write(&image, data).unwrap();
+    let policy = BackingPolicy::within(&vm).unwrap();
+    match disks::backing_chain(&image, DiskFormat::Qcow2, &policy) {
+        Ok(chain) => {
+            reach.count("accepted");
+            if !chain.is_empty() {
+                reach.count("backed");
+            }
+            for layer in &chain {
+                assert!(policy.allows(&layer.path), "only what the policy allows: {layer:?}");
+            }
+            let _ = disks::inspect(&image, DiskFormat::Qcow2);
+        }
+        Err(disks::DiskError::Refused { .. }) => reach.count("refused"),
+        Err(_) => reach.count("not qcow2"),
+    }
+    assert_eq!(std::fs::read(dir.join("secret")).unwrap(), b"host file");
+    reach
+}
+
+/// An archive of any bytes, imported into an empty library: a VM, or nothing at all.
+pub fn archive_import(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let dir = scratch("archive");
+    let archive = dir.join("in.vessel.tar");
+    std::fs::write(&archive, data).unwrap();
+    let lib = Library::open(&dir.join("lib")).unwrap();
+    match vm_library::archive::import(&archive, &lib) {
+        Ok(imported) => {
+            reach.count("imported");
+            let root = std::fs::canonicalize(imported.bundle.root()).unwrap();
+            assert!(root.starts_with(std::fs::canonicalize(lib.dir()).unwrap()));
+        }
+        Err(_) => {
+            reach.count("refused");
+            let left = std::fs::read_dir(lib.dir()).unwrap().count();
+            assert_eq!(left, 0, "a refused import leaves nothing behind");
+        }
+    }
+    // Nothing was written outside the library.
+    let outside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut outside = outside;
+    outside.sort();
+    assert_eq!(outside, ["in.vessel.tar", "lib"], "nothing lands outside the library");
+    reach
+}
