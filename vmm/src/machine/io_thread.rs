@@ -99,6 +99,10 @@ impl IoThread {
     /// (a device stuck in a blocking call) is left to finish on its own, and its name is
     /// returned. What it holds (the device, guest memory) is freed when it exits.
     pub fn stop(mut self, deadline: Instant) -> Result<(), String> {
+        self.stop_by(deadline)
+    }
+
+    fn stop_by(&mut self, deadline: Instant) -> Result<(), String> {
         self.ask_to_stop();
         let Some(handle) = self.handle.take() else { return Ok(()) };
         while !handle.is_finished() {
@@ -114,16 +118,7 @@ impl IoThread {
 
 impl Drop for IoThread {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.ask_to_stop();
-            let deadline = Instant::now() + super::vcpu::SETTLE_LIMIT;
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            }
-        }
+        let _ = self.stop_by(Instant::now() + super::vcpu::SETTLE_LIMIT);
     }
 }
 
