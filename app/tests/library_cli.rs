@@ -268,3 +268,30 @@ fn disk_add_refuses_images_that_read_host_files_and_never_guesses() {
     assert_eq!(show["disks"][1]["format"], "raw");
     let _ = std::fs::remove_dir_all(&lib);
 }
+
+#[test]
+fn host_access_is_off_until_set_and_forwards_keep_their_address() {
+    let lib = library("network");
+    let out = vessel(
+        &lib,
+        &[
+            "create",
+            "net",
+            "--disk-size",
+            "0",
+            "--forward",
+            "tcp:2222:22",
+            "--forward",
+            "tcp:0.0.0.0:8080:80",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let show = json(&lib, &["show", "net", "--json"]);
+    assert_eq!(show["network"]["host_access"], serde_json::Value::Null, "off by default");
+    assert_eq!(show["network"]["forwards"][0]["address"], serde_json::Value::Null, "loopback");
+    assert_eq!(show["network"]["forwards"][1]["address"], "0.0.0.0");
+    let set = vessel(&lib, &["set", "net", "network.host_access=true"]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert_eq!(json(&lib, &["show", "net", "--json"])["network"]["host_access"], true);
+    let _ = std::fs::remove_dir_all(&lib);
+}
