@@ -87,8 +87,16 @@ impl Media {
     /// nobody may write it meanwhile).
     pub fn open(path: &Path) -> Result<Self, MediaError> {
         let open = |source| MediaError::Open { path: path.to_path_buf(), source };
-        let file = File::open(path).map_err(open)?;
-        let size = file.metadata().map_err(open)?.len();
+        // Non-blocking, so a FIFO or device named as the ISO cannot hang the open; only a
+        // regular file is a disc.
+        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            File::options().read(true),
+            libc::O_NONBLOCK,
+        )
+        .open(path)
+        .map_err(open)?;
+        let meta = file.metadata().map_err(open)?;
+        let size = if meta.is_file() { meta.len() } else { 0 };
         if size == 0 || !size.is_multiple_of(BLOCK) {
             return Err(MediaError::NotIso { path: path.to_path_buf(), size });
         }
@@ -821,6 +829,15 @@ mod tests {
         std::fs::write(&path, [0u8; 1000]).unwrap();
         assert!(matches!(Media::open(&path), Err(MediaError::NotIso { size: 1000, .. })));
         assert!(matches!(Media::open(Path::new("/nonexistent.iso")), Err(MediaError::Open { .. })));
+        // A FIFO named as the ISO: refused at once, not waited on for a writer.
+        let fifo = path.with_extension("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert!(matches!(Media::open(&fifo), Err(MediaError::NotIso { size: 0, .. })));
+        assert!(matches!(Media::open(Path::new("/dev/zero")), Err(MediaError::NotIso { .. })));
+        let _ = std::fs::remove_file(&fifo);
         let good = iso(2);
         let a = Media::open(&good).unwrap();
         let b = Media::open(&good).unwrap(); // two readers may share it

@@ -142,7 +142,20 @@ impl Block {
     pub fn open(spec: &ImageSpec, read_only: bool, serial: &str) -> Result<Self, BlockError> {
         let path = spec.path.as_path();
         let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
-        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(open_err)?;
+        // Non-blocking, so a FIFO or device named as the image cannot hang the open; only a
+        // regular file is a disk image.
+        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+            OpenOptions::new().read(true).write(!read_only),
+            libc::O_NONBLOCK,
+        )
+        .open(path)
+        .map_err(open_err)?;
+        if !file.metadata().map_err(open_err)?.is_file() {
+            return Err(open_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file; a disk image is a file",
+            )));
+        }
         ofd_lock(&file, path, !read_only)?;
         let image = spec.open(&file, !read_only).map_err(|source| BlockError::Image {
             path: path.to_path_buf(),
@@ -580,6 +593,23 @@ mod tests {
         ));
         drop(r1);
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn only_a_regular_file_is_a_disk() {
+        // A device or a FIFO as the image: refused at once (a FIFO is not waited on).
+        let fifo = image(1).with_extension("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            assert!(matches!(
+                Block::open(&ImageSpec::raw(path), true, "x"),
+                Err(BlockError::Open { .. })
+            ));
+        }
+        let _ = std::fs::remove_file(fifo);
     }
 
     #[test]
