@@ -29,6 +29,7 @@ const ID_EXIT: u64 = ID_BACKEND + 2;
 
 /// A running device thread; `stop` (or dropping it) stops and joins the thread.
 pub struct IoThread {
+    /// The thread's name and its device's ("vessel-virtio0 (virtio-blk)"), for messages.
     name: String,
     exit: Arc<EventFd>,
     stopping: Arc<AtomicBool>,
@@ -78,15 +79,15 @@ impl IoThread {
         let kind = crate::devices::virtio::type_name(lock(&device).device_type());
         let worker =
             Worker { device, epoll, stopping: stopping.clone(), poll_window, stats, activity };
-        let thread = name.clone();
+        let (thread, device_kind) = (name.clone(), kind.clone());
         let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
             if let Err(panic) = run {
                 let why = super::vcpu::panic_message(panic.as_ref());
-                failed(format!("the {kind} device's thread ({thread}) panicked: {why}"));
+                failed(format!("the {device_kind} device's thread ({thread}) panicked: {why}"));
             }
         })?;
-        Ok(IoThread { name, exit, stopping, handle: Some(handle) })
+        Ok(IoThread { name: format!("{name} ({kind})"), exit, stopping, handle: Some(handle) })
     }
 
     /// Asks the thread to stop (it finishes the request it is serving first).
