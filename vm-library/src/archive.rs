@@ -196,7 +196,7 @@ fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveEr
         why: why.to_string(),
     };
     let damaged = |why: String| ArchiveError::Damaged { archive: archive.to_path_buf(), why };
-    let file = File::open(archive).map_err(io_err(archive))?;
+    let file = crate::files::open_regular(archive, false).map_err(io_err(archive))?;
     let mut tar = tar::Archive::new(io::BufReader::new(file));
     let mut top: Option<PathBuf> = None;
     let mut hashes: BTreeMap<PathBuf, String> = BTreeMap::new();

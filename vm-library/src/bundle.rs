@@ -110,7 +110,8 @@ impl Bundle {
     /// Opens the bundle at `root`.
     pub fn open(root: &Path) -> Result<Bundle, BundleError> {
         let path = root.join(CONFIG_FILE);
-        let text = match File::open(&path).and_then(safe_write::read_small) {
+        // A regular file only: a FIFO planted as vessel.toml must not hang a library scan.
+        let text = match files::open_regular(&path, false).and_then(safe_write::read_small) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(BundleError::NotABundle(root.to_path_buf()));
@@ -288,6 +289,13 @@ mod tests {
             assert!(validate_name(name).is_err(), "{name:?}");
         }
         validate_name("Windows 11 (work) — ünïcode").unwrap();
+        // A FIFO planted as the configuration: an error at once, not a hang.
+        let fifo_vm = dir.join("fifo.vessel");
+        fs::create_dir_all(&fifo_vm).unwrap();
+        let c_path = std::ffi::CString::new(fifo_vm.join(CONFIG_FILE).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert!(matches!(Bundle::open(&fifo_vm), Err(BundleError::Io { .. })));
         let mut config = full();
         config.name = "a/b".into();
         assert!(matches!(Bundle::create(&dir, config), Err(BundleError::Name { .. })));

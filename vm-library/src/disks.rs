@@ -1,7 +1,7 @@
 //! Disk images for bundles: sparse raw files and qcow2 through `imago` (whose images
 //! `qemu-img check` finds clean), created, grown, inspected and imported.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -109,7 +109,7 @@ const FLATTEN: &str = "flatten it into one image (qemu-img convert -O qcow2 IMAG
 /// `path` as imago storage that does not know its own name, so imago can resolve no
 /// file name in a header against it: Vessel decides what is opened.
 fn storage(path: &Path, writable: bool) -> Result<imago::file::File, DiskError> {
-    let file = File::options().read(true).write(writable).open(path).map_err(io_err(path))?;
+    let file = crate::files::open_regular(path, writable).map_err(io_err(path))?;
     imago::file::File::try_from(file).map_err(io_err(path))
 }
 
@@ -216,7 +216,8 @@ pub fn format_of_import(path: &Path, stated: Option<DiskFormat>) -> Result<DiskF
         DiskFormat::Raw
     };
     let mut magic = [0u8; 4];
-    let has_magic = match File::open(path).map_err(io_err(path))?.read_exact(&mut magic) {
+    let mut file = crate::files::open_regular(path, false).map_err(io_err(path))?;
+    let has_magic = match file.read_exact(&mut magic) {
         Ok(()) => magic == *b"QFI\xfb",
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
         Err(e) => return Err(io_err(path)(e)),
@@ -295,9 +296,7 @@ pub fn grow(path: &Path, format: DiskFormat, new_size: u64) -> Result<(), DiskEr
         });
     }
     match info.format {
-        DiskFormat::Raw => File::options()
-            .write(true)
-            .open(path)
+        DiskFormat::Raw => crate::files::open_regular(path, true)
             .and_then(|f| f.set_len(new_size))
             .map_err(io_err(path)),
         DiskFormat::Qcow2 => {
@@ -337,7 +336,7 @@ pub fn import(
 pub fn copy_sparse(src: &Path, dest: &Path) -> Result<(), DiskError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
-    let from = File::open(src).map_err(io_err(src))?;
+    let from = crate::files::open_regular(src, false).map_err(io_err(src))?;
     let len = from.metadata().map_err(io_err(src))?.len();
     let to = crate::files::create_private(dest).map_err(io_err(dest))?;
     to.set_len(len).map_err(io_err(dest))?;
@@ -367,6 +366,7 @@ pub fn copy_sparse(src: &Path, dest: &Path) -> Result<(), DiskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::os::unix::fs::MetadataExt;
     use std::process::Command;
 

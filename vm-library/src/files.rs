@@ -46,18 +46,23 @@ pub fn inside(root: &Path, rel: &Path) -> Result<PathBuf, PathError> {
     let resolved = match fs::canonicalize(&joined) {
         Ok(path) => path,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            // Not there yet (a file about to be created): its folder must be inside, and
-            // the file itself must not be a dangling symlink.
-            if fs::symlink_metadata(&joined).is_ok() {
-                return Err(outside("it is a symlink to a file that does not exist"));
-            }
-            let parent = joined.parent().unwrap_or(root);
-            let name = joined.file_name().ok_or_else(|| outside("it has no file name"))?;
-            match fs::canonicalize(parent) {
-                Ok(dir) => dir.join(name),
-                // The folder is missing too: nothing outside can be reached through it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(joined),
-                Err(e) => return Err(io(parent)(e)),
+            // Not there yet (a file or folders about to be created): the nearest part of
+            // the path that exists must be inside, and nothing on the way may be a symlink
+            // to nowhere (creating through it would land wherever it points).
+            let mut missing = joined.as_path();
+            loop {
+                if fs::symlink_metadata(missing).is_ok() {
+                    return Err(outside("a symlink on the way leads to nothing"));
+                }
+                let Some(parent) = missing.parent() else { return Ok(joined) };
+                match fs::canonicalize(parent) {
+                    Ok(dir) => {
+                        let rest = joined.strip_prefix(parent).unwrap_or(&joined);
+                        break dir.join(rest);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing = parent,
+                    Err(e) => return Err(io(parent)(e)),
+                }
             }
         }
         Err(e) => return Err(io(&joined)(e)),
@@ -66,6 +71,17 @@ pub fn inside(root: &Path, rel: &Path) -> Result<PathBuf, PathError> {
         return Err(outside("a symlink leads out of the folder"));
     }
     Ok(resolved)
+}
+
+/// Opens `path`, which must be a regular file, for reading (and writing with `write`).
+/// Non-blocking, so a FIFO or a device planted under a file's name is refused at once
+/// instead of hanging the open (O_NONBLOCK changes nothing for a regular file's I/O).
+pub fn open_regular(path: &Path, write: bool) -> io::Result<File> {
+    let file = File::options().read(true).write(write).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// Makes the folder `path` (and missing parents) private to this user: 0700.
@@ -133,7 +149,9 @@ mod tests {
             "disks/link",
             "out/secret",
             "out/new-file",
+            "out/missing/deeper/file",
             "dangling",
+            "dangling/under",
             "",
             "./disks/a.raw",
         ] {
@@ -160,6 +178,16 @@ mod tests {
         symlink(dir.join("victim"), dir.join("planted")).unwrap();
         assert!(create_private(&dir.join("planted")).is_err());
         assert!(open_nofollow(&dir.join("planted")).is_err());
+        // A FIFO or a device under a file's name: refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.as_path()] {
+            let err = open_regular(path, false).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{}", path.display());
+        }
+        assert!(open_regular(&dir.join("victim"), false).is_ok());
         assert_eq!(fs::read(dir.join("victim")).unwrap(), b"keep");
         let _ = fs::remove_dir_all(dir);
     }

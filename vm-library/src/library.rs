@@ -168,7 +168,7 @@ impl Library {
 
     fn registry(&self) -> Result<Registry, LibraryError> {
         let path = self.dir.join(REGISTRY_FILE);
-        match fs::File::open(&path).and_then(safe_write::read_small) {
+        match crate::files::open_regular(&path, false).and_then(safe_write::read_small) {
             Ok(text) => toml::from_str(&text)
                 .map_err(|e| LibraryError::Registry { path, why: e.message().to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),

@@ -61,15 +61,11 @@ pub fn validate(config: &VmConfig, bundle_root: &Path, host: &Host) -> Vec<Probl
         |field: &str, message: String| problems.push(Problem { field: field.to_string(), message });
     let readable = |path: &Path| -> Result<(), String> {
         let full = bundle_root.join(path);
-        // Non-blocking: a FIFO named here must not hang the check.
-        let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
-            std::fs::File::options().read(true),
-            libc::O_NONBLOCK,
-        )
-        .open(&full);
-        match opened {
-            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(()),
-            Ok(_) => Err(format!("{} is not a file; choose a file", full.display())),
+        match crate::files::open_regular(&full, false) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                Err(format!("{} is not a file; choose a file", full.display()))
+            }
             Err(e) => {
                 Err(format!("cannot read {} ({e}); choose a file that exists", full.display()))
             }

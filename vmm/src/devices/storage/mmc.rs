@@ -87,18 +87,16 @@ impl Media {
     /// nobody may write it meanwhile).
     pub fn open(path: &Path) -> Result<Self, MediaError> {
         let open = |source| MediaError::Open { path: path.to_path_buf(), source };
-        // Non-blocking, so a FIFO or device named as the ISO cannot hang the open; only a
-        // regular file is a disc.
-        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
-            File::options().read(true),
-            libc::O_NONBLOCK,
-        )
-        .open(path)
-        .map_err(open)?;
-        let meta = file.metadata().map_err(open)?;
-        let size = if meta.is_file() { meta.len() } else { 0 };
+        let not_iso = |size| MediaError::NotIso { path: path.to_path_buf(), size };
+        // Only a regular file is a disc (a FIFO or a device is refused without waiting).
+        let file = match super::open_regular(path, false) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(not_iso(0)),
+            Err(e) => return Err(open(e)),
+        };
+        let size = file.metadata().map_err(open)?.len();
         if size == 0 || !size.is_multiple_of(BLOCK) {
-            return Err(MediaError::NotIso { path: path.to_path_buf(), size });
+            return Err(not_iso(size));
         }
         ofd_lock(&file, path, false)?;
         Ok(Media { file, path: path.to_path_buf(), blocks: size / BLOCK })

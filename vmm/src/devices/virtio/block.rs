@@ -3,7 +3,7 @@
 //! with an OFD lock — exclusive when writable, shared when read-only — so two machines can
 //! never write one disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -142,20 +142,7 @@ impl Block {
     pub fn open(spec: &ImageSpec, read_only: bool, serial: &str) -> Result<Self, BlockError> {
         let path = spec.path.as_path();
         let open_err = |source| BlockError::Open { path: path.to_path_buf(), source };
-        // Non-blocking, so a FIFO or device named as the image cannot hang the open; only a
-        // regular file is a disk image.
-        let file = std::os::unix::fs::OpenOptionsExt::custom_flags(
-            OpenOptions::new().read(true).write(!read_only),
-            libc::O_NONBLOCK,
-        )
-        .open(path)
-        .map_err(open_err)?;
-        if !file.metadata().map_err(open_err)?.is_file() {
-            return Err(open_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not a regular file; a disk image is a file",
-            )));
-        }
+        let file = crate::devices::storage::open_regular(path, !read_only).map_err(open_err)?;
         ofd_lock(&file, path, !read_only)?;
         let image = spec.open(&file, !read_only).map_err(|source| BlockError::Image {
             path: path.to_path_buf(),
