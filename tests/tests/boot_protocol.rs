@@ -3,8 +3,8 @@
 
 use vessel_tests::*;
 use vmm::StopReason;
+use vmm::arch::x86_64::layout::e820_map;
 use vmm::arch::x86_64::layout::{PVH_INFO_START, ZERO_PAGE_START};
-use vmm::vstate::memory::e820_map;
 
 const CR0_PE: u64 = 1;
 const CR0_PG: u64 = 1 << 31;

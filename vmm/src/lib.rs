@@ -3,13 +3,14 @@
 //!
 //! Layout (after Firecracker's `vmm` crate): `arch` (boot protocols, CPUID, registers,
 //! ACPI), `vstate` (KVM and guest memory), `devices` (buses and device models), `machine`
-//! (build, lifecycle, the handle).
+//! (build, lifecycle, the handle), `sync` (locking).
 
 pub mod arch;
 pub mod devices;
 pub mod display;
 pub mod input;
 pub mod machine;
+pub mod sync;
 pub mod vhost_user;
 pub mod vstate;
 

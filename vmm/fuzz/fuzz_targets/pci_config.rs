@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
-use vmm::devices::bus::{Bus, BusDevice, lock};
+use vmm::devices::bus::{Bus, BusDevice};
+use vmm::sync::lock;
 use vmm::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
 use vmm::devices::virtio::pci::VirtioPciDevice;
 use vmm::devices::virtio::rng::Rng;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::log_limit::{LogLimit, held_back};
+use crate::sync::lock;
 
 /// A device model reachable through a bus. `base` is the start of the range the access hit
 /// (a device may be mapped at several), `offset` the distance into it. The bus never
@@ -105,12 +106,6 @@ impl Bus {
             );
         }
     }
-}
-
-/// Locks a device, recovering from a poisoned lock: a device that panicked once must not
-/// take the whole machine down with it on the next access.
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

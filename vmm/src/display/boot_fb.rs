@@ -13,7 +13,7 @@ use std::time::Duration;
 use vm_memory::{MmapRegion, VolatileMemory};
 
 use super::{Display, Image, PixelFormat, Rect, SharedImage};
-use crate::devices::bus::lock;
+use crate::sync::lock;
 
 /// How often the framebuffer is compared with the host's copy.
 const REFRESH: Duration = Duration::from_millis(33);

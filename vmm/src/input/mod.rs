@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::bus::lock;
 use crate::display::Display;
+use crate::sync::lock;
 use evdev::*;
 
 /// One evdev event as virtio-input carries it (struct virtio_input_event, §5.8.6).

@@ -3,73 +3,21 @@
 //! its control EventFd and the serial-output EventFd; virtio devices are served by their
 //! own threads (`io_thread`).
 
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::MachineError;
 use super::config::{DeviceConfig, MachineConfig, RebootPolicy};
+use super::control::{Command, ControlMsg};
+use super::error::MachineError;
 use super::events::{CrashReport, Event, EventSink, MachineState, StopReason};
 use super::instance::{Instance, InstanceEnv};
 use super::vcpu::{RunMode, VcpuStop};
 use crate::devices::PowerRequest;
-use crate::devices::bus::lock;
 use crate::devices::storage::mmc::Media;
-
-/// Host commands; each is answered.
-#[derive(Debug)]
-pub enum Command {
-    Start,
-    Pause,
-    Resume,
-    RequestShutdown,
-    PowerOff,
-    Reset,
-    SerialInput(Vec<u8>),
-    InsertCd(std::path::PathBuf),
-    EjectCd { force: bool },
-}
-
-pub enum ControlMsg {
-    Command(Command, SyncSender<Result<(), MachineError>>),
-    Power {
-        generation: u64,
-        request: PowerRequest,
-    },
-    VcpuStopped {
-        generation: u64,
-        vcpu: u8,
-        stop: VcpuStop,
-    },
-    /// A device thread failed (panicked); the text says which.
-    DeviceFailed {
-        generation: u64,
-        message: String,
-    },
-    Quit,
-}
-
-/// Sends to the controller and wakes it.
-#[derive(Clone)]
-pub struct ControlSender {
-    tx: Sender<ControlMsg>,
-    wake: Arc<EventFd>,
-}
-
-impl ControlSender {
-    pub fn new(tx: Sender<ControlMsg>, wake: Arc<EventFd>) -> Self {
-        ControlSender { tx, wake }
-    }
-
-    /// Returns false if the controller is gone.
-    pub fn send(&self, msg: ControlMsg) -> bool {
-        let sent = self.tx.send(msg).is_ok();
-        let _ = self.wake.write(1);
-        sent
-    }
-}
+use crate::sync::lock;
 
 const TOKEN_CONTROL: u64 = 1;
 const TOKEN_SERIAL: u64 = 2;
@@ -243,7 +191,7 @@ impl Controller {
             }
             (Command::RequestShutdown, MachineState::Running) => {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
-                instance.raise_power_button().map_err(MachineError::Thread)?;
+                instance.raise_power_button().map_err(MachineError::PowerButton)?;
             }
             (
                 Command::PowerOff,
@@ -268,14 +216,7 @@ impl Controller {
                 let media = Media::open(path)?;
                 if let Some(cd) = self.instance.as_ref().and_then(Instance::cd) {
                     let mut ide = lock(&cd);
-                    let drive = ide.cd().ok_or(MachineError::NoCdDrive)?;
-                    // A swap takes the old disc out first: a locked tray refuses that (the
-                    // guest hears an eject request) until it unlocks or the host forces
-                    // an eject.
-                    if drive.media().is_some() && drive.locked() {
-                        drive.eject(false)?;
-                    }
-                    drive.insert(media);
+                    ide.cd().ok_or(MachineError::NoCdDrive)?.swap(media, false)?;
                 }
                 *self.cd_config().ok_or(MachineError::NoCdDrive)? = Some(path.clone());
             }

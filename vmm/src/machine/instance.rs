@@ -9,9 +9,9 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config}
 use kvm_ioctls::{Cap, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::MachineError;
 use super::config::{DeviceConfig, MachineConfig};
-use super::controller::{ControlMsg, ControlSender};
+use super::control::{ControlMsg, ControlSender};
+use super::error::MachineError;
 use super::events::{Event, EventSink};
 use super::io_thread::{FailureSink, IoThread};
 use super::vcpu::{self, RunControl, RunMode, VcpuContext};
@@ -132,7 +132,7 @@ impl Instance {
             .map_err(kvm_err("read supported CPUID"))?;
         let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
-        vcpu::install_kick_handler().map_err(MachineError::Thread)?;
+        vcpu::install_kick_handler().map_err(MachineError::Signal)?;
 
         let mut instance = Instance {
             threads: Vec::new(),
@@ -175,13 +175,15 @@ impl Instance {
                 // uninitialised with an in-kernel local APIC).
                 regs::setup_boot_vcpu(&fd, &instance.mem, layout.entry)?;
             }
+            let control = env.control.clone();
             let ctx = VcpuContext {
                 index,
-                generation,
                 pio: pio.clone(),
                 mmio: mmio.clone(),
                 run: run.clone(),
-                control: env.control.clone(),
+                stopped: Arc::new(move |stop| {
+                    control.send(ControlMsg::VcpuStopped { generation, vcpu: index, stop });
+                }),
                 stats: env.stats.clone(),
             };
             // A failed spawn drops `instance`, which stops the threads already running.
@@ -247,7 +249,7 @@ impl Instance {
     }
 
     pub fn raise_power_button(&self) -> std::io::Result<()> {
-        crate::devices::bus::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
+        crate::sync::lock(&self.ged).raise(acpi::GED_EVENT_POWER_BUTTON)
     }
 }
 
@@ -280,7 +282,7 @@ fn build_devices(
     power: PowerSink,
 ) -> Result<Devices, MachineError> {
     let irq = |gsi: u32| -> Result<EventFd, MachineError> {
-        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::Thread)?;
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::EventFd)?;
         vm.register_irqfd(&evt, gsi).map_err(kvm_err("register an irqfd"))?;
         Ok(evt)
     };
@@ -344,7 +346,7 @@ fn build_devices(
                 {
                     pio.insert(u64::from(port), len, controller.clone())?;
                 }
-                crate::devices::bus::lock(&root).add_device(controller.clone())?;
+                crate::sync::lock(&root).add_device(controller.clone())?;
                 ide = Some(controller);
                 continue;
             }
@@ -377,8 +379,8 @@ fn build_devices(
         let transport =
             VirtioPciDevice::new(model, mem.clone(), Some(router.clone()), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));
-        let slot = crate::devices::bus::lock(&root).add_device(transport.clone())?;
-        crate::devices::bus::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
+        let slot = crate::sync::lock(&root).add_device(transport.clone())?;
+        crate::sync::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
         virtio.push(transport);
     }
     Ok(Devices { pio, mmio, serial, ged, virtio, ide })

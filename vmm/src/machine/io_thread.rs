@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::bus::lock;
 use crate::devices::virtio::pci::VirtioPciDevice;
 use crate::devices::virtio::{TYPE_BLOCK, TYPE_NET};
 use crate::machine::stats::{Activity, MachineStats};
+use crate::sync::lock;
 
 /// Event ids of a device's fds: its queues, then these two.
 const ID_BACKEND: u64 = 1 << 16;

@@ -2,7 +2,9 @@
 //! virtio device, and the controller), and driven only through a `MachineHandle`.
 
 pub mod config;
+mod control;
 mod controller;
+mod error;
 pub mod events;
 mod instance;
 pub(crate) mod io_thread;
@@ -17,61 +19,17 @@ use std::time::Instant;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use config::{DeviceConfig, MAX_VCPUS, MachineConfig, RebootPolicy};
+pub use error::MachineError;
 pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 pub use stats::{MachineStats, Usage};
 
-use controller::{Command, ControlMsg, ControlSender, Controller};
+use control::{Command, ControlMsg, ControlSender};
+use controller::Controller;
 use events::EventSink;
 
 use crate::display::Display;
 use crate::input::InputSink;
 use instance::{Instance, InstanceEnv};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MachineError {
-    #[error(transparent)]
-    Kvm0(#[from] crate::vstate::kvm::KvmError),
-    #[error("cannot {what}")]
-    Kvm {
-        what: &'static str,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    #[error(transparent)]
-    Memory(#[from] crate::vstate::memory::MemoryError),
-    #[error(transparent)]
-    Boot(#[from] crate::arch::x86_64::boot::BootError),
-    #[error(transparent)]
-    Acpi(#[from] crate::arch::x86_64::acpi::AcpiError),
-    #[error(transparent)]
-    Regs(#[from] crate::arch::x86_64::regs::RegsError),
-    #[error("device layout")]
-    Bus(#[from] crate::devices::bus::BusError),
-    #[error("PCI")]
-    Pci(#[from] crate::devices::pci::root::PciError),
-    #[error(transparent)]
-    Block(#[from] crate::devices::virtio::block::BlockError),
-    #[error(transparent)]
-    Net(crate::devices::net::passt::PasstError),
-    #[error(transparent)]
-    Framebuffer(crate::display::boot_fb::FramebufferError),
-    #[error(transparent)]
-    Cd(#[from] crate::devices::storage::mmc::MediaError),
-    #[error("this machine has no CD drive")]
-    NoCdDrive,
-    #[error("interrupt routing")]
-    Irq(#[from] crate::vstate::irq::IrqError),
-    #[error("invalid machine configuration: {0}")]
-    InvalidConfig(String),
-    #[error("cannot {command} a machine that is {state}")]
-    InvalidState { command: &'static str, state: &'static str },
-    #[error("cannot start a machine thread")]
-    Thread(#[source] std::io::Error),
-    #[error("the machine's controller thread has exited")]
-    Gone,
-    #[error("{0}")]
-    NotStopped(String),
-}
 
 /// Entry point: `Machine::build(config, wake)`.
 pub struct Machine;
@@ -88,7 +46,7 @@ impl Machine {
         let (event_tx, event_rx) = channel();
         let (control_tx, control_rx) = channel();
         let new_evt =
-            || EventFd::new(libc::EFD_NONBLOCK).map(Arc::new).map_err(MachineError::Thread);
+            || EventFd::new(libc::EFD_NONBLOCK).map(Arc::new).map_err(MachineError::EventFd);
         let control_evt = new_evt()?;
         let env = InstanceEnv {
             control: ControlSender::new(control_tx, control_evt.clone()),
@@ -96,8 +54,8 @@ impl Machine {
             serial_out: Arc::new(Mutex::new(Vec::new())),
             serial_ready: new_evt()?,
             built_at,
-            input: InputSink::new().map_err(MachineError::Thread)?,
-            display: Display::new().map_err(MachineError::Thread)?,
+            input: InputSink::new().map_err(MachineError::EventFd)?,
+            display: Display::new().map_err(MachineError::EventFd)?,
             stats: Arc::default(),
         };
         env.input.attach_display(env.display.clone());
@@ -200,7 +158,7 @@ impl MachineHandle {
     }
 
     pub fn state(&self) -> MachineState {
-        crate::devices::bus::lock(&self.state).clone()
+        crate::sync::lock(&self.state).clone()
     }
 
     /// The machine's keyboard and pointers (its `DeviceConfig::Input` devices). Cheap to

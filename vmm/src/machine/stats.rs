@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::devices::bus::lock;
+use crate::sync::lock;
 
 /// Counters a machine's threads update; cheap to read from any thread.
 #[derive(Default)]

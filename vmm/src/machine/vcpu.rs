@@ -4,6 +4,9 @@
 //! Kicking a vCPU out of `KVM_RUN` uses a real-time signal with an empty handler (the
 //! ioctl returns EINTR). A signal that lands just before the thread enters `KVM_RUN` is
 //! missed, so the controller re-kicks until every vCPU has acknowledged.
+//!
+//! A vCPU knows nothing of the controller: it reports why it stopped through the
+//! `StopSink` it is handed (as Firecracker's vCPUs report through an event channel).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
@@ -14,9 +17,12 @@ use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EV
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
-use super::controller::{ControlMsg, ControlSender};
 use crate::arch::x86_64::regs::{VcpuRegisters, read_registers};
-use crate::devices::bus::{Bus, lock};
+use crate::devices::bus::Bus;
+use crate::sync::lock;
+
+/// Told once why a vCPU stopped for good (from the vCPU's thread).
+pub type StopSink = Arc<dyn Fn(VcpuStop) + Send + Sync>;
 
 /// Why a vCPU stopped for good.
 #[derive(Debug)]
@@ -138,11 +144,10 @@ pub fn install_kick_handler() -> std::io::Result<()> {
 /// What a vCPU thread needs.
 pub struct VcpuContext {
     pub index: u8,
-    pub generation: u64,
     pub pio: Arc<Bus>,
     pub mmio: Arc<Bus>,
     pub run: Arc<RunControl>,
-    pub control: ControlSender,
+    pub stopped: StopSink,
     pub stats: Arc<super::stats::MachineStats>,
 }
 
@@ -166,15 +171,11 @@ pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<(
             run_loop(&mut vcpu, &ctx);
         }));
         if let Err(panic) = run {
-            ctx.control.send(ControlMsg::VcpuStopped {
-                generation: ctx.generation,
-                vcpu: ctx.index,
-                stop: VcpuStop::Error(format!(
-                    "vCPU {} (thread {name}) panicked: {}",
-                    ctx.index,
-                    panic_message(panic.as_ref())
-                )),
-            });
+            (ctx.stopped)(VcpuStop::Error(format!(
+                "vCPU {} (thread {name}) panicked: {}",
+                ctx.index,
+                panic_message(panic.as_ref())
+            )));
         }
         ctx.run.exited();
     })
@@ -188,11 +189,7 @@ fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
             return;
         }
         if let Some(stop) = run_once(vcpu, ctx) {
-            ctx.control.send(ControlMsg::VcpuStopped {
-                generation: ctx.generation,
-                vcpu: ctx.index,
-                stop,
-            });
+            (ctx.stopped)(stop);
             ctx.run.park(true);
             return;
         }

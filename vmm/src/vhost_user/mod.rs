@@ -21,11 +21,11 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
-use crate::devices::bus::lock;
 use crate::devices::virtio::{
     CONFIG_CHANGED, MAX_QUEUES, VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_RING_INDIRECT_DESC,
     VIRTIO_F_VERSION_1, VirtioDevice, serve_again, serve_queue, wants_interrupt,
 };
+use crate::sync::lock;
 
 /// VHOST_USER_F_PROTOCOL_FEATURES (vhost-user spec): offered so the frontend negotiates
 /// protocol features such as CONFIG.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::devices::bus::lock;
+use crate::sync::lock;
 
 /// request, flags, size: three little-endian u32s.
 const HEADER_LEN: usize = 12;

@@ -11,7 +11,7 @@ use kvm_bindings::{
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::bus::lock;
+use crate::sync::lock;
 
 /// IOAPIC pins; GSIs from here on are free for MSI routes.
 pub const IOAPIC_PINS: u32 = 24;

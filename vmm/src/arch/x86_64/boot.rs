@@ -19,8 +19,9 @@ use super::layout::{
     PVH_MODLIST_START, RSDP_START, ZERO_PAGE_START,
 };
 use super::regs::EntryMode;
+use crate::arch::x86_64::layout::{E820Entry, e820_map};
 use crate::display::boot_fb::FramebufferMode;
-use crate::vstate::memory::{E820Entry, GuestMem, e820_map, low_ram_end};
+use crate::vstate::memory::{GuestMem, low_ram_end};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {

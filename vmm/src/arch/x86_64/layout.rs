@@ -2,7 +2,10 @@
 //!
 //! Low memory follows the PC conventions Linux expects (real-mode IVT/BDA, EBDA below
 //! 640 KiB, the BIOS area up to 1 MiB); RAM then runs up to the 32-bit MMIO hole at
-//! 3 GiB and continues above 4 GiB when the machine is large.
+//! 3 GiB and continues above 4 GiB when the machine is large (`ram_ranges`); `e820_map`
+//! describes it all to the guest.
+
+use vm_memory::{Address, GuestAddress};
 
 /// Start of the GDT the VMM builds for the boot vCPU.
 pub const BOOT_GDT_START: u64 = 0x500;
@@ -89,3 +92,98 @@ pub const RESET_CONTROL_PORT: u16 = 0xcf9;
 pub const RESET_VALUE: u8 = 0x06;
 /// The SLP_TYP the DSDT's `_S5` package names; SLP_EN with this type powers off.
 pub const S5_SLEEP_TYPE: u8 = 5;
+
+/// The RAM ranges of a machine with `size` bytes: below the MMIO hole, then above 4 GiB.
+pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
+    let low = size.min(MMIO_HOLE_START);
+    let mut ranges = vec![(GuestAddress(0), low as usize)];
+    if size > low {
+        ranges.push((GuestAddress(FOUR_GIB), (size - low) as usize));
+    }
+    ranges
+}
+
+/// E820 entry types (ACPI 6.5 §15, "System Address Map Interfaces").
+pub const E820_RAM: u32 = 1;
+pub const E820_RESERVED: u32 = 2;
+
+/// One entry of the BIOS-style memory map handed to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    pub kind: u32,
+}
+
+/// The e820 map of a machine with `size` bytes of RAM: usable RAM below the EBDA, the BIOS
+/// area (ACPI tables) reserved, RAM from 1 MiB to the MMIO hole, the PCI ECAM window
+/// reserved (PCI Firmware 3.2 §4.1.2 asks for it), the boot framebuffer's
+/// `framebuffer_bytes` reserved if there is one, RAM above 4 GiB; in address order.
+pub fn e820_map(size: u64, framebuffer_bytes: Option<u64>) -> Vec<E820Entry> {
+    let mut map = vec![
+        E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
+        E820Entry {
+            addr: BIOS_AREA_START,
+            size: BIOS_AREA_END - BIOS_AREA_START,
+            kind: E820_RESERVED,
+        },
+    ];
+    for (i, (start, len)) in ram_ranges(size).into_iter().enumerate() {
+        let end = start.raw_value() + len as u64;
+        // The first range starts at 0, but only RAM from 1 MiB up is free for the OS.
+        let start = if i == 0 { HIMEM_START } else { start.raw_value() };
+        if end > start {
+            map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
+        }
+    }
+    map.push(E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED });
+    if let Some(bytes) = framebuffer_bytes {
+        map.push(E820Entry { addr: BOOT_FB_START, size: bytes, kind: E820_RESERVED });
+    }
+    map.sort_by_key(|e| e.addr);
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_machine_has_one_range_and_matching_e820() {
+        let size = 256 << 20;
+        assert_eq!(ram_ranges(size), vec![(GuestAddress(0), size as usize)]);
+        let map = e820_map(size, None);
+        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
+        assert_eq!(map[1].kind, E820_RESERVED);
+        assert_eq!(
+            map[2],
+            E820Entry { addr: HIMEM_START, size: size - HIMEM_START, kind: E820_RAM }
+        );
+        assert_eq!(
+            map[3],
+            E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED }
+        );
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn large_machine_splits_around_the_hole() {
+        let size = 5u64 << 30;
+        let ranges = ram_ranges(size);
+        assert_eq!(ranges[0], (GuestAddress(0), MMIO_HOLE_START as usize));
+        assert_eq!(ranges[1], (GuestAddress(FOUR_GIB), (size - MMIO_HOLE_START) as usize));
+        let map = e820_map(size, None);
+        assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
+        assert_eq!(
+            map[3],
+            E820Entry { addr: PCI_ECAM_START, size: PCI_ECAM_SIZE, kind: E820_RESERVED }
+        );
+        assert_eq!(
+            map[4],
+            E820Entry { addr: FOUR_GIB, size: size - MMIO_HOLE_START, kind: E820_RAM }
+        );
+        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        // All RAM except the 384 KiB between the EBDA and 1 MiB is usable.
+        assert_eq!(ram, size - (HIMEM_START - EBDA_START));
+    }
+}

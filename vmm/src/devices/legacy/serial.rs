@@ -10,7 +10,8 @@ use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::bus::{BusDevice, lock};
+use crate::devices::bus::BusDevice;
+use crate::sync::lock;
 
 /// Most host input held back for a guest that is not reading; beyond it, input is dropped.
 pub const INPUT_LIMIT: usize = 64 * 1024;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::PciDevice;
 use super::config::{self, BarKind, COMMAND_IO, COMMAND_MEMORY, PciConfig, PciIds};
-use crate::devices::bus::{Bus, BusDevice, SharedDevice, lock};
+use crate::devices::bus::{Bus, BusDevice, SharedDevice};
 use crate::devices::log_limit::LogLimit;
+use crate::sync::lock;
 
 /// Slots on bus 0; function 0 only.
 pub const SLOTS: usize = 32;

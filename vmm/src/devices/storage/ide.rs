@@ -135,7 +135,8 @@ impl AtapiDrive {
         self.lba[2] = hi;
     }
 
-    /// Ends a command without data: `Some(())` raises the interrupt.
+    /// Ends a command without data: with no error the drive is ready, with `Some(code)` the
+    /// status has ERR and the error register `code`. The caller raises the interrupt.
     fn complete(&mut self, error: Option<u8>) {
         self.phase = Phase::Idle;
         match error {

@@ -184,6 +184,18 @@ impl CdRom {
         self.event = Some(MediaEvent::NewMedia);
     }
 
+    /// Puts `media` in place of what the drive holds (the host's "insert" on a drive that
+    /// may be full). A swap takes the old disc out first, so a locked tray with a disc in
+    /// refuses it unless `force`, as `eject` does: the guest hears an eject request and may
+    /// unlock. An empty or unlocked drive just takes the new disc.
+    pub fn swap(&mut self, media: Media, force: bool) -> Result<(), MediaError> {
+        if self.media.is_some() {
+            self.eject(force)?;
+        }
+        self.insert(media);
+        Ok(())
+    }
+
     /// Takes the disc out. With the tray locked and without `force`, nothing moves: the
     /// guest gets an eject request (its software may unlock and eject) and this says why.
     pub fn eject(&mut self, force: bool) -> Result<Option<Media>, MediaError> {
@@ -819,6 +831,26 @@ mod tests {
         // LOAD closes the tray.
         assert_eq!(cd.execute(&[START_STOP_UNIT, 0, 0, 0, 3, 0]), Outcome::Done);
         check(&mut cd, &[TEST_UNIT_READY], NOT_READY, NO_MEDIUM_TRAY_CLOSED);
+    }
+
+    #[test]
+    fn a_swap_respects_the_locked_tray_unless_forced() {
+        let mut cd = CdRom::new("swap");
+        // An empty drive takes a disc even locked: nothing has to come out.
+        cd.execute(&[PREVENT_ALLOW, 0, 0, 0, 1, 0]);
+        cd.swap(Media::open(&iso(2)).unwrap(), false).unwrap();
+        assert_eq!(cd.media().map(Media::blocks), Some(2));
+        // Full and locked: refused, the disc stays, the guest is asked to eject.
+        assert!(matches!(cd.swap(Media::open(&iso(3)).unwrap(), false), Err(MediaError::Locked)));
+        assert_eq!(cd.media().map(Media::blocks), Some(2));
+        // Forced: the new disc is in.
+        cd.swap(Media::open(&iso(3)).unwrap(), true).unwrap();
+        assert_eq!(cd.media().map(Media::blocks), Some(3));
+        // Unlocked (once the guest has heard of the change): a plain swap.
+        check(&mut cd, &[TEST_UNIT_READY], UNIT_ATTENTION, MEDIUM_CHANGED);
+        assert_eq!(cd.execute(&[PREVENT_ALLOW, 0, 0, 0, 0, 0]), Outcome::Done);
+        cd.swap(Media::open(&iso(4)).unwrap(), false).unwrap();
+        assert_eq!(cd.media().map(Media::blocks), Some(4));
     }
 
     #[test]

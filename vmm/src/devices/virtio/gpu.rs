@@ -17,9 +17,9 @@ use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::{CONFIG_CHANGED, TYPE_GPU, VirtioDevice, read_config_bytes};
-use crate::devices::bus::lock;
 use crate::devices::log_limit::{LogLimit, held_back};
 use crate::display::{CursorImage, Display, Image, PixelFormat, Rect, SharedImage, edid};
+use crate::sync::lock;
 use crate::vstate::memory::GuestMem;
 
 const CONTROLQ: usize = 0;

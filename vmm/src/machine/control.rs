@@ -1,0 +1,65 @@
+//! The messages that reach a machine's controller thread: commands from the handle, and
+//! what vCPUs and devices report. Everything that talks to the controller goes through a
+//! `ControlSender`; the controller is the only reader.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Sender, SyncSender};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::error::MachineError;
+use super::vcpu::VcpuStop;
+use crate::devices::PowerRequest;
+
+/// Host commands; each is answered.
+#[derive(Debug)]
+pub enum Command {
+    Start,
+    Pause,
+    Resume,
+    RequestShutdown,
+    PowerOff,
+    Reset,
+    SerialInput(Vec<u8>),
+    InsertCd(std::path::PathBuf),
+    EjectCd { force: bool },
+}
+
+pub enum ControlMsg {
+    Command(Command, SyncSender<Result<(), MachineError>>),
+    Power {
+        generation: u64,
+        request: PowerRequest,
+    },
+    VcpuStopped {
+        generation: u64,
+        vcpu: u8,
+        stop: VcpuStop,
+    },
+    /// A device thread failed (panicked); the text says which.
+    DeviceFailed {
+        generation: u64,
+        message: String,
+    },
+    Quit,
+}
+
+/// Sends to the controller and wakes it.
+#[derive(Clone)]
+pub struct ControlSender {
+    tx: Sender<ControlMsg>,
+    wake: Arc<EventFd>,
+}
+
+impl ControlSender {
+    pub fn new(tx: Sender<ControlMsg>, wake: Arc<EventFd>) -> Self {
+        ControlSender { tx, wake }
+    }
+
+    /// Returns false if the controller is gone.
+    pub fn send(&self, msg: ControlMsg) -> bool {
+        let sent = self.tx.send(msg).is_ok();
+        let _ = self.wake.write(1);
+        sent
+    }
+}
