@@ -418,63 +418,97 @@ impl Library {
         Ok(())
     }
 
-    /// Changes settings of a VM that is not running: each `key=value` sets a field of its
-    /// configuration (dotted for sections: `display.width=1280`). The result must parse and
-    /// pass validation against the host, or nothing changes. Renaming goes through
-    /// `rename`, since the folder follows the name.
-    pub fn edit(
+    /// Changes the configuration of a VM that is not running: `change` edits it in place,
+    /// then the result must pass validation against the host, or nothing changes (the
+    /// file on disk is untouched and the error lists every problem). The name, uuid,
+    /// schema version and creation time are not changed this way (renaming goes through
+    /// `rename`, since the folder follows the name).
+    pub fn update(
         &self,
         name: &str,
-        changes: &[(String, String)],
         host: &Host,
+        change: impl FnOnce(&mut VmConfig) -> Result<(), LibraryError>,
     ) -> Result<Bundle, LibraryError> {
         let mut bundle = self.find(name)?;
         let _running = bundle.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
-        let mut table = toml::Table::try_from(&bundle.config).expect("a VmConfig is a table");
-        for (key, value) in changes {
-            if matches!(key.as_str(), "name" | "uuid" | "schema_version" | "created" | "modified") {
-                return Err(LibraryError::Invalid(vec![Problem {
-                    field: key.clone(),
-                    message: "is not edited this way (use rename for the name)".into(),
-                }]));
-            }
-            // A value is TOML when it parses as one (2048, true, "text"), else plain text.
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(value.clone()));
-            let mut at = &mut table;
-            let mut parts: Vec<&str> = key.split('.').collect();
-            let last = parts.pop().unwrap_or_default();
-            for part in parts {
-                at = at
-                    .entry(part.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| {
-                        LibraryError::Invalid(vec![Problem {
-                            field: key.clone(),
-                            message: format!("{part} is not a section"),
-                        }])
-                    })?;
-            }
-            at.insert(last.to_string(), parsed);
-        }
-        let config = VmConfig::from_toml(&toml::to_string(&table).expect("a table serializes"))
-            .map_err(|e| {
-                LibraryError::Invalid(vec![Problem {
-                    field: "settings".into(),
-                    message: e.to_string(),
-                }])
-            })?;
-        let problems = validate(&config, bundle.root(), host);
+        let mut config = bundle.config.clone();
+        change(&mut config)?;
+        let fixed = [
+            ("name", config.name != bundle.config.name),
+            ("uuid", config.uuid != bundle.config.uuid),
+            ("schema_version", config.schema_version != bundle.config.schema_version),
+            ("created", config.created != bundle.config.created),
+        ];
+        let problems: Vec<Problem> = fixed
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(field, _)| Problem {
+                field: field.to_string(),
+                message: "is not edited this way (use rename for the name)".into(),
+            })
+            .chain(validate(&config, bundle.root(), host))
+            .collect();
         if !problems.is_empty() {
             return Err(LibraryError::Invalid(problems));
         }
         bundle.config = config;
         bundle.save()?;
         Ok(bundle)
+    }
+
+    /// Changes settings of a VM that is not running from `key=value` text (`vessel set`):
+    /// each sets a field of its configuration (dotted for sections: `display.width=1280`),
+    /// the result must parse, then `update` checks and saves it.
+    pub fn edit(
+        &self,
+        name: &str,
+        changes: &[(String, String)],
+        host: &Host,
+    ) -> Result<Bundle, LibraryError> {
+        self.update(name, host, |config| {
+            let mut table = toml::Table::try_from(&*config).expect("a VmConfig is a table");
+            for (key, value) in changes {
+                if matches!(
+                    key.as_str(),
+                    "name" | "uuid" | "schema_version" | "created" | "modified"
+                ) {
+                    return Err(LibraryError::Invalid(vec![Problem {
+                        field: key.clone(),
+                        message: "is not edited this way (use rename for the name)".into(),
+                    }]));
+                }
+                // A value is TOML when it parses as one (2048, true, "text"), else plain text.
+                let parsed = format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or_else(|| toml::Value::String(value.clone()));
+                let mut at = &mut table;
+                let mut parts: Vec<&str> = key.split('.').collect();
+                let last = parts.pop().unwrap_or_default();
+                for part in parts {
+                    at = at
+                        .entry(part.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                        .as_table_mut()
+                        .ok_or_else(|| {
+                            LibraryError::Invalid(vec![Problem {
+                                field: key.clone(),
+                                message: format!("{part} is not a section"),
+                            }])
+                        })?;
+                }
+                at.insert(last.to_string(), parsed);
+            }
+            *config = VmConfig::from_toml(&toml::to_string(&table).expect("a table serializes"))
+                .map_err(|e| {
+                    LibraryError::Invalid(vec![Problem {
+                        field: "settings".into(),
+                        message: e.to_string(),
+                    }])
+                })?;
+            Ok(())
+        })
     }
 
     /// Grows disk `index` of a VM that is off to `new_size` bytes, file and configuration.
@@ -762,6 +796,28 @@ mod tests {
             crate::config::Display::Fixed { width: 1280, height: 800 }
         );
         assert_eq!(lib.find("vm").unwrap().config.vcpus, 4, "failed edits changed nothing");
+        // The typed way in (the window's Settings): checked the same, saved the same.
+        let updated = lib
+            .update("vm", &host, |c| {
+                c.vcpus = 2;
+                c.notes = "typed".into();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            (updated.config.vcpus, lib.find("vm").unwrap().config.notes.as_str()),
+            (2, "typed")
+        );
+        let err = lib
+            .update("vm", &host, |c| {
+                c.memory_mib = 1 << 30;
+                c.name = "renamed".into();
+                Ok(())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name") && err.contains("memory"), "every problem named: {err}");
+        assert_eq!(lib.find("vm").unwrap().config.memory_mib, 4096, "nothing saved");
         let _ = fs::remove_dir_all(dir);
     }
 
