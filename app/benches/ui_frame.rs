@@ -26,13 +26,13 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let library = vm_library::library::Library::open(&dir).unwrap();
-    let args = vessel::cli::CreateArgs::test_guest(
+    let args = vessel::core::create::NewVm::test_guest(
         "Anim",
         vessel_tests::testguest_elf(),
         "test=gpu-anim",
         128 << 20,
     );
-    vessel::vms::create_bundle(&library, &args).unwrap();
+    vessel::core::create::create_bundle(&library, &args).unwrap();
     let lib = dir.clone();
     let mut h = Harness::builder().with_size([1280.0, 800.0]).wgpu().build_eframe(move |cc| {
         VesselApp::new(

@@ -1,14 +1,20 @@
 //! Work the UI hands to background threads (reading the library, looking into an ISO,
-//! creating a VM, file dialogs, building the demo guest), with progress the UI can show.
+//! creating a VM, saving a change, file dialogs, building the demo guest), with progress
+//! the UI can show; each comes back as a `Done`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use vm_library::config::VmConfig;
-use vm_library::iso::os::OsGuess;
+use vm_library::iso::IsoError;
+use vm_library::library::{Library, LibraryError};
+use vm_library::validate::Host;
 
 use super::wizard::PathField;
+use crate::core::create::{CreateError, NewVm, create_bundle};
+use crate::core::iso::IsoFacts;
+use crate::core::state::VmState;
 
 /// A VM as the library window shows it.
 #[derive(Clone, Debug)]
@@ -20,7 +26,8 @@ pub struct VmItem {
 
 #[derive(Clone, Debug)]
 pub enum ItemKind {
-    /// Its configuration, and the pid of another process running it, if one is.
+    /// Its configuration, and the pid of another process running it, if one is (never
+    /// this one's: a VM this window runs is its session's business).
     Ok { config: Box<VmConfig>, elsewhere: Option<String> },
     /// Why it cannot be opened.
     Inaccessible(String),
@@ -50,16 +57,16 @@ pub enum Done {
     /// A library scan (numbered: a late older one is ignored).
     Scanned {
         seq: u64,
-        result: Result<Vec<VmItem>, String>,
+        result: Result<Vec<VmItem>, LibraryError>,
     },
     Inspected {
         iso: PathBuf,
         purpose: IsoPurpose,
-        result: Result<(Option<OsGuess>, bool), String>,
+        result: Result<IsoFacts, IsoError>,
     },
     /// A VM created (its folder), to power on or not.
     Created {
-        result: Result<PathBuf, String>,
+        result: Result<PathBuf, CreateError>,
         power_on: bool,
     },
     Picked {
@@ -69,10 +76,10 @@ pub enum Done {
     /// A change to a VM or the library: what was done, or why not.
     Changed {
         ok: String,
-        result: Result<(), String>,
+        result: Result<(), LibraryError>,
     },
     /// The demo VM is made (its folder).
-    Demo(Result<PathBuf, String>),
+    Demo(Result<PathBuf, super::demo::DemoError>),
 }
 
 /// A job's progress line, written by the worker.
@@ -150,17 +157,105 @@ impl Jobs {
     }
 }
 
+/// Opens the file dialog `pick` asks for, starting in `start`; the answer comes back as
+/// `Done::Picked`.
+pub fn pick(jobs: &mut Jobs, start: &Path, pick: Pick) {
+    let start = start.to_path_buf();
+    jobs.spawn("Choosing a file", false, move |_| {
+        let dialog = rfd::FileDialog::new().set_directory(&start);
+        let path = match &pick {
+            Pick::Wizard(PathField::Iso) | Pick::AttachIso(_) => dialog
+                .set_title("Choose an ISO image")
+                .add_filter("ISO images", &["iso", "ISO"])
+                .add_filter("All files", &["*"])
+                .pick_file(),
+            Pick::Wizard(PathField::Location) | Pick::LibraryFolder => {
+                dialog.set_title("Choose a folder").pick_folder()
+            }
+            Pick::OpenVm => dialog.set_title("Open a VM folder (NAME.vessel)").pick_folder(),
+            Pick::Wizard(_) => dialog.set_title("Choose a file").pick_file(),
+        };
+        Done::Picked { pick, path }
+    });
+}
+
+/// Looks into `iso` for `purpose`; the answer comes back as `Done::Inspected`.
+pub fn inspect(jobs: &mut Jobs, iso: PathBuf, purpose: IsoPurpose) {
+    let title = format!("Reading {}", iso.display());
+    jobs.spawn(title, true, move |_| {
+        let result = crate::core::iso::inspect(&iso);
+        Done::Inspected { iso, purpose, result }
+    });
+}
+
+/// Adds the VM folder `path` to the library in `dir` (File ▸ Open VM).
+pub fn open_vm(jobs: &mut Jobs, dir: &Path, path: PathBuf) {
+    let dir = dir.to_path_buf();
+    jobs.spawn("Opening a VM", false, move |_| {
+        let result = Library::open(&dir).and_then(|lib| lib.register(&path).map(|_| ()));
+        Done::Changed { ok: "The VM is in the library".into(), result }
+    });
+}
+
+/// What attaching `iso` to a VM that is off says, and whether the VM then boots from it:
+/// a VM with nothing else it can boot (firmware boot, which this Vessel lacks) installs
+/// from a Linux disc.
+pub fn attach_message(iso: &Path, vm: &str, linux: bool, firmware: bool) -> (String, bool) {
+    let boots = linux && firmware;
+    let message = format!(
+        "{} is in {vm}'s CD drive{}",
+        file_name(iso),
+        if boots { "; it boots from it" } else { "" }
+    );
+    (message, boots)
+}
+
+/// Creates `vm` in the library in `dir`, then powers it on if asked (`Done::Created`).
+pub fn create(jobs: &mut Jobs, dir: &Path, vm: NewVm, power_on: bool) {
+    let dir = dir.to_path_buf();
+    jobs.spawn(format!("Creating {}", vm.name), true, move |_| {
+        let result = Library::open(&dir)
+            .map_err(CreateError::from)
+            .and_then(|lib| create_bundle(&lib, &vm))
+            .map(|(bundle, _)| bundle.root().to_path_buf());
+        Done::Created { result, power_on }
+    });
+}
+
+/// Changes the configuration of the VM `name` in the library in `dir` (`Library::update`:
+/// checked against this host, or nothing is saved); `ok` is said when it worked.
+pub fn update(
+    jobs: &mut Jobs,
+    dir: &Path,
+    name: String,
+    ok: String,
+    change: impl FnOnce(&mut VmConfig) + Send + 'static,
+) {
+    let dir = dir.to_path_buf();
+    jobs.spawn(format!("Saving {name}"), false, move |_| {
+        let result = Library::open(&dir).and_then(|lib| {
+            lib.update(&name, &Host::this(), |c| {
+                change(c);
+                Ok(())
+            })
+            .map(|_| ())
+        });
+        Done::Changed { ok, result }
+    });
+}
+
 /// Reads the library: every VM, its configuration and whether another process runs it.
-pub fn scan(dir: &std::path::Path) -> Result<Vec<VmItem>, String> {
-    use vm_library::library::{Entry, Library};
-    let lib = Library::open(dir)
-        .map_err(|e| format!("cannot open the VM library at {}: {e}", dir.display()))?;
-    let entries = lib.list().map_err(|e| e.to_string())?;
+pub fn scan(dir: &Path) -> Result<Vec<VmItem>, LibraryError> {
+    use vm_library::library::Entry;
+    let entries = Library::open(dir)?.list()?;
     Ok(entries
         .into_iter()
         .map(|e| match e {
             Entry::Ok(bundle) => {
-                let elsewhere = bundle.running().ok().flatten();
+                let elsewhere = match VmState::of_lock(bundle.running().ok().flatten()) {
+                    VmState::Elsewhere(pid) => Some(pid),
+                    _ => None,
+                };
                 VmItem {
                     root: bundle.root().to_path_buf(),
                     name: bundle.config.name.clone(),
@@ -176,9 +271,12 @@ pub fn scan(dir: &std::path::Path) -> Result<Vec<VmItem>, String> {
         .collect())
 }
 
-/// Looks into an ISO: the OS on it (defaults for this host) and whether it boots Linux.
-pub fn inspect(iso: &std::path::Path) -> Result<(Option<OsGuess>, bool), String> {
-    crate::vms::iso_defaults(iso).map_err(|e| {
-        format!("{} is not an ISO image Vessel can use ({e:#}); choose an .iso file", iso.display())
-    })
+/// Why an ISO cannot be used, for people.
+pub fn not_an_iso(iso: &Path, error: &IsoError) -> String {
+    format!("{} is not an ISO image Vessel can use ({error}); choose an .iso file", iso.display())
+}
+
+/// The last part of a path, for people.
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -9,10 +9,14 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
-use vm_library::bundle::Bundle;
-use vm_library::library::Library;
-use vm_library::validate::{Host, validate};
-use vmm::{Display, Event, InputSink, Machine, MachineState, StopReason, Usage};
+use vm_library::bundle::{Bundle, BundleError};
+use vm_library::library::{Library, LibraryError};
+use vmm::{
+    CrashReport, Display, Event, InputSink, Machine, MachineError, MachineState, StopReason, Usage,
+};
+
+use crate::core::launch::{self, LaunchError};
+use crate::core::state::VmState;
 
 /// What the UI asks of a running VM.
 #[derive(Debug)]
@@ -41,14 +45,107 @@ pub enum Phase {
     Ended(Ending),
 }
 
-/// How a session ended.
-#[derive(Clone, Debug, PartialEq)]
+impl Phase {
+    /// The VM's state while this session has it.
+    pub fn state(&self) -> VmState {
+        match self {
+            Phase::Starting => VmState::Starting,
+            Phase::Running => VmState::Running,
+            Phase::Paused => VmState::Paused,
+            Phase::Ended(_) => VmState::Stopping,
+        }
+    }
+}
+
+/// How a session ended: typed, so that only the view turns it into words.
+#[derive(Clone, Debug)]
 pub enum Ending {
     PoweredOff,
-    /// The guest crashed; the reason for people.
-    Crashed(String),
+    /// The guest crashed (a triple fault), with its registers.
+    Crashed(Arc<CrashReport>),
     /// The machine could not start or could not go on.
-    Failed(String),
+    Failed(Arc<Failure>),
+}
+
+impl PartialEq for Ending {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Ending::PoweredOff, Ending::PoweredOff) => true,
+            (Ending::Crashed(a), Ending::Crashed(b)) => Arc::ptr_eq(a, b),
+            (Ending::Failed(a), Ending::Failed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Ending {
+    /// The VM's state after it.
+    pub fn state(&self) -> VmState {
+        match self {
+            Ending::PoweredOff => VmState::Off,
+            Ending::Crashed(_) => VmState::Crashed,
+            Ending::Failed(_) => VmState::Failed,
+        }
+    }
+
+    /// Why it ended, for people (crashes and failures).
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Ending::PoweredOff => None,
+            Ending::Crashed(report) => Some(crash_reason(report)),
+            Ending::Failed(failure) => {
+                let mut text = error_chain(failure.as_ref());
+                if matches!(failure.as_ref(), Failure::Stopped(_))
+                    && let Some(hint) = host_hint()
+                {
+                    text.push_str(&format!(" ({hint})"));
+                }
+                Some(text)
+            }
+        }
+    }
+}
+
+/// Why a VM could not start or could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error("cannot build the machine")]
+    Build(#[source] MachineError),
+    #[error("cannot start the machine")]
+    Start(#[source] MachineError),
+    #[error("the machine stopped: {0}")]
+    Stopped(String),
+    #[error("the machine's controller went away")]
+    ControllerGone,
+    #[error("the VM's thread ended unexpectedly")]
+    ThreadEnded,
+    #[error("cannot start the VM's thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// An error with its causes, "what: why: why".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn failed(failure: impl Into<Failure>) -> Ending {
+    Ending::Failed(Arc::new(failure.into()))
 }
 
 /// What the thread reports.
@@ -123,7 +220,7 @@ impl Session {
             .spawn(move || run(&library, &thread_root, command_rx, update_tx, wake));
         let phase = match spawned {
             Ok(_) => Phase::Starting,
-            Err(e) => Phase::Ended(Ending::Failed(format!("cannot start a thread: {e}"))),
+            Err(e) => Phase::Ended(failed(Failure::Thread(e))),
         };
         Session {
             name,
@@ -147,6 +244,12 @@ impl Session {
     /// How long the guest has been running (since it first started).
     pub fn running_for(&self) -> Option<Duration> {
         self.running_since.map(|t| t.elapsed())
+    }
+
+    /// Makes the guest look as if it started `ago` (tests of what shows after a while).
+    #[cfg(test)]
+    pub fn started(&mut self, ago: Duration) {
+        self.running_since = Some(Instant::now() - ago);
     }
 
     /// Asks the VM to do something; false if its thread is gone.
@@ -192,9 +295,7 @@ impl Session {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.is_over() {
-                        self.phase = Phase::Ended(Ending::Failed(
-                            "the VM's thread ended unexpectedly".into(),
-                        ));
+                        self.phase = Phase::Ended(failed(Failure::ThreadEnded));
                     }
                     break;
                 }
@@ -256,14 +357,15 @@ fn run(
         let _ = tx.send(update);
         wake();
     };
-    let opened = Library::open(library).map_err(anyhow::Error::from).and_then(|lib| {
-        let bundle = Bundle::open(root)?;
-        Ok((lib, bundle))
-    });
-    let ending = match opened {
-        Ok((lib, bundle)) => run_machine(&lib, &bundle, &commands, &send, &wake),
-        Err(e) => Ending::Failed(format!("{e:#}")),
+    let ending = match Library::open(library) {
+        Err(e) => failed(e),
+        Ok(lib) => match Bundle::open(root) {
+            Err(e) => failed(e),
+            Ok(bundle) => run_machine(&lib, &bundle, &commands, &send, &wake),
+        },
     };
+    // The run lock is released by now (run_machine returned): whoever hears of the end
+    // and reads the library sees the VM off.
     send(Update::Phase(Phase::Ended(ending)));
 }
 
@@ -275,27 +377,14 @@ fn run_machine(
     wake: &Arc<dyn Fn() + Send + Sync>,
 ) -> Ending {
     let name = &bundle.config.name;
-    let problems = validate(&bundle.config, bundle.root(), &Host::this());
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Ending::Failed(format!("{name} cannot start: {}", list.join("; ")));
-    }
-    let _running = match bundle.lock_running() {
-        Ok(lock) => lock,
-        Err(e) => return Ending::Failed(format!("{e:#}")),
+    let launch = match launch::prepare(lib, bundle) {
+        Ok(launch) => launch,
+        Err(e) => return failed(e),
     };
-    let config = match crate::vms::machine_config(lib, bundle) {
-        Ok(config) => config,
-        Err(e) => return Ending::Failed(format!("{e:#}")),
-    };
-    let handle = match Machine::build(config, None) {
+    let _running = launch.lock;
+    let handle = match Machine::build(launch.config, None) {
         Ok(handle) => handle,
-        Err(e) => {
-            return Ending::Failed(format!(
-                "cannot build the machine: {:#}",
-                anyhow::Error::from(e)
-            ));
-        }
+        Err(e) => return failed(Failure::Build(e)),
     };
     // Every new frame or cursor change repaints the window.
     let repaint = wake.clone();
@@ -307,7 +396,7 @@ fn run_machine(
         memory_mib: bundle.config.memory_mib,
     });
     if let Err(e) = handle.start() {
-        return Ending::Failed(format!("cannot start the machine: {:#}", anyhow::Error::from(e)));
+        return failed(Failure::Start(e));
     }
     let mut next_sample = Instant::now();
     loop {
@@ -317,11 +406,8 @@ fn run_machine(
             Ok(Event::StateChanged(MachineState::Stopped(reason))) => {
                 return match reason {
                     StopReason::PoweredOff | StopReason::Reset => Ending::PoweredOff,
-                    StopReason::Crashed(report) => Ending::Crashed(crash_reason(&report)),
-                    StopReason::Error(message) => {
-                        let hint = host_hint().map(|h| format!(" ({h})")).unwrap_or_default();
-                        Ending::Failed(format!("the machine stopped: {message}{hint}"))
-                    }
+                    StopReason::Crashed(report) => Ending::Crashed(Arc::from(report)),
+                    StopReason::Error(message) => failed(Failure::Stopped(message)),
                 };
             }
             Ok(Event::Serial(bytes)) => send(Update::Serial(bytes)),
@@ -329,7 +415,7 @@ fn run_machine(
             Ok(_) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Ending::Failed("the machine's controller went away".into());
+                return failed(Failure::ControllerGone);
             }
         }
         loop {
@@ -362,7 +448,7 @@ fn run_machine(
                 let verb = what.split(['(', ' ']).next().unwrap_or("command").to_string();
                 send(Update::Message {
                     error: true,
-                    text: format!("{name}: {verb}: {:#}", anyhow::Error::from(e)),
+                    text: format!("{name}: {verb}: {}", error_chain(&e)),
                 });
             }
         }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use vm_library::iso::os::OsGuess;
 use vm_library::validate::{Host, MIN_MEMORY_MIB};
 
-use crate::cli::CreateArgs;
+use crate::core::create::NewVm;
+use crate::core::iso::IsoFacts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -53,7 +54,7 @@ pub enum Action {
     Inspect(PathBuf),
     /// Create the VM (off the UI thread), then power it on if asked.
     Finish {
-        args: Box<CreateArgs>,
+        vm: Box<NewVm>,
         power_on: bool,
     },
 }
@@ -158,16 +159,12 @@ impl Wizard {
     }
 
     /// The inspection of `iso` finished.
-    pub fn iso_inspected(
-        &mut self,
-        iso: &std::path::Path,
-        result: Result<(Option<OsGuess>, bool), String>,
-    ) {
+    pub fn iso_inspected(&mut self, iso: &std::path::Path, result: Result<IsoFacts, String>) {
         if std::path::Path::new(self.iso.trim()) != iso {
             return; // an older choice
         }
         self.iso_state = match result {
-            Ok((os, linux)) => {
+            Ok(IsoFacts { os, linux }) => {
                 if let Some(os) = &os {
                     if !self.hardware_touched {
                         self.vcpus = os.recommended.vcpus.clamp(1, self.host.cores);
@@ -262,20 +259,20 @@ impl Wizard {
         }
     }
 
-    /// What `vessel create` would be given.
-    pub fn create_args(&self) -> CreateArgs {
+    /// The VM the form describes.
+    pub fn new_vm(&self) -> NewVm {
         let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
         let kernel = (self.source == Source::Kernel).then(|| path(&self.kernel)).flatten();
-        CreateArgs {
-            cpus: Some(self.vcpus),
-            memory: Some(self.memory_mib << 20),
-            disk_size: Some(self.disk_gib << 30),
+        NewVm {
+            vcpus: Some(self.vcpus),
+            memory_bytes: Some(self.memory_mib << 20),
+            disk_bytes: Some(self.disk_gib << 30),
             initrd: kernel.as_ref().and_then(|_| path(&self.initrd)),
             kernel,
             cmdline: self.cmdline.clone(),
             iso: (self.source == Source::Iso).then(|| path(&self.iso)).flatten(),
             location: path(&self.location),
-            ..CreateArgs::named(self.name.clone())
+            ..NewVm::named(self.name.clone())
         }
     }
 
@@ -323,7 +320,7 @@ impl Wizard {
                                 if ui.button("Finish").clicked() {
                                     self.busy = true;
                                     action = Action::Finish {
-                                        args: Box::new(self.create_args()),
+                                        vm: Box::new(self.new_vm()),
                                         power_on: self.power_on,
                                     };
                                 }
@@ -583,14 +580,14 @@ mod tests {
                 disk_gib: 20,
             },
         };
-        w.iso_inspected(&iso, Ok((Some(os.clone()), true)));
+        w.iso_inspected(&iso, Ok(IsoFacts { os: Some(os.clone()), linux: true }));
         assert_eq!((w.vcpus, w.memory_mib, w.disk_gib), (4, 2048, 20), "clamped to the host");
         assert_eq!(w.name, "Debian 12 2", "a free name");
         assert_eq!(w.source_problem(), None);
-        let args = w.create_args();
-        assert_eq!(args.iso, Some(PathBuf::from("/isos/debian.iso")));
+        let vm = w.new_vm();
+        assert_eq!(vm.iso, Some(PathBuf::from("/isos/debian.iso")));
         assert_eq!(
-            (args.cpus, args.memory, args.disk_size),
+            (vm.vcpus, vm.memory_bytes, vm.disk_bytes),
             (Some(4), Some(2048 << 20), Some(20 << 30))
         );
         // A stale answer for another file changes nothing.

@@ -177,6 +177,7 @@ mod tests {
         let mut fb = BootFramebuffer::new(mode).unwrap();
         fb.start(display.clone()).unwrap();
         assert_eq!(display.size(), Some((320, 200)));
+        assert!(!display.drawn(), "a black framebuffer put up is not drawn");
         let g = display.generation();
         // The guest writes a pixel at (10, 20) and one at (30, 25).
         let stride = 320 * 4;
@@ -192,6 +193,7 @@ mod tests {
                 assert_eq!(&f.pixels[20 * f.stride + 40..20 * f.stride + 44], &[1, 2, 3, 0]);
             })
             .unwrap();
+        assert!(display.drawn());
         // A GPU scanout hides it; dropping it leaves nothing.
         let gpu = Arc::new(std::sync::Mutex::new(Image::new(64, 64, PixelFormat::Bgrx).unwrap()));
         display.set_scanout(Some((gpu, Rect::new(0, 0, 64, 64))));

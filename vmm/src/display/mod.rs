@@ -188,6 +188,9 @@ struct State {
     damage_since: u64,
     cursor: Cursor,
     requested_size: Option<(u32, u32)>,
+    /// The guest has drawn something: a flush into what is shown, or a GPU scanout. A
+    /// boot framebuffer that was only put up (black) does not count.
+    drawn: bool,
 }
 
 struct Shared {
@@ -230,6 +233,13 @@ impl Display {
     /// Changes whenever the frame does; a reader compares it with the last it drew.
     pub fn generation(&self) -> u64 {
         lock(&self.shared.state).generation
+    }
+
+    /// Whether the guest ever drew anything (since this display was made: across reboots).
+    /// A console that stays black with this false shows a guest that never got as far as
+    /// drawing, which is worth telling people about.
+    pub fn drawn(&self) -> bool {
+        lock(&self.shared.state).drawn
     }
 
     /// The size of the frame shown now, if the guest shows one.
@@ -296,6 +306,7 @@ impl Display {
     /// framebuffer, if there is one, shows again).
     pub(crate) fn set_scanout(&self, scanout: Option<(SharedImage, Rect)>) {
         let mut state = lock(&self.shared.state);
+        state.drawn |= scanout.is_some();
         state.gpu = scanout;
         self.show(state);
     }
@@ -341,6 +352,7 @@ impl Display {
             return;
         }
         let Some(damage) = rect.clipped_to(view) else { return };
+        state.drawn = true;
         state.generation += 1;
         let generation = state.generation;
         if state.damage.len() == DAMAGE_LOG

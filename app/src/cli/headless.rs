@@ -9,8 +9,9 @@ use vmm::{
     BootSource, DeviceConfig, Event, Machine, MachineConfig, MachineState, RebootPolicy, StopReason,
 };
 
-use crate::cli::RunArgs;
-use crate::terminal::RawMode;
+use super::args::{DiskArg, RunArgs};
+use super::terminal::RawMode;
+use crate::core::launch::image_spec;
 
 pub const EXIT_POWERED_OFF: i32 = 0;
 pub const EXIT_VMM_ERROR: i32 = 1;
@@ -58,14 +59,14 @@ fn stable_mac(seed: &std::path::Path) -> [u8; 6] {
 
 /// A `--disk` as the machine opens it: its backing files may be files of the image's
 /// own folder (checked as for a library VM: stated formats, no data files, no loops).
-fn disk_spec(disk: &crate::cli::DiskArg) -> anyhow::Result<vmm::ImageSpec> {
+fn disk_spec(disk: &DiskArg) -> anyhow::Result<vmm::ImageSpec> {
     let folder = match disk.path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
     let policy = vm_library::disks::BackingPolicy::within(folder)?;
     let backing = vm_library::disks::backing_chain(&disk.path, disk.format, &policy)?;
-    Ok(crate::vms::image_spec(disk.path.clone(), disk.format, backing))
+    Ok(image_spec(disk.path.clone(), disk.format, backing))
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {

@@ -1,8 +1,11 @@
-//! Command-line interface.
+//! The command line's arguments (clap), and the parsers of its values.
 
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use vm_library::config::{DiskFormat, Forward};
+
+use crate::core::create::NewVm;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,37 +151,30 @@ pub struct CreateArgs {
     pub location: Option<PathBuf>,
 }
 
-impl CreateArgs {
-    /// A VM called `name` with what `vessel create NAME` gives it (for the app and tests,
-    /// which then set what they choose).
-    pub fn named(name: impl Into<String>) -> Self {
-        CreateArgs {
-            name: name.into(),
-            cpus: None,
-            memory: None,
-            disk_size: None,
-            raw: false,
-            kernel: None,
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-            iso: None,
-            no_net: false,
-            forward: Vec::new(),
-            location: None,
-        }
-    }
-
-    /// A VM that boots `kernel` directly with `cmdline`: one vCPU, `memory` bytes, no disk,
-    /// no network card (test guests, benchmarks).
-    pub fn test_guest(name: &str, kernel: PathBuf, cmdline: &str, memory: u64) -> Self {
-        CreateArgs {
-            cpus: Some(1),
-            memory: Some(memory),
-            disk_size: Some(0),
-            kernel: Some(kernel),
-            cmdline: cmdline.into(),
-            no_net: true,
-            ..CreateArgs::named(name)
+impl From<CreateArgs> for NewVm {
+    fn from(a: CreateArgs) -> NewVm {
+        NewVm {
+            name: a.name,
+            vcpus: a.cpus,
+            memory_bytes: a.memory,
+            disk_bytes: a.disk_size,
+            disk_format: if a.raw { DiskFormat::Raw } else { DiskFormat::Qcow2 },
+            kernel: a.kernel,
+            initrd: a.initrd,
+            cmdline: a.cmdline,
+            iso: a.iso,
+            network: (!a.no_net).then(|| {
+                a.forward
+                    .iter()
+                    .map(|f| Forward {
+                        udp: f.udp,
+                        address: f.address,
+                        host: f.host,
+                        guest: f.guest,
+                    })
+                    .collect()
+            }),
+            location: a.location,
         }
     }
 }

@@ -1,0 +1,11 @@
+//! The command line: `args` (clap's types and parsers), `verbs` (the library verbs, like
+//! VMware's vmrun or VBoxManage), `headless` (`vessel run` / `vessel start`: a machine
+//! with its serial console on this terminal) and `terminal` (raw mode). The window never
+//! imports from here; both stand on `core`.
+
+pub mod args;
+pub mod headless;
+pub mod terminal;
+pub mod verbs;
+
+pub use args::{Cli, Command};

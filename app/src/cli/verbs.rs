@@ -1,0 +1,345 @@
+//! The library verbs (`vessel list | create | show | set | disk-grow | disk-add | rename |
+//! start | stop | clone | export | import | delete | iso-info`), headless, like
+//! VMware's vmrun or VBoxManage.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use vm_library::bundle::Bundle;
+use vm_library::config::DiskFormat;
+use vm_library::library::{Entry, Library, default_dir};
+use vm_library::validate::Host;
+
+use vmm::devices::virtio::VirtioDevice;
+
+use super::args::{CreateArgs, VhostUserArgs};
+use super::headless::{Outcome, console};
+use crate::core::create::create_bundle;
+use crate::core::launch::{self, image_spec};
+use crate::core::state::VmState;
+
+pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
+    let dir = dir.unwrap_or_else(default_dir);
+    Library::open(&dir).with_context(|| format!("cannot open the VM library at {}", dir.display()))
+}
+
+/// "off", "running" (with the pid) or why it cannot be told.
+fn run_state(bundle: &Bundle) -> (String, Option<String>) {
+    match bundle.running() {
+        Ok(holder) => (VmState::of_lock(holder.clone()).id().into(), holder),
+        Err(e) => (format!("unknown ({e})"), None),
+    }
+}
+
+pub fn list(lib: &Library, json: bool) -> anyhow::Result<()> {
+    let entries = lib.list()?;
+    if json {
+        let items: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| match e {
+                Entry::Ok(b) => {
+                    let (state, pid) = run_state(b);
+                    serde_json::json!({
+                        "name": b.config.name, "path": b.root(), "state": state, "pid": pid,
+                        "uuid": b.config.uuid, "os": b.config.os,
+                        "vcpus": b.config.vcpus, "memory_mib": b.config.memory_mib,
+                    })
+                }
+                Entry::Inaccessible { path, reason } => serde_json::json!({
+                    "name": e.name(), "path": path, "state": "inaccessible", "reason": reason,
+                }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("No VMs in {} yet; `vessel create NAME` makes one.", lib.dir().display());
+    }
+    for e in &entries {
+        match e {
+            Entry::Ok(b) => {
+                let (state, pid) = run_state(b);
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                println!(
+                    "{:<24} {state}{pid:<12} {} vCPU, {} MiB   {}",
+                    b.config.name,
+                    b.config.vcpus,
+                    b.config.memory_mib,
+                    b.root().display()
+                );
+            }
+            Entry::Inaccessible { reason, .. } => {
+                println!("{:<24} inaccessible: {reason}", e.name())
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()> {
+    let (bundle, guess) = create_bundle(lib, &args.into())?;
+    let detected = guess.as_ref().map(|g| format!("Detected {} on the ISO\n", g.name));
+    report(
+        &bundle,
+        json,
+        format!(
+            "{}Created {} in {} ({} vCPU, {} MiB{})",
+            detected.unwrap_or_default(),
+            bundle.config.name,
+            bundle.root().display(),
+            bundle.config.vcpus,
+            bundle.config.memory_mib,
+            bundle
+                .config
+                .disks
+                .first()
+                .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
+                .unwrap_or_default()
+        ),
+    )
+}
+
+/// A VM as scripts see it: its configuration with its folder and run state.
+fn vm_json(bundle: &Bundle) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(&bundle.config)?;
+    let (state, pid) = run_state(bundle);
+    value["path"] = serde_json::json!(bundle.root());
+    value["state"] = serde_json::json!(state);
+    value["pid"] = serde_json::json!(pid);
+    Ok(value)
+}
+
+/// Reports a VM a verb made or changed: as JSON, or the line for people.
+fn report(bundle: &Bundle, json: bool, line: String) -> anyhow::Result<()> {
+    say(json, vm_json(bundle)?, line)
+}
+
+/// A verb's result: `value` as JSON, or the line for people.
+fn say(json: bool, value: serde_json::Value, line: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&vm_json(&bundle)?)?);
+    } else {
+        println!("# {}", bundle.root().join(vm_library::bundle::CONFIG_FILE).display());
+        print!("{}", bundle.config.to_toml());
+    }
+    Ok(())
+}
+
+pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
+    let bundle = lib.find(name)?;
+    let launch = launch::prepare(lib, &bundle)?;
+    let _running = launch.lock;
+    console(launch.config, None)
+}
+
+pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    let Some(pid) = bundle.running()? else { bail!("{name} is not running") };
+    let pid: libc::pid_t =
+        pid.parse().with_context(|| format!("the run lock names pid {pid:?}"))?;
+    let signal = if force { libc::SIGUSR1 } else { libc::SIGTERM };
+    // SAFETY: kill only sends a signal; the pid comes from the VM's run lock, which its
+    // holder (a `vessel start`) wrote and still holds.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        bail!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
+    }
+    let (asked, line) = if force {
+        ("power-off", format!("{name}: powering off"))
+    } else {
+        ("acpi-shutdown", format!("{name}: the power button was pressed; the guest shuts down"))
+    };
+    say(json, serde_json::json!({ "name": name, "pid": pid, "asked": asked }), line)
+}
+
+pub fn set(
+    lib: &Library,
+    name: &str,
+    settings: &[(String, String)],
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.edit(name, settings, &Host::this())?;
+    report(&bundle, json, format!("{name}: saved"))
+}
+
+pub fn disk_grow(
+    lib: &Library,
+    name: &str,
+    index: usize,
+    size: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.grow_disk(name, index, size)?;
+    report(&bundle, json, format!("{name}: disk {index} is now {} MiB", size >> 20))
+}
+
+pub fn disk_add(
+    lib: &Library,
+    name: &str,
+    image: &Path,
+    format: Option<DiskFormat>,
+    read_only: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bundle = lib.add_disk(name, image, format, read_only)?;
+    let n = bundle.config.disks.len() - 1;
+    report(&bundle, json, format!("{name}: {} attached as disk {n}", image.display()))
+}
+
+pub fn rename(lib: &Library, name: &str, new_name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.rename(name, new_name)?;
+    let line = format!("{name} is now {} ({})", bundle.config.name, bundle.root().display());
+    report(&bundle, json, line)
+}
+
+pub fn clone(
+    lib: &Library,
+    name: &str,
+    new_name: &str,
+    linked: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let clone = lib.clone_vm(name, new_name, linked)?;
+    let how = if linked { "Linked clone" } else { "Copy" };
+    let line = format!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
+    report(&clone, json, line)
+}
+
+pub fn export(lib: &Library, name: &str, archive: &Path, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    vm_library::archive::export(&bundle, archive)?;
+    let line = format!("Exported {name} to {}", archive.display());
+    say(json, serde_json::json!({ "name": name, "archive": archive }), line)
+}
+
+pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
+    let imported = vm_library::archive::import(archive, lib)?;
+    let bundle = &imported.bundle;
+    let mut line = format!("Imported {} into {}", bundle.config.name, bundle.root().display());
+    for note in &imported.notes {
+        line.push_str(&format!("\nNote: {note}"));
+    }
+    let mut value = vm_json(bundle)?;
+    value["notes"] = serde_json::json!(imported.notes);
+    say(json, value, line)
+}
+
+pub fn iso_info(path: &Path, json: bool) -> anyhow::Result<()> {
+    use vm_library::iso::{Iso, Platform, boot_config, os};
+    let iso = Iso::open(path)?;
+    let info = iso.info();
+    let linux = boot_config::find_linux_boot(&iso)?;
+    let guess = os::detect(info, linux.is_some());
+    let platform = |p: Platform| match p {
+        Platform::Bios => "bios".to_string(),
+        Platform::Uefi => "uefi".to_string(),
+        Platform::Other(id) => format!("platform {id:#x}"),
+    };
+    if json {
+        let value = serde_json::json!({
+            "volume_id": info.volume_id, "system_id": info.system_id,
+            "publisher_id": info.publisher_id, "application_id": info.application_id,
+            "size_bytes": info.size_bytes, "joliet": info.joliet, "rock_ridge": info.rock_ridge,
+            "boot": info.boot.iter().map(|b| serde_json::json!({
+                "platform": platform(b.platform), "bootable": b.bootable,
+                "emulation": b.emulation, "load_rba": b.load_rba, "sectors": b.sectors,
+            })).collect::<Vec<_>>(),
+            "linux": linux.as_ref().map(|l| serde_json::json!({
+                "kernel": l.kernel, "initrds": l.initrds, "cmdline": l.cmdline, "config": l.config,
+            })),
+            "os": guess.as_ref().map(|g| serde_json::json!({
+                "id": g.id, "name": g.name, "vcpus": g.recommended.vcpus,
+                "memory_mib": g.recommended.memory_mib, "disk_gib": g.recommended.disk_gib,
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("Volume:      {}", info.volume_id);
+    println!("System:      {}", info.system_id);
+    println!("Publisher:   {}", info.publisher_id);
+    println!("Application: {}", info.application_id);
+    println!("Size:        {} MiB", info.size_bytes >> 20);
+    println!(
+        "Names:       {}{}",
+        if info.rock_ridge { "Rock Ridge " } else { "" },
+        if info.joliet { "Joliet" } else { "" }
+    );
+    if info.boot.is_empty() {
+        println!("Boot:        not bootable (no El Torito catalog)");
+    }
+    for b in &info.boot {
+        println!(
+            "Boot:        {}{}",
+            platform(b.platform),
+            if b.bootable { "" } else { " (not bootable)" }
+        );
+    }
+    match &linux {
+        Some(l) => println!(
+            "Linux:       {} initrd {} cmdline {:?} (from {})",
+            l.kernel,
+            l.initrds.join(","),
+            l.cmdline,
+            l.config
+        ),
+        None => println!("Linux:       no isolinux/GRUB entry; this ISO needs firmware boot"),
+    }
+    match &guess {
+        Some(g) => println!(
+            "OS:          {} ({}): {} vCPUs, {} MiB, {} GiB disk recommended",
+            g.name, g.id, g.recommended.vcpus, g.recommended.memory_mib, g.recommended.disk_gib
+        ),
+        None => println!("OS:          not recognised"),
+    }
+    Ok(())
+}
+
+pub fn delete(lib: &Library, name: &str, yes: bool, json: bool) -> anyhow::Result<()> {
+    if !yes {
+        bail!("this deletes {name} and all its disks for good; add --yes to confirm");
+    }
+    lib.delete(name, name)?;
+    say(json, serde_json::json!({ "name": name, "deleted": true }), format!("Deleted {name}"))
+}
+
+/// A locally administered MAC (QEMU's prefix).
+const VHOST_USER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// `vessel vhost-user`: one device model behind a vhost-user socket, until the frontend
+/// disconnects.
+pub fn vhost_user(args: VhostUserArgs) -> anyhow::Result<()> {
+    let device: Box<dyn VirtioDevice> = if let Some(image) = &args.blk {
+        // Only the image itself: a qcow2 image's backing file is not followed here.
+        let spec = image_spec(image.clone(), args.format.into(), Vec::new());
+        let chain = vm_library::disks::backing_chain(
+            image,
+            args.format.into(),
+            &vm_library::disks::BackingPolicy::none(),
+        );
+        chain.context("cannot serve the disk")?;
+        Box::new(
+            vmm::devices::virtio::block::Block::open(&spec, args.read_only, "vessel-vhost0")
+                .context("cannot open the disk")?,
+        )
+    } else if args.net {
+        let passt = vmm::devices::net::passt::Passt::spawn(&args.forward, args.host_access)?;
+        // The frontend owns the card's configuration space, MAC included; this one is only
+        // what the model would report if asked.
+        Box::new(vmm::devices::virtio::net::Net::new(VHOST_USER_MAC, Box::new(passt)))
+    } else {
+        Box::new(vmm::devices::virtio::rng::Rng)
+    };
+    vmm::vhost_user::serve(device, &args.socket).context("vhost-user")?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The guest's screen drawn from `vmm::Display` into one long-lived texture: only the
+//! damaged rows are converted and uploaded, into buffers reused once the renderer is done
+//! with them; and the guest's cursor image as a texture.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Vec2};
+use vmm::Display;
+use vmm::display::{Damage, Frame, PixelFormat};
+
+/// Merged row ranges [start, end) covered by `damage` in a frame `height` rows high.
+pub fn damaged_rows(damage: &Damage, height: usize) -> Vec<(usize, usize)> {
+    let mut rows: Vec<(usize, usize)> = match damage {
+        Damage::None => return Vec::new(),
+        Damage::Full => return vec![(0, height)],
+        Damage::Rects(rects) => rects
+            .iter()
+            .map(|r| (r.y as usize, (r.y as usize + r.height as usize).min(height)))
+            .filter(|(a, b)| a < b)
+            .collect(),
+    };
+    rows.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+    for (a, b) in rows {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
+}
+
+/// Rows `rows` of `frame`, opaque, for the texture, into `pixels` (whose allocation is
+/// reused: a fresh 8 MiB buffer a frame costs more in page faults than the conversion).
+fn convert_into(frame: &Frame<'_>, rows: (usize, usize), pixels: &mut Vec<Color32>) {
+    let width = frame.width as usize;
+    let [r, g, b] = frame.format.rgb_offsets();
+    pixels.clear();
+    pixels.reserve(width * (rows.1 - rows.0));
+    for y in rows.0..rows.1 {
+        let row = &frame.pixels[y * frame.stride..][..width * 4];
+        match frame.format {
+            // The common case (Linux's XRGB8888), kept branch-free for the compiler.
+            PixelFormat::Bgrx | PixelFormat::Bgra => {
+                pixels.extend(row.chunks_exact(4).map(|p| Color32::from_rgb(p[2], p[1], p[0])))
+            }
+            _ => pixels.extend(row.chunks_exact(4).map(|p| Color32::from_rgb(p[r], p[g], p[b]))),
+        }
+    }
+}
+
+/// Images handed to egui for upload, taken back for reuse once the renderer is done with
+/// them (when egui holds no other reference).
+#[derive(Default)]
+struct ImagePool {
+    images: Vec<Arc<ColorImage>>,
+}
+
+impl ImagePool {
+    /// Most bands in flight at once worth keeping buffers for.
+    const KEEP: usize = 4;
+
+    fn image(&mut self, frame: &Frame<'_>, rows: (usize, usize)) -> Arc<ColorImage> {
+        let size = [frame.width as usize, rows.1 - rows.0];
+        let free = self.images.iter_mut().position(|i| Arc::get_mut(i).is_some());
+        let index = match free {
+            Some(i) => i,
+            None => {
+                if self.images.len() >= Self::KEEP {
+                    self.images.remove(0);
+                }
+                self.images.push(Arc::new(ColorImage::new([0, 0], Vec::new())));
+                self.images.len() - 1
+            }
+        };
+        let image = Arc::get_mut(&mut self.images[index]).expect("free or new");
+        convert_into(frame, rows, &mut image.pixels);
+        image.size = size;
+        image.source_size = Vec2::new(size[0] as f32, size[1] as f32);
+        self.images[index].clone()
+    }
+}
+
+/// The texture a guest's screen is drawn into, kept up to date from its `Display`.
+#[derive(Default)]
+pub struct Screen {
+    texture: Option<TextureHandle>,
+    size: [usize; 2],
+    generation: u64,
+    last_upload: Option<Instant>,
+    cursor: Option<(u64, TextureHandle, [f32; 2], Vec2)>,
+    pool: ImagePool,
+    /// Rows uploaded so far (for the benchmark and tests).
+    pub rows_uploaded: u64,
+}
+
+impl Screen {
+    pub fn texture(&self) -> Option<&TextureHandle> {
+        self.texture.as_ref()
+    }
+
+    /// The guest screen's size in pixels (0x0 before it shows anything).
+    pub fn size(&self) -> [usize; 2] {
+        self.size
+    }
+
+    /// Brings the texture up to date with `display`, uploading only what changed; but not
+    /// more often than every `min_interval` (thumbnails need no 60 Hz). True if anything
+    /// was uploaded.
+    pub fn update(
+        &mut self,
+        ctx: &egui::Context,
+        display: &Display,
+        min_interval: Duration,
+    ) -> bool {
+        if self.last_upload.is_some_and(|t| t.elapsed() < min_interval)
+            || display.generation() == self.generation && self.texture.is_some()
+        {
+            return false;
+        }
+        let texture = &mut self.texture;
+        let size = &mut self.size;
+        let pool = &mut self.pool;
+        let max_side = ctx.input(|i| i.max_texture_side);
+        let result = display.read(self.generation, |frame| {
+            let frame_size = [frame.width as usize, frame.height as usize];
+            if frame_size[0] > max_side || frame_size[1] > max_side {
+                // More than this GPU holds as one texture: shown as nothing (and said so).
+                *texture = None;
+                *size = frame_size;
+                return (frame.generation, 0);
+            }
+            let damage = if texture.is_none() || *size != frame_size {
+                Damage::Full
+            } else {
+                frame.damage.clone()
+            };
+            let bands = damaged_rows(&damage, frame_size[1]);
+            let mut rows = 0;
+            for band in &bands {
+                let image = pool.image(&frame, *band);
+                rows += (band.1 - band.0) as u64;
+                match texture {
+                    Some(t) if *size == frame_size => t.set_partial([0, band.0], image, OPTIONS),
+                    _ => *texture = Some(ctx.load_texture("guest-screen", image, OPTIONS)),
+                }
+            }
+            *size = frame_size;
+            (frame.generation, rows)
+        });
+        let Some((generation, rows)) = result else {
+            // Nothing on screen (no scanout yet, or the guest turned it off).
+            let had = self.texture.take().is_some();
+            self.size = [0, 0];
+            return had;
+        };
+        self.generation = generation;
+        self.rows_uploaded += rows;
+        self.last_upload = Some(Instant::now());
+        rows > 0
+    }
+
+    /// The guest's cursor image as a texture, with its size (pixels) and hotspot, if the
+    /// guest set one.
+    pub fn cursor(
+        &mut self,
+        ctx: &egui::Context,
+        display: &Display,
+    ) -> Option<(egui::TextureId, [f32; 2], Vec2)> {
+        let cursor = display.cursor();
+        let Some(image) = cursor.image else {
+            self.cursor = None;
+            return None;
+        };
+        if self.cursor.as_ref().is_none_or(|(g, ..)| *g != cursor.image_generation) {
+            let size = [image.width as usize, image.height as usize];
+            let texture = ctx.load_texture(
+                "guest-cursor",
+                ColorImage::from_rgba_unmultiplied(size, &image.rgba),
+                TextureOptions::NEAREST,
+            );
+            let hotspot = Vec2::new(image.hot_x as f32, image.hot_y as f32);
+            self.cursor = Some((
+                cursor.image_generation,
+                texture,
+                [image.width as f32, image.height as f32],
+                hotspot,
+            ));
+        }
+        self.cursor.as_ref().map(|(_, t, size, hot)| (t.id(), *size, *hot))
+    }
+}
+
+/// Guest screens shrink smoothly and grow with sharp pixels (a small guest display's text
+/// stays crisp); at 1:1 both are exact.
+const OPTIONS: TextureOptions = TextureOptions {
+    magnification: egui::TextureFilter::Nearest,
+    minification: egui::TextureFilter::Linear,
+    ..TextureOptions::LINEAR
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm::display::Rect as DRect;
+
+    #[test]
+    fn damage_becomes_merged_row_bands() {
+        let r = |y, h| DRect { x: 5, y, width: 10, height: h };
+        assert_eq!(damaged_rows(&Damage::None, 100), vec![]);
+        assert_eq!(damaged_rows(&Damage::Full, 100), vec![(0, 100)]);
+        let damage = Damage::Rects(vec![r(50, 10), r(0, 5), r(55, 10), r(90, 20), r(5, 1)]);
+        assert_eq!(damaged_rows(&damage, 100), vec![(0, 6), (50, 65), (90, 100)]);
+    }
+}
