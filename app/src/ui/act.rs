@@ -10,6 +10,7 @@ use vmm::input::evdev::*;
 use super::console::view::Scale;
 use super::dialogs::DialogAction;
 use super::jobs::Pick;
+use super::wizard;
 use crate::core::state::VmState;
 
 /// Which page of a VM is shown.
@@ -50,6 +51,8 @@ pub enum Act {
     Demo,
     Pick(Pick),
     Dialog(DialogAction),
+    /// What the New VM wizard asks.
+    Wizard(wizard::Action),
 }
 
 /// The app's commands that have a place in the menus and may have a shortcut.

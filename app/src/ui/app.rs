@@ -1,6 +1,7 @@
-//! The `eframe::App`: the window's components (library sidebar, menus, pages, dialogs),
-//! the VMs it runs, and the one place (`apply`) where what they ask for is carried out.
-//! What the VMs' threads and the jobs report is taken in `poll`.
+//! The window's state: its components (library sidebar, pages, dialogs), the VMs it runs,
+//! the jobs under way, and the one place (`apply`) where what the components ask for is
+//! carried out. What the VMs' threads and the jobs report is taken in `poll`. How a frame
+//! is drawn from all this (the `eframe::App`) is `frame.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use super::running::{Running, Vm};
 use super::serial::SerialView;
 use super::session::{Command, Phase};
 use super::toasts::Toasts;
-use super::wizard::Wizard;
+use super::wizard::{self, Wizard};
 use crate::core::iso::IsoFacts;
 use crate::core::state::VmState;
 
@@ -295,6 +296,19 @@ impl VesselApp {
             Act::Demo => self.make_demo(),
             Act::Pick(pick) => self.pick(pick),
             Act::Dialog(action) => self.dialog(action),
+            Act::Wizard(action) => self.wizard_action(action),
+        }
+    }
+
+    fn wizard_action(&mut self, action: wizard::Action) {
+        match action {
+            wizard::Action::None => {}
+            wizard::Action::Cancel => self.wizard = None,
+            wizard::Action::Browse(field) => self.pick(Pick::Wizard(field)),
+            wizard::Action::Inspect(iso) => self.inspect(iso, IsoPurpose::Wizard),
+            wizard::Action::Finish { vm, power_on } => {
+                jobs::create(&mut self.jobs, &self.lib_dir, *vm, power_on)
+            }
         }
     }
 
@@ -391,7 +405,7 @@ impl VesselApp {
         jobs::pick(&mut self.jobs, &self.lib_dir, pick);
     }
 
-    pub(crate) fn inspect(&mut self, iso: PathBuf, purpose: IsoPurpose) {
+    fn inspect(&mut self, iso: PathBuf, purpose: IsoPurpose) {
         jobs::inspect(&mut self.jobs, iso, purpose);
     }
 

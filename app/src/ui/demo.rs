@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use vm_library::library::Library;
 
-use super::jobs::Progress;
+use super::progress::Progress;
 use crate::core::create::{NewVm, create_bundle};
 
 /// The recipe, carried in the binary so an installed `vessel` can build it.

@@ -10,7 +10,7 @@ use super::app::VesselApp;
 use super::console::{self, ConsoleOptions};
 use super::dialogs::close::{self, Closing};
 use super::dialogs::{DialogAction, about};
-use super::jobs::{self, IsoPurpose, ItemKind, Pick, VmItem};
+use super::jobs::{ItemKind, VmItem};
 use super::menus::{self, Chrome};
 use super::session::Ending;
 use super::{status_bar, summary};
@@ -97,16 +97,10 @@ impl VesselApp {
 
     fn dialogs(&mut self, ctx: &egui::Context) -> Vec<Act> {
         let mut acts = Vec::new();
-        if let Some(w) = &mut self.wizard {
-            match w.ui(ctx) {
-                super::wizard::Action::None => {}
-                super::wizard::Action::Cancel => self.wizard = None,
-                super::wizard::Action::Browse(field) => acts.push(Act::Pick(Pick::Wizard(field))),
-                super::wizard::Action::Inspect(iso) => self.inspect(iso, IsoPurpose::Wizard),
-                super::wizard::Action::Finish { vm, power_on } => {
-                    jobs::create(&mut self.jobs, &self.lib_dir, *vm, power_on)
-                }
-            }
+        if let Some(action) = self.wizard.as_mut().map(|w| w.ui(ctx))
+            && action != super::wizard::Action::None
+        {
+            acts.push(Act::Wizard(action));
         }
         let answers = [
             self.preferences.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Preferences),

@@ -3,14 +3,15 @@
 //! the UI can show; each comes back as a `Done`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 
 use vm_library::config::VmConfig;
 use vm_library::iso::IsoError;
 use vm_library::library::{Library, LibraryError};
 use vm_library::validate::Host;
 
+pub use super::progress::Progress;
 use super::wizard::PathField;
 use crate::core::create::{CreateError, NewVm, create_bundle};
 use crate::core::iso::IsoFacts;
@@ -80,20 +81,6 @@ pub enum Done {
     },
     /// The demo VM is made (its folder).
     Demo(Result<PathBuf, super::demo::DemoError>),
-}
-
-/// A job's progress line, written by the worker.
-#[derive(Clone, Default)]
-pub struct Progress(Arc<Mutex<String>>);
-
-impl Progress {
-    pub fn set(&self, text: impl Into<String>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = text.into();
-    }
-
-    pub fn get(&self) -> String {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
 }
 
 pub struct Job {

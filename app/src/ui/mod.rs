@@ -15,6 +15,7 @@ mod jobs;
 mod library;
 mod menus;
 pub mod prefs;
+mod progress;
 mod running;
 mod serial;
 mod session;

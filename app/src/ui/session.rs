@@ -159,11 +159,31 @@ enum Update {
     Phase(Phase),
     Serial(Vec<u8>),
     Usage(Usage),
-    /// A command failed, or something the user should know.
-    Message {
-        error: bool,
-        text: String,
+    /// Something the machine says the user should know (no network card, ...).
+    Warning(String),
+    /// The disc is in the CD drive.
+    CdInserted(PathBuf),
+    /// A command failed.
+    Failed {
+        command: &'static str,
+        error: MachineError,
     },
+}
+
+impl Command {
+    /// What the command does, for messages.
+    fn verb(&self) -> &'static str {
+        match self {
+            Command::ShutDown => "shut down",
+            Command::PowerOff => "power off",
+            Command::Reset => "reset",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::InsertCd(_) => "insert a disc",
+            Command::EjectCd { .. } => "eject the disc",
+            Command::Serial(_) => "type into the serial port",
+        }
+    }
 }
 
 /// A message for a toast.
@@ -291,7 +311,15 @@ impl Session {
                     }
                 }
                 Ok(Update::Usage(usage)) => self.sample(usage),
-                Ok(Update::Message { error, text }) => notices.push(Notice { error, text }),
+                Ok(Update::Warning(text)) => notices.push(Notice { error: false, text }),
+                Ok(Update::CdInserted(path)) => notices.push(Notice {
+                    error: false,
+                    text: format!("{}: {} is in the CD drive", self.name, path.display()),
+                }),
+                Ok(Update::Failed { command, error }) => notices.push(Notice {
+                    error: true,
+                    text: format!("{}: cannot {command}: {}", self.name, error_chain(&error)),
+                }),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.is_over() {
@@ -376,7 +404,6 @@ fn run_machine(
     send: &dyn Fn(Update),
     wake: &Arc<dyn Fn() + Send + Sync>,
 ) -> Ending {
-    let name = &bundle.config.name;
     let launch = match launch::prepare(lib, bundle) {
         Ok(launch) => launch,
         Err(e) => return failed(e),
@@ -411,7 +438,7 @@ fn run_machine(
                 };
             }
             Ok(Event::Serial(bytes)) => send(Update::Serial(bytes)),
-            Ok(Event::Warning(text)) => send(Update::Message { error: false, text }),
+            Ok(Event::Warning(text)) => send(Update::Warning(text)),
             Ok(_) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -428,28 +455,21 @@ fn run_machine(
                     return Ending::PoweredOff;
                 }
             };
-            let what = format!("{command:?}");
+            let verb = command.verb();
             let result = match command {
                 Command::ShutDown => handle.request_shutdown(),
                 Command::PowerOff => handle.power_off(),
                 Command::Reset => handle.reset(),
                 Command::Pause => handle.pause(),
                 Command::Resume => handle.resume(),
-                Command::InsertCd(path) => handle.insert_cd(&path).map(|()| {
-                    send(Update::Message {
-                        error: false,
-                        text: format!("{name}: {} is in the CD drive", path.display()),
-                    })
-                }),
+                Command::InsertCd(path) => {
+                    handle.insert_cd(&path).map(|()| send(Update::CdInserted(path)))
+                }
                 Command::EjectCd { force } => handle.eject_cd(force),
                 Command::Serial(bytes) => handle.send_serial(&bytes),
             };
-            if let Err(e) = result {
-                let verb = what.split(['(', ' ']).next().unwrap_or("command").to_string();
-                send(Update::Message {
-                    error: true,
-                    text: format!("{name}: {verb}: {}", error_chain(&e)),
-                });
+            if let Err(error) = result {
+                send(Update::Failed { command: verb, error });
             }
         }
         if Instant::now() >= next_sample {

@@ -45,6 +45,7 @@ pub enum PathField {
 }
 
 /// What the wizard wants the app to do.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     None,
     Cancel,
