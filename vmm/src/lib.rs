@@ -3,11 +3,12 @@
 //!
 //! Layout (after Firecracker's `vmm` crate): `arch` (boot protocols, CPUID, registers,
 //! ACPI), `vstate` (KVM and guest memory), `devices` (buses and device models), `machine`
-//! (build, lifecycle, the handle), `sync` (locking).
+//! (build, lifecycle, the handle), `firmware` (fw_cfg), `sync` (locking).
 
 pub mod arch;
 pub mod devices;
 pub mod display;
+pub mod firmware;
 pub mod input;
 pub mod machine;
 pub mod sync;

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use vmm::devices::bus::{Bus, BusDevice};
-use vmm::sync::lock;
 use vmm::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
 use vmm::devices::virtio::pci::VirtioPciDevice;
 use vmm::devices::virtio::rng::Rng;
+use vmm::sync::lock;
 
 struct NoReset;
 

@@ -878,3 +878,137 @@ pub fn vhost_user_relay(input: &RelayInput) -> Reach {
     let _ = writer.join();
     reach
 }
+
+// --- fw_cfg ------------------------------------------------------------------------------
+
+/// An item to select: a file the device holds (most of the time), or any number.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum FwKey {
+    Signature,
+    Id,
+    FileDir,
+    /// One of the test files, by index (0: read-only, 1: writable, 2: empty).
+    File(u8),
+    Any(u16),
+}
+
+impl FwKey {
+    fn get(self) -> u16 {
+        use vmm::firmware::fw_cfg::*;
+        match self {
+            FwKey::Signature => KEY_SIGNATURE,
+            FwKey::Id => KEY_ID,
+            FwKey::FileDir => KEY_FILE_DIR,
+            FwKey::File(i) => KEY_FILE_FIRST + u16::from(i % 3),
+            FwKey::Any(k) => k,
+        }
+    }
+}
+
+/// One thing the firmware does with fw_cfg.
+#[derive(Arbitrary, Clone, Debug)]
+pub enum FwOp {
+    Select(FwKey),
+    /// Read this many bytes through the data port.
+    Read(u8),
+    /// A DMA descriptor at `at`, started the way SeaBIOS starts one.
+    Dma {
+        at: Addr,
+        select: Option<FwKey>,
+        read: bool,
+        write: bool,
+        skip: bool,
+        len: Len,
+        target: Addr,
+    },
+    /// Anything at any port of the device, any width.
+    PortWrite {
+        offset: u8,
+        data: Vec<u8>,
+    },
+    PortRead {
+        offset: u8,
+        len: u8,
+    },
+}
+
+#[derive(Arbitrary, Clone, Debug)]
+pub struct FwCfgInput {
+    pub ops: Vec<FwOp>,
+}
+
+/// The fw_cfg device with a read-only, a writable and an empty file, under any sequence
+/// of port accesses and DMA descriptors.
+pub fn fw_cfg(input: &FwCfgInput) -> Reach {
+    use vmm::firmware::fw_cfg::*;
+    let mem = memory();
+    // The firmware's own data, which it may write into a writable file.
+    mem.write_slice(&[0xa5; 4096], GuestAddress(crate::SLOTS)).unwrap();
+    let mut cfg = FwCfg::new(mem.clone());
+    cfg.add_file("etc/e820", vec![0x5a; 100], false).unwrap();
+    cfg.add_file("etc/writable", vec![0; 16], true).unwrap();
+    cfg.add_file("etc/empty", Vec::new(), false).unwrap();
+    let mut reach = Reach::default();
+    for op in input.ops.iter().take(1024) {
+        match op {
+            FwOp::Select(key) => cfg.write(0, 0, &key.get().to_le_bytes()),
+            FwOp::Read(n) => {
+                for _ in 0..*n {
+                    let mut b = [0u8];
+                    cfg.read(0, 1, &mut b);
+                    if b[0] != 0 {
+                        reach.count("data byte");
+                    }
+                }
+            }
+            FwOp::Dma { at, select, read, write, skip, len, target } => {
+                let at = at.resolve();
+                let mut control = 0;
+                if let Some(key) = select {
+                    control |= DMA_SELECT | (u32::from(key.get()) << 16);
+                }
+                for (on, bit) in [(read, DMA_READ), (write, DMA_WRITE), (skip, DMA_SKIP)] {
+                    if *on {
+                        control |= bit;
+                    }
+                }
+                let mut d = Vec::new();
+                d.extend_from_slice(&control.to_be_bytes());
+                d.extend_from_slice(&len.get().to_be_bytes());
+                d.extend_from_slice(&target.resolve().to_be_bytes());
+                if mem.write_slice(&d, GuestAddress(at)).is_err() {
+                    reach.count("descriptor outside");
+                }
+                cfg.write(0, 4, &((at >> 32) as u32).to_be_bytes());
+                cfg.write(0, 8, &(at as u32).to_be_bytes());
+                let mut c = [0xffu8; 4];
+                if mem.read_slice(&mut c, GuestAddress(at)).is_ok() {
+                    match u32::from_be_bytes(c) {
+                        0 if *write && !*read => reach.count("dma write"),
+                        0 if *read => reach.count("dma read"),
+                        0 => reach.count("dma other"),
+                        DMA_ERROR => reach.count("dma error"),
+                        _ => {}
+                    }
+                    reach.completed += 1;
+                }
+            }
+            FwOp::PortWrite { offset, data } => {
+                let offset = u64::from(*offset % 12);
+                let n = data.len().clamp(1, 8).min((12 - offset) as usize);
+                let mut bytes = data.clone();
+                bytes.resize(n, 0);
+                cfg.write(0, offset, &bytes);
+            }
+            FwOp::PortRead { offset, len } => {
+                let offset = u64::from(*offset % 12);
+                let n = usize::from(*len).clamp(1, 8).min((12 - offset) as usize);
+                cfg.read(0, offset, &mut vec![0u8; n]);
+            }
+        }
+    }
+    if cfg.file("etc/writable").is_some_and(|f| f.iter().any(|b| *b != 0)) {
+        reach.count("file written");
+    }
+    reach
+}

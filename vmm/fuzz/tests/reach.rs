@@ -88,3 +88,9 @@ fn vhost_user_relay() {
     let r = reach("vhost_user_relay", targets::vhost_user_relay);
     assert!(r.get("message") > 0 && r.get("held") > 0, "{r:?}");
 }
+
+#[test]
+fn fw_cfg() {
+    let r = reach("fw_cfg", targets::fw_cfg);
+    expect("fw_cfg", &r, &["data byte", "dma read", "dma write", "dma error", "file written"]);
+}
