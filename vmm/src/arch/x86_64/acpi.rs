@@ -321,48 +321,91 @@ pub struct AcpiLayout {
     pub end: u64,
 }
 
+/// The tables after the RSDP, one after the other from `base` (16-byte aligned), with
+/// every pointer between them made for that base.
+pub struct TableImage {
+    pub bytes: Vec<u8>,
+    /// Offsets in `bytes`.
+    pub dsdt: u64,
+    pub fadt: u64,
+    pub madt: u64,
+    pub mcfg: u64,
+    pub xsdt: u64,
+}
+
+impl TableImage {
+    /// Where the pointers between the tables are: (offset in `bytes`, width in bytes).
+    /// Each holds `base` plus an offset, so moving the image means adding to them.
+    pub fn pointers(&self) -> Vec<(u64, u8)> {
+        // FADT X_DSDT (ACPI 6.5 §5.2.9, offset 140), then the XSDT's entries.
+        let mut pointers = vec![(self.fadt + 140, 8)];
+        for i in 0..3 {
+            pointers.push((self.xsdt + 36 + 8 * i, 8));
+        }
+        pointers
+    }
+
+    /// The tables: (offset in `bytes`, length), each with its checksum byte at +9.
+    pub fn tables(&self) -> Vec<(u64, u64)> {
+        [self.dsdt, self.fadt, self.madt, self.mcfg, self.xsdt]
+            .iter()
+            .map(|&at| {
+                let len = &self.bytes[at as usize + 4..at as usize + 8];
+                (at, u64::from(u32::from_le_bytes(len.try_into().expect("4 bytes"))))
+            })
+            .collect()
+    }
+}
+
+/// DSDT, FADT, MADT, MCFG and XSDT laid out from `base`.
+pub fn table_image(vcpu_count: u8, base: u64) -> TableImage {
+    let align = |addr: u64| (addr + 15) & !15;
+    let mut bytes = Vec::new();
+    let place = |table: &[u8], bytes: &mut Vec<u8>| {
+        let at = align(bytes.len() as u64);
+        bytes.resize(at as usize, 0);
+        bytes.extend_from_slice(table);
+        at
+    };
+    let dsdt = place(&dsdt(vcpu_count), &mut bytes);
+    let fadt = place(&fadt(base + dsdt), &mut bytes);
+    let madt = place(&madt(vcpu_count), &mut bytes);
+    let mcfg = place(&mcfg(), &mut bytes);
+    let mut xsdt_table = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    for at in [fadt, madt, mcfg] {
+        xsdt_table.add_entry(base + at);
+    }
+    let mut xsdt_bytes = Vec::new();
+    xsdt_table.to_aml_bytes(&mut xsdt_bytes);
+    let xsdt = place(&xsdt_bytes, &mut bytes);
+    TableImage { bytes, dsdt, fadt, madt, mcfg, xsdt }
+}
+
+/// The RSDP (ACPI 6.5 §5.2.5, revision 2) naming the XSDT at `xsdt`.
+pub fn rsdp(xsdt: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    Rsdp::new(OEM_ID, xsdt).to_aml_bytes(&mut bytes);
+    bytes
+}
+
 /// Writes all tables to guest memory; returns where they are.
 pub fn write_tables(mem: &GuestMem, vcpu_count: u8) -> Result<AcpiLayout, AcpiError> {
-    let align = |addr: u64| (addr + 15) & !15;
-    let rsdp = RSDP_START;
-    let dsdt_addr = align(rsdp + Rsdp::len() as u64);
-    let dsdt = dsdt(vcpu_count);
-    let fadt_addr = align(dsdt_addr + dsdt.len() as u64);
-    let fadt = fadt(dsdt_addr);
-    let madt_addr = align(fadt_addr + fadt.len() as u64);
-    let madt = madt(vcpu_count);
-    let mcfg_addr = align(madt_addr + madt.len() as u64);
-    let mcfg = mcfg();
-    let xsdt_addr = align(mcfg_addr + mcfg.len() as u64);
-    let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    xsdt.add_entry(fadt_addr);
-    xsdt.add_entry(madt_addr);
-    xsdt.add_entry(mcfg_addr);
-    let mut xsdt_bytes = Vec::new();
-    xsdt.to_aml_bytes(&mut xsdt_bytes);
-    let end = xsdt_addr + xsdt_bytes.len() as u64;
+    let rsdp_at = RSDP_START;
+    let base = (rsdp_at + Rsdp::len() as u64 + 15) & !15;
+    let image = table_image(vcpu_count, base);
+    let end = base + image.bytes.len() as u64;
     if end > BIOS_AREA_END {
-        return Err(AcpiError::TooLarge((end - rsdp) as usize));
+        return Err(AcpiError::TooLarge((end - rsdp_at) as usize));
     }
-    let mut rsdp_bytes = Vec::new();
-    Rsdp::new(OEM_ID, xsdt_addr).to_aml_bytes(&mut rsdp_bytes);
-    for (addr, bytes) in [
-        (rsdp, &rsdp_bytes),
-        (dsdt_addr, &dsdt),
-        (fadt_addr, &fadt),
-        (madt_addr, &madt),
-        (mcfg_addr, &mcfg),
-        (xsdt_addr, &xsdt_bytes),
-    ] {
-        mem.write_slice(bytes, GuestAddress(addr))?;
-    }
+    mem.write_slice(&rsdp(base + image.xsdt), GuestAddress(rsdp_at))?;
+    mem.write_slice(&image.bytes, GuestAddress(base))?;
     Ok(AcpiLayout {
-        rsdp,
-        xsdt: xsdt_addr,
-        fadt: fadt_addr,
-        dsdt: dsdt_addr,
-        madt: madt_addr,
-        mcfg: mcfg_addr,
+        rsdp: rsdp_at,
+        xsdt: base + image.xsdt,
+        fadt: base + image.fadt,
+        dsdt: base + image.dsdt,
+        madt: base + image.madt,
+        mcfg: base + image.mcfg,
         end,
     })
 }
