@@ -65,7 +65,8 @@ impl GuestSpec {
                 kernel: self.kernel.clone(),
                 initrd: self.initrd.clone(),
                 cmdline: self.cmdline.clone(),
-            },
+            }
+            .into(),
             on_guest_reboot: self.on_guest_reboot,
             devices: self.devices.clone(),
             boot_framebuffer: self.boot_framebuffer,

@@ -20,6 +20,6 @@ pub use devices::storage::image::{ImageFormat, ImageSpec, Layer};
 pub use display::Display;
 pub use input::{Button, InputKind, InputSink};
 pub use machine::{
-    CrashReport, DeviceConfig, Event, Machine, MachineConfig, MachineError, MachineHandle,
-    MachineState, RebootPolicy, StopReason, Usage, WakeFn,
+    Boot, CrashReport, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig, MachineError,
+    MachineHandle, MachineState, RebootPolicy, StopReason, Usage, WakeFn,
 };

@@ -80,7 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let config = MachineConfig {
         vcpus: args.cpus,
         memory_bytes: args.memory,
-        boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline },
+        boot: BootSource { kernel: args.kernel, initrd: args.initrd, cmdline: args.cmdline }.into(),
         on_guest_reboot: if args.no_reboot { RebootPolicy::Stop } else { RebootPolicy::Restart },
         devices: std::iter::once(DeviceConfig::Rng)
             .chain(disks)

@@ -160,7 +160,7 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
     Ok(MachineConfig {
         vcpus: u8::try_from(c.vcpus).map_err(|_| LaunchError::Vcpus(c.vcpus))?,
         memory_bytes: c.memory_mib << 20,
-        boot,
+        boot: boot.into(),
         on_guest_reboot: RebootPolicy::Restart,
         devices,
         boot_framebuffer,

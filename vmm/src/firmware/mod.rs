@@ -1,9 +1,10 @@
 //! What a machine's firmware (SeaBIOS, later OVMF) reads from the VMM: the fw_cfg
 //! interface (`fw_cfg`), the SMBIOS tables (`smbios`) and ACPI through the linker/loader
-//! (`acpi_loader`). The firmware image's mapping comes here as firmware boot lands.
+//! (`acpi_loader`); and the firmware image itself (`image`), mapped as the machine's ROM.
 
 pub mod acpi_loader;
 pub mod fw_cfg;
+pub mod image;
 pub mod smbios;
 
 use crate::arch::x86_64::layout::{

@@ -1,7 +1,41 @@
 //! What a machine is made of. The VM library's persisted config is translated into this at
 //! power-on; later device issues extend it.
 
+use std::path::PathBuf;
+
 use crate::arch::x86_64::boot::BootSource;
+
+/// How the machine starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// A Linux kernel the VMM loads (bzImage or PVH ELF), with its initrd and command line.
+    Kernel(BootSource),
+    /// A PC firmware image (SeaBIOS) run from the reset vector, told about the machine
+    /// through fw_cfg.
+    Firmware(FirmwareBoot),
+}
+
+impl From<BootSource> for Boot {
+    fn from(source: BootSource) -> Self {
+        Boot::Kernel(source)
+    }
+}
+
+/// A firmware boot: the image and what the firmware is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareBoot {
+    /// The firmware image (Debian's `/usr/share/seabios/bios-256k.bin`), mapped read-only
+    /// just below 4 GiB.
+    pub image: PathBuf,
+    /// The machine's UUID (SMBIOS, fw_cfg), RFC 4122 byte order.
+    pub uuid: [u8; 16],
+    /// OpenFirmware device paths to boot from, in order.
+    pub boot_order: Vec<String>,
+    /// Show the firmware's boot menu for this many milliseconds.
+    pub boot_menu_ms: Option<u16>,
+    /// Mirror the firmware's text screen to COM1 (SeaBIOS's serial console).
+    pub serial_console: bool,
+}
 
 /// What happens when the guest reboots itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,8 +53,8 @@ pub struct MachineConfig {
     pub vcpus: u8,
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 16 MiB).
     pub memory_bytes: u64,
-    /// Kernel, initrd and command line for direct boot.
-    pub boot: BootSource,
+    /// A kernel to boot directly, or firmware.
+    pub boot: Boot,
     pub on_guest_reboot: RebootPolicy,
     /// PCI devices, in slot order after the host bridge.
     pub devices: Vec<DeviceConfig>,
@@ -56,11 +90,11 @@ pub enum DeviceConfig {
 pub const MAX_VCPUS: u8 = 254;
 
 impl MachineConfig {
-    pub fn new(boot: BootSource) -> Self {
+    pub fn new(boot: impl Into<Boot>) -> Self {
         MachineConfig {
             vcpus: 1,
             memory_bytes: 512 << 20,
-            boot,
+            boot: boot.into(),
             on_guest_reboot: RebootPolicy::Restart,
             devices: vec![DeviceConfig::Rng],
             boot_framebuffer: None,

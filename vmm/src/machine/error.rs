@@ -15,6 +15,10 @@ pub enum MachineError {
     #[error(transparent)]
     Boot(#[from] crate::arch::x86_64::boot::BootError),
     #[error(transparent)]
+    Firmware(#[from] crate::firmware::image::ImageError),
+    #[error(transparent)]
+    FwCfg(#[from] crate::firmware::fw_cfg::FwCfgError),
+    #[error(transparent)]
     Acpi(#[from] crate::arch::x86_64::acpi::AcpiError),
     #[error(transparent)]
     Regs(#[from] crate::arch::x86_64::regs::RegsError),

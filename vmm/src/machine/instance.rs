@@ -9,7 +9,7 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config}
 use kvm_ioctls::{Cap, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::config::{DeviceConfig, MachineConfig};
+use super::config::{Boot, DeviceConfig, MachineConfig};
 use super::control::{ControlMsg, ControlSender};
 use super::error::MachineError;
 use super::events::{Event, EventSink};
@@ -41,6 +41,7 @@ use crate::devices::virtio::rng::Rng;
 use crate::devices::{PowerRequest, PowerSink};
 use crate::display::Display;
 use crate::display::boot_fb::BootFramebuffer;
+use crate::firmware::image::FirmwareImage;
 use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
@@ -77,6 +78,8 @@ pub struct Instance {
     mem: GuestMem,
     /// Its memory slot goes with the VM, so it is dropped after it.
     boot_fb: Option<BootFramebuffer>,
+    /// The firmware ROM's memory (its read-only slot goes with the VM).
+    _firmware: Option<FirmwareImage>,
     /// Told of `mem` while it is mapped.
     stats: Arc<super::stats::MachineStats>,
     /// `shutdown` has run.
@@ -112,16 +115,34 @@ impl Instance {
 
         let mem = memory::create_guest_memory(config.memory_bytes)?;
         memory::register_with_kvm(&vm, &mem)?;
-        let layout = boot::load(&mem, &config.boot, config.boot_framebuffer)?;
-        let boot_fb = match config.boot_framebuffer {
-            Some(mode) => {
-                let fb = BootFramebuffer::new(mode).map_err(MachineError::Framebuffer)?;
-                memory::register_framebuffer(&vm, &mem, &fb)?;
-                Some(fb)
+        // Direct boot: the kernel loaded, the boot framebuffer described to it, the ACPI
+        // tables in the BIOS area, the boot vCPU set up at its entry. Firmware boot: the
+        // image mapped as the ROM, the vCPUs in their reset state (the boot vCPU at the
+        // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
+        // rest through fw_cfg.
+        let (entry, firmware, boot_fb) = match &config.boot {
+            Boot::Kernel(source) => {
+                let layout = boot::load(&mem, source, config.boot_framebuffer)?;
+                let boot_fb = match config.boot_framebuffer {
+                    Some(mode) => {
+                        let fb = BootFramebuffer::new(mode).map_err(MachineError::Framebuffer)?;
+                        memory::register_framebuffer(&vm, &mem, &fb)?;
+                        Some(fb)
+                    }
+                    None => None,
+                };
+                acpi::write_tables(&mem, config.vcpus)?;
+                (Some(layout.entry), None, boot_fb)
             }
-            None => None,
+            Boot::Firmware(fw) => {
+                let image = FirmwareImage::load(&fw.image)?;
+                // After RAM's slots and the boot framebuffer's.
+                let slot = vm_memory::GuestMemoryBackend::num_regions(&mem) as u32 + 1;
+                memory::register_rom(&vm, slot, image.rom_start(), image.host_mapping())?;
+                image.copy_legacy(&mem)?;
+                (None, Some(image), None)
+            }
         };
-        acpi::write_tables(&mem, config.vcpus)?;
 
         let power = power_sink(env.control.clone(), generation);
         let devices = build_devices(&vm, &mem, config, env, power)?;
@@ -144,6 +165,7 @@ impl Instance {
             vm,
             mem,
             boot_fb,
+            _firmware: firmware,
             stats: env.stats.clone(),
             shut_down: false,
         };
@@ -170,10 +192,12 @@ impl Instance {
             regs::setup_msrs(&fd)?;
             regs::setup_fpu(&fd)?;
             regs::setup_lint(&fd)?;
-            if index == 0 {
+            if index == 0
+                && let Some(entry) = entry
+            {
                 // The other vCPUs wait for the guest's INIT/SIPI (KVM keeps them
                 // uninitialised with an in-kernel local APIC).
-                regs::setup_boot_vcpu(&fd, &instance.mem, layout.entry)?;
+                regs::setup_boot_vcpu(&fd, &instance.mem, entry)?;
             }
             let control = env.control.clone();
             let ctx = VcpuContext {
@@ -313,6 +337,17 @@ fn build_devices(
     }));
     pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
 
+    if let Boot::Firmware(fw) = &config.boot {
+        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &firmware_setup(config, fw))?;
+        pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
+        // SeaBIOS's own log goes to QEMU's debug console port: the same as 0xE9's.
+        let events = env.events.clone();
+        let debug = DebugPort::new(Box::new(move |code, at| {
+            events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
+        }));
+        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
+    }
+
     let ged = Arc::new(Mutex::new(Ged::new(irq(GED_GSI)?)));
     mmio.insert(GED_MMIO_BASE, GED_MMIO_SIZE, ged.clone())?;
 
@@ -384,4 +419,42 @@ fn build_devices(
         virtio.push(transport);
     }
     Ok(Devices { pio, mmio, serial, ged, virtio, ide })
+}
+
+/// What the firmware is told about the machine.
+fn firmware_setup(
+    config: &MachineConfig,
+    fw: &crate::machine::config::FirmwareBoot,
+) -> crate::firmware::FirmwareSetup {
+    // SMBIOS's processor ID: CPUID leaf 1's EAX and EDX, as the guest sees them (Vessel
+    // passes the host's family, model and stepping through).
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    let ram = ram_ranges(config.memory_bytes)
+        .into_iter()
+        .map(|(start, len)| (vm_memory::Address::raw_value(&start), len as u64))
+        .collect();
+    crate::firmware::FirmwareSetup {
+        vcpus: config.vcpus,
+        memory_bytes: config.memory_bytes,
+        uuid: fw.uuid,
+        boot_order: fw.boot_order.clone(),
+        boot_menu_ms: fw.boot_menu_ms,
+        serial_console: fw.serial_console.then_some(COM1_PORT),
+        smbios: crate::firmware::smbios::SmbiosConfig {
+            uuid: fw.uuid,
+            product: "Vessel Virtual Machine".into(),
+            serial: uuid_text(&fw.uuid),
+            bios_version: "SeaBIOS".into(),
+            bios_date: "04/01/2014".into(),
+            vcpus: config.vcpus,
+            processor_id: (leaf1.eax, leaf1.edx),
+            ram,
+        },
+    }
+}
+
+/// A UUID as text (8-4-4-4-12 hex digits).
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }

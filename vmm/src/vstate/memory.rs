@@ -31,6 +31,27 @@ pub enum MemoryError {
     },
 }
 
+/// Registers `len` bytes at host address `host` as a read-only KVM slot at guest address
+/// `guest` (a firmware ROM): the guest's writes there exit to the VMM as MMIO.
+pub fn register_rom(
+    vm: &kvm_ioctls::VmFd,
+    slot: u32,
+    guest: u64,
+    (host, len): (u64, u64),
+) -> Result<(), MemoryError> {
+    let region_desc = kvm_bindings::kvm_userspace_memory_region {
+        slot,
+        guest_phys_addr: guest,
+        memory_size: len,
+        userspace_addr: host,
+        flags: kvm_bindings::KVM_MEM_READONLY,
+    };
+    // SAFETY: the mapping belongs to the firmware image, which the machine drops only
+    // after the VM fd (the instance's field order says so).
+    unsafe { vm.set_user_memory_region(region_desc) }
+        .map_err(|source| MemoryError::RegisterSlot { slot, source })
+}
+
 /// Allocates guest RAM (anonymous, private, zero-filled).
 pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
     if size < MIN_MEMORY {

@@ -83,6 +83,11 @@ pub const CMOS_PORT: u16 = 0x70;
 /// Debug/milestone port: each byte the guest writes is a boot milestone (QEMU's
 /// `-debugcon` uses the same port, so a guest marks milestones the same way under both).
 pub const DEBUG_PORT: u16 = 0xe9;
+/// QEMU's fw_cfg interface (selector, data, DMA address) for firmware boot.
+pub const FW_CFG_PORT: u16 = 0x510;
+pub const FW_CFG_LEN: u64 = 0x0c;
+/// QEMU's debug console port, where SeaBIOS writes its log.
+pub const FIRMWARE_DEBUG_PORT: u16 = 0x402;
 /// ACPI hardware-reduced sleep control and status registers (ACPI 6.5 §4.8.3.7).
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
 pub const SLEEP_STATUS_PORT: u16 = 0x601;
