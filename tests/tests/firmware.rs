@@ -1,10 +1,11 @@
 //! Firmware boot: Debian's SeaBIOS from the reset vector, on Vessel's platform (the ROM
 //! below 4 GiB and at 0xE0000, fw_cfg with the e820 map, SMBIOS and ACPI).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vmm::{Boot, Event, FirmwareBoot, Machine, MachineConfig, MachineState};
+use vmm::{Boot, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig, MachineState};
 
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
@@ -18,6 +19,80 @@ fn firmware_machine(memory: u64) -> MachineConfig {
     }));
     config.memory_bytes = memory;
     config
+}
+
+/// Runs `config` until its serial output holds every one of `want` (240 s at most);
+/// returns the serial output and SeaBIOS's log.
+fn run_until(config: MachineConfig, want: &[&str]) -> (String, String) {
+    let handle = Machine::build(config, None).unwrap();
+    handle.start().unwrap();
+    let (mut serial, mut log) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = |s: &[u8]| {
+        let text = String::from_utf8_lossy(s);
+        want.iter().all(|w| text.contains(w))
+    };
+    while !done(&serial) {
+        assert!(
+            Instant::now() < deadline,
+            "not all of {want:?} in 240 s; serial: {:?}\nSeaBIOS log (port 0x402):\n{}",
+            String::from_utf8_lossy(&serial),
+            String::from_utf8_lossy(&log)
+        );
+        match handle.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Serial(bytes)) => serial.extend(bytes),
+            Ok(Event::DebugMarker { code, .. }) => log.push(code),
+            Ok(Event::StateChanged(MachineState::Stopped(reason))) => panic!(
+                "the machine stopped: {reason:?}\nserial: {:?}\nlog:\n{}",
+                String::from_utf8_lossy(&serial),
+                String::from_utf8_lossy(&log)
+            ),
+            _ => {}
+        }
+    }
+    handle.power_off().unwrap();
+    (String::from_utf8_lossy(&serial).into_owned(), String::from_utf8_lossy(&log).into_owned())
+}
+
+/// An ISO whose El Torito boot image is `tests/guests/firmware/cd-hello.S`, built with
+/// binutils and xorriso (tools/install-deps installs them).
+fn hello_iso(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/cd-hello.S");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let object = dir.join("boot.o");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("the tool runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("as").arg("-o").arg(&object).arg(&source));
+    run(Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(tree.join("boot.img")));
+    let iso = dir.join("hello.iso");
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "HELLO", "-o"])
+        .arg(&iso)
+        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
+        .arg(&tree));
+    iso
+}
+
+#[test]
+fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
+    let dir = std::env::temp_dir().join(format!("vessel-fw-cd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut config = firmware_machine(128 << 20);
+    config.devices = vec![DeviceConfig::CdRom { iso: Some(hello_iso(&dir)) }];
+    // The boot image's bytes go straight to the UART while SeaBIOS's serial console is
+    // still flushing its own line: they arrive interleaved (under QEMU too), in order.
+    let (serial, log) = run_until(config, &["Booting from DVD/CD", "I!"]);
+    assert!(log.contains("DVD/CD [ata1-0"), "SeaBIOS found the drive:\n{log}");
+    let after = &serial[serial.find("Booting from DVD/CD").unwrap()..];
+    let mut said = after.chars().filter(|c| "HI!".contains(*c));
+    assert_eq!(said.by_ref().take(3).collect::<String>(), "HI!", "{serial:?}");
+    // The machine's UUID, as SeaBIOS read it from Vessel's SMBIOS tables.
+    assert!(serial.contains("Machine UUID 76657373-656c-2d66-6972-6d7761726521"), "{serial:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SeaBIOS runs its real-mode and 32-bit code in ring 0, which this host's KVM (PVM)
