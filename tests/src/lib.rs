@@ -348,3 +348,25 @@ pub fn qemu_kvm_milestones(cmdline: &str, extra: &[&str]) -> Option<Vec<(u8, Dur
     let _ = child.wait();
     Some(marks)
 }
+
+/// An ISO whose El Torito boot image is `tests/guests/firmware/cd-hello.S`, built with
+/// binutils and xorriso (tools/install-deps installs them).
+pub fn firmware_hello_iso(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/cd-hello.S");
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let object = dir.join("boot.o");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("the tool runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("as").arg("-o").arg(&object).arg(&source));
+    run(Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(tree.join("boot.img")));
+    let iso = dir.join("hello.iso");
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "HELLO", "-o"])
+        .arg(&iso)
+        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
+        .arg(&tree));
+    iso
+}

@@ -1,8 +1,7 @@
 //! Firmware boot: Debian's SeaBIOS from the reset vector, on Vessel's platform (the ROM
 //! below 4 GiB and at 0xE0000, fw_cfg with the e820 map, SMBIOS and ACPI).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use vmm::{Boot, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig, MachineState};
@@ -54,35 +53,14 @@ fn run_until(config: MachineConfig, want: &[&str]) -> (String, String) {
     (String::from_utf8_lossy(&serial).into_owned(), String::from_utf8_lossy(&log).into_owned())
 }
 
-/// An ISO whose El Torito boot image is `tests/guests/firmware/cd-hello.S`, built with
-/// binutils and xorriso (tools/install-deps installs them).
-fn hello_iso(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/cd-hello.S");
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    let object = dir.join("boot.o");
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("the tool runs");
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(Command::new("as").arg("-o").arg(&object).arg(&source));
-    run(Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(tree.join("boot.img")));
-    let iso = dir.join("hello.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", "HELLO", "-o"])
-        .arg(&iso)
-        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
-        .arg(&tree));
-    iso
-}
-
 #[test]
 fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
     let dir = std::env::temp_dir().join(format!("vessel-fw-cd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut config = firmware_machine(128 << 20);
-    config.devices = vec![DeviceConfig::CdRom { iso: Some(hello_iso(&dir)) }];
+    config.devices =
+        vec![DeviceConfig::CdRom { iso: Some(vessel_tests::firmware_hello_iso(&dir)) }];
     // The boot image's bytes go straight to the UART while SeaBIOS's serial console is
     // still flushing its own line: they arrive interleaved (under QEMU too), in order.
     let (serial, log) = run_until(config, &["Booting from DVD/CD", "I!"]);

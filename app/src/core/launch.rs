@@ -18,6 +18,9 @@ use vmm::{BootSource, DeviceConfig, MachineConfig, RebootPolicy};
 /// Where a VM that boots from its CD keeps the kernel and initrd taken off the disc.
 pub const CD_BOOT_DIR: &str = "cache/cd-boot";
 
+/// The PC BIOS a firmware VM boots (Debian's seabios package).
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
 /// A VM ready to power on: its run lock (held until this is dropped) and its machine.
 pub struct Launch {
     pub lock: RunLock,
@@ -40,10 +43,15 @@ pub enum LaunchError {
     )]
     EmptyCd { name: String },
     #[error(
-        "{name} boots from firmware (BIOS/UEFI), which this Vessel cannot do yet; give it a \
-         Linux kernel to boot directly, or a Linux ISO to boot from its CD drive"
+        "{name} boots from UEFI firmware, which this Vessel cannot do yet; boot it through \
+         the BIOS instead: vessel set {name} boot.kind=bios"
     )]
-    Firmware { name: String },
+    Uefi { name: String },
+    #[error(
+        "{name} boots through the BIOS, and {SEABIOS} is missing; install it: sudo apt-get \
+         install seabios"
+    )]
+    NoBios { name: String },
     #[error(transparent)]
     CdBoot(#[from] CdBootError),
     /// A file the configuration names is outside the VM's folder.
@@ -95,11 +103,11 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
     let inside = |path: &Path| bundle.inside(path).map_err(LaunchError::Outside);
     let iso = c.cdrom.iso.as_ref().map(|i| bundle.resolve(i));
     let boot = match &c.boot.value {
-        Boot::Direct { kernel, initrd, cmdline } => BootSource {
+        Boot::Direct { kernel, initrd, cmdline } => vmm::Boot::Kernel(BootSource {
             kernel: inside(kernel)?,
             initrd: initrd.as_deref().map(inside).transpose()?,
             cmdline: cmdline.clone(),
-        },
+        }),
         Boot::Cdrom => {
             let Some(iso) = &iso else {
                 return Err(LaunchError::EmptyCd { name: c.name.clone() });
@@ -108,9 +116,28 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
             // have changed), into the bundle.
             let dir = inside(Path::new(CD_BOOT_DIR))?;
             let boot = boot_config::extract_linux_boot(iso, &dir)?;
-            BootSource { kernel: boot.kernel, initrd: boot.initrd, cmdline: boot.cmdline }
+            vmm::Boot::Kernel(BootSource {
+                kernel: boot.kernel,
+                initrd: boot.initrd,
+                cmdline: boot.cmdline,
+            })
         }
-        Boot::Bios | Boot::Uefi => return Err(LaunchError::Firmware { name: c.name.clone() }),
+        // The firmware boots what it finds: the disks first, then the CD (an empty disk
+        // falls through to the installer's disc). Its text screen goes to the serial
+        // console.
+        Boot::Bios => {
+            if !Path::new(SEABIOS).is_file() {
+                return Err(LaunchError::NoBios { name: c.name.clone() });
+            }
+            vmm::Boot::Firmware(vmm::FirmwareBoot {
+                image: SEABIOS.into(),
+                uuid: *c.uuid.as_bytes(),
+                boot_order: Vec::new(),
+                boot_menu_ms: None,
+                serial_console: true,
+            })
+        }
+        Boot::Uefi => return Err(LaunchError::Uefi { name: c.name.clone() }),
     };
     // Every machine has a CD drive, empty or not, so discs can be put in while it runs.
     let mut devices = vec![DeviceConfig::Rng, DeviceConfig::CdRom { iso }];
@@ -160,7 +187,7 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
     Ok(MachineConfig {
         vcpus: u8::try_from(c.vcpus).map_err(|_| LaunchError::Vcpus(c.vcpus))?,
         memory_bytes: c.memory_mib << 20,
-        boot: boot.into(),
+        boot,
         on_guest_reboot: RebootPolicy::Restart,
         devices,
         boot_framebuffer,

@@ -12,7 +12,7 @@ pub enum CdBootError {
     Iso(#[from] IsoError),
     #[error(
         "{0} has no Linux kernel Vessel can boot directly (no isolinux or GRUB entry naming \
-         one); it needs firmware boot (BIOS/UEFI), which a later Vessel brings"
+         one); it needs firmware boot: set the VM's boot.kind to bios"
     )]
     NotLinux(PathBuf),
     #[error("cannot write {path}")]
