@@ -122,9 +122,9 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
                 cmdline: boot.cmdline,
             })
         }
-        // The firmware boots what it finds: the disks first, then the CD (an empty disk
-        // falls through to the installer's disc). Its text screen goes to the serial
-        // console.
+        // The firmware boots what it finds, in SeaBIOS's own order until the boot-order
+        // setting lands: the disks first, then the CD (an empty disk falls through to the
+        // installer's disc). Its text screen goes to the serial console.
         Boot::Bios => {
             if !Path::new(SEABIOS).is_file() {
                 return Err(LaunchError::NoBios { name: c.name.clone() });
