@@ -41,7 +41,9 @@ impl SerialView {
         while !serial.is_char_boundary(from) {
             from += 1;
         }
-        let text = serial[from..].to_string();
+        // Terminal control sequences (a firmware's serial console clears the screen and
+        // sets modes) are for terminals; the view shows the text.
+        let text = printable(&serial[from..]);
         let frame = egui::Frame::new().fill(egui::Color32::from_gray(16)).inner_margin(6.0);
         let response = frame
             .show(ui, |ui| {
@@ -126,4 +128,43 @@ fn serial_bytes(events: &mut Vec<egui::Event>) -> Vec<u8> {
         _ => true,
     });
     out
+}
+
+/// `text` without ANSI/VT100 escape sequences (CSI `ESC [ ... final`, and two-byte
+/// `ESC x`) and other control characters but newlines and tabs; carriage returns go.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // CSI (ESC [): parameters and intermediates up to a final byte in @..~; any
+            // other ESC takes one character with it (ESC c: reset).
+            '\x1b' => {
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn terminal_control_sequences_are_not_shown() {
+        let seabios = "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2)\r\nBooting...\n";
+        assert_eq!(printable(seabios), "SeaBIOS (version 1.16.2)\nBooting...\n");
+        assert_eq!(printable("a\tb\x07c\x1b[1;31mred\x1b[0m"), "a\tbcred");
+        assert_eq!(printable("cut \x1b["), "cut ", "an unfinished sequence at the end");
+    }
 }
