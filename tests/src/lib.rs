@@ -370,3 +370,24 @@ pub fn firmware_hello_iso(dir: &Path) -> PathBuf {
         .arg(&tree));
     iso
 }
+
+/// A 1 MiB raw disk whose MBR boot sector is `tests/guests/firmware/mbr-hello.S` (it says
+/// "MBR!" on COM1), built with binutils.
+pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/mbr-hello.S");
+    let object = dir.join("mbr.o");
+    let sector = dir.join("mbr.bin");
+    for cmd in [
+        Command::new("as").arg("-o").arg(&object).arg(&source),
+        Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(&sector),
+    ] {
+        let out = cmd.output().expect("binutils runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut disk = std::fs::read(&sector).unwrap();
+    assert_eq!(disk.len(), 512, "one sector");
+    disk.resize(1 << 20, 0);
+    let path = dir.join("mbr-hello.raw");
+    std::fs::write(&path, disk).unwrap();
+    path
+}

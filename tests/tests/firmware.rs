@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vmm::{Boot, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig, MachineState};
+use vmm::{
+    Boot, BootDevice, DeviceConfig, Event, FirmwareBoot, ImageFormat, ImageSpec, Machine,
+    MachineConfig, MachineState,
+};
 
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
@@ -70,6 +73,42 @@ fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
     assert_eq!(said.by_ref().take(3).collect::<String>(), "HI!", "{serial:?}");
     // The machine's UUID, as SeaBIOS read it from Vessel's SMBIOS tables.
     assert!(serial.contains("Machine UUID 76657373-656c-2d66-6972-6d7761726521"), "{serial:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the firmware's boot order picks, with a bootable disk and a bootable CD in the
+/// machine: the disk when it comes first (a VM after its install), the CD when asked.
+#[test]
+fn the_boot_order_picks_the_disk_or_the_cd() {
+    let dir = std::env::temp_dir().join(format!("vessel-fw-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let iso = vessel_tests::firmware_hello_iso(&dir);
+    let disk = vessel_tests::firmware_hello_disk(&dir);
+    let machine = |order: Vec<BootDevice>| {
+        let mut config = firmware_machine(128 << 20);
+        let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
+        fw.boot_order = order;
+        config.devices = vec![
+            DeviceConfig::CdRom { iso: Some(iso.clone()) },
+            DeviceConfig::Block {
+                image: ImageSpec { path: disk.clone(), format: ImageFormat::Raw, backing: vec![] },
+                read_only: true,
+            },
+        ];
+        config
+    };
+    // (The boot sectors' bytes interleave with SeaBIOS's serial console line.)
+    let (serial, log) = run_until(machine(vec![BootDevice::Disk(0), BootDevice::Cd]), &["R!"]);
+    let disk = "Booting from Hard Disk";
+    let after = &serial[serial.find(disk).expect("the disk first") + disk.len()..];
+    assert_eq!(after.chars().filter(|c| "MBR!".contains(*c)).take(4).collect::<String>(), "MBR!");
+    assert!(!serial.contains("Booting from DVD/CD"), "the disk first: {serial:?}");
+    assert!(log.contains("Searching bootorder for: /pci@i0cf8/*@"), "{log}");
+    let (serial, _) = run_until(machine(vec![BootDevice::Cd, BootDevice::Disk(0)]), &["I!"]);
+    let after = &serial[serial.find("Booting from DVD/CD").expect("the CD first")..];
+    assert_eq!(after.chars().filter(|c| "HI!".contains(*c)).take(3).collect::<String>(), "HI!");
+    assert!(!serial.contains("Booting from Hard Disk"), "{serial:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -20,6 +20,6 @@ pub use devices::storage::image::{ImageFormat, ImageSpec, Layer};
 pub use display::Display;
 pub use input::{Button, InputKind, InputSink};
 pub use machine::{
-    Boot, CrashReport, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig, MachineError,
-    MachineHandle, MachineState, RebootPolicy, StopReason, Usage, WakeFn,
+    Boot, BootDevice, CrashReport, DeviceConfig, Event, FirmwareBoot, Machine, MachineConfig,
+    MachineError, MachineHandle, MachineState, RebootPolicy, StopReason, Usage, WakeFn,
 };

@@ -122,9 +122,9 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
                 cmdline: boot.cmdline,
             })
         }
-        // The firmware boots what it finds, in SeaBIOS's own order until the boot-order
-        // setting lands: the disks first, then the CD (an empty disk falls through to the
-        // installer's disc). Its text screen goes to the serial console.
+        // The disks first, then the CD: an empty disk falls through to the installer's
+        // disc, and after the install the disk boots. Its text screen goes to the serial
+        // console.
         Boot::Bios => {
             if !Path::new(SEABIOS).is_file() {
                 return Err(LaunchError::NoBios { name: c.name.clone() });
@@ -132,7 +132,10 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
             vmm::Boot::Firmware(vmm::FirmwareBoot {
                 image: SEABIOS.into(),
                 uuid: *c.uuid.as_bytes(),
-                boot_order: Vec::new(),
+                boot_order: (0..c.disks.len())
+                    .map(vmm::BootDevice::Disk)
+                    .chain([vmm::BootDevice::Cd])
+                    .collect(),
                 boot_menu_ms: None,
                 serial_console: true,
             })

@@ -21,6 +21,15 @@ impl From<BootSource> for Boot {
     }
 }
 
+/// A device the firmware may boot from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootDevice {
+    /// The machine's `n`th `DeviceConfig::Block` disk (from 0).
+    Disk(usize),
+    /// The CD drive.
+    Cd,
+}
+
 /// A firmware boot: the image and what the firmware is told.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FirmwareBoot {
@@ -29,8 +38,8 @@ pub struct FirmwareBoot {
     pub image: PathBuf,
     /// The machine's UUID (SMBIOS, fw_cfg), RFC 4122 byte order.
     pub uuid: [u8; 16],
-    /// OpenFirmware device paths to boot from, in order.
-    pub boot_order: Vec<String>,
+    /// The devices to boot from, in order; the firmware tries the others after them.
+    pub boot_order: Vec<BootDevice>,
     /// Show the firmware's boot menu for this many milliseconds.
     pub boot_menu_ms: Option<u16>,
     /// Mirror the firmware's text screen to COM1 (SeaBIOS's serial console).

@@ -337,9 +337,7 @@ fn build_devices(
     }));
     pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
 
-    if let Boot::Firmware(fw) = &config.boot {
-        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &firmware_setup(config, fw))?;
-        pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
+    if let Boot::Firmware(_) = &config.boot {
         // SeaBIOS's own log goes to QEMU's debug console port: the same as 0xE9's.
         let events = env.events.clone();
         let debug = DebugPort::new(Box::new(move |code, at| {
@@ -366,6 +364,8 @@ fn build_devices(
     let mut virtio = Vec::new();
     let mut ide = None;
     let mut disks = 0;
+    // Where the bootable devices went (PCI slots), for the firmware's boot order.
+    let (mut cd_slot, mut disk_slots) = (None, Vec::new());
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::CdRom { iso } => {
@@ -381,7 +381,7 @@ fn build_devices(
                 {
                     pio.insert(u64::from(port), len, controller.clone())?;
                 }
-                crate::sync::lock(&root).add_device(controller.clone())?;
+                cd_slot = Some(crate::sync::lock(&root).add_device(controller.clone())?);
                 ide = Some(controller);
                 continue;
             }
@@ -416,7 +416,15 @@ fn build_devices(
         let transport = Arc::new(Mutex::new(transport));
         let slot = crate::sync::lock(&root).add_device(transport.clone())?;
         crate::sync::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
+        if matches!(device, DeviceConfig::Block { .. }) {
+            disk_slots.push(slot);
+        }
         virtio.push(transport);
+    }
+    if let Boot::Firmware(fw) = &config.boot {
+        let order = boot_paths(&fw.boot_order, cd_slot, &disk_slots);
+        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &firmware_setup(config, fw, order))?;
+        pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }
     Ok(Devices { pio, mmio, serial, ged, virtio, ide })
 }
@@ -425,6 +433,7 @@ fn build_devices(
 fn firmware_setup(
     config: &MachineConfig,
     fw: &crate::machine::config::FirmwareBoot,
+    boot_order: Vec<String>,
 ) -> crate::firmware::FirmwareSetup {
     // SMBIOS's processor ID: CPUID leaf 1's EAX and EDX, as the guest sees them (Vessel
     // passes the host's family, model and stepping through).
@@ -437,7 +446,7 @@ fn firmware_setup(
         vcpus: config.vcpus,
         memory_bytes: config.memory_bytes,
         uuid: fw.uuid,
-        boot_order: fw.boot_order.clone(),
+        boot_order,
         boot_menu_ms: fw.boot_menu_ms,
         serial_console: fw.serial_console.then_some(COM1_PORT),
         smbios: crate::firmware::smbios::SmbiosConfig {
@@ -457,4 +466,25 @@ fn firmware_setup(
 fn uuid_text(u: &[u8; 16]) -> String {
     let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+}
+
+/// The OpenFirmware paths of `order` as SeaBIOS matches them (QEMU's spelling): a
+/// virtio-blk disk at PCI slot S is `/pci@i0cf8/scsi@S/disk@0,0`, the CD (the IDE
+/// controller's secondary master) `/pci@i0cf8/ide@S/drive@1/disk@0`. A device the machine
+/// lacks is left out.
+fn boot_paths(
+    order: &[crate::machine::config::BootDevice],
+    cd_slot: Option<usize>,
+    disk_slots: &[usize],
+) -> Vec<String> {
+    use crate::machine::config::BootDevice;
+    order
+        .iter()
+        .filter_map(|device| match device {
+            BootDevice::Cd => cd_slot.map(|s| format!("/pci@i0cf8/ide@{s:x}/drive@1/disk@0")),
+            BootDevice::Disk(n) => {
+                disk_slots.get(*n).map(|s| format!("/pci@i0cf8/scsi@{s:x}/disk@0,0"))
+            }
+        })
+        .collect()
 }

@@ -18,7 +18,9 @@ use std::time::Instant;
 
 use vmm_sys_util::eventfd::EventFd;
 
-pub use config::{Boot, DeviceConfig, FirmwareBoot, MAX_VCPUS, MachineConfig, RebootPolicy};
+pub use config::{
+    Boot, BootDevice, DeviceConfig, FirmwareBoot, MAX_VCPUS, MachineConfig, RebootPolicy,
+};
 pub use error::MachineError;
 pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 pub use stats::{MachineStats, Usage};
