@@ -360,7 +360,12 @@ pub fn firmware_hello_iso(dir: &Path) -> PathBuf {
         let out = cmd.output().expect("the tool runs");
         assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(Command::new("as").arg("-o").arg(&object).arg(&source));
+    run(Command::new("as")
+        .arg("-I")
+        .arg(source.parent().unwrap())
+        .arg("-o")
+        .arg(&object)
+        .arg(&source));
     run(Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(tree.join("boot.img")));
     let iso = dir.join("hello.iso");
     run(Command::new("xorriso")
@@ -378,7 +383,12 @@ pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
     let object = dir.join("mbr.o");
     let sector = dir.join("mbr.bin");
     for cmd in [
-        Command::new("as").arg("-o").arg(&object).arg(&source),
+        Command::new("as")
+            .arg("-I")
+            .arg(source.parent().unwrap())
+            .arg("-o")
+            .arg(&object)
+            .arg(&source),
         Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(&sector),
     ] {
         let out = cmd.output().expect("binutils runs");
