@@ -120,34 +120,9 @@ fn seabios_prints_its_banner_on_the_serial_console() {
         std::path::Path::new(SEABIOS).is_file(),
         "{SEABIOS} is missing: tools/install-deps installs the seabios package"
     );
-    let handle = Machine::build(firmware_machine(128 << 20), None).unwrap();
-    handle.start().unwrap();
-    let (mut serial, mut log) = (Vec::new(), Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(240);
     // The banner, then the boot attempts: with no disk and no disc, none succeeds.
-    let done = |s: &[u8]| {
-        let text = String::from_utf8_lossy(s);
-        text.contains("SeaBIOS (version") && text.contains("No bootable device")
-    };
-    while !done(&serial) {
-        assert!(
-            Instant::now() < deadline,
-            "no banner and boot attempts in 240 s; serial: {:?}\nSeaBIOS log (port 0x402):\n{}",
-            String::from_utf8_lossy(&serial),
-            String::from_utf8_lossy(&log)
-        );
-        match handle.events().recv_timeout(Duration::from_millis(100)) {
-            Ok(Event::Serial(bytes)) => serial.extend(bytes),
-            Ok(Event::DebugMarker { code, .. }) => log.push(code),
-            Ok(Event::StateChanged(MachineState::Stopped(reason))) => panic!(
-                "the machine stopped: {reason:?}\nserial: {:?}\nlog:\n{}",
-                String::from_utf8_lossy(&serial),
-                String::from_utf8_lossy(&log)
-            ),
-            _ => {}
-        }
-    }
-    let log = String::from_utf8_lossy(&log).into_owned();
+    let (_, log) =
+        run_until(firmware_machine(128 << 20), &["SeaBIOS (version", "No bootable device"]);
     // What Vessel told it, as SeaBIOS's own log reports it: fw_cfg with DMA, the e820 map,
     // the SMBIOS tables, and ACPI through the linker/loader (the FADT found via the XSDT).
     for want in [
@@ -160,5 +135,4 @@ fn seabios_prints_its_banner_on_the_serial_console() {
     ] {
         assert!(log.contains(want), "no {want:?} in SeaBIOS's log:\n{log}");
     }
-    handle.power_off().unwrap();
 }

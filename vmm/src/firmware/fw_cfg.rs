@@ -293,8 +293,6 @@ impl crate::devices::bus::BusDevice for FwCfg {
                 self.dma_high = 0;
                 self.dma(addr);
             }
-            // One 8-byte write of the whole address (a 64-bit guest on an MMIO window).
-            (DMA_HIGH, 8) => self.dma(u64::from_be_bytes(data.try_into().expect("8 bytes"))),
             _ => log::debug!("fw_cfg: {}-byte write at offset {offset} ignored", data.len()),
         }
     }

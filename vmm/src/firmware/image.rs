@@ -48,21 +48,17 @@ impl FirmwareImage {
     /// Reads the image at `path`: a regular file of whole 64 KiB blocks, at most 16 MiB.
     pub fn load(path: &Path) -> Result<Self, ImageError> {
         let read = |source| ImageError::Read { path: path.to_path_buf(), source };
-        let file = crate::devices::storage::open_regular(path, false).map_err(read)?;
+        let mut file = crate::devices::storage::open_regular(path, false).map_err(read)?;
         let size = file.metadata().map_err(read)?.len();
         if size == 0 || size > MAX_BYTES || !size.is_multiple_of(BLOCK) {
             return Err(ImageError::Size { path: path.to_path_buf(), size });
         }
-        let mut bytes = Vec::with_capacity(size as usize);
-        // At most `size` bytes, whatever the file does meanwhile.
-        file.take(size).read_to_end(&mut bytes).map_err(read)?;
-        if bytes.len() as u64 != size {
-            return Err(ImageError::Size { path: path.to_path_buf(), size: bytes.len() as u64 });
-        }
         let region = MmapRegion::new(size as usize).map_err(ImageError::Allocate)?;
         // SAFETY: the region was just mapped `size` bytes long, read-write and private to
-        // it; nothing else refers to it yet.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), region.as_ptr(), bytes.len()) };
+        // it; nothing else refers to it while the file is read into it.
+        let dst = unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), size as usize) };
+        // Exactly `size` bytes: a file that shrank meanwhile is an error, not a short ROM.
+        file.read_exact(dst).map_err(read)?;
         Ok(FirmwareImage { region })
     }
 

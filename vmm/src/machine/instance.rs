@@ -330,20 +330,19 @@ fn build_devices(
     let pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(power)));
     pio.insert(u64::from(SLEEP_CONTROL_PORT), 2, pm.clone())?;
 
-    let events = env.events.clone();
-    let built_at = env.built_at;
-    let debug = DebugPort::new(Box::new(move |code, at| {
-        events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
-    }));
-    pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
+    // A debug console port: each byte becomes a debug-port event.
+    let debug_port = || -> SharedDevice {
+        let events = env.events.clone();
+        let built_at = env.built_at;
+        Arc::new(Mutex::new(DebugPort::new(Box::new(move |code, at| {
+            events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
+        }))))
+    };
+    pio.insert(u64::from(DEBUG_PORT), 1, debug_port())?;
 
     if let Boot::Firmware(_) = &config.boot {
         // SeaBIOS's own log goes to QEMU's debug console port: the same as 0xE9's.
-        let events = env.events.clone();
-        let debug = DebugPort::new(Box::new(move |code, at| {
-            events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
-        }));
-        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, Arc::new(Mutex::new(debug)))?;
+        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, debug_port())?;
     }
 
     let ged = Arc::new(Mutex::new(Ged::new(irq(GED_GSI)?)));
