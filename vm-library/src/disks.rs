@@ -115,8 +115,42 @@ fn storage(path: &Path, writable: bool) -> Result<imago::file::File, DiskError> 
 
 /// The qcow2 header of `path`, without opening anything it names.
 fn qcow2_header(path: &Path, writable: bool) -> Result<Qcow2<imago::file::File>, DiskError> {
-    Qcow2::<imago::file::File>::open_image(storage(path, writable)?, writable)
-        .map_err(|e| DiskError::NotQcow2 { path: path.to_path_buf(), cause: e })
+    let not_qcow2 = |cause| DiskError::NotQcow2 { path: path.to_path_buf(), cause };
+    check_extensions(path).map_err(not_qcow2)?;
+    Qcow2::<imago::file::File>::open_image(storage(path, writable)?, writable).map_err(not_qcow2)
+}
+
+/// The feature name table header extension (qcow2 spec, "Feature name table").
+const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
+
+/// Refuses header extensions imago 0.2.6 would panic on: a feature name table whose
+/// length is not whole 48-byte entries (it indexes past a short last entry). The walk is
+/// bounded by the header's cluster and the bytes read.
+fn check_extensions(path: &Path) -> Result<(), io::Error> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut head = Vec::new();
+    let file = crate::files::open_regular(path, false)?;
+    // The header and its extensions live in the first cluster (at most 2 MiB).
+    file.take(2 << 20).read_to_end(&mut head)?;
+    let be32 = |at: usize| head.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().unwrap()));
+    if head.get(..4) != Some(b"QFI\xfb") {
+        return Ok(()); // not qcow2: imago says so
+    }
+    let version = be32(4).unwrap_or(0);
+    let cluster_bits = be32(20).unwrap_or(0);
+    let end = if (9..=21).contains(&cluster_bits) { 1usize << cluster_bits } else { return Ok(()) };
+    let mut at = if version >= 3 { be32(100).unwrap_or(0) as usize } else { 72 };
+    while at + 8 <= end.min(head.len()) {
+        let (kind, len) = (be32(at).unwrap_or(0), be32(at + 4).unwrap_or(0) as usize);
+        if kind == 0 {
+            break;
+        }
+        if kind == EXT_FEATURE_NAMES && len % 48 != 0 {
+            return Err(bad("its feature name table is not whole 48-byte entries"));
+        }
+        at = at.saturating_add(8).saturating_add(len.next_multiple_of(8));
+    }
+    Ok(())
 }
 
 /// The images `path` (of `format`, as the configuration states it) reads through, outermost
@@ -662,6 +696,27 @@ mod tests {
         assert_eq!(info.format, DiskFormat::Raw);
         assert_eq!(fs::read(&copy).unwrap(), fs::read(&disguised).unwrap());
         assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o600, "private");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// Found by the qcow2_policy fuzz target: a feature name table of 0x70 bytes (two
+    /// entries and a short one) made imago index past its end and panic.
+    #[test]
+    fn a_short_feature_name_entry_is_refused_not_a_panic() {
+        let dir =
+            std::env::temp_dir().join(format!("vessel-disk-featnames-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.qcow2");
+        let mut image = vec![0u8; 0x200];
+        image[..4].copy_from_slice(b"QFI\xfb");
+        image[4..8].copy_from_slice(&3u32.to_be_bytes()); // version 3
+        image[20..24].copy_from_slice(&16u32.to_be_bytes()); // 64 KiB clusters
+        image[100..104].copy_from_slice(&104u32.to_be_bytes()); // header length
+        image[104..108].copy_from_slice(&EXT_FEATURE_NAMES.to_be_bytes());
+        image[108..112].copy_from_slice(&0x70u32.to_be_bytes());
+        fs::write(&path, &image).unwrap();
+        let err = backing_chain(&path, DiskFormat::Qcow2, &BackingPolicy::none()).unwrap_err();
+        assert!(err.to_string().contains("feature name table"), "{err}");
         let _ = fs::remove_dir_all(dir);
     }
 }
