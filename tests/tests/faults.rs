@@ -3,9 +3,11 @@
 //! the process run on. The faulty test device (vmm's `test-devices` feature) provides the
 //! faults: the guest asks for them by writing its port.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use vessel_tests::*;
+use vmm::devices::faulty::HANGING;
 use vmm::{DeviceConfig, MachineState, StopReason};
 
 fn ticks(run: &mut GuestRun) -> usize {
@@ -57,6 +59,12 @@ fn a_faulty_device_ends_only_its_own_machine() {
     spec.devices.push(DeviceConfig::Faulty);
     let mut run = spec.boot();
     run.expect_output("FAULT HANG");
+    // The guest prints before it writes the port: wait until its vCPU is in the device.
+    let deadline = Instant::now() + TIMEOUT;
+    while HANGING.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the vCPU never reached the faulty device");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(mappings_of(memory), 1, "the guest's memory is mapped");
     run.handle.power_off().unwrap();
     match run.expect_stopped() {

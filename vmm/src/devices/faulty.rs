@@ -5,6 +5,7 @@
 //! One port: writing 1 panics (a bug in a device model), writing 2 blocks the writing vCPU
 //! for `HANG` (a device stuck in a blocking call).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::devices::bus::BusDevice;
@@ -13,6 +14,10 @@ use crate::devices::bus::BusDevice;
 pub const FAULTY_PORT: u16 = 0xea;
 /// How long a "hang" command blocks.
 pub const HANG: Duration = Duration::from_secs(5);
+
+/// How many vCPU threads are inside a "hang" command right now (in this process), so that
+/// a test can act while one is stuck rather than guess when the guest got there.
+pub static HANGING: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 pub struct Faulty;
@@ -25,7 +30,11 @@ impl BusDevice for Faulty {
     fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
         match data[0] {
             1 => panic!("the faulty test device panics on command"),
-            2 => std::thread::sleep(HANG),
+            2 => {
+                HANGING.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(HANG);
+                HANGING.fetch_sub(1, Ordering::SeqCst);
+            }
             _ => {}
         }
     }
