@@ -2,13 +2,10 @@
 //! start` shows the firmware's screen, mirrored to the serial console, on the terminal,
 //! and the disc's boot image runs.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
-use common::vessel;
+use common::{Started, vessel};
 
 #[test]
 fn a_vm_from_a_non_linux_disc_boots_it_through_the_bios() {
@@ -23,51 +20,82 @@ fn a_vm_from_a_non_linux_disc_boots_it_through_the_bios() {
     let out = vessel(&lib, &["--json", "show", "hello"]);
     let vm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(vm["boot"]["kind"], "bios", "{vm}");
+    // Quick Linux boot needs Linux on the disc.
+    let out =
+        vessel(&lib, &["create", "quick", "--iso", iso.to_str().unwrap(), "--boot", "quick-linux"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("has no Linux kernel"), "{err}");
+    assert!(err.contains("without Quick Linux boot"), "{err}");
+    assert!(!lib.join("quick.vessel").exists(), "nothing was made");
 
-    let mut start = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--library")
-        .arg(&lib)
-        .args(["start", "hello"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = start.stdout.take().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let mut start = Started::new(&lib, "hello");
     // The boot image halts: the VM runs until it is stopped. Wait for its last word
     // (SeaBIOS's own lines interleave with its bytes), then power it off the way a user
     // would from another terminal.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains("I!") {
-        assert!(
-            Instant::now() < deadline,
-            "no boot image output in 120 s: {:?}",
-            String::from_utf8_lossy(&seen.lock().unwrap())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        start.wait_until(Duration::from_secs(120), |seen| seen.contains("I!")),
+        "no boot image output in 120 s: {:?}",
+        start.seen()
+    );
     let out = vessel(&lib, &["stop", "hello", "--force"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let status = start.wait().unwrap();
-    reader.join().unwrap();
-    let seen = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    let mut stderr = String::new();
-    start.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let (status, seen, stderr) = start.finish();
     assert!(seen.contains("SeaBIOS (version"), "the firmware's banner: {seen:?}\n{stderr}");
     let after = &seen[seen.find("Booting from DVD/CD").expect("it boots the disc")..];
     let said: String = after.chars().filter(|c| "HI!".contains(*c)).take(3).collect();
     assert_eq!(said, "HI!", "the disc's boot image ran: {seen:?}");
     assert_eq!(status.code(), Some(5), "powered off on request: {stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The library's boot order, as a user meets it: a new VM's empty disk falls through to the
+/// CD; once a disk has a system, the disk boots; `boot.order=cd,disk` boots the CD again,
+/// and `boot.next=cd` does it once.
+#[test]
+fn the_vm_boots_its_disk_or_its_cd_as_its_boot_order_says() {
+    let dir = std::env::temp_dir().join(format!("vessel-bios-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let iso = vessel_tests::firmware_hello_iso(&dir);
+    let lib = dir.join("library");
+    let out = vessel(
+        &lib,
+        &["create", "pc", "--iso", iso.to_str().unwrap(), "--disk-size", "64M", "--raw"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // What one power-on boots: "cd" or "disk", by what the boot image printed.
+    let boots = |lib: &std::path::Path| -> &'static str {
+        let mut start = Started::new(lib, "pc");
+        let said = |seen: &str, word: &str| {
+            let chars: String = seen.chars().filter(|c| word.contains(*c)).collect();
+            chars.contains(word)
+        };
+        let done = start.wait_until(Duration::from_secs(120), |seen| {
+            seen.contains("Booting from") && (said(seen, "HI!") || said(seen, "MBR!"))
+        });
+        let seen = start.seen();
+        assert!(done, "nothing booted in 120 s: {seen:?}");
+        let out = vessel(lib, &["stop", "pc", "--force"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (status, _, _) = start.finish();
+        assert_eq!(status.code(), Some(5));
+        let last = &seen[seen.rfind("Booting from").unwrap()..];
+        if last.starts_with("Booting from DVD/CD") { "cd" } else { "disk" }
+    };
+    assert_eq!(boots(&lib), "cd", "the empty disk falls through to the CD");
+    // What an installer does: it writes a system with its boot sector onto the disk.
+    let system = std::fs::read(vessel_tests::firmware_hello_disk(&dir)).unwrap();
+    let disk = lib.join("pc.vessel/disks/disk0.raw");
+    let mut file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::io::Write::write_all(&mut file, &system).unwrap();
+    drop(file);
+    assert_eq!(boots(&lib), "disk", "the installed system boots");
+    let out = vessel(&lib, &["set", "pc", "boot.next=cd"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(boots(&lib), "cd", "boot from the CD next time");
+    assert_eq!(boots(&lib), "disk", "and only that time");
+    let out = vessel(&lib, &["set", "pc", "boot.order=cd,disk"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(boots(&lib), "cd", "the CD first");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -230,6 +230,44 @@ fn iso_info_reads_what_distributions_build() {
             .min(std::thread::available_parallelism().unwrap().get() as u64)
     );
     assert_eq!(show["cdrom"]["iso"], iso.canonicalize().unwrap().to_str().unwrap());
+    // Every ISO boots through the BIOS unless Quick Linux boot is asked for: the disk, then
+    // the CD. The order, the boot menu and a one-time CD boot are settings.
+    assert_eq!(
+        show["boot"],
+        serde_json::json!({"kind": "bios", "order": ["disk", "cd"], "menu": false})
+    );
+    let set = |change: &str| vessel(&dir, &["set", "deb", change]);
+    assert!(set("boot.order=cd,disk").status.success());
+    assert!(set("boot.next=cd").status.success());
+    assert!(set("boot.menu=true").status.success());
+    let show = json(&dir, &["--json", "show", "deb"]);
+    assert_eq!(
+        show["boot"],
+        serde_json::json!({"kind": "bios", "order": ["cd", "disk"], "menu": true, "next": "cd"})
+    );
+    let bad = set("boot.order=cd,floppy");
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("\"floppy\" is not a boot device"), "{}", text(&bad.stderr));
+    assert_eq!(
+        json(&dir, &["--json", "show", "deb"])["boot"]["order"],
+        serde_json::json!(["cd", "disk"])
+    );
+    let quick = vessel(
+        &dir,
+        &[
+            "--json",
+            "create",
+            "quick",
+            "--iso",
+            iso.to_str().unwrap(),
+            "--boot",
+            "quick-linux",
+            "--disk-size",
+            "0",
+        ],
+    );
+    assert!(quick.status.success(), "{}", text(&quick.stderr));
+    assert_eq!(json(&dir, &["--json", "show", "quick"])["boot"]["kind"], "cdrom");
     let not_iso = vessel(&dir, &["iso-info", "/etc/hostname"]);
     assert_eq!(not_iso.status.code(), Some(1));
     assert!(text(&not_iso.stderr).contains("not an ISO 9660 image"), "{}", text(&not_iso.stderr));

@@ -1,7 +1,7 @@
 //! Firmware boot: Debian's SeaBIOS from the reset vector, on Vessel's platform (the ROM
 //! below 4 GiB and at 0xE0000, fw_cfg with the e820 map, SMBIOS and ACPI).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vmm::{
@@ -16,6 +16,7 @@ fn firmware_machine(memory: u64) -> MachineConfig {
         image: PathBuf::from(SEABIOS),
         uuid: *b"vessel-firmware!",
         boot_order: Vec::new(),
+        first_boot_order: None,
         boot_menu_ms: None,
         serial_console: true,
     }));
@@ -28,6 +29,14 @@ fn firmware_machine(memory: u64) -> MachineConfig {
 fn run_until(config: MachineConfig, want: &[&str]) -> (String, String) {
     let handle = Machine::build(config, None).unwrap();
     handle.start().unwrap();
+    let output = wait_for(&handle, want);
+    handle.power_off().unwrap();
+    output
+}
+
+/// The serial output and SeaBIOS's log of `handle` from now until the serial output holds
+/// every one of `want` (240 s at most).
+fn wait_for(handle: &vmm::MachineHandle, want: &[&str]) -> (String, String) {
     let (mut serial, mut log) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(240);
     let done = |s: &[u8]| {
@@ -52,7 +61,6 @@ fn run_until(config: MachineConfig, want: &[&str]) -> (String, String) {
             _ => {}
         }
     }
-    handle.power_off().unwrap();
     (String::from_utf8_lossy(&serial).into_owned(), String::from_utf8_lossy(&log).into_owned())
 }
 
@@ -85,19 +93,7 @@ fn the_boot_order_picks_the_disk_or_the_cd() {
     std::fs::create_dir_all(&dir).unwrap();
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let disk = vessel_tests::firmware_hello_disk(&dir);
-    let machine = |order: Vec<BootDevice>| {
-        let mut config = firmware_machine(128 << 20);
-        let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
-        fw.boot_order = order;
-        config.devices = vec![
-            DeviceConfig::CdRom { iso: Some(iso.clone()) },
-            DeviceConfig::Block {
-                image: ImageSpec { path: disk.clone(), format: ImageFormat::Raw, backing: vec![] },
-                read_only: true,
-            },
-        ];
-        config
-    };
+    let machine = |order: Vec<BootDevice>| hello_machine(&iso, &disk, order);
     // (The boot sectors' bytes interleave with SeaBIOS's serial console line.)
     let (serial, log) = run_until(machine(vec![BootDevice::Disk(0), BootDevice::Cd]), &["R!"]);
     let disk = "Booting from Hard Disk";
@@ -109,6 +105,49 @@ fn the_boot_order_picks_the_disk_or_the_cd() {
     let after = &serial[serial.find("Booting from DVD/CD").expect("the CD first")..];
     assert_eq!(after.chars().filter(|c| "HI!".contains(*c)).take(3).collect::<String>(), "HI!");
     assert!(!serial.contains("Booting from Hard Disk"), "{serial:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A machine with the hello CD and the hello MBR disk, booting them in `order`.
+fn hello_machine(iso: &Path, disk: &Path, order: Vec<BootDevice>) -> MachineConfig {
+    let mut config = firmware_machine(128 << 20);
+    let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
+    fw.boot_order = order;
+    config.devices = vec![
+        DeviceConfig::CdRom { iso: Some(iso.to_path_buf()) },
+        DeviceConfig::Block {
+            image: ImageSpec {
+                path: disk.to_path_buf(),
+                format: ImageFormat::Raw,
+                backing: vec![],
+            },
+            read_only: true,
+        },
+    ];
+    config
+}
+
+/// "Boot from the CD next time": the first power-on boots the CD, a reset the disk again.
+#[test]
+fn a_one_time_boot_order_is_for_the_first_power_on() {
+    let dir = std::env::temp_dir().join(format!("vessel-fw-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let iso = vessel_tests::firmware_hello_iso(&dir);
+    let disk = vessel_tests::firmware_hello_disk(&dir);
+    let mut config = hello_machine(&iso, &disk, vec![BootDevice::Disk(0), BootDevice::Cd]);
+    let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
+    fw.first_boot_order = Some(vec![BootDevice::Cd, BootDevice::Disk(0)]);
+    let handle = Machine::build(config, None).unwrap();
+    handle.start().unwrap();
+    let (serial, _) = wait_for(&handle, &["I!"]);
+    assert!(serial.contains("Booting from DVD/CD"), "the CD first: {serial:?}");
+    assert!(!serial.contains("Booting from Hard Disk"), "{serial:?}");
+    handle.reset().unwrap();
+    let (serial, _) = wait_for(&handle, &["R!"]);
+    assert!(serial.contains("Booting from Hard Disk"), "then the disk: {serial:?}");
+    assert!(!serial.contains("Booting from DVD/CD"), "{serial:?}");
+    handle.power_off().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

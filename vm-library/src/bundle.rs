@@ -72,7 +72,7 @@ pub fn validate_name(name: &str) -> Result<(), BundleError> {
 }
 
 /// A VM's folder and its configuration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Bundle {
     root: PathBuf,
     pub config: VmConfig,

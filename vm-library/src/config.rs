@@ -99,9 +99,112 @@ pub enum Boot {
     /// command line its boot configuration (isolinux/GRUB) names, with the disc left in
     /// the drive for the installer.
     Cdrom,
-    /// Firmware from the CD or disks (a later Vessel boots these).
-    Bios,
+    /// A PC BIOS (SeaBIOS) boots the disks or the CD, as a PC does.
+    Bios(Firmware),
+    /// UEFI firmware (a later Vessel boots these).
     Uefi,
+}
+
+/// How the firmware picks what to boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firmware {
+    /// What to try, in order (`["disk", "cd"]`; `vessel set VM boot.order=cd,disk`). The
+    /// firmware tries what is not listed after these. Disks first by default: an empty
+    /// disk falls through to the installer's disc, and after the install the disk boots.
+    #[serde(default = "Firmware::default_order", deserialize_with = "boot_order")]
+    pub order: Vec<BootDevice>,
+    /// Show the firmware's boot menu (press Esc) for a few seconds at power-on.
+    #[serde(default)]
+    pub menu: bool,
+    /// Boot this first at the next power-on only (then the order above again): "boot
+    /// from the CD next time". Cleared when the VM is powered on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<BootDevice>,
+}
+
+impl Firmware {
+    fn default_order() -> Vec<BootDevice> {
+        vec![BootDevice::Disk, BootDevice::Cd]
+    }
+
+    /// The order for the next power-on: `next` first, then `order` without it.
+    pub fn next_order(&self) -> Vec<BootDevice> {
+        let mut order: Vec<BootDevice> = self.next.into_iter().collect();
+        order.extend(self.order.iter().filter(|d| Some(**d) != self.next));
+        order
+    }
+}
+
+impl Default for Firmware {
+    fn default() -> Self {
+        Firmware { order: Firmware::default_order(), menu: false, next: None }
+    }
+}
+
+/// A kind of device the firmware boots from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootDevice {
+    /// The VM's disks, in their order.
+    Disk,
+    /// The CD drive.
+    Cd,
+}
+
+impl BootDevice {
+    pub const ALL: [BootDevice; 2] = [BootDevice::Disk, BootDevice::Cd];
+
+    /// As `vessel.toml` and `vessel set` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootDevice::Disk => "disk",
+            BootDevice::Cd => "cd",
+        }
+    }
+
+    /// As a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            BootDevice::Disk => "disk",
+            BootDevice::Cd => "CD",
+        }
+    }
+}
+
+/// A boot order as a TOML list (`["cd", "disk"]`) or as the text `vessel set` gives
+/// (`cd,disk`): each device once, at least one.
+fn boot_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<BootDevice>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let names = match Form::deserialize(d)? {
+        Form::List(names) => names,
+        Form::Text(text) => text.split(',').map(|n| n.trim().to_string()).collect(),
+    };
+    let mut order = Vec::new();
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        let device = BootDevice::ALL
+            .into_iter()
+            .find(|d| d.name() == name.to_ascii_lowercase())
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "boot.order: {name:?} is not a boot device; write disk and cd in the \
+                     order to try them (boot.order=cd,disk)"
+                ))
+            })?;
+        if order.contains(&device) {
+            return Err(D::Error::custom(format!("boot.order names {name} twice")));
+        }
+        order.push(device);
+    }
+    if order.is_empty() {
+        return Err(D::Error::custom("boot.order is empty; write disk, cd or both (cd,disk)"));
+    }
+    Ok(order)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +392,55 @@ pub(crate) mod tests {
         other.disks.clear();
         other.notes.clear();
         assert_eq!(VmConfig::from_toml(&other.to_toml()).unwrap(), other);
+    }
+
+    #[test]
+    fn firmware_boot_settings_and_their_defaults() {
+        let bios = |extra: &str| {
+            let text = full().to_toml();
+            let start = text.find("[boot]").unwrap();
+            let end = start + text[start..].find("\n\n").unwrap();
+            let text =
+                format!("{}[boot]\nkind = \"bios\"\n{extra}{}", &text[..start], &text[end..]);
+            VmConfig::from_toml(&text).map(|c| c.boot.value)
+        };
+        // A file of an older Vessel: kind = "bios" alone boots the disks, then the CD.
+        let Ok(Boot::Bios(fw)) = bios("") else { panic!() };
+        assert_eq!(fw, Firmware::default());
+        assert_eq!(fw.order, [BootDevice::Disk, BootDevice::Cd]);
+        // As a list, or as `vessel set` text.
+        for order in
+            ["order = [\"cd\", \"disk\"]\n", "order = \"cd, disk\"\n", "order = \"CD,disk\"\n"]
+        {
+            let Ok(Boot::Bios(fw)) = bios(order) else { panic!("{order}") };
+            assert_eq!(fw.order, [BootDevice::Cd, BootDevice::Disk], "{order}");
+        }
+        for (bad, says) in [
+            ("order = \"cd,floppy\"\n", "\"floppy\" is not a boot device"),
+            ("order = \"cd,cd\"\n", "names cd twice"),
+            ("order = []\n", "boot.order is empty"),
+            ("order = \"\"\n", "boot.order is empty"),
+        ] {
+            let err = bios(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        // The one-shot device goes first, once.
+        let Ok(Boot::Bios(fw)) = bios("order = [\"disk\"]\nnext = \"cd\"\nmenu = true\n") else {
+            panic!()
+        };
+        assert!(fw.menu);
+        assert_eq!(fw.next_order(), [BootDevice::Cd, BootDevice::Disk]);
+        let fw = Firmware { next: Some(BootDevice::Disk), ..Firmware::default() };
+        assert_eq!(fw.next_order(), [BootDevice::Disk, BootDevice::Cd]);
+        // Everything round-trips.
+        let mut config = full();
+        config.boot = Boot::Bios(Firmware {
+            order: vec![BootDevice::Cd],
+            menu: true,
+            next: Some(BootDevice::Disk),
+        })
+        .into();
+        assert_eq!(VmConfig::from_toml(&config.to_toml()).unwrap(), config);
     }
 
     #[test]

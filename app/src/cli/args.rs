@@ -109,6 +109,13 @@ pub enum Command {
     },
 }
 
+/// `vessel create --boot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BootChoice {
+    Bios,
+    QuickLinux,
+}
+
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// The VM's name (also its folder's name).
@@ -139,6 +146,12 @@ pub struct CreateArgs {
     /// An ISO for the CD drive; its OS is detected and sets the defaults above.
     #[arg(long, value_name = "FILE")]
     pub iso: Option<PathBuf>,
+    /// How the VM boots: bios (the PC BIOS boots the disk, then the CD, as a PC does: an
+    /// installer installs, and the installed system boots), or quick-linux (the kernel
+    /// the Linux ISO's boot configuration names, booted directly: quicker, and what a
+    /// host without VT-x/AMD-V runs, but it cannot boot what gets installed).
+    #[arg(long, value_enum, default_value = "bios", conflicts_with = "kernel")]
+    pub boot: BootChoice,
     /// No network card.
     #[arg(long)]
     pub no_net: bool,
@@ -163,6 +176,7 @@ impl From<CreateArgs> for NewVm {
             initrd: a.initrd,
             cmdline: a.cmdline,
             iso: a.iso,
+            quick_linux: a.boot == BootChoice::QuickLinux,
             network: (!a.no_net).then(|| {
                 a.forward
                     .iter()

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use vm_library::bundle::{Bundle, BundleError, RunLock};
-use vm_library::config::{Boot, DiskFormat, Network};
+use vm_library::config::{Boot, BootDevice as BootKind, DiskFormat, Network};
 use vm_library::iso::boot_config::{self, CdBootError};
 use vm_library::library::{Library, LibraryError};
 use vm_library::validate::{Host, Problem, validate};
@@ -20,6 +20,9 @@ pub const CD_BOOT_DIR: &str = "cache/cd-boot";
 
 /// The PC BIOS a firmware VM boots (Debian's seabios package).
 pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// How long the firmware's boot menu waits for Esc, when the VM asks for it.
+pub const BOOT_MENU_MS: u16 = 5000;
 
 /// A VM ready to power on: its run lock (held until this is dropped) and its machine.
 pub struct Launch {
@@ -54,6 +57,9 @@ pub enum LaunchError {
     NoBios { name: String },
     #[error(transparent)]
     CdBoot(#[from] CdBootError),
+    /// Its configuration cannot be written (to clear a one-time boot device).
+    #[error(transparent)]
+    Save(BundleError),
     /// A file the configuration names is outside the VM's folder.
     #[error(transparent)]
     Outside(BundleError),
@@ -73,6 +79,16 @@ pub fn prepare(lib: &Library, bundle: &Bundle) -> Result<Launch, LaunchError> {
     }
     let lock = bundle.lock_running().map_err(LaunchError::Lock)?;
     let config = machine_config(lib, bundle)?;
+    // "Boot from the CD next time" is this power-on's; the VM boots as usual after it.
+    if let Boot::Bios(settings) = &bundle.config.boot.value
+        && settings.next.is_some()
+    {
+        let mut saved = bundle.clone();
+        if let Boot::Bios(settings) = &mut saved.config.boot.value {
+            settings.next = None;
+        }
+        saved.save().map_err(LaunchError::Save)?;
+    }
     Ok(Launch { lock, config })
 }
 
@@ -122,21 +138,27 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
                 cmdline: boot.cmdline,
             })
         }
-        // The disks first, then the CD: an empty disk falls through to the installer's
-        // disc, and after the install the disk boots. Its text screen goes to the serial
-        // console.
-        Boot::Bios => {
+        // In the VM's boot order (disks, then the CD, unless the user changed it). Its
+        // text screen goes to the serial console.
+        Boot::Bios(settings) => {
             if !Path::new(SEABIOS).is_file() {
                 return Err(LaunchError::NoBios { name: c.name.clone() });
             }
+            let devices = |order: &[BootKind]| -> Vec<vmm::BootDevice> {
+                order
+                    .iter()
+                    .flat_map(|kind| match kind {
+                        BootKind::Disk => (0..c.disks.len()).map(vmm::BootDevice::Disk).collect(),
+                        BootKind::Cd => vec![vmm::BootDevice::Cd],
+                    })
+                    .collect()
+            };
             vmm::Boot::Firmware(vmm::FirmwareBoot {
                 image: SEABIOS.into(),
                 uuid: *c.uuid.as_bytes(),
-                boot_order: (0..c.disks.len())
-                    .map(vmm::BootDevice::Disk)
-                    .chain([vmm::BootDevice::Cd])
-                    .collect(),
-                boot_menu_ms: None,
+                boot_order: devices(&settings.order),
+                first_boot_order: settings.next.map(|_| devices(&settings.next_order())),
+                boot_menu_ms: settings.menu.then_some(BOOT_MENU_MS),
                 serial_console: true,
             })
         }

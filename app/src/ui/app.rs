@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vm_library::config::{Boot, VmConfig};
+use vm_library::config::VmConfig;
 use vm_library::validate::Host;
 
 use super::Options;
@@ -457,15 +457,13 @@ impl VesselApp {
             (_, Err(e)) => self.toasts.error(not_iso, Some(e)),
             (IsoPurpose::Attach(root), Ok(facts)) => {
                 let Some(item) = self.library.item(&root) else { return };
-                let firmware = matches!(&item.kind, ItemKind::Ok { config, .. } if matches!(config.boot.value, Boot::Bios | Boot::Uefi));
-                let (ok, boots) = jobs::attach_message(&iso, &item.name, facts.linux, firmware);
+                let config = match &item.kind {
+                    ItemKind::Ok { config, .. } => Some(&**config),
+                    _ => None,
+                };
+                let ok = jobs::attach_message(&iso, &item.name, facts.linux, config);
                 let path = iso.clone();
-                self.update(&root, &ok, move |c| {
-                    c.cdrom.iso = Some(path);
-                    if boots {
-                        c.boot.value = Boot::Cdrom;
-                    }
-                });
+                self.update(&root, &ok, move |c| c.cdrom.iso = Some(path));
             }
             (IsoPurpose::Swap(root), Ok(_)) => self.command(&root, Command::InsertCd(iso)),
         }

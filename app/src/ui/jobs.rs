@@ -184,17 +184,28 @@ pub fn open_vm(jobs: &mut Jobs, dir: &Path, path: PathBuf) {
     });
 }
 
-/// What attaching `iso` to a VM that is off says, and whether the VM then boots from it:
-/// a VM with nothing else it can boot (firmware boot, which this Vessel lacks) installs
-/// from a Linux disc.
-pub fn attach_message(iso: &Path, vm: &str, linux: bool, firmware: bool) -> (String, bool) {
-    let boots = linux && firmware;
-    let message = format!(
-        "{} is in {vm}'s CD drive{}",
-        file_name(iso),
-        if boots { "; it boots from it" } else { "" }
-    );
-    (message, boots)
+/// What attaching `iso` to the VM `vm` (configured as `config`, when it could be read)
+/// says: whether and when the VM boots it.
+pub fn attach_message(iso: &Path, vm: &str, linux: bool, config: Option<&VmConfig>) -> String {
+    use vm_library::config::{Boot, BootDevice};
+    let diskless = config.is_some_and(|c| c.disks.is_empty());
+    let boots = match config.map(|c| &c.boot.value) {
+        Some(Boot::Bios(fw))
+            if fw.next_order().first() == Some(&BootDevice::Cd)
+                || (diskless && fw.order.contains(&BootDevice::Cd)) =>
+        {
+            "; it boots from it"
+        }
+        Some(Boot::Bios(fw)) if fw.order.contains(&BootDevice::Cd) => {
+            "; it boots from it when the disks have no system"
+        }
+        Some(Boot::Cdrom) if linux => "; it boots its Linux",
+        Some(Boot::Cdrom) => {
+            "; it has no Linux kernel for Quick Linux boot (Settings: boot through the BIOS)"
+        }
+        _ => "",
+    };
+    format!("{} is in {vm}'s CD drive{boots}", file_name(iso))
 }
 
 /// Creates `vm` in the library in `dir`, then powers it on if asked (`Done::Created`).

@@ -70,7 +70,14 @@ fn hardware(config: &vm_library::config::VmConfig, root: &Path) -> Vec<(&'static
     let boot = match &config.boot.value {
         Boot::Direct { kernel, .. } => format!("Linux kernel {}", kernel.display()),
         Boot::Cdrom => "the CD (its Linux kernel, directly)".into(),
-        Boot::Bios => "BIOS".into(),
+        Boot::Bios(fw) => format!(
+            "BIOS: {}{}",
+            fw.order.iter().map(|d| d.label()).collect::<Vec<_>>().join(", then "),
+            match fw.next {
+                Some(d) => format!(" ({} first at the next power-on)", d.label()),
+                None => String::new(),
+            }
+        ),
         Boot::Uefi => "UEFI".into(),
     };
     let disks = if config.disks.is_empty() {

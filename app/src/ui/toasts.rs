@@ -49,10 +49,11 @@ impl Toasts {
         self.push(false, title, None);
     }
 
-    /// Titles shown now (for tests).
+    /// Titles shown now, with their details (for tests).
     #[cfg(test)]
     pub fn titles(&self) -> Vec<String> {
-        self.toasts.iter().map(|t| t.title.clone()).collect()
+        let detail = |t: &Toast| t.details.as_ref().map(|d| format!(" ({d})")).unwrap_or_default();
+        self.toasts.iter().map(|t| format!("{}{}", t.title, detail(t))).collect()
     }
 
     pub fn show(&mut self, ctx: &egui::Context) {

@@ -75,6 +75,8 @@ pub struct Wizard {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub power_on: bool,
+    /// Boot a Linux ISO's kernel directly instead of through the BIOS.
+    pub quick_linux: bool,
     /// Names already in the library.
     taken: Vec<String>,
     host: Host,
@@ -132,6 +134,7 @@ impl Wizard {
             memory_mib: 1024.min(host.memory_mib),
             disk_gib: 16,
             power_on: true,
+            quick_linux: false,
             taken,
             host,
             hardware_touched: false,
@@ -272,6 +275,9 @@ impl Wizard {
             kernel,
             cmdline: self.cmdline.clone(),
             iso: (self.source == Source::Iso).then(|| path(&self.iso)).flatten(),
+            quick_linux: self.source == Source::Iso
+                && self.quick_linux
+                && matches!(self.iso_state, IsoState::Ok { linux: true, .. }),
             location: path(&self.location),
             ..NewVm::named(self.name.clone())
         }
@@ -378,20 +384,25 @@ impl Wizard {
                 match &self.iso_state {
                     IsoState::Ok { os: Some(os), linux } => {
                         ui.label(format!(
-                            "Detected {}: {} vCPUs, {} MiB, {} GiB disk recommended{}",
+                            "Detected {}: {} vCPUs, {} MiB, {} GiB disk recommended",
                             os.name,
                             os.recommended.vcpus,
                             os.recommended.memory_mib,
                             os.recommended.disk_gib,
-                            if *linux { "; boots from the CD" } else { "" }
                         ));
+                        if *linux {
+                            quick_linux_ui(ui, &mut self.quick_linux);
+                        }
                     }
                     IsoState::Ok { os: None, linux } => {
                         ui.label(if *linux {
-                            "A Linux disc (its OS not recognised); boots from the CD"
+                            "A Linux disc (its OS not recognised)"
                         } else {
-                            "The OS on this disc is not recognised"
+                            "The OS on this disc is not recognised; the BIOS boots it"
                         });
+                        if *linux {
+                            quick_linux_ui(ui, &mut self.quick_linux);
+                        }
                     }
                     IsoState::Inspecting => {
                         ui.horizontal(|ui| {
@@ -477,7 +488,10 @@ impl Wizard {
 
     fn summary_ui(&mut self, ui: &mut egui::Ui) {
         let source = match self.source {
-            Source::Iso => format!("CD: {}", self.iso.trim()),
+            Source::Iso if self.new_vm().quick_linux => {
+                format!("CD: {} (Quick Linux boot)", self.iso.trim())
+            }
+            Source::Iso => format!("CD: {} (BIOS: the disk, then the CD)", self.iso.trim()),
             Source::Kernel => format!("Linux kernel {}", self.kernel.trim()),
             Source::Nothing => "no media".into(),
         };
@@ -511,6 +525,19 @@ impl Wizard {
         });
         ui.checkbox(&mut self.power_on, "Power on after creating");
     }
+}
+
+/// The choice a Linux disc offers: its kernel directly, or the BIOS as for any disc.
+fn quick_linux_ui(ui: &mut egui::Ui, quick_linux: &mut bool) {
+    ui.checkbox(quick_linux, "Quick Linux boot");
+    ui.weak(if *quick_linux {
+        "Starts the disc's Linux kernel directly, without the BIOS: quicker, and it runs \
+         where the CPU has no virtualization extensions. What you install on the disk does \
+         not boot this way."
+    } else {
+        "The BIOS boots the disk, then the CD: the installer installs onto the disk, and \
+         the installed system boots after it."
+    });
 }
 
 /// `base`, or `base 2`, `base 3`, ... whichever no VM in `taken` has (made a valid name:

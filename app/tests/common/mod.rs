@@ -1,5 +1,8 @@
 //! Shared by the CLI tests: running `vessel` against a library folder.
 
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -12,4 +15,83 @@ pub fn vessel(lib: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// `vessel --library LIB start NAME` running, its terminal output collected as it comes.
+pub struct Started {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Started {
+    pub fn new(lib: &Path, name: &str) -> Started {
+        use std::io::Read;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vessel"))
+            .arg("--library")
+            .arg(lib)
+            .args(["start", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Started { child, seen, reader: Some(reader) }
+    }
+
+    /// What it printed so far.
+    pub fn seen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until `done` holds for the output or the process ended; false if `timeout`
+    /// passed first.
+    pub fn wait_until(
+        &mut self,
+        timeout: std::time::Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !done(&self.seen()) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return done(&self.seen());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Waits for the process to end: its exit status, all it printed and its stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let mut stderr = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (status, self.seen(), stderr)
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -40,6 +40,9 @@ pub struct FirmwareBoot {
     pub uuid: [u8; 16],
     /// The devices to boot from, in order; the firmware tries the others after them.
     pub boot_order: Vec<BootDevice>,
+    /// The order for the first power-on of this machine only ("boot from the CD next
+    /// time"); reboots and later starts use `boot_order`.
+    pub first_boot_order: Option<Vec<BootDevice>>,
     /// Show the firmware's boot menu for this many milliseconds.
     pub boot_menu_ms: Option<u16>,
     /// Mirror the firmware's text screen to COM1 (SeaBIOS's serial console).

@@ -421,7 +421,8 @@ fn build_devices(
         virtio.push(transport);
     }
     if let Boot::Firmware(fw) = &config.boot {
-        let order = boot_paths(&fw.boot_order, cd_slot, &disk_slots);
+        let order = fw.first_boot_order.as_ref().unwrap_or(&fw.boot_order);
+        let order = boot_paths(order, cd_slot, &disk_slots);
         let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &firmware_setup(config, fw, order))?;
         pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }

@@ -41,7 +41,7 @@ impl Machine {
     /// controller thread. The vCPUs wait for `MachineHandle::start`. `wake` is called after
     /// every event.
     pub fn build(
-        config: MachineConfig,
+        mut config: MachineConfig,
         wake: Option<WakeFn>,
     ) -> Result<MachineHandle, MachineError> {
         let built_at = Instant::now();
@@ -62,6 +62,11 @@ impl Machine {
         };
         env.input.attach_display(env.display.clone());
         let instance = Instance::build(&config, &env, 0)?;
+        // A one-time boot order is this power-on's: the guest's reboots and later starts
+        // boot as usual.
+        if let Boot::Firmware(fw) = &mut config.boot {
+            fw.first_boot_order = None;
+        }
         let state = Arc::new(Mutex::new(MachineState::Created));
         let control = env.control.clone();
         let input = env.input.clone();

@@ -225,6 +225,35 @@ fn port_io(run: &mut kvm_bindings::kvm_run, pio: &Bus) {
     }
 }
 
+/// What a KVM internal error means, with where the guest was.
+fn internal_error(index: u8, suberror: u32, regs: &VcpuRegisters) -> String {
+    let (r, s) = (&regs.regs, &regs.sregs);
+    let mode = if s.cr0 & 1 == 0 {
+        "real mode"
+    } else if s.efer & (1 << 10) != 0 {
+        "long mode"
+    } else {
+        "protected mode"
+    };
+    let at = format!("{:04x}:{:x} (ring {}, {mode})", s.cs.selector, r.rip, s.cs.dpl);
+    let what = match suberror {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => format!(
+            "KVM could not emulate an instruction the guest ran at {at}, so the machine \
+             stopped. Where KVM emulates the guest's kernel code instead of running it on the \
+             CPU (nested virtualization without VT-x/AMD-V, such as PVM), firmware, boot \
+             loaders and kernels stop like this; on a computer with VT-x or AMD-V they run"
+        ),
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => {
+            format!("KVM met an exception while delivering another at {at}")
+        }
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => {
+            format!("KVM could not deliver an interrupt or exception to the guest at {at}")
+        }
+        other => format!("KVM internal error {other} at {at}"),
+    };
+    format!("vCPU {index}: {what}\n{regs}")
+}
+
 /// Runs the vCPU until the next exit and handles it; `Some` when the vCPU is done.
 fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
     match vcpu.run() {
@@ -257,11 +286,12 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
             )));
         }
         Ok(VcpuExit::InternalError) => {
+            let run = vcpu.get_kvm_run();
+            // SAFETY: on KVM_EXIT_INTERNAL_ERROR KVM fills the `internal` member of the
+            // exit union (Documentation/virt/kvm/api.rst); a u32 has no invalid values.
+            let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
             let regs = read_registers(vcpu);
-            return Some(VcpuStop::Error(format!(
-                "vCPU {}: KVM internal error (often an instruction KVM cannot emulate)\n{regs}",
-                ctx.index
-            )));
+            return Some(VcpuStop::Error(internal_error(ctx.index, suberror, &regs)));
         }
         Ok(other) => {
             return Some(VcpuStop::Error(format!(
@@ -276,4 +306,26 @@ fn run_once(vcpu: &mut VcpuFd, ctx: &VcpuContext) -> Option<VcpuStop> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emulation_failure_says_where_and_what_runs_the_guest() {
+        let mut regs = VcpuRegisters::default();
+        regs.regs.rip = 0x89fc;
+        regs.sregs.cs.selector = 0x20;
+        regs.sregs.cr0 = 0x11;
+        let text = internal_error(0, kvm_bindings::KVM_INTERNAL_ERROR_EMULATION, &regs);
+        assert!(text.starts_with("vCPU 0: KVM could not emulate"), "{text}");
+        assert!(text.contains("at 0020:89fc (ring 0, protected mode)"), "{text}");
+        assert!(text.contains("VT-x or AMD-V"), "{text}");
+        assert!(text.contains("RIP=00000000000089fc"), "the registers follow: {text}");
+        regs.sregs.cr0 = 0;
+        let text = internal_error(1, 3, &regs);
+        assert!(text.contains("could not deliver") && text.contains("real mode"), "{text}");
+        assert!(internal_error(0, 77, &regs).contains("internal error 77"));
+    }
 }

@@ -1,10 +1,10 @@
-//! VM ▸ Settings of a VM that is off: vCPUs, memory, the CD, the display, the guest's
-//! access to this computer, notes. Saved as a typed change (`SettingsChange`) that the
+//! VM ▸ Settings of a VM that is off: vCPUs, memory, the CD, how it boots, the display,
+//! the guest's access to this computer, notes. Saved as a typed change (`SettingsChange`) that the
 //! library checks against the host before it writes anything.
 
 use std::path::PathBuf;
 
-use vm_library::config::{Display, Network, VmConfig};
+use vm_library::config::{Boot, BootDevice, Display, Firmware, Network, VmConfig};
 
 /// The settings the dialog edits, as they will be saved.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +20,92 @@ pub struct SettingsChange {
     /// Whether the guest may reach this computer's own services; None without a network
     /// card.
     pub host_access: Option<bool>,
+    /// How it boots, for a VM that boots from its disks or CD (not a kernel of its own).
+    pub boot: Option<BootChoice>,
+}
+
+/// How a VM boots from its disks or CD.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BootChoice {
+    /// The Linux kernel on the CD, directly, instead of the BIOS.
+    pub quick_linux: bool,
+    /// The BIOS's order.
+    pub order: Vec<BootDevice>,
+    /// Show the BIOS's boot menu (Esc) at power-on.
+    pub menu: bool,
+    /// Boot the CD first at the next power-on only.
+    pub cd_next: bool,
+}
+
+/// The orders the dialog offers.
+const ORDERS: [(&[BootDevice], &str); 4] = [
+    (&[BootDevice::Disk, BootDevice::Cd], "Disk, then CD"),
+    (&[BootDevice::Cd, BootDevice::Disk], "CD, then disk"),
+    (&[BootDevice::Disk], "Disk only"),
+    (&[BootDevice::Cd], "CD only"),
+];
+
+impl BootChoice {
+    fn of(boot: &Boot) -> Option<Self> {
+        let firmware = |fw: &Firmware, quick_linux| BootChoice {
+            quick_linux,
+            order: fw.order.clone(),
+            menu: fw.menu,
+            cd_next: fw.next == Some(BootDevice::Cd),
+        };
+        match boot {
+            Boot::Bios(fw) => Some(firmware(fw, false)),
+            Boot::Cdrom => Some(firmware(&Firmware::default(), true)),
+            Boot::Direct { .. } | Boot::Uefi => None,
+        }
+    }
+
+    fn boot(&self, before: &Boot) -> Boot {
+        if self.quick_linux {
+            return Boot::Cdrom;
+        }
+        let mut fw = match before {
+            Boot::Bios(fw) => fw.clone(),
+            _ => Firmware::default(),
+        };
+        fw.order = self.order.clone();
+        fw.menu = self.menu;
+        fw.next = match (self.cd_next, fw.next) {
+            (true, _) => Some(BootDevice::Cd),
+            (false, Some(BootDevice::Cd)) => None,
+            (false, other) => other,
+        };
+        Boot::Bios(fw)
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui) {
+        ui.vertical(|ui| {
+            ui.horizontal(|ui| {
+                ui.radio_value(&mut self.quick_linux, false, "BIOS");
+                ui.radio_value(&mut self.quick_linux, true, "Quick Linux boot from the CD");
+            });
+            if self.quick_linux {
+                ui.weak(
+                    "The Linux kernel on the CD starts directly. What is installed on the \
+                     disk does not boot this way.",
+                );
+                return;
+            }
+            let current = ORDERS
+                .iter()
+                .find(|(order, _)| *order == self.order.as_slice())
+                .map_or("Custom", |(_, name)| name);
+            egui::ComboBox::from_label("Boot order").selected_text(current).show_ui(ui, |ui| {
+                for (order, name) in ORDERS {
+                    if ui.selectable_label(self.order == order, name).clicked() {
+                        self.order = order.to_vec();
+                    }
+                }
+            });
+            ui.checkbox(&mut self.cd_next, "Boot from the CD at the next power-on only");
+            ui.checkbox(&mut self.menu, "Show the boot menu at power-on (press Esc)");
+        });
+    }
 }
 
 impl SettingsChange {
@@ -41,6 +127,7 @@ impl SettingsChange {
                 Network::Nat { host_access, .. } => Some(*host_access),
                 Network::None => None,
             },
+            boot: BootChoice::of(&config.boot.value),
         }
     }
 
@@ -60,6 +147,9 @@ impl SettingsChange {
             (&mut config.network.value, self.host_access)
         {
             *host_access = wanted;
+        }
+        if let Some(boot) = &self.boot {
+            config.boot.value = boot.boot(&config.boot.value);
         }
     }
 }
@@ -106,6 +196,11 @@ impl SettingsDialog {
                         .desired_width(260.0);
                     ui.add(iso).labelled_by(l.id);
                     ui.end_row();
+                    if let Some(boot) = &mut s.boot {
+                        ui.label("Boot");
+                        boot.ui(ui);
+                        ui.end_row();
+                    }
                     ui.label("Display");
                     ui.vertical(|ui| {
                         ui.checkbox(&mut s.follow_window, "Follow the window");
@@ -177,6 +272,44 @@ mod tests {
         assert_eq!(config.display.value, Display::Fixed { width: 1024, height: 768 });
         assert!(matches!(config.network.value, Network::Nat { host_access: true, .. }));
         assert_eq!(SettingsChange::of(&config), change_trimmed(change));
+    }
+
+    #[test]
+    fn boot_settings_round_trip_through_a_config() {
+        let mut config = vm_library::config::VmConfig::from_toml(
+            "schema_version = 1\nuuid = \"6c3f0a4e-8e2a-4a59-9a8e-0b1c2d3e4f50\"\nname = \"t\"\n\
+             os = \"linux\"\nvcpus = 1\nmemory_mib = 512\ncreated = \"\"\nmodified = \"\"\n\
+             [boot]\nkind = \"bios\"\n[network]\nmode = \"none\"\n\
+             [display]\nsize = \"follow-window\"\n",
+        )
+        .unwrap();
+        let mut change = SettingsChange::of(&config);
+        let boot = change.boot.as_mut().unwrap();
+        assert_eq!(boot.order, [BootDevice::Disk, BootDevice::Cd]);
+        assert!(!boot.quick_linux && !boot.menu && !boot.cd_next);
+        boot.order = vec![BootDevice::Cd];
+        boot.menu = true;
+        boot.cd_next = true;
+        change.apply(&mut config);
+        let Boot::Bios(fw) = &config.boot.value else { panic!() };
+        assert_eq!(
+            *fw,
+            Firmware { order: vec![BootDevice::Cd], menu: true, next: Some(BootDevice::Cd) }
+        );
+        assert_eq!(SettingsChange::of(&config), change);
+        // Unticking "next time" clears it; Quick Linux boot and back keeps nothing stale.
+        change.boot.as_mut().unwrap().cd_next = false;
+        change.apply(&mut config);
+        assert!(matches!(&config.boot.value, Boot::Bios(fw) if fw.next.is_none()));
+        change.boot.as_mut().unwrap().quick_linux = true;
+        change.apply(&mut config);
+        assert_eq!(config.boot.value, Boot::Cdrom);
+        let change = SettingsChange::of(&config);
+        assert!(change.boot.as_ref().unwrap().quick_linux);
+        // A VM that boots a kernel of its own has no boot choice here.
+        config.boot.value =
+            Boot::Direct { kernel: "boot/kernel".into(), initrd: None, cmdline: String::new() };
+        assert_eq!(SettingsChange::of(&config).boot, None);
     }
 
     fn change_trimmed(mut c: SettingsChange) -> SettingsChange {

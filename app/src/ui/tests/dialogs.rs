@@ -95,3 +95,48 @@ fn settings_are_checked_and_saved() {
     };
     wait(&mut h, "saved", |_| open(&config_of(&lib, "Tuned")));
 }
+
+#[test]
+fn the_boot_order_is_a_setting() {
+    let lib = scratch("boot-settings");
+    let library = Library::open(&lib).unwrap();
+    let new = NewVm {
+        memory_bytes: Some(128 << 20),
+        disk_bytes: Some(0),
+        network: None,
+        ..NewVm::named("Booter")
+    };
+    create_bundle(&library, &new).unwrap();
+    let mut h = app(&lib, false);
+    click(&mut h, Role::Button, "Settings…");
+    assert!(has_label(&h, "Booter settings"), "the settings window opened");
+    let combo = h.get_by_role_and_label(Role::ComboBox, "Boot order");
+    assert_eq!(combo.value().as_deref(), Some("Disk, then CD"), "the order it has");
+    click(&mut h, Role::ComboBox, "Boot order");
+    step(&mut h);
+    click(&mut h, Role::Button, "CD, then disk");
+    click(&mut h, Role::CheckBox, "Boot from the CD at the next power-on only");
+    click(&mut h, Role::CheckBox, "Show the boot menu at power-on (press Esc)");
+    click(&mut h, Role::Button, "Save");
+    let want = Boot::Bios(Firmware {
+        order: vec![BootDevice::Cd, BootDevice::Disk],
+        menu: true,
+        next: Some(BootDevice::Cd),
+    });
+    wait(&mut h, "saved", |_| config_of(&lib, "Booter").boot.value == want);
+    // Quick Linux boot is a choice there too, with a disc in the drive.
+    click(&mut h, Role::Button, "Settings…");
+    h.get_by_label("Quick Linux boot from the CD").click();
+    step(&mut h);
+    click(&mut h, Role::Button, "Save");
+    wait(&mut h, "the refusal", |h| has_label(h, "That did not work"));
+    click(&mut h, Role::Button, "Details");
+    assert!(has_label(&h, "no ISO is in it"), "the details say why");
+    click(&mut h, Role::Button, "Close window");
+    click(&mut h, Role::Button, "Settings…");
+    h.get_by_label("Quick Linux boot from the CD").click();
+    let live = linux_iso(&lib);
+    type_into(&mut h, "CD (ISO)", &live.display().to_string());
+    click(&mut h, Role::Button, "Save");
+    wait(&mut h, "saved", |_| config_of(&lib, "Booter").boot.value == Boot::Cdrom);
+}

@@ -146,7 +146,8 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 
-    // On a VM with nothing else to boot: its CD, and its boot medium when it has Linux.
+    // On a VM that boots through the BIOS: the disc goes in, and the BIOS boots it (the
+    // VM has no disk); a Linux disc does not switch it to Quick Linux boot.
     let blank = Library::open(&lib).unwrap();
     let args = NewVm {
         memory_bytes: Some(128 << 20),
@@ -158,11 +159,12 @@ fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     h.state_mut().library.scanned_at = None;
     wait(&mut h, "Blank listed", |h| h.state().library.items.len() == 2);
     click(&mut h, Role::Button, "Blank");
-    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Bios));
+    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Bios(_)));
     let live = linux_iso(&lib);
     drop_file(&mut h, main, &live);
     wait(&mut h, "the Linux disc attached", |_| config_of(&lib, "Blank").cdrom.iso.is_some());
-    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Cdrom), "it boots from the CD");
+    wait(&mut h, "told", |h| has_label(h, "is in Blank's CD drive; it boots from it"));
+    assert!(matches!(config_of(&lib, "Blank").boot.value, Boot::Bios(_)), "still the BIOS");
 
     // On the library: the New VM wizard, with the ISO chosen and read.
     drop_file(&mut h, sidebar, &disc);
@@ -285,4 +287,54 @@ fn a_vm_this_window_powered_off_is_off_not_running_elsewhere() {
     use egui_kittest::kittest::NodeT;
     let power_on = h.get_all_by_role_and_label(Role::Button, "Power On").next().unwrap();
     assert!(!power_on.accesskit_node().is_disabled(), "Power On is offered again");
+}
+
+#[test]
+fn a_linux_disc_boots_through_the_bios_unless_quick_linux_boot_is_chosen() {
+    let lib = scratch("quick-linux");
+    let live = linux_iso(&lib);
+    let mut h = app(&lib, false);
+    for (name, quick) in [("Installer", false), ("Live", true)] {
+        click(&mut h, Role::Button, "New VM");
+        type_into(&mut h, "ISO image", &live.display().to_string());
+        send(
+            &mut h,
+            egui::Event::Key {
+                key: egui::Key::Enter,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: Default::default(),
+            },
+        );
+        wait(&mut h, "the ISO read", |h| {
+            h.state()
+                .wizard
+                .as_ref()
+                .is_some_and(|w| matches!(w.iso_state, wizard::IsoState::Ok { linux: true, .. }))
+        });
+        assert!(has_label(&h, "the installed system boots after it"), "the BIOS is the default");
+        if quick {
+            click(&mut h, Role::CheckBox, "Quick Linux boot");
+            assert!(has_label(&h, "What you install on the disk does not boot this way"));
+        }
+        click(&mut h, Role::Button, "Next");
+        h.state_mut().wizard.as_mut().unwrap().name = name.into();
+        h.state_mut().wizard.as_mut().unwrap().memory_mib = 256;
+        h.state_mut().wizard.as_mut().unwrap().disk_gib = 0;
+        step(&mut h);
+        click(&mut h, Role::Button, "Next");
+        click(&mut h, Role::Button, "Next");
+        let summary = if quick { "(Quick Linux boot)" } else { "(BIOS: the disk, then the CD)" };
+        assert!(has_label(&h, summary), "the summary says how it boots");
+        click(&mut h, Role::CheckBox, "Power on after creating");
+        click(&mut h, Role::Button, "Finish");
+        wait(&mut h, "created", |h| h.state().wizard.is_none());
+        let boot = config_of(&lib, name).boot.value;
+        if quick {
+            assert_eq!(boot, Boot::Cdrom);
+        } else {
+            assert_eq!(boot, Boot::Bios(Default::default()));
+        }
+    }
 }

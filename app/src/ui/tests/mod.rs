@@ -16,7 +16,9 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
 use egui::{Modifiers, Vec2};
-use vm_library::config::{Boot, Display as DisplayConfig, Network as NetworkConfig};
+use vm_library::config::{
+    Boot, BootDevice, Display as DisplayConfig, Firmware, Network as NetworkConfig,
+};
 use vm_library::library::Library;
 use vm_library::validate::Host;
 use vmm::input::evdev::*;
