@@ -175,3 +175,31 @@ fn seabios_prints_its_banner_on_the_serial_console() {
         assert!(log.contains(want), "no {want:?} in SeaBIOS's log:\n{log}");
     }
 }
+
+/// SeaBIOS's boot menu, when the VM asks for it, over the serial console: Esc opens it and
+/// a number picks the device (here the CD, although the disk comes first in the order).
+#[test]
+fn the_boot_menu_is_reachable_with_esc() {
+    let dir = std::env::temp_dir().join(format!("vessel-fw-menu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let iso = vessel_tests::firmware_hello_iso(&dir);
+    let disk = vessel_tests::firmware_hello_disk(&dir);
+    let mut config = hello_machine(&iso, &disk, vec![BootDevice::Disk(0), BootDevice::Cd]);
+    let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
+    fw.boot_menu_ms = Some(60_000);
+    let handle = Machine::build(config, None).unwrap();
+    handle.start().unwrap();
+    wait_for(&handle, &["Press ESC for boot menu"]);
+    // SeaBIOS takes a lone Esc once no more bytes follow it (an escape sequence would).
+    handle.send_serial(b"\x1b").unwrap();
+    let (menu, _) = wait_for(&handle, &["Select boot device", "DVD/CD"]);
+    let line = menu.lines().find(|l| l.contains("DVD/CD")).expect("the CD is listed");
+    let number = line.trim_start().split('.').next().unwrap().trim().to_string();
+    assert!(number.parse::<u8>().is_ok(), "{line:?} in {menu:?}");
+    handle.send_serial(number.as_bytes()).unwrap();
+    let (serial, _) = wait_for(&handle, &["I!"]);
+    assert!(serial.contains("Booting from DVD/CD"), "the CD, as picked: {serial:?}");
+    handle.power_off().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,7 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config}
 use kvm_ioctls::{Cap, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::config::{Boot, DeviceConfig, MachineConfig};
+use super::config::{Boot, BootDevice, DeviceConfig, MachineConfig};
 use super::control::{ControlMsg, ControlSender};
 use super::error::MachineError;
 use super::events::{Event, EventSink};
@@ -19,7 +19,7 @@ use crate::arch::x86_64::layout::*;
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
 use crate::devices::bus::{Bus, SharedDevice};
 use crate::devices::legacy::acpi_pm::AcpiPm;
-use crate::devices::legacy::cmos::Cmos;
+use crate::devices::legacy::cmos::{BootClass, Cmos};
 use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
@@ -324,7 +324,21 @@ fn build_devices(
     pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042)?;
 
     let low = config.memory_bytes.min(MMIO_HOLE_START);
-    let cmos = Cmos::new(low, config.memory_bytes - low, config.vcpus);
+    let mut cmos = Cmos::new(low, config.memory_bytes - low, config.vcpus);
+    if let Boot::Firmware(fw) = &config.boot {
+        // The boot order by device class too, for what `bootorder` does not name.
+        let mut classes = Vec::new();
+        for device in fw.first_boot_order.as_ref().unwrap_or(&fw.boot_order) {
+            let class = match device {
+                BootDevice::Disk(_) => BootClass::HardDisk,
+                BootDevice::Cd => BootClass::Cd,
+            };
+            if !classes.contains(&class) {
+                classes.push(class);
+            }
+        }
+        cmos.set_boot_order(&classes);
+    }
     pio.insert(u64::from(CMOS_PORT), 2, Arc::new(Mutex::new(cmos)))?;
 
     let pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(power)));

@@ -20,6 +20,19 @@ const REG_B_24H: u8 = 1 << 1;
 const REG_B_BINARY: u8 = 1 << 2;
 const REG_D_VALID_RAM: u8 = 1 << 7;
 
+/// A class of boot device as the CMOS boot-order nibbles name it (QEMU's `-boot` letters:
+/// a floppy 1, c hard disk 2, d CD 3, n network 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootClass {
+    HardDisk = 2,
+    Cd = 3,
+}
+
+/// Boot-order nibbles: the first and second class at 0x3d (low, high nibble), the third in
+/// 0x38's high nibble; 0x38 bit 0 skips the floppy boot-signature check.
+const BOOT_ORDER_12: usize = 0x3d;
+const BOOT_ORDER_3: usize = 0x38;
+
 /// Source of wall-clock time, replaceable in tests.
 pub type Clock = Box<dyn Fn() -> i64 + Send>;
 
@@ -78,6 +91,18 @@ impl Cmos {
         ram[0x5b..0x5e].copy_from_slice(&above_4g.to_le_bytes()[..3]);
         ram[0x5f] = vcpus.saturating_sub(1);
         Cmos { index: 0, ram, clock }
+    }
+
+    /// The firmware's default boot order by device class, for devices its boot-order list
+    /// does not name (SeaBIOS reads these bytes on QEMU-like machines), at most three.
+    pub fn set_boot_order(&mut self, order: &[BootClass]) {
+        let mut nibbles = [0u8; 3];
+        for (n, class) in nibbles.iter_mut().zip(order) {
+            *n = *class as u8;
+        }
+        self.ram[BOOT_ORDER_12] = (nibbles[1] << 4) | nibbles[0];
+        // No floppy drive, so no floppy signature to check.
+        self.ram[BOOT_ORDER_3] = (nibbles[2] << 4) | 1;
     }
 
     fn read_register(&mut self, index: usize) -> u8 {
@@ -186,6 +211,11 @@ mod tests {
     #[test]
     fn memory_size_bytes() {
         let mut c = Cmos::with_clock(512 << 20, 1 << 30, 4, Box::new(|| 0));
+        // QEMU's `-boot order=dc`: the CD, then the hard disk.
+        c.set_boot_order(&[BootClass::Cd, BootClass::HardDisk]);
+        assert_eq!((read(&mut c, 0x3d), read(&mut c, 0x38)), (0x23, 0x01));
+        c.set_boot_order(&[BootClass::HardDisk]);
+        assert_eq!((read(&mut c, 0x3d), read(&mut c, 0x38)), (0x02, 0x01));
         let above_16m = u16::from_le_bytes([read(&mut c, 0x34), read(&mut c, 0x35)]);
         assert_eq!(u64::from(above_16m) << 16, (512 << 20) - (16 << 20));
         assert_eq!(read(&mut c, 0x5c), 0x40); // 1 GiB = 0x4000 * 64 KiB
