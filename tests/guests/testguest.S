@@ -13,7 +13,8 @@
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
- * and the tests written in C (hostile.c): blk-hostile, fault-panic, fault-hang.
+ * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
+ * atapi-dma-1m (atapi_dma.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2918,6 +2919,8 @@ g_reset_kbd:
     c_test test_blk_hostile, blk_hostile_main
     c_test test_fault_panic, fault_panic_main
     c_test test_fault_hang, fault_hang_main
+    c_test test_atapi_dma, atapi_dma_main
+    c_test test_atapi_dma_1m, atapi_dma_1m_main
 
 /* --- power --- */
 
@@ -3387,6 +3390,8 @@ s_rng:          .asciz "RNG "
 s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_blk_hostile:  .asciz "blk-hostile"
+n_atapi_dma:    .asciz "atapi-dma"
+n_atapi_dma_1m: .asciz "atapi-dma-1m"
 n_fault_panic:  .asciz "fault-panic"
 n_fault_hang:   .asciz "fault-hang"
 n_rng_intx:     .asciz "virtio-rng-intx"
@@ -3486,6 +3491,8 @@ tests:
     .quad n_blk_hostile, test_blk_hostile
     .quad n_fault_panic, test_fault_panic
     .quad n_fault_hang, test_fault_hang
+    .quad n_atapi_dma_1m, test_atapi_dma_1m
+    .quad n_atapi_dma, test_atapi_dma
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

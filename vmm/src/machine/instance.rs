@@ -386,8 +386,8 @@ fn build_devices(
                 if let Some(path) = iso {
                     cd.insert(Media::open(path)?);
                 }
-                let controller =
-                    IdeController::new(Some(cd), [irq(PRIMARY_IRQ)?, irq(SECONDARY_IRQ)?]);
+                let irqs = [irq(PRIMARY_IRQ)?, irq(SECONDARY_IRQ)?];
+                let controller = IdeController::new(Some(cd), irqs, Some(mem.clone()));
                 let controller = Arc::new(Mutex::new(controller));
                 for (port, len) in
                     [(PRIMARY_CMD, 8), (PRIMARY_CTRL, 1), (SECONDARY_CMD, 8), (SECONDARY_CTRL, 1)]

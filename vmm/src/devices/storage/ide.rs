@@ -1,9 +1,10 @@
 //! A PIIX3-compatible IDE controller (PCI 8086:7010, both channels in compatibility mode:
 //! ports 0x1F0-0x1F7/0x3F6 on IRQ 14 and 0x170-0x177/0x376 on IRQ 15) with an ATAPI CD-ROM
-//! drive on the secondary master, the place firmware and every OS look for it. Transfers
-//! are PIO (the controller offers no bus-master DMA BAR, so drivers stay on PIO); the drive
+//! drive on the secondary master, the place firmware and every OS look for it. The drive
 //! carries MMC commands (`mmc::CdRom`) in ATAPI PACKETs (ATA8-ACS and ATA8-APT, the
-//! "PACKET Command feature set").
+//! "PACKET Command feature set"); their data moves by PIO through the data register, or
+//! by bus-master DMA (SFF-8038i, as the PIIX3 does it: BAR4's 16 I/O ports, a command,
+//! status and PRD-table register per channel) when the PACKET asks for DMA.
 //!
 //! The guest drives registers at will, in any order: every access is answered from the
 //! task file, transfers never run past their buffers, and a drive that is not there reads
@@ -11,11 +12,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::mmc::{BLOCK, CdRom, Outcome};
 use crate::devices::bus::BusDevice;
-use crate::devices::pci::{PciConfig, PciDevice, PciIds};
+use crate::devices::pci::config::COMMAND_BUS_MASTER;
+use crate::devices::pci::{BarInfo, BarKind, PciConfig, PciDevice, PciIds};
+use crate::vstate::memory::GuestMem;
 
 /// Command block and control ports of the two channels in compatibility mode.
 pub const PRIMARY_CMD: u16 = 0x1f0;
@@ -51,6 +56,31 @@ const CHECK_POWER_MODE: u8 = 0xe5;
 const SET_FEATURES: u8 = 0xef;
 
 const PACKET_BYTES: usize = 12;
+
+// SET FEATURES 0x03 transfer modes (the sector count's high five bits), ATA8-ACS §7.45.9.
+const MODE_PIO_DEFAULT: u8 = 0;
+const MODE_PIO: u8 = 1;
+const MODE_MWDMA: u8 = 4;
+const MODE_UDMA: u8 = 8;
+
+/// The bus-master BAR (BAR4): 8 I/O ports per channel.
+pub const BUS_MASTER_BAR: usize = 4;
+const BUS_MASTER_PORTS: u64 = 16;
+// Bus-master command bits.
+const BM_START: u8 = 0x01;
+const BM_TO_MEMORY: u8 = 0x08;
+// Bus-master status bits: active, error, interrupt (both write 1 to clear), and the two
+// drives' "DMA capable" bits, which firmware sets and the controller only keeps.
+const BM_ACTIVE: u8 = 0x01;
+const BM_ERROR: u8 = 0x02;
+const BM_INTERRUPT: u8 = 0x04;
+const BM_CAPABLE: u8 = 0x60;
+/// A PRD table may not cross a 64 KiB boundary, so it has at most 8192 entries.
+const PRD_TABLE_SPAN: u64 = 0x1_0000;
+/// The most one PRD entry moves (a byte count of 0).
+const PRD_MAX: usize = 0x1_0000;
+/// ATAPI sense key for a transfer the host ended badly (ABORTED COMMAND).
+const SENSE_ABORTED_COMMAND: u8 = 0x0b;
 
 /// What the data register transfers now.
 #[derive(Debug)]
@@ -92,6 +122,10 @@ pub struct AtapiDrive {
     device: u8,
     status: u8,
     phase: Phase,
+    /// The command in progress moves its data by DMA (PACKET with the DMA feature bit).
+    dma: bool,
+    /// The transfer mode SET FEATURES chose (its sector count), for IDENTIFY.
+    transfer_mode: u8,
 }
 
 impl AtapiDrive {
@@ -105,6 +139,8 @@ impl AtapiDrive {
             device: 0,
             status: 0,
             phase: Phase::Idle,
+            dma: false,
+            transfer_mode: MODE_PIO_DEFAULT,
         };
         d.reset();
         d
@@ -123,6 +159,7 @@ impl AtapiDrive {
         self.error = 1; // diagnostics passed
         self.status = 0;
         self.phase = Phase::Idle;
+        self.dma = false;
     }
 
     fn byte_count(&self) -> usize {
@@ -139,6 +176,7 @@ impl AtapiDrive {
     /// status has ERR and the error register `code`. The caller raises the interrupt.
     fn complete(&mut self, error: Option<u8>) {
         self.phase = Phase::Idle;
+        self.dma = false;
         match error {
             None => {
                 self.status = DRDY | DSC;
@@ -159,18 +197,15 @@ impl AtapiDrive {
     fn command(&mut self, command: u8) -> bool {
         match command {
             PACKET => {
-                if self.features & 0x01 != 0 {
-                    // DMA was asked for, and this drive does PIO only.
-                    self.abort();
-                    return true;
-                }
+                // Features bit 0: the data phase goes by DMA (ATA8-APT §5.3).
+                self.dma = self.features & 0x01 != 0;
                 self.phase = Phase::Packet { bytes: [0; PACKET_BYTES], got: 0 };
                 self.count = IREASON_COD;
                 self.status = DRDY | DRQ;
                 false // the packet is taken without an interrupt (DRQ type "accelerated")
             }
             IDENTIFY_PACKET_DEVICE => {
-                let data = identify(&self.cd);
+                let data = identify(&self.cd, self.transfer_mode);
                 self.phase =
                     Phase::Buffer { data, pos: 0, drq_left: 512, limit: 512, packet: false };
                 self.status = DRDY | DSC | DRQ;
@@ -191,8 +226,18 @@ impl AtapiDrive {
                 true
             }
             SET_FEATURES if self.features == 0x03 => {
-                // Set transfer mode: any PIO mode is fine; DMA modes are not offered.
-                let ok = self.count >> 3 <= 1;
+                // Set transfer mode: PIO, multiword DMA 0-2 or Ultra DMA 0-5, as IDENTIFY
+                // offers them.
+                let mode = self.count & 7;
+                let ok = match self.count >> 3 {
+                    MODE_PIO_DEFAULT | MODE_PIO => true,
+                    MODE_MWDMA => mode <= 2,
+                    MODE_UDMA => mode <= 5,
+                    _ => false,
+                };
+                if ok {
+                    self.transfer_mode = self.count;
+                }
                 self.complete(if ok { None } else { Some(ABRT) });
                 true
             }
@@ -222,7 +267,7 @@ impl AtapiDrive {
             Outcome::Data(data) if data.is_empty() => self.status_phase(None),
             Outcome::Data(data) => {
                 self.phase = Phase::Buffer { data, pos: 0, drq_left: 0, limit, packet: true };
-                self.next_drq_block();
+                return self.data_phase();
             }
             Outcome::Read { lba, blocks } => {
                 self.phase = Phase::Blocks {
@@ -233,10 +278,84 @@ impl AtapiDrive {
                     drq_left: 0,
                     limit: limit as u64,
                 };
-                self.next_drq_block();
+                return self.data_phase();
             }
         }
         true
+    }
+
+    /// Starts a packet command's data phase: by PIO, its first DRQ block (with an
+    /// interrupt); by DMA, waiting for the bus master (the interrupt comes at the end).
+    fn data_phase(&mut self) -> bool {
+        if self.dma {
+            self.count = IREASON_IO;
+            self.status = DRDY | DSC | DRQ;
+            return false;
+        }
+        self.next_drq_block();
+        true
+    }
+
+    /// Whether the drive waits for the bus master to move its data.
+    fn dma_waiting(&self) -> bool {
+        self.dma && matches!(self.phase, Phase::Buffer { .. } | Phase::Blocks { .. })
+    }
+
+    /// Bytes the DMA data phase still has.
+    fn dma_remaining(&self) -> u64 {
+        match &self.phase {
+            Phase::Buffer { data, pos, .. } => (data.len() - pos) as u64,
+            Phase::Blocks { remaining, .. } => *remaining,
+            _ => 0,
+        }
+    }
+
+    /// Fills `out` (guest memory) with the next bytes of the DMA data phase; how many
+    /// (fewer at its end), or the error register's value when the disc could not be read.
+    /// Whole blocks go from the disc straight into guest memory.
+    fn dma_fill<B: BitmapSlice>(&mut self, out: &VolatileSlice<'_, B>) -> Result<usize, u8> {
+        let read_error = |cd: &mut CdRom| {
+            let _ = cd.read_failed();
+            (cd.sense().key << 4) | ABRT
+        };
+        // Subslices of `out` are always in range: offsets and lengths stay within it.
+        let part = |at: usize, len: usize| out.subslice(at, len).expect("within the slice");
+        match &mut self.phase {
+            Phase::Buffer { data, pos, .. } => {
+                let n = out.len().min(data.len() - *pos);
+                part(0, n).copy_from(&data[*pos..*pos + n]);
+                *pos += n;
+                Ok(n)
+            }
+            Phase::Blocks { lba, buf, pos, remaining, .. } => {
+                let mut done = 0;
+                while done < out.len() && *remaining > 0 {
+                    let room = out.len() - done;
+                    if *pos < BLOCK as usize {
+                        // What is left of a block a short PRD entry split.
+                        let n = room.min(BLOCK as usize - *pos);
+                        part(done, n).copy_from(&buf[*pos..*pos + n]);
+                        (*pos, done, *remaining) = (*pos + n, done + n, *remaining - n as u64);
+                    } else if room >= BLOCK as usize {
+                        let blocks = (room as u64 / BLOCK).min(*remaining / BLOCK);
+                        let bytes = (blocks * BLOCK) as usize;
+                        if !self.cd.read_blocks_into(*lba, &part(done, bytes)) {
+                            return Err(read_error(&mut self.cd));
+                        }
+                        *lba += blocks;
+                        done += bytes;
+                        *remaining -= blocks * BLOCK;
+                    } else {
+                        if !self.cd.read_block(*lba, &mut buf[..]) {
+                            return Err(read_error(&mut self.cd));
+                        }
+                        (*lba, *pos) = (*lba + 1, 0);
+                    }
+                }
+                Ok(done)
+            }
+            _ => Ok(0),
+        }
     }
 
     fn status_phase(&mut self, error: Option<u8>) {
@@ -271,6 +390,9 @@ impl AtapiDrive {
     /// interrupt.
     fn read_data(&mut self, out: &mut [u8]) -> bool {
         out.fill(0);
+        if self.dma {
+            return false; // the data goes by DMA, not through this register
+        }
         let mut raise = false;
         for b in out.iter_mut() {
             match &mut self.phase {
@@ -333,8 +455,8 @@ impl AtapiDrive {
 }
 
 /// IDENTIFY PACKET DEVICE data (ATA8-ACS §7.17): a removable CD-ROM taking 12-byte
-/// packets, PIO only.
-fn identify(cd: &CdRom) -> Vec<u8> {
+/// packets, by PIO or DMA; `cd_mode` is the transfer mode SET FEATURES chose.
+fn identify(cd: &CdRom, cd_mode: u8) -> Vec<u8> {
     let mut w = [0u16; 256];
     w[0] = 0x8000 | (5 << 8) | 0x80 | (2 << 5); // ATAPI, CD-ROM, removable, DRQ within 50 us
     let ascii = |w: &mut [u16], text: &str| {
@@ -348,10 +470,14 @@ fn identify(cd: &CdRom) -> Vec<u8> {
     ascii(&mut w[10..20], cd.serial());
     ascii(&mut w[23..27], "1.0");
     ascii(&mut w[27..47], "VESSEL Virtual CD-ROM");
-    w[49] = 1 << 9; // LBA (no DMA, no IORDY control needed)
+    w[49] = 1 << 9 | 1 << 8; // LBA, DMA
     w[53] = 0x0006; // words 64-70 and 88 valid
+    // Multiword DMA 0-2 and Ultra DMA 0-5 supported, the one SET FEATURES chose selected.
+    let (kind, mode) = (cd_mode >> 3, u16::from(cd_mode & 7));
+    w[63] = 0x0007 | if kind == MODE_MWDMA { 0x100 << mode } else { 0 };
+    w[88] = 0x003f | if kind == MODE_UDMA { 0x100 << mode } else { 0 };
     w[64] = 0x0003; // PIO modes 3 and 4
-    w[65] = 120; // minimum multiword DMA cycle (unused without DMA)
+    w[65] = 120; // minimum multiword DMA cycle
     w[66] = 120;
     w[67] = 120; // minimum PIO cycle without flow control
     w[68] = 120; // with IORDY
@@ -368,13 +494,34 @@ fn identify(cd: &CdRom) -> Vec<u8> {
     w.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// One IDE channel: two device positions, the selected one, its interrupt.
+/// A channel's bus-master registers (SFF-8038i §2).
+#[derive(Default)]
+struct BusMaster {
+    command: u8,
+    status: u8,
+    /// The PRD table's guest-physical address (dword-aligned).
+    prd: u32,
+}
+
+/// Why a DMA transfer ended early.
+enum DmaFault {
+    /// A PRD table or buffer outside guest memory, or the wrong direction: the bus
+    /// master's error bit.
+    Bus,
+    /// The PRD table ended before the data did.
+    ShortTable,
+    /// The disc could not be read (the error register's value).
+    Read(u8),
+}
+
+/// One IDE channel: two device positions, the selected one, its interrupt, its bus master.
 struct Channel {
     drives: [Option<AtapiDrive>; 2],
     selected: usize,
     control: u8,
     irq: EventFd,
     interrupts: AtomicU64,
+    bm: BusMaster,
 }
 
 impl Channel {
@@ -385,7 +532,76 @@ impl Channel {
             control: 0,
             irq,
             interrupts: AtomicU64::new(0),
+            bm: BusMaster::default(),
         }
+    }
+
+    /// A guest read of this channel's bus-master register `reg` (0-7).
+    fn bm_read(&self, reg: u64) -> u8 {
+        match reg {
+            0 => self.bm.command,
+            2 => self.bm.status,
+            4..=7 => self.bm.prd.to_le_bytes()[reg as usize - 4],
+            _ => 0,
+        }
+    }
+
+    /// A guest write of bus-master register `reg`; true when it started the engine.
+    fn bm_write(&mut self, reg: u64, value: u8) -> bool {
+        match reg {
+            0 => {
+                let was = self.bm.command;
+                self.bm.command = value & (BM_START | BM_TO_MEMORY);
+                if value & BM_START != 0 && was & BM_START == 0 {
+                    self.bm.status |= BM_ACTIVE;
+                    return true;
+                }
+                if value & BM_START == 0 {
+                    self.bm.status &= !BM_ACTIVE; // stopped by the host
+                }
+            }
+            2 => {
+                let cleared = value & (BM_ERROR | BM_INTERRUPT);
+                self.bm.status = (self.bm.status & !cleared & !BM_CAPABLE) | (value & BM_CAPABLE);
+            }
+            4..=7 => {
+                let mut bytes = self.bm.prd.to_le_bytes();
+                bytes[reg as usize - 4] = value;
+                self.bm.prd = u32::from_le_bytes(bytes) & !3;
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// Moves the selected drive's data phase through the PRD table into guest memory,
+    /// when the drive waits for it and the engine runs; then ends the command (status,
+    /// the bus master's interrupt bit, the channel's interrupt).
+    fn run_dma(&mut self, mem: Option<&GuestMem>, bus_master_enabled: bool) {
+        let selected = self.selected;
+        let Some(drive) = self.drives[selected].as_mut() else { return };
+        if !drive.dma_waiting() || self.bm.command & BM_START == 0 {
+            return;
+        }
+        let result = match mem {
+            // ATAPI data only flows to the host: the engine must write memory.
+            Some(mem) if bus_master_enabled && self.bm.command & BM_TO_MEMORY != 0 => {
+                dma_to_memory(drive, mem, u64::from(self.bm.prd))
+            }
+            _ => Err(DmaFault::Bus),
+        };
+        // SFF-8038i §3.1: the engine stays active when the table had room left over.
+        let (error, status) = match result {
+            Ok(room_left) => (None, if room_left { BM_ACTIVE } else { 0 }),
+            Err(DmaFault::Bus) => (Some((SENSE_ABORTED_COMMAND << 4) | ABRT), BM_ERROR),
+            Err(DmaFault::ShortTable) => (Some((SENSE_ABORTED_COMMAND << 4) | ABRT), 0),
+            Err(DmaFault::Read(code)) => (Some(code), 0),
+        };
+        drive.status_phase(error);
+        // The interrupt bit follows the drive's interrupt line, which nIEN holds low.
+        let interrupt = if self.control & NIEN == 0 { BM_INTERRUPT } else { 0 };
+        self.bm.status = (self.bm.status & BM_CAPABLE) | interrupt | status;
+        self.raise();
     }
 
     fn raise(&self) {
@@ -497,15 +713,49 @@ impl Channel {
     }
 }
 
-/// The controller: its PCI function and two channels.
+/// Walks the PRD table at `table` and writes the drive's data where it says; Ok(whether
+/// the table had room left over).
+fn dma_to_memory(drive: &mut AtapiDrive, mem: &GuestMem, table: u64) -> Result<bool, DmaFault> {
+    let table_end = (table & !(PRD_TABLE_SPAN - 1)) + PRD_TABLE_SPAN;
+    let mut entry = table;
+    // Bounded: at most PRD_TABLE_SPAN / 8 entries.
+    while entry + 8 <= table_end {
+        let mut prd = [0u8; 8];
+        mem.read_slice(&mut prd, GuestAddress(entry)).map_err(|_| DmaFault::Bus)?;
+        let address = u64::from(u32::from_le_bytes(prd[0..4].try_into().expect("4 bytes")) & !1);
+        let count = match u16::from_le_bytes([prd[4], prd[5]]) & !1 {
+            0 => PRD_MAX,
+            n => usize::from(n),
+        };
+        let last = prd[7] & 0x80 != 0;
+        let entry_bytes = count;
+        // Only as much as the drive still has: the rest of the entry need not be memory.
+        let count = count.min(usize::try_from(drive.dma_remaining()).unwrap_or(usize::MAX));
+        let out = mem.get_slice(GuestAddress(address), count).map_err(|_| DmaFault::Bus)?;
+        let n = drive.dma_fill(&out).map_err(DmaFault::Read)?;
+        if drive.dma_remaining() == 0 {
+            return Ok(!(last && n == entry_bytes));
+        }
+        if last {
+            return Err(DmaFault::ShortTable);
+        }
+        entry += 8;
+    }
+    Err(DmaFault::ShortTable)
+}
+
+/// The controller: its PCI function, two channels, and the guest memory its bus masters
+/// write.
 pub struct IdeController {
     config: PciConfig,
     channels: [Channel; 2],
+    mem: Option<GuestMem>,
 }
 
 impl IdeController {
-    /// A controller whose secondary master is `cd`; `irqs` are IRQ 14 and 15's eventfds.
-    pub fn new(cd: Option<CdRom>, irqs: [EventFd; 2]) -> Self {
+    /// A controller whose secondary master is `cd`; `irqs` are IRQ 14 and 15's eventfds;
+    /// `mem` is what its bus masters write (none: DMA fails as a bus error).
+    pub fn new(cd: Option<CdRom>, irqs: [EventFd; 2], mem: Option<GuestMem>) -> Self {
         let ids = PciIds {
             vendor: 0x8086,
             device: 0x7010,    // PIIX3 IDE
@@ -517,7 +767,17 @@ impl IdeController {
         let [primary, secondary] = irqs;
         let mut channels = [Channel::new(primary), Channel::new(secondary)];
         channels[1].drives[0] = cd.map(AtapiDrive::new);
-        IdeController { config: PciConfig::new(ids), channels }
+        let mut config = PciConfig::new(ids);
+        config
+            .add_bar(BUS_MASTER_BAR, BarInfo { kind: BarKind::Io, size: BUS_MASTER_PORTS })
+            .expect("BAR4 is free and 16 ports is a valid I/O BAR");
+        IdeController { config, channels, mem }
+    }
+
+    /// Runs channel `c`'s DMA if it is due (PCI Bus Master Enable gates it).
+    fn dma(&mut self, c: usize) {
+        let enabled = self.config.command() & COMMAND_BUS_MASTER != 0;
+        self.channels[c].run_dma(self.mem.as_ref(), enabled);
     }
 
     /// The CD drive (the secondary master).
@@ -545,8 +805,14 @@ impl BusDevice for IdeController {
 
     fn write(&mut self, base: u64, offset: u64, data: &[u8]) {
         match base as u16 {
-            PRIMARY_CMD => self.channels[0].write(offset, data),
-            SECONDARY_CMD => self.channels[1].write(offset, data),
+            PRIMARY_CMD => {
+                self.channels[0].write(offset, data);
+                self.dma(0); // the packet may have started a DMA data phase
+            }
+            SECONDARY_CMD => {
+                self.channels[1].write(offset, data);
+                self.dma(1);
+            }
             PRIMARY_CTRL => self.channels[0].write_control(data[0]),
             SECONDARY_CTRL => self.channels[1].write_control(data[0]),
             _ => {}
@@ -563,12 +829,33 @@ impl PciDevice for IdeController {
         &mut self.config
     }
 
-    // Compatibility mode: the legacy ports, not BARs, carry everything.
-    fn bar_read(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
-        data.fill(0xff);
+    // Compatibility mode: the legacy ports carry the task files; BAR4 the bus masters.
+    fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        if bar != BUS_MASTER_BAR {
+            data.fill(0xff);
+            return;
+        }
+        for (i, b) in data.iter_mut().enumerate() {
+            let port = offset + i as u64;
+            *b = match self.channels.get((port / 8) as usize) {
+                Some(channel) => channel.bm_read(port % 8),
+                None => 0xff,
+            };
+        }
     }
 
-    fn bar_write(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    fn bar_write(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        if bar != BUS_MASTER_BAR {
+            return;
+        }
+        for (i, &value) in data.iter().enumerate() {
+            let port = offset + i as u64;
+            let c = (port / 8) as usize;
+            if c < self.channels.len() && self.channels[c].bm_write(port % 8, value) {
+                self.dma(c);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -596,7 +883,11 @@ mod tests {
     struct Rig {
         ide: IdeController,
         data: Vec<u8>,
+        mem: GuestMem,
     }
+
+    const MEM: u64 = 1 << 20;
+    const PRD_TABLE: u64 = 0x1000;
 
     impl Rig {
         fn new() -> Self {
@@ -607,7 +898,66 @@ mod tests {
                 EventFd::new(libc::EFD_NONBLOCK).unwrap(),
                 EventFd::new(libc::EFD_NONBLOCK).unwrap(),
             ];
-            Rig { ide: IdeController::new(Some(cd), irqs), data }
+            let mem = GuestMem::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+            let mut ide = IdeController::new(Some(cd), irqs, Some(mem.clone()));
+            ide.config_write(4, &[0x05, 0x00]); // I/O decoding and bus mastering, as a driver sets
+            Rig { ide, data, mem }
+        }
+
+        /// Bus-master register `reg` of the secondary channel.
+        fn bm_out(&mut self, reg: u64, bytes: &[u8]) {
+            self.ide.bar_write(BUS_MASTER_BAR, 8 + reg, bytes);
+        }
+
+        fn bm_status(&mut self) -> u8 {
+            let mut b = [0u8];
+            self.ide.bar_read(BUS_MASTER_BAR, 8 + 2, &mut b);
+            b[0]
+        }
+
+        /// READ(10) of `blocks` from `lba` by DMA through the PRD entries `prds` (address,
+        /// byte count, end of table) written at PRD_TABLE, the engine started after the
+        /// packet as Linux does; returns (status, error, ireason) and the bus-master status.
+        fn dma_read(
+            &mut self,
+            lba: u32,
+            blocks: u16,
+            prds: &[(u32, u16, bool)],
+        ) -> ((u8, u8, u8), u8) {
+            for (i, (addr, count, last)) in prds.iter().enumerate() {
+                let mut entry = [0u8; 8];
+                entry[0..4].copy_from_slice(&addr.to_le_bytes());
+                entry[4..6].copy_from_slice(&count.to_le_bytes());
+                entry[7] = if *last { 0x80 } else { 0 };
+                self.mem.write_slice(&entry, GuestAddress(PRD_TABLE + 8 * i as u64)).unwrap();
+            }
+            self.bm_out(2, &[BM_ERROR | BM_INTERRUPT]); // clear both
+            self.bm_out(4, &(PRD_TABLE as u32).to_le_bytes());
+            self.bm_out(0, &[BM_TO_MEMORY]);
+            self.out(CMD, 6, 0xa0);
+            self.out(CMD, 1, 0x01); // DMA
+            self.out(CMD, 7, PACKET);
+            let mut cdb = [0u8; 12];
+            cdb[0] = 0x28;
+            cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+            cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+            for pair in cdb.chunks(2) {
+                self.ide.write(CMD, 0, pair);
+            }
+            if blocks > 0 && self.inb(CMD, 7) & ERR == 0 {
+                assert_eq!(self.inb(CMD, 7) & (DRQ | BSY), DRQ, "waiting for the bus master");
+                assert_eq!(self.inw(), [0, 0], "no data through the data register");
+            }
+            self.bm_out(0, &[BM_TO_MEMORY | BM_START]);
+            let bm = self.bm_status();
+            self.bm_out(0, &[BM_TO_MEMORY]);
+            ((self.inb(CMD, 7), self.inb(CMD, 1), self.inb(CMD, 2)), bm)
+        }
+
+        fn memory(&self, at: u64, len: usize) -> Vec<u8> {
+            let mut v = vec![0u8; len];
+            self.mem.read_slice(&mut v, GuestAddress(at)).unwrap();
+            v
         }
 
         fn out(&mut self, base: u64, reg: u64, v: u8) {
@@ -686,7 +1036,8 @@ mod tests {
         let serial: String =
             words[10..20].iter().flat_map(|w| w.to_be_bytes()).map(char::from).collect();
         assert_eq!(serial.trim_end(), "vessel-cd0");
-        assert_eq!(words[49] & (1 << 8), 0, "no DMA");
+        assert_eq!(words[49] & (1 << 8), 1 << 8, "DMA");
+        assert_eq!((words[63], words[88]), (0x0007, 0x003f), "MWDMA 0-2, UDMA 0-5, none chosen");
         assert_eq!(r.inb(CMD, 7) & (DRQ | BSY | ERR), 0, "done after 512 bytes");
         assert_eq!(r.inw(), [0, 0], "nothing more to read");
         // The slave is absent: its registers read 0; the empty primary channel reads 0xFF.
@@ -748,10 +1099,6 @@ mod tests {
         assert_eq!(r.inb(CMD, 7), 0);
         assert_eq!([r.inb(CMD, 4), r.inb(CMD, 5)], [0x14, 0xeb]);
         assert_eq!(r.inw(), [0, 0]);
-        // DMA asked for: aborted.
-        r.out(CMD, 1, 1);
-        r.out(CMD, 7, PACKET);
-        assert_eq!((r.inb(CMD, 7) & ERR, r.inb(CMD, 1)), (ERR, ABRT));
         // Data written with no packet expected, reads with nothing to read, odd widths.
         r.ide.write(CMD, 0, &[1, 2, 3, 4]);
         let mut four = [0xaau8; 4];
@@ -764,13 +1111,13 @@ mod tests {
             r.ide.write(CMD, 0, &[0, 0]);
         }
         assert_eq!(r.inb(CMD, 7) & DRQ, 0);
-        // Unknown ATA commands, SET FEATURES with a DMA mode, CHECK POWER MODE.
+        // Unknown ATA commands, SET FEATURES with a mode there is not, CHECK POWER MODE.
         for cmd in [0x00, 0x20, 0x30, 0xc8, 0xca, 0xff] {
             r.out(CMD, 7, cmd);
             assert_eq!(r.inb(CMD, 1), ABRT, "command {cmd:#x}");
         }
         r.out(CMD, 1, 0x03);
-        r.out(CMD, 2, 0x22); // multiword DMA 2
+        r.out(CMD, 2, 0x27); // multiword DMA 7
         r.out(CMD, 7, SET_FEATURES);
         assert_eq!(r.inb(CMD, 1), ABRT);
         r.out(CMD, 2, 0x0c); // PIO 4
@@ -799,5 +1146,102 @@ mod tests {
         assert_eq!(cap, [0, 0, 0, 3, 0, 0, 8, 0]);
         let (read, _, _) = r.packet(&[0x28, 0, 0, 0, 0, 1, 0, 0, 1, 0], 0);
         assert_eq!(read, data[2048..4096]);
+    }
+
+    #[test]
+    fn transfer_modes_are_chosen_with_set_features() {
+        let mut r = Rig::new();
+        r.out(CMD, 6, 0xa0);
+        for (count, ok) in [(0x22, true), (0x23, false), (0x45, true), (0x46, false), (0x08, true)]
+        {
+            r.out(CMD, 1, 0x03);
+            r.out(CMD, 2, count);
+            r.out(CMD, 7, SET_FEATURES);
+            assert_eq!(r.inb(CMD, 7) & ERR == 0, ok, "mode {count:#x}");
+        }
+        r.out(CMD, 1, 0x03);
+        r.out(CMD, 2, 0x22); // multiword DMA 2
+        r.out(CMD, 7, SET_FEATURES);
+        r.out(CMD, 7, IDENTIFY_PACKET_DEVICE);
+        let words: Vec<u16> = (0..256).map(|_| u16::from_le_bytes(r.inw())).collect();
+        assert_eq!((words[63], words[88]), (0x0407, 0x003f));
+    }
+
+    #[test]
+    fn reads_by_bus_master_dma() {
+        let mut r = Rig::new();
+        let _ = r.packet(&[0x00], 0); // the new disc's unit attention
+        // Three blocks through two entries (4 KiB, then 2 KiB ending the table).
+        let before = r.irqs();
+        let ((status, error, ireason), bm) =
+            r.dma_read(5, 3, &[(0x10000, 4096, false), (0x20000, 2048, true)]);
+        assert_eq!((status & (ERR | DRQ | BSY), error, ireason), (0, 0, 3), "status phase");
+        assert_eq!(bm & (BM_ACTIVE | BM_ERROR | BM_INTERRUPT), BM_INTERRUPT, "done, table used up");
+        assert_eq!(r.irqs(), before + 1, "one interrupt, at the end");
+        let want = &r.data[5 * 2048..8 * 2048];
+        assert_eq!(r.memory(0x10000, 4096), want[..4096]);
+        assert_eq!(r.memory(0x20000, 2048), want[4096..]);
+        // Entries that split blocks (1000 bytes, then the rest) and a table with room left:
+        // the engine stays active, as SFF-8038i says.
+        let (_, bm) = r.dma_read(9, 2, &[(0x30000, 1000, false), (0x40000, 0, true)]);
+        assert_eq!(bm & (BM_ACTIVE | BM_INTERRUPT), BM_ACTIVE | BM_INTERRUPT);
+        assert_eq!(r.memory(0x30000, 1000), r.data[9 * 2048..9 * 2048 + 1000]);
+        assert_eq!(r.memory(0x40000, 3096), r.data[9 * 2048 + 1000..11 * 2048]);
+        // Small replies come by DMA too (INQUIRY).
+        r.mem.write_slice(&[0u8; 8], GuestAddress(0x50000)).unwrap();
+        let entry = [0x00, 0x00, 0x05, 0x00, 36, 0, 0, 0x80];
+        r.mem.write_slice(&entry, GuestAddress(PRD_TABLE)).unwrap();
+        r.bm_out(0, &[BM_TO_MEMORY]);
+        r.out(CMD, 1, 0x01);
+        r.out(CMD, 7, PACKET);
+        for pair in [0x12u8, 0, 0, 0, 36, 0, 0, 0, 0, 0, 0, 0].chunks(2) {
+            r.ide.write(CMD, 0, pair);
+        }
+        r.bm_out(0, &[BM_TO_MEMORY | BM_START]);
+        assert_eq!(r.memory(0x50008, 8), b"VESSEL  ", "INQUIRY's vendor");
+    }
+
+    #[test]
+    fn a_bad_dma_setup_ends_the_command_with_an_error() {
+        let mut r = Rig::new();
+        let _ = r.packet(&[0x00], 0);
+        let aborted = (SENSE_ABORTED_COMMAND << 4) | ABRT;
+        // The table ends before the data: the command fails, nothing hangs.
+        let ((status, error, _), bm) = r.dma_read(0, 2, &[(0x10000, 2048, true)]);
+        assert_eq!((status & ERR, error), (ERR, aborted));
+        assert_eq!(bm & (BM_ACTIVE | BM_ERROR | BM_INTERRUPT), BM_INTERRUPT);
+        // A buffer outside guest memory: the bus master's error bit.
+        let ((status, error, _), bm) = r.dma_read(0, 1, &[(MEM as u32 - 16, 2048, true)]);
+        assert_eq!((status & ERR, error), (ERR, aborted));
+        assert_eq!(bm & (BM_ERROR | BM_INTERRUPT), BM_ERROR | BM_INTERRUPT);
+        // A table outside guest memory.
+        r.bm_out(4, &0xfff0_0000u32.to_le_bytes());
+        r.out(CMD, 1, 0x01);
+        r.out(CMD, 7, PACKET);
+        for pair in [0x28u8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0].chunks(2) {
+            r.ide.write(CMD, 0, pair);
+        }
+        r.bm_out(0, &[BM_TO_MEMORY | BM_START]);
+        assert_eq!(r.bm_status() & BM_ERROR, BM_ERROR);
+        assert_eq!(r.inb(CMD, 7) & (ERR | DRQ), ERR);
+        // Past the disc's end: the drive refuses it before any transfer.
+        let ((status, _, _), _) = r.dma_read(39, 2, &[(0x10000, 4096, true)]);
+        assert_eq!(status & ERR, ERR);
+        // The wrong direction (memory to the drive), and Bus Master Enable off.
+        r.bm_out(0, &[0]);
+        r.out(CMD, 1, 0x01);
+        r.out(CMD, 7, PACKET);
+        for pair in [0x28u8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0].chunks(2) {
+            r.ide.write(CMD, 0, pair);
+        }
+        r.bm_out(2, &[BM_ERROR | BM_INTERRUPT]);
+        r.bm_out(0, &[BM_START]);
+        assert_eq!(r.bm_status() & BM_ERROR, BM_ERROR, "wrong direction");
+        r.ide.config_write(4, &[0x01, 0x00]); // I/O only, no bus master
+        let (_, bm) = r.dma_read(0, 1, &[(0x10000, 2048, true)]);
+        assert_eq!(bm & BM_ERROR, BM_ERROR, "bus mastering off");
+        // After all that, the drive still works by PIO.
+        let (data, _, (status, _, _)) = r.packet(&[0x28, 0, 0, 0, 0, 7, 0, 0, 1], 0xfffe);
+        assert_eq!((status & ERR, &data[..]), (0, &r.data[7 * 2048..8 * 2048]));
     }
 }

@@ -242,6 +242,42 @@ impl CdRom {
         }
     }
 
+    /// Reads whole blocks from `lba` on straight into `out` (guest memory, a multiple of
+    /// 2048 bytes long); false on a read error or past the disc's end.
+    pub fn read_blocks_into<B: vm_memory::bitmap::BitmapSlice>(
+        &self,
+        lba: u64,
+        out: &vm_memory::VolatileSlice<'_, B>,
+    ) -> bool {
+        use std::os::fd::AsRawFd;
+        let len = out.len();
+        let blocks = len as u64 / BLOCK;
+        let Some(m) = &self.media else { return false };
+        if !(len as u64).is_multiple_of(BLOCK)
+            || lba.checked_add(blocks).is_none_or(|end| end > m.blocks)
+        {
+            return false;
+        }
+        let guard = out.ptr_guard_mut();
+        let mut done = 0;
+        while done < len {
+            let at = (lba * BLOCK + done as u64) as libc::off_t;
+            // SAFETY: `guard` points at `len` bytes of mapped guest memory that `out`
+            // covers, and the kernel writes at most `len - done` bytes from `done` on. No
+            // Rust reference to that memory exists (the guest may change it meanwhile).
+            let n = unsafe {
+                libc::pread(m.file.as_raw_fd(), guard.as_ptr().add(done).cast(), len - done, at)
+            };
+            match n {
+                n if n > 0 => done += n as usize,
+                0 => return false, // the file shrank under us
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Ends a read that `read_block` could not complete.
     pub fn read_failed(&mut self) -> Outcome {
         self.check(MEDIUM_ERROR, UNRECOVERED_READ_ERROR)
