@@ -70,7 +70,7 @@ fn main() {
     run("as", &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()]);
     let mut objects = vec![obj];
     println!("cargo:rerun-if-changed=guests/guest.h");
-    for c in ["runtime.c", "hostile.c", "atapi_dma.c"] {
+    for c in ["runtime.c", "hostile.c", "atapi_dma.c", "smbios.c"] {
         let source = Path::new("guests").join(c);
         println!("cargo:rerun-if-changed={}", source.display());
         let object = out.join(c).with_extension("o");
@@ -123,5 +123,8 @@ fn main() {
     std::fs::write(&bzimage, image).unwrap();
 
     println!("cargo:rustc-env=VESSEL_TESTGUEST_ELF={}", elf.display());
+    // The flat image and where its BSS ends, for the firmware boot image (pc-boot.S).
+    println!("cargo:rustc-env=VESSEL_TESTGUEST_FLAT={}", flat.display());
+    println!("cargo:rustc-env=VESSEL_TESTGUEST_BSS_END={}", symbol(&elf, "bss_end"));
     println!("cargo:rustc-env=VESSEL_TESTGUEST_BZIMAGE={}", bzimage.display());
 }

@@ -14,7 +14,7 @@
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
  * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
- * atapi-dma-1m (atapi_dma.c).
+ * atapi-dma-1m (atapi_dma.c), firmware (ACPI and SMBIOS as firmware leaves them; smbios.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2962,6 +2962,19 @@ test_boot:
 test_bench:
     call power_off
 
+/* test=firmware: what the firmware left for an OS, for the firmware-booted guest
+ * (firmware/pc-boot.S): the boot information, the ACPI tables (found in the BIOS area)
+ * and the SMBIOS tables (smbios.c). */
+test_firmware:
+    mov dword ptr [quiet], 0
+    call read_boot_info
+    call walk_acpi
+    and rsp, -16
+    call smbios_report
+    lea rdi, [rip + s_done]
+    call puts
+    call power_off
+
 test_smp:
     call lapic_enable
     mov eax, LAPIC + 0x20
@@ -3391,6 +3404,7 @@ s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_blk_hostile:  .asciz "blk-hostile"
 n_atapi_dma:    .asciz "atapi-dma"
+n_firmware:     .asciz "firmware"
 n_atapi_dma_1m: .asciz "atapi-dma-1m"
 n_fault_panic:  .asciz "fault-panic"
 n_fault_hang:   .asciz "fault-hang"
@@ -3493,6 +3507,7 @@ tests:
     .quad n_fault_hang, test_fault_hang
     .quad n_atapi_dma_1m, test_atapi_dma_1m
     .quad n_atapi_dma, test_atapi_dma
+    .quad n_firmware, test_firmware
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

@@ -210,6 +210,17 @@ pub fn run_qemu_watching(
     run_watching(qemu, "QEMU", on_line)
 }
 
+/// Runs QEMU (TCG) with its own SeaBIOS booting what `extra` gives it (`-cdrom`,
+/// `-drive`), the serial port on stdout, until the guest powers off; returns what it
+/// printed.
+pub fn run_qemu_firmware(memory_mib: u64, extra: &[&str]) -> String {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-nographic", "-nodefaults", "-no-reboot"])
+        .args(["-m", &memory_mib.to_string(), "-serial", "stdio"])
+        .args(extra);
+    run_watching(qemu, "QEMU", |_| {})
+}
+
 /// Runs a User-Mode Linux `kernel` (from `uml_kernel`) with `initrd` and `args` (kernel
 /// parameters, including UML's own such as `virtio_uml.device=`), its console on stdout,
 /// until the guest halts; calls `on_line` with each console line as it arrives and returns
@@ -398,6 +409,71 @@ pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
     assert_eq!(disk.len(), 512, "one sector");
     disk.resize(1 << 20, 0);
     let path = dir.join("mbr-hello.raw");
+    std::fs::write(&path, disk).unwrap();
+    path
+}
+
+/// The test guest as a PC boots it (`tests/guests/firmware/pc-boot.S`): the boot sector,
+/// then the guest's flat image, padded to whole sectors. The sector is assembled and linked
+/// at 0000:7C00 with binutils, told the image's size, first bytes and BSS end.
+pub fn firmware_testguest_image(dir: &Path) -> Vec<u8> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/pc-boot.S");
+    let mut image = std::fs::read(env!("VESSEL_TESTGUEST_FLAT")).expect("the flat test guest");
+    image.resize(image.len().div_ceil(512) * 512, 0);
+    let signature = u32::from_le_bytes(image[..4].try_into().unwrap());
+    let (object, linked, sector) =
+        (dir.join("pc-boot.o"), dir.join("pc-boot.elf"), dir.join("pc-boot.bin"));
+    let defsym = |name: &str, value: u64| format!("--defsym={name}={value}");
+    let mut assemble = Command::new("as");
+    assemble
+        .arg("-I")
+        .arg(source.parent().unwrap())
+        .arg(defsym("IMAGE_SECTORS", image.len() as u64 / 512))
+        .arg(defsym("IMAGE_BYTES", image.len() as u64))
+        .arg(defsym("BSS_END", env!("VESSEL_TESTGUEST_BSS_END").parse().unwrap()))
+        .arg(defsym("SIGNATURE", u64::from(signature)))
+        .arg("-o")
+        .arg(&object)
+        .arg(&source);
+    let mut link = Command::new("ld");
+    link.args(["-Ttext=0x7c00", "-e", "_start", "-o"]).arg(&linked).arg(&object);
+    let mut flat = Command::new("objcopy");
+    flat.args(["-O", "binary", "-j", ".text"]).arg(&linked).arg(&sector);
+    for cmd in [&mut assemble, &mut link, &mut flat] {
+        let out = cmd.output().expect("binutils runs");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut boot = std::fs::read(&sector).unwrap();
+    assert_eq!(boot.len(), 512, "one sector");
+    boot.extend_from_slice(&image);
+    boot
+}
+
+/// An ISO whose El Torito boot image (no emulation, loaded whole) is the firmware-booted
+/// test guest.
+pub fn firmware_testguest_iso(dir: &Path) -> PathBuf {
+    let image = firmware_testguest_image(dir);
+    let tree = dir.join("pc-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("boot.img"), &image).unwrap();
+    let iso = dir.join("pc-boot.iso");
+    let sectors = (image.len() / 512).to_string();
+    let out = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "VESSEL_PC", "-o"])
+        .arg(&iso)
+        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", &sectors])
+        .arg(&tree)
+        .output()
+        .expect("xorriso runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    iso
+}
+
+/// A 4 MiB raw disk that boots the firmware-booted test guest from its MBR.
+pub fn firmware_testguest_disk(dir: &Path) -> PathBuf {
+    let mut disk = firmware_testguest_image(dir);
+    disk.resize(4 << 20, 0);
+    let path = dir.join("pc-boot.raw");
     std::fs::write(&path, disk).unwrap();
     path
 }

@@ -11,6 +11,14 @@ use vmm::{
 
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
+/// An empty folder of this test process.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-fw-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn firmware_machine(memory: u64) -> MachineConfig {
     let mut config = MachineConfig::new(Boot::Firmware(FirmwareBoot {
         image: PathBuf::from(SEABIOS),
@@ -34,41 +42,67 @@ fn run_until(config: MachineConfig, want: &[&str]) -> (String, String) {
     output
 }
 
+/// Runs `config` until the guest powers the machine off (240 s at most); returns the
+/// serial output and SeaBIOS's log.
+fn run_to_power_off(config: MachineConfig) -> (String, String) {
+    let handle = Machine::build(config, None).unwrap();
+    handle.start().unwrap();
+    collect(&handle, "a power-off", |_, stopped| match stopped {
+        Some(vmm::StopReason::PoweredOff) => Ok(true),
+        Some(other) => Err(format!("{other:?}")),
+        None => Ok(false),
+    })
+}
+
 /// The serial output and SeaBIOS's log of `handle` from now until the serial output holds
 /// every one of `want` (240 s at most).
 fn wait_for(handle: &vmm::MachineHandle, want: &[&str]) -> (String, String) {
+    collect(handle, &format!("all of {want:?}"), |serial, stopped| match stopped {
+        Some(reason) => Err(format!("the machine stopped: {reason:?}")),
+        None => Ok(want.iter().all(|w| serial.contains(w))),
+    })
+}
+
+/// `handle`'s serial output and SeaBIOS's log (port 0x402) until `done`, given the serial
+/// output so far and why the machine stopped if it did, says Ok(true) (Err: the test
+/// fails with the reason); 240 s at most.
+fn collect(
+    handle: &vmm::MachineHandle,
+    what: &str,
+    mut done: impl FnMut(&str, Option<&vmm::StopReason>) -> Result<bool, String>,
+) -> (String, String) {
     let (mut serial, mut log) = (Vec::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(240);
-    let done = |s: &[u8]| {
-        let text = String::from_utf8_lossy(s);
-        want.iter().all(|w| text.contains(w))
-    };
-    while !done(&serial) {
-        assert!(
-            Instant::now() < deadline,
-            "not all of {want:?} in 240 s; serial: {:?}\nSeaBIOS log (port 0x402):\n{}",
-            String::from_utf8_lossy(&serial),
-            String::from_utf8_lossy(&log)
-        );
-        match handle.events().recv_timeout(Duration::from_millis(100)) {
-            Ok(Event::Serial(bytes)) => serial.extend(bytes),
-            Ok(Event::DebugMarker { code, .. }) => log.push(code),
-            Ok(Event::StateChanged(MachineState::Stopped(reason))) => panic!(
-                "the machine stopped: {reason:?}\nserial: {:?}\nlog:\n{}",
-                String::from_utf8_lossy(&serial),
-                String::from_utf8_lossy(&log)
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    loop {
+        let stopped = match handle.events().recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Serial(bytes)) => {
+                serial.extend(bytes);
+                None
+            }
+            Ok(Event::DebugMarker { code, .. }) => {
+                log.push(code);
+                None
+            }
+            Ok(Event::StateChanged(MachineState::Stopped(reason))) => Some(reason),
+            _ => None,
+        };
+        match done(&text(&serial), stopped.as_ref()) {
+            Ok(true) => return (text(&serial), text(&log)),
+            Ok(false) if Instant::now() < deadline => {}
+            Ok(false) => panic!(
+                "not {what} in 240 s; serial: {:?}\nSeaBIOS log (port 0x402):\n{}",
+                text(&serial),
+                text(&log)
             ),
-            _ => {}
+            Err(why) => panic!("{why}\nserial: {:?}\nlog:\n{}", text(&serial), text(&log)),
         }
     }
-    (String::from_utf8_lossy(&serial).into_owned(), String::from_utf8_lossy(&log).into_owned())
 }
 
 #[test]
 fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
-    let dir = std::env::temp_dir().join(format!("vessel-fw-cd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("cd");
     let mut config = firmware_machine(128 << 20);
     config.devices =
         vec![DeviceConfig::CdRom { iso: Some(vessel_tests::firmware_hello_iso(&dir)) }];
@@ -88,9 +122,7 @@ fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
 /// machine: the disk when it comes first (a VM after its install), the CD when asked.
 #[test]
 fn the_boot_order_picks_the_disk_or_the_cd() {
-    let dir = std::env::temp_dir().join(format!("vessel-fw-order-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("order");
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let disk = vessel_tests::firmware_hello_disk(&dir);
     let machine = |order: Vec<BootDevice>| hello_machine(&iso, &disk, order);
@@ -130,9 +162,7 @@ fn hello_machine(iso: &Path, disk: &Path, order: Vec<BootDevice>) -> MachineConf
 /// "Boot from the CD next time": the first power-on boots the CD, a reset the disk again.
 #[test]
 fn a_one_time_boot_order_is_for_the_first_power_on() {
-    let dir = std::env::temp_dir().join(format!("vessel-fw-once-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("once");
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let disk = vessel_tests::firmware_hello_disk(&dir);
     let mut config = hello_machine(&iso, &disk, vec![BootDevice::Disk(0), BootDevice::Cd]);
@@ -180,9 +210,7 @@ fn seabios_prints_its_banner_on_the_serial_console() {
 /// a number picks the device (here the CD, although the disk comes first in the order).
 #[test]
 fn the_boot_menu_is_reachable_with_esc() {
-    let dir = std::env::temp_dir().join(format!("vessel-fw-menu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("menu");
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let disk = vessel_tests::firmware_hello_disk(&dir);
     let mut config = hello_machine(&iso, &disk, vec![BootDevice::Disk(0), BootDevice::Cd]);
@@ -201,5 +229,70 @@ fn the_boot_menu_is_reachable_with_esc() {
     let (serial, _) = wait_for(&handle, &["I!"]);
     assert!(serial.contains("Booting from DVD/CD"), "the CD, as picked: {serial:?}");
     handle.power_off().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The machine's UUID as text (the firmware tests' `uuid`, "vessel-firmware!").
+const UUID_TEXT: &str = "76657373-656c-2d66-6972-6d7761726521";
+
+/// What the firmware-booted test guest reports, alike on Vessel and on QEMU: it came in
+/// through the stub's hvm_start_info with the firmware's E820 map, found the RSDP in the
+/// BIOS area and every ACPI table's checksum right, and read the machine's UUID from the
+/// SMBIOS tables.
+fn check_firmware_guest(out: &str) {
+    let lines = |key: &str| -> Vec<String> {
+        let prefix = format!("{key} ");
+        out.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    };
+    assert!(out.contains("DONE"), "{out}");
+    assert_eq!(lines("MAGIC"), ["ok"], "{out}");
+    assert_eq!(lines("CMDLINE"), ["test=firmware"], "{out}");
+    assert!(lines("E820").len() >= 3, "the firmware's memory map: {out}");
+    let rsdp = &lines("RSDP")[0];
+    let address = u64::from_str_radix(rsdp.split_whitespace().next().unwrap(), 16).unwrap();
+    assert!((0xe0000..0x100000).contains(&address), "the RSDP in the BIOS area: {out}");
+    assert!(rsdp.ends_with(" ok"), "{out}");
+    let tables = lines("ACPI");
+    assert!(tables.len() >= 3 && tables.iter().all(|t| t.ends_with(" ok")), "{out}");
+    for sig in ["FACP", "DSDT", "APIC"] {
+        assert!(tables.iter().any(|t| t.starts_with(sig)), "no {sig}: {out}");
+    }
+    let smbios = &lines("SMBIOS")[0];
+    assert!(smbios.ends_with(&format!(" UUID {UUID_TEXT}")), "the machine's UUID: {out}");
+}
+
+/// The test guest booted by SeaBIOS from an El Torito CD and from an MBR disk, as an OS
+/// boots; the same under QEMU (`-cdrom`, `-drive if=virtio`) as the reference.
+#[test]
+fn the_test_guest_boots_through_the_bios_from_a_cd_and_a_disk() {
+    let dir = scratch("guest");
+    let iso = vessel_tests::firmware_testguest_iso(&dir);
+    let disk = vessel_tests::firmware_testguest_disk(&dir);
+
+    let mut config = firmware_machine(128 << 20);
+    config.devices = vec![DeviceConfig::CdRom { iso: Some(iso.clone()) }];
+    let (serial, log) = run_to_power_off(config);
+    assert!(serial.contains("Booting from DVD/CD"), "{serial}\n{log}");
+    check_firmware_guest(&serial);
+
+    let mut config = firmware_machine(128 << 20);
+    config.devices = vec![DeviceConfig::Block {
+        image: ImageSpec { path: disk.clone(), format: ImageFormat::Raw, backing: vec![] },
+        read_only: true,
+    }];
+    let (serial, log) = run_to_power_off(config);
+    assert!(serial.contains("Booting from Hard Disk"), "{serial}\n{log}");
+    check_firmware_guest(&serial);
+
+    assert!(vessel_tests::have_qemu(), "qemu-system-x86_64 is needed (tools/install-deps)");
+    let uuid = ["-uuid", UUID_TEXT];
+    let out = vessel_tests::run_qemu_firmware(
+        128,
+        &[&uuid[..], &["-cdrom", iso.to_str().unwrap()]].concat(),
+    );
+    check_firmware_guest(&out);
+    let drive = format!("if=virtio,format=raw,readonly=on,file={}", disk.display());
+    let out = vessel_tests::run_qemu_firmware(128, &[&uuid[..], &["-drive", &drive]].concat());
+    check_firmware_guest(&out);
     let _ = std::fs::remove_dir_all(&dir);
 }
