@@ -14,7 +14,7 @@
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
  * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
- * atapi-dma-1m (atapi_dma.c), firmware (ACPI and SMBIOS as firmware leaves them; smbios.c).
+ * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS and the BIOS area as firmware leaves them; bios.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2963,14 +2963,15 @@ test_bench:
     call power_off
 
 /* test=firmware: what the firmware left for an OS, for the firmware-booted guest
- * (firmware/pc-boot.S): the boot information, the ACPI tables (found in the BIOS area)
- * and the SMBIOS tables (smbios.c). */
+ * (firmware/pc-boot.S): the boot information, the ACPI tables (found in the BIOS area),
+ * the SMBIOS tables and whether the BIOS area is read-only (bios.c). */
 test_firmware:
     mov dword ptr [quiet], 0
     call read_boot_info
     call walk_acpi
     and rsp, -16
     call smbios_report
+    call bios_area_report
     lea rdi, [rip + s_done]
     call puts
     call power_off

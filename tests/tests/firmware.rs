@@ -237,8 +237,8 @@ const UUID_TEXT: &str = "76657373-656c-2d66-6972-6d7761726521";
 
 /// What the firmware-booted test guest reports, alike on Vessel and on QEMU: it came in
 /// through the stub's hvm_start_info with the firmware's E820 map, found the RSDP in the
-/// BIOS area and every ACPI table's checksum right, and read the machine's UUID from the
-/// SMBIOS tables.
+/// BIOS area and every ACPI table's checksum right, read the machine's UUID from the
+/// SMBIOS tables, and could not write the BIOS area.
 fn check_firmware_guest(out: &str) {
     let lines = |key: &str| -> Vec<String> {
         let prefix = format!("{key} ");
@@ -259,6 +259,8 @@ fn check_firmware_guest(out: &str) {
     }
     let smbios = &lines("SMBIOS")[0];
     assert!(smbios.ends_with(&format!(" UUID {UUID_TEXT}")), "the machine's UUID: {out}");
+    // SeaBIOS closed the BIOS area through the PAM registers after shadowing itself.
+    assert_eq!(lines("BIOS AREA"), ["read-only"], "{out}");
 }
 
 /// The test guest booted by SeaBIOS from an El Torito CD and from an MBR disk, as an OS

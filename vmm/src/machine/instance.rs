@@ -46,6 +46,7 @@ use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine};
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
+use crate::vstate::shadow::ShadowRam;
 
 /// What outlives instances: the controller's channels and the serial output buffer.
 #[derive(Clone)]
@@ -120,7 +121,7 @@ impl Instance {
         // image mapped as the ROM, the vCPUs in their reset state (the boot vCPU at the
         // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
         // rest through fw_cfg.
-        let (entry, firmware, boot_fb) = match &config.boot {
+        let (entry, firmware, boot_fb, shadow) = match &config.boot {
             Boot::Kernel(source) => {
                 let layout = boot::load(&mem, source, config.boot_framebuffer)?;
                 let boot_fb = match config.boot_framebuffer {
@@ -132,7 +133,7 @@ impl Instance {
                     None => None,
                 };
                 acpi::write_tables(&mem, config.vcpus)?;
-                (Some(layout.entry), None, boot_fb)
+                (Some(layout.entry), None, boot_fb, None)
             }
             Boot::Firmware(fw) => {
                 let image = FirmwareImage::load(&fw.image)?;
@@ -140,12 +141,15 @@ impl Instance {
                 let slot = vm_memory::GuestMemoryBackend::num_regions(&mem) as u32 + 1;
                 memory::register_rom(&vm, slot, image.rom_start(), image.host_mapping())?;
                 image.copy_legacy(&mem)?;
-                (None, Some(image), None)
+                // The BIOS area's RAM under the host bridge's PAM registers, in slots of
+                // its own after the ROM's.
+                let shadow = ShadowRam::new(vm.clone(), &mem, slot + 1)?;
+                (None, Some(image), None, Some(shadow))
             }
         };
 
         let power = power_sink(env.control.clone(), generation);
-        let devices = build_devices(&vm, &mem, config, env, power)?;
+        let devices = build_devices(&vm, &mem, config, env, power, shadow)?;
         let Devices { pio, mmio, serial, ged, virtio, ide } = devices;
 
         let supported = kvm
@@ -304,6 +308,7 @@ fn build_devices(
     config: &MachineConfig,
     env: &InstanceEnv,
     power: PowerSink,
+    shadow: Option<ShadowRam>,
 ) -> Result<Devices, MachineError> {
     let irq = |gsi: u32| -> Result<EventFd, MachineError> {
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::EventFd)?;
@@ -367,6 +372,9 @@ fn build_devices(
     let windows =
         Windows { mem32: (PCI_MMIO32_START, PCI_MMIO32_END), io: (PCI_IO_START, PCI_IO_END) };
     let root = Arc::new(Mutex::new(PciRoot::new(&mmio, &pio, windows)));
+    if let Some(shadow) = shadow {
+        crate::sync::lock(&root).attach_shadow_ram(shadow);
+    }
     pio.insert(
         u64::from(PCI_CONFIG_PORT),
         8,

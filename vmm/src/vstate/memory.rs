@@ -23,6 +23,8 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    #[error("guest RAM does not start with a region from 0 past 1 MiB, as firmware needs")]
+    NoLowRam,
     #[error("KVM refused guest memory slot {slot}")]
     RegisterSlot {
         slot: u32,

@@ -3,3 +3,4 @@
 pub mod irq;
 pub mod kvm;
 pub mod memory;
+pub mod shadow;

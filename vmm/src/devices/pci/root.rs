@@ -9,6 +9,7 @@ use super::config::{self, BarKind, COMMAND_IO, COMMAND_MEMORY, PciConfig, PciIds
 use crate::devices::bus::{Bus, BusDevice, SharedDevice};
 use crate::devices::log_limit::LogLimit;
 use crate::sync::lock;
+use crate::vstate::shadow::{self, ShadowRam};
 
 /// Slots on bus 0; function 0 only.
 pub const SLOTS: usize = 32;
@@ -41,6 +42,7 @@ pub struct Windows {
 }
 
 pub struct PciRoot {
+    bridge: Arc<Mutex<HostBridge>>,
     devices: Vec<Option<SharedPciDevice>>,
     mapped: Vec<[Option<u64>; 6]>,
     // Weak: the buses hold the config-access devices, which hold this root.
@@ -53,8 +55,44 @@ pub struct PciRoot {
     bad_bars: LogLimit,
 }
 
+/// The i440FX host bridge (00:00.0): identity, the PAM registers that govern the legacy
+/// BIOS area's RAM (honoured on firmware machines through `ShadowRam`), and the SMRAM
+/// register, answered as the 82441FX has it (no SMM behind it).
 struct HostBridge {
     config: PciConfig,
+    shadow: Option<ShadowRam>,
+    bad_pam: LogLimit,
+}
+
+/// SMRAM control (82441FX §3.2.13): D_OPEN, D_CLS, D_LCK, G_SMRAME; C_BASE_SEG reads 010b.
+const SMRAM: usize = 0x72;
+const SMRAM_D_OPEN: u8 = 1 << 6;
+const SMRAM_D_LCK: u8 = 1 << 4;
+const SMRAM_RESET: u8 = 0x02;
+
+impl HostBridge {
+    fn new() -> Self {
+        let mut config = PciConfig::new(PciIds {
+            vendor: 0x8086,
+            device: 0x1237,
+            class: 0x06_00_00,
+            revision: 0x02,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x1100,
+        });
+        // PAM0's high nibble, then both nibbles of PAM1-6: RE and WE each.
+        config.set_wmask(shadow::PAM0, &[0x30]);
+        config.set_wmask(shadow::PAM0 + 1, &[0x33; shadow::PAM_COUNT - 1]);
+        config.set_bytes(SMRAM, &[SMRAM_RESET]);
+        config.set_wmask(SMRAM, &[0x78]);
+        HostBridge { config, shadow: None, bad_pam: LogLimit::default() }
+    }
+
+    fn byte(&self, offset: usize) -> u8 {
+        let mut b = [0u8];
+        self.config.read(offset, &mut b);
+        b[0]
+    }
 }
 
 impl PciDevice for HostBridge {
@@ -63,6 +101,32 @@ impl PciDevice for HostBridge {
     }
     fn config_mut(&mut self) -> &mut PciConfig {
         &mut self.config
+    }
+    fn config_write(&mut self, offset: usize, data: &[u8]) {
+        for (i, &value) in data.iter().enumerate() {
+            let at = offset + i;
+            if at == SMRAM {
+                // Once locked, SMRAM stays as it is until reset, and D_OPEN is closed.
+                if self.byte(SMRAM) & SMRAM_D_LCK != 0 {
+                    continue;
+                }
+                let value = if value & SMRAM_D_LCK != 0 { value & !SMRAM_D_OPEN } else { value };
+                self.config.write(at, &[value]);
+            } else {
+                self.config.write(at, &[value]);
+            }
+        }
+        let pam = shadow::PAM0..shadow::PAM0 + shadow::PAM_COUNT;
+        if offset < pam.end && offset + data.len() > pam.start {
+            let mut regs = [0u8; shadow::PAM_COUNT];
+            self.config.read(shadow::PAM0, &mut regs);
+            if let Some(shadow) = &mut self.shadow
+                && let Err(e) = shadow.set_pam(&regs)
+                && self.bad_pam.allow().is_some()
+            {
+                log::error!("the BIOS area's RAM did not follow the PAM registers: {e}");
+            }
+        }
     }
     fn bar_read(&mut self, _: usize, _: u64, data: &mut [u8]) {
         data.fill(0xff);
@@ -91,19 +155,11 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
 
 impl PciRoot {
     pub fn new(mmio: &Arc<Bus>, pio: &Arc<Bus>, windows: Windows) -> Self {
-        let bridge = HostBridge {
-            config: PciConfig::new(PciIds {
-                vendor: 0x8086,
-                device: 0x1237,
-                class: 0x06_00_00,
-                revision: 0x02,
-                subsystem_vendor: 0x1af4,
-                subsystem: 0x1100,
-            }),
-        };
+        let bridge = Arc::new(Mutex::new(HostBridge::new()));
         let mut devices: Vec<Option<SharedPciDevice>> = vec![None; SLOTS];
-        devices[0] = Some(Arc::new(Mutex::new(bridge)));
+        devices[0] = Some(bridge.clone());
         PciRoot {
+            bridge,
             devices,
             mapped: vec![[None; 6]; SLOTS],
             mmio: Arc::downgrade(mmio),
@@ -113,6 +169,11 @@ impl PciRoot {
             next_io: windows.io.0,
             bad_bars: LogLimit::default(),
         }
+    }
+
+    /// The host bridge's PAM registers govern `shadow` from now on (firmware machines).
+    pub fn attach_shadow_ram(&mut self, shadow: ShadowRam) {
+        lock(&self.bridge).shadow = Some(shadow);
     }
 
     /// Plugs `device` into the next free slot, assigns its BARs and turns decoding on, as
@@ -380,6 +441,25 @@ mod tests {
         let mut b = [0u8];
         ports.read(0xcf8, 1, &mut b);
         assert_eq!(b[0], 0x42);
+    }
+
+    #[test]
+    fn the_host_bridge_answers_pam_and_smram() {
+        let (_root, _mmio, _dummy, mut ports, _pio) = setup();
+        // PAM0-6 read back within their fields (PAM0's low nibble is reserved).
+        cfg_write32(&mut ports, 0, 0x58, 0xffff_ff00);
+        assert_eq!(cfg_read32(&mut ports, 0, 0x58), 0x3333_3000);
+        cfg_write32(&mut ports, 0, 0x5c, 0x1111_1111);
+        assert_eq!(cfg_read32(&mut ports, 0, 0x5c), 0x1111_1111);
+        // SMRAM: C_BASE_SEG reads 010b; D_LCK closes D_OPEN and freezes the register.
+        let smram = |ports: &mut ConfigPorts| (cfg_read32(ports, 0, 0x70) >> 16) as u8;
+        assert_eq!(smram(&mut ports), 0x02);
+        cfg_write32(&mut ports, 0, 0x70, 0x0048_0000); // D_OPEN, G_SMRAME
+        assert_eq!(smram(&mut ports), 0x4a);
+        cfg_write32(&mut ports, 0, 0x70, 0x0058_0000); // and D_LCK
+        assert_eq!(smram(&mut ports), 0x1a, "locked, D_OPEN closed");
+        cfg_write32(&mut ports, 0, 0x70, 0x0040_0000);
+        assert_eq!(smram(&mut ports), 0x1a, "frozen until reset");
     }
 
     #[test]

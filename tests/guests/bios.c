@@ -1,5 +1,12 @@
 /*
- * The SMBIOS tables the firmware put in the BIOS area, as an OS (dmidecode) finds them:
+ * What the BIOS leaves for an OS, checked from ring 3 by test=firmware.
+ *
+ * bios_area_report: whether the BIOS area (0xF0000-0xFFFFF) is read-only after boot, as
+ * the firmware leaves it through the host bridge's PAM registers: "BIOS AREA read-only"
+ * when a byte written there does not change, else "BIOS AREA writable" (and the byte is
+ * put back).
+ *
+ * smbios_report: the SMBIOS tables the firmware put in the BIOS area, as an OS (dmidecode) finds them:
  * the entry point by its anchor on a 16-byte boundary in 0xF0000-0xFFFFF ("_SM3_" for
  * SMBIOS 3.0, else "_SM_" for 2.x), then the type 1 structure (System Information). Prints
  * "SMBIOS <major>.<minor> UUID <uuid>" (the UUID as text, its first three fields
@@ -94,4 +101,18 @@ void smbios_report(void)
         s = strings + 2;
     }
     g_puts("SMBIOS no system information\n");
+}
+
+void bios_area_report(void)
+{
+    volatile u8 *byte = (volatile u8 *)0xffff0; /* the reset vector's jump */
+    u8 before = *byte;
+    *byte = (u8)~before;
+    u8 after = *byte;
+    if (after == before) {
+        g_puts("BIOS AREA read-only\n");
+    } else {
+        *byte = before;
+        g_puts("BIOS AREA writable\n");
+    }
 }
