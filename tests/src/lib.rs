@@ -413,10 +413,11 @@ pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
     path
 }
 
-/// The test guest as a PC boots it (`tests/guests/firmware/pc-boot.S`): the boot sector,
-/// then the guest's flat image, padded to whole sectors. The sector is assembled and linked
-/// at 0000:7C00 with binutils, told the image's size, first bytes and BSS end.
-pub fn firmware_testguest_image(dir: &Path) -> Vec<u8> {
+/// The test guest as a PC boots it (`tests/guests/firmware/pc-boot.S`) with `cmdline` (at
+/// most 31 bytes): the boot sector, then the guest's flat image, padded to whole sectors.
+/// The sector is assembled and linked at 0000:7C00 with binutils, told the image's size,
+/// first bytes and BSS end.
+pub fn firmware_testguest_image(dir: &Path, cmdline: &str) -> Vec<u8> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/pc-boot.S");
     let mut image = std::fs::read(env!("VESSEL_TESTGUEST_FLAT")).expect("the flat test guest");
     image.resize(image.len().div_ceil(512) * 512, 0);
@@ -445,14 +446,19 @@ pub fn firmware_testguest_image(dir: &Path) -> Vec<u8> {
     }
     let mut boot = std::fs::read(&sector).unwrap();
     assert_eq!(boot.len(), 512, "one sector");
+    // The command line's room (32 bytes, NUL-terminated) follows the default one.
+    let at = boot.windows(13).position(|w| w == b"test=firmware").expect("the command line");
+    assert!(cmdline.len() < 32, "{cmdline:?} is longer than the boot sector has room for");
+    boot[at..at + 32].fill(0);
+    boot[at..at + cmdline.len()].copy_from_slice(cmdline.as_bytes());
     boot.extend_from_slice(&image);
     boot
 }
 
 /// An ISO whose El Torito boot image (no emulation, loaded whole) is the firmware-booted
-/// test guest.
-pub fn firmware_testguest_iso(dir: &Path) -> PathBuf {
-    let image = firmware_testguest_image(dir);
+/// test guest with `cmdline`.
+pub fn firmware_testguest_iso(dir: &Path, cmdline: &str) -> PathBuf {
+    let image = firmware_testguest_image(dir, cmdline);
     let tree = dir.join("pc-tree");
     std::fs::create_dir_all(&tree).unwrap();
     std::fs::write(tree.join("boot.img"), &image).unwrap();
@@ -469,9 +475,9 @@ pub fn firmware_testguest_iso(dir: &Path) -> PathBuf {
     iso
 }
 
-/// A 4 MiB raw disk that boots the firmware-booted test guest from its MBR.
-pub fn firmware_testguest_disk(dir: &Path) -> PathBuf {
-    let mut disk = firmware_testguest_image(dir);
+/// A 4 MiB raw disk that boots the firmware-booted test guest with `cmdline` from its MBR.
+pub fn firmware_testguest_disk(dir: &Path, cmdline: &str) -> PathBuf {
+    let mut disk = firmware_testguest_image(dir, cmdline);
     disk.resize(4 << 20, 0);
     let path = dir.join("pc-boot.raw");
     std::fs::write(&path, disk).unwrap();

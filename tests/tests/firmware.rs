@@ -268,8 +268,8 @@ fn check_firmware_guest(out: &str) {
 #[test]
 fn the_test_guest_boots_through_the_bios_from_a_cd_and_a_disk() {
     let dir = scratch("guest");
-    let iso = vessel_tests::firmware_testguest_iso(&dir);
-    let disk = vessel_tests::firmware_testguest_disk(&dir);
+    let iso = vessel_tests::firmware_testguest_iso(&dir, "test=firmware");
+    let disk = vessel_tests::firmware_testguest_disk(&dir, "test=firmware");
 
     let mut config = firmware_machine(128 << 20);
     config.devices = vec![DeviceConfig::CdRom { iso: Some(iso.clone()) }];
@@ -296,5 +296,25 @@ fn the_test_guest_boots_through_the_bios_from_a_cd_and_a_disk() {
     let drive = format!("if=virtio,format=raw,readonly=on,file={}", disk.display());
     let out = vessel_tests::run_qemu_firmware(128, &[&uuid[..], &["-drive", &drive]].concat());
     check_firmware_guest(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reboot from inside the guest runs the firmware again, which boots the disc again: the
+/// firmware-booted guest resets the machine through the keyboard controller, twice.
+#[test]
+fn a_guest_reboot_runs_the_firmware_again_with_the_disc_in() {
+    let dir = scratch("reboot");
+    let iso = vessel_tests::firmware_testguest_iso(&dir, "test=reboot-kbd");
+    let mut config = firmware_machine(128 << 20);
+    config.devices = vec![DeviceConfig::CdRom { iso: Some(iso) }];
+    let handle = Machine::build(config, None).unwrap();
+    handle.start().unwrap();
+    let (serial, _) = collect(&handle, "three boots", |serial, stopped| match stopped {
+        Some(reason) => Err(format!("the machine stopped: {reason:?}")),
+        None => Ok(serial.matches("Booting from DVD/CD").count() >= 3
+            && serial.matches("REBOOT kbd").count() >= 2),
+    });
+    handle.power_off().unwrap();
+    assert!(serial.matches("SeaBIOS (version").count() >= 3, "the firmware each time: {serial}");
     let _ = std::fs::remove_dir_all(&dir);
 }

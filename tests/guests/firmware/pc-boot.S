@@ -16,6 +16,7 @@
 .set MEMMAP, 0x6000
 .set LOADED, 0x7e00
 .set GUEST, 0x100000
+.set CMDLINE_ROOM, 32
 
 .code16
 .globl _start
@@ -144,7 +145,8 @@ drive:
     .byte 0
 e820_count:
     .word 0
-cmdline:
+cmdline:                        # the builder may put another command line here
     .asciz "test=firmware"
+    .fill CMDLINE_ROOM - (. - cmdline), 1, 0
 .org 510
 .word 0xaa55
