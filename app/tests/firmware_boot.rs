@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 mod common;
-use common::{Started, vessel};
+use common::{Started, scratch, vessel};
 
 #[test]
 fn a_vm_from_a_non_linux_disc_boots_it_through_the_bios() {
-    let dir = std::env::temp_dir().join(format!("vessel-bios-boot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("bios-boot");
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let lib = dir.join("library");
     let out =
@@ -53,9 +51,7 @@ fn a_vm_from_a_non_linux_disc_boots_it_through_the_bios() {
 /// and `boot.next=cd` does it once.
 #[test]
 fn the_vm_boots_its_disk_or_its_cd_as_its_boot_order_says() {
-    let dir = std::env::temp_dir().join(format!("vessel-bios-order-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("bios-order");
     let iso = vessel_tests::firmware_hello_iso(&dir);
     let lib = dir.join("library");
     let out = vessel(
@@ -97,5 +93,29 @@ fn the_vm_boots_its_disk_or_its_cd_as_its_boot_order_says() {
     let out = vessel(&lib, &["set", "pc", "boot.order=cd,disk"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(boots(&lib), "cd", "the CD first");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `vessel start` passes the terminal's keys to the firmware: with boot.menu=true, Esc
+/// typed on the terminal opens SeaBIOS's boot menu.
+#[test]
+fn the_boot_menu_answers_keys_typed_on_the_terminal() {
+    let dir = scratch("bios-menu");
+    let iso = vessel_tests::firmware_hello_iso(&dir);
+    let lib = dir.join("library");
+    let out = vessel(&lib, &["create", "menu", "--iso", iso.to_str().unwrap(), "--disk-size", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vessel(&lib, &["set", "menu", "boot.menu=true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut start = Started::with_keys(&lib, "menu");
+    let prompt = |seen: &str| seen.contains("Press ESC for boot menu");
+    assert!(start.wait_until(Duration::from_secs(120), prompt), "{:?}", start.seen());
+    start.type_keys(b"\x1b");
+    let menu = |seen: &str| seen.contains("Select boot device");
+    assert!(start.wait_until(Duration::from_secs(60), menu), "the menu: {:?}", start.seen());
+    let out = vessel(&lib, &["stop", "menu", "--force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, _, stderr) = start.finish();
+    assert_eq!(status.code(), Some(5), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }

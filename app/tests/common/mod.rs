@@ -6,6 +6,14 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+/// An empty folder for test `name` of this process.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs `vessel --library LIB ARGS...` with no input.
 pub fn vessel(lib: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vessel"))
@@ -20,18 +28,36 @@ pub fn vessel(lib: &Path, args: &[&str]) -> Output {
 /// `vessel --library LIB start NAME` running, its terminal output collected as it comes.
 pub struct Started {
     child: std::process::Child,
+    keys: Option<std::process::ChildStdin>,
     seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Started {
     pub fn new(lib: &Path, name: &str) -> Started {
+        Self::spawn(lib, name, false)
+    }
+
+    /// As `new`, with a keyboard: `type_keys` writes to its terminal input.
+    pub fn with_keys(lib: &Path, name: &str) -> Started {
+        Self::spawn(lib, name, true)
+    }
+
+    /// Types `bytes` on its terminal.
+    pub fn type_keys(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let keys = self.keys.as_mut().expect("started with_keys");
+        keys.write_all(bytes).unwrap();
+        keys.flush().unwrap();
+    }
+
+    fn spawn(lib: &Path, name: &str, keys: bool) -> Started {
         use std::io::Read;
         let mut child = Command::new(env!("CARGO_BIN_EXE_vessel"))
             .arg("--library")
             .arg(lib)
             .args(["start", name])
-            .stdin(Stdio::null())
+            .stdin(if keys { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -48,7 +74,8 @@ impl Started {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Started { child, seen, reader: Some(reader) }
+        let keys = child.stdin.take();
+        Started { child, keys, seen, reader: Some(reader) }
     }
 
     /// What it printed so far.
