@@ -110,6 +110,15 @@ fn seabios_boots_an_el_torito_cd_from_the_atapi_drive() {
     // still flushing its own line: they arrive interleaved (under QEMU too), in order.
     let (serial, log) = run_until(config, &["Booting from DVD/CD", "I!"]);
     assert!(log.contains("DVD/CD [ata1-0"), "SeaBIOS found the drive:\n{log}");
+    // Laid out as a PC (and as QEMU's i440FX): the PIIX3's ISA bridge at 00:01.0, its IDE
+    // controller at 00:01.1, which is where the boot order names the CD.
+    for want in [
+        "init bdf=00:01.0 id=8086:7000",
+        "init bdf=00:01.1 id=8086:7010",
+        "Searching bootorder for: /pci@i0cf8/*@1,1/drive@1/disk@0",
+    ] {
+        assert!(log.contains(want), "no {want:?} in SeaBIOS's log:\n{log}");
+    }
     let after = &serial[serial.find("Booting from DVD/CD").unwrap()..];
     let mut said = after.chars().filter(|c| "HI!".contains(*c));
     assert_eq!(said.by_ref().take(3).collect::<String>(), "HI!", "{serial:?}");

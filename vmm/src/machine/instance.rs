@@ -25,6 +25,7 @@ use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
 use crate::devices::net::passt::{Passt, PasstError};
+use crate::devices::pci::isa_bridge::IsaBridge;
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::storage::ide::{
     IdeController, PRIMARY_CMD, PRIMARY_CTRL, PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTRL,
@@ -387,6 +388,15 @@ fn build_devices(
     let mut disks = 0;
     // Where the bootable devices went (PCI slots), for the firmware's boot order.
     let (mut cd_slot, mut disk_slots) = (None, Vec::new());
+    // A firmware machine is laid out as a PC: the PIIX3's ISA bridge at 00:01.0, and its
+    // IDE controller (if there is a CD drive) as function 1 of that slot.
+    let piix_slot = match config.boot {
+        Boot::Firmware(_) => {
+            let bridge = Arc::new(Mutex::new(IsaBridge::new()));
+            Some(crate::sync::lock(&root).add_device(bridge)?)
+        }
+        Boot::Kernel(_) => None,
+    };
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
             DeviceConfig::CdRom { iso } => {
@@ -402,7 +412,13 @@ fn build_devices(
                 {
                     pio.insert(u64::from(port), len, controller.clone())?;
                 }
-                cd_slot = Some(crate::sync::lock(&root).add_device(controller.clone())?);
+                cd_slot = Some(match piix_slot {
+                    Some(slot) => {
+                        crate::sync::lock(&root).add_function(slot, 1, controller.clone())?;
+                        (slot, 1)
+                    }
+                    None => (crate::sync::lock(&root).add_device(controller.clone())?, 0),
+                });
                 ide = Some(controller);
                 continue;
             }
@@ -492,18 +508,21 @@ fn uuid_text(u: &[u8; 16]) -> String {
 
 /// The OpenFirmware paths of `order` as SeaBIOS matches them (QEMU's spelling): a
 /// virtio-blk disk at PCI slot S is `/pci@i0cf8/scsi@S/disk@0,0`, the CD (the IDE
-/// controller's secondary master) `/pci@i0cf8/ide@S/drive@1/disk@0`. A device the machine
-/// lacks is left out.
+/// controller's secondary master) `/pci@i0cf8/ide@S,F/drive@1/disk@0` (`ide@S` when it is
+/// function 0). A device the machine lacks is left out.
 fn boot_paths(
     order: &[crate::machine::config::BootDevice],
-    cd_slot: Option<usize>,
+    cd_slot: Option<(usize, usize)>,
     disk_slots: &[usize],
 ) -> Vec<String> {
     use crate::machine::config::BootDevice;
     order
         .iter()
         .filter_map(|device| match device {
-            BootDevice::Cd => cd_slot.map(|s| format!("/pci@i0cf8/ide@{s:x}/drive@1/disk@0")),
+            BootDevice::Cd => cd_slot.map(|(slot, function)| match function {
+                0 => format!("/pci@i0cf8/ide@{slot:x}/drive@1/disk@0"),
+                f => format!("/pci@i0cf8/ide@{slot:x},{f:x}/drive@1/disk@0"),
+            }),
             BootDevice::Disk(n) => {
                 disk_slots.get(*n).map(|s| format!("/pci@i0cf8/scsi@{s:x}/disk@0,0"))
             }

@@ -2,6 +2,7 @@
 //! ports 0xCF8/0xCFC and ECAM, BAR placement that follows the guest, and MSI-X.
 
 pub mod config;
+pub mod isa_bridge;
 pub mod msix;
 pub mod root;
 

@@ -13,6 +13,8 @@ use crate::vstate::shadow::{self, ShadowRam};
 
 /// Slots on bus 0; function 0 only.
 pub const SLOTS: usize = 32;
+/// Functions per slot; a device and its functions are kept at `slot * FUNCTIONS + function`.
+pub const FUNCTIONS: usize = 8;
 /// PCI INTx lines are IOAPIC pins 16-23 (level-triggered, active-low, as _PRT entries
 /// without a link device are, ACPI 6.5 §6.2.13).
 pub const INTX_GSI_BASE: u32 = 16;
@@ -30,6 +32,8 @@ pub type SharedPciDevice = Arc<Mutex<dyn PciDevice>>;
 pub enum PciError {
     #[error("the PCI bus is full")]
     NoSlot,
+    #[error("PCI 00:{slot:02x}.{function} is taken or does not exist")]
+    Taken { slot: usize, function: usize },
     #[error("no room for a {size:#x}-byte BAR in the PCI {window} window")]
     NoSpace { window: &'static str, size: u64 },
 }
@@ -156,12 +160,12 @@ fn align_up(v: u64, align: u64) -> Option<u64> {
 impl PciRoot {
     pub fn new(mmio: &Arc<Bus>, pio: &Arc<Bus>, windows: Windows) -> Self {
         let bridge = Arc::new(Mutex::new(HostBridge::new()));
-        let mut devices: Vec<Option<SharedPciDevice>> = vec![None; SLOTS];
+        let mut devices: Vec<Option<SharedPciDevice>> = vec![None; SLOTS * FUNCTIONS];
         devices[0] = Some(bridge.clone());
         PciRoot {
             bridge,
             devices,
-            mapped: vec![[None; 6]; SLOTS],
+            mapped: vec![[None; 6]; SLOTS * FUNCTIONS],
             mmio: Arc::downgrade(mmio),
             pio: Arc::downgrade(pio),
             windows,
@@ -179,7 +183,39 @@ impl PciRoot {
     /// Plugs `device` into the next free slot, assigns its BARs and turns decoding on, as
     /// firmware does before booting an OS. Returns the slot.
     pub fn add_device(&mut self, device: SharedPciDevice) -> Result<usize, PciError> {
-        let slot = self.devices.iter().position(Option::is_none).ok_or(PciError::NoSlot)?;
+        let slot = (0..SLOTS)
+            .find(|slot| self.devices[slot * FUNCTIONS].is_none())
+            .ok_or(PciError::NoSlot)?;
+        self.plug(slot, 0, device)?;
+        Ok(slot)
+    }
+
+    /// Plugs `device` in as function `function` of the device in `slot` (whose function 0
+    /// says in its header type that it has more), as `add_device` does.
+    pub fn add_function(
+        &mut self,
+        slot: usize,
+        function: usize,
+        device: SharedPciDevice,
+    ) -> Result<(), PciError> {
+        let taken = || PciError::Taken { slot, function };
+        if slot >= SLOTS || function == 0 || function >= FUNCTIONS {
+            return Err(taken());
+        }
+        if self.devices[slot * FUNCTIONS].is_none()
+            || self.devices[slot * FUNCTIONS + function].is_some()
+        {
+            return Err(taken());
+        }
+        self.plug(slot, function, device)
+    }
+
+    fn plug(
+        &mut self,
+        slot: usize,
+        function: usize,
+        device: SharedPciDevice,
+    ) -> Result<(), PciError> {
         {
             let mut d = lock(&device);
             let mut command = d.config().command();
@@ -204,15 +240,17 @@ impl PciRoot {
                 d.config_mut().set_bytes(config::INTERRUPT_LINE, &[line]);
             }
         }
-        self.devices[slot] = Some(device);
-        self.update_mappings(slot);
-        Ok(slot)
+        let devfn = slot * FUNCTIONS + function;
+        self.devices[devfn] = Some(device);
+        self.update_mappings(devfn);
+        Ok(())
     }
 
-    /// Maps or moves each BAR of `slot` to where its registers and the command register
-    /// say it decodes.
-    fn update_mappings(&mut self, slot: usize) {
-        let Some(device) = self.devices[slot].clone() else { return };
+    /// Maps or moves each BAR of the function at `devfn` to where its registers and the
+    /// command register say it decodes.
+    fn update_mappings(&mut self, devfn: usize) {
+        let Some(device) = self.devices[devfn].clone() else { return };
+        let (slot, function) = (devfn / FUNCTIONS, devfn % FUNCTIONS);
         let mut d = lock(&device);
         let command = d.config().command();
         for bar in 0..6 {
@@ -225,35 +263,35 @@ impl PciRoot {
             let address = d.config().bar_address(bar).filter(|a| enabled && *a != 0);
             let address =
                 address.filter(|a| info.kind != BarKind::Io || *a + info.size <= 0x1_0000);
-            if address == self.mapped[slot][bar] {
+            if address == self.mapped[devfn][bar] {
                 continue;
             }
-            if let Some(old) = self.mapped[slot][bar].take() {
+            if let Some(old) = self.mapped[devfn][bar].take() {
                 bus.remove(old);
             }
             if let Some(addr) = address {
                 let window: SharedDevice =
                     Arc::new(Mutex::new(BarWindow { device: device.clone(), bar }));
                 match bus.insert(addr, info.size, window) {
-                    Ok(()) => self.mapped[slot][bar] = Some(addr),
+                    Ok(()) => self.mapped[devfn][bar] = Some(addr),
                     Err(e) => {
                         if self.bad_bars.allow().is_some() {
                             log::warn!(
-                                "PCI 00:{slot:02x}.0 BAR {bar} at {addr:#x}: {e}; not decoded"
+                                "PCI 00:{slot:02x}.{function} BAR {bar} at {addr:#x}: {e}; not decoded"
                             );
                         }
                     }
                 }
             }
-            d.bar_moved(bar, self.mapped[slot][bar]);
+            d.bar_moved(bar, self.mapped[devfn][bar]);
         }
     }
 
     fn device(&self, bus: u8, slot: usize, function: u8) -> Option<SharedPciDevice> {
-        if bus != 0 || function != 0 {
+        if bus != 0 || slot >= SLOTS {
             return None;
         }
-        self.devices.get(slot).cloned().flatten()
+        self.devices.get(slot * FUNCTIONS + usize::from(function)).cloned().flatten()
     }
 
     pub fn config_read(&self, bus: u8, slot: usize, function: u8, offset: usize, data: &mut [u8]) {
@@ -270,7 +308,7 @@ impl PciRoot {
         let touches = |lo: usize, hi: usize| offset < hi && end > lo;
         if touches(config::COMMAND, config::COMMAND + 2) || touches(config::BAR0, config::BAR0 + 24)
         {
-            self.update_mappings(slot);
+            self.update_mappings(slot * FUNCTIONS + usize::from(function));
         }
     }
 }
@@ -441,6 +479,42 @@ mod tests {
         let mut b = [0u8];
         ports.read(0xcf8, 1, &mut b);
         assert_eq!(b[0], 0x42);
+    }
+
+    #[test]
+    fn functions_of_a_multi_function_device() {
+        let (root, mmio, _dummy, mut ports, _pio) = setup();
+        let function = |bar: u64| {
+            let mut config = PciConfig::new(PciIds {
+                vendor: 0x8086,
+                device: 0x7010,
+                class: 0x01_01_80,
+                revision: 0,
+                subsystem_vendor: 0,
+                subsystem: 0,
+            });
+            config.add_bar(0, BarInfo { kind: BarKind::Mem32, size: bar }).unwrap();
+            Arc::new(Mutex::new(Dummy { config, moves: Vec::new() }))
+        };
+        // Function 1 of slot 1: its own config space, its BAR assigned and decoded.
+        lock(&root).add_function(1, 1, function(0x1000)).unwrap();
+        let at = |ports: &mut ConfigPorts, function: u32, reg: u32| {
+            ports.write(0xcf8, 0, &(0x8000_0000 | (1 << 11) | (function << 8) | reg).to_le_bytes());
+            let mut d = [0u8; 4];
+            ports.read(0xcf8, 4, &mut d);
+            u32::from_le_bytes(d)
+        };
+        assert_eq!(at(&mut ports, 1, 0), 0x7010_8086);
+        assert_eq!(at(&mut ports, 0, 0), 0x1044_1af4, "function 0 unchanged");
+        assert_eq!(at(&mut ports, 2, 0), 0xffff_ffff, "no function 2");
+        let bar = u64::from(at(&mut ports, 1, 0x10) & !0xf);
+        let mut d = [0u8];
+        mmio.read(bar, &mut d);
+        assert_eq!(d[0], 0, "decoded: the function's BAR 0 answers");
+        // Taken, out of range, or a slot without function 0: refused.
+        for (slot, f) in [(1, 1), (1, 8), (1, 0), (5, 1), (40, 1)] {
+            assert!(lock(&root).add_function(slot, f, function(0x1000)).is_err(), "{slot}.{f}");
+        }
     }
 
     #[test]
