@@ -53,32 +53,30 @@ fn sample(mut child: Child, started: Instant) -> Option<Sample> {
     Some(Sample { banner: banner?, boot_sector: found? })
 }
 
-fn vessel_once(lib: &Path) -> Option<Sample> {
+/// Spawns `command` with its stdout to read, timing from the spawn.
+fn timed(command: &mut Command) -> Option<Sample> {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--library")
-        .arg(lib)
-        .args(["start", "hello"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    let child =
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()?;
     sample(child, started)
 }
 
+fn vessel_once(lib: &Path) -> Option<Sample> {
+    timed(
+        Command::new(env!("CARGO_BIN_EXE_vessel"))
+            .arg("--library")
+            .arg(lib)
+            .args(["start", "hello"]),
+    )
+}
+
 fn qemu_once(iso: &Path) -> Option<Sample> {
-    let started = Instant::now();
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "kvm", "-nographic", "-m", &format!("{MEMORY_MIB}M")])
-        .args(["-no-reboot", "-net", "none", "-boot", "d", "-cdrom"])
-        .arg(iso)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    sample(child, started)
+    timed(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "kvm", "-nographic", "-m", &format!("{MEMORY_MIB}M")])
+            .args(["-no-reboot", "-net", "none", "-boot", "d", "-cdrom"])
+            .arg(iso),
+    )
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -360,52 +360,62 @@ pub fn qemu_kvm_milestones(cmdline: &str, extra: &[&str]) -> Option<Vec<(u8, Dur
     Some(marks)
 }
 
+/// Runs a build tool (binutils, xorriso), failing the test with its stderr.
+fn run_tool(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (tools/install-deps)"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The flat image of `tests/guests/firmware/NAME`, assembled with `defsyms` (name, value)
+/// and linked at 0000:7C00, where firmware loads a boot sector.
+fn firmware_image(dir: &Path, name: &str, defsyms: &[(&str, u64)]) -> Vec<u8> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware").join(name);
+    let stem = name.trim_end_matches(".S");
+    let (object, linked, flat) = (
+        dir.join(format!("{stem}.o")),
+        dir.join(format!("{stem}.elf")),
+        dir.join(format!("{stem}.bin")),
+    );
+    let mut assemble = Command::new("as");
+    assemble.arg("-I").arg(source.parent().unwrap());
+    for (name, value) in defsyms {
+        assemble.arg(format!("--defsym={name}={value}"));
+    }
+    run_tool(assemble.arg("-o").arg(&object).arg(&source));
+    run_tool(
+        Command::new("ld").args(["-Ttext=0x7c00", "-e", "_start", "-o"]).arg(&linked).arg(&object),
+    );
+    run_tool(Command::new("objcopy").args(["-O", "binary", "-j", ".text"]).arg(&linked).arg(&flat));
+    std::fs::read(&flat).unwrap()
+}
+
+/// An ISO in `dir` whose El Torito boot image (no emulation, loaded whole) is `image`.
+fn el_torito_iso(dir: &Path, name: &str, volume: &str, image: &[u8]) -> PathBuf {
+    let tree = dir.join(format!("{name}-tree"));
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("boot.img"), image).unwrap();
+    let iso = dir.join(format!("{name}.iso"));
+    let sectors = image.len().div_ceil(512).to_string();
+    run_tool(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", volume, "-o"])
+            .arg(&iso)
+            .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", &sectors])
+            .arg(&tree),
+    );
+    iso
+}
+
 /// An ISO whose El Torito boot image is `tests/guests/firmware/cd-hello.S`, built with
 /// binutils and xorriso (tools/install-deps installs them).
 pub fn firmware_hello_iso(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/cd-hello.S");
-    let tree = dir.join("tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    let object = dir.join("boot.o");
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("the tool runs");
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(Command::new("as")
-        .arg("-I")
-        .arg(source.parent().unwrap())
-        .arg("-o")
-        .arg(&object)
-        .arg(&source));
-    run(Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(tree.join("boot.img")));
-    let iso = dir.join("hello.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", "HELLO", "-o"])
-        .arg(&iso)
-        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", "4"])
-        .arg(&tree));
-    iso
+    el_torito_iso(dir, "hello", "HELLO", &firmware_image(dir, "cd-hello.S", &[]))
 }
 
 /// A 1 MiB raw disk whose MBR boot sector is `tests/guests/firmware/mbr-hello.S` (it says
 /// "MBR!" on COM1), built with binutils.
 pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/mbr-hello.S");
-    let object = dir.join("mbr.o");
-    let sector = dir.join("mbr.bin");
-    for cmd in [
-        Command::new("as")
-            .arg("-I")
-            .arg(source.parent().unwrap())
-            .arg("-o")
-            .arg(&object)
-            .arg(&source),
-        Command::new("objcopy").args(["-O", "binary"]).arg(&object).arg(&sector),
-    ] {
-        let out = cmd.output().expect("binutils runs");
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut disk = std::fs::read(&sector).unwrap();
+    let mut disk = firmware_image(dir, "mbr-hello.S", &[]);
     assert_eq!(disk.len(), 512, "one sector");
     disk.resize(1 << 20, 0);
     let path = dir.join("mbr-hello.raw");
@@ -415,36 +425,22 @@ pub fn firmware_hello_disk(dir: &Path) -> PathBuf {
 
 /// The test guest as a PC boots it (`tests/guests/firmware/pc-boot.S`) with `cmdline` (at
 /// most 31 bytes): the boot sector, then the guest's flat image, padded to whole sectors.
-/// The sector is assembled and linked at 0000:7C00 with binutils, told the image's size,
-/// first bytes and BSS end.
+/// The sector is told the image's size, first bytes and BSS end.
 pub fn firmware_testguest_image(dir: &Path, cmdline: &str) -> Vec<u8> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests/firmware/pc-boot.S");
     let mut image = std::fs::read(env!("VESSEL_TESTGUEST_FLAT")).expect("the flat test guest");
     image.resize(image.len().div_ceil(512) * 512, 0);
     let signature = u32::from_le_bytes(image[..4].try_into().unwrap());
-    let (object, linked, sector) =
-        (dir.join("pc-boot.o"), dir.join("pc-boot.elf"), dir.join("pc-boot.bin"));
-    let defsym = |name: &str, value: u64| format!("--defsym={name}={value}");
-    let mut assemble = Command::new("as");
-    assemble
-        .arg("-I")
-        .arg(source.parent().unwrap())
-        .arg(defsym("IMAGE_SECTORS", image.len() as u64 / 512))
-        .arg(defsym("IMAGE_BYTES", image.len() as u64))
-        .arg(defsym("BSS_END", env!("VESSEL_TESTGUEST_BSS_END").parse().unwrap()))
-        .arg(defsym("SIGNATURE", u64::from(signature)))
-        .arg("-o")
-        .arg(&object)
-        .arg(&source);
-    let mut link = Command::new("ld");
-    link.args(["-Ttext=0x7c00", "-e", "_start", "-o"]).arg(&linked).arg(&object);
-    let mut flat = Command::new("objcopy");
-    flat.args(["-O", "binary", "-j", ".text"]).arg(&linked).arg(&sector);
-    for cmd in [&mut assemble, &mut link, &mut flat] {
-        let out = cmd.output().expect("binutils runs");
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut boot = std::fs::read(&sector).unwrap();
+    let bss_end = env!("VESSEL_TESTGUEST_BSS_END").parse().unwrap();
+    let mut boot = firmware_image(
+        dir,
+        "pc-boot.S",
+        &[
+            ("IMAGE_SECTORS", image.len() as u64 / 512),
+            ("IMAGE_BYTES", image.len() as u64),
+            ("BSS_END", bss_end),
+            ("SIGNATURE", u64::from(signature)),
+        ],
+    );
     assert_eq!(boot.len(), 512, "one sector");
     // The command line's room (32 bytes, NUL-terminated) follows the default one.
     let at = boot.windows(13).position(|w| w == b"test=firmware").expect("the command line");
@@ -458,21 +454,7 @@ pub fn firmware_testguest_image(dir: &Path, cmdline: &str) -> Vec<u8> {
 /// An ISO whose El Torito boot image (no emulation, loaded whole) is the firmware-booted
 /// test guest with `cmdline`.
 pub fn firmware_testguest_iso(dir: &Path, cmdline: &str) -> PathBuf {
-    let image = firmware_testguest_image(dir, cmdline);
-    let tree = dir.join("pc-tree");
-    std::fs::create_dir_all(&tree).unwrap();
-    std::fs::write(tree.join("boot.img"), &image).unwrap();
-    let iso = dir.join("pc-boot.iso");
-    let sectors = (image.len() / 512).to_string();
-    let out = Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", "VESSEL_PC", "-o"])
-        .arg(&iso)
-        .args(["-b", "boot.img", "-no-emul-boot", "-boot-load-size", &sectors])
-        .arg(&tree)
-        .output()
-        .expect("xorriso runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    iso
+    el_torito_iso(dir, "pc-boot", "VESSEL_PC", &firmware_testguest_image(dir, cmdline))
 }
 
 /// A 4 MiB raw disk that boots the firmware-booted test guest with `cmdline` from its MBR.
