@@ -37,6 +37,7 @@
     .set VEC_GED, 0x31
     .set VEC_VIRTIO, 0x32
     .set VEC_INTX, 0x33
+    .set VEC_PIC, 0x40                  /* the 8259s' IRQs 0-15, remapped by test=virtio-rng-pic */
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
 
@@ -166,6 +167,13 @@ build_idt:
     mov edi, VEC_SPURIOUS
     mov esi, offset irq_spurious
     call set_gate
+    mov ebx, VEC_PIC
+2:  mov edi, ebx
+    mov esi, offset irq_pic
+    call set_gate
+    inc ebx
+    cmp ebx, VEC_PIC + 16
+    jb 2b
     ret
 
 /* set_gate(edi = vector, esi = handler): a present, DPL 0, 64-bit interrupt gate. */
@@ -224,6 +232,19 @@ irq_intx:
     jz eoi                              /* not ours (shared line) */
     lock inc qword ptr [irq_count_vio]
     jmp eoi
+irq_pic:
+    /* INTx through the 8259s: the same ISR check, then a non-specific EOI to both. */
+    push rax
+    mov rax, [vio_isr]
+    mov al, byte ptr [rax]
+    test al, al
+    jz 1f
+    lock inc qword ptr [irq_count_vio]
+1:  mov al, 0x20
+    out 0xa0, al
+    out 0x20, al
+    pop rax
+    iretq
 irq_virtio:
     push rax
     lock inc qword ptr [irq_count_vio]
@@ -995,12 +1016,17 @@ virtio_start:
     push rbx
     cmp qword ptr [vio_use_msix], 0
     jne 7f
-    /* INTx: route the Interrupt Line's GSI, level-triggered and active-low. */
+    /* INTx: route the Interrupt Line's GSI, level-triggered and active-low, on the IOAPIC
+     * or (test=virtio-rng-pic) that IRQ on the 8259s. */
     mov edi, [vio_slot]
     mov esi, 0x3c
     call pci_read32
     movzx edi, al
-    mov esi, VEC_INTX | (1 << 13) | (1 << 15)
+    cmp qword ptr [vio_use_pic], 0
+    je 6f
+    call pic_route
+    jmp 8f
+6:  mov esi, VEC_INTX | (1 << 13) | (1 << 15)
     call ioapic_route
     jmp 8f
 7:  mov rbx, [vio_msix_table]
@@ -2656,6 +2682,11 @@ atapi_packet_fast:
     pop rbx
     ret
 
+/* test=virtio-rng-pic: the same through the 8259 PICs, as a guest without APIC drivers
+ * takes PCI interrupts (on a PC: the ISA IRQ the firmware wrote into Interrupt Line, per
+ * the PIIX3's PIRQ routes). Prints "PIC LINE <irq> ELCR <ports 0x4d1:0x4d0>" first. */
+test_rng_pic:
+    mov qword ptr [vio_use_pic], 1
 /* test=virtio-rng-intx: the same without MSI-X, on the legacy INTx line. */
 test_rng_intx:
     mov qword ptr [vio_use_msix], 0
@@ -3059,6 +3090,55 @@ lapic_enable:
     mov dword ptr [rax], 0
     ret
 
+/* pic_route(edi = ISA IRQ): the 8259s remapped to VEC_PIC (ICW1-4), only that IRQ (and
+ * the cascade) unmasked, and the local APIC's LINT0 in ExtINT mode (virtual wire), through
+ * which the PIC reaches the CPU. Prints the IRQ and the ELCR. */
+pic_route:
+    push rbx
+    mov ebx, edi
+    lea rdi, [rip + s_pic_line]
+    call puts
+    mov edi, ebx
+    call put_hex
+    lea rdi, [rip + s_elcr]
+    call puts
+    xor eax, eax
+    mov dx, 0x4d1
+    in al, dx
+    shl eax, 8
+    mov dx, 0x4d0
+    in al, dx
+    mov edi, eax
+    call put_hex
+    call newline
+    mov eax, LAPIC + 0x350              /* LVT LINT0 masked while the PICs are set up: */
+    mov dword ptr [rax], 0x10700        /* ICW1 clears their masks (the firmware's timer) */
+    mov al, 0x11                        /* ICW1: edge (the ELCR decides), cascade, ICW4 */
+    out 0x20, al
+    out 0xa0, al
+    mov al, VEC_PIC
+    out 0x21, al
+    mov al, VEC_PIC + 8
+    out 0xa1, al
+    mov al, 4                           /* ICW3: the slave on IRQ 2 */
+    out 0x21, al
+    mov al, 2
+    out 0xa1, al
+    mov al, 1                           /* ICW4: 8086 mode, normal EOI */
+    out 0x21, al
+    out 0xa1, al
+    mov eax, 0xfffb                     /* OCW1: everything masked but the cascade... */
+    mov ecx, ebx
+    and ecx, 15
+    btr eax, ecx                        /* ...and the line */
+    out 0x21, al
+    mov al, ah
+    out 0xa1, al
+    mov eax, LAPIC + 0x350
+    mov dword ptr [rax], 0x700          /* LVT LINT0: ExtINT, unmasked */
+    pop rbx
+    ret
+
 /* ioapic_route(edi = pin, esi = vector): edge, active high, to APIC 0. */
 ioapic_route:
     mov eax, IOAPIC
@@ -3410,6 +3490,7 @@ n_atapi_dma_1m: .asciz "atapi-dma-1m"
 n_fault_panic:  .asciz "fault-panic"
 n_fault_hang:   .asciz "fault-hang"
 n_rng_intx:     .asciz "virtio-rng-intx"
+n_rng_pic:      .asciz "virtio-rng-pic"
 n_net:          .asciz "virtio-net"
 n_rng_moved:    .asciz "virtio-rng-moved"
 s_moved:        .asciz "BARS MOVED\n"
@@ -3464,6 +3545,8 @@ arp_template:
     .byte 0, 0, 0, 0, 0, 0, 10, 0, 2, 15
     .byte 0, 0, 0, 0, 0, 0, 10, 0, 2, 2
 s_intx:         .asciz "INTX\n"
+s_pic_line:     .asciz "PIC LINE "
+s_elcr:         .asciz " ELCR "
 s_blk_capacity: .asciz "BLK CAPACITY "
 s_blk_ro:       .asciz "BLK RO "
 s_blk_sector0:  .asciz "BLK SECTOR0 "
@@ -3490,6 +3573,7 @@ tests:
     .quad n_bench, test_bench
     .quad n_rng, test_rng
     .quad n_rng_intx, test_rng_intx
+    .quad n_rng_pic, test_rng_pic
     .quad n_net, test_net
     .quad n_rng_moved, test_rng_moved
     .quad n_blk_bench, test_blk_bench
@@ -3563,6 +3647,7 @@ vio_common:     .quad 0
 vio_device:     .quad 0
 vio_isr:        .quad 0
 vio_use_msix:   .quad 1
+vio_use_pic:    .quad 0
 vio_notify:     .quad 0
 vio_notify_mul: .quad 0
 vio_msix_cap:   .quad 0

@@ -164,6 +164,28 @@ pub fn hex(field: &str) -> u64 {
     u64::from_str_radix(field, 16).unwrap_or_else(|_| panic!("not hex: {field:?}"))
 }
 
+/// Checks the test guest's virtio-rng report: two 64-byte answers, random and different,
+/// and one interrupt each.
+pub fn check_rng_report(out: &str) {
+    let lines = |key: &str| -> Vec<String> {
+        let prefix = format!("{key} ");
+        out.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
+    };
+    assert!(!out.contains("VIRTIO FAIL"), "{out}");
+    let requests: Vec<Vec<u64>> = lines("RNG")
+        .iter()
+        .filter(|l| !l.starts_with("IRQS"))
+        .map(|l| l.split_whitespace().map(hex).collect())
+        .collect();
+    assert_eq!(requests.len(), 2, "{out}");
+    for r in &requests {
+        assert_eq!(r[0], 64, "the device filled the whole buffer");
+        assert!(r[1] != 0 || r[2] != 0, "random bytes, not zeros");
+    }
+    assert_ne!(requests[0][1..], requests[1][1..], "two requests, two different answers");
+    assert_eq!(hex(lines("RNG IRQS")[0].trim()), 2, "one interrupt per request");
+}
+
 /// FNV-1a 32, as the guest computes it over the initrd.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u32 = 0x811c_9dc5;

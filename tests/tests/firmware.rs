@@ -327,3 +327,40 @@ fn a_guest_reboot_runs_the_firmware_again_with_the_disc_in() {
     assert!(serial.matches("SeaBIOS (version").count() >= 3, "the firmware each time: {serial}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// PCI interrupts on a PC go where the firmware's PIRQ routes send them: SeaBIOS routes
+/// PIRQA-D to ISA IRQs 10 and 11, makes them level-triggered in the ELCR and writes each
+/// device's into its Interrupt Line. A guest taking them through the 8259 PICs (as guests
+/// without APIC drivers do) or on that IOAPIC pin (as the firmware's MP table says) gets
+/// every virtio-rng completion, on Vessel as on QEMU.
+#[test]
+fn pci_interrupts_follow_the_pirq_routes_the_firmware_set() {
+    let dir = scratch("pirq");
+    assert!(vessel_tests::have_qemu(), "qemu-system-x86_64 is needed (tools/install-deps)");
+    for test in ["virtio-rng-pic", "virtio-rng-intx"] {
+        let dir = dir.join(test);
+        std::fs::create_dir_all(&dir).unwrap();
+        let iso = vessel_tests::firmware_testguest_iso(&dir, &format!("test={test}"));
+        let mut config = firmware_machine(128 << 20);
+        config.devices = vec![DeviceConfig::CdRom { iso: Some(iso.clone()) }, DeviceConfig::Rng];
+        let (serial, log) = run_to_power_off(config);
+        let qemu = vessel_tests::run_qemu_firmware(
+            128,
+            &["-cdrom", iso.to_str().unwrap(), "-device", "virtio-rng-pci,disable-legacy=on"],
+        );
+        for (who, out) in [("Vessel", &serial), ("QEMU", &qemu)] {
+            assert!(out.contains("INTX\n"), "{who}: {out}\n{log}");
+            vessel_tests::check_rng_report(out);
+            if test == "virtio-rng-pic" {
+                let pic = out.lines().find_map(|l| l.strip_prefix("PIC LINE ")).unwrap();
+                let [line, "ELCR", elcr] = pic.split_whitespace().collect::<Vec<_>>()[..] else {
+                    panic!("{who}: {pic:?}")
+                };
+                let (line, elcr) = (vessel_tests::hex(line), vessel_tests::hex(elcr));
+                assert!(matches!(line, 10 | 11), "{who}: SeaBIOS's PIRQ IRQs: {out}");
+                assert_ne!(elcr & (1 << line), 0, "{who}: level-triggered: {out}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

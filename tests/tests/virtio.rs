@@ -4,26 +4,6 @@
 use vessel_tests::*;
 use vmm::{ImageSpec, StopReason};
 
-fn check_rng_report(out: &str) {
-    let lines = |key: &str| -> Vec<String> {
-        let prefix = format!("{key} ");
-        out.lines().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
-    };
-    assert!(!out.contains("VIRTIO FAIL"), "{out}");
-    let requests: Vec<Vec<u64>> = lines("RNG")
-        .iter()
-        .filter(|l| !l.starts_with("IRQS"))
-        .map(|l| l.split_whitespace().map(hex).collect())
-        .collect();
-    assert_eq!(requests.len(), 2, "{out}");
-    for r in &requests {
-        assert_eq!(r[0], 64, "the device filled the whole buffer");
-        assert!(r[1] != 0 || r[2] != 0, "random bytes, not zeros");
-    }
-    assert_ne!(requests[0][1..], requests[1][1..], "two requests, two different answers");
-    assert_eq!(hex(lines("RNG IRQS")[0].trim()), 2, "one MSI-X interrupt per request");
-}
-
 #[test]
 fn virtio_rng_with_msix_on_vessel() {
     let mut run = GuestSpec::new("virtio-rng").boot();

@@ -25,7 +25,7 @@ use crate::devices::legacy::ged::Ged;
 use crate::devices::legacy::i8042::I8042;
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
 use crate::devices::net::passt::{Passt, PasstError};
-use crate::devices::pci::isa_bridge::IsaBridge;
+use crate::devices::pci::isa_bridge::{IsaBridge, pirq_of};
 use crate::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows, intx_gsi};
 use crate::devices::storage::ide::{
     IdeController, PRIMARY_CMD, PRIMARY_CTRL, PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTRL,
@@ -44,7 +44,7 @@ use crate::display::Display;
 use crate::display::boot_fb::BootFramebuffer;
 use crate::firmware::image::FirmwareImage;
 use crate::input::InputSink;
-use crate::vstate::irq::{GsiRouter, IntxLine};
+use crate::vstate::irq::{GsiRouter, IntxLine, PirqRoutes};
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
 use crate::vstate::shadow::ShadowRam;
@@ -390,12 +390,13 @@ fn build_devices(
     let (mut cd_slot, mut disk_slots) = (None, Vec::new());
     // A firmware machine is laid out as a PC: the PIIX3's ISA bridge at 00:01.0, and its
     // IDE controller (if there is a CD drive) as function 1 of that slot.
-    let piix_slot = match config.boot {
+    let (piix_slot, pirq) = match config.boot {
         Boot::Firmware(_) => {
-            let bridge = Arc::new(Mutex::new(IsaBridge::new()));
-            Some(crate::sync::lock(&root).add_device(bridge)?)
+            let pirq = Arc::new(PirqRoutes::new(vm.clone()));
+            let bridge = Arc::new(Mutex::new(IsaBridge::new(Some(pirq.clone()))));
+            (Some(crate::sync::lock(&root).add_device(bridge)?), Some(pirq))
         }
-        Boot::Kernel(_) => None,
+        Boot::Kernel(_) => (None, None),
     };
     for device in &config.devices {
         let model: Box<dyn VirtioDevice> = match device {
@@ -452,7 +453,11 @@ fn build_devices(
             VirtioPciDevice::new(model, mem.clone(), Some(router.clone()), Some(vm.clone()))?;
         let transport = Arc::new(Mutex::new(transport));
         let slot = crate::sync::lock(&root).add_device(transport.clone())?;
-        crate::sync::lock(&transport).set_intx(IntxLine::new(vm, intx_gsi(slot, 0))?);
+        let mut intx = IntxLine::new(vm, intx_gsi(slot, 0))?;
+        if let Some(pirq) = &pirq {
+            pirq.connect(&mut intx, pirq_of(slot, 0))?;
+        }
+        crate::sync::lock(&transport).set_intx(intx);
         if matches!(device, DeviceConfig::Block { .. }) {
             disk_slots.push(slot);
         }

@@ -117,10 +117,14 @@ impl GsiRouter {
 /// A level-triggered line (PCI INTx) into the IOAPIC: an irqfd with a resample eventfd.
 /// Writing the irqfd asserts the line; KVM deasserts it when the guest EOIs and signals
 /// the resample fd, and the device asserts again if it still has something pending.
+/// On a PC (a firmware machine) the line also goes through the PIIX3's PIRQ routes
+/// (`PirqRoutes::connect`): a second irqfd on the ISA IRQ they name, with the same
+/// resample fd, so an EOI on either path has the device look again.
 pub struct IntxLine {
     pub gsi: u32,
     irqfd: EventFd,
     resample: EventFd,
+    routed: Option<EventFd>,
 }
 
 impl IntxLine {
@@ -128,12 +132,14 @@ impl IntxLine {
         let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
         let resample = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
         vm.register_irqfd_with_resample(&irqfd, &resample, gsi).map_err(IrqError::Irqfd)?;
-        Ok(IntxLine { gsi, irqfd, resample })
+        Ok(IntxLine { gsi, irqfd, resample, routed: None })
     }
 
     pub fn assert(&self) {
-        if let Err(e) = self.irqfd.write(1) {
-            log::warn!("INTx on GSI {}: {e}", self.gsi);
+        for fd in std::iter::once(&self.irqfd).chain(&self.routed) {
+            if let Err(e) = fd.write(1) {
+                log::warn!("INTx on GSI {}: {e}", self.gsi);
+            }
         }
     }
 
@@ -145,6 +151,92 @@ impl IntxLine {
 
     pub fn take_resample(&self) {
         let _ = self.resample.read();
+    }
+}
+
+/// PCI interrupt lines A-D of a PC's slots (PIRQA-D).
+pub const PIRQS: usize = 4;
+
+/// The PIIX3's PIRQ routes: each PCI interrupt line also raises the ISA IRQ that its
+/// route register (0x60-0x63) names, on the 8259 PIC and on the IOAPIC's pin of that
+/// number (GSI = ISA IRQ), which is where PIC-mode guests and the firmware's MP table
+/// expect PCI interrupts (82371SB §2.2.9; QEMU's i440FX does the same). ACPI-mode guests
+/// take the IOAPIC pins of the _PRT instead (`IntxLine::gsi`); each path's EOI resamples.
+/// Every line routed to one ISA IRQ shares its GSI, so KVM's one resampler for that GSI
+/// tells each of them of the EOI, as a shared level-triggered line needs.
+pub struct PirqRoutes {
+    vm: Arc<VmFd>,
+    state: Mutex<PirqState>,
+}
+
+#[derive(Default)]
+struct PirqState {
+    /// The ISA IRQ each PIRQ is routed to, if it is.
+    targets: [Option<u32>; PIRQS],
+    lines: Vec<PirqLine>,
+}
+
+/// A device's line on `pirq`: its second irqfd and its resample fd.
+struct PirqLine {
+    pirq: usize,
+    irqfd: EventFd,
+    resample: EventFd,
+}
+
+impl PirqRoutes {
+    /// All routes disabled, as the PIIX3 resets.
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        PirqRoutes { vm, state: Mutex::new(PirqState::default()) }
+    }
+
+    /// Puts `line` on PIRQ `pirq` (0 = PIRQA; taken modulo 4).
+    pub fn connect(&self, line: &mut IntxLine, pirq: usize) -> Result<(), IrqError> {
+        let pirq = pirq % PIRQS;
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(IrqError::EventFd)?;
+        let dup = |fd: &EventFd| fd.try_clone().map_err(IrqError::EventFd);
+        let wired = PirqLine { pirq, irqfd: dup(&irqfd)?, resample: dup(&line.resample)? };
+        let mut state = lock(&self.state);
+        if let Some(gsi) = state.targets[pirq] {
+            self.vm
+                .register_irqfd_with_resample(&wired.irqfd, &wired.resample, gsi)
+                .map_err(IrqError::Irqfd)?;
+        }
+        state.lines.push(wired);
+        line.routed = Some(irqfd);
+        Ok(())
+    }
+
+    /// The guest wrote PIRQ `pirq`'s route register: bit 7 disables the route, bits 3:0
+    /// name the ISA IRQ, of which 0-2, 8 and 13 are reserved (82371SB §2.2.9) and route
+    /// nowhere. The lines move to the new IRQ; each device then looks whether it has
+    /// something pending, to raise the new line.
+    pub fn set(&self, pirq: usize, register: u8) -> Result<(), IrqError> {
+        let irq = u32::from(register & 0x0f);
+        let target = (register & 0x80 == 0 && !matches!(irq, 0..=2 | 8 | 13)).then_some(irq);
+        let mut state = lock(&self.state);
+        let Some(old) = state.targets.get_mut(pirq) else { return Ok(()) };
+        if *old == target {
+            return Ok(());
+        }
+        let old = std::mem::replace(old, target);
+        let mut result = Ok(());
+        for line in state.lines.iter().filter(|l| l.pirq == pirq) {
+            let unwired = old.map(|gsi| self.vm.unregister_irqfd(&line.irqfd, gsi));
+            let wired = target
+                .map(|gsi| self.vm.register_irqfd_with_resample(&line.irqfd, &line.resample, gsi));
+            for e in [unwired, wired].into_iter().flatten().filter_map(Result::err) {
+                result = Err(IrqError::Irqfd(e));
+            }
+            if target.is_some() {
+                let _ = line.resample.write(1);
+            }
+        }
+        result
+    }
+
+    /// The ISA IRQ PIRQ `pirq` goes to now.
+    pub fn target(&self, pirq: usize) -> Option<u32> {
+        lock(&self.state).targets.get(pirq).copied().flatten()
     }
 }
 
