@@ -11,6 +11,12 @@
  * SMBIOS 3.0, else "_SM_" for 2.x), then the type 1 structure (System Information). Prints
  * "SMBIOS <major>.<minor> UUID <uuid>" (the UUID as text, its first three fields
  * little-endian as SMBIOS 2.6+ stores them), or "SMBIOS none".
+ *
+ * mptable_report: the MultiProcessor table (Intel MP spec 1.4) an OS without ACPI reads:
+ * the "_MP_" floating pointer in the BIOS area, its "PCMP" configuration table, and there
+ * the I/O interrupt entry of the ISA bus's IRQ 0 (the timer). Prints "MPTABLE IRQ0 PIN
+ * <IOAPIC pin>" and "MPTABLE PCI <entries> <entries whose pin is the device's Interrupt
+ * Line>", or "MPTABLE none".
  */
 #include "guest.h"
 
@@ -115,4 +121,68 @@ void bios_area_report(void)
         *byte = before;
         g_puts("BIOS AREA writable\n");
     }
+}
+
+static u16 le16(const u8 *p)
+{
+    return (u16)(p[0] | p[1] << 8);
+}
+
+/* Dword `offset` of PCI 00:dev.fn's configuration space, by mechanism #1. */
+static u32 pci_read(u8 dev, u8 fn, u8 offset)
+{
+    u32 address = 0x80000000u | (u32)dev << 11 | (u32)fn << 8 | offset;
+    u32 value;
+    __asm__ volatile("outl %0, %1" : : "a"(address), "Nd"((u16)0xcf8));
+    __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"((u16)0xcfc));
+    return value;
+}
+
+/* Whether a function of PCI device `dev` has interrupt pin `pin` (1 = INTA) on `line`. */
+static int has_line(u8 dev, u8 pin, u8 line)
+{
+    for (u8 fn = 0; fn < 8; fn++) {
+        u32 v = pci_read(dev, fn, 0x3c);
+        if ((u8)(v >> 8) == pin && (u8)v == line)
+            return 1;
+    }
+    return 0;
+}
+
+void mptable_report(void)
+{
+    const u8 *fp = find_anchor("_MP_", 4);
+    const u8 *table = fp ? (const u8 *)(u64)le32(fp + 4) : 0;
+    if (!table || (u64)table >= 0x100000 || memcmp(table, "PCMP", 4)) {
+        g_puts("MPTABLE none\n");
+        return;
+    }
+    const u8 *end = table + le16(table + 4);
+    int isa = -1, pci = -1, pin0 = -1, pci_entries = 0, pci_matching = 0;
+    /* Bus entries come before interrupt entries (MP spec §4.3). */
+    for (const u8 *e = table + 0x2c; e < end;) {
+        if (e[0] == 0) { /* processor */
+            e += 20;
+            continue;
+        }
+        if (e[0] == 1 && !memcmp(e + 2, "ISA", 3))
+            isa = e[1];
+        if (e[0] == 1 && !memcmp(e + 2, "PCI", 3))
+            pci = e[1];
+        if (e[0] == 3 && e[1] == 0 && e[4] == isa && e[5] == 0)
+            pin0 = e[7];
+        if (e[0] == 3 && e[1] == 0 && e[4] == pci) {
+            /* Source: device << 2 | pin (0 = INTA). */
+            pci_entries++;
+            if (has_line(e[5] >> 2, (e[5] & 3) + 1, e[7]))
+                pci_matching++;
+        }
+        e += 8;
+    }
+    report("MPTABLE IRQ0 PIN ", (u64)pin0);
+    g_puts("MPTABLE PCI ");
+    g_put_hex((u64)pci_entries);
+    g_puts(" ");
+    g_put_hex((u64)pci_matching);
+    g_newline();
 }

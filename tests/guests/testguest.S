@@ -2995,13 +2995,14 @@ test_bench:
 
 /* test=firmware: what the firmware left for an OS, for the firmware-booted guest
  * (firmware/pc-boot.S): the boot information, the ACPI tables (found in the BIOS area),
- * the SMBIOS tables and whether the BIOS area is read-only (bios.c). */
+ * the SMBIOS tables, the MP table and whether the BIOS area is read-only (bios.c). */
 test_firmware:
     mov dword ptr [quiet], 0
     call read_boot_info
     call walk_acpi
     and rsp, -16
     call smbios_report
+    call mptable_report
     call bios_area_report
     lea rdi, [rip + s_done]
     call puts

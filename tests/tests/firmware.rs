@@ -268,6 +268,11 @@ fn check_firmware_guest(out: &str) {
     }
     let smbios = &lines("SMBIOS")[0];
     assert!(smbios.ends_with(&format!(" UUID {UUID_TEXT}")), "the machine's UUID: {out}");
+    // The MP table: the timer on IOAPIC pin 2 (as the MADT says), PCI interrupts where the
+    // PIRQ routes send them.
+    assert_eq!(lines("MPTABLE IRQ0 PIN"), ["0000000000000002"], "{out}");
+    let pci: Vec<u64> = lines("MPTABLE PCI")[0].split_whitespace().map(vessel_tests::hex).collect();
+    assert_eq!(pci[0], pci[1], "every PCI entry on its Interrupt Line: {out}");
     // SeaBIOS closed the BIOS area through the PAM registers after shadowing itself.
     assert_eq!(lines("BIOS AREA"), ["read-only"], "{out}");
 }

@@ -33,6 +33,8 @@ pub const KEY_NB_CPUS: u16 = 0x0005;
 pub const KEY_BOOT_MENU: u16 = 0x000e;
 pub const KEY_MAX_CPUS: u16 = 0x000f;
 pub const KEY_FILE_DIR: u16 = 0x0019;
+/// x86's own items start at 0x8000; this one says ISA IRQ 0 reaches IOAPIC pin 2.
+pub const KEY_IRQ0_OVERRIDE: u16 = 0x8002;
 /// The first item number files get.
 pub const KEY_FILE_FIRST: u16 = 0x0020;
 

@@ -59,6 +59,9 @@ pub fn fw_cfg(mem: GuestMem, setup: &FirmwareSetup) -> Result<FwCfg, FwCfgError>
     cfg.set(fw_cfg::KEY_MAX_CPUS, u16::from(setup.vcpus).to_le_bytes().to_vec());
     cfg.set(fw_cfg::KEY_UUID, setup.uuid.to_vec());
     cfg.set(fw_cfg::KEY_NOGRAPHIC, 0u16.to_le_bytes().to_vec());
+    // The timer (ISA IRQ 0) is IOAPIC pin 2 here, as the MADT's override says; SeaBIOS's
+    // MP table says so too when told.
+    cfg.set(fw_cfg::KEY_IRQ0_OVERRIDE, 1u32.to_le_bytes().to_vec());
     cfg.set(fw_cfg::KEY_BOOT_MENU, u16::from(setup.boot_menu_ms.is_some()).to_le_bytes().to_vec());
     cfg.add_file("etc/e820", e820(setup.memory_bytes), false)?;
     // One path a line, NUL-terminated, as QEMU writes it.
