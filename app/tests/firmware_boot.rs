@@ -119,3 +119,47 @@ fn the_boot_menu_answers_keys_typed_on_the_terminal() {
     assert_eq!(status.code(), Some(5), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The whole path of a user installing an OS: a VM made from an installer disc boots the
+/// disc (its new disk is empty), the installer copies the system onto the disk and
+/// reboots, and the firmware boots the installed system from the disk, then and at every
+/// power-on after. QEMU does the same with the same disc and a disk of its own.
+#[test]
+fn an_installer_disc_installs_a_system_that_then_boots_from_the_disk() {
+    let dir = scratch("bios-install");
+    let iso = vessel_tests::firmware_testguest_iso(&dir, "test=install");
+    let lib = dir.join("library");
+    let out = vessel(&lib, &["create", "pc", "--iso", iso.to_str().unwrap(), "--disk-size", "64M"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // What one power-on shows, until the installed system powers the VM off.
+    let power_on = || -> String {
+        let mut start = Started::new(&lib, "pc");
+        let done = start.wait_until(Duration::from_secs(240), |seen| seen.contains("INSTALLED"));
+        let (status, seen, stderr) = start.finish();
+        assert!(done, "the installed system did not run in 240 s: {seen:?}\n{stderr}");
+        assert_eq!(status.code(), Some(0), "powered off by the guest: {seen:?}\n{stderr}");
+        seen
+    };
+    let seen = power_on();
+    let install = seen.find("INSTALL 0").expect("the installer ran");
+    let cd = seen.find("Booting from DVD/CD").expect("the disc booted");
+    let disk = seen.rfind("Booting from Hard Disk").expect("then the disk");
+    assert!(cd < install && install < disk, "disc, install, reboot, disk: {seen:?}");
+    assert_eq!(seen.matches("SeaBIOS (version").count(), 2, "the reboot ran the firmware again");
+    let seen = power_on();
+    assert!(!seen.contains("INSTALL 0"), "the next power-on boots the disk: {seen:?}");
+    assert!(!seen.contains("Booting from DVD/CD"), "{seen:?}");
+
+    // QEMU, as the reference: -no-reboot ends its first run at the installer's reset.
+    assert!(vessel_tests::have_qemu(), "qemu-system-x86_64 is needed (tools/install-deps)");
+    let disk = dir.join("qemu-disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let drive = format!("if=none,id=disk,format=raw,file={}", disk.display());
+    let device = "virtio-blk-pci,drive=disk,disable-legacy=on";
+    let args = ["-cdrom", iso.to_str().unwrap(), "-drive", &drive, "-device", device];
+    let first = vessel_tests::run_qemu_firmware(128, &args);
+    assert!(first.contains("Booting from DVD/CD") && first.contains("INSTALL 0"), "{first}");
+    let second = vessel_tests::run_qemu_firmware(128, &args);
+    assert!(second.contains("Booting from Hard Disk") && second.contains("INSTALLED"), "{second}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -131,7 +131,17 @@ static u8 read10(u32 lba, u16 blocks)
     return dma_packet(cdb, (u32)blocks * 2048);
 }
 
-static void atapi_dma(u32 request)
+const u8 *atapi_read(u32 lba, u16 blocks)
+{
+    if ((u32)blocks * 2048 > CHUNK)
+        fail("DMA REQUEST TOO LARGE ", blocks);
+    u8 error = read10(lba, blocks);
+    if (error)
+        fail("DMA READ ERROR ", error);
+    return buffer;
+}
+
+u32 atapi_open(void)
 {
     u32 ide = 0xffffffff;
     for (u32 bdf = 0; bdf < 256 && ide == 0xffffffff; bdf++)
@@ -159,7 +169,13 @@ static void atapi_dma(u32 request)
         fail("DMA CAPACITY ERROR ", error);
     u32 last = (u32)buffer[0] << 24 | (u32)buffer[1] << 16 | (u32)buffer[2] << 8 | buffer[3];
     report("DMA CAPACITY ", last);
-    error = read10(16, 1);
+    return last;
+}
+
+static void atapi_dma(u32 request)
+{
+    u32 last = atapi_open();
+    u8 error = read10(16, 1);
     if (error)
         fail("DMA PVD ERROR ", error);
     report("DMA PVD ", first8(buffer));

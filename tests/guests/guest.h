@@ -36,6 +36,14 @@ volatile void *g_virtio_config(void);
 /* virtio-blk: one request of `type` (0 IN, 1 OUT, 4 FLUSH) at `sector` with `len` bytes
  * of `data` (the device writes them if `device_writes`); returns the status byte. */
 u8 g_blk_request(u32 type, u64 sector, void *data, u32 len, u32 device_writes);
+enum { BLK_IN = 0, BLK_OUT = 1, BLK_FLUSH = 4 };
+
+/* The CD drive by bus-master DMA (atapi_dma.c): atapi_open finds the PIIX IDE, waits for
+ * the disc and returns its last block; atapi_read reads `blocks` 2048-byte blocks (1 MiB
+ * at most) into a buffer it returns, valid until the next read. Both print and power off
+ * on failure. */
+u32 atapi_open(void);
+const u8 *atapi_read(u32 lba, u16 blocks);
 
 static inline void outb(u16 port, u8 value)
 {

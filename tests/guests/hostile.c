@@ -22,8 +22,6 @@
 /* A sector between the planted image and the payload: the host test marks it. */
 #define PROBE 1024
 
-enum { BLK_IN = 0, BLK_OUT = 1, BLK_FLUSH = 4 };
-
 static u8 sector[512];
 static u8 pattern[512];
 

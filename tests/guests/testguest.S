@@ -14,7 +14,9 @@
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
  * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
- * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS and the BIOS area as firmware leaves them; bios.c).
+ * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS, the MP table and the BIOS area as
+ * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
+ * disk; install.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2952,6 +2954,8 @@ g_reset_kbd:
     c_test test_fault_hang, fault_hang_main
     c_test test_atapi_dma, atapi_dma_main
     c_test test_atapi_dma_1m, atapi_dma_1m_main
+    c_test test_install, install_main
+    c_test test_installed, installed_main
 
 /* --- power --- */
 
@@ -3486,6 +3490,8 @@ s_virtio_fail:  .asciz "VIRTIO FAIL "
 n_blk:          .asciz "virtio-blk"
 n_blk_hostile:  .asciz "blk-hostile"
 n_atapi_dma:    .asciz "atapi-dma"
+n_install:      .asciz "install"
+n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
 n_atapi_dma_1m: .asciz "atapi-dma-1m"
 n_fault_panic:  .asciz "fault-panic"
@@ -3593,6 +3599,8 @@ tests:
     .quad n_fault_hang, test_fault_hang
     .quad n_atapi_dma_1m, test_atapi_dma_1m
     .quad n_atapi_dma, test_atapi_dma
+    .quad n_installed, test_installed
+    .quad n_install, test_install
     .quad n_firmware, test_firmware
     .quad 0, 0
 
