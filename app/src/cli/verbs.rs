@@ -17,6 +17,7 @@ use super::headless::{Outcome, console};
 use crate::core::create::create_bundle;
 use crate::core::launch::{self, image_spec};
 use crate::core::state::VmState;
+use crate::core::units::size_text;
 
 pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
     let dir = dir.unwrap_or_else(default_dir);
@@ -94,7 +95,7 @@ pub fn create(lib: &Library, args: CreateArgs, json: bool) -> anyhow::Result<()>
                 .config
                 .disks
                 .first()
-                .map(|d| format!(", {} GiB disk", d.size_bytes >> 30))
+                .map(|d| format!(", {} disk", size_text(d.size_bytes)))
                 .unwrap_or_default()
         ),
     )

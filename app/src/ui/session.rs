@@ -155,6 +155,7 @@ enum Update {
         input: InputSink,
         vcpus: u32,
         memory_mib: u64,
+        firmware: bool,
     },
     Phase(Phase),
     Serial(Vec<u8>),
@@ -212,6 +213,8 @@ pub struct Session {
     pub net_rate: u64,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// The machine boots through firmware (whose text shows on the serial console).
+    pub firmware: bool,
     /// Guest RAM the host holds now.
     pub memory_resident: u64,
     last_usage: Option<(Instant, Usage)>,
@@ -253,6 +256,7 @@ impl Session {
             net_rate: 0,
             vcpus: 0,
             memory_mib: 0,
+            firmware: false,
             memory_resident: 0,
             last_usage: None,
             running_since: None,
@@ -286,11 +290,12 @@ impl Session {
         let mut notices = Vec::new();
         loop {
             match self.updates.try_recv() {
-                Ok(Update::Built { display, input, vcpus, memory_mib }) => {
+                Ok(Update::Built { display, input, vcpus, memory_mib, firmware }) => {
                     self.display = Some(display);
                     self.input = Some(input);
                     self.vcpus = vcpus;
                     self.memory_mib = memory_mib;
+                    self.firmware = firmware;
                 }
                 Ok(Update::Phase(phase)) => {
                     if phase == Phase::Running && self.running_since.is_none() {
@@ -409,6 +414,7 @@ fn run_machine(
         Err(e) => return failed(e),
     };
     let _running = launch.lock;
+    let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
     let handle = match Machine::build(launch.config, None) {
         Ok(handle) => handle,
         Err(e) => return failed(Failure::Build(e)),
@@ -421,6 +427,7 @@ fn run_machine(
         input: handle.input(),
         vcpus: bundle.config.vcpus,
         memory_mib: bundle.config.memory_mib,
+        firmware,
     });
     if let Err(e) = handle.start() {
         return failed(Failure::Start(e));

@@ -11,6 +11,7 @@ use super::act::Act;
 use super::jobs::{ItemKind, VmItem};
 use super::wizard::problem_label;
 use crate::core::state::VmState;
+use crate::core::units::size_text;
 
 /// The Summary page of `item`; `why` is how its last run ended, if that was a problem.
 pub fn ui(ui: &mut egui::Ui, item: &VmItem, state: &VmState, why: Option<&str>) -> Vec<Act> {
@@ -86,7 +87,7 @@ fn hardware(config: &vm_library::config::VmConfig, root: &Path) -> Vec<(&'static
         config
             .disks
             .iter()
-            .map(|d| format!("{} ({} GiB)", d.file.display(), d.size_bytes >> 30))
+            .map(|d| format!("{} ({})", d.file.display(), size_text(d.size_bytes)))
             .collect::<Vec<_>>()
             .join(", ")
     };

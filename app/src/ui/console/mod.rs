@@ -61,16 +61,24 @@ pub fn console_id(root: &Path) -> egui::Id {
 }
 
 /// What the console says while the guest's screen is black: the guest has not drawn for
-/// `BLANK_PATIENCE`, and this host's limits may be why.
+/// `BLANK_PATIENCE`; where a firmware VM's text is meanwhile; and this host's limits may
+/// be why.
 pub fn blank_text(
     drawn: bool,
     running_for: Option<Duration>,
+    firmware: bool,
     host_hint: Option<&str>,
 ) -> Option<String> {
     if drawn || running_for.is_none_or(|t| t < BLANK_PATIENCE) {
         return None;
     }
     let mut text = "The guest shows nothing yet.".to_string();
+    if firmware {
+        text.push_str(
+            " The firmware and boot loaders write their text to the Serial tab until the \
+             guest's display driver starts.",
+        );
+    }
     if let Some(hint) = host_hint {
         text.push_str("\n\n");
         text.push_str(hint);
@@ -110,7 +118,8 @@ pub fn page(
     let started = Instant::now();
     console.screen.update(&ctx, &display, Duration::ZERO);
     let upload = started.elapsed();
-    let blank = blank_text(display.drawn(), session.running_for(), super::session::host_hint());
+    let hint = super::session::host_hint();
+    let blank = blank_text(display.drawn(), session.running_for(), session.firmware, hint);
     let Some(texture) = console.screen.texture() else {
         let [w, h] = console.screen.size();
         let text = if w > 0 {
@@ -199,11 +208,15 @@ mod tests {
     #[test]
     fn a_screen_never_drawn_on_says_so_after_a_while() {
         let long = Some(BLANK_PATIENCE + Duration::from_secs(1));
-        assert_eq!(blank_text(true, long, Some("PVM")), None, "the guest drew");
-        assert_eq!(blank_text(false, Some(Duration::from_secs(1)), Some("PVM")), None, "early");
-        assert_eq!(blank_text(false, None, Some("PVM")), None, "not running yet");
-        let text = blank_text(false, long, Some("This host is PVM")).unwrap();
+        assert_eq!(blank_text(true, long, false, Some("PVM")), None, "the guest drew");
+        let early = Some(Duration::from_secs(1));
+        assert_eq!(blank_text(false, early, false, Some("PVM")), None, "early");
+        assert_eq!(blank_text(false, None, false, Some("PVM")), None, "not running yet");
+        let text = blank_text(false, long, false, Some("This host is PVM")).unwrap();
         assert!(text.starts_with("The guest shows nothing yet.") && text.ends_with("PVM"));
-        assert_eq!(blank_text(false, long, None).as_deref(), Some("The guest shows nothing yet."));
+        let text = blank_text(false, long, false, None);
+        assert_eq!(text.as_deref(), Some("The guest shows nothing yet."));
+        let text = blank_text(false, long, true, None).unwrap();
+        assert!(text.contains("write their text to the Serial tab"), "a firmware VM: {text}");
     }
 }

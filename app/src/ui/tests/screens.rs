@@ -333,6 +333,49 @@ fn the_serial_console_reads_and_types() {
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
 
+/// A VM that boots through the BIOS shows the firmware's text in the Serial tab (SeaBIOS
+/// mirrors its screen to COM1), and the disc's boot image runs after it.
+#[test]
+fn the_firmware_of_a_bios_vm_shows_in_the_serial_tab() {
+    let lib = scratch("bios-serial");
+    let iso = vessel_tests::firmware_hello_iso(&lib);
+    let args = NewVm {
+        memory_bytes: Some(128 << 20),
+        disk_bytes: Some(0),
+        network: None,
+        iso: Some(iso),
+        ..NewVm::named("Firmware")
+    };
+    create_bundle(&Library::open(&lib).unwrap(), &args).unwrap();
+    let mut h = app(&lib, false);
+    wait(&mut h, "listed", |h| !h.state().library.items.is_empty());
+    assert!(h.state_mut().power_on_by_name("Firmware"));
+    let root = h.state().library.selected.clone().unwrap();
+    // The boot image's "HI!" interleaves with SeaBIOS's own line, as under QEMU.
+    let booted = |h: &Harness<'static, VesselApp>| {
+        h.state().running.get(&root).is_some_and(|r| {
+            let serial = &r.session.serial;
+            serial.find("Booting from DVD/CD").is_some_and(|at| {
+                let said: String =
+                    serial[at..].chars().filter(|c| "HI!".contains(*c)).take(3).collect();
+                said == "HI!"
+            })
+        })
+    };
+    wait(&mut h, "the firmware to boot the disc", booted);
+    click(&mut h, Role::Button, "Serial");
+    assert!(has_label(&h, "SeaBIOS (version"), "the firmware's banner in the Serial tab");
+    assert!(has_label(&h, "Booting from DVD/CD"), "and its boot line");
+    // The console, black until a display driver draws, says where the text is.
+    click(&mut h, Role::Button, "Console");
+    h.state_mut().running.get_mut(&root).unwrap().session.started(Duration::from_secs(60));
+    step(&mut h);
+    step(&mut h);
+    assert!(has_label(&h, "write their text to the Serial tab"), "pointed to the Serial tab");
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
 #[test]
 fn every_guest_frame_wakes_the_window() {
     let lib = scratch("wake");
@@ -437,6 +480,7 @@ fn a_black_screen_the_guest_never_drew_on_says_so() {
     step(&mut h);
     step(&mut h);
     assert!(has_label(&h, "The guest shows nothing yet"));
+    assert!(!has_label(&h, "to the Serial tab"), "a kernel-booted VM: no firmware text");
     if let Some(hint) = super::super::session::host_hint() {
         assert!(has_label(&h, &hint[..40]), "with the host's limits");
     }
