@@ -88,6 +88,17 @@ fn the_vm_boots_its_disk_or_its_cd_as_its_boot_order_says() {
     assert_eq!(boots(&lib), "disk", "the installed system boots");
     let out = vessel(&lib, &["set", "pc", "boot.next=cd"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A power-on whose machine cannot be built (its disk is in another machine's use)
+    // leaves "next time" for the next try.
+    let held = std::fs::OpenOptions::new().read(true).write(true).open(&disk).unwrap();
+    vmm::devices::storage::lock::ofd_lock(&held, &disk, true).unwrap();
+    let out = vessel(&lib, &["start", "pc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is in use by another virtual machine"), "{err}");
+    drop(held);
+    let out = vessel(&lib, &["--json", "show", "pc"]);
+    let vm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(vm["boot"]["next"], "cd", "still to come: {vm}");
     assert_eq!(boots(&lib), "cd", "boot from the CD next time");
     assert_eq!(boots(&lib), "disk", "and only that time");
     let out = vessel(&lib, &["set", "pc", "boot.order=cd,disk"]);

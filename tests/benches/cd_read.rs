@@ -5,7 +5,9 @@
 //! (test=atapi-bench, as firmware does), against reading the same image file on the host
 //! in reads of the same size, and
 //! against QEMU's IDE CD-ROM (-accel kvm) with the same guest. With PIO every 32-bit data
-//! register access is a VM exit; with DMA a request is a handful of register accesses.
+//! register access is a VM exit; with DMA a request is a handful of register accesses
+//! (`DMA_REQUEST_ACCESSES`). The guest also times status register reads, so each DMA row
+//! says how much of a request's time those accesses' exits take on this host.
 //!
 //! Run: cargo bench -p vessel-tests --bench cd_read
 
@@ -16,22 +18,56 @@ use vessel_tests::{GuestSpec, TIMEOUT};
 use vmm::{DeviceConfig, Event, Machine, MachineState};
 
 const DISC_BYTES: usize = 16 << 20;
+/// Status register reads the guest times (STATUS_READS in tests/guests/atapi_dma.c).
+const STATUS_READS: u32 = 4096;
+/// Register accesses of one DMA request at the least (atapi_dma.c's dma_packet): seven
+/// writes to set it up, a status read, the CDB in one string write, start, a status read
+/// and stop.
+const DMA_REQUEST_ACCESSES: u32 = 12;
 
-fn vessel(test: &str, iso: &std::path::Path) -> Duration {
+/// How long the disc's reads took, and one register access (if the test times them).
+struct Timing {
+    reads: Duration,
+    access: Option<Duration>,
+}
+
+impl Timing {
+    fn from_marks(at: impl Fn(u8) -> Option<Duration>) -> Option<Timing> {
+        let access = at(0x43).zip(at(0x42)).map(|(end, start)| (end - start) / STATUS_READS);
+        Some(Timing { reads: at(0x41)? - at(0x40)?, access })
+    }
+
+    /// "per request N µs, of which the register accesses' exits M µs (P%)".
+    fn breakdown(&self, request: usize) -> String {
+        let Some(access) = self.access else { return String::new() };
+        let requests = DISC_BYTES.div_ceil(request) as u32;
+        let per_request = self.reads / requests;
+        let exits = access * DMA_REQUEST_ACCESSES;
+        format!(
+            "; per request {} µs, {DMA_REQUEST_ACCESSES} register accesses at {:.1} µs: {} µs ({:.0}%)",
+            per_request.as_micros(),
+            access.as_secs_f64() * 1e6,
+            exits.as_micros(),
+            100.0 * exits.as_secs_f64() / per_request.as_secs_f64()
+        )
+    }
+}
+
+fn vessel(test: &str, iso: &std::path::Path) -> Timing {
     let mut spec = GuestSpec::new(test);
     spec.devices = vec![DeviceConfig::CdRom { iso: Some(iso.to_path_buf()) }];
     let handle = Machine::build(spec.config(), None).expect("machine builds");
     handle.start().unwrap();
-    let (mut start, mut end) = (None, None);
+    let mut marks = Vec::new();
     while let Ok(event) = handle.events().recv_timeout(TIMEOUT) {
         match event {
-            Event::DebugMarker { code: 0x40, since_build } => start = Some(since_build),
-            Event::DebugMarker { code: 0x41, since_build } => end = Some(since_build),
+            Event::DebugMarker { code, since_build } => marks.push((code, since_build)),
             Event::StateChanged(MachineState::Stopped(_)) => break,
             _ => {}
         }
     }
-    end.expect("end milestone") - start.expect("start milestone")
+    let at = |code| marks.iter().find(|(c, _)| *c == code).map(|(_, t)| *t);
+    Timing::from_marks(at).expect("the read milestones")
 }
 
 fn host(iso: &std::path::Path, request: usize) -> Duration {
@@ -44,11 +80,11 @@ fn host(iso: &std::path::Path, request: usize) -> Duration {
     t.elapsed()
 }
 
-fn qemu(test: &str, iso: &std::path::Path) -> Option<Duration> {
+fn qemu(test: &str, iso: &std::path::Path) -> Option<Timing> {
     let cmdline = format!("test={test}");
     let marks = vessel_tests::qemu_kvm_milestones(&cmdline, &["-cdrom", iso.to_str()?])?;
     let at = |code| marks.iter().find(|(c, _)| *c == code).map(|(_, t)| *t);
-    Some(at(0x41)? - at(0x40)?)
+    Timing::from_marks(at)
 }
 
 fn main() {
@@ -67,21 +103,27 @@ fn main() {
         let q = qemu(test, &iso);
         let mut line = format!(
             "  {name} {request:>4} KiB  vessel {:>8.1} MiB/s  host file {:>8.1} MiB/s  vessel/host {:.4}",
-            mib_s(v),
+            mib_s(v.reads),
             mib_s(h),
-            mib_s(v) / mib_s(h)
+            mib_s(v.reads) / mib_s(h)
         );
-        match q {
+        match &q {
             Some(q) => {
                 line += &format!(
                     "  qemu {:>8.1} MiB/s  vessel/qemu {:.2}",
-                    mib_s(q),
-                    mib_s(v) / mib_s(q)
+                    mib_s(q.reads),
+                    mib_s(v.reads) / mib_s(q.reads)
                 )
             }
             None => line += "  (qemu-system-x86_64 -accel kvm did not run)",
         }
         println!("{line}");
+        if name == "DMA" {
+            println!("      vessel{}", v.breakdown(request << 10));
+            if let Some(q) = q {
+                println!("      qemu{}", q.breakdown(request << 10));
+            }
+        }
     }
     let _ = std::fs::remove_file(iso);
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use vmm::{
-    BootSource, DeviceConfig, Event, Machine, MachineConfig, MachineState, RebootPolicy, StopReason,
+    BootSource, DeviceConfig, Event, Machine, MachineConfig, MachineHandle, MachineState,
+    RebootPolicy, StopReason,
 };
 
 use super::args::{DiskArg, RunArgs};
@@ -103,7 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         ),
         None => None,
     };
-    console(config, debugcon)
+    console(Machine::build(config, None).context("cannot build the machine")?, debugcon)
 }
 
 /// Signals asking a headless machine to stop (`vessel stop`): SIGTERM presses the ACPI
@@ -121,14 +122,13 @@ fn catch_stop_signals() {
     }
 }
 
-/// Builds and runs `config` with its serial console on this terminal until it stops; the
+/// Runs the built machine `handle` with its serial console on this terminal until it stops; the
 /// guest's debug-port (0xE9) bytes go to `debugcon`, if given, as QEMU's `-debugcon` does.
 pub fn console(
-    config: MachineConfig,
+    handle: MachineHandle,
     mut debugcon: Option<std::fs::File>,
 ) -> anyhow::Result<Outcome> {
     catch_stop_signals();
-    let handle = Machine::build(config, None).context("cannot build the machine")?;
     let raw = RawMode::enable(libc::STDIN_FILENO);
     let interactive = raw.is_some();
     handle.start().context("cannot start the machine")?;

@@ -10,6 +10,7 @@ use vm_library::config::DiskFormat;
 use vm_library::library::{Entry, Library, default_dir};
 use vm_library::validate::Host;
 
+use vmm::Machine;
 use vmm::devices::virtio::VirtioDevice;
 
 use super::args::{CreateArgs, VhostUserArgs};
@@ -141,7 +142,9 @@ pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
     let bundle = lib.find(name)?;
     let launch = launch::prepare(lib, &bundle)?;
     let _running = launch.lock;
-    console(launch.config, None)
+    let handle = Machine::build(launch.config, None).context("cannot build the machine")?;
+    launch.one_time.used()?;
+    console(handle, None)
 }
 
 pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {

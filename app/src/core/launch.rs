@@ -28,6 +28,23 @@ pub const BOOT_MENU_MS: u16 = 5000;
 pub struct Launch {
     pub lock: RunLock,
     pub config: MachineConfig,
+    /// A one-time boot device this power-on takes; `used` once the machine is built.
+    pub one_time: OneTimeBoot,
+}
+
+/// "Boot from the CD next time", taken by this power-on: once the machine is built, the
+/// setting is cleared, so the VM boots as usual after it. A machine that fails to build
+/// leaves it for the next try.
+pub struct OneTimeBoot(Option<Bundle>);
+
+impl OneTimeBoot {
+    /// The machine is built: the one-time boot device (if any) is used up.
+    pub fn used(self) -> Result<(), LaunchError> {
+        match self.0 {
+            Some(mut cleared) => cleared.save().map_err(LaunchError::Save),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,17 +96,17 @@ pub fn prepare(lib: &Library, bundle: &Bundle) -> Result<Launch, LaunchError> {
     }
     let lock = bundle.lock_running().map_err(LaunchError::Lock)?;
     let config = machine_config(lib, bundle)?;
-    // "Boot from the CD next time" is this power-on's; the VM boots as usual after it.
-    if let Boot::Bios(settings) = &bundle.config.boot.value
-        && settings.next.is_some()
-    {
-        let mut saved = bundle.clone();
-        if let Boot::Bios(settings) = &mut saved.config.boot.value {
-            settings.next = None;
+    let one_time = match &bundle.config.boot.value {
+        Boot::Bios(settings) if settings.next.is_some() => {
+            let mut cleared = bundle.clone();
+            if let Boot::Bios(settings) = &mut cleared.config.boot.value {
+                settings.next = None;
+            }
+            OneTimeBoot(Some(cleared))
         }
-        saved.save().map_err(LaunchError::Save)?;
-    }
-    Ok(Launch { lock, config })
+        _ => OneTimeBoot(None),
+    };
+    Ok(Launch { lock, config, one_time })
 }
 
 /// A disk image as the machine opens it: the format the configuration states, and the

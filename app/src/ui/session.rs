@@ -419,6 +419,9 @@ fn run_machine(
         Ok(handle) => handle,
         Err(e) => return failed(Failure::Build(e)),
     };
+    if let Err(e) = launch.one_time.used() {
+        send(Update::Warning(format!("{}: {}", bundle.config.name, error_chain(&e))));
+    }
     // Every new frame or cursor change repaints the window.
     let repaint = wake.clone();
     handle.display().set_repaint_callback(move || repaint());
