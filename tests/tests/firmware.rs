@@ -220,25 +220,37 @@ fn seabios_prints_its_banner_on_the_serial_console() {
 #[test]
 fn the_boot_menu_is_reachable_with_esc() {
     let dir = scratch("menu");
-    let iso = vessel_tests::firmware_hello_iso(&dir);
-    let disk = vessel_tests::firmware_hello_disk(&dir);
+    let (handle, _) = at_the_boot_menu_prompt(&dir);
+    // SeaBIOS takes a lone Esc once no more bytes follow it (an escape sequence would).
+    handle.send_serial(b"\x1b").unwrap();
+    let number = the_cd_entry(&handle);
+    handle.send_serial(number.to_string().as_bytes()).unwrap();
+    let (serial, _) = wait_for(&handle, &["I!"]);
+    assert!(serial.contains("Booting from DVD/CD"), "the CD, as picked: {serial:?}");
+    handle.power_off().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A machine with the hello disk first and the hello CD, its boot menu asked for, started
+/// and waiting at SeaBIOS's "Press ESC" prompt; SeaBIOS's log so far.
+fn at_the_boot_menu_prompt(dir: &Path) -> (vmm::MachineHandle, String) {
+    let iso = vessel_tests::firmware_hello_iso(dir);
+    let disk = vessel_tests::firmware_hello_disk(dir);
     let mut config = hello_machine(&iso, &disk, vec![BootDevice::Disk(0), BootDevice::Cd]);
     let Boot::Firmware(fw) = &mut config.boot else { unreachable!() };
     fw.boot_menu_ms = Some(60_000);
     let handle = Machine::build(config, None).unwrap();
     handle.start().unwrap();
-    wait_for(&handle, &["Press ESC for boot menu"]);
-    // SeaBIOS takes a lone Esc once no more bytes follow it (an escape sequence would).
-    handle.send_serial(b"\x1b").unwrap();
-    let (menu, _) = wait_for(&handle, &["Select boot device", "DVD/CD"]);
+    let (_, log) = wait_for(&handle, &["Press ESC for boot menu"]);
+    (handle, log)
+}
+
+/// The number of the CD's entry in the boot menu, once it shows.
+fn the_cd_entry(handle: &vmm::MachineHandle) -> u16 {
+    let (menu, _) = wait_for(handle, &["Select boot device", "DVD/CD"]);
     let line = menu.lines().find(|l| l.contains("DVD/CD")).expect("the CD is listed");
-    let number = line.trim_start().split('.').next().unwrap().trim().to_string();
-    assert!(number.parse::<u8>().is_ok(), "{line:?} in {menu:?}");
-    handle.send_serial(number.as_bytes()).unwrap();
-    let (serial, _) = wait_for(&handle, &["I!"]);
-    assert!(serial.contains("Booting from DVD/CD"), "the CD, as picked: {serial:?}");
-    handle.power_off().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let number = line.trim_start().split('.').next().unwrap().trim().parse();
+    number.unwrap_or_else(|_| panic!("{line:?} in {menu:?}"))
 }
 
 /// The machine's UUID as text (the firmware tests' `uuid`, "vessel-firmware!").
@@ -367,5 +379,30 @@ fn pci_interrupts_follow_the_pirq_routes_the_firmware_set() {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The PS/2 keyboard: keys from the machine's `InputSink` reach the firmware before any
+/// virtio driver runs. SeaBIOS finds the keyboard behind the i8042 (its log says so),
+/// takes Esc for its boot menu and a digit key for the entry, all by IRQ 1 in set 1.
+#[test]
+fn the_firmware_takes_keys_from_the_ps2_keyboard() {
+    use vmm::input::evdev::{KEY_1, KEY_ESC};
+    let dir = scratch("ps2");
+    let (handle, log) = at_the_boot_menu_prompt(&dir);
+    assert!(log.contains("PS2 keyboard initialized"), "SeaBIOS found the keyboard:\n{log}");
+    let input = handle.input();
+    let press = |key| {
+        input.key(key, true);
+        input.key(key, false);
+    };
+    press(KEY_ESC);
+    let number = the_cd_entry(&handle);
+    assert!((1..=9).contains(&number), "{number}");
+    // KEY_1..KEY_9 are consecutive evdev codes.
+    press(KEY_1 + number - 1);
+    let (serial, _) = wait_for(&handle, &["I!"]);
+    assert!(serial.contains("Booting from DVD/CD"), "the CD, as picked: {serial:?}");
+    handle.power_off().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }

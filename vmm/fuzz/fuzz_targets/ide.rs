@@ -15,8 +15,8 @@ use vmm::devices::pci::PciDevice;
 use vmm::devices::storage::ide::{
     BUS_MASTER_BAR, IdeController, PRIMARY_CMD, SECONDARY_CMD, SECONDARY_CTRL,
 };
-use vmm::vstate::memory::GuestMem;
 use vmm::devices::storage::mmc::{CdRom, Media};
+use vmm::vstate::memory::GuestMem;
 use vmm_sys_util::eventfd::EventFd;
 
 fn disc() -> &'static std::path::Path {

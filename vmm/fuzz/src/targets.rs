@@ -745,6 +745,9 @@ pub enum Port {
     Sleep(bool),
     Debug,
     Ged(u8),
+    /// A key (an evdev code from this byte, 0-255) pressed (write) or released on the
+    /// i8042's keyboard.
+    Key(u8),
 }
 
 #[derive(Arbitrary, Clone, Debug)]
@@ -774,9 +777,11 @@ pub fn legacy(input: &LegacyInput) -> Reach {
     let pio = Bus::new("pio");
     let mmio = Bus::new("mmio");
     pio.insert(0x3f8, 8, serial.clone()).unwrap();
-    let kbd: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(I8042::new(power.clone())));
+    let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), None, None)));
+    let kbd: Arc<Mutex<dyn BusDevice>> = i8042.clone();
     pio.insert(0x60, 1, kbd.clone()).unwrap();
     pio.insert(0x64, 1, kbd).unwrap();
+    let (mut keyboard_bytes, mut keys) = (0u64, 0u64);
     pio.insert(0x70, 2, Arc::new(Mutex::new(Cmos::new(128 << 20, 0, 2)))).unwrap();
     pio.insert(0x600, 2, Arc::new(Mutex::new(AcpiPm::new(power)))).unwrap();
     let markers = Arc::new(Mutex::new(0u64));
@@ -789,7 +794,19 @@ pub fn legacy(input: &LegacyInput) -> Reach {
     .unwrap();
     mmio.insert(0xfed0_0000, 0x100, Arc::new(Mutex::new(Ged::new(irq())))).unwrap();
     for (port, write, value) in input.ops.iter().take(4096) {
+        if let Port::Key(code) = port {
+            i8042.lock().unwrap().key(u16::from(*code), *write);
+            keys += 1;
+            continue;
+        }
+        if let (Port::Keyboard(false), false) = (port, write) {
+            // A byte the CPU takes from a full output buffer.
+            let mut status = [0u8];
+            pio.read(0x64, &mut status);
+            keyboard_bytes += u64::from(status[0] & 1);
+        }
         let (bus, addr) = match port {
+            Port::Key(_) => continue,
             Port::Serial(r) => (&pio, 0x3f8 + u64::from(r % 8)),
             Port::Keyboard(cmd) => (&pio, if *cmd { 0x64 } else { 0x60 }),
             Port::Cmos(data) => (&pio, 0x70 + u64::from(*data)),
@@ -812,6 +829,12 @@ pub fn legacy(input: &LegacyInput) -> Reach {
     }
     for _ in 0..*markers.lock().unwrap() {
         reach.count("debug marker");
+    }
+    for _ in 0..keyboard_bytes.min(1000) {
+        reach.count("keyboard byte");
+    }
+    for _ in 0..keys.min(1000) {
+        reach.count("key");
     }
     reach
 }

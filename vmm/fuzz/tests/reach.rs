@@ -80,7 +80,8 @@ fn virtio_pci() {
 fn legacy() {
     let r = reach("legacy", targets::legacy);
     assert!(r.get("serial byte") > 0 && r.get("power request") > 0, "{r:?}");
-    assert!(r.get("debug marker") > 0, "{r:?}");
+    assert!(r.get("debug marker") > 0 && r.get("keyboard byte") > 0, "{r:?}");
+    assert!(r.get("key") > 0, "keys pressed on the i8042's keyboard: {r:?}");
 }
 
 #[test]

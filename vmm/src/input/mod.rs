@@ -1,14 +1,16 @@
 //! The host side of the guest's keyboard and pointers: `InputSink` takes key presses by
 //! Linux evdev code, absolute pointer positions in display pixels, buttons, wheel and
 //! relative motion, and queues them, batched with SYN_REPORT, for the machine's three
-//! virtio-input devices (keyboard, tablet, mouse). It lives as long as the machine, across
-//! guest reboots, and never blocks: if the guest stops taking events, each device's queue
-//! keeps the newest ones and counts what it dropped.
+//! virtio-input devices (keyboard, tablet, mouse). Until the guest's virtio keyboard
+//! driver runs, keys go to the machine's PS/2 keyboard instead (`KeyboardPort`), so the
+//! firmware and boot loaders get them. It lives as long as the machine, across guest
+//! reboots, and never blocks: if the guest stops taking events, each device's queue keeps
+//! the newest ones and counts what it dropped.
 
 pub mod evdev;
 pub mod keymap;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -184,10 +186,27 @@ impl EventQueue {
     }
 }
 
+/// A keyboard the machine has besides virtio's: the PS/2 keyboard behind the i8042.
+pub trait KeyboardPort: Send + Sync {
+    fn key(&self, code: u16, down: bool);
+}
+
+/// Where a key went down, so it comes up there too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyRoute {
+    Virtio,
+    Ps2,
+}
+
 struct Shared {
     queues: [EventQueue; 3],
-    /// Keys held down, so focus loss can release them all.
-    pressed: Mutex<BTreeSet<u16>>,
+    /// Keys held down and where they went, so focus loss can release them all.
+    pressed: Mutex<BTreeMap<u16, KeyRoute>>,
+    /// The machine's PS/2 keyboard, which takes keys until the guest's virtio keyboard
+    /// driver runs.
+    ps2: Mutex<Option<Arc<dyn KeyboardPort>>>,
+    /// The guest's virtio keyboard driver is running.
+    virtio_keyboard: AtomicBool,
     /// The guest display's size in pixels (width << 32 | height), for the tablet's scale.
     display_size: AtomicU64,
     /// Whether the last pointer motion was relative: buttons and wheel then go to the
@@ -209,7 +228,9 @@ impl InputSink {
         Ok(InputSink {
             shared: Arc::new(Shared {
                 queues: [EventQueue::new()?, EventQueue::new()?, EventQueue::new()?],
-                pressed: Mutex::new(BTreeSet::new()),
+                pressed: Mutex::new(BTreeMap::new()),
+                ps2: Mutex::new(None),
+                virtio_keyboard: AtomicBool::new(false),
                 display_size: AtomicU64::new(pack_size(1024, 768)),
                 relative: AtomicBool::new(false),
                 leds: AtomicU8::new(0),
@@ -230,35 +251,83 @@ impl InputSink {
         self.queue(kind).push_report(&report);
     }
 
+    /// Keys go to `port` until the guest's virtio keyboard driver runs (a machine was
+    /// built: its guest's drivers have not started yet).
+    pub fn attach_ps2(&self, port: Arc<dyn KeyboardPort>) {
+        *lock(&self.shared.ps2) = Some(port);
+        self.shared.virtio_keyboard.store(false, Ordering::Relaxed);
+    }
+
+    /// The guest's virtio keyboard driver started (DRIVER_OK) or stopped (reset).
+    pub(crate) fn set_virtio_keyboard(&self, live: bool) {
+        self.shared.virtio_keyboard.store(live, Ordering::Relaxed);
+    }
+
+    /// Where a key pressed now goes: the virtio keyboard once its driver runs (or if the
+    /// machine has no PS/2 keyboard), else the PS/2 keyboard.
+    fn route(&self) -> KeyRoute {
+        if self.shared.virtio_keyboard.load(Ordering::Relaxed) || lock(&self.shared.ps2).is_none() {
+            KeyRoute::Virtio
+        } else {
+            KeyRoute::Ps2
+        }
+    }
+
+    fn ps2_key(&self, code: u16, down: bool) {
+        let port = lock(&self.shared.ps2).clone();
+        if let Some(port) = port {
+            port.key(code, down);
+        }
+    }
+
     /// A key went down or up; `code` is a Linux evdev key code (KEY_A = 30, ...). Codes
     /// outside the keyboard's range are ignored. Repeats come from the guest (EV_REP), so
-    /// the host sends one press and one release.
+    /// the host sends one press and one release; a key comes up where it went down.
     pub fn key(&self, code: u16, down: bool) {
         if !is_keyboard_key(code) {
             return;
         }
         let mut pressed = lock(&self.shared.pressed);
-        let changed = if down { pressed.insert(code) } else { pressed.remove(&code) };
+        let route = if down {
+            if pressed.contains_key(&code) {
+                return;
+            }
+            let route = self.route();
+            pressed.insert(code, route);
+            route
+        } else {
+            let Some(route) = pressed.remove(&code) else { return };
+            route
+        };
         drop(pressed);
-        if changed {
-            self.report(InputKind::Keyboard, &[InputEvent::new(EV_KEY, code, i32::from(down))]);
+        match route {
+            KeyRoute::Virtio => {
+                self.report(InputKind::Keyboard, &[InputEvent::new(EV_KEY, code, i32::from(down))])
+            }
+            KeyRoute::Ps2 => self.ps2_key(code, down),
         }
     }
 
-    /// Releases every key held down (the window lost focus), as one report.
+    /// Releases every key held down (the window lost focus): one report for the virtio
+    /// keyboard, each key on the PS/2 keyboard.
     pub fn release_all_keys(&self) {
         let released = std::mem::take(&mut *lock(&self.shared.pressed));
-        if released.is_empty() {
-            return;
+        let events: Vec<_> = released
+            .iter()
+            .filter(|(_, route)| **route == KeyRoute::Virtio)
+            .map(|(&code, _)| InputEvent::new(EV_KEY, code, 0))
+            .collect();
+        if !events.is_empty() {
+            self.report(InputKind::Keyboard, &events);
         }
-        let events: Vec<_> =
-            released.iter().map(|&code| InputEvent::new(EV_KEY, code, 0)).collect();
-        self.report(InputKind::Keyboard, &events);
+        for (&code, _) in released.iter().filter(|(_, route)| **route == KeyRoute::Ps2) {
+            self.ps2_key(code, false);
+        }
     }
 
     /// Keys currently held down.
     pub fn pressed_keys(&self) -> Vec<u16> {
-        lock(&self.shared.pressed).iter().copied().collect()
+        lock(&self.shared.pressed).keys().copied().collect()
     }
 
     /// Scales absolute positions by `display`'s size from now on (the machine does this).
@@ -398,6 +467,53 @@ mod tests {
         sink.release_all_keys();
         sink.key(KEY_A, false);
         assert!(sink.queue(InputKind::Keyboard).is_empty(), "nothing held, nothing sent");
+    }
+
+    /// A PS/2 keyboard that writes down what it got.
+    struct Recorder(Mutex<Vec<(u16, bool)>>);
+
+    impl KeyboardPort for Recorder {
+        fn key(&self, code: u16, down: bool) {
+            self.0.lock().unwrap().push((code, down));
+        }
+    }
+
+    #[test]
+    fn keys_go_to_ps2_until_the_virtio_driver_runs_and_come_up_where_they_went_down() {
+        let sink = InputSink::new().unwrap();
+        let ps2 = Arc::new(Recorder(Mutex::new(Vec::new())));
+        sink.attach_ps2(ps2.clone());
+        sink.key(KEY_A, true);
+        sink.key(KEY_A, false);
+        sink.key(KEY_LEFTSHIFT, true);
+        assert_eq!(*ps2.0.lock().unwrap(), [(KEY_A, true), (KEY_A, false), (KEY_LEFTSHIFT, true)]);
+        assert!(sink.queue(InputKind::Keyboard).is_empty(), "no virtio driver yet");
+        // The guest's virtio keyboard driver starts: new keys go there, Shift comes up on
+        // the PS/2 keyboard it went down on.
+        sink.set_virtio_keyboard(true);
+        sink.key(KEY_B, true);
+        sink.key(KEY_LEFTSHIFT, false);
+        sink.key(KEY_C, true);
+        sink.release_all_keys();
+        assert_eq!(
+            drain(&sink, InputKind::Keyboard),
+            vec![
+                (EV_KEY, KEY_B, 1),
+                (0, 0, 0),
+                (EV_KEY, KEY_C, 1),
+                (0, 0, 0),
+                (EV_KEY, KEY_C, 0),
+                (EV_KEY, KEY_B, 0),
+                (0, 0, 0)
+            ]
+        );
+        assert_eq!(ps2.0.lock().unwrap()[3..], [(KEY_LEFTSHIFT, false)]);
+        // A new machine (a reboot): the PS/2 keyboard again until the driver runs again.
+        sink.attach_ps2(ps2.clone());
+        sink.key(KEY_D, true);
+        sink.release_all_keys();
+        assert_eq!(ps2.0.lock().unwrap()[4..], [(KEY_D, true), (KEY_D, false)]);
+        assert!(sink.queue(InputKind::Keyboard).is_empty());
     }
 
     #[test]

@@ -235,10 +235,19 @@ impl VirtioDevice for Input {
         self.answer();
     }
 
+    fn activate(&mut self, _features: u64) {
+        if self.kind == InputKind::Keyboard {
+            self.sink.set_virtio_keyboard(true);
+        }
+    }
+
     fn reset(&mut self) {
         self.select = 0;
         self.subsel = 0;
         self.answer();
+        if self.kind == InputKind::Keyboard {
+            self.sink.set_virtio_keyboard(false);
+        }
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {

@@ -1,0 +1,267 @@
+//! A PS/2 keyboard (IBM PS/2 Hardware Interface Technical Reference, "Keyboard and
+//! Auxiliary Device Controller" and "101/102-Key Keyboard"): the commands a host sends it
+//! (reset, LEDs, typematic rate, enable and disable scanning, defaults, echo, identify,
+//! get and set the scan code set, resend) and the bytes it sends back, answers and key
+//! codes, through a bounded queue the controller takes them from one at a time.
+
+use std::collections::VecDeque;
+
+use super::scancodes::{self, Set};
+use crate::input::Leds;
+
+pub const ACK: u8 = 0xfa;
+pub const RESEND: u8 = 0xfe;
+pub const SELF_TEST_PASSED: u8 = 0xaa;
+pub const ECHO: u8 = 0xee;
+/// The keyboard's ID (a 101/102-key keyboard), and its second byte as the controller
+/// translates it.
+pub const ID: [u8; 2] = [0xab, 0x83];
+pub const ID_TRANSLATED: u8 = 0x41;
+
+const CMD_SET_LEDS: u8 = 0xed;
+const CMD_ECHO: u8 = 0xee;
+const CMD_SCAN_CODE_SET: u8 = 0xf0;
+const CMD_IDENTIFY: u8 = 0xf2;
+const CMD_TYPEMATIC: u8 = 0xf3;
+const CMD_ENABLE: u8 = 0xf4;
+const CMD_DISABLE: u8 = 0xf5;
+const CMD_DEFAULTS: u8 = 0xf6;
+const CMD_RESEND: u8 = 0xfe;
+const CMD_RESET: u8 = 0xff;
+
+/// Bytes the keyboard holds for the host (its buffer); a key that does not fit is dropped
+/// whole, as the host is not taking them.
+pub const QUEUE_LIMIT: usize = 64;
+
+/// Typematic rate and delay after reset: 10.9 characters a second after 500 ms.
+const TYPEMATIC_DEFAULT: u8 = 0x2b;
+
+pub struct Keyboard {
+    queue: VecDeque<u8>,
+    /// A command waiting for its argument byte.
+    pending: Option<u8>,
+    scanning: bool,
+    set: Set,
+    leds: Leds,
+    typematic: u8,
+    /// The last byte sent, for RESEND.
+    last: u8,
+}
+
+impl Default for Keyboard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Keyboard {
+    /// A keyboard that passed its power-on self-test.
+    pub fn new() -> Self {
+        Keyboard {
+            queue: VecDeque::new(),
+            pending: None,
+            scanning: true,
+            set: Set::Two,
+            leds: Leds::default(),
+            typematic: TYPEMATIC_DEFAULT,
+            last: 0,
+        }
+    }
+
+    fn defaults(&mut self) {
+        self.set = Set::Two;
+        self.typematic = TYPEMATIC_DEFAULT;
+        self.pending = None;
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        if self.queue.len() + bytes.len() <= QUEUE_LIMIT {
+            self.queue.extend(bytes);
+        }
+    }
+
+    /// The next byte for the controller.
+    pub fn take(&mut self) -> Option<u8> {
+        let byte = self.queue.pop_front()?;
+        self.last = byte;
+        Some(byte)
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    pub fn leds(&self) -> Leds {
+        self.leds
+    }
+
+    /// A key went down or up. With `translated` (the controller translates set 2 into set
+    /// 1 for the CPU) the codes come in set 1, which is what translation makes of set 2.
+    /// Nothing is sent while scanning is disabled.
+    pub fn key(&mut self, key: u16, down: bool, translated: bool) {
+        if !self.scanning {
+            return;
+        }
+        let set = if translated { Set::One } else { self.set };
+        let bytes = scancodes::bytes(set, key, down);
+        self.send(&bytes);
+    }
+
+    /// A byte from the host. `translated` as for `key` (the identify answer's second byte
+    /// passes through the translation too).
+    pub fn write(&mut self, byte: u8, translated: bool) {
+        if let Some(command) = self.pending.take() {
+            // A command byte instead of the awaited argument starts that command.
+            if byte < CMD_SET_LEDS {
+                self.argument(command, byte);
+                return;
+            }
+        }
+        match byte {
+            CMD_SET_LEDS | CMD_TYPEMATIC | CMD_SCAN_CODE_SET => {
+                self.send(&[ACK]);
+                self.pending = Some(byte);
+            }
+            CMD_ECHO => self.send(&[ECHO]),
+            CMD_IDENTIFY => {
+                self.send(&[ACK, ID[0], if translated { ID_TRANSLATED } else { ID[1] }])
+            }
+            CMD_ENABLE => {
+                self.queue.clear();
+                self.scanning = true;
+                self.send(&[ACK]);
+            }
+            CMD_DISABLE => {
+                self.defaults();
+                self.scanning = false;
+                self.send(&[ACK]);
+            }
+            CMD_DEFAULTS => {
+                self.defaults();
+                self.send(&[ACK]);
+            }
+            CMD_RESEND => {
+                let last = self.last;
+                self.send(&[last]);
+            }
+            CMD_RESET => {
+                self.queue.clear();
+                self.defaults();
+                self.leds = Leds::default();
+                self.scanning = true;
+                self.send(&[ACK, SELF_TEST_PASSED]);
+            }
+            // Set 3's per-key commands (0xF7-0xFD) and anything else: not offered.
+            _ => self.send(&[RESEND]),
+        }
+    }
+
+    fn argument(&mut self, command: u8, byte: u8) {
+        match command {
+            CMD_SET_LEDS => {
+                self.leds = Leds {
+                    scroll_lock: byte & 1 != 0,
+                    num_lock: byte & 2 != 0,
+                    caps_lock: byte & 4 != 0,
+                };
+                self.send(&[ACK]);
+            }
+            CMD_TYPEMATIC => {
+                self.typematic = byte & 0x7f;
+                self.send(&[ACK]);
+            }
+            CMD_SCAN_CODE_SET => match byte {
+                0 => {
+                    let set = if self.set == Set::One { 1 } else { 2 };
+                    self.send(&[ACK, set]);
+                }
+                1 | 2 => {
+                    self.set = if byte == 1 { Set::One } else { Set::Two };
+                    self.send(&[ACK]);
+                }
+                // Set 3 is not offered: asked again, as a keyboard does with a bad value.
+                _ => self.send(&[RESEND]),
+            },
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::evdev::*;
+
+    fn drain(k: &mut Keyboard) -> Vec<u8> {
+        std::iter::from_fn(|| k.take()).collect()
+    }
+
+    #[test]
+    fn reset_identify_echo_and_leds() {
+        let mut k = Keyboard::new();
+        k.write(CMD_RESET, true);
+        assert_eq!(drain(&mut k), [ACK, SELF_TEST_PASSED]);
+        k.write(CMD_IDENTIFY, true);
+        assert_eq!(drain(&mut k), [ACK, 0xab, 0x41], "translated");
+        k.write(CMD_IDENTIFY, false);
+        assert_eq!(drain(&mut k), [ACK, 0xab, 0x83]);
+        k.write(CMD_ECHO, false);
+        assert_eq!(drain(&mut k), [ECHO]);
+        k.write(CMD_SET_LEDS, false);
+        k.write(0x06, false);
+        assert_eq!(drain(&mut k), [ACK, ACK]);
+        assert_eq!(k.leds(), Leds { num_lock: true, caps_lock: true, scroll_lock: false });
+        k.write(CMD_RESEND, false);
+        assert_eq!(drain(&mut k), [ACK], "the last byte again");
+        k.write(0x12, false);
+        assert_eq!(drain(&mut k), [RESEND], "not a command");
+    }
+
+    #[test]
+    fn keys_in_the_set_asked_for_and_only_while_scanning() {
+        let mut k = Keyboard::new();
+        k.key(KEY_A, true, true);
+        k.key(KEY_A, false, true);
+        assert_eq!(drain(&mut k), [0x1e, 0x9e], "translated: set 1");
+        k.key(KEY_A, true, false);
+        k.key(KEY_A, false, false);
+        assert_eq!(drain(&mut k), [0x1c, 0xf0, 0x1c], "set 2");
+        k.write(CMD_SCAN_CODE_SET, false);
+        k.write(0, false);
+        assert_eq!(drain(&mut k), [ACK, ACK, 2]);
+        k.write(CMD_SCAN_CODE_SET, false);
+        k.write(1, false);
+        k.key(KEY_UP, true, false);
+        assert_eq!(drain(&mut k), [ACK, ACK, 0xe0, 0x48], "set 1 asked for");
+        k.write(CMD_SCAN_CODE_SET, false);
+        k.write(3, false);
+        assert_eq!(drain(&mut k), [ACK, RESEND], "set 3 is not offered");
+        k.write(CMD_DISABLE, false);
+        k.key(KEY_B, true, false);
+        assert_eq!(drain(&mut k), [ACK], "not scanning");
+        k.write(CMD_ENABLE, false);
+        k.key(KEY_B, true, false);
+        assert_eq!(drain(&mut k), [ACK, 0x32], "disable restored set 2");
+        // A command in place of an argument is that command.
+        k.write(CMD_SET_LEDS, false);
+        k.write(CMD_ECHO, false);
+        assert_eq!(drain(&mut k), [ACK, ECHO]);
+    }
+
+    #[test]
+    fn a_host_that_does_not_read_loses_whole_keys() {
+        use pc_keyboard::{ScancodeSet, ScancodeSet2};
+        let mut k = Keyboard::new();
+        for _ in 0..1000 {
+            k.key(KEY_UP, true, false);
+            k.key(KEY_UP, false, false);
+        }
+        let bytes = drain(&mut k);
+        assert!(bytes.len() <= QUEUE_LIMIT && bytes.len() > QUEUE_LIMIT - 3);
+        // Whole keys only: every byte decodes, and the last one ends a key.
+        let mut decoder = ScancodeSet2::new();
+        let ends: Vec<bool> =
+            bytes.iter().map(|&b| decoder.advance_state(b).unwrap().is_some()).collect();
+        assert_eq!(ends.last(), Some(&true), "{bytes:02x?}");
+    }
+}
