@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use egui::{Sense, Vec2};
+use vmm::input::InputSink;
 
 use super::session::{Phase, Session};
 use input::{Keyboard, Pointer};
@@ -120,17 +121,22 @@ pub fn page(
     let upload = started.elapsed();
     let hint = super::session::host_hint();
     let blank = blank_text(display.drawn(), session.running_for(), session.firmware, hint);
+    let size = console.screen.size();
     let Some(texture) = console.screen.texture() else {
-        let [w, h] = console.screen.size();
+        let [w, h] = size;
         let text = if w > 0 {
             format!("The guest's screen, {w}x{h}, is larger than this graphics card can show")
         } else {
             blank.unwrap_or_else(|| "The guest shows nothing yet".to_string())
         };
-        ui.put(area.shrink(24.0), egui::Label::new(grey(text)).wrap());
+        ui.put(area.shrink(24.0), egui::Label::new(grey(text)).wrap().selectable(false));
+        // Nothing to point at, but the keyboard still reaches the guest (its firmware
+        // reads keys before anything draws).
+        response
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, "Guest console"));
+        take_keyboard(&ctx, root, session, console, keyboard, &response);
         return upload;
     };
-    let size = console.screen.size();
     let rect = match options.scale {
         Scale::Fit => view::place(area, size, Scale::Fit, ppp),
         Scale::Actual => {
@@ -154,20 +160,13 @@ pub fn page(
     // A black screen the guest never drew on (its boot framebuffer, put up at power-on):
     // say so over it, with what this host cannot do.
     if let Some(text) = blank {
-        ui.put(area.shrink(24.0), egui::Label::new(grey(text)).wrap());
+        ui.put(area.shrink(24.0), egui::Label::new(grey(text)).wrap().selectable(false));
     }
     response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, "Guest console"));
 
-    let Some(input) = session.input.clone() else { return upload };
-    if response.clicked() || response.drag_started() || response.secondary_clicked() {
-        response.request_focus();
-    }
-    if response.has_focus() {
-        keyboard.take(root, ctx.input(|i| i.modifiers));
-    } else if keyboard.owner() == Some(root) {
-        keyboard.release(Some(&input));
-        console.pointer.ungrab(&ctx);
-    }
+    let Some(input) = take_keyboard(&ctx, root, session, console, keyboard, &response) else {
+        return upload;
+    };
     if console.pointer.relative && !console.pointer.grabbed && response.clicked() {
         console.pointer.grab(&ctx);
     }
@@ -190,6 +189,29 @@ pub fn page(
         ctx.set_cursor_icon(egui::CursorIcon::None);
     }
     upload
+}
+
+/// The console takes the keyboard when clicked and gives it back when it loses focus;
+/// the guest's input, if it has one.
+fn take_keyboard(
+    ctx: &egui::Context,
+    root: &Path,
+    session: &Session,
+    console: &mut VmConsole,
+    keyboard: &mut Keyboard,
+    response: &egui::Response,
+) -> Option<InputSink> {
+    let input = session.input.clone()?;
+    if response.clicked() || response.drag_started() || response.secondary_clicked() {
+        response.request_focus();
+    }
+    if response.has_focus() {
+        keyboard.take(root, ctx.input(|i| i.modifiers));
+    } else if keyboard.owner() == Some(root) {
+        keyboard.release(Some(&input));
+        console.pointer.ungrab(ctx);
+    }
+    Some(input)
 }
 
 fn phase_text(phase: &Phase) -> String {

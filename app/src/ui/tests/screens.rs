@@ -333,20 +333,27 @@ fn the_serial_console_reads_and_types() {
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
 
+/// A VM called `name` in the library at `lib` that boots the hello disc through the BIOS
+/// (no disk, no network).
+fn bios_vm(lib: &Path, name: &str) -> Library {
+    let args = NewVm {
+        memory_bytes: Some(128 << 20),
+        disk_bytes: Some(0),
+        network: None,
+        iso: Some(vessel_tests::firmware_hello_iso(lib)),
+        ..NewVm::named(name)
+    };
+    let library = Library::open(lib).unwrap();
+    create_bundle(&library, &args).unwrap();
+    library
+}
+
 /// A VM that boots through the BIOS shows the firmware's text in the Serial tab (SeaBIOS
 /// mirrors its screen to COM1), and the disc's boot image runs after it.
 #[test]
 fn the_firmware_of_a_bios_vm_shows_in_the_serial_tab() {
     let lib = scratch("bios-serial");
-    let iso = vessel_tests::firmware_hello_iso(&lib);
-    let args = NewVm {
-        memory_bytes: Some(128 << 20),
-        disk_bytes: Some(0),
-        network: None,
-        iso: Some(iso),
-        ..NewVm::named("Firmware")
-    };
-    create_bundle(&Library::open(&lib).unwrap(), &args).unwrap();
+    bios_vm(&lib, "Firmware");
     let mut h = app(&lib, false);
     wait(&mut h, "listed", |h| !h.state().library.items.is_empty());
     assert!(h.state_mut().power_on_by_name("Firmware"));
@@ -372,6 +379,36 @@ fn the_firmware_of_a_bios_vm_shows_in_the_serial_tab() {
     step(&mut h);
     step(&mut h);
     assert!(has_label(&h, "write their text to the Serial tab"), "pointed to the Serial tab");
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
+/// Keys typed into a firmware VM's console reach the firmware through the PS/2 keyboard,
+/// before anything draws: Esc at SeaBIOS's prompt opens its boot menu.
+#[test]
+fn the_console_types_into_the_firmware() {
+    let lib = scratch("bios-keys");
+    let library = bios_vm(&lib, "Menu");
+    let menu = [("boot.menu".to_string(), "true".to_string())];
+    library.edit("Menu", &menu, &Host::this()).unwrap();
+    let mut h = app(&lib, false);
+    wait(&mut h, "listed", |h| !h.state().library.items.is_empty());
+    assert!(h.state_mut().power_on_by_name("Menu"));
+    let root = h.state().library.selected.clone().unwrap();
+    let serial_has = |h: &Harness<'static, VesselApp>, text: &str| {
+        h.state().running.get(&root).is_some_and(|r| r.session.serial.contains(text))
+    };
+    click(&mut h, Role::Button, "Console");
+    wait(&mut h, "SeaBIOS's prompt", |h| serial_has(h, "Press ESC for boot menu"));
+    h.get_by_label("Guest console").click();
+    step(&mut h);
+    step(&mut h);
+    assert_eq!(h.state().keyboard.owner(), Some(root.as_path()), "the console has the keyboard");
+    let key = console::input::key;
+    send(&mut h, key(egui::Key::Escape, true, Modifiers::NONE));
+    send(&mut h, key(egui::Key::Escape, false, Modifiers::NONE));
+    step(&mut h);
+    wait(&mut h, "the boot menu", |h| serial_has(h, "Select boot device"));
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
