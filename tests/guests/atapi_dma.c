@@ -26,13 +26,6 @@
 /* Status reads timed for the benchmark (benches/cd_read.rs reads the same number). */
 #define STATUS_READS 4096
 
-static inline u8 inb(u16 port)
-{
-    u8 v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
 static inline u32 inl(u16 port)
 {
     u32 v;
@@ -43,11 +36,6 @@ static inline u32 inl(u16 port)
 static inline void outl(u16 port, u32 value)
 {
     __asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port));
-}
-
-static inline void pause(void)
-{
-    __asm__ volatile("pause");
 }
 
 static u32 pci_read(u32 bdf, u32 reg)

@@ -50,6 +50,18 @@ static inline void outb(u16 port, u8 value)
     __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
 }
 
+static inline u8 inb(u16 port)
+{
+    u8 v;
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline void pause(void)
+{
+    __asm__ volatile("pause");
+}
+
 void *memset(void *dst, int byte, size_t len);
 void *memcpy(void *dst, const void *src, size_t len);
 int memcmp(const void *a, const void *b, size_t len);

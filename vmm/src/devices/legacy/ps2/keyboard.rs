@@ -6,8 +6,9 @@
 
 use std::collections::VecDeque;
 
-use super::scancodes::{self, Set};
+use super::scancodes::{self, Held, Set};
 use crate::input::Leds;
+use crate::input::evdev::*;
 
 pub const ACK: u8 = 0xfa;
 pub const RESEND: u8 = 0xfe;
@@ -29,9 +30,10 @@ const CMD_DEFAULTS: u8 = 0xf6;
 const CMD_RESEND: u8 = 0xfe;
 const CMD_RESET: u8 = 0xff;
 
-/// Bytes the keyboard holds for the host (its buffer); a key that does not fit is dropped
-/// whole, as the host is not taking them.
-pub const QUEUE_LIMIT: usize = 64;
+/// Bytes the keyboard holds for the host; a key that does not fit is dropped whole. A
+/// real keyboard holds 16; this one holds a burst of typing (a paste, or keys typed while
+/// the guest is busy) without dropping any, and is still bounded.
+pub const QUEUE_LIMIT: usize = 256;
 
 /// Typematic rate and delay after reset: 10.9 characters a second after 500 ms.
 const TYPEMATIC_DEFAULT: u8 = 0x2b;
@@ -46,6 +48,8 @@ pub struct Keyboard {
     typematic: u8,
     /// The last byte sent, for RESEND.
     last: u8,
+    /// Modifier keys down, which change what Pause and Print Screen send.
+    held: Held,
 }
 
 impl Default for Keyboard {
@@ -65,6 +69,7 @@ impl Keyboard {
             leds: Leds::default(),
             typematic: TYPEMATIC_DEFAULT,
             last: 0,
+            held: Held::default(),
         }
     }
 
@@ -99,11 +104,17 @@ impl Keyboard {
     /// 1 for the CPU) the codes come in set 1, which is what translation makes of set 2.
     /// Nothing is sent while scanning is disabled.
     pub fn key(&mut self, key: u16, down: bool, translated: bool) {
+        match key {
+            KEY_LEFTCTRL | KEY_RIGHTCTRL => self.held.ctrl = down,
+            KEY_LEFTSHIFT | KEY_RIGHTSHIFT => self.held.shift = down,
+            KEY_LEFTALT | KEY_RIGHTALT => self.held.alt = down,
+            _ => {}
+        }
         if !self.scanning {
             return;
         }
         let set = if translated { Set::One } else { self.set };
-        let bytes = scancodes::bytes(set, key, down);
+        let bytes = scancodes::bytes(set, key, down, self.held);
         self.send(&bytes);
     }
 
@@ -190,7 +201,6 @@ impl Keyboard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::evdev::*;
 
     fn drain(k: &mut Keyboard) -> Vec<u8> {
         std::iter::from_fn(|| k.take()).collect()

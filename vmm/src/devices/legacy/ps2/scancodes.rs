@@ -164,24 +164,45 @@ pub enum Set {
     Two,
 }
 
-/// The bytes a key sends going down (`down`) or up, in `set`; empty for keys a PC
-/// keyboard does not have. Pause sends its whole sequence going down and nothing going up.
-pub fn bytes(set: Set, key: u16, down: bool) -> Vec<u8> {
+/// Modifier keys held down, which change what Pause and Print Screen send.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    pub ctrl: bool,
+    pub shift: bool,
+    pub alt: bool,
+}
+
+/// The bytes a key sends going down (`down`) or up, in `set`, with the modifiers `held`;
+/// empty for keys a PC keyboard does not have. Pause sends its whole sequence going down
+/// and nothing going up; with Ctrl it is Break. Print Screen comes inside a fake Shift,
+/// without it when Shift or Ctrl is held, and as SysRq with Alt.
+pub fn bytes(set: Set, key: u16, down: bool, held: Held) -> Vec<u8> {
     match (key, set) {
-        // Print Screen: a fake Shift around the extended code.
+        (KEY_PAUSE, _) if !down => return Vec::new(),
+        (KEY_PAUSE, Set::One) if held.ctrl => return vec![0xe0, 0x46, 0xe0, 0xc6],
+        (KEY_PAUSE, Set::Two) if held.ctrl => return vec![0xe0, 0x7e, 0xe0, 0xf0, 0x7e],
+        (KEY_PAUSE, Set::One) => return vec![0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5],
+        (KEY_PAUSE, Set::Two) => return vec![0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77],
+        (KEY_SYSRQ, _) if held.alt => {
+            return break_code(set, n(if set == Set::One { 0x54 } else { 0x84 }), down);
+        }
+        (KEY_SYSRQ, _) if held.shift || held.ctrl => {
+            return break_code(set, e(if set == Set::One { 0x37 } else { 0x7c }), down);
+        }
         (KEY_SYSRQ, Set::One) if down => return vec![0xe0, 0x2a, 0xe0, 0x37],
         (KEY_SYSRQ, Set::One) => return vec![0xe0, 0xb7, 0xe0, 0xaa],
         (KEY_SYSRQ, Set::Two) if down => return vec![0xe0, 0x12, 0xe0, 0x7c],
         (KEY_SYSRQ, Set::Two) => return vec![0xe0, 0xf0, 0x7c, 0xe0, 0xf0, 0x12],
-        (KEY_PAUSE, _) if !down => return Vec::new(),
-        (KEY_PAUSE, Set::One) => return vec![0xe1, 0x1d, 0x45, 0xe1, 0x9d, 0xc5],
-        (KEY_PAUSE, Set::Two) => return vec![0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77],
         _ => {}
     }
     let Some(&(_, one, two)) = TABLE.iter().find(|(code, ..)| *code == key) else {
         return Vec::new();
     };
-    let code = if set == Set::One { one } else { two };
+    break_code(set, if set == Set::One { one } else { two }, down)
+}
+
+/// `code` going down, or up (set 1: bit 7; set 2: F0 first).
+fn break_code(set: Set, code: Code, down: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(3);
     if code.extended {
         out.push(0xe0);
@@ -248,8 +269,8 @@ mod tests {
         let mut unknown = Vec::new();
         for &(key, ..) in TABLE {
             for down in [true, false] {
-                let one = decode(Set::One, &bytes(Set::One, key, down));
-                let two = decode(Set::Two, &bytes(Set::Two, key, down));
+                let one = decode(Set::One, &bytes(Set::One, key, down, Held::default()));
+                let two = decode(Set::Two, &bytes(Set::Two, key, down, Held::default()));
                 let (Some(one), Some(two)) = (one, two) else {
                     unknown.push(key);
                     continue;
@@ -279,7 +300,7 @@ mod tests {
 
     #[test]
     fn keys_by_name() {
-        let key = |set, code, down| decode(set, &bytes(set, code, down)).unwrap();
+        let key = |set, code, down| decode(set, &bytes(set, code, down, Held::default())).unwrap();
         let down = |code| KeyEvent::new(code, KeyState::Down);
         assert_eq!(key(Set::Two, KEY_A, true), [down(KeyCode::A)]);
         assert_eq!(key(Set::Two, KEY_UP, true), [down(KeyCode::ArrowUp)]);
@@ -287,13 +308,26 @@ mod tests {
         assert_eq!(key(Set::Two, KEY_RIGHTALT, true), [down(KeyCode::RAltGr)]);
         assert_eq!(key(Set::Two, KEY_ESC, true), [down(KeyCode::Escape)]);
         assert_eq!(key(Set::One, KEY_F12, true), [down(KeyCode::F12)]);
-        assert_eq!(bytes(Set::Two, KEY_UP, false), [0xe0, 0xf0, 0x75]);
-        assert_eq!(bytes(Set::One, KEY_UP, false), [0xe0, 0xc8]);
-        assert_eq!(bytes(Set::Two, KEY_PAUSE, false), [0u8; 0], "Pause has no break");
+        assert_eq!(bytes(Set::Two, KEY_UP, false, Held::default()), [0xe0, 0xf0, 0x75]);
+        assert_eq!(bytes(Set::One, KEY_UP, false, Held::default()), [0xe0, 0xc8]);
         assert_eq!(
-            bytes(Set::Two, KEY_PAUSE, true),
+            bytes(Set::Two, KEY_PAUSE, false, Held::default()),
+            [0u8; 0],
+            "Pause has no break"
+        );
+        assert_eq!(
+            bytes(Set::Two, KEY_PAUSE, true, Held::default()),
             [0xe1, 0x14, 0x77, 0xe1, 0xf0, 0x14, 0xf0, 0x77]
         );
-        assert!(bytes(Set::Two, 0x1d0, true).is_empty(), "KEY_FN: no such key on a PC keyboard");
+        assert!(
+            bytes(Set::Two, 0x1d0, true, Held::default()).is_empty(),
+            "KEY_FN: no such key on a PC keyboard"
+        );
+        let ctrl = Held { ctrl: true, ..Held::default() };
+        let alt = Held { alt: true, ..Held::default() };
+        let shift = Held { shift: true, ..Held::default() };
+        assert_eq!(bytes(Set::One, KEY_PAUSE, true, ctrl), [0xe0, 0x46, 0xe0, 0xc6], "Break");
+        assert_eq!(bytes(Set::Two, KEY_SYSRQ, false, alt), [0xf0, 0x84], "SysRq");
+        assert_eq!(bytes(Set::One, KEY_SYSRQ, true, shift), [0xe0, 0x37]);
     }
 }
