@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
     APIC_START, BIOS_AREA_END, CMOS_PORT, COM1_GSI, COM1_PORT, GED_GSI, GED_MMIO_BASE,
-    GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, PCI_CONFIG_PORT,
+    GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, KBD_GSI, PCI_CONFIG_PORT,
     PCI_ECAM_START, PCI_MMIO32_END, PCI_MMIO32_START, RESET_CONTROL_PORT, RESET_VALUE, RSDP_START,
     S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT,
 };
@@ -59,7 +59,7 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
         "PS2K",
         "PNP0303",
         &[(I8042_DATA_PORT, 1), (I8042_COMMAND_PORT, 1)],
-        Some(1),
+        Some(KBD_GSI),
     )));
     sb_children.push(Box::new(legacy_device("RTC_", "PNP0B00", &[(CMOS_PORT, 2)], Some(8))));
 
