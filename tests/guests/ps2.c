@@ -8,6 +8,12 @@
  * ("PS2 SET <ack> <ack> <set>", reading each ACK before sending on, as drivers do),
  * prints "PS2 RAW" and the raw set 2 bytes the same way
  * until Esc comes up (F0 76), and powers off.
+ *
+ * test=ps2-mouse: the PS/2 mouse the same way, as Linux's psmouse finds one: reset
+ * ("MOUSE RESET <ack> <BAT> <id>"), the IntelliMouse sample-rate sequence and its ID
+ * ("MOUSE ID <ack> <id>"), then the Explorer's ("MOUSE ID ..." again), reporting on,
+ * "MOUSE READY", and then each byte as "AUX <byte>" until a packet shows the middle
+ * button up after it was down; then it powers off.
  */
 #include "guest.h"
 
@@ -86,5 +92,61 @@ void ps2_main(void)
     print_bytes("", 2);
     g_puts("PS2 RAW\n");
     echo_until(0xf0, 0x76);
+    g_power_off();
+}
+
+static void to_mouse(u8 byte)
+{
+    send(STATUS, 0xd4);
+    send(DATA, byte);
+}
+
+/* Sends `byte` to the mouse and reads its ACK. */
+static void mouse_command(u8 byte)
+{
+    to_mouse(byte);
+    receive();
+}
+
+static void knock(u8 a, u8 b, u8 c)
+{
+    u8 rates[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        mouse_command(0xf3);
+        mouse_command(rates[i]);
+    }
+    to_mouse(0xf2);
+    print_bytes("MOUSE ID", 2);
+}
+
+void ps2_mouse_main(void)
+{
+    send(STATUS, 0xad);
+    send(STATUS, 0xa7);
+    while (inb(STATUS) & OUTPUT_FULL)
+        inb(DATA);
+    send(STATUS, 0x60);
+    send(DATA, 0x44); /* translate, no interrupts, keyboard on, mouse on */
+    send(STATUS, 0xa8);
+    to_mouse(0xff);
+    print_bytes("MOUSE RESET", 3);
+    knock(200, 100, 80);
+    knock(200, 200, 80);
+    mouse_command(0xf4);
+    g_puts("MOUSE READY\n");
+    int middle = 0;
+    for (;;) {
+        u8 packet[4];
+        for (int i = 0; i < 4; i++) {
+            while (!(inb(STATUS) & OUTPUT_FULL))
+                pause();
+            packet[i] = inb(DATA);
+            report("AUX ", packet[i]);
+        }
+        if (packet[0] & 0x04)
+            middle = 1;
+        else if (middle)
+            break;
+    }
     g_power_off();
 }

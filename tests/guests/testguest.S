@@ -16,7 +16,7 @@
  * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
  * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS, the MP table and the BIOS area as
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
- * disk; install.c), ps2 (the PS/2 keyboard's bytes; ps2.c).
+ * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2956,6 +2956,7 @@ g_reset_kbd:
     c_test test_atapi_dma_1m, atapi_dma_1m_main
     c_test test_install, install_main
     c_test test_ps2, ps2_main
+    c_test test_ps2_mouse, ps2_mouse_main
     c_test test_installed, installed_main
 
 /* --- power --- */
@@ -3493,6 +3494,7 @@ n_blk_hostile:  .asciz "blk-hostile"
 n_atapi_dma:    .asciz "atapi-dma"
 n_install:      .asciz "install"
 n_ps2:          .asciz "ps2"
+n_ps2_mouse:    .asciz "ps2-mouse"
 n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
 n_atapi_dma_1m: .asciz "atapi-dma-1m"
@@ -3603,6 +3605,7 @@ tests:
     .quad n_atapi_dma, test_atapi_dma
     .quad n_installed, test_installed
     .quad n_install, test_install
+    .quad n_ps2_mouse, test_ps2_mouse
     .quad n_ps2, test_ps2
     .quad n_firmware, test_firmware
     .quad 0, 0

@@ -1,8 +1,9 @@
-//! The PS/2 keyboard behind the i8042, as a polling driver in the test guest sees it
-//! (tests/guests/ps2.c): the same bytes for the same keys on Vessel (keys from the
-//! machine's `InputSink`) and on QEMU (keys from its monitor's `sendkey`), translated to
-//! set 1 and then raw in set 2, the extended keys and the modifier-dependent ones
-//! included.
+//! The PS/2 keyboard and mouse behind the i8042, as a polling driver in the test guest
+//! sees them (tests/guests/ps2.c): the same bytes for the same keys and mouse motions on
+//! Vessel (from the machine's `InputSink`) and on QEMU (from its monitor's `sendkey`,
+//! `mouse_move` and `mouse_button`): keys translated to set 1 and then raw in set 2, the
+//! extended keys and the modifier-dependent ones included; mouse packets of an
+//! IntelliMouse Explorer with its wheel.
 
 use std::io::Write;
 use std::time::Duration;
@@ -114,4 +115,115 @@ fn the_keyboard_sends_what_a_pc_keyboard_sends_on_vessel_and_qemu() {
     let qemu_raw = with_before_esc(qemu_raw, 3, &ALT_PRINT_SET2);
     assert_eq!(translated, qemu_translated, "set 1; Vessel:\n{vessel}\nQEMU:\n{qemu}");
     assert_eq!(raw, qemu_raw, "set 2; Vessel:\n{vessel}\nQEMU:\n{qemu}");
+}
+
+/// What the mouse does, on Vessel and as QEMU's monitor says it.
+enum Act {
+    Move(i32, i32),
+    /// Wheel notches, up positive.
+    Wheel(i32),
+    /// Buttons held (QEMU's mouse_button mask: 1 left, 2 right, 4 middle).
+    Buttons(u8),
+}
+
+const MOUSE: &[Act] = &[
+    Act::Move(10, -5),
+    Act::Move(-200, 0),
+    Act::Wheel(1),
+    Act::Wheel(-1),
+    // One button at a time: QEMU's mouse_button changes them all in one report, the
+    // InputSink one by one.
+    Act::Buttons(1),
+    Act::Buttons(3),
+    Act::Buttons(2),
+    Act::Buttons(0),
+    Act::Buttons(4),
+    Act::Buttons(0),
+];
+
+#[test]
+fn the_mouse_sends_what_a_ps2_intellimouse_sends_on_vessel_and_qemu() {
+    use vmm::input::Button;
+    let mut run = GuestSpec::new("ps2-mouse").boot();
+    run.expect_output("MOUSE READY\n");
+    let input = run.handle.input();
+    let mut held = 0u8;
+    for act in MOUSE {
+        match *act {
+            Act::Move(dx, dy) => input.pointer_rel(dx, dy),
+            Act::Wheel(dz) => input.wheel(0, dz),
+            Act::Buttons(now) => {
+                for (bit, button) in [(1, Button::Left), (2, Button::Right), (4, Button::Middle)] {
+                    if (held ^ now) & bit != 0 {
+                        input.button(button, now & bit != 0);
+                    }
+                }
+                held = now;
+            }
+        }
+    }
+    assert!(matches!(run.expect_stopped(), StopReason::PoweredOff), "{}", run.output());
+    let vessel = run.output();
+    assert_eq!(
+        run.lines_with("MOUSE RESET"),
+        ["00000000000000fa 00000000000000aa 0000000000000000"]
+    );
+    assert_eq!(
+        run.lines_with("MOUSE ID"),
+        ["00000000000000fa 0000000000000003", "00000000000000fa 0000000000000004"],
+        "an IntelliMouse, then an Explorer"
+    );
+    let aux = |out: &str| -> Vec<u8> {
+        out.lines().filter_map(|l| l.strip_prefix("AUX ")).map(|b| hex(b) as u8).collect()
+    };
+    // Right 10 and up 5: Y grows upward on PS/2.
+    assert_eq!(aux(&vessel)[..4], [0x08, 10, 5, 0], "{vessel}");
+
+    assert!(have_qemu(), "qemu-system-x86_64 is needed: apt-get install qemu-system-x86");
+    let dir = std::env::temp_dir().join(format!("vessel-ps2-mouse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("monitor.sock");
+    let monitor = format!("unix:{},server=on,wait=off", socket.display());
+    let move_qemu_mouse = move |line: &str| {
+        if line.starts_with("MOUSE READY") {
+            let mut mon = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            for act in MOUSE {
+                match *act {
+                    Act::Move(dx, dy) => writeln!(mon, "mouse_move {dx} {dy}"),
+                    Act::Wheel(dz) => writeln!(mon, "mouse_move 0 0 {dz}"),
+                    Act::Buttons(held) => writeln!(mon, "mouse_button {held}"),
+                }
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let qemu = run_qemu_watching(
+        &testguest_elf(),
+        "test=ps2-mouse",
+        &["-monitor", &monitor],
+        move_qemu_mouse,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    for key in ["MOUSE RESET", "MOUSE ID"] {
+        let lines = |out: &str| -> Vec<String> {
+            out.lines().filter(|l| l.starts_with(key)).map(str::to_string).collect()
+        };
+        assert_eq!(lines(&vessel), lines(&qemu), "{key}:\nVessel:\n{vessel}\nQEMU:\n{qemu}");
+    }
+    // QEMU's mouse also sends a packet with nothing new in it after each wheel notch (its
+    // input layer lets a "wheel button" up); a mouse sends none, nor does Vessel's.
+    let news = |bytes: Vec<u8>| -> Vec<u8> {
+        let mut buttons = 0x08;
+        let mut out = Vec::new();
+        for p in bytes.chunks(4) {
+            if p[0] != buttons || p[1..].iter().any(|&b| b != 0) {
+                out.extend_from_slice(p);
+            }
+            buttons = p[0] & 0x0f;
+        }
+        out
+    };
+    assert_eq!(aux(&vessel), news(aux(&vessel)), "Vessel sends no empty packets");
+    assert_eq!(aux(&vessel), news(aux(&qemu)), "Vessel:\n{vessel}\nQEMU:\n{qemu}");
 }

@@ -748,6 +748,8 @@ pub enum Port {
     /// A key (an evdev code from this byte, 0-255) pressed (write) or released on the
     /// i8042's keyboard.
     Key(u8),
+    /// The i8042's mouse moved (x, y, wheel), with the value's low bits as its buttons.
+    Mouse(i16, i16, i8),
 }
 
 #[derive(Arbitrary, Clone, Debug)]
@@ -777,11 +779,11 @@ pub fn legacy(input: &LegacyInput) -> Reach {
     let pio = Bus::new("pio");
     let mmio = Bus::new("mmio");
     pio.insert(0x3f8, 8, serial.clone()).unwrap();
-    let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), None, None)));
+    let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), [None, None], None)));
     let kbd: Arc<Mutex<dyn BusDevice>> = i8042.clone();
     pio.insert(0x60, 1, kbd.clone()).unwrap();
     pio.insert(0x64, 1, kbd).unwrap();
-    let (mut keyboard_bytes, mut keys) = (0u64, 0u64);
+    let (mut keyboard_bytes, mut keys, mut motions) = (0u64, 0u64, 0u64);
     pio.insert(0x70, 2, Arc::new(Mutex::new(Cmos::new(128 << 20, 0, 2)))).unwrap();
     pio.insert(0x600, 2, Arc::new(Mutex::new(AcpiPm::new(power)))).unwrap();
     let markers = Arc::new(Mutex::new(0u64));
@@ -799,6 +801,12 @@ pub fn legacy(input: &LegacyInput) -> Reach {
             keys += 1;
             continue;
         }
+        if let Port::Mouse(dx, dy, dz) = port {
+            let (dx, dy, dz) = (i32::from(*dx), i32::from(*dy), i32::from(*dz));
+            i8042.lock().unwrap().mouse(dx, dy, dz, *value & 0x1f);
+            motions += 1;
+            continue;
+        }
         if let (Port::Keyboard(false), false) = (port, write) {
             // A byte the CPU takes from a full output buffer.
             let mut status = [0u8];
@@ -806,7 +814,7 @@ pub fn legacy(input: &LegacyInput) -> Reach {
             keyboard_bytes += u64::from(status[0] & 1);
         }
         let (bus, addr) = match port {
-            Port::Key(_) => continue,
+            Port::Key(_) | Port::Mouse(..) => continue,
             Port::Serial(r) => (&pio, 0x3f8 + u64::from(r % 8)),
             Port::Keyboard(cmd) => (&pio, if *cmd { 0x64 } else { 0x60 }),
             Port::Cmos(data) => (&pio, 0x70 + u64::from(*data)),
@@ -835,6 +843,9 @@ pub fn legacy(input: &LegacyInput) -> Reach {
     }
     for _ in 0..keys.min(1000) {
         reach.count("key");
+    }
+    for _ in 0..motions.min(1000) {
+        reach.count("mouse motion");
     }
     reach
 }

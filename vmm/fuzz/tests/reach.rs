@@ -82,6 +82,7 @@ fn legacy() {
     assert!(r.get("serial byte") > 0 && r.get("power request") > 0, "{r:?}");
     assert!(r.get("debug marker") > 0 && r.get("keyboard byte") > 0, "{r:?}");
     assert!(r.get("key") > 0, "keys pressed on the i8042's keyboard: {r:?}");
+    assert!(r.get("mouse motion") > 0, "its mouse moved: {r:?}");
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The host side of the guest's keyboard and pointers: `InputSink` takes key presses by
 //! Linux evdev code, absolute pointer positions in display pixels, buttons, wheel and
 //! relative motion, and queues them, batched with SYN_REPORT, for the machine's three
-//! virtio-input devices (keyboard, tablet, mouse). Until the guest's virtio keyboard
-//! driver runs, keys go to the machine's PS/2 keyboard instead (`KeyboardPort`), so the
-//! firmware and boot loaders get them. It lives as long as the machine, across guest
+//! virtio-input devices (keyboard, tablet, mouse). Until the guest's driver of a virtio
+//! device runs, what it would carry goes to the machine's PS/2 keyboard or mouse instead
+//! (`Ps2Port`; absolute motion as the distance moved), so the firmware, boot loaders and
+//! guests without virtio drivers get it. It lives as long as the machine, across guest
 //! reboots, and never blocks: if the guest stops taking events, each device's queue keeps
 //! the newest ones and counts what it dropped.
 
@@ -94,6 +95,11 @@ pub enum Button {
 }
 
 impl Button {
+    /// Its bit in a set of buttons held down.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
     pub fn code(self) -> u16 {
         match self {
             Button::Left => BTN_LEFT,
@@ -186,9 +192,21 @@ impl EventQueue {
     }
 }
 
-/// A keyboard the machine has besides virtio's: the PS/2 keyboard behind the i8042.
-pub trait KeyboardPort: Send + Sync {
+/// The keyboard and mouse the machine has besides virtio's: the PS/2 devices behind the
+/// i8042.
+pub trait Ps2Port: Send + Sync {
     fn key(&self, code: u16, down: bool);
+    /// The mouse moved by (`dx`, `dy`) (right and down positive) and its wheel by `wheel`
+    /// notches (up positive), with `buttons` (`Button::bit`s) down.
+    fn mouse(&self, dx: i32, dy: i32, wheel: i32, buttons: u8);
+}
+
+/// The PS/2 mouse's side of the pointer: its buttons, and where the last absolute position
+/// was (absolute motion reaches it as the distance from there).
+#[derive(Default)]
+struct Ps2Pointer {
+    buttons: u8,
+    last_abs: Option<(f64, f64)>,
 }
 
 /// Where a key went down, so it comes up there too.
@@ -202,11 +220,12 @@ struct Shared {
     queues: [EventQueue; 3],
     /// Keys held down and where they went, so focus loss can release them all.
     pressed: Mutex<BTreeMap<u16, KeyRoute>>,
-    /// The machine's PS/2 keyboard, which takes keys until the guest's virtio keyboard
-    /// driver runs.
-    ps2: Mutex<Option<Arc<dyn KeyboardPort>>>,
-    /// The guest's virtio keyboard driver is running.
-    virtio_keyboard: AtomicBool,
+    /// The machine's PS/2 keyboard and mouse, which take what each virtio device's driver
+    /// does not yet.
+    ps2: Mutex<Option<Arc<dyn Ps2Port>>>,
+    ps2_pointer: Mutex<Ps2Pointer>,
+    /// Which virtio-input devices' guest drivers run (by `InputKind::index`).
+    live: [AtomicBool; 3],
     /// The guest display's size in pixels (width << 32 | height), for the tablet's scale.
     display_size: AtomicU64,
     /// Whether the last pointer motion was relative: buttons and wheel then go to the
@@ -230,7 +249,8 @@ impl InputSink {
                 queues: [EventQueue::new()?, EventQueue::new()?, EventQueue::new()?],
                 pressed: Mutex::new(BTreeMap::new()),
                 ps2: Mutex::new(None),
-                virtio_keyboard: AtomicBool::new(false),
+                ps2_pointer: Mutex::new(Ps2Pointer::default()),
+                live: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
                 display_size: AtomicU64::new(pack_size(1024, 768)),
                 relative: AtomicBool::new(false),
                 leds: AtomicU8::new(0),
@@ -251,32 +271,59 @@ impl InputSink {
         self.queue(kind).push_report(&report);
     }
 
-    /// Keys go to `port` until the guest's virtio keyboard driver runs (a machine was
-    /// built: its guest's drivers have not started yet).
-    pub fn attach_ps2(&self, port: Arc<dyn KeyboardPort>) {
+    /// Keys and pointer go to `port` until the guest's virtio-input drivers run (a machine
+    /// was built: its guest's drivers have not started yet).
+    pub fn attach_ps2(&self, port: Arc<dyn Ps2Port>) {
         *lock(&self.shared.ps2) = Some(port);
-        self.shared.virtio_keyboard.store(false, Ordering::Relaxed);
+        *lock(&self.shared.ps2_pointer) = Ps2Pointer::default();
+        for live in &self.shared.live {
+            live.store(false, Ordering::Relaxed);
+        }
     }
 
-    /// The guest's virtio keyboard driver started (DRIVER_OK) or stopped (reset).
-    pub(crate) fn set_virtio_keyboard(&self, live: bool) {
-        self.shared.virtio_keyboard.store(live, Ordering::Relaxed);
+    /// The guest's driver of the virtio-input device `kind` started (DRIVER_OK) or
+    /// stopped (reset).
+    pub(crate) fn set_driver_live(&self, kind: InputKind, live: bool) {
+        self.shared.live[kind.index()].store(live, Ordering::Relaxed);
+    }
+
+    /// Whether what `kind` carries goes to the PS/2 devices: its virtio driver does not run
+    /// and the machine has them.
+    fn to_ps2(&self, kind: InputKind) -> bool {
+        !self.shared.live[kind.index()].load(Ordering::Relaxed) && lock(&self.shared.ps2).is_some()
     }
 
     /// Where a key pressed now goes: the virtio keyboard once its driver runs (or if the
     /// machine has no PS/2 keyboard), else the PS/2 keyboard.
     fn route(&self) -> KeyRoute {
-        if self.shared.virtio_keyboard.load(Ordering::Relaxed) || lock(&self.shared.ps2).is_none() {
-            KeyRoute::Virtio
-        } else {
-            KeyRoute::Ps2
-        }
+        if self.to_ps2(InputKind::Keyboard) { KeyRoute::Ps2 } else { KeyRoute::Virtio }
+    }
+
+    fn ps2_port(&self) -> Option<Arc<dyn Ps2Port>> {
+        lock(&self.shared.ps2).clone()
     }
 
     fn ps2_key(&self, code: u16, down: bool) {
-        let port = lock(&self.shared.ps2).clone();
-        if let Some(port) = port {
+        if let Some(port) = self.ps2_port() {
             port.key(code, down);
+        }
+    }
+
+    /// Motion, wheel and buttons for the PS/2 mouse (`button`: one that changed).
+    fn ps2_mouse(&self, dx: i32, dy: i32, wheel: i32, button: Option<(Button, bool)>) {
+        let buttons = {
+            let mut pointer = lock(&self.shared.ps2_pointer);
+            if let Some((button, down)) = button {
+                if down {
+                    pointer.buttons |= button.bit();
+                } else {
+                    pointer.buttons &= !button.bit();
+                }
+            }
+            pointer.buttons
+        };
+        if let Some(port) = self.ps2_port() {
+            port.mouse(dx, dy, wheel, buttons);
         }
     }
 
@@ -342,8 +389,23 @@ impl InputSink {
     }
 
     /// Moves the tablet's pointer to (`x`, `y`) in display pixels (clamped to the display).
+    /// Until the guest's tablet driver runs, the PS/2 mouse moves by the distance from the
+    /// last position instead.
     pub fn pointer_abs(&self, x: f64, y: f64) {
         self.shared.relative.store(false, Ordering::Relaxed);
+        if self.to_ps2(InputKind::Tablet) {
+            if !x.is_finite() || !y.is_finite() {
+                return;
+            }
+            let last = lock(&self.shared.ps2_pointer).last_abs.replace((x, y));
+            if let Some((lx, ly)) = last {
+                let (dx, dy) = ((x - lx).round() as i32, (y - ly).round() as i32);
+                if dx != 0 || dy != 0 {
+                    self.ps2_mouse(dx, dy, 0, None);
+                }
+            }
+            return;
+        }
         let packed = self.shared.display_size.load(Ordering::Relaxed);
         let (width, height) = self
             .shared
@@ -367,6 +429,12 @@ impl InputSink {
     /// Moves the mouse by (`dx`, `dy`) (relative mode, with the pointer grabbed).
     pub fn pointer_rel(&self, dx: i32, dy: i32) {
         self.shared.relative.store(true, Ordering::Relaxed);
+        if self.to_ps2(InputKind::Mouse) {
+            if dx != 0 || dy != 0 {
+                self.ps2_mouse(dx, dy, 0, None);
+            }
+            return;
+        }
         let mut events = Vec::with_capacity(2);
         if dx != 0 {
             events.push(InputEvent::new(EV_REL, REL_X, dx));
@@ -389,11 +457,22 @@ impl InputSink {
 
     /// A pointer button went down or up (on the tablet, or on the mouse in relative mode).
     pub fn button(&self, button: Button, down: bool) {
+        if self.to_ps2(self.pointer()) {
+            self.ps2_mouse(0, 0, 0, Some((button, down)));
+            return;
+        }
         self.report(self.pointer(), &[InputEvent::new(EV_KEY, button.code(), i32::from(down))]);
     }
 
     /// Wheel notches: `dy` > 0 scrolls up, `dx` > 0 right (evdev REL_WHEEL / REL_HWHEEL).
     pub fn wheel(&self, dx: i32, dy: i32) {
+        // The PS/2 mouse's wheel is vertical only.
+        if self.to_ps2(self.pointer()) {
+            if dy != 0 {
+                self.ps2_mouse(0, 0, dy, None);
+            }
+            return;
+        }
         let mut events = Vec::with_capacity(2);
         if dy != 0 {
             events.push(InputEvent::new(EV_REL, REL_WHEEL, dy));
@@ -469,19 +548,54 @@ mod tests {
         assert!(sink.queue(InputKind::Keyboard).is_empty(), "nothing held, nothing sent");
     }
 
-    /// A PS/2 keyboard that writes down what it got.
-    struct Recorder(Mutex<Vec<(u16, bool)>>);
+    /// PS/2 devices that write down what they got.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u16, bool)>>, Mutex<Vec<(i32, i32, i32, u8)>>);
 
-    impl KeyboardPort for Recorder {
+    impl Ps2Port for Recorder {
         fn key(&self, code: u16, down: bool) {
             self.0.lock().unwrap().push((code, down));
         }
+        fn mouse(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
+            self.1.lock().unwrap().push((dx, dy, wheel, buttons));
+        }
+    }
+
+    #[test]
+    fn the_pointer_moves_the_ps2_mouse_until_the_virtio_drivers_run() {
+        let sink = InputSink::new().unwrap();
+        let ps2 = Arc::new(Recorder::default());
+        sink.attach_ps2(ps2.clone());
+        // Absolute positions move it by the distance from the last one.
+        sink.pointer_abs(100.0, 100.0);
+        sink.pointer_abs(110.0, 95.0);
+        sink.pointer_abs(f64::NAN, 3.0);
+        sink.button(Button::Left, true);
+        sink.wheel(2, 1);
+        sink.button(Button::Left, false);
+        sink.pointer_rel(-3, 4);
+        assert_eq!(
+            *ps2.1.lock().unwrap(),
+            [(10, -5, 0, 0), (0, 0, 0, 1), (0, 0, 1, 1), (0, 0, 0, 0), (-3, 4, 0, 0)],
+            "the horizontal wheel has no PS/2 counterpart"
+        );
+        assert!(
+            sink.queue(InputKind::Tablet).is_empty() && sink.queue(InputKind::Mouse).is_empty()
+        );
+        // Once the tablet's driver runs, absolute motion and its buttons go there; the
+        // mouse's motion still goes to PS/2 until the virtio mouse's driver runs.
+        sink.set_driver_live(InputKind::Tablet, true);
+        sink.pointer_abs(0.0, 0.0);
+        sink.button(Button::Right, true);
+        assert_eq!(drain(&sink, InputKind::Tablet).len(), 5, "ABS_X, ABS_Y, SYN, BTN, SYN");
+        sink.pointer_rel(1, 1);
+        assert_eq!(ps2.1.lock().unwrap().last(), Some(&(1, 1, 0, 0)));
     }
 
     #[test]
     fn keys_go_to_ps2_until_the_virtio_driver_runs_and_come_up_where_they_went_down() {
         let sink = InputSink::new().unwrap();
-        let ps2 = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let ps2 = Arc::new(Recorder::default());
         sink.attach_ps2(ps2.clone());
         sink.key(KEY_A, true);
         sink.key(KEY_A, false);
@@ -490,7 +604,7 @@ mod tests {
         assert!(sink.queue(InputKind::Keyboard).is_empty(), "no virtio driver yet");
         // The guest's virtio keyboard driver starts: new keys go there, Shift comes up on
         // the PS/2 keyboard it went down on.
-        sink.set_virtio_keyboard(true);
+        sink.set_driver_live(InputKind::Keyboard, true);
         sink.key(KEY_B, true);
         sink.key(KEY_LEFTSHIFT, false);
         sink.key(KEY_C, true);

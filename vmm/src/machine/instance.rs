@@ -22,7 +22,7 @@ use crate::devices::legacy::acpi_pm::AcpiPm;
 use crate::devices::legacy::cmos::{BootClass, Cmos};
 use crate::devices::legacy::debug_port::DebugPort;
 use crate::devices::legacy::ged::Ged;
-use crate::devices::legacy::i8042::{I8042, I8042Keyboard};
+use crate::devices::legacy::i8042::{I8042, I8042Port};
 use crate::devices::legacy::serial::{SerialOutput, SerialPort};
 use crate::devices::net::passt::{Passt, PasstError};
 use crate::devices::pci::isa_bridge::{IsaBridge, pirq_of};
@@ -325,12 +325,9 @@ fn build_devices(
     )));
     pio.insert(u64::from(COM1_PORT), 8, serial.clone())?;
 
-    let i8042 = Arc::new(Mutex::new(I8042::new(
-        power.clone(),
-        Some(irq(KBD_GSI)?),
-        Some(env.input.clone()),
-    )));
-    env.input.attach_ps2(Arc::new(I8042Keyboard(i8042.clone())));
+    let irqs = [Some(irq(KBD_GSI)?), Some(irq(AUX_GSI)?)];
+    let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), irqs, Some(env.input.clone()))));
+    env.input.attach_ps2(Arc::new(I8042Port(i8042.clone())));
     pio.insert(u64::from(I8042_DATA_PORT), 1, i8042.clone())?;
     pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042)?;
 

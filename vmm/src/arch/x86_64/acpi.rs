@@ -12,7 +12,7 @@ use acpi_tables::{Aml, AmlSink};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{
-    APIC_START, BIOS_AREA_END, CMOS_PORT, COM1_GSI, COM1_PORT, GED_GSI, GED_MMIO_BASE,
+    APIC_START, AUX_GSI, BIOS_AREA_END, CMOS_PORT, COM1_GSI, COM1_PORT, GED_GSI, GED_MMIO_BASE,
     GED_MMIO_SIZE, I8042_COMMAND_PORT, I8042_DATA_PORT, IOAPIC_START, KBD_GSI, PCI_CONFIG_PORT,
     PCI_ECAM_START, PCI_MMIO32_END, PCI_MMIO32_START, RESET_CONTROL_PORT, RESET_VALUE, RSDP_START,
     S5_SLEEP_TYPE, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT,
@@ -39,7 +39,7 @@ fn io_gas(port: u16, width_bits: u8) -> GAS {
     GAS::new(AddressSpace::SystemIo, width_bits, 0, access, u64::from(port))
 }
 
-/// The DSDT: processors, COM1, the i8042 and RTC, the GED and its power button, `_S5`.
+/// The DSDT: processors, COM1, the i8042's keyboard and mouse, the RTC, the GED and its power button, `_S5`.
 pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
     let mut sb_children: Vec<Box<dyn Aml>> = Vec::new();
 
@@ -61,6 +61,8 @@ pub fn dsdt(vcpu_count: u8) -> Vec<u8> {
         &[(I8042_DATA_PORT, 1), (I8042_COMMAND_PORT, 1)],
         Some(KBD_GSI),
     )));
+    // Its mouse: the same ports, its own interrupt.
+    sb_children.push(Box::new(legacy_device("PS2M", "PNP0F13", &[], Some(AUX_GSI))));
     sb_children.push(Box::new(legacy_device("RTC_", "PNP0B00", &[(CMOS_PORT, 2)], Some(8))));
 
     // Power button: a control-method button (PNP0C0C) the GED notifies.

@@ -74,6 +74,8 @@ pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 /// Interrupt lines (IOAPIC pins = GSIs) of the legacy devices.
 /// The i8042's keyboard interrupt (ISA IRQ 1).
 pub const KBD_GSI: u32 = 1;
+/// Its mouse's interrupt (ISA IRQ 12).
+pub const AUX_GSI: u32 = 12;
 pub const COM1_GSI: u32 = 4;
 pub const GED_GSI: u32 = 5;
 

@@ -2,12 +2,13 @@
 //! "Keyboard/Auxiliary Device Controller") with a PS/2 keyboard behind it: its command
 //! byte (interrupt enable, interface disable, translation), self-tests, the output buffer
 //! the CPU reads at port 0x60 one byte at a time with IRQ 1 for each, writes that go to
-//! the keyboard, and the CPU reset line (command 0xFE, or output-port bit 0 cleared),
-//! which is how many kernels and boot loaders reboot. There is no device on the auxiliary
-//! (mouse) port yet: bytes for it go nowhere.
+//! the keyboard, a PS/2 mouse on the auxiliary port (its bytes flagged in the status, IRQ
+//! 12 each), and the CPU reset line (command 0xFE, or output-port bit 0 cleared), which is
+//! how many kernels and boot loaders reboot.
 //!
-//! Keys come from the machine's `InputSink` (`I8042Keyboard`) until the guest's virtio
-//! keyboard driver runs; the keyboard's LEDs go back to it, as virtio-input's do.
+//! Keys and pointer motion come from the machine's `InputSink` (`I8042Port`) until the
+//! guest's virtio-input drivers run; the keyboard's LEDs go back to it, as virtio-input's
+//! do.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -15,20 +16,25 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::ps2::keyboard::Keyboard;
+use super::ps2::mouse::{Buttons, Mouse};
 use crate::arch::x86_64::layout::I8042_COMMAND_PORT;
 use crate::devices::bus::BusDevice;
 use crate::devices::{PowerRequest, PowerSink};
 use crate::input::evdev::{LED_CAPSL, LED_NUML, LED_SCROLLL};
-use crate::input::{InputSink, KeyboardPort};
+use crate::input::{Button, InputSink, Ps2Port};
 use crate::sync::lock;
 
 const STATUS_OUTPUT_FULL: u8 = 1 << 0;
 const STATUS_SYSTEM_FLAG: u8 = 1 << 2;
 const STATUS_LAST_WAS_COMMAND: u8 = 1 << 3;
 const STATUS_UNLOCKED: u8 = 1 << 4;
+/// The byte in the output buffer is the mouse's.
+const STATUS_AUX_OUTPUT: u8 = 1 << 5;
 
 /// Command byte: IRQ 1 when the keyboard's byte is in the output buffer.
 const CB_KBD_INTERRUPT: u8 = 1 << 0;
+/// Command byte: IRQ 12 when the mouse's byte is in the output buffer.
+const CB_AUX_INTERRUPT: u8 = 1 << 1;
 /// Command byte: the system flag (the self-test passed), mirrored in the status.
 const CB_SYSTEM_FLAG: u8 = 1 << 2;
 /// Command byte: the keyboard interface is disabled (its bytes wait in the keyboard).
@@ -57,29 +63,45 @@ const CMD_PULSE_RESET: u8 = 0xfe;
 /// the oldest.
 const REPLY_LIMIT: usize = 16;
 
+/// Where a byte in the output buffer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Keyboard,
+    Aux,
+}
+
 pub struct I8042 {
     power: PowerSink,
     /// ISA IRQ 1 (None in tests without a VM).
     irq: Option<EventFd>,
+    /// ISA IRQ 12.
+    aux_irq: Option<EventFd>,
     /// Where the keyboard's LEDs are shown.
     sink: Option<InputSink>,
     status: u8,
     command_byte: u8,
     output_port: u8,
     pending_command: Option<u8>,
-    /// The controller's own answers, which go out before the keyboard's bytes.
-    replies: VecDeque<u8>,
+    /// The controller's own answers, which go out before the devices' bytes.
+    replies: VecDeque<(u8, Source)>,
     /// The output buffer: what port 0x60 reads next (and then keeps reading).
-    output: Option<u8>,
+    output: Option<(u8, Source)>,
     last_output: u8,
     keyboard: Keyboard,
+    mouse: Mouse,
 }
 
 impl I8042 {
-    pub fn new(power: PowerSink, irq: Option<EventFd>, sink: Option<InputSink>) -> Self {
+    /// The controller with its keyboard's `irq` (1) and its mouse's `aux_irq` (12).
+    pub fn new(
+        power: PowerSink,
+        [irq, aux_irq]: [Option<EventFd>; 2],
+        sink: Option<InputSink>,
+    ) -> Self {
         I8042 {
             power,
             irq,
+            aux_irq,
             sink,
             status: STATUS_SYSTEM_FLAG | STATUS_UNLOCKED,
             // Keyboard interrupt on, system flag, translation on: as firmware leaves it.
@@ -90,6 +112,7 @@ impl I8042 {
             output: None,
             last_output: 0,
             keyboard: Keyboard::new(),
+            mouse: Mouse::new(),
         }
     }
 
@@ -98,32 +121,62 @@ impl I8042 {
     }
 
     fn reply(&mut self, byte: u8) {
+        self.reply_from(byte, Source::Keyboard);
+    }
+
+    fn reply_from(&mut self, byte: u8, source: Source) {
         if self.replies.len() >= REPLY_LIMIT {
             self.replies.pop_front();
         }
-        self.replies.push_back(byte);
+        self.replies.push_back((byte, source));
         self.fill();
     }
 
     /// Moves the next byte into an empty output buffer (the controller's answers first,
-    /// then the keyboard's if its interface is enabled) and raises IRQ 1 for it.
+    /// then the keyboard's and then the mouse's, each if its interface is enabled) and
+    /// raises its IRQ (1 or 12) if the command byte enables that.
     fn fill(&mut self) {
         if self.output.is_some() {
             return;
         }
-        let byte = match self.replies.pop_front() {
-            Some(byte) => Some(byte),
-            None if self.command_byte & CB_KBD_DISABLED == 0 => self.keyboard.take(),
-            None => None,
+        let cb = self.command_byte;
+        let next = self
+            .replies
+            .pop_front()
+            .or_else(|| {
+                let on = cb & CB_KBD_DISABLED == 0;
+                on.then(|| self.keyboard.take()).flatten().map(|b| (b, Source::Keyboard))
+            })
+            .or_else(|| {
+                let on = cb & CB_AUX_DISABLED == 0;
+                on.then(|| self.mouse.take()).flatten().map(|b| (b, Source::Aux))
+            });
+        let Some((byte, source)) = next else { return };
+        self.output = Some((byte, source));
+        let (irq, enabled, line) = match source {
+            Source::Keyboard => (&self.irq, cb & CB_KBD_INTERRUPT != 0, 1),
+            Source::Aux => (&self.aux_irq, cb & CB_AUX_INTERRUPT != 0, 12),
         };
-        let Some(byte) = byte else { return };
-        self.output = Some(byte);
-        if self.command_byte & CB_KBD_INTERRUPT != 0
-            && let Some(irq) = &self.irq
+        if enabled
+            && let Some(irq) = irq
             && let Err(e) = irq.write(1)
         {
-            log::warn!("i8042: IRQ 1: {e}");
+            log::warn!("i8042: IRQ {line}: {e}");
         }
+    }
+
+    /// The mouse moved (see `Mouse::motion`); `buttons` are `Button::bit`s.
+    pub fn mouse(&mut self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
+        let held = |b: Button| buttons & b.bit() != 0;
+        let buttons = Buttons {
+            left: held(Button::Left),
+            right: held(Button::Right),
+            middle: held(Button::Middle),
+            side: held(Button::Side),
+            extra: held(Button::Extra),
+        };
+        self.mouse.motion(dx, dy, wheel, buttons);
+        self.fill();
     }
 
     /// A key went down or up on the keyboard.
@@ -149,7 +202,10 @@ impl I8042 {
                 self.fill();
             }
             CMD_DISABLE_AUX => self.command_byte |= CB_AUX_DISABLED,
-            CMD_ENABLE_AUX => self.command_byte &= !CB_AUX_DISABLED,
+            CMD_ENABLE_AUX => {
+                self.command_byte &= !CB_AUX_DISABLED;
+                self.fill();
+            }
             CMD_PULSE_RESET => (self.power)(PowerRequest::Reset),
             // 0xF0-0xFF pulse output lines; only bit 0 (reset) matters and 0xFE is above.
             _ => {}
@@ -169,8 +225,13 @@ impl I8042 {
                 }
             }
             Some(CMD_WRITE_KBD_OUTPUT) => self.reply(byte),
-            // No device on the auxiliary port: its bytes go nowhere.
-            Some(CMD_WRITE_AUX_OUTPUT | CMD_WRITE_AUX) => {}
+            Some(CMD_WRITE_AUX_OUTPUT) => self.reply_from(byte, Source::Aux),
+            Some(CMD_WRITE_AUX) => {
+                // A byte for the mouse, which also enables its interface again.
+                self.command_byte &= !CB_AUX_DISABLED;
+                self.mouse.write(byte);
+                self.fill();
+            }
             _ => {
                 // A byte for the keyboard, which also enables its interface again.
                 self.command_byte &= !CB_KBD_DISABLED;
@@ -194,11 +255,15 @@ impl BusDevice for I8042 {
     fn read(&mut self, base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
         data[0] = if base == u64::from(I8042_COMMAND_PORT) {
-            let full = if self.output.is_some() { STATUS_OUTPUT_FULL } else { 0 };
+            let full = match self.output {
+                Some((_, Source::Keyboard)) => STATUS_OUTPUT_FULL,
+                Some((_, Source::Aux)) => STATUS_OUTPUT_FULL | STATUS_AUX_OUTPUT,
+                None => 0,
+            };
             self.status | full
         } else {
             // Reading empties the buffer; an empty one reads its last byte again.
-            if let Some(byte) = self.output.take() {
+            if let Some((byte, _)) = self.output.take() {
                 self.last_output = byte;
             }
             self.fill();
@@ -218,12 +283,16 @@ impl BusDevice for I8042 {
     }
 }
 
-/// The machine's i8042 as the `InputSink` sees it: the keyboard keys go to.
-pub struct I8042Keyboard(pub Arc<Mutex<I8042>>);
+/// The machine's i8042 as the `InputSink` sees it: the keyboard and mouse behind it.
+pub struct I8042Port(pub Arc<Mutex<I8042>>);
 
-impl KeyboardPort for I8042Keyboard {
+impl Ps2Port for I8042Port {
     fn key(&self, code: u16, down: bool) {
         lock(&self.0).key(code, down);
+    }
+
+    fn mouse(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
+        lock(&self.0).mouse(dx, dy, wheel, buttons);
     }
 }
 
@@ -238,7 +307,9 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        (I8042::new(Arc::new(move |r| sink.lock().unwrap().push(r)), Some(irq), None), seen)
+        let aux = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let power: PowerSink = Arc::new(move |r| sink.lock().unwrap().push(r));
+        (I8042::new(power, [Some(irq), Some(aux)], None), seen)
     }
 
     fn read(d: &mut I8042, port: u16) -> u8 {
@@ -345,16 +416,51 @@ mod tests {
         command(&mut d, CMD_WRITE_KBD_OUTPUT);
         data(&mut d, 0x5a);
         assert_eq!(drain(&mut d), [0x5a]);
-        // Nothing is on the auxiliary port.
-        command(&mut d, CMD_WRITE_AUX);
-        data(&mut d, 0xff);
+        // The auxiliary port's output buffer write: the byte comes back as the mouse's.
+        command(&mut d, CMD_WRITE_AUX_OUTPUT);
+        data(&mut d, 0x5b);
+        assert_eq!(read(&mut d, I8042_COMMAND_PORT) & STATUS_AUX_OUTPUT, STATUS_AUX_OUTPUT);
+        assert_eq!(drain(&mut d), [0x5b]);
+    }
+
+    /// IRQ 12 edges raised since the last call.
+    fn aux_irqs(d: &I8042) -> u64 {
+        d.aux_irq.as_ref().unwrap().read().unwrap_or(0)
+    }
+
+    #[test]
+    fn the_mouse_answers_on_the_auxiliary_port_with_irq_12() {
+        let (mut d, _) = dev();
+        command(&mut d, CMD_WRITE_COMMAND_BYTE);
+        data(&mut d, CB_KBD_INTERRUPT | CB_AUX_INTERRUPT | CB_TRANSLATE);
+        let to_mouse = |d: &mut I8042, byte| {
+            command(d, CMD_WRITE_AUX);
+            data(d, byte);
+        };
+        to_mouse(&mut d, 0xff);
+        assert_eq!(aux_irqs(&d), 1);
+        assert_eq!(read(&mut d, I8042_COMMAND_PORT) & STATUS_AUX_OUTPUT, STATUS_AUX_OUTPUT);
+        assert_eq!(drain(&mut d), [0xfa, 0xaa, 0x00], "reset: ACK, self-test passed, ID 0");
+        to_mouse(&mut d, 0xf4);
+        assert_eq!(drain(&mut d), [0xfa]);
+        aux_irqs(&d);
+        irqs(&d);
+        d.mouse(3, 0, 0, Button::Left.bit());
+        assert_eq!(aux_irqs(&d), 1, "the first byte");
+        assert_eq!(irqs(&d), 0, "not the keyboard's IRQ");
+        assert_eq!(drain(&mut d), [0x09, 3, 0]);
+        // A disabled auxiliary interface holds the mouse's bytes back.
+        command(&mut d, CMD_DISABLE_AUX);
+        d.mouse(0, 0, 0, 0);
         assert!(drain(&mut d).is_empty());
+        command(&mut d, CMD_ENABLE_AUX);
+        assert_eq!(drain(&mut d), [0x08, 0, 0], "the left button came up");
     }
 
     #[test]
     fn leds_reach_the_input_sink() {
         let sink = InputSink::new().unwrap();
-        let mut d = I8042::new(Arc::new(|_| {}), None, Some(sink.clone()));
+        let mut d = I8042::new(Arc::new(|_| {}), [None, None], Some(sink.clone()));
         data(&mut d, 0xed);
         data(&mut d, 0x04);
         assert_eq!(drain(&mut d), [ACK, ACK]);

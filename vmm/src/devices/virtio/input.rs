@@ -236,18 +236,14 @@ impl VirtioDevice for Input {
     }
 
     fn activate(&mut self, _features: u64) {
-        if self.kind == InputKind::Keyboard {
-            self.sink.set_virtio_keyboard(true);
-        }
+        self.sink.set_driver_live(self.kind, true);
     }
 
     fn reset(&mut self) {
         self.select = 0;
         self.subsel = 0;
         self.answer();
-        if self.kind == InputKind::Keyboard {
-            self.sink.set_virtio_keyboard(false);
-        }
+        self.sink.set_driver_live(self.kind, false);
     }
 
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {

@@ -4,15 +4,12 @@
 //! get and set the scan code set, resend) and the bytes it sends back, answers and key
 //! codes, through a bounded queue the controller takes them from one at a time.
 
-use std::collections::VecDeque;
-
+use super::output::Output;
+pub use super::output::{ACK, RESEND, SELF_TEST_PASSED};
 use super::scancodes::{self, Held, Set};
 use crate::input::Leds;
 use crate::input::evdev::*;
 
-pub const ACK: u8 = 0xfa;
-pub const RESEND: u8 = 0xfe;
-pub const SELF_TEST_PASSED: u8 = 0xaa;
 pub const ECHO: u8 = 0xee;
 /// The keyboard's ID (a 101/102-key keyboard), and its second byte as the controller
 /// translates it.
@@ -39,15 +36,13 @@ pub const QUEUE_LIMIT: usize = 256;
 const TYPEMATIC_DEFAULT: u8 = 0x2b;
 
 pub struct Keyboard {
-    queue: VecDeque<u8>,
+    output: Output,
     /// A command waiting for its argument byte.
     pending: Option<u8>,
     scanning: bool,
     set: Set,
     leds: Leds,
     typematic: u8,
-    /// The last byte sent, for RESEND.
-    last: u8,
     /// Modifier keys down, which change what Pause and Print Screen send.
     held: Held,
 }
@@ -62,13 +57,12 @@ impl Keyboard {
     /// A keyboard that passed its power-on self-test.
     pub fn new() -> Self {
         Keyboard {
-            queue: VecDeque::new(),
+            output: Output::new(QUEUE_LIMIT),
             pending: None,
             scanning: true,
             set: Set::Two,
             leds: Leds::default(),
             typematic: TYPEMATIC_DEFAULT,
-            last: 0,
             held: Held::default(),
         }
     }
@@ -80,20 +74,12 @@ impl Keyboard {
     }
 
     fn send(&mut self, bytes: &[u8]) {
-        if self.queue.len() + bytes.len() <= QUEUE_LIMIT {
-            self.queue.extend(bytes);
-        }
+        self.output.send(bytes);
     }
 
     /// The next byte for the controller.
     pub fn take(&mut self) -> Option<u8> {
-        let byte = self.queue.pop_front()?;
-        self.last = byte;
-        Some(byte)
-    }
-
-    pub fn has_output(&self) -> bool {
-        !self.queue.is_empty()
+        self.output.take()
     }
 
     pub fn leds(&self) -> Leds {
@@ -138,7 +124,7 @@ impl Keyboard {
                 self.send(&[ACK, ID[0], if translated { ID_TRANSLATED } else { ID[1] }])
             }
             CMD_ENABLE => {
-                self.queue.clear();
+                self.output.clear();
                 self.scanning = true;
                 self.send(&[ACK]);
             }
@@ -151,12 +137,9 @@ impl Keyboard {
                 self.defaults();
                 self.send(&[ACK]);
             }
-            CMD_RESEND => {
-                let last = self.last;
-                self.send(&[last]);
-            }
+            CMD_RESEND => self.output.resend(),
             CMD_RESET => {
-                self.queue.clear();
+                self.output.clear();
                 self.defaults();
                 self.leds = Leds::default();
                 self.scanning = true;
