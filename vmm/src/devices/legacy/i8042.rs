@@ -11,7 +11,7 @@
 //! do.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, Weak};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -283,16 +283,22 @@ impl BusDevice for I8042 {
     }
 }
 
-/// The machine's i8042 as the `InputSink` sees it: the keyboard and mouse behind it.
-pub struct I8042Port(pub Arc<Mutex<I8042>>);
+/// The machine's i8042 as the `InputSink` sees it: the keyboard and mouse behind it. Weak,
+/// as the i8042 holds the sink (for its LEDs) and the sink outlives the machine; once the
+/// machine is gone, input for it goes nowhere.
+pub struct I8042Port(pub Weak<Mutex<I8042>>);
 
 impl Ps2Port for I8042Port {
     fn key(&self, code: u16, down: bool) {
-        lock(&self.0).key(code, down);
+        if let Some(i8042) = self.0.upgrade() {
+            lock(&i8042).key(code, down);
+        }
     }
 
     fn mouse(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
-        lock(&self.0).mouse(dx, dy, wheel, buttons);
+        if let Some(i8042) = self.0.upgrade() {
+            lock(&i8042).mouse(dx, dy, wheel, buttons);
+        }
     }
 }
 
@@ -302,6 +308,7 @@ mod tests {
     use crate::arch::x86_64::layout::I8042_DATA_PORT;
     use crate::devices::legacy::ps2::keyboard::{ACK, SELF_TEST_PASSED};
     use crate::input::evdev::*;
+    use std::sync::Arc;
 
     fn dev() -> (I8042, Arc<Mutex<Vec<PowerRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
