@@ -327,7 +327,7 @@ fn build_devices(
 
     let irqs = [Some(irq(KBD_GSI)?), Some(irq(AUX_GSI)?)];
     let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), irqs, Some(env.input.clone()))));
-    env.input.attach_ps2(Arc::new(I8042Port(Arc::downgrade(&i8042))));
+    env.input.attach_ps2(Arc::new(I8042Port::new(Arc::downgrade(&i8042))));
     pio.insert(u64::from(I8042_DATA_PORT), 1, i8042.clone())?;
     pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042)?;
 

@@ -286,17 +286,66 @@ impl BusDevice for I8042 {
 /// The machine's i8042 as the `InputSink` sees it: the keyboard and mouse behind it. Weak,
 /// as the i8042 holds the sink (for its LEDs) and the sink outlives the machine; once the
 /// machine is gone, input for it goes nowhere.
-pub struct I8042Port(pub Weak<Mutex<I8042>>);
+///
+/// A key held down repeats, as a PS/2 keyboard's do (its typematic rate): the host sends
+/// one press and one release, so a thread of the port sends the key's make code again
+/// after the delay and then at the rate, until the key comes up or another goes down.
+pub struct I8042Port {
+    i8042: Weak<Mutex<I8042>>,
+    /// The key repeating now, and the sender whose drop stops its thread.
+    repeat: Mutex<Option<(u16, std::sync::mpsc::Sender<()>)>>,
+}
+
+impl I8042Port {
+    pub fn new(i8042: Weak<Mutex<I8042>>) -> Self {
+        I8042Port { i8042, repeat: Mutex::new(None) }
+    }
+
+    /// Repeats `code` from its thread until told to stop (or the machine is gone).
+    fn start_repeat(&self, code: u16) {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let i8042 = self.i8042.clone();
+        let Some(machine) = i8042.upgrade() else { return };
+        let (delay, period) = lock(&machine).keyboard.typematic();
+        drop(machine);
+        let spawned =
+            std::thread::Builder::new().name("vessel-typematic".into()).spawn(move || {
+                let mut wait = delay;
+                // Ends when the sender is dropped (the key came up) or the i8042 is gone.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(wait)
+                {
+                    let Some(i8042) = i8042.upgrade() else { return };
+                    lock(&i8042).key(code, true);
+                    wait = period;
+                }
+            });
+        match spawned {
+            Ok(_) => *lock(&self.repeat) = Some((code, stop)),
+            Err(e) => log::warn!("i8042: no key repeat: {e}"),
+        }
+    }
+}
 
 impl Ps2Port for I8042Port {
     fn key(&self, code: u16, down: bool) {
-        if let Some(i8042) = self.0.upgrade() {
-            lock(&i8042).key(code, down);
+        let Some(i8042) = self.i8042.upgrade() else { return };
+        lock(&i8042).key(code, down);
+        drop(i8042);
+        let mut repeat = lock(&self.repeat);
+        let repeating = repeat.as_ref().map(|(key, _)| *key);
+        if down || repeating == Some(code) {
+            // Another key down, or this one up: the repeat stops (its sender dropped).
+            *repeat = None;
+        }
+        drop(repeat);
+        if down {
+            self.start_repeat(code);
         }
     }
 
     fn mouse(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
-        if let Some(i8042) = self.0.upgrade() {
+        if let Some(i8042) = self.i8042.upgrade() {
             lock(&i8042).mouse(dx, dy, wheel, buttons);
         }
     }
@@ -462,6 +511,34 @@ mod tests {
         assert!(drain(&mut d).is_empty());
         command(&mut d, CMD_ENABLE_AUX);
         assert_eq!(drain(&mut d), [0x08, 0, 0], "the left button came up");
+    }
+
+    #[test]
+    fn a_held_key_repeats_until_it_comes_up() {
+        let (d, _) = dev();
+        let d = Arc::new(Mutex::new(d));
+        let port = I8042Port::new(Arc::downgrade(&d));
+        // The fastest rate: after 250 ms, 30 a second.
+        data(&mut lock(&d), 0xf3);
+        data(&mut lock(&d), 0x00);
+        drain(&mut lock(&d));
+        port.key(KEY_A, true);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let held = drain(&mut lock(&d));
+        assert!(held.len() >= 3 && held.iter().all(|&b| b == 0x1e), "{held:02x?}");
+        port.key(KEY_A, false);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drain(&mut lock(&d));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(drain(&mut lock(&d)).is_empty(), "no repeats once it is up");
+        // Another key down takes the repeat over; the machine gone, the thread ends.
+        port.key(KEY_A, true);
+        port.key(KEY_B, true);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let held = drain(&mut lock(&d));
+        assert_eq!(held[..2], [0x1e, 0x30], "{held:02x?}");
+        assert!(held[2..].iter().all(|&b| b == 0x30) && held.len() > 2, "{held:02x?}");
+        drop(d);
     }
 
     #[test]

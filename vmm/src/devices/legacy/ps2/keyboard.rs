@@ -86,6 +86,21 @@ impl Keyboard {
         self.leds
     }
 
+    /// How long a held key waits before it repeats, and then how often it repeats, as the
+    /// typematic byte says: delay (bits 6:5) 250 ms × (1 + D); period (bits 4:0)
+    /// (8 + A) × 2^B × 4.17 ms with A bits 2:0 and B bits 4:3 (30 to 2 a second).
+    pub fn typematic(&self) -> (std::time::Duration, std::time::Duration) {
+        let t = u64::from(self.typematic);
+        let delay = std::time::Duration::from_millis(250 * (1 + ((t >> 5) & 3)));
+        let period_us = (8 + (t & 7)) * (1 << ((t >> 3) & 3)) * 4170;
+        (delay, std::time::Duration::from_micros(period_us))
+    }
+
+    /// Whether keys reach the host now.
+    pub fn scanning(&self) -> bool {
+        self.scanning
+    }
+
     /// A key went down or up. With `translated` (the controller translates set 2 into set
     /// 1 for the CPU) the codes come in set 1, which is what translation makes of set 2.
     /// Nothing is sent while scanning is disabled.
@@ -204,6 +219,14 @@ mod tests {
         k.write(0x06, false);
         assert_eq!(drain(&mut k), [ACK, ACK]);
         assert_eq!(k.leds(), Leds { num_lock: true, caps_lock: true, scroll_lock: false });
+        let ms = |d: std::time::Duration| d.as_millis();
+        let (delay, period) = k.typematic();
+        assert_eq!((ms(delay), ms(period)), (500, 91), "after reset: 500 ms, 10.9 a second");
+        k.write(CMD_TYPEMATIC, false);
+        k.write(0x00, false);
+        let (delay, period) = k.typematic();
+        assert_eq!((ms(delay), ms(period)), (250, 33), "the fastest: 30 a second");
+        drain(&mut k);
         k.write(CMD_RESEND, false);
         assert_eq!(drain(&mut k), [ACK], "the last byte again");
         k.write(0x12, false);
