@@ -282,8 +282,8 @@ impl InputSink {
     }
 
     /// The guest's driver of the virtio-input device `kind` started (DRIVER_OK) or
-    /// stopped (reset).
-    pub(crate) fn set_driver_live(&self, kind: InputKind, live: bool) {
+    /// stopped (reset). The device model says so (tests of what reaches a device may too).
+    pub fn set_driver_live(&self, kind: InputKind, live: bool) {
         self.shared.live[kind.index()].store(live, Ordering::Relaxed);
     }
 

@@ -86,7 +86,9 @@ fn a_corrupt_bundle_is_shown_as_inaccessible() {
 fn dropped_isos_go_where_they_were_dropped_and_other_files_change_nothing() {
     let lib = scratch("drop");
     let disc = iso(&lib);
-    test_vm(&lib, "Target", "test=gpu");
+    // A guest that runs until it is stopped (the gpu guest stops once a resize reaches it,
+    // which the console asks for whenever it shows).
+    test_vm(&lib, "Target", "test=echo");
     let mut h = app(&lib, false);
     let sidebar = h.state().library.rect.center();
     let main = egui::pos2(800.0, 400.0);
