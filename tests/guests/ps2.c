@@ -7,7 +7,8 @@
  * up (0x81 in set 1). Then it turns translation off, asks the keyboard for its set
  * ("PS2 SET <ack> <ack> <set>", reading each ACK before sending on, as drivers do),
  * prints "PS2 RAW" and the raw set 2 bytes the same way
- * until Esc comes up (F0 76), and powers off.
+ * until Esc comes up (F0 76). Then set 3 with every key make/break ("PS2 SET3 <acks>",
+ * "PS2 SET3 READY"), its bytes until Esc comes up (F0 08), and it powers off.
  *
  * test=ps2-mouse: the PS/2 mouse the same way, as Linux's psmouse finds one: reset
  * ("MOUSE RESET <ack> <BAT> <id>"), the IntelliMouse sample-rate sequence and its ID
@@ -92,6 +93,19 @@ void ps2_main(void)
     print_bytes("", 2);
     g_puts("PS2 RAW\n");
     echo_until(0xf0, 0x76);
+    /* Set 3, every key make/break (as Linux's atkbd.set=3 asks). */
+    send(DATA, 0xf0);
+    g_puts("PS2 SET3 ");
+    g_put_hex(receive());
+    send(DATA, 0x03);
+    g_puts(" ");
+    g_put_hex(receive());
+    send(DATA, 0xf8);
+    g_puts(" ");
+    g_put_hex(receive());
+    g_newline();
+    g_puts("PS2 SET3 READY\n");
+    echo_until(0xf0, 0x08);
     g_power_off();
 }
 

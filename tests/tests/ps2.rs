@@ -32,14 +32,18 @@ const ESC: (&[u16], &str) = (&[KEY_ESC], "esc");
 const ALT_PRINT: &[u16] = &[KEY_LEFTALT, KEY_SYSRQ];
 const ALT_PRINT_SET1: [u8; 4] = [0x38, 0x54, 0xd4, 0xb8];
 const ALT_PRINT_SET2: [u8; 6] = [0x11, 0x84, 0xf0, 0x84, 0xf0, 0x11];
+/// Set 3 has one code for Print Screen, whatever is held: Alt, then it.
+const ALT_PRINT_SET3: [u8; 6] = [0x19, 0x57, 0xf0, 0x57, 0xf0, 0x19];
 
-/// The bytes the guest printed, before "PS2 RAW" (translated) and after it (set 2).
-fn bytes(out: &str) -> (Vec<u8>, Vec<u8>) {
+/// The bytes the guest printed: translated (before "PS2 RAW"), set 2 (up to "PS2 SET3")
+/// and set 3.
+fn bytes(out: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let raw = out.find("PS2 RAW").unwrap_or(out.len());
+    let three = out.find("PS2 SET3").unwrap_or(out.len()).max(raw);
     let kbd = |part: &str| -> Vec<u8> {
         part.lines().filter_map(|l| l.strip_prefix("KBD ")).map(|b| hex(b) as u8).collect()
     };
-    (kbd(&out[..raw]), kbd(&out[raw..]))
+    (kbd(&out[..raw]), kbd(&out[raw..three]), kbd(&out[three..]))
 }
 
 /// `bytes` with `extra` put in before the last `esc` bytes (Esc's press and release).
@@ -73,6 +77,8 @@ fn the_keyboard_sends_what_a_pc_keyboard_sends_on_vessel_and_qemu() {
     type_keys(&mut run);
     run.expect_output("PS2 RAW\n");
     type_keys(&mut run);
+    run.expect_output("PS2 SET3 READY\n");
+    type_keys(&mut run);
     assert!(matches!(run.expect_stopped(), StopReason::PoweredOff), "{}", run.output());
     let vessel = run.output();
     assert_eq!(run.lines_with("PS2 SELFTEST"), ["0000000000000055"], "{vessel}");
@@ -82,7 +88,13 @@ fn the_keyboard_sends_what_a_pc_keyboard_sends_on_vessel_and_qemu() {
         ["00000000000000fa 00000000000000ab 0000000000000041"],
         "a translated MF2 keyboard"
     );
-    let (translated, raw) = bytes(&vessel);
+    assert_eq!(
+        run.lines_with("PS2 SET3"),
+        ["00000000000000fa 00000000000000fa 00000000000000fa", "READY"],
+        "set 3, all keys make/break"
+    );
+    let (translated, raw, set3) = bytes(&vessel);
+    assert_eq!(set3[..3], [0x63, 0xf0, 0x63], "Up in set 3: {vessel}");
     // Up in set 1 and in set 2, with their E0 prefixes.
     assert_eq!(translated[..4], [0xe0, 0x48, 0xe0, 0xc8], "{vessel}");
     assert_eq!(raw[..5], [0xe0, 0x75, 0xe0, 0xf0, 0x75], "{vessel}");
@@ -94,7 +106,8 @@ fn the_keyboard_sends_what_a_pc_keyboard_sends_on_vessel_and_qemu() {
     let socket = dir.join("monitor.sock");
     let monitor = format!("unix:{},server=on,wait=off", socket.display());
     let type_into_qemu = move |line: &str| {
-        if line.starts_with("PS2 READY") || line.starts_with("PS2 RAW") {
+        if line.starts_with("PS2 READY") || line.starts_with("PS2 RAW") || line == "PS2 SET3 READY"
+        {
             let mut mon = std::os::unix::net::UnixStream::connect(&socket).unwrap();
             for (_, name) in KEYS.iter().chain([&ESC]) {
                 writeln!(mon, "sendkey {name}").unwrap();
@@ -110,11 +123,13 @@ fn the_keyboard_sends_what_a_pc_keyboard_sends_on_vessel_and_qemu() {
         let line = |out: &str| out.lines().find(|l| l.starts_with(key)).map(str::to_string);
         assert_eq!(line(&vessel), line(&qemu), "{key}:\nVessel:\n{vessel}\nQEMU:\n{qemu}");
     }
-    let (qemu_translated, qemu_raw) = bytes(&qemu);
+    let (qemu_translated, qemu_raw, qemu_set3) = bytes(&qemu);
     let qemu_translated = with_before_esc(qemu_translated, 2, &ALT_PRINT_SET1);
     let qemu_raw = with_before_esc(qemu_raw, 3, &ALT_PRINT_SET2);
+    let qemu_set3 = with_before_esc(qemu_set3, 3, &ALT_PRINT_SET3);
     assert_eq!(translated, qemu_translated, "set 1; Vessel:\n{vessel}\nQEMU:\n{qemu}");
     assert_eq!(raw, qemu_raw, "set 2; Vessel:\n{vessel}\nQEMU:\n{qemu}");
+    assert_eq!(set3, qemu_set3, "set 3; Vessel:\n{vessel}\nQEMU:\n{qemu}");
 }
 
 /// What the mouse does, on Vessel and as QEMU's monitor says it.

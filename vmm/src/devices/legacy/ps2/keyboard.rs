@@ -1,8 +1,9 @@
 //! A PS/2 keyboard (IBM PS/2 Hardware Interface Technical Reference, "Keyboard and
 //! Auxiliary Device Controller" and "101/102-Key Keyboard"): the commands a host sends it
 //! (reset, LEDs, typematic rate, enable and disable scanning, defaults, echo, identify,
-//! get and set the scan code set, resend) and the bytes it sends back, answers and key
-//! codes, through a bounded queue the controller takes them from one at a time.
+//! get and set the scan code set (1, 2 or 3), set 3's key types, resend) and the bytes it
+//! sends back, answers and key codes, through a bounded queue the controller takes them
+//! from one at a time.
 
 use super::output::Output;
 pub use super::output::{ACK, RESEND, SELF_TEST_PASSED};
@@ -24,6 +25,12 @@ const CMD_TYPEMATIC: u8 = 0xf3;
 const CMD_ENABLE: u8 = 0xf4;
 const CMD_DISABLE: u8 = 0xf5;
 const CMD_DEFAULTS: u8 = 0xf6;
+/// Set 3's key types: all keys typematic, make/break, make only, all three (F7-FA); a
+/// list of keys typematic, make/break, make only (FB-FD).
+const CMD_ALL_TYPEMATIC: u8 = 0xf7;
+const CMD_ALL_MAKE_BREAK_TYPEMATIC: u8 = 0xfa;
+const CMD_KEY_TYPICAL: u8 = 0xfb;
+const CMD_KEY_MAKE: u8 = 0xfd;
 const CMD_RESEND: u8 = 0xfe;
 const CMD_RESET: u8 = 0xff;
 
@@ -160,7 +167,13 @@ impl Keyboard {
                 self.scanning = true;
                 self.send(&[ACK, SELF_TEST_PASSED]);
             }
-            // Set 3's per-key commands (0xF7-0xFD) and anything else: not offered.
+            // Set 3's key types for all keys: taken; every key stays make/break.
+            CMD_ALL_TYPEMATIC..=CMD_ALL_MAKE_BREAK_TYPEMATIC => self.send(&[ACK]),
+            // ...and for a list of keys, which follows.
+            CMD_KEY_TYPICAL..=CMD_KEY_MAKE => {
+                self.send(&[ACK]);
+                self.pending = Some(byte);
+            }
             _ => self.send(&[RESEND]),
         }
     }
@@ -181,16 +194,26 @@ impl Keyboard {
             }
             CMD_SCAN_CODE_SET => match byte {
                 0 => {
-                    let set = if self.set == Set::One { 1 } else { 2 };
+                    let set = match self.set {
+                        Set::One => 1,
+                        Set::Two => 2,
+                        Set::Three => 3,
+                    };
                     self.send(&[ACK, set]);
                 }
-                1 | 2 => {
-                    self.set = if byte == 1 { Set::One } else { Set::Two };
+                1..=3 => {
+                    self.set = [Set::One, Set::Two, Set::Three][usize::from(byte - 1)];
                     self.send(&[ACK]);
                 }
-                // Set 3 is not offered: asked again, as a keyboard does with a bad value.
+                // Asked again, as a keyboard does with a bad value.
                 _ => self.send(&[RESEND]),
             },
+            // A key of a set 3 key-type list: taken (every key stays make/break), and the
+            // list goes on until a command byte.
+            CMD_KEY_TYPICAL..=CMD_KEY_MAKE => {
+                self.send(&[ACK]);
+                self.pending = Some(command);
+            }
             _ => {}
         }
     }
@@ -251,7 +274,18 @@ mod tests {
         assert_eq!(drain(&mut k), [ACK, ACK, 0xe0, 0x48], "set 1 asked for");
         k.write(CMD_SCAN_CODE_SET, false);
         k.write(3, false);
-        assert_eq!(drain(&mut k), [ACK, RESEND], "set 3 is not offered");
+        k.write(0xf8, false); // all keys make/break, as Linux's atkbd asks
+        k.key(KEY_UP, true, false);
+        k.key(KEY_UP, false, false);
+        assert_eq!(drain(&mut k), [ACK, ACK, ACK, 0x63, 0xf0, 0x63], "set 3");
+        k.write(0xfc, false); // a list of keys...
+        k.write(0x1c, false);
+        k.write(0x1b, false);
+        k.write(CMD_ECHO, false); // ...ended by a command
+        assert_eq!(drain(&mut k), [ACK, ACK, ACK, ECHO]);
+        k.write(CMD_SCAN_CODE_SET, false);
+        k.write(4, false);
+        assert_eq!(drain(&mut k), [ACK, RESEND], "no set 4");
         k.write(CMD_DISABLE, false);
         k.key(KEY_B, true, false);
         assert_eq!(drain(&mut k), [ACK], "not scanning");

@@ -1,8 +1,8 @@
 //! What a PC keyboard sends for each key, by Linux evdev code: the make codes of scan code
-//! set 1 (the XT set, what the i8042 hands the CPU when it translates) and set 2 (what a
-//! PS/2 keyboard sends by default), with the E0 prefix of the extended keys. Breaks are
-//! derived: set 1 sets bit 7 of the last byte, set 2 puts F0 before it. Pause and Print
-//! Screen have sequences of their own (IBM PS/2 Keyboard Technical Reference; Microsoft's
+//! set 1 (the XT set, what the i8042 hands the CPU when it translates), set 2 (what a
+//! PS/2 keyboard sends by default), with the E0 prefix of the extended keys, and set 3.
+//! Breaks are derived: set 1 sets bit 7 of the last byte, sets 2 and 3 put F0 before it.
+//! Pause and Print Screen have sequences of their own (IBM PS/2 Keyboard Technical Reference; Microsoft's
 //! "Keyboard Scan Code Specification", rev. 1.3a).
 
 use crate::input::evdev::*;
@@ -157,11 +157,126 @@ const TABLE: &[(u16, Code, Code)] = &[
     (KEY_MEDIA, e(0x6d), e(0x50)),
 ];
 
-/// The scan code sets a PS/2 keyboard sends in (set 3 is not offered).
+/// Set 3 (the PS/2 keyboard's own set, which Linux's atkbd can ask for): one byte a key,
+/// no prefixes, F0 before a break. Keys a 101/102-key keyboard lacks have no set 3 code
+/// (the media and browser keys, and the Brazilian and some Japanese ones).
+const SET3: &[(u16, u8)] = &[
+    (KEY_F1, 0x07),
+    (KEY_ESC, 0x08),
+    (KEY_TAB, 0x0d),
+    (KEY_GRAVE, 0x0e),
+    (KEY_F2, 0x0f),
+    (KEY_LEFTCTRL, 0x11),
+    (KEY_LEFTSHIFT, 0x12),
+    (KEY_102ND, 0x13),
+    (KEY_CAPSLOCK, 0x14),
+    (KEY_Q, 0x15),
+    (KEY_1, 0x16),
+    (KEY_F3, 0x17),
+    (KEY_LEFTALT, 0x19),
+    (KEY_Z, 0x1a),
+    (KEY_S, 0x1b),
+    (KEY_A, 0x1c),
+    (KEY_W, 0x1d),
+    (KEY_2, 0x1e),
+    (KEY_F4, 0x1f),
+    (KEY_C, 0x21),
+    (KEY_X, 0x22),
+    (KEY_D, 0x23),
+    (KEY_E, 0x24),
+    (KEY_4, 0x25),
+    (KEY_3, 0x26),
+    (KEY_F5, 0x27),
+    (KEY_SPACE, 0x29),
+    (KEY_V, 0x2a),
+    (KEY_F, 0x2b),
+    (KEY_T, 0x2c),
+    (KEY_R, 0x2d),
+    (KEY_5, 0x2e),
+    (KEY_F6, 0x2f),
+    (KEY_N, 0x31),
+    (KEY_B, 0x32),
+    (KEY_H, 0x33),
+    (KEY_G, 0x34),
+    (KEY_Y, 0x35),
+    (KEY_6, 0x36),
+    (KEY_F7, 0x37),
+    (KEY_RIGHTALT, 0x39),
+    (KEY_M, 0x3a),
+    (KEY_J, 0x3b),
+    (KEY_U, 0x3c),
+    (KEY_7, 0x3d),
+    (KEY_8, 0x3e),
+    (KEY_F8, 0x3f),
+    (KEY_COMMA, 0x41),
+    (KEY_K, 0x42),
+    (KEY_I, 0x43),
+    (KEY_O, 0x44),
+    (KEY_0, 0x45),
+    (KEY_9, 0x46),
+    (KEY_F9, 0x47),
+    (KEY_DOT, 0x49),
+    (KEY_SLASH, 0x4a),
+    (KEY_L, 0x4b),
+    (KEY_SEMICOLON, 0x4c),
+    (KEY_P, 0x4d),
+    (KEY_MINUS, 0x4e),
+    (KEY_F10, 0x4f),
+    (KEY_APOSTROPHE, 0x52),
+    (KEY_LEFTBRACE, 0x54),
+    (KEY_EQUAL, 0x55),
+    (KEY_F11, 0x56),
+    (KEY_SYSRQ, 0x57),
+    (KEY_RIGHTCTRL, 0x58),
+    (KEY_RIGHTSHIFT, 0x59),
+    (KEY_ENTER, 0x5a),
+    (KEY_RIGHTBRACE, 0x5b),
+    (KEY_BACKSLASH, 0x5c),
+    (KEY_F12, 0x5e),
+    (KEY_SCROLLLOCK, 0x5f),
+    (KEY_DOWN, 0x60),
+    (KEY_LEFT, 0x61),
+    (KEY_PAUSE, 0x62),
+    (KEY_UP, 0x63),
+    (KEY_DELETE, 0x64),
+    (KEY_END, 0x65),
+    (KEY_BACKSPACE, 0x66),
+    (KEY_INSERT, 0x67),
+    (KEY_KP1, 0x69),
+    (KEY_RIGHT, 0x6a),
+    (KEY_KP4, 0x6b),
+    (KEY_KP7, 0x6c),
+    (KEY_PAGEDOWN, 0x6d),
+    (KEY_HOME, 0x6e),
+    (KEY_PAGEUP, 0x6f),
+    (KEY_KP0, 0x70),
+    (KEY_KPDOT, 0x71),
+    (KEY_KP2, 0x72),
+    (KEY_KP5, 0x73),
+    (KEY_KP6, 0x74),
+    (KEY_KP8, 0x75),
+    (KEY_NUMLOCK, 0x76),
+    (KEY_KPSLASH, 0x77),
+    (KEY_KPENTER, 0x79),
+    (KEY_KP3, 0x7a),
+    (KEY_KPPLUS, 0x7c),
+    (KEY_KP9, 0x7d),
+    (KEY_KPASTERISK, 0x7e),
+    (KEY_KPMINUS, 0x84),
+    (KEY_MUHENKAN, 0x85),
+    (KEY_HENKAN, 0x86),
+    (KEY_KATAKANAHIRAGANA, 0x87),
+    (KEY_LEFTMETA, 0x8b),
+    (KEY_RIGHTMETA, 0x8c),
+    (KEY_COMPOSE, 0x8d),
+];
+
+/// The scan code sets a PS/2 keyboard sends in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Set {
     One,
     Two,
+    Three,
 }
 
 /// Modifier keys held down, which change what Pause and Print Screen send.
@@ -177,6 +292,11 @@ pub struct Held {
 /// and nothing going up; with Ctrl it is Break. Print Screen comes inside a fake Shift,
 /// without it when Shift or Ctrl is held, and as SysRq with Alt.
 pub fn bytes(set: Set, key: u16, down: bool, held: Held) -> Vec<u8> {
+    if set == Set::Three {
+        // Every key is make/break here (what Linux asks for with F8, and QEMU does).
+        let Some(&(_, code)) = SET3.iter().find(|(k, _)| *k == key) else { return Vec::new() };
+        return if down { vec![code] } else { vec![0xf0, code] };
+    }
     match (key, set) {
         (KEY_PAUSE, _) if !down => return Vec::new(),
         (KEY_PAUSE, Set::One) if held.ctrl => return vec![0xe0, 0x46, 0xe0, 0xc6],
@@ -201,7 +321,7 @@ pub fn bytes(set: Set, key: u16, down: bool, held: Held) -> Vec<u8> {
     break_code(set, if set == Set::One { one } else { two }, down)
 }
 
-/// `code` going down, or up (set 1: bit 7; set 2: F0 first).
+/// `code` going down, or up (set 1: bit 7; sets 2 and 3: F0 first).
 fn break_code(set: Set, code: Code, down: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(3);
     if code.extended {
@@ -210,7 +330,7 @@ fn break_code(set: Set, code: Code, down: bool) -> Vec<u8> {
     match (set, down) {
         (_, true) => out.push(code.byte),
         (Set::One, false) => out.push(code.byte | 0x80),
-        (Set::Two, false) => out.extend([0xf0, code.byte]),
+        (_, false) => out.extend([0xf0, code.byte]),
     }
     out
 }
@@ -229,6 +349,7 @@ mod tests {
             let event = match set {
                 Set::One => one.advance_state(b),
                 Set::Two => two.advance_state(b),
+                Set::Three => unreachable!("pc-keyboard has no set 3 decoder"),
             };
             match event {
                 Ok(event) => events.extend(event),
@@ -286,6 +407,21 @@ mod tests {
         let mut expected = not_known.to_vec();
         expected.sort();
         assert_eq!(unknown, expected, "the keys pc-keyboard does not know");
+    }
+
+    #[test]
+    fn set_3_has_one_code_a_key_and_only_keys_the_other_sets_have() {
+        let mut codes: Vec<u8> = SET3.iter().map(|&(_, c)| c).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), SET3.len(), "one key a code");
+        for &(key, _) in SET3 {
+            let known =
+                TABLE.iter().any(|&(k, ..)| k == key) || [KEY_SYSRQ, KEY_PAUSE].contains(&key);
+            assert!(known, "key {key}");
+        }
+        // Every key of a 101/102-key keyboard is there.
+        assert!(SET3.len() >= 102, "{}", SET3.len());
     }
 
     #[test]
