@@ -5,8 +5,11 @@
 //! sends back, answers and key codes, through a bounded queue the controller takes them
 //! from one at a time.
 
-use super::output::Output;
-pub use super::output::{ACK, RESEND, SELF_TEST_PASSED};
+pub use super::output::{ACK, QUEUE_LIMIT, RESEND, SELF_TEST_PASSED};
+use super::output::{
+    CMD_DEFAULTS, CMD_DISABLE, CMD_ENABLE, CMD_GET_ID as CMD_IDENTIFY, CMD_RESEND, CMD_RESET,
+    Output,
+};
 use super::scancodes::{self, Held, Set};
 use crate::input::Leds;
 use crate::input::evdev::*;
@@ -20,24 +23,13 @@ pub const ID_TRANSLATED: u8 = 0x41;
 const CMD_SET_LEDS: u8 = 0xed;
 const CMD_ECHO: u8 = 0xee;
 const CMD_SCAN_CODE_SET: u8 = 0xf0;
-const CMD_IDENTIFY: u8 = 0xf2;
 const CMD_TYPEMATIC: u8 = 0xf3;
-const CMD_ENABLE: u8 = 0xf4;
-const CMD_DISABLE: u8 = 0xf5;
-const CMD_DEFAULTS: u8 = 0xf6;
 /// Set 3's key types: all keys typematic, make/break, make only, all three (F7-FA); a
 /// list of keys typematic, make/break, make only (FB-FD).
 const CMD_ALL_TYPEMATIC: u8 = 0xf7;
 const CMD_ALL_MAKE_BREAK_TYPEMATIC: u8 = 0xfa;
 const CMD_KEY_TYPICAL: u8 = 0xfb;
 const CMD_KEY_MAKE: u8 = 0xfd;
-const CMD_RESEND: u8 = 0xfe;
-const CMD_RESET: u8 = 0xff;
-
-/// Bytes the keyboard holds for the host; a key that does not fit is dropped whole. A
-/// real keyboard holds 16; this one holds a burst of typing (a paste, or keys typed while
-/// the guest is busy) without dropping any, and is still bounded.
-pub const QUEUE_LIMIT: usize = 256;
 
 /// Typematic rate and delay after reset: 10.9 characters a second after 500 ms.
 const TYPEMATIC_DEFAULT: u8 = 0x2b;
@@ -64,7 +56,7 @@ impl Keyboard {
     /// A keyboard that passed its power-on self-test.
     pub fn new() -> Self {
         Keyboard {
-            output: Output::new(QUEUE_LIMIT),
+            output: Output::new(),
             pending: None,
             scanning: true,
             set: Set::Two,

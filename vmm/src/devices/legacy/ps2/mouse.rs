@@ -6,8 +6,10 @@
 //! 200, 200, 80). Movement and buttons become 3- or 4-byte packets in a bounded queue the
 //! controller takes them from.
 
-use super::output::Output;
-pub use super::output::{ACK, RESEND, SELF_TEST_PASSED};
+pub use super::output::{ACK, QUEUE_LIMIT, RESEND, SELF_TEST_PASSED};
+use super::output::{
+    CMD_DEFAULTS, CMD_DISABLE, CMD_ENABLE, CMD_GET_ID, CMD_RESEND, CMD_RESET, Output,
+};
 
 const CMD_SCALING_1_1: u8 = 0xe6;
 const CMD_SCALING_2_1: u8 = 0xe7;
@@ -18,16 +20,7 @@ const CMD_READ_DATA: u8 = 0xeb;
 const CMD_RESET_WRAP: u8 = 0xec;
 const CMD_WRAP: u8 = 0xee;
 const CMD_REMOTE_MODE: u8 = 0xf0;
-const CMD_GET_ID: u8 = 0xf2;
 const CMD_SET_SAMPLE_RATE: u8 = 0xf3;
-const CMD_ENABLE: u8 = 0xf4;
-const CMD_DISABLE: u8 = 0xf5;
-const CMD_DEFAULTS: u8 = 0xf6;
-const CMD_RESEND: u8 = 0xfe;
-const CMD_RESET: u8 = 0xff;
-
-/// Bytes held for the host; a packet that does not fit is dropped whole.
-pub const QUEUE_LIMIT: usize = 256;
 
 /// Buttons, as the packet's first byte has the first three.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +70,7 @@ impl Default for Mouse {
 impl Mouse {
     pub fn new() -> Self {
         Mouse {
-            output: Output::new(QUEUE_LIMIT),
+            output: Output::new(),
             pending: None,
             mode: Mode::Stream,
             before_wrap: Mode::Stream,

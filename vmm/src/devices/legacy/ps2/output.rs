@@ -3,26 +3,39 @@
 
 use std::collections::VecDeque;
 
-/// The PS/2 device commands both devices answer the same way.
+/// What both devices answer.
 pub const ACK: u8 = 0xfa;
 pub const RESEND: u8 = 0xfe;
 pub const SELF_TEST_PASSED: u8 = 0xaa;
 
+/// The commands both devices take (IBM's reference gives them the same codes).
+pub const CMD_GET_ID: u8 = 0xf2;
+pub const CMD_ENABLE: u8 = 0xf4;
+pub const CMD_DISABLE: u8 = 0xf5;
+pub const CMD_DEFAULTS: u8 = 0xf6;
+pub const CMD_RESEND: u8 = 0xfe;
+pub const CMD_RESET: u8 = 0xff;
+
+/// Bytes a device holds for the host; what does not fit is dropped whole. A real
+/// keyboard holds 16; these hold a burst (a paste, keys typed or a mouse moved while the
+/// guest is busy) without dropping any, and are still bounded.
+pub const QUEUE_LIMIT: usize = 256;
+
+#[derive(Default)]
 pub struct Output {
     queue: VecDeque<u8>,
     last: u8,
-    limit: usize,
 }
 
 impl Output {
-    /// At most `limit` bytes wait; what does not fit is not sent.
-    pub fn new(limit: usize) -> Self {
-        Output { queue: VecDeque::new(), last: 0, limit }
+    /// At most `QUEUE_LIMIT` bytes wait; what does not fit is not sent.
+    pub fn new() -> Self {
+        Output { queue: VecDeque::new(), last: 0 }
     }
 
     /// Queues `bytes` whole, or not at all if they do not fit; whether they did.
     pub fn send(&mut self, bytes: &[u8]) -> bool {
-        let fits = self.queue.len() + bytes.len() <= self.limit;
+        let fits = self.queue.len() + bytes.len() <= QUEUE_LIMIT;
         if fits {
             self.queue.extend(bytes);
         }
