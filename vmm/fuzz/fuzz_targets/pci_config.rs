@@ -1,12 +1,14 @@
 //! Configuration-space and BAR accesses from a hostile guest: the root bus with the host
-//! bridge and a virtio-rng function, reached through ports 0xCF8/0xCFC, ECAM and the BARs
-//! wherever the guest moves them.
+//! bridge, a PC's multi-function slot 1 (the PIIX3's ISA bridge with its PIRQ registers as
+//! function 0, a virtio-rng as function 1) and a virtio-rng in a slot of its own, reached
+//! through ports 0xCF8/0xCFC, ECAM and the BARs wherever the guest moves them.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
 
 use libfuzzer_sys::fuzz_target;
 use vmm::devices::bus::{Bus, BusDevice};
+use vmm::devices::pci::isa_bridge::IsaBridge;
 use vmm::devices::pci::root::{ConfigPorts, Ecam, PciRoot, Windows};
 use vmm::devices::virtio::pci::VirtioPciDevice;
 use vmm::devices::virtio::rng::Rng;
@@ -34,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
     .unwrap();
     mmio.insert(0xe000_0000, 1 << 20, Arc::new(Mutex::new(Ecam::new(root.clone())))).unwrap();
     let mem = vmm_fuzz::memory();
+    let bridge = lock(&root).add_device(Arc::new(Mutex::new(IsaBridge::new(None)))).unwrap();
+    let function = VirtioPciDevice::new(Box::new(Rng), mem.clone(), None, None).unwrap();
+    lock(&root).add_function(bridge, 1, Arc::new(Mutex::new(function))).unwrap();
     let rng = VirtioPciDevice::new(Box::new(Rng), mem, None, None).unwrap();
     lock(&root).add_device(Arc::new(Mutex::new(rng))).unwrap();
 
