@@ -339,7 +339,8 @@ impl Ps2Port for I8042Port {
             *repeat = None;
         }
         drop(repeat);
-        if down {
+        // Pause sends its whole sequence once and is not typematic.
+        if down && code != crate::input::evdev::KEY_PAUSE {
             self.start_repeat(code);
         }
     }
@@ -538,6 +539,11 @@ mod tests {
         let held = drain(&mut lock(&d));
         assert_eq!(held[..2], [0x1e, 0x30], "{held:02x?}");
         assert!(held[2..].iter().all(|&b| b == 0x30) && held.len() > 2, "{held:02x?}");
+        // Pause held: its sequence once, no repeats (and B's repeat stops).
+        port.key(KEY_PAUSE, true);
+        drain(&mut lock(&d));
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(drain(&mut lock(&d)).is_empty(), "Pause is not typematic");
         drop(d);
     }
 
