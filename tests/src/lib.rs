@@ -243,6 +243,19 @@ pub fn run_qemu_firmware(memory_mib: u64, extra: &[&str]) -> String {
     run_watching(qemu, "QEMU", |_| {})
 }
 
+/// `run_qemu_firmware`, calling `on_line` with each console line as it arrives.
+pub fn run_qemu_firmware_watching(
+    memory_mib: u64,
+    extra: &[&str],
+    on_line: impl FnMut(&str) + Send + 'static,
+) -> String {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-m", &memory_mib.to_string(), "-serial", "stdio"])
+        .args(extra);
+    run_watching(qemu, "QEMU", on_line)
+}
+
 /// Runs a User-Mode Linux `kernel` (from `uml_kernel`) with `initrd` and `args` (kernel
 /// parameters, including UML's own such as `virtio_uml.device=`), its console on stdout,
 /// until the guest halts; calls `on_line` with each console line as it arrives and returns
@@ -432,6 +445,12 @@ fn el_torito_iso(dir: &Path, name: &str, volume: &str, image: &[u8]) -> PathBuf 
 /// binutils and xorriso (tools/install-deps installs them).
 pub fn firmware_hello_iso(dir: &Path) -> PathBuf {
     el_torito_iso(dir, "hello", "HELLO", &firmware_image(dir, "cd-hello.S", &[]))
+}
+
+/// An ISO whose El Torito boot image is `tests/guests/firmware/vga.S`, the VGA test's three
+/// screens.
+pub fn firmware_vga_iso(dir: &Path) -> PathBuf {
+    el_torito_iso(dir, "vga", "VGA", &firmware_image(dir, "vga.S", &[]))
 }
 
 /// A 1 MiB raw disk whose MBR boot sector is `tests/guests/firmware/mbr-hello.S` (it says

@@ -21,6 +21,9 @@ pub const CD_BOOT_DIR: &str = "cache/cd-boot";
 /// The PC BIOS a firmware VM boots (Debian's seabios package).
 pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 
+/// The VGA BIOS of a firmware VM's standard VGA (Debian's seabios package too).
+pub const VGABIOS: &str = "/usr/share/seabios/vgabios-stdvga.bin";
+
 /// How long the firmware's boot menu waits for Esc, when the VM asks for it.
 pub const BOOT_MENU_MS: u16 = 5000;
 
@@ -181,8 +184,15 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
         }
         Boot::Uefi => return Err(LaunchError::Uefi { name: c.name.clone() }),
     };
-    // Every machine has a CD drive, empty or not, so discs can be put in while it runs.
-    let mut devices = vec![DeviceConfig::Rng, DeviceConfig::CdRom { iso }];
+    // A firmware VM's screen is a standard VGA (at 00:02.0, where a PC has it) until the
+    // guest's GPU driver starts. Every machine has a CD drive, empty or not, so discs can
+    // be put in while it runs.
+    let mut devices = Vec::new();
+    if matches!(boot, vmm::Boot::Firmware(_)) {
+        let rom = Some(PathBuf::from(VGABIOS));
+        devices.push(DeviceConfig::Vga(vmm::devices::vga::VgaConfig { rom }));
+    }
+    devices.extend([DeviceConfig::Rng, DeviceConfig::CdRom { iso }]);
     for disk in lib.disk_images(bundle)? {
         devices.push(DeviceConfig::Block {
             image: image_spec(disk.path, disk.format, disk.backing),

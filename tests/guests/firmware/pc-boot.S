@@ -21,14 +21,8 @@
 .code16
 .globl _start
 _start:
-    cli
-    xor %ax, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov $STACK, %sp
-    ljmp $0, $1f                # CS:IP = 0000:7Cxx whatever the firmware used
-1:  mov %dl, drive
+    start16 STACK
+    mov %dl, drive
     cmpl $SIGNATURE, LOADED
     je loaded
     mov $IMAGE_SECTORS, %cx     # an MBR disk: read the rest, 32 sectors at a time

@@ -8,6 +8,7 @@ pub mod log_limit;
 pub mod net;
 pub mod pci;
 pub mod storage;
+pub mod vga;
 pub mod virtio;
 
 use std::sync::Arc;

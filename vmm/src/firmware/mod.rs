@@ -27,6 +27,9 @@ pub struct FirmwareSetup {
     /// The I/O port the firmware mirrors its text screen to (SeaBIOS's serial console,
     /// `etc/sercon-port`), e.g. COM1's 0x3f8; None: none.
     pub serial_console: Option<u16>,
+    /// Option ROMs by fw_cfg name: `pciVVVV,DDDD.rom` is the ROM of the PCI device with
+    /// those IDs, which SeaBIOS runs with the device's address (as a ROM BAR's).
+    pub option_roms: Vec<(String, Vec<u8>)>,
     pub smbios: smbios::SmbiosConfig,
 }
 
@@ -77,6 +80,9 @@ pub fn fw_cfg(mem: GuestMem, setup: &FirmwareSetup) -> Result<FwCfg, FwCfgError>
     if let Some(port) = setup.serial_console {
         cfg.add_file("etc/sercon-port", port.to_le_bytes().to_vec(), false)?;
     }
+    for (name, rom) in &setup.option_roms {
+        cfg.add_file(name, rom.clone(), false)?;
+    }
     let tables = smbios::build(&setup.smbios);
     cfg.add_file("etc/smbios/smbios-anchor", tables.entry_point(0).to_vec(), false)?;
     cfg.add_file("etc/smbios/smbios-tables", tables.tables, false)?;
@@ -99,6 +105,7 @@ mod tests {
             boot_order: vec!["/pci@i0cf8/*@5".into(), "/pci@i0cf8/ide@1,1/drive@1/disk@0".into()],
             boot_menu_ms: Some(2500),
             serial_console: Some(0x3f8),
+            option_roms: vec![("pci1234,1111.rom".into(), vec![0x55, 0xaa, 1])],
             smbios: smbios::SmbiosConfig {
                 uuid: [7; 16],
                 product: "Vessel Virtual Machine".into(),
@@ -135,6 +142,7 @@ mod tests {
             b"/pci@i0cf8/*@5\n/pci@i0cf8/ide@1,1/drive@1/disk@0\0"
         );
         assert_eq!(cfg.file("etc/sercon-port").unwrap(), [0xf8, 0x03]);
+        assert_eq!(cfg.file("pci1234,1111.rom").unwrap(), [0x55, 0xaa, 1]);
         assert_eq!(cfg.file("etc/boot-menu-wait").unwrap(), 2500u16.to_le_bytes());
         assert_eq!(&cfg.file("etc/smbios/smbios-anchor").unwrap()[..5], b"_SM3_");
         let loader = cfg.file(acpi_loader::FILE_LOADER).unwrap();

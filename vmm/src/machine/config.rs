@@ -92,6 +92,10 @@ pub enum DeviceConfig {
     CdRom { iso: Option<std::path::PathBuf> },
     /// A virtio-input keyboard, tablet or mouse, fed from the handle's `InputSink`.
     Input(crate::input::InputKind),
+    /// The standard VGA (QEMU's `-vga std`), showing on the handle's `Display` until a GPU
+    /// driver sets a scanout. Firmware machines only (its memory window sits where a
+    /// directly booted kernel's RAM is); at most one.
+    Vga(crate::devices::vga::VgaConfig),
     /// The faulty test device (devices/faulty.rs) on its port; tests only.
     #[cfg(feature = "test-devices")]
     Faulty,
@@ -122,6 +126,14 @@ impl MachineConfig {
             self.devices.iter().filter(|d| matches!(d, DeviceConfig::CdRom { .. })).count();
         if cd_drives > 1 {
             return Err(format!("{cd_drives} CD drives requested; a machine has one"));
+        }
+        let vgas = self.devices.iter().filter(|d| matches!(d, DeviceConfig::Vga(_))).count();
+        if vgas > 1 {
+            return Err(format!("{vgas} VGAs requested; a machine has one"));
+        }
+        if vgas == 1 && !matches!(self.boot, Boot::Firmware(_)) {
+            return Err("a VGA needs a firmware boot (a directly booted kernel draws into the                         boot framebuffer)"
+                .into());
         }
         if let Some(fb) = self.boot_framebuffer {
             fb.check().map_err(|e| e.to_string())?;

@@ -33,6 +33,8 @@ pub enum MachineError {
     #[error(transparent)]
     Framebuffer(crate::display::boot_fb::FramebufferError),
     #[error(transparent)]
+    Vga(#[from] crate::devices::vga::VgaError),
+    #[error(transparent)]
     Cd(#[from] crate::devices::storage::mmc::MediaError),
     #[error("this machine has no CD drive")]
     NoCdDrive,

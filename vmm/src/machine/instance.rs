@@ -32,6 +32,7 @@ use crate::devices::storage::ide::{
     SECONDARY_IRQ,
 };
 use crate::devices::storage::mmc::{CdRom, Media};
+use crate::devices::vga::{self, StdVga, VgaCore, VgaDisplay, VgaPorts, VgaWindow};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::gpu::Gpu;
@@ -80,6 +81,8 @@ pub struct Instance {
     mem: GuestMem,
     /// Its memory slot goes with the VM, so it is dropped after it.
     boot_fb: Option<BootFramebuffer>,
+    /// The VGA's display thread (the VGA's memory removes its own slot when it goes).
+    vga: Option<VgaDisplay>,
     /// The firmware ROM's memory (its read-only slot goes with the VM).
     _firmware: Option<FirmwareImage>,
     /// Told of `mem` while it is mapped.
@@ -122,7 +125,7 @@ impl Instance {
         // image mapped as the ROM, the vCPUs in their reset state (the boot vCPU at the
         // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
         // rest through fw_cfg.
-        let (entry, firmware, boot_fb, shadow) = match &config.boot {
+        let (entry, firmware, boot_fb, shadow, next_slot) = match &config.boot {
             Boot::Kernel(source) => {
                 let layout = boot::load(&mem, source, config.boot_framebuffer)?;
                 let boot_fb = match config.boot_framebuffer {
@@ -134,7 +137,7 @@ impl Instance {
                     None => None,
                 };
                 acpi::write_tables(&mem, config.vcpus)?;
-                (Some(layout.entry), None, boot_fb, None)
+                (Some(layout.entry), None, boot_fb, None, None)
             }
             Boot::Firmware(fw) => {
                 let image = FirmwareImage::load(&fw.image)?;
@@ -145,13 +148,14 @@ impl Instance {
                 // The BIOS area's RAM under the host bridge's PAM registers, in slots of
                 // its own after the ROM's.
                 let shadow = ShadowRam::new(vm.clone(), &mem, slot + 1)?;
-                (None, Some(image), None, Some(shadow))
+                let next_slot = slot + 1 + crate::vstate::shadow::SLOT_COUNT;
+                (None, Some(image), None, Some(shadow), Some(next_slot))
             }
         };
 
         let power = power_sink(env.control.clone(), generation);
-        let devices = build_devices(&vm, &mem, config, env, power, shadow)?;
-        let Devices { pio, mmio, serial, ged, virtio, ide } = devices;
+        let devices = build_devices(&vm, &mem, config, env, power, shadow, next_slot)?;
+        let Devices { pio, mmio, serial, ged, virtio, ide, vga } = devices;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -170,6 +174,7 @@ impl Instance {
             vm,
             mem,
             boot_fb,
+            vga: None,
             _firmware: firmware,
             stats: env.stats.clone(),
             shut_down: false,
@@ -177,6 +182,10 @@ impl Instance {
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
             fb.start(env.display.clone()).map_err(MachineError::Framebuffer)?;
+        }
+        if let Some(vga) = vga {
+            let shown = VgaDisplay::start(vga, env.display.clone()).map_err(MachineError::Vga)?;
+            instance.vga = Some(shown);
         }
         for (index, device) in virtio.into_iter().enumerate() {
             let name = format!("vessel-virtio{index}");
@@ -301,6 +310,7 @@ struct Devices {
     ged: Arc<Mutex<Ged>>,
     virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
     ide: Option<Arc<Mutex<IdeController>>>,
+    vga: Option<vga::SharedVga>,
 }
 
 fn build_devices(
@@ -310,6 +320,8 @@ fn build_devices(
     env: &InstanceEnv,
     power: PowerSink,
     shadow: Option<ShadowRam>,
+    // The first KVM memory slot free for devices (firmware machines).
+    next_slot: Option<u32>,
 ) -> Result<Devices, MachineError> {
     let irq = |gsi: u32| -> Result<EventFd, MachineError> {
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(MachineError::EventFd)?;
@@ -387,6 +399,8 @@ fn build_devices(
     let router = Arc::new(GsiRouter::new(vm.clone())?);
     let mut virtio = Vec::new();
     let mut ide = None;
+    let mut vga = None;
+    let mut option_roms = Vec::new();
     let mut disks = 0;
     // Where the bootable devices went (PCI slots), for the firmware's boot order.
     let (mut cd_slot, mut disk_slots) = (None, Vec::new());
@@ -423,6 +437,26 @@ fn build_devices(
                     None => (crate::sync::lock(&root).add_device(controller.clone())?, 0),
                 });
                 ide = Some(controller);
+                continue;
+            }
+            DeviceConfig::Vga(vga_config) => {
+                let vram =
+                    Arc::new(vga::vram::Vram::new(vga::VRAM_BYTES).map_err(vga::VgaError::from)?);
+                let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+                let slot = next_slot.map(|slot| (vm.clone(), slot));
+                let device = StdVga::new(core.clone(), slot, Some(env.display.clone()));
+                let device = Arc::new(Mutex::new(device));
+                crate::sync::lock(&root).add_device(device)?;
+                let ports = Arc::new(Mutex::new(VgaPorts::new(core.clone())));
+                pio.insert(u64::from(vga::PORTS_START), vga::PORTS_LEN, ports.clone())?;
+                pio.insert(u64::from(vga::DISPI_PORT), vga::DISPI_PORTS_LEN, ports)?;
+                let window = Arc::new(Mutex::new(VgaWindow::new(core.clone())));
+                mmio.insert(vga::WINDOW_START, vga::WINDOW_LEN, window)?;
+                if let Some(path) = &vga_config.rom {
+                    let name = format!("pci{:04x},{:04x}.rom", vga::VENDOR, vga::DEVICE);
+                    option_roms.push((name, vga::read_rom(path)?));
+                }
+                vga = Some(core);
                 continue;
             }
             #[cfg(feature = "test-devices")]
@@ -468,10 +502,12 @@ fn build_devices(
     if let Boot::Firmware(fw) = &config.boot {
         let order = fw.first_boot_order.as_ref().unwrap_or(&fw.boot_order);
         let order = boot_paths(order, cd_slot, &disk_slots);
-        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &firmware_setup(config, fw, order))?;
+        let mut setup = firmware_setup(config, fw, order);
+        setup.option_roms = option_roms;
+        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &setup)?;
         pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }
-    Ok(Devices { pio, mmio, serial, ged, virtio, ide })
+    Ok(Devices { pio, mmio, serial, ged, virtio, ide, vga })
 }
 
 /// What the firmware is told about the machine.
@@ -494,6 +530,7 @@ fn firmware_setup(
         boot_order,
         boot_menu_ms: fw.boot_menu_ms,
         serial_console: fw.serial_console.then_some(COM1_PORT),
+        option_roms: Vec::new(),
         smbios: crate::firmware::smbios::SmbiosConfig {
             uuid: fw.uuid,
             product: "Vessel Virtual Machine".into(),

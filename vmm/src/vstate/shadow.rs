@@ -31,6 +31,13 @@ pub const PAM_COUNT: usize = 7;
 /// PAM field bits: read enable, write enable.
 const WE: u8 = 0x2;
 
+/// Where RAM's first slot ends: the VGA's memory window (0xA0000–0xBFFFF) below the area
+/// is no RAM on a PC, and exits to the VMM (the VGA, if the machine has one).
+pub const LOW_RAM_END: u64 = 0xa_0000;
+
+/// KVM slots this module takes from its first.
+pub const SLOT_COUNT: u32 = 1 + SEGMENTS as u32;
+
 /// Slot numbers this module uses: the RAM above the area (split off RAM's first slot),
 /// then up to one per segment.
 fn slots(first: u32) -> (u32, std::ops::Range<u32>) {
@@ -62,9 +69,10 @@ impl ShadowRam {
             first_slot,
             writable: [false; SEGMENTS],
         };
-        // RAM's slot 0 goes (KVM cannot shrink a slot), and comes back in two parts.
+        // RAM's slot 0 goes (KVM cannot shrink a slot), and comes back in two parts: below
+        // the VGA window, and above the area.
         shadow.set(0, 0, 0, 0, 0)?;
-        shadow.set(0, 0, base, START, 0)?;
+        shadow.set(0, 0, base, LOW_RAM_END, 0)?;
         let (above, _) = slots(first_slot);
         shadow.set(above, END, base + END, region.len() - END, 0)?;
         shadow.install()?;

@@ -62,8 +62,8 @@ pub fn console_id(root: &Path) -> egui::Id {
 }
 
 /// What the console says while the guest's screen is black: the guest has not drawn for
-/// `BLANK_PATIENCE`; where a firmware VM's text is meanwhile; and this host's limits may
-/// be why.
+/// `BLANK_PATIENCE`; where else a firmware VM's text goes; and this host's limits may be
+/// why.
 pub fn blank_text(
     drawn: bool,
     running_for: Option<Duration>,
@@ -76,8 +76,8 @@ pub fn blank_text(
     let mut text = "The guest shows nothing yet.".to_string();
     if firmware {
         text.push_str(
-            " The firmware and boot loaders write their text to the Serial tab until the \
-             guest's display driver starts.",
+            " The firmware also writes its text to the Serial tab, which may say what \
+             happened.",
         );
     }
     if let Some(hint) = host_hint {
@@ -239,6 +239,6 @@ mod tests {
         let text = blank_text(false, long, false, None);
         assert_eq!(text.as_deref(), Some("The guest shows nothing yet."));
         let text = blank_text(false, long, true, None).unwrap();
-        assert!(text.contains("write their text to the Serial tab"), "a firmware VM: {text}");
+        assert!(text.contains("writes its text to the Serial tab"), "a firmware VM: {text}");
     }
 }

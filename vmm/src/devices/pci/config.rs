@@ -29,7 +29,7 @@ const CAPABILITY_END: usize = 0x100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BarKind {
     Io,
-    Mem32,
+    Mem32 { prefetchable: bool },
     Mem64 { prefetchable: bool },
 }
 
@@ -145,7 +145,13 @@ impl PciConfig {
         }
         let flags: u32 = match info.kind {
             BarKind::Io => 0x1,
-            BarKind::Mem32 => 0x0,
+            BarKind::Mem32 { prefetchable } => {
+                if prefetchable {
+                    0x8
+                } else {
+                    0
+                }
+            }
             BarKind::Mem64 { prefetchable } => 0x4 | if prefetchable { 0x8 } else { 0 },
         };
         let mask = !(info.size - 1);
@@ -171,7 +177,7 @@ impl PciConfig {
         let low = u64::from(self.read32(reg));
         Some(match info.kind {
             BarKind::Io => low & !0x3,
-            BarKind::Mem32 => low & !0xf,
+            BarKind::Mem32 { .. } => low & !0xf,
             BarKind::Mem64 { .. } => (low & !0xf) | (u64::from(self.read32(reg + 4)) << 32),
         })
     }
@@ -259,10 +265,15 @@ mod tests {
             .unwrap();
         c.add_bar(2, BarInfo { kind: BarKind::Io, size: 0x20 }).unwrap();
         assert_eq!(
-            c.add_bar(1, BarInfo { kind: BarKind::Mem32, size: 16 }),
+            c.add_bar(1, BarInfo { kind: BarKind::Mem32 { prefetchable: false }, size: 16 }),
             Err(ConfigError::BarSlot(1))
         );
-        assert!(c.add_bar(3, BarInfo { kind: BarKind::Mem32, size: 24 }).is_err());
+        assert!(
+            c.add_bar(3, BarInfo { kind: BarKind::Mem32 { prefetchable: true }, size: 24 })
+                .is_err()
+        );
+        c.add_bar(4, BarInfo { kind: BarKind::Mem32 { prefetchable: true }, size: 32 }).unwrap();
+        assert_eq!(c.read32(BAR0 + 16), 0x8, "32-bit, prefetchable");
         // Sizing: all ones reads back the size mask plus the type bits.
         c.write(BAR0, &[0xff; 4]);
         c.write(BAR0 + 4, &[0xff; 4]);

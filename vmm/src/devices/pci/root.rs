@@ -493,7 +493,9 @@ mod tests {
                 subsystem_vendor: 0,
                 subsystem: 0,
             });
-            config.add_bar(0, BarInfo { kind: BarKind::Mem32, size: bar }).unwrap();
+            config
+                .add_bar(0, BarInfo { kind: BarKind::Mem32 { prefetchable: false }, size: bar })
+                .unwrap();
             Arc::new(Mutex::new(Dummy { config, moves: Vec::new() }))
         };
         // Function 1 of slot 1: its own config space, its BAR assigned and decoded.

@@ -1,0 +1,131 @@
+use super::*;
+use crate::devices::pci::config::{BAR0, COMMAND};
+
+fn vga() -> (SharedVga, StdVga) {
+    let vram = Arc::new(Vram::new(VRAM_BYTES).unwrap());
+    let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+    let device = StdVga::new(core.clone(), None, None);
+    (core, device)
+}
+
+#[test]
+fn pci_identity_and_bars() {
+    let (_, mut dev) = vga();
+    let c = dev.config();
+    assert_eq!(c.read32(0), 0x1111_1234);
+    assert_eq!(c.read32(8) >> 8, 0x03_00_00, "a VGA-compatible display controller");
+    // BAR 0: 16 MiB, 32-bit, prefetchable; BAR 2: 4 KiB.
+    dev.config_write(BAR0, &[0xff; 4]);
+    assert_eq!(dev.config().read32(BAR0), 0xff00_0008);
+    dev.config_write(BAR0 + 8, &[0xff; 4]);
+    assert_eq!(dev.config().read32(BAR0 + 8), 0xffff_f000);
+    assert_eq!(dev.config().read16(COMMAND), 0);
+}
+
+#[test]
+fn the_mmio_bar_has_edid_vga_ports_dispi_and_qext() {
+    let (core, mut dev) = vga();
+    let mut b = [0u8; 8];
+    dev.bar_read(2, 0, &mut b);
+    assert_eq!(b, [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0], "the EDID header");
+    let mut edid = [0u8; 128];
+    dev.bar_read(2, 0, &mut edid);
+    assert_eq!(edid.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "its checksum");
+    // DISPI at 0x500 + 2 * index.
+    let mut w = [0u8; 2];
+    dev.bar_read(2, 0x500, &mut w);
+    assert_eq!(u16::from_le_bytes(w), regs::DISPI_ID5);
+    dev.bar_write(2, 0x500 + 2 * regs::DISPI_XRES as u64, &800u16.to_le_bytes());
+    assert_eq!(lock(&core).regs.dispi[regs::DISPI_XRES], 800);
+    dev.bar_read(2, 0x500 + 2 * regs::DISPI_VIDEO_MEMORY_64K as u64, &mut w);
+    assert_eq!(u16::from_le_bytes(w), 256);
+    // VGA ports at 0x400 + port - 0x3C0: the sequencer index and data as one word.
+    dev.bar_write(2, 0x404, &[0x02, 0x0f]);
+    assert_eq!(lock(&core).regs.seq[2], 0x0f);
+    let mut q = [0u8; 4];
+    dev.bar_read(2, 0x604, &mut q);
+    assert_eq!(u32::from_le_bytes(q), QEXT_LITTLE_ENDIAN);
+    dev.bar_read(2, 0x600, &mut q);
+    assert_eq!(u32::from_le_bytes(q), QEXT_SIZE);
+    // Past the registers: zeros, no panic.
+    dev.bar_read(2, 0xfff, &mut b[..1]);
+    dev.bar_write(2, 0x3ff, &[1, 2, 3, 4]);
+}
+
+#[test]
+fn ports_window_and_lfb_share_one_memory() {
+    let (core, mut dev) = vga();
+    let mut ports = VgaPorts::new(core.clone());
+    let mut window = VgaWindow::new(core.clone());
+    ports.write(0x3b0, 0x3c2 - 0x3b0, &[0x67]);
+    // Chain-4 at A0000: the window's byte 5 is memory byte 5.
+    ports.write(0x3b0, 0x3c4 - 0x3b0, &[0x04, 0x0e]);
+    ports.write(0x3b0, 0x3c4 - 0x3b0, &[0x02, 0x0f]);
+    ports.write(0x3b0, 0x3ce - 0x3b0, &[0x06, 0x05]);
+    window.write(WINDOW_START, 5, &[0xab, 0xcd]);
+    let mut b = [0u8; 2];
+    dev.bar_read(0, 5, &mut b);
+    assert_eq!(b, [0xab, 0xcd]);
+    dev.bar_write(0, 7, &[0x11]);
+    window.read(WINDOW_START, 7, &mut b[..1]);
+    assert_eq!(b[0], 0x11);
+    // DISPI through its ports.
+    ports.write(u64::from(DISPI_PORT), 0, &(regs::DISPI_BPP as u16).to_le_bytes());
+    ports.write(u64::from(DISPI_PORT), 1, &32u16.to_le_bytes());
+    ports.read(u64::from(DISPI_PORT), 1, &mut b);
+    assert_eq!(u16::from_le_bytes(b), 32);
+    // Writes past the framebuffer's end are dropped.
+    dev.bar_write(0, VRAM_BYTES as u64 - 1, &[1, 2, 3]);
+    assert!(lock(&core).dirty.any(VRAM_BYTES - 1, 1));
+}
+
+#[test]
+fn frames_reach_the_display() {
+    let (core, _dev) = vga();
+    let display = Display::new().unwrap();
+    let mut ports = VgaPorts::new(core.clone());
+    let mut window = VgaWindow::new(core.clone());
+    // A DISPI mode, drawn into through the banked window.
+    for (index, value) in [(regs::DISPI_XRES, 64u16), (regs::DISPI_YRES, 48), (regs::DISPI_BPP, 32)]
+    {
+        ports.write(u64::from(DISPI_PORT), 0, &(index as u16).to_le_bytes());
+        ports.write(u64::from(DISPI_PORT), 1, &value.to_le_bytes());
+    }
+    ports.write(u64::from(DISPI_PORT), 0, &(regs::DISPI_ENABLE as u16).to_le_bytes());
+    ports.write(u64::from(DISPI_PORT), 1, &regs::DISPI_ENABLED.to_le_bytes());
+    ports.write(0x3b0, 0x3c0 - 0x3b0, &[0x20]);
+    let mut renderer = Renderer::default();
+    let mut spare = DirtyPages::new(VRAM_BYTES / vram::PAGE);
+    let mut shown = None;
+    let phase = Phase { cursor: true, blink: true };
+    frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+    assert_eq!(display.size(), Some((64, 48)));
+    assert!(display.drawn());
+    let g = display.generation();
+    window.write(WINDOW_START, (10 * 64 + 3) * 4, &[0, 0, 0xff, 0]);
+    frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+    let damage = display.read(g, |f| {
+        assert_eq!(&f.pixels[10 * f.stride + 12..10 * f.stride + 16], &[0, 0, 0xff, 0]);
+        f.damage
+    });
+    assert_eq!(damage, Some(crate::display::Damage::Rects(vec![Rect::new(0, 10, 64, 1)])));
+    // Nothing written: nothing published.
+    let g = display.generation();
+    frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+    assert_eq!(display.generation(), g);
+}
+
+#[test]
+fn a_rom_that_is_too_big_or_missing_is_refused() {
+    let dir = std::env::temp_dir().join(format!("vessel-vga-rom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.rom");
+    std::fs::write(&big, vec![0u8; MAX_ROM_BYTES as usize + 1]).unwrap();
+    assert!(matches!(read_rom(&big), Err(VgaError::RomSize { .. })));
+    let missing = read_rom(&dir.join("none.rom")).unwrap_err();
+    assert!(missing.to_string().contains("apt-get install seabios"), "{missing}");
+    let ok = dir.join("ok.rom");
+    std::fs::write(&ok, [0x55, 0xaa]).unwrap();
+    assert_eq!(read_rom(&ok).unwrap(), [0x55, 0xaa]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
