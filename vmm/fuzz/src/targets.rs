@@ -285,7 +285,7 @@ impl NetBackend for Scripted {
     fn send(&mut self, frame: &[u8]) -> bool {
         assert!(frame.len() <= 65_550);
         self.tries += 1;
-        if self.tries % 3 == 0 {
+        if self.tries.is_multiple_of(3) {
             return false;
         }
         *self.sent.lock().unwrap() += 1;
@@ -1043,6 +1043,108 @@ pub fn fw_cfg(input: &FwCfgInput) -> Reach {
     }
     if cfg.file("etc/writable").is_some_and(|f| f.iter().any(|b| *b != 0)) {
         reach.count("file written");
+    }
+    reach
+}
+
+// --- the standard VGA ----------------------------------------------------------------------
+
+/// One access to the VGA, or a frame drawn.
+#[derive(Arbitrary, Clone, Debug)]
+pub enum VgaOp {
+    /// A byte or word at a legacy port 0x3B0 + (n % 0x30).
+    Port { at: u8, write: bool, word: bool, value: u16 },
+    /// DISPI's index (false) or data port.
+    Dispi { data: bool, write: bool, value: u16 },
+    /// A byte at the 0xA0000 window + offset.
+    Window { offset: u32, write: bool, value: u8 },
+    /// BAR 0 (the framebuffer) or BAR 2 (EDID, VGA registers, DISPI, QEMU's registers).
+    Bar { mmio: bool, offset: u32, write: bool, value: u32, len: u8 },
+    /// The display thread draws what changed (cursor and blink phases given).
+    Frame { cursor: bool, blink: bool },
+}
+
+#[derive(Arbitrary, Clone, Debug)]
+pub struct VgaInput {
+    pub ops: Vec<VgaOp>,
+}
+
+pub fn vga(input: &VgaInput) -> Reach {
+    use vmm::devices::pci::PciDevice;
+    use vmm::devices::vga::render::{Phase, Renderer};
+    use vmm::devices::vga::vram::{DirtyPages, PAGE, Vram};
+    use vmm::devices::vga::{self, StdVga, VgaCore, VgaPorts, VgaWindow};
+    let vram = Arc::new(Vram::new(vga::VRAM_BYTES).unwrap());
+    let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+    let mut device = StdVga::new(core.clone(), None, None);
+    let mut ports = VgaPorts::new(core.clone());
+    let mut window = VgaWindow::new(core.clone());
+    let display = vmm::display::Display::new().unwrap();
+    let mut renderer = Renderer::default();
+    let mut spare = DirtyPages::new(vga::VRAM_BYTES / PAGE);
+    let mut shown = None;
+    let mut reach = Reach::default();
+    let mut frames = 0;
+    for op in input.ops.iter().take(4096) {
+        match *op {
+            VgaOp::Port { at, write, word, value } => {
+                let offset = u64::from(at % vga::PORTS_LEN as u8);
+                let len = if word && offset + 2 <= vga::PORTS_LEN { 2 } else { 1 };
+                let base = u64::from(vga::PORTS_START);
+                if write {
+                    ports.write(base, offset, &value.to_le_bytes()[..len]);
+                    reach.count("register write");
+                } else {
+                    ports.read(base, offset, &mut [0u8; 2][..len]);
+                }
+            }
+            VgaOp::Dispi { data, write, value } => {
+                let base = u64::from(vga::DISPI_PORT);
+                if write {
+                    ports.write(base, u64::from(data), &value.to_le_bytes());
+                } else {
+                    ports.read(base, u64::from(data), &mut [0u8; 2]);
+                }
+                if core.lock().unwrap().regs.dispi_enabled() {
+                    reach.count("dispi mode");
+                }
+            }
+            VgaOp::Window { offset, write, value } => {
+                let offset = u64::from(offset) % vga::WINDOW_LEN;
+                if write {
+                    window.write(vga::WINDOW_START, offset, &[value]);
+                    reach.count("window write");
+                } else {
+                    window.read(vga::WINDOW_START, offset, &mut [0u8]);
+                }
+            }
+            VgaOp::Bar { mmio, offset, write, value, len } => {
+                let (bar, size) = if mmio { (2, 0x1000) } else { (0, vga::VRAM_BYTES as u64) };
+                let len = usize::from(len % 4) + 1;
+                let offset = u64::from(offset) % size;
+                if write {
+                    device.bar_write(bar, offset, &value.to_le_bytes()[..len]);
+                } else {
+                    device.bar_read(bar, offset, &mut [0u8; 4][..len]);
+                }
+            }
+            VgaOp::Frame { cursor, blink } => {
+                // Drawing is the slow part: a few frames an input.
+                if frames == 8 {
+                    continue;
+                }
+                frames += 1;
+                let before = display.generation();
+                let phase = Phase { cursor, blink };
+                vga::frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+                if let Some((w, h)) = display.size() {
+                    reach.count(if w * h > 0 { "picture" } else { "empty picture" });
+                }
+                if display.generation() != before {
+                    reach.count("damage");
+                }
+            }
+        }
     }
     reach
 }

@@ -96,3 +96,11 @@ fn fw_cfg() {
     let r = reach("fw_cfg", targets::fw_cfg);
     expect("fw_cfg", &r, &["data byte", "dma read", "dma write", "dma error", "file written"]);
 }
+
+#[test]
+fn vga() {
+    let r = reach("vga", targets::vga);
+    for what in ["register write", "dispi mode", "window write", "picture", "damage"] {
+        assert!(r.get(what) > 0, "vga: no {what} among the seeds: {r:?}");
+    }
+}

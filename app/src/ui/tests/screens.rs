@@ -252,6 +252,18 @@ fn guest_events(h: &Harness<'static, VesselApp>, root: &Path) -> Vec<(u16, u16, 
         .collect()
 }
 
+/// Masks, for a snapshot of a running VM's console, what changes with time: the library's
+/// thumbnail of the guest and the status bar's figures and the hint after them.
+fn mask_what_changes_with_time(h: &mut Harness<'static, VesselApp>) {
+    let status = h.get_by_label_contains("The guest has the keyboard").rect();
+    h.mask(h.state().library.rect);
+    let width = h.ctx.content_rect().width();
+    h.mask(egui::Rect::from_min_max(
+        egui::pos2(0.0, status.min.y - 4.0),
+        egui::pos2(width, status.max.y + 4.0),
+    ));
+}
+
 #[test]
 fn snapshots_of_the_main_screens() {
     let lib = scratch("snapshots");
@@ -288,14 +300,8 @@ fn snapshots_of_the_main_screens() {
         step(&mut h);
     }
     let console = h.get_by_label("Guest console").rect();
-    let status = h.get_by_label_contains("The guest has the keyboard").rect();
     h.mask(console::view::place(console, [128, 96], Scale::Fit, h.ctx.pixels_per_point()));
-    h.mask(h.state().library.rect);
-    let width = h.ctx.content_rect().width();
-    h.mask(egui::Rect::from_min_max(
-        egui::pos2(0.0, status.min.y - 4.0),
-        egui::pos2(width, status.max.y + 4.0),
-    ));
+    mask_what_changes_with_time(&mut h);
     h.snapshot("console");
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
@@ -339,11 +345,16 @@ fn the_serial_console_reads_and_types() {
 /// A VM called `name` in the library at `lib` that boots the hello disc through the BIOS
 /// (no disk, no network).
 fn bios_vm(lib: &Path, name: &str) -> Library {
+    bios_vm_with(lib, name, vessel_tests::firmware_hello_iso(lib))
+}
+
+/// `bios_vm` with `iso` in its CD drive.
+fn bios_vm_with(lib: &Path, name: &str, iso: PathBuf) -> Library {
     let args = NewVm {
         memory_bytes: Some(128 << 20),
         disk_bytes: Some(0),
         network: None,
-        iso: Some(vessel_tests::firmware_hello_iso(lib)),
+        iso: Some(iso),
         ..NewVm::named(name)
     };
     let library = Library::open(lib).unwrap();
@@ -382,6 +393,33 @@ fn the_firmware_of_a_bios_vm_shows_in_the_serial_tab() {
     let display = h.state().running.get(&root).unwrap().session.display.clone().unwrap();
     wait(&mut h, "the VGA's text screen", |_| display.size() == Some((720, 400)));
     assert!(display.drawn());
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+}
+
+/// The console of a BIOS VM in text mode, as the VGA draws it: the VGA test disc's first
+/// screen (tests/guests/firmware/vga.S), its cursor off, so that the picture is the same on
+/// every run.
+#[test]
+fn snapshot_of_a_text_mode_console() {
+    let lib = scratch("text-console");
+    bios_vm_with(&lib, "Text Mode", vessel_tests::firmware_vga_iso(&lib));
+    let mut h = app(&lib, true);
+    wait(&mut h, "listed", |h| !h.state().library.items.is_empty());
+    h.state_mut().prefs.autofit = false;
+    assert!(h.state_mut().power_on_by_name("Text Mode"));
+    let root = h.state().library.selected.clone().unwrap();
+    wait(&mut h, "the first screen", |h| {
+        h.state().running.get(&root).is_some_and(|r| {
+            r.session.serial.contains("SCREEN 1") && r.console.screen.size() == [720, 400]
+        })
+    });
+    h.get_by_label("Guest console").click();
+    for _ in 0..3 {
+        step(&mut h);
+    }
+    mask_what_changes_with_time(&mut h);
+    h.snapshot("console-text");
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
