@@ -285,7 +285,7 @@ mod tests {
         assert_eq!(c.bar_address(0), Some(0x1_2345_0000));
         c.write(BAR0, &0xabcd_0000u32.to_le_bytes());
         assert_eq!(c.bar_address(0), Some(0x1_abcd_0000));
-        assert_eq!(c.bar_address(4), None);
+        assert_eq!(c.bar_address(5), None);
     }
 
     #[test]
