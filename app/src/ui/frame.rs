@@ -90,6 +90,9 @@ impl VesselApp {
                 grabbed: vm.is_some_and(|vm| vm.console.pointer.grabbed),
                 keyboard: self.keyboard.owner() == Some(root),
                 console_shown: self.page == Page::Console,
+                offers_grab: vm
+                    .and_then(|vm| vm.session.input.as_ref())
+                    .is_some_and(|input| !input.pointer_is_absolute()),
             })
         });
         status_bar::ui(ui, selected, self.library.items.len(), &self.jobs);

@@ -16,6 +16,8 @@ pub struct Selected<'a> {
     pub keyboard: bool,
     /// Its console is the page shown.
     pub console_shown: bool,
+    /// Its guest follows no absolute pointer yet: a click in the console grabs the pointer.
+    pub offers_grab: bool,
 }
 
 pub fn ui(ui: &mut egui::Ui, selected: Option<Selected>, vm_count: usize, jobs: &Jobs) {
@@ -33,6 +35,9 @@ pub fn ui(ui: &mut egui::Ui, selected: Option<Selected>, vm_count: usize, jobs: 
                         "Pointer grabbed: press Ctrl+Alt to release"
                     } else if s.keyboard {
                         "The guest has the keyboard: click outside the console to release it"
+                    } else if s.console_shown && s.offers_grab {
+                        "Click in the console to type into the guest and grab the pointer (the \
+                         guest has no absolute pointer yet)"
                     } else if s.console_shown {
                         "Click in the console to type into the guest"
                     } else {

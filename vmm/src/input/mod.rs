@@ -287,6 +287,14 @@ impl InputSink {
         self.shared.live[kind.index()].store(live, Ordering::Relaxed);
     }
 
+    /// Whether the guest follows an absolute pointer: its tablet driver runs (or the
+    /// machine has no PS/2 mouse to fall back on). Until then pointer motion reaches the
+    /// PS/2 mouse as relative motion, and the host's pointer is best grabbed, as VMware
+    /// does for guests without its tools.
+    pub fn pointer_is_absolute(&self) -> bool {
+        !self.to_ps2(InputKind::Tablet)
+    }
+
     /// Whether what `kind` carries goes to the PS/2 devices: its virtio driver does not run
     /// and the machine has them.
     fn to_ps2(&self, kind: InputKind) -> bool {

@@ -167,8 +167,14 @@ pub fn page(
     let Some(input) = take_keyboard(&ctx, root, session, console, keyboard, &response) else {
         return upload;
     };
-    if console.pointer.relative && !console.pointer.grabbed && response.clicked() {
+    // Relative mode, or a guest with no absolute pointer yet (firmware, boot loaders,
+    // guests without a tablet driver): a click grabs the host's pointer.
+    // Once the guest's tablet driver runs, a grab it needed ends by itself.
+    let grab = console.pointer.relative || !input.pointer_is_absolute();
+    if grab && !console.pointer.grabbed && response.clicked() {
         console.pointer.grab(&ctx);
+    } else if !grab && console.pointer.grabbed {
+        console.pointer.ungrab(&ctx);
     }
     let events = ctx.input(|i| i.events.clone());
     console.pointer.route(&events, &input, rect, size, ppp, response.hovered());

@@ -255,7 +255,10 @@ fn guest_events(h: &Harness<'static, VesselApp>, root: &Path) -> Vec<(u16, u16, 
 /// Masks, for a snapshot of a running VM's console, what changes with time: the library's
 /// thumbnail of the guest and the status bar's figures and the hint after them.
 fn mask_what_changes_with_time(h: &mut Harness<'static, VesselApp>) {
-    let status = h.get_by_label_contains("The guest has the keyboard").rect();
+    let hint = ["The guest has the keyboard", "Pointer grabbed"]
+        .into_iter()
+        .find_map(|text| h.query_by_label_contains(text));
+    let status = hint.expect("the status bar's hint").rect();
     h.mask(h.state().library.rect);
     let width = h.ctx.content_rect().width();
     h.mask(egui::Rect::from_min_max(
@@ -441,15 +444,26 @@ fn the_console_types_into_the_firmware() {
     };
     click(&mut h, Role::Button, "Console");
     wait(&mut h, "SeaBIOS's prompt", |h| serial_has(h, "Press ESC for boot menu"));
+    // The firmware has no absolute pointer: the status bar offers a grab, and the click
+    // that gives the console the keyboard grabs the pointer too.
+    assert!(has_label(&h, "grab the pointer (the guest has no absolute pointer yet)"));
     h.get_by_label("Guest console").click();
     step(&mut h);
     step(&mut h);
     assert_eq!(h.state().keyboard.owner(), Some(root.as_path()), "the console has the keyboard");
+    assert!(h.state().running.vms[&root].console.pointer.grabbed, "and the pointer");
+    assert!(has_label(&h, "Pointer grabbed: press Ctrl+Alt to release"));
     let key = console::input::key;
     send(&mut h, key(egui::Key::Escape, true, Modifiers::NONE));
     send(&mut h, key(egui::Key::Escape, false, Modifiers::NONE));
     step(&mut h);
     wait(&mut h, "the boot menu", |h| serial_has(h, "Select boot device"));
+    // Once a tablet driver runs (as a Linux guest's would), the grab ends by itself.
+    let input = h.state().running.vms[&root].session.input.clone().unwrap();
+    input.set_driver_live(vmm::InputKind::Tablet, true);
+    step(&mut h);
+    step(&mut h);
+    assert!(!h.state().running.vms[&root].console.pointer.grabbed, "the grab ended");
     click(&mut h, Role::Button, "Power Off");
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
