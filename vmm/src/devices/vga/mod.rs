@@ -273,11 +273,15 @@ impl StdVga {
         vga
     }
 
-    /// The EDID offers the size the host asked for last (the window's), else 1024x768.
+    /// The EDID offers the size the host asked for last (the window's), else 1024x768:
+    /// scaled down to what DISPI offers if larger (keeping its shape), its width a
+    /// multiple of 8 as DISPI's are.
     fn refresh_edid(&mut self) {
         let (w, h) = self.display.as_ref().and_then(Display::requested_size).unwrap_or((1024, 768));
-        let w = w.min(u32::from(regs::DISPI_MAX_XRES));
-        let h = h.min(u32::from(regs::DISPI_MAX_YRES));
+        let (max_w, max_h) = (f64::from(regs::DISPI_MAX_XRES), f64::from(regs::DISPI_MAX_YRES));
+        let scale = (max_w / f64::from(w.max(1))).min(max_h / f64::from(h.max(1))).min(1.0);
+        let w = ((f64::from(w) * scale) as u32 & !7).max(8);
+        let h = ((f64::from(h) * scale) as u32).max(1);
         self.edid = crate::display::edid::edid(w, h);
     }
 

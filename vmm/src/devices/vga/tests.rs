@@ -129,3 +129,24 @@ fn a_rom_that_is_too_big_or_missing_is_refused() {
     assert_eq!(read_rom(&ok).unwrap(), [0x55, 0xaa]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_edid_offers_the_size_the_window_asks_for() {
+    let vram = Arc::new(Vram::new(VRAM_BYTES).unwrap());
+    let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+    let display = Display::new().unwrap();
+    let mut dev = StdVga::new(core, None, Some(display.clone()));
+    // The preferred timing's active size (EDID 1.4 §3.10.2: bytes 56/58 and 59/61).
+    let mut preferred = || {
+        let mut e = [0u8; 128];
+        dev.bar_read(2, 0, &mut e);
+        let h = u32::from(e[56]) | (u32::from(e[58] >> 4) << 8);
+        let v = u32::from(e[59]) | (u32::from(e[61] >> 4) << 8);
+        (h, v)
+    };
+    assert_eq!(preferred(), (1024, 768), "before the window asks");
+    display.request_resize(1280, 720);
+    assert_eq!(preferred(), (1280, 720), "read again, as a driver's probe does");
+    display.request_resize(4000, 3000);
+    assert_eq!(preferred(), (2128, 1600), "at most what DISPI offers, in the window's shape");
+}
