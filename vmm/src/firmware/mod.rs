@@ -13,6 +13,9 @@ use crate::arch::x86_64::layout::{
 use crate::vstate::memory::GuestMem;
 use fw_cfg::{FwCfg, FwCfgError};
 
+/// An option ROM by its fw_cfg name, and its bytes.
+pub type OptionRom = (String, Vec<u8>);
+
 /// What the firmware is told about the machine through fw_cfg.
 #[derive(Clone, Debug)]
 pub struct FirmwareSetup {
@@ -29,7 +32,7 @@ pub struct FirmwareSetup {
     pub serial_console: Option<u16>,
     /// Option ROMs by fw_cfg name: `pciVVVV,DDDD.rom` is the ROM of the PCI device with
     /// those IDs, which SeaBIOS runs with the device's address (as a ROM BAR's).
-    pub option_roms: Vec<(String, Vec<u8>)>,
+    pub option_roms: Vec<OptionRom>,
     pub smbios: smbios::SmbiosConfig,
 }
 

@@ -440,22 +440,8 @@ fn build_devices(
                 continue;
             }
             DeviceConfig::Vga(vga_config) => {
-                let vram =
-                    Arc::new(vga::vram::Vram::new(vga::VRAM_BYTES).map_err(vga::VgaError::from)?);
-                let core = Arc::new(Mutex::new(VgaCore::new(vram)));
-                let slot = next_slot.map(|slot| (vm.clone(), slot));
-                let device = StdVga::new(core.clone(), slot, Some(env.display.clone()));
-                let device = Arc::new(Mutex::new(device));
-                crate::sync::lock(&root).add_device(device)?;
-                let ports = Arc::new(Mutex::new(VgaPorts::new(core.clone())));
-                pio.insert(u64::from(vga::PORTS_START), vga::PORTS_LEN, ports.clone())?;
-                pio.insert(u64::from(vga::DISPI_PORT), vga::DISPI_PORTS_LEN, ports)?;
-                let window = Arc::new(Mutex::new(VgaWindow::new(core.clone())));
-                mmio.insert(vga::WINDOW_START, vga::WINDOW_LEN, window)?;
-                if let Some(path) = &vga_config.rom {
-                    let name = format!("pci{:04x},{:04x}.rom", vga::VENDOR, vga::DEVICE);
-                    option_roms.push((name, vga::read_rom(path)?));
-                }
+                let (core, rom) = add_vga(vm, env, &root, &pio, &mmio, vga_config, next_slot)?;
+                option_roms.extend(rom);
                 vga = Some(core);
                 continue;
             }
@@ -508,6 +494,41 @@ fn build_devices(
         pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }
     Ok(Devices { pio, mmio, serial, ged, virtio, ide, vga })
+}
+
+/// Plugs a standard VGA into the PCI bus and its legacy ports and memory window, its
+/// framebuffer to be mapped as KVM slot `slot`; returns it and its option ROM (by the
+/// fw_cfg name SeaBIOS runs it under, as the ROM of the device).
+fn add_vga(
+    vm: &Arc<VmFd>,
+    env: &InstanceEnv,
+    root: &Mutex<PciRoot>,
+    pio: &Bus,
+    mmio: &Bus,
+    config: &vga::VgaConfig,
+    slot: Option<u32>,
+) -> Result<(vga::SharedVga, Option<crate::firmware::OptionRom>), MachineError> {
+    let vram = Arc::new(vga::vram::Vram::new(vga::VRAM_BYTES).map_err(vga::VgaError::from)?);
+    let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+    let slot = slot.map(|slot| (vm.clone(), slot));
+    let device = StdVga::new(core.clone(), slot, Some(env.display.clone()));
+    crate::sync::lock(root).add_device(Arc::new(Mutex::new(device)))?;
+    let ports = Arc::new(Mutex::new(VgaPorts::new(core.clone())));
+    pio.insert(u64::from(vga::PORTS_START), vga::PORTS_LEN, ports.clone())?;
+    pio.insert(u64::from(vga::DISPI_PORT), vga::DISPI_PORTS_LEN, ports)?;
+    mmio.insert(
+        vga::WINDOW_START,
+        vga::WINDOW_LEN,
+        Arc::new(Mutex::new(VgaWindow::new(core.clone()))),
+    )?;
+    let rom = match &config.rom {
+        Some(path) => {
+            let name = format!("pci{:04x},{:04x}.rom", vga::VENDOR, vga::DEVICE);
+            Some((name, vga::read_rom(path)?))
+        }
+        None => None,
+    };
+    Ok((core, rom))
 }
 
 /// What the firmware is told about the machine.

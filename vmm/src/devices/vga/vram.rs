@@ -13,6 +13,7 @@ use kvm_bindings::{KVM_MEM_LOG_DIRTY_PAGES, kvm_userspace_memory_region};
 use kvm_ioctls::VmFd;
 use vm_memory::{MmapRegion, VolatileMemory};
 
+use crate::devices::log_limit::LogLimit;
 use crate::sync::lock;
 
 /// Bytes a dirty bit stands for.
@@ -39,6 +40,8 @@ struct Slot {
 pub struct Vram {
     region: MmapRegion,
     slot: Mutex<Option<Slot>>,
+    /// Slot placements KVM refused (a guest can ask for many), logged at a limited rate.
+    refused: LogLimit,
 }
 
 impl Vram {
@@ -47,7 +50,7 @@ impl Vram {
             return Err(VramError::Size(bytes));
         }
         let region = MmapRegion::new(bytes).map_err(|e| VramError::Allocate(bytes >> 20, e))?;
-        Ok(Vram { region, slot: Mutex::new(None) })
+        Ok(Vram { region, slot: Mutex::new(None), refused: LogLimit::default() })
     }
 
     pub fn len(&self) -> usize {
@@ -150,10 +153,12 @@ impl Vram {
             Ok(()) => s.at = Some(addr),
             Err(e) => {
                 s.failed = true;
-                log::warn!(
-                    "KVM refused the VGA framebuffer's memory slot at {addr:#x} ({e}); the \
-                     guest's writes to it go through the VMM"
-                );
+                if self.refused.allow().is_some() {
+                    log::warn!(
+                        "KVM refused the VGA framebuffer's memory slot at {addr:#x} ({e}); \
+                         the guest's writes to it go through the VMM"
+                    );
+                }
             }
         }
     }
