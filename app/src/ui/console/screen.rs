@@ -44,12 +44,16 @@ fn convert_into(frame: &Frame<'_>, rows: (usize, usize), pixels: &mut Vec<Color3
         match frame.format {
             // The common case (Linux's XRGB8888): a byte swizzle on whole pixels, which the
             // compiler turns into vector code running near memcpy's speed.
-            PixelFormat::Bgrx | PixelFormat::Bgra => {
-                for (o, p) in out.iter_mut().zip(row.chunks_exact(4)) {
-                    let v = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-                    *o = ((v >> 16) & 0xff) | (v & 0xff00) | ((v & 0xff) << 16) | 0xff00_0000;
+            PixelFormat::Bgrx | PixelFormat::Bgra => match bytemuck::try_cast_slice::<u8, u32>(row)
+            {
+                // Whole pixels read as words (the frame's rows are word-aligned in practice).
+                Ok(words) => swizzle(out, words),
+                Err(_) => {
+                    for (o, p) in out.iter_mut().zip(row.chunks_exact(4)) {
+                        *o = bgrx_to_rgba(u32::from_le_bytes([p[0], p[1], p[2], p[3]]));
+                    }
                 }
-            }
+            },
             _ => {
                 for (o, p) in out.iter_mut().zip(row.chunks_exact(4)) {
                     *o = u32::from_le_bytes([p[r], p[g], p[b], 0xff]);
@@ -57,6 +61,21 @@ fn convert_into(frame: &Frame<'_>, rows: (usize, usize), pixels: &mut Vec<Color3
             }
         }
     }
+}
+
+/// B, G, R, X words to opaque R, G, B, A ones: the compiler makes vector code of it,
+/// which runs at about memory's speed.
+fn swizzle(out: &mut [u32], words: &[u32]) {
+    for (o, &v) in out.iter_mut().zip(words) {
+        *o = bgrx_to_rgba(u32::from_le(v));
+    }
+}
+
+/// A B, G, R, X pixel read as a little-endian word, as the R, G, B, A word of an opaque
+/// `Color32`.
+#[inline(always)]
+fn bgrx_to_rgba(v: u32) -> u32 {
+    u32::to_le(((v >> 16) & 0xff) | (v & 0xff00) | ((v & 0xff) << 16) | 0xff00_0000)
 }
 
 /// Images handed to egui for upload, taken back for reuse once the renderer is done with
@@ -244,5 +263,10 @@ mod tests {
         assert_eq!(pixels[3], Color32::from_rgb(19, 18, 17));
         convert_into(&frame(PixelFormat::Rgba), (0, 1), &mut pixels);
         assert_eq!(pixels, [Color32::from_rgb(0, 1, 2), Color32::from_rgb(4, 5, 6)]);
+        // Rows that are not word-aligned take the byte path, with the same result.
+        let shifted: Vec<u8> = (0..25).collect();
+        let unaligned = Frame { pixels: &shifted[1..], ..frame(PixelFormat::Bgrx) };
+        convert_into(&unaligned, (0, 1), &mut pixels);
+        assert_eq!(pixels, [Color32::from_rgb(3, 2, 1), Color32::from_rgb(7, 6, 5)]);
     }
 }
