@@ -1,8 +1,9 @@
 //! UI frame cost: the app's frame (layout, painting, the console's texture upload) while a
 //! guest shows a changing 1920x1080 display (test guest `gpu-anim`: a new full frame every
 //! few milliseconds), against the same window with no guest running. Also the upload's
-//! own cost per frame (reading the guest's frame, converting its damaged rows, handing
-//! them to egui) against a plain memcpy of a 1920x1080 frame. Through egui_kittest with
+//! own cost per frame on the UI thread (handing the converted rows to egui) and the
+//! conversion's per guest frame (on the console's converter thread: reading the guest's
+//! frame, converting its damaged rows), each against a plain memcpy of a 1920x1080 frame. Through egui_kittest with
 //! its wgpu renderer, which uploads each frame's texture changes as eframe's does (here
 //! on Mesa's lavapipe, a CPU Vulkan); the frame is laid out and its textures uploaded,
 //! not painted.
@@ -83,6 +84,9 @@ fn main() {
     let busy = median(times);
     let rows = after.rows_uploaded - before.rows_uploaded;
     let upload = (after.upload_time - before.upload_time) / FRAMES as u32;
+    let converted_frames =
+        ((after.rows_converted - before.rows_converted) as f64 / 1080.0).max(1.0);
+    let convert = (after.convert_time - before.convert_time).div_f64(converted_frames);
     h.state_mut().power_off_all();
     while h.state().any_running() {
         h.step();
@@ -114,6 +118,10 @@ fn main() {
     println!(
         "upload per UI frame:                {upload:>10.2?}  ({:.2}x a 1920x1080 memcpy of {memcpy:.2?})",
         upload.as_secs_f64() / memcpy.as_secs_f64()
+    );
+    println!(
+        "conversion per guest frame:         {convert:>10.2?}  ({:.2}x the memcpy; on the console's converter thread)",
+        convert.as_secs_f64() / memcpy.as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

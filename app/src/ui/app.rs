@@ -36,9 +36,13 @@ pub struct FrameStats {
     pub frames: u64,
     /// Guest screen rows uploaded into textures.
     pub rows_uploaded: u64,
-    /// Time spent bringing the console's texture up to date (reading the guest's frame,
-    /// converting the damaged rows, handing them to egui).
+    /// Time the UI thread spent bringing the console's texture up to date (handing the
+    /// converted rows to egui; converting them on the UI thread for thumbnails).
     pub upload_time: Duration,
+    /// Time the consoles' converter threads spent converting guest frames, and the rows
+    /// they converted.
+    pub convert_time: Duration,
+    pub rows_converted: u64,
 }
 
 pub struct VesselApp {

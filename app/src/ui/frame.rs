@@ -31,6 +31,11 @@ impl VesselApp {
                 console::page(ui, &root, session, console, &mut self.keyboard, options);
             self.frame_stats.rows_uploaded =
                 self.running.vms.values().map(|vm| vm.console.screen.rows_uploaded).sum();
+            let conversion = self.running.vms.values().map(|vm| vm.console.screen.conversion());
+            let (time, rows) =
+                conversion.fold((std::time::Duration::ZERO, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            self.frame_stats.convert_time = time;
+            self.frame_stats.rows_converted = rows;
             return Vec::new();
         }
         let Some(item) = item else { return self.welcome(ui) };

@@ -14,7 +14,8 @@ pub mod boot_fb;
 pub mod edid;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -195,6 +196,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Notified whenever the generation changes (`wait_for_change`).
+    changed: Condvar,
     repaint: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Signalled when the host asks for a new size (the device's backend fd).
     resize: EventFd,
@@ -212,6 +215,7 @@ impl Display {
         Ok(Display {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
+                changed: Condvar::new(),
                 repaint: Mutex::new(None),
                 resize: EventFd::new(libc::EFD_NONBLOCK)?,
             }),
@@ -224,7 +228,20 @@ impl Display {
         *lock(&self.shared.repaint) = Some(Box::new(callback));
     }
 
+    /// Waits until the generation is no longer `since` (`timeout` at most); returns it.
+    /// For readers on threads of their own (the window's frame converter).
+    pub fn wait_for_change(&self, since: u64, timeout: Duration) -> u64 {
+        let state = lock(&self.shared.state);
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.generation == since)
+            .unwrap_or_else(|p| p.into_inner());
+        state.generation
+    }
+
     fn repaint(&self) {
+        self.shared.changed.notify_all();
         if let Some(callback) = &*lock(&self.shared.repaint) {
             callback();
         }
@@ -453,6 +470,21 @@ mod tests {
         );
         display.set_scanout(None);
         assert_eq!(display.size(), None);
+    }
+
+    #[test]
+    fn readers_can_wait_for_a_change() {
+        let display = Display::new().unwrap();
+        let g = display.generation();
+        assert_eq!(display.wait_for_change(g, Duration::from_millis(10)), g, "timed out");
+        let other = display.clone();
+        let img = image(8, 8);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            other.set_scanout(Some((img, Rect::new(0, 0, 8, 8))));
+        });
+        assert!(display.wait_for_change(g, Duration::from_secs(10)) > g);
+        writer.join().unwrap();
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl VmConsole {
         if let Some(display) = &session.display
             && self.thumb_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
         {
-            self.screen.update(ctx, display, Duration::ZERO);
+            self.screen.update(ctx, display, false);
             self.thumb_at = Some(Instant::now());
         }
     }
@@ -117,7 +117,7 @@ pub fn page(
         }
     }
     let started = Instant::now();
-    console.screen.update(&ctx, &display, Duration::ZERO);
+    console.screen.update(&ctx, &display, true);
     let upload = started.elapsed();
     let hint = super::session::host_hint();
     let blank = blank_text(display.drawn(), session.running_for(), session.firmware, hint);

@@ -2,7 +2,8 @@
 //! damaged rows are converted and uploaded, into buffers reused once the renderer is done
 //! with them; and the guest's cursor image as a texture.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Vec2};
@@ -110,15 +111,185 @@ impl ImagePool {
     }
 }
 
+/// A frame made ready for the texture: the rows that changed since the texture's
+/// generation, converted, as images egui uploads as they are.
+enum Converted {
+    /// The guest shows nothing.
+    Nothing,
+    /// More than this GPU holds as one texture: shown as nothing (and said so).
+    TooLarge {
+        generation: u64,
+        size: [usize; 2],
+    },
+    Frame {
+        generation: u64,
+        size: [usize; 2],
+        bands: Vec<(usize, Arc<ColorImage>)>,
+        rows: u64,
+    },
+}
+
+/// What the texture shows: the display generation and size it was made from.
+type Shown = Option<(u64, [usize; 2])>;
+
+/// Converts what changed in `display` since `shown` (all of it if the size differs).
+fn convert(display: &Display, shown: Shown, max_side: usize, pool: &mut ImagePool) -> Converted {
+    let since = shown.map_or(0, |(generation, _)| generation);
+    display
+        .read(since, |frame| {
+            let size = [frame.width as usize, frame.height as usize];
+            if size[0] > max_side || size[1] > max_side {
+                return Converted::TooLarge { generation: frame.generation, size };
+            }
+            let damage = if shown.is_none_or(|(_, s)| s != size) {
+                Damage::Full
+            } else {
+                frame.damage.clone()
+            };
+            let bands: Vec<_> = damaged_rows(&damage, size[1])
+                .into_iter()
+                .map(|band| (band.0, pool.image(&frame, band)))
+                .collect();
+            let rows = bands.iter().map(|(_, image)| image.size[1] as u64).sum();
+            Converted::Frame { generation: frame.generation, size, bands, rows }
+        })
+        .unwrap_or(Converted::Nothing)
+}
+
+/// How long the console converts frames as they come after it last asked: it stops soon
+/// after the console is no longer shown.
+const EAGER_FOR: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct ConverterState {
+    /// What the texture shows now (the UI says so each frame).
+    shown: Shown,
+    max_side: usize,
+    /// Frames are converted as they come until then.
+    eager_until: Option<Instant>,
+    /// Converted and not yet taken; a newer conversion replaces it (it covers the same
+    /// changes and more, being relative to what the texture shows).
+    ready: Option<Converted>,
+    /// Time spent converting so far, and the rows converted (for the benchmark; a
+    /// conversion the UI never takes counts too).
+    spent: Duration,
+    rows: u64,
+    stop: bool,
+}
+
+struct ConverterShared {
+    state: Mutex<ConverterState>,
+    wake: Condvar,
+}
+
+/// The console's frame converter: a thread that converts each new guest frame for the
+/// texture as soon as the display has it, so that the UI thread only hands the converted
+/// rows to egui (the conversion is as costly as a copy of the frame).
+struct Converter {
+    shared: Arc<ConverterShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Converter {
+    fn start(ctx: egui::Context, display: Display) -> Option<Self> {
+        let shared = Arc::new(ConverterShared {
+            state: Mutex::new(ConverterState::default()),
+            wake: Condvar::new(),
+        });
+        let inner = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("vessel-console".into())
+            .spawn(move || run_converter(&inner, &display, &ctx))
+            .ok()?;
+        Some(Converter { shared, thread: Some(thread) })
+    }
+
+    /// The texture shows `shown`; frames are wanted for a while more. Returns what was
+    /// converted since the last call, if anything.
+    fn exchange(&self, shown: Shown, max_side: usize) -> Option<Converted> {
+        let mut state = lock(&self.shared.state);
+        state.shown = shown;
+        state.max_side = max_side;
+        state.eager_until = Some(Instant::now() + EAGER_FOR);
+        self.shared.wake.notify_all();
+        state.ready.take()
+    }
+
+    fn spent(&self) -> (Duration, u64) {
+        let state = lock(&self.shared.state);
+        (state.spent, state.rows)
+    }
+}
+
+impl Drop for Converter {
+    fn drop(&mut self) {
+        lock(&self.shared.state).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Context) {
+    let mut pool = ImagePool::default();
+    // The display generation last converted.
+    let mut converted = None;
+    loop {
+        let (shown, max_side) = {
+            let mut state = lock(&shared.state);
+            while !state.stop && state.eager_until.is_none_or(|t| Instant::now() >= t) {
+                // Not wanted now: sleep until the console asks again.
+                state = shared
+                    .wake
+                    .wait_timeout(state, EAGER_FOR)
+                    .map_or_else(|p| p.into_inner().0, |r| r.0);
+            }
+            if state.stop {
+                return;
+            }
+            (state.shown, state.max_side)
+        };
+        let generation = display.generation();
+        if converted == Some(generation) {
+            // Up to date: until the display changes (or a while, to look at the rest).
+            display.wait_for_change(generation, Duration::from_millis(50));
+            continue;
+        }
+        let started = Instant::now();
+        let result = convert(display, shown, max_side, &mut pool);
+        converted = Some(match &result {
+            Converted::Frame { generation, .. } | Converted::TooLarge { generation, .. } => {
+                *generation
+            }
+            Converted::Nothing => generation,
+        });
+        let mut state = lock(&shared.state);
+        state.spent += started.elapsed();
+        if let Converted::Frame { rows, .. } = &result {
+            state.rows += rows;
+        }
+        state.ready = Some(result);
+        drop(state);
+        ctx.request_repaint();
+    }
+}
+
 /// The texture a guest's screen is drawn into, kept up to date from its `Display`.
 #[derive(Default)]
 pub struct Screen {
     texture: Option<TextureHandle>,
     size: [usize; 2],
     generation: u64,
-    last_upload: Option<Instant>,
     cursor: Option<(u64, TextureHandle, [f32; 2], Vec2)>,
+    /// For conversions on the UI thread (thumbnails).
     pool: ImagePool,
+    /// For the console: converting on a thread of its own.
+    converter: Option<Converter>,
     /// Rows uploaded so far (for the benchmark and tests).
     pub rows_uploaded: u64,
 }
@@ -133,60 +304,76 @@ impl Screen {
         self.size
     }
 
-    /// Brings the texture up to date with `display`, uploading only what changed; but not
-    /// more often than every `min_interval` (thumbnails need no 60 Hz). True if anything
-    /// was uploaded.
-    pub fn update(
-        &mut self,
-        ctx: &egui::Context,
-        display: &Display,
-        min_interval: Duration,
-    ) -> bool {
-        if self.last_upload.is_some_and(|t| t.elapsed() < min_interval)
-            || display.generation() == self.generation && self.texture.is_some()
-        {
+    /// Time the console's converter thread has spent converting frames, and the rows it
+    /// converted.
+    pub fn conversion(&self) -> (Duration, u64) {
+        self.converter.as_ref().map_or((Duration::ZERO, 0), Converter::spent)
+    }
+
+    fn shown(&self) -> Shown {
+        self.texture.as_ref().map(|_| (self.generation, self.size))
+    }
+
+    /// Brings the texture up to date with `display`, uploading only what changed. `live`:
+    /// the console is shown, and its frames are converted on a thread as they come (what
+    /// was converted since the last frame is uploaded now); else (a thumbnail) the frame is
+    /// converted here. True if anything was uploaded.
+    pub fn update(&mut self, ctx: &egui::Context, display: &Display, live: bool) -> bool {
+        let max_side = ctx.input(|i| i.max_texture_side);
+        if live {
+            if self.converter.is_none() {
+                self.converter = Converter::start(ctx.clone(), display.clone());
+            }
+            if let Some(converter) = &self.converter {
+                let shown = self.shown();
+                return match converter.exchange(shown, max_side) {
+                    Some(converted) => self.apply(ctx, converted),
+                    None => false,
+                };
+            }
+        }
+        if display.generation() == self.generation && self.texture.is_some() {
             return false;
         }
-        let texture = &mut self.texture;
-        let size = &mut self.size;
-        let pool = &mut self.pool;
-        let max_side = ctx.input(|i| i.max_texture_side);
-        let result = display.read(self.generation, |frame| {
-            let frame_size = [frame.width as usize, frame.height as usize];
-            if frame_size[0] > max_side || frame_size[1] > max_side {
-                // More than this GPU holds as one texture: shown as nothing (and said so).
-                *texture = None;
-                *size = frame_size;
-                return (frame.generation, 0);
+        let converted = convert(display, self.shown(), max_side, &mut self.pool);
+        self.apply(ctx, converted)
+    }
+
+    /// Puts what was converted into the texture.
+    fn apply(&mut self, ctx: &egui::Context, converted: Converted) -> bool {
+        match converted {
+            Converted::Nothing => {
+                // Nothing on screen (no scanout yet, or the guest turned it off).
+                self.size = [0, 0];
+                self.texture.take().is_some()
             }
-            let damage = if texture.is_none() || *size != frame_size {
-                Damage::Full
-            } else {
-                frame.damage.clone()
-            };
-            let bands = damaged_rows(&damage, frame_size[1]);
-            let mut rows = 0;
-            for band in &bands {
-                let image = pool.image(&frame, *band);
-                rows += (band.1 - band.0) as u64;
-                match texture {
-                    Some(t) if *size == frame_size => t.set_partial([0, band.0], image, OPTIONS),
-                    _ => *texture = Some(ctx.load_texture("guest-screen", image, OPTIONS)),
+            Converted::TooLarge { generation, size } => {
+                self.texture = None;
+                self.size = size;
+                self.generation = generation;
+                false
+            }
+            Converted::Frame { generation, size, bands, rows } => {
+                let whole = bands.len() == 1 && bands[0].1.size == size;
+                let fits = self.texture.is_some() && self.size == size;
+                if !fits && !whole {
+                    // Rows for a texture this one is not (a conversion that raced a change
+                    // of size): drawn whole next time.
+                    self.generation = 0;
+                    return false;
                 }
+                for (y, image) in bands {
+                    match &mut self.texture {
+                        Some(t) if fits => t.set_partial([0, y], image, OPTIONS),
+                        _ => self.texture = Some(ctx.load_texture("guest-screen", image, OPTIONS)),
+                    }
+                }
+                self.size = size;
+                self.generation = generation;
+                self.rows_uploaded += rows;
+                rows > 0
             }
-            *size = frame_size;
-            (frame.generation, rows)
-        });
-        let Some((generation, rows)) = result else {
-            // Nothing on screen (no scanout yet, or the guest turned it off).
-            let had = self.texture.take().is_some();
-            self.size = [0, 0];
-            return had;
-        };
-        self.generation = generation;
-        self.rows_uploaded += rows;
-        self.last_upload = Some(Instant::now());
-        rows > 0
+        }
     }
 
     /// The guest's cursor image as a texture, with its size (pixels) and hotspot, if the
