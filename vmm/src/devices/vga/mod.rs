@@ -58,9 +58,11 @@ const MMIO_EDID: u64 = 0x000;
 const MMIO_VGA_PORTS: u64 = 0x400;
 const MMIO_DISPI: u64 = 0x500;
 const MMIO_QEXT: u64 = 0x600;
+const MMIO_QEXT_BYTE_ORDER: u64 = 0x604;
 /// QEMU's extended registers: their size, and the framebuffer's byte order (little).
 const QEXT_SIZE: u32 = 8;
 const QEXT_LITTLE_ENDIAN: u32 = 0x1e1e_1e1e;
+const QEXT_BIG_ENDIAN: u32 = 0xbebe_bebe;
 
 /// How often the screen is redrawn from what changed.
 const REFRESH: Duration = Duration::from_millis(33);
@@ -311,9 +313,16 @@ impl StdVga {
                 }
             }
             MMIO_QEXT..0x608 => {
-                let reg = if offset < MMIO_QEXT + 4 { QEXT_SIZE } else { QEXT_LITTLE_ENDIAN };
-                for (b, v) in data.iter_mut().zip(reg.to_le_bytes()) {
-                    *b = v;
+                let reg = if offset < MMIO_QEXT + 4 {
+                    QEXT_SIZE
+                } else if lock(&self.vga).regs.big_endian {
+                    QEXT_BIG_ENDIAN
+                } else {
+                    QEXT_LITTLE_ENDIAN
+                };
+                let at = (offset % 4) as usize;
+                for (b, v) in data.iter_mut().zip(&reg.to_le_bytes()[at..]) {
+                    *b = *v;
                 }
             }
             _ => {}
@@ -337,8 +346,16 @@ impl StdVga {
                 }
                 vga.dispi_write(u16::from_le_bytes(bytes));
             }
-            // The EDID is read-only; the byte order register keeps little-endian (a
-            // big-endian framebuffer is for big-endian guests, which Vessel does not run).
+            MMIO_QEXT_BYTE_ORDER if data.len() == 4 => {
+                let value = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+                let mut vga = lock(&self.vga);
+                match value {
+                    QEXT_LITTLE_ENDIAN => vga.regs.big_endian = false,
+                    QEXT_BIG_ENDIAN => vga.regs.big_endian = true,
+                    _ => {}
+                }
+            }
+            // The EDID and the extended registers' size are read-only.
             _ => {}
         }
     }

@@ -109,6 +109,9 @@ pub struct Registers {
     pub vbe_line_offset: u32,
     pub vbe_start_addr: u32,
     pub bank_offset: u32,
+    /// The framebuffer's byte order (QEMU's extended register 0x604): a 32-bit pixel is
+    /// X, R, G, B in memory, not B, G, R, X (bochs-drm's BGRX8888).
+    pub big_endian: bool,
 }
 
 impl Default for Registers {
@@ -141,6 +144,7 @@ impl Default for Registers {
             vbe_line_offset: 0,
             vbe_start_addr: 0,
             bank_offset: 0,
+            big_endian: false,
         }
     }
 }

@@ -41,6 +41,8 @@ enum Line {
     Rgb16,
     Rgb24,
     Rgb32,
+    /// 32 bits, X, R, G, B in memory (the framebuffer's byte order set to big-endian).
+    Rgb32Big,
 }
 
 impl Line {
@@ -51,7 +53,7 @@ impl Line {
             Line::Packed8 => 8,
             Line::Rgb15 | Line::Rgb16 => 16,
             Line::Rgb24 => 24,
-            Line::Rgb32 => 32,
+            Line::Rgb32 | Line::Rgb32Big => 32,
         }
     }
 }
@@ -198,6 +200,7 @@ fn layout(regs: &Registers) -> Layout {
                 15 => Line::Rgb15,
                 16 => Line::Rgb16,
                 24 => Line::Rgb24,
+                32 if regs.big_endian => Line::Rgb32Big,
                 32 => Line::Rgb32,
                 _ => Line::Packed8Double,
             };
@@ -557,6 +560,11 @@ fn draw_line(g: &Graphics, palette: &[u32], src: &[u8], out: &mut [u8]) {
         Line::Rgb32 => {
             for p in src.chunks_exact(4) {
                 put(rgb(p[2].into(), p[1].into(), p[0].into()), 1);
+            }
+        }
+        Line::Rgb32Big => {
+            for p in src.chunks_exact(4) {
+                put(rgb(p[1].into(), p[2].into(), p[3].into()), 1);
             }
         }
     }

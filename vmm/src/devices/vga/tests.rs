@@ -150,3 +150,82 @@ fn the_edid_offers_the_size_the_window_asks_for() {
     display.request_resize(4000, 3000);
     assert_eq!(preferred(), (2128, 1600), "at most what DISPI offers, in the window's shape");
 }
+
+/// What Linux's bochs-drm does with the device (drivers/gpu/drm/tiny/bochs.c), through BAR
+/// 2 as it does when the BAR is memory: probe, mode set, scanout base and byte order; the
+/// picture follows, in both of its pixel formats.
+#[test]
+fn bochs_drm_drives_it_through_the_mmio_bar() {
+    let (core, mut dev) = vga();
+    let display = Display::new().unwrap();
+    let read16 = |dev: &mut StdVga, offset: u64| {
+        let mut w = [0u8; 2];
+        dev.bar_read(2, offset, &mut w);
+        u16::from_le_bytes(w)
+    };
+    let dispi = |dev: &mut StdVga, reg: usize, value: u16| {
+        dev.bar_write(2, 0x500 + 2 * reg as u64, &value.to_le_bytes());
+    };
+    // bochs_hw_init: the ID and memory size, QEMU's extended registers, native byte order.
+    assert_eq!(read16(&mut dev, 0x500) & 0xfff0, regs::DISPI_ID0);
+    let mem = u64::from(read16(&mut dev, 0x500 + 2 * regs::DISPI_VIDEO_MEMORY_64K as u64)) << 16;
+    assert_eq!(mem, VRAM_BYTES as u64, "the BAR's size, which the driver checks");
+    assert_eq!(dev.config().read32(8) & 0xff, 2, "revision 2 has the extended registers");
+    let mut q = [0u8; 4];
+    dev.bar_read(2, 0x600, &mut q);
+    let qext = u32::from_le_bytes(q);
+    assert!((4..=0x1000).contains(&qext));
+    dev.bar_write(2, 0x604, &QEXT_LITTLE_ENDIAN.to_le_bytes());
+    // The EDID header it checks for.
+    let mut header = [0u8; 8];
+    dev.bar_read(2, 0, &mut header);
+    assert_eq!(header, [0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]);
+    // bochs_hw_setmode for 1280x720: unblank, then the DISPI registers.
+    dev.bar_write(2, 0x402, &[0x01]);
+    dev.bar_read(2, 0x41a, &mut [0u8]);
+    dev.bar_write(2, 0x400, &[0x20]);
+    let (xres, yres) = (1280u16, 720u16);
+    let stride = u32::from(xres) * 4;
+    for (reg, value) in [
+        (regs::DISPI_ENABLE, 0),
+        (regs::DISPI_BPP, 32),
+        (regs::DISPI_XRES, xres),
+        (regs::DISPI_YRES, yres),
+        (regs::DISPI_BANK, 0),
+        (regs::DISPI_VIRT_WIDTH, xres),
+        (regs::DISPI_VIRT_HEIGHT, (VRAM_BYTES as u32 / stride) as u16),
+        (regs::DISPI_X_OFFSET, 0),
+        (regs::DISPI_Y_OFFSET, 0),
+        (regs::DISPI_ENABLE, regs::DISPI_ENABLED | 0x40),
+    ] {
+        dispi(&mut dev, reg, value);
+    }
+    // bochs_hw_setbase: its framebuffer object at 4 MiB of video memory.
+    let base = 4u32 << 20;
+    dispi(&mut dev, regs::DISPI_VIRT_WIDTH, xres);
+    dispi(&mut dev, regs::DISPI_X_OFFSET, ((base % stride) / 4) as u16);
+    dispi(&mut dev, regs::DISPI_Y_OFFSET, (base / stride) as u16);
+    // A pixel at (10, 20) of it, XRGB8888.
+    let at = u64::from(base + 20 * stride + 10 * 4);
+    dev.bar_write(0, at, &0x00ff_8040u32.to_le_bytes());
+    let mut renderer = Renderer::default();
+    let mut spare = DirtyPages::new(VRAM_BYTES / vram::PAGE);
+    let mut shown = None;
+    let phase = Phase { cursor: true, blink: true };
+    let pixel = |display: &Display| {
+        display.read(0, |f| {
+            let p = &f.pixels[20 * f.stride + 40..][..4];
+            f.format.to_rgba(p)
+        })
+    };
+    frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+    assert_eq!(display.size(), Some((1280, 720)));
+    assert_eq!(pixel(&display), Some([0xff, 0x80, 0x40, 0xff]));
+    // BGRX8888: the byte order register says big-endian.
+    dev.bar_write(2, 0x604, &QEXT_BIG_ENDIAN.to_le_bytes());
+    dev.bar_read(2, 0x604, &mut q);
+    assert_eq!(u32::from_le_bytes(q), QEXT_BIG_ENDIAN);
+    dev.bar_write(0, at, &[0x00, 0x11, 0x22, 0x33]);
+    frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+    assert_eq!(pixel(&display), Some([0x11, 0x22, 0x33, 0xff]));
+}
