@@ -170,6 +170,9 @@ struct ConverterState {
     /// Converted and not yet taken; a newer conversion replaces it (it covers the same
     /// changes and more, being relative to what the texture shows).
     ready: Option<Converted>,
+    /// The UI could not use a conversion (the texture changed size meanwhile): convert
+    /// again even if the display did not change.
+    redo: bool,
     /// Time spent converting so far, and the rows converted (for the benchmark; a
     /// conversion the UI never takes counts too).
     spent: Duration,
@@ -204,12 +207,13 @@ impl Converter {
         Some(Converter { shared, thread: Some(thread) })
     }
 
-    /// The texture shows `shown`; frames are wanted for a while more. Returns what was
-    /// converted since the last call, if anything.
-    fn exchange(&self, shown: Shown, max_side: usize) -> Option<Converted> {
+    /// The texture shows `shown`; frames are wanted for a while more (`redo`: the current
+    /// one again). Returns what was converted since the last call, if anything.
+    fn exchange(&self, shown: Shown, max_side: usize, redo: bool) -> Option<Converted> {
         let mut state = lock(&self.shared.state);
         state.shown = shown;
         state.max_side = max_side;
+        state.redo |= redo;
         state.eager_until = Some(Instant::now() + EAGER_FOR);
         self.shared.wake.notify_all();
         state.ready.take()
@@ -240,7 +244,7 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
     // The display generation last converted.
     let mut converted = None;
     loop {
-        let (shown, max_side) = {
+        let (shown, max_side, redo) = {
             let mut state = lock(&shared.state);
             while !state.stop && state.eager_until.is_none_or(|t| Instant::now() >= t) {
                 // Not wanted now: sleep until the console asks again.
@@ -252,10 +256,10 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
             if state.stop {
                 return;
             }
-            (state.shown, state.max_side)
+            (state.shown, state.max_side, std::mem::take(&mut state.redo))
         };
         let generation = display.generation();
-        if converted == Some(generation) {
+        if converted == Some(generation) && !redo {
             // Up to date: until the display changes (or a while, to look at the rest).
             display.wait_for_change(generation, Duration::from_millis(50));
             continue;
@@ -290,6 +294,8 @@ pub struct Screen {
     pool: ImagePool,
     /// For the console: converting on a thread of its own.
     converter: Option<Converter>,
+    /// A conversion did not fit the texture: the converter is to convert all of it.
+    redo: bool,
     /// Rows uploaded so far (for the benchmark and tests).
     pub rows_uploaded: u64,
 }
@@ -326,7 +332,8 @@ impl Screen {
             }
             if let Some(converter) = &self.converter {
                 let shown = self.shown();
-                return match converter.exchange(shown, max_side) {
+                let redo = std::mem::take(&mut self.redo);
+                return match converter.exchange(shown, max_side, redo) {
                     Some(converted) => self.apply(ctx, converted),
                     None => false,
                 };
@@ -360,6 +367,7 @@ impl Screen {
                     // Rows for a texture this one is not (a conversion that raced a change
                     // of size): drawn whole next time.
                     self.generation = 0;
+                    self.redo = true;
                     return false;
                 }
                 for (y, image) in bands {
