@@ -1,5 +1,5 @@
-//! The guest's screen as the host sees it. The machine's graphics (virtio-gpu, or the boot
-//! framebuffer before a driver takes over) publish the latest frame, the rectangles that
+//! The guest's screen as the host sees it. The machine's graphics (virtio-gpu, or before a
+//! driver takes over the boot framebuffer or the standard VGA) publish the latest frame, the rectangles that
 //! changed, a generation counter and the cursor; the app reads them on its UI thread and
 //! uploads only what changed. Nothing here copies a whole frame: the scanout's pixels are
 //! shared with the device that draws them (as QEMU's display surfaces are), and a reader
@@ -181,7 +181,8 @@ struct State {
     scanout: Option<(SharedImage, Rect)>,
     /// The virtio-gpu scanout (an image and the part of it shown).
     gpu: Option<(SharedImage, Rect)>,
-    /// The boot framebuffer's copy, shown until a GPU driver sets a scanout.
+    /// The boot framebuffer's copy or the VGA's picture, shown until a GPU driver sets a
+    /// scanout.
     boot: Option<(SharedImage, Rect)>,
     /// (generation, rectangle) of recent changes; a generation not covered means Full.
     damage: VecDeque<(u64, Rect)>,
@@ -328,7 +329,8 @@ impl Display {
         self.show(state);
     }
 
-    /// The boot framebuffer's copy (shown while the GPU shows nothing), or none.
+    /// The boot framebuffer's copy or the VGA's picture (shown while the GPU shows
+    /// nothing), or none.
     pub(crate) fn set_boot_scanout(&self, scanout: Option<(SharedImage, Rect)>) {
         let mut state = lock(&self.shared.state);
         state.boot = scanout;
