@@ -365,18 +365,20 @@ fn build_devices(
     pio.insert(u64::from(SLEEP_CONTROL_PORT), 2, pm.clone())?;
 
     // A debug console port: each byte becomes a debug-port event.
-    let debug_port = || -> SharedDevice {
+    let marker_sink = || -> crate::devices::legacy::debug_port::MarkerSink {
         let events = env.events.clone();
         let built_at = env.built_at;
-        Arc::new(Mutex::new(DebugPort::new(Box::new(move |code, at| {
+        Box::new(move |code, at| {
             events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
-        }))))
+        })
     };
-    pio.insert(u64::from(DEBUG_PORT), 1, debug_port())?;
+    pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(DebugPort::new(marker_sink()))))?;
 
     if let Boot::Firmware(_) = &config.boot {
-        // SeaBIOS's own log goes to QEMU's debug console port: the same as 0xE9's.
-        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, debug_port())?;
+        // SeaBIOS's own log goes to QEMU's debug console port: events as 0xE9's, more of
+        // them.
+        let log = DebugPort::firmware_log(marker_sink());
+        pio.insert(u64::from(FIRMWARE_DEBUG_PORT), 1, Arc::new(Mutex::new(log)))?;
     }
 
     let ged = Arc::new(Mutex::new(Ged::new(irq(GED_GSI)?)));

@@ -180,7 +180,15 @@ impl Pointer {
     /// Grabs the host's pointer (relative mode, on a click in the console).
     pub fn grab(&mut self, ctx: &egui::Context) {
         self.grabbed = true;
-        ctx.send_viewport_cmd(egui::ViewportCommand::CursorGrab(egui::CursorGrab::Locked));
+        // Locked where the windowing system has it (Wayland); X11 only confines the
+        // pointer to the window, which does as well: the guest's mouse moves by the raw
+        // motion, not the pointer's position.
+        let mode = if std::env::var_os("WAYLAND_DISPLAY").is_some() {
+            egui::CursorGrab::Locked
+        } else {
+            egui::CursorGrab::Confined
+        };
+        ctx.send_viewport_cmd(egui::ViewportCommand::CursorGrab(mode));
         ctx.send_viewport_cmd(egui::ViewportCommand::CursorVisible(false));
     }
 

@@ -14,14 +14,27 @@ pub type MarkerSink = Box<dyn Fn(u8, Instant) + Send>;
 /// (each is queued for the machine's owner, and the queue must not grow without bound).
 pub const MARKER_LIMIT: u32 = 4096;
 
+/// Bytes of the firmware's log (port 0x402) delivered per boot: SeaBIOS with its VGA BIOS
+/// writes some 10 KiB of it; the rest of a longer one is dropped, as quietly as the log's
+/// reader expects.
+pub const FIRMWARE_LOG_LIMIT: u32 = 64 << 10;
+
 pub struct DebugPort {
     sink: MarkerSink,
     delivered: u32,
+    limit: u32,
+    /// The firmware's log port: reaching the limit is worth no warning.
+    firmware_log: bool,
 }
 
 impl DebugPort {
     pub fn new(sink: MarkerSink) -> Self {
-        DebugPort { sink, delivered: 0 }
+        DebugPort { sink, delivered: 0, limit: MARKER_LIMIT, firmware_log: false }
+    }
+
+    /// The firmware's log port (QEMU's debug console at 0x402), each byte an event too.
+    pub fn firmware_log(sink: MarkerSink) -> Self {
+        DebugPort { sink, delivered: 0, limit: FIRMWARE_LOG_LIMIT, firmware_log: true }
     }
 }
 
@@ -32,12 +45,16 @@ impl BusDevice for DebugPort {
     }
 
     fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
-        if self.delivered >= MARKER_LIMIT {
+        if self.delivered >= self.limit {
             return;
         }
         self.delivered += 1;
-        if self.delivered == MARKER_LIMIT {
-            log::warn!("debug port: {MARKER_LIMIT} milestones this boot; ignoring the rest");
+        if self.delivered == self.limit {
+            if self.firmware_log {
+                log::info!("firmware log: {} bytes this boot; dropping the rest", self.limit);
+            } else {
+                log::warn!("debug port: {} milestones this boot; ignoring the rest", self.limit);
+            }
         }
         (self.sink)(data[0], Instant::now());
     }
@@ -63,5 +80,13 @@ mod tests {
             port.write(0xe9, 0, &[7]);
         }
         assert_eq!(seen.lock().unwrap().len(), MARKER_LIMIT as usize);
+        // The firmware's log takes more.
+        let count = Arc::new(Mutex::new(0u32));
+        let sink = count.clone();
+        let mut log = DebugPort::firmware_log(Box::new(move |_, _| *sink.lock().unwrap() += 1));
+        for _ in 0..2 * FIRMWARE_LOG_LIMIT {
+            log.write(0x402, 0, b"x");
+        }
+        assert_eq!(*count.lock().unwrap(), FIRMWARE_LOG_LIMIT);
     }
 }

@@ -261,8 +261,16 @@ impl PciRoot {
             };
             let Some(bus) = bus.upgrade() else { return };
             let address = d.config().bar_address(bar).filter(|a| enabled && *a != 0);
+            // Where the BAR would reach past its address space it does not decode (as
+            // QEMU has it): this is the all-ones address firmware writes to size a BAR,
+            // often with decoding on.
+            let limit = match info.kind {
+                BarKind::Io => 0x1_0000,
+                BarKind::Mem32 { .. } => 0xffff_ffff,
+                BarKind::Mem64 { .. } => u64::MAX,
+            };
             let address =
-                address.filter(|a| info.kind != BarKind::Io || *a + info.size <= 0x1_0000);
+                address.filter(|a| a.checked_add(info.size).is_some_and(|end| end <= limit));
             if address == self.mapped[devfn][bar] {
                 continue;
             }
@@ -517,6 +525,31 @@ mod tests {
         for (slot, f) in [(1, 1), (1, 8), (1, 0), (5, 1), (40, 1)] {
             assert!(lock(&root).add_function(slot, f, function(0x1000)).is_err(), "{slot}.{f}");
         }
+    }
+
+    #[test]
+    fn a_bar_being_sized_does_not_decode() {
+        let (root, _mmio, _dummy, mut ports, _pio) = setup();
+        let mut config = PciConfig::new(PciIds {
+            vendor: 0x1234,
+            device: 0x1111,
+            class: 0x03_00_00,
+            revision: 2,
+            subsystem_vendor: 0,
+            subsystem: 0,
+        });
+        let bar = BarInfo { kind: BarKind::Mem32 { prefetchable: true }, size: 16 << 20 };
+        config.add_bar(0, bar).unwrap();
+        let device = Arc::new(Mutex::new(Dummy { config, moves: Vec::new() }));
+        let slot = lock(&root).add_device(device.clone()).unwrap() as u32;
+        let assigned = u64::from(cfg_read32(&mut ports, slot, 0x10) & !0xf);
+        // Firmware sizes it with decoding on: all ones reach 4 GiB, so it decodes nowhere
+        // (its 16 MiB at 0xFF000000 would cover the BIOS ROM), then it is placed again.
+        cfg_write32(&mut ports, slot, 0x10, 0xffff_ffff);
+        assert_eq!(cfg_read32(&mut ports, slot, 0x10), 0xff00_0008);
+        cfg_write32(&mut ports, slot, 0x10, 0xd000_0000);
+        let moves = lock(&device).moves.clone();
+        assert_eq!(moves, [(0, Some(assigned)), (0, None), (0, Some(0xd000_0000))]);
     }
 
     #[test]
