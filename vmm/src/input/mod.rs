@@ -109,6 +109,13 @@ impl Button {
             Button::Extra => BTN_EXTRA,
         }
     }
+
+    /// The button of evdev code `code` (BTN_LEFT...), if it is one of these.
+    pub fn from_code(code: u16) -> Option<Button> {
+        [Button::Left, Button::Right, Button::Middle, Button::Side, Button::Extra]
+            .into_iter()
+            .find(|b| b.code() == code)
+    }
 }
 
 /// Keyboard LEDs the guest has lit.

@@ -1,0 +1,244 @@
+//! The control socket's protocol between a VM process and its clients (the window, the
+//! CLI): frames of a 4-byte little-endian length and a JSON message, at most `MAX_FRAME`
+//! bytes, so that neither side allocates what the other claims. A connection opens with a
+//! `Hello` each way; a peer of another protocol version is refused with an error that
+//! names both versions and what to do.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol's version: bumped whenever a message changes meaning.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest frame either side sends or accepts (a serial chunk, a path, a status).
+pub const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("the control socket failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the control socket closed in the middle of a message")]
+    Truncated,
+    #[error("a control message of {0} bytes is larger than the {max} bytes allowed", max = MAX_FRAME)]
+    TooLarge(usize),
+    #[error("a control message is malformed: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error(
+        "the VM process speaks control protocol {theirs} (Vessel {their_vessel}), this Vessel \
+         {ours}; stop the VM with the Vessel that started it, or run that Vessel's window"
+    )]
+    Version { theirs: u32, their_vessel: String, ours: u32 },
+}
+
+/// The first message each side sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// The sender's Vessel version, for the error a mismatch gives.
+    pub vessel: String,
+}
+
+impl Hello {
+    pub fn ours() -> Self {
+        Hello { protocol: PROTOCOL_VERSION, vessel: env!("CARGO_PKG_VERSION").to_string() }
+    }
+}
+
+/// What a client asks of the VM process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Status,
+    Start,
+    /// The ACPI power button.
+    Shutdown,
+    PowerOff,
+    Reset,
+    Pause,
+    Resume,
+    InsertCd {
+        iso: std::path::PathBuf,
+    },
+    EjectCd {
+        force: bool,
+    },
+    /// A key by its Linux evdev code.
+    Key {
+        code: u16,
+        down: bool,
+    },
+    /// The tablet to (x, y) in display pixels.
+    PointerAbs {
+        x: f64,
+        y: f64,
+    },
+    PointerRel {
+        dx: i32,
+        dy: i32,
+    },
+    /// A pointer button by its evdev code (`vmm::Button::code`: BTN_LEFT...).
+    Button {
+        code: u16,
+        down: bool,
+    },
+    Wheel {
+        dx: i32,
+        dy: i32,
+    },
+    /// The window asks for a display of this size.
+    Resize {
+        width: u32,
+        height: u32,
+    },
+    SerialInput {
+        bytes: Vec<u8>,
+    },
+    Usage,
+}
+
+/// The VM's state as clients see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmState {
+    Created,
+    Running,
+    Paused,
+    /// Stopped, and why (powered off, reset, an error's text).
+    Stopped {
+        reason: String,
+    },
+}
+
+/// What the VM process answers or tells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    /// The request could not be carried out, and why.
+    Failed {
+        error: String,
+    },
+    Status {
+        state: VmState,
+    },
+    Usage {
+        cpu_percent: f64,
+        memory_bytes: u64,
+    },
+    /// Unasked: the guest wrote to its serial port.
+    Serial {
+        bytes: Vec<u8>,
+    },
+    /// Unasked: the state changed.
+    StateChanged {
+        state: VmState,
+    },
+}
+
+/// Writes `message` as one frame.
+pub fn send<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), ProtocolError> {
+    let body = serde_json::to_vec(message).map_err(ProtocolError::Malformed)?;
+    if body.len() > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads one frame's message; None at a clean end of the stream (between frames).
+pub fn receive<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+) -> Result<Option<T>, ProtocolError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(ProtocolError::Truncated),
+            n => got += n,
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ProtocolError::Truncated,
+        _ => ProtocolError::Io(e),
+    })?;
+    serde_json::from_slice(&body).map(Some).map_err(ProtocolError::Malformed)
+}
+
+/// Sends our `Hello` and checks the peer's: both sides do this first.
+pub fn handshake(stream: &mut (impl Read + Write)) -> Result<Hello, ProtocolError> {
+    send(stream, &Hello::ours())?;
+    let theirs: Hello = receive(stream)?.ok_or(ProtocolError::Truncated)?;
+    if theirs.protocol != PROTOCOL_VERSION {
+        return Err(ProtocolError::Version {
+            theirs: theirs.protocol,
+            their_vessel: theirs.vessel,
+            ours: PROTOCOL_VERSION,
+        });
+    }
+    Ok(theirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn messages_cross_a_socket() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let peer = std::thread::spawn(move || {
+            handshake(&mut b).unwrap();
+            let request: Request = receive(&mut b).unwrap().unwrap();
+            assert_eq!(request, Request::Key { code: 30, down: true });
+            send(&mut b, &Reply::Status { state: VmState::Running }).unwrap();
+            let request: Option<Request> = receive(&mut b).unwrap();
+            let left = vmm::Button::Left.code();
+            assert_eq!(request, Some(Request::Button { code: left, down: false }));
+            assert_eq!(vmm::Button::from_code(left), Some(vmm::Button::Left));
+            assert!(receive::<Request>(&mut b).unwrap().is_none(), "a clean end");
+        });
+        assert_eq!(handshake(&mut a).unwrap(), Hello::ours());
+        send(&mut a, &Request::Key { code: 30, down: true }).unwrap();
+        let reply: Reply = receive(&mut a).unwrap().unwrap();
+        assert_eq!(reply, Reply::Status { state: VmState::Running });
+        send(&mut a, &Request::Button { code: vmm::Button::Left.code(), down: false }).unwrap();
+        drop(a);
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_of_another_version_is_refused_by_name() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let old = Hello { protocol: 0, vessel: "0.0.9".into() };
+        send(&mut b, &old).unwrap();
+        let error = handshake(&mut a).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("protocol 0 (Vessel 0.0.9)"), "{text}");
+        assert!(text.contains(&format!("this Vessel {PROTOCOL_VERSION}")), "{text}");
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_without_allocating_them() {
+        // A length past the limit: refused before any body is read.
+        let mut huge = &u32::MAX.to_le_bytes()[..];
+        assert!(matches!(receive::<Request>(&mut huge), Err(ProtocolError::TooLarge(_))));
+        // A body shorter than its length, and a length cut short.
+        let mut short: &[u8] = &[10, 0, 0, 0, b'{'];
+        assert!(matches!(receive::<Request>(&mut short), Err(ProtocolError::Truncated)));
+        let mut cut: &[u8] = &[10, 0];
+        assert!(matches!(receive::<Request>(&mut cut), Err(ProtocolError::Truncated)));
+        // Not a message.
+        let mut junk: &[u8] = &[3, 0, 0, 0, b'x', b'y', b'z'];
+        assert!(matches!(receive::<Request>(&mut junk), Err(ProtocolError::Malformed(_))));
+        // Nothing at all: the peer hung up between frames.
+        let mut empty: &[u8] = &[];
+        assert!(receive::<Request>(&mut empty).unwrap().is_none());
+    }
+}
