@@ -124,10 +124,6 @@ impl VgaCore {
         VgaCore { regs: Registers::default(), vram, dirty, font: false }
     }
 
-    pub fn vram(&self) -> &Arc<Vram> {
-        &self.vram
-    }
-
     fn port_read(&mut self, port: u16) -> u8 {
         self.regs.port_read(port)
     }

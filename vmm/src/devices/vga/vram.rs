@@ -33,7 +33,7 @@ struct Slot {
     slot: u32,
     /// Guest-physical address while registered.
     at: Option<u64>,
-    /// KVM refused the slot or its dirty log: the renderer treats every page as dirty.
+    /// KVM refused the slot or its dirty log once (said once in the log).
     failed: bool,
 }
 
@@ -163,20 +163,14 @@ impl Vram {
         }
     }
 
-    /// Whether the linear framebuffer is mapped as a KVM slot now.
-    pub fn mapped(&self) -> bool {
-        lock(&self.slot).as_ref().is_some_and(|s| s.at.is_some())
-    }
-
     /// ORs the pages the guest wrote through the KVM slot since the last call into
     /// `dirty` (one bit a page). Returns false if the log could not be read (every page
     /// must then count as dirty).
     pub fn take_guest_dirty(&self, dirty: &mut [u64]) -> bool {
         let mut state = lock(&self.slot);
-        let Some(s) = state.as_mut() else { return true };
-        if s.at.is_none() {
-            return !s.failed;
-        }
+        // Unmapped (never, or KVM refused the place): the guest's writes to the BAR go
+        // through the VMM, which marks what they dirty itself.
+        let Some(s) = state.as_mut().filter(|s| s.at.is_some()) else { return true };
         match s.vm.get_dirty_log(s.slot, self.len()) {
             Ok(log) => {
                 for (d, l) in dirty.iter_mut().zip(log) {
@@ -251,12 +245,6 @@ impl DirtyPages {
 
     pub fn clear(&mut self) {
         self.bits.fill(0);
-    }
-
-    pub fn merge(&mut self, other: &DirtyPages) {
-        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
-            *a |= b;
-        }
     }
 }
 
