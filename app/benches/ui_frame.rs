@@ -38,7 +38,14 @@ fn main() {
     let mut h = Harness::builder().with_size([1280.0, 800.0]).wgpu().build_eframe(move |cc| {
         VesselApp::new(
             &cc.egui_ctx,
-            Options { library: Some(lib.clone()), prefs_path: lib.join("prefs.toml") },
+            Options {
+                library: Some(lib.clone()),
+                prefs_path: lib.join("prefs.toml"),
+                // Each VM in its own process, as in the app.
+                launcher: vessel::vmhost::client::Launcher::Process(
+                    env!("CARGO_BIN_EXE_vessel").into(),
+                ),
+            },
         )
     });
     let deadline = Instant::now() + Duration::from_secs(60);

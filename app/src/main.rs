@@ -1,10 +1,13 @@
 //! `vessel`: the desktop VM application. Without a verb it opens the window (`ui`); the
 //! verbs run guests headless (`vessel run`, `vessel start`) and manage the VM library
-//! (`vessel list | create | show | stop | delete`).
+//! (`vessel list | create | show | stop | delete`). `vessel vm-host` is the process each
+//! running VM lives in.
 
 use clap::{CommandFactory, Parser};
 use vessel::cli::{self, args, headless, verbs};
 use vessel::ui;
+use vessel::vmhost::host;
+use vessel::vmhost::protocol::Request;
 
 fn main() {
     // Every warning a guest can provoke is rate-limited per place in the code, also those
@@ -38,7 +41,10 @@ fn main() {
     }
     if !matches!(
         command,
-        cli::Command::Run(_) | cli::Command::Start { .. } | cli::Command::VhostUser(_)
+        cli::Command::Run(_)
+            | cli::Command::Start { .. }
+            | cli::Command::VhostUser(_)
+            | cli::Command::VmHost { .. }
     ) {
         // Printing verbs end quietly when their reader goes away (`vessel list | head`), as
         // Unix tools do. Not for machines: a socket to a vanished peer must be an error.
@@ -52,8 +58,18 @@ fn main() {
     let result: anyhow::Result<i32> = match command {
         cli::Command::Run(run_args) => headless::run(run_args).map(|o| o.exit_code()),
         cli::Command::VhostUser(args) => done(verbs::vhost_user(args)),
-        cli::Command::Start { name } => {
-            lib().and_then(|l| verbs::start(&l, &name)).map(|o| o.exit_code())
+        cli::Command::Start { name, detach } => lib().and_then(|l| verbs::start(&l, &name, detach)),
+        cli::Command::Pause { name } => {
+            done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Pause, json)))
+        }
+        cli::Command::Resume { name } => {
+            done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
+        }
+        cli::Command::Reset { name } => {
+            done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
+        }
+        cli::Command::VmHost { library, root } => {
+            Ok(host::run(&library, &root, host::control_fd()))
         }
         cli::Command::List => done(lib().and_then(|l| verbs::list(&l, json))),
         cli::Command::Create(create) => done(lib().and_then(|l| verbs::create(&l, create, json))),

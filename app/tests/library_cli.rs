@@ -2,7 +2,7 @@
 //! stop, delete; JSON output; errors that name the problem.
 
 mod common;
-use common::vessel;
+use common::{json, text, vessel};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,16 +14,6 @@ fn library(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vessel-cli-lib-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json(lib: &Path, args: &[&str]) -> serde_json::Value {
-    let out = vessel(lib, args);
-    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn create_test_vm(lib: &Path, name: &str, test: &str) {
@@ -147,18 +137,34 @@ fn a_vm_starts_once_and_stops_on_request() {
     }
     let list = json(&lib, &["list", "--json"]);
     assert_eq!(list[0]["state"], "running");
-    assert_eq!(list[0]["pid"], start.id().to_string());
+    // The VM lives in a process of its own, `vessel vm-host`, which `vessel start` started.
+    let pid = list[0]["pid"].as_str().unwrap().to_string();
+    assert_ne!(pid, start.id().to_string());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(text(&cmdline).contains("vm-host"), "{}", text(&cmdline));
 
     let second = vessel(&lib, &["start", "runner"]);
     assert_eq!(second.status.code(), Some(1));
     let err = text(&second.stderr);
-    assert!(err.contains(&format!("already running (pid {})", start.id())), "{err}");
+    assert!(err.contains(&format!("already running (pid {pid})")), "{err}");
+
+    // Pause and resume through the VM's control socket.
+    let paused = vessel(&lib, &["pause", "runner"]);
+    assert!(paused.status.success(), "{}", text(&paused.stderr));
+    assert_eq!(json(&lib, &["list", "--json"])[0]["state"], "paused");
+    let resumed = vessel(&lib, &["resume", "runner"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert_eq!(json(&lib, &["list", "--json"])[0]["state"], "running");
 
     let stop = vessel(&lib, &["stop", "runner"]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
     let status = start.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the guest powered off after the power button");
-    assert_eq!(json(&lib, &["list", "--json"])[0]["state"], "off");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while json(&lib, &["list", "--json"])[0]["state"] != "off" {
+        assert!(Instant::now() < deadline, "the VM process still holds the VM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let not_running = vessel(&lib, &["stop", "runner"]);
     assert!(text(&not_running.stderr).contains("not running"));
     let _ = std::fs::remove_dir_all(lib);

@@ -49,14 +49,34 @@ pub enum Command {
     Create(CreateArgs),
     /// Show a VM's configuration.
     Show { name: String },
-    /// Run a VM headless, its serial console on this terminal (the keys and exit statuses
-    /// of `vessel run`). The VM is marked running while this lasts.
-    Start { name: String },
+    /// Start a VM in a process of its own, its serial console on this terminal (the keys
+    /// and exit statuses of `vessel run`; Ctrl-A d detaches and leaves it running).
+    /// --detach leaves it running in the background at once; the window shows it too.
+    Start {
+        name: String,
+        #[arg(long)]
+        detach: bool,
+    },
     /// Ask a running VM to shut down (the ACPI power button); --force powers it off.
     Stop {
         name: String,
         #[arg(long)]
         force: bool,
+    },
+    /// Pause a running VM (its vCPUs stop; it keeps its memory).
+    Pause { name: String },
+    /// Resume a paused VM.
+    Resume { name: String },
+    /// Reset a running VM, as its reset button would.
+    Reset { name: String },
+    /// The process one running VM lives in (started by `vessel start` and the window).
+    #[command(hide = true)]
+    VmHost {
+        /// The library the VM's disks may read through to.
+        #[arg(long)]
+        library: PathBuf,
+        /// The VM's folder.
+        root: PathBuf,
     },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`
     /// (vcpus=2 memory_mib=4096 display.width=1280 notes="..."). Checked before saving.

@@ -11,7 +11,7 @@ use vmm::{
 };
 
 use super::args::{DiskArg, RunArgs};
-use super::terminal::RawMode;
+use super::terminal::{Escapes, RawMode, Typed};
 use crate::core::launch::image_spec;
 
 pub const EXIT_POWERED_OFF: i32 = 0;
@@ -19,9 +19,6 @@ pub const EXIT_VMM_ERROR: i32 = 1;
 pub const EXIT_CRASHED: i32 = 3;
 pub const EXIT_REBOOTED: i32 = 4;
 pub const EXIT_QUIT: i32 = 5;
-
-/// The escape key: Ctrl-A, as in QEMU.
-const ESCAPE: u8 = 0x01;
 
 /// How the run ended.
 pub enum Outcome {
@@ -115,10 +112,18 @@ extern "C" fn on_stop_signal(signal: libc::c_int) {
     STOP_SIGNAL.store(signal, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn catch_stop_signals() {
+pub fn catch_stop_signals() {
     for signal in [libc::SIGTERM, libc::SIGUSR1] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_stop_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// The stop signal received since the last call, if any.
+pub fn take_stop_signal() -> Option<libc::c_int> {
+    match STOP_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal),
     }
 }
 
@@ -148,7 +153,7 @@ pub fn console(
         .context("cannot start the input thread")?;
 
     let mut stdout = std::io::stdout().lock();
-    let mut escape_pending = false;
+    let mut escapes = Escapes::new(interactive);
     loop {
         match handle.events().recv_timeout(Duration::from_millis(10)) {
             Ok(Event::Serial(bytes)) => {
@@ -171,7 +176,7 @@ pub fn console(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("the machine went away"),
         }
-        match STOP_SIGNAL.swap(0, std::sync::atomic::Ordering::Relaxed) {
+        match take_stop_signal().unwrap_or(0) {
             libc::SIGTERM => handle.request_shutdown().context("cannot press the power button")?,
             libc::SIGUSR1 => {
                 handle.power_off().context("cannot power off")?;
@@ -182,41 +187,30 @@ pub fn console(
             _ => {}
         }
         while let Ok(bytes) = keys.try_recv() {
-            let mut to_guest = Vec::with_capacity(bytes.len());
-            for byte in bytes {
-                if !escape_pending {
-                    if byte == ESCAPE && interactive {
-                        escape_pending = true;
-                    } else {
-                        to_guest.push(byte);
+            for typed in escapes.feed(&bytes) {
+                match typed {
+                    Typed::Guest(bytes) => {
+                        handle.send_serial(&bytes).context("cannot send input to the guest")?
                     }
-                    continue;
-                }
-                escape_pending = false;
-                match byte {
-                    b'x' | b'X' => {
+                    Typed::Command(b'x') => {
                         handle.power_off().context("cannot power off")?;
                         drop(raw);
                         eprintln!("\nvessel: quit; the guest was powered off");
                         return Ok(Outcome::Quit);
                     }
-                    b's' | b'S' => {
+                    Typed::Command(b's') => {
                         handle.request_shutdown().context("cannot press the power button")?
                     }
-                    b'r' | b'R' => handle.reset().context("cannot reset")?,
-                    b'p' | b'P' => match handle.state() {
+                    Typed::Command(b'r') => handle.reset().context("cannot reset")?,
+                    Typed::Command(b'p') => match handle.state() {
                         MachineState::Paused => handle.resume().context("cannot resume")?,
                         _ => handle.pause().context("cannot pause")?,
                     },
-                    ESCAPE => to_guest.push(ESCAPE),
-                    _ => {
+                    Typed::Command(_) => {
                         stdout.write_all(HELP.as_bytes())?;
                         stdout.flush()?;
                     }
                 }
-            }
-            if !to_guest.is_empty() {
-                handle.send_serial(&to_guest).context("cannot send input to the guest")?;
             }
         }
     }

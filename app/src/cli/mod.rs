@@ -1,10 +1,12 @@
 //! The command line: `args` (clap's types and parsers), `verbs` (the library verbs, like
-//! VMware's vmrun or VBoxManage), `headless` (`vessel run` / `vessel start`: a machine
-//! with its serial console on this terminal) and `terminal` (raw mode). The window never
+//! VMware's vmrun or VBoxManage), `headless` (`vessel run`: a machine with its serial
+//! console on this terminal), `remote` (`vessel start`: the same for a library VM in its
+//! own process) and `terminal` (raw mode). The window never
 //! imports from here; both stand on `core`.
 
 pub mod args;
 pub mod headless;
+pub mod remote;
 pub mod terminal;
 pub mod verbs;
 

@@ -1,5 +1,5 @@
 //! The library verbs (`vessel list | create | show | set | disk-grow | disk-add | rename |
-//! start | stop | clone | export | import | delete | iso-info`), headless, like
+//! start | stop | pause | resume | reset | clone | export | import | delete | iso-info`), headless, like
 //! VMware's vmrun or VBoxManage.
 
 use std::path::{Path, PathBuf};
@@ -10,26 +10,45 @@ use vm_library::config::DiskFormat;
 use vm_library::library::{Entry, Library, default_dir};
 use vm_library::validate::Host;
 
-use vmm::Machine;
 use vmm::devices::virtio::VirtioDevice;
 
 use super::args::{CreateArgs, VhostUserArgs};
-use super::headless::{Outcome, console};
 use crate::core::create::create_bundle;
-use crate::core::launch::{self, image_spec};
+use crate::core::launch::image_spec;
 use crate::core::state::VmState;
 use crate::core::units::size_text;
+use crate::vmhost::client::{self, ClientError};
+use crate::vmhost::protocol::{self, Reply, Request};
 
 pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
     let dir = dir.unwrap_or_else(default_dir);
     Library::open(&dir).with_context(|| format!("cannot open the VM library at {}", dir.display()))
 }
 
-/// "off", "running" (with the pid) or why it cannot be told.
+/// "off", "starting", "running" or "paused" (with the VM process's pid), or why it cannot
+/// be told: the run lock says whether a process runs the VM, its control socket how.
 fn run_state(bundle: &Bundle) -> (String, Option<String>) {
     match bundle.running() {
-        Ok(holder) => (VmState::of_lock(holder.clone()).id().into(), holder),
+        Ok(None) => (VmState::Off.id().into(), None),
+        Ok(Some(pid)) => match client::request(bundle.root(), &bundle.config.name, Request::Status)
+        {
+            Ok(Reply::Status { state, .. }) => (live_state(&state).into(), Some(pid)),
+            // Locked, no socket yet: the process is still setting up.
+            Err(ClientError::NotRunning { .. }) => ("starting".into(), Some(pid)),
+            Ok(_) => ("running".into(), Some(pid)),
+            Err(e) => (format!("unknown ({e})"), Some(pid)),
+        },
         Err(e) => (format!("unknown ({e})"), None),
+    }
+}
+
+/// The word for a VM process's state in `vessel list`.
+fn live_state(state: &protocol::VmState) -> &'static str {
+    match state {
+        protocol::VmState::Starting => "starting",
+        protocol::VmState::Running => "running",
+        protocol::VmState::Paused => "paused",
+        protocol::VmState::Stopped { .. } => "stopping",
     }
 }
 
@@ -138,32 +157,47 @@ pub fn show(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn start(lib: &Library, name: &str) -> anyhow::Result<Outcome> {
+pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
+    super::remote::start(lib, name, detach)
+}
+
+/// Sends a control request to the running VM `name`; what it answered.
+fn control(lib: &Library, name: &str, request: Request) -> anyhow::Result<Reply> {
     let bundle = lib.find(name)?;
-    let launch = launch::prepare(lib, &bundle)?;
-    let _running = launch.lock;
-    let handle = Machine::build(launch.config, None).context("cannot build the machine")?;
-    launch.one_time.used()?;
-    console(handle, None)
+    if bundle.running()?.is_none() {
+        bail!("{name} is not running");
+    }
+    Ok(client::request(bundle.root(), &bundle.config.name, request)?)
 }
 
 pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {
-    let bundle = lib.find(name)?;
-    let Some(pid) = bundle.running()? else { bail!("{name} is not running") };
-    let pid: libc::pid_t =
-        pid.parse().with_context(|| format!("the run lock names pid {pid:?}"))?;
-    let signal = if force { libc::SIGUSR1 } else { libc::SIGTERM };
-    // SAFETY: kill only sends a signal; the pid comes from the VM's run lock, which its
-    // holder (a `vessel start`) wrote and still holds.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        bail!("cannot signal pid {pid}: {}", std::io::Error::last_os_error());
-    }
-    let (asked, line) = if force {
-        ("power-off", format!("{name}: powering off"))
+    let (request, asked, line) = if force {
+        (Request::PowerOff, "power-off", format!("{name}: powered off"))
     } else {
-        ("acpi-shutdown", format!("{name}: the power button was pressed; the guest shuts down"))
+        (
+            Request::Shutdown,
+            "acpi-shutdown",
+            format!("{name}: the power button was pressed; the guest shuts down"),
+        )
     };
-    say(json, serde_json::json!({ "name": name, "pid": pid, "asked": asked }), line)
+    control(lib, name, request)?;
+    say(json, serde_json::json!({ "name": name, "asked": asked }), line)
+}
+
+/// `vessel pause | resume | reset`.
+pub fn pause_resume_reset(
+    lib: &Library,
+    name: &str,
+    request: Request,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (asked, line) = match request {
+        Request::Pause => ("pause", format!("{name}: paused")),
+        Request::Resume => ("resume", format!("{name}: running")),
+        _ => ("reset", format!("{name}: reset")),
+    };
+    control(lib, name, request)?;
+    say(json, serde_json::json!({ "name": name, "asked": asked }), line)
 }
 
 pub fn set(

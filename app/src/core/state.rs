@@ -54,12 +54,12 @@ impl VmState {
         matches!(self, VmState::Off | VmState::Crashed | VmState::Failed)
     }
 
-    /// What the library's run lock says of a bundle, seen from this process: a lock this
-    /// very process holds is not "elsewhere" (its own session says how the VM is).
+    /// What the library's run lock says of a bundle: a VM process (its pid) runs it. The
+    /// window asks its sessions first, so a VM it shows is never "elsewhere".
     pub fn of_lock(holder: Option<String>) -> VmState {
         match holder {
-            Some(pid) if pid != std::process::id().to_string() => VmState::Elsewhere(pid),
-            _ => VmState::Off,
+            Some(pid) => VmState::Elsewhere(pid),
+            None => VmState::Off,
         }
     }
 }
@@ -69,9 +69,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_process_is_never_elsewhere() {
+    fn a_locked_vm_runs_elsewhere() {
         assert_eq!(VmState::of_lock(None), VmState::Off);
-        assert_eq!(VmState::of_lock(Some(std::process::id().to_string())), VmState::Off);
         let other = VmState::of_lock(Some("1".into()));
         assert_eq!(other.label(), "Running elsewhere (pid 1)");
         assert!(!other.can_power_on() && VmState::Crashed.can_power_on());

@@ -88,7 +88,7 @@ impl VesselApp {
             prefs_path: options.prefs_path,
             library: LibraryPanel::default(),
             page: Page::Summary,
-            running: Running::default(),
+            running: Running::new(options.launcher),
             jobs: Jobs::new(Arc::new(move || wake_ctx.request_repaint())),
             toasts: Toasts::default(),
             scale: Scale::Fit,
@@ -141,6 +141,20 @@ impl VesselApp {
         !self.running.is_empty()
     }
 
+    /// How the window shows the VM called `name` ("Running", "Crashed", ...), and why its
+    /// last run ended if that is worth saying (tests).
+    pub fn vm_state(&self, name: &str) -> Option<(String, Option<String>)> {
+        let item = self.library.items.iter().find(|i| i.name == name)?;
+        let reason = self.running.endings.get(&item.root).and_then(|e| e.reason());
+        Some((self.state_of(item).label(), reason))
+    }
+
+    /// Closes the window as its close dialog's Run in Background does: every VM goes on in
+    /// its own process (tests).
+    pub fn run_in_background(&mut self) {
+        self.running.detach_all();
+    }
+
     /// Reads the library again now.
     pub(crate) fn rescan_now(&mut self) {
         self.library.rescan_now(&mut self.jobs, &self.lib_dir);
@@ -177,7 +191,9 @@ impl VesselApp {
             if self.library.selected.as_ref() == Some(&root) && self.page == Page::Console {
                 self.page = Page::Summary;
             }
-            // What the list says of the VM (its run lock, its configuration) is news now.
+            // Its VM process ended (having let go of the run lock): the list's "running
+            // elsewhere" is stale until the scan, which is news now anyway.
+            self.library.stopped(&root);
             self.rescan_now();
         }
         if self.closing == Closing::Waiting && self.running.is_empty() {
@@ -193,6 +209,10 @@ impl VesselApp {
                 if let Some(error) = self.library.scanned(seq, &self.lib_dir, result) {
                     self.toasts.error("The VM library cannot be read", Some(error));
                 }
+                // VMs running in processes of their own (started by another window, the
+                // CLI, or this window before it was closed) show here too.
+                let ctx = self.ctx.clone();
+                self.running.attach(&self.library.items, Arc::new(move || ctx.request_repaint()));
             }
             Done::Inspected { iso, purpose, result } => {
                 let result = result.map_err(|e| jobs::not_an_iso(&iso, &e));
@@ -341,6 +361,12 @@ impl VesselApp {
                 self.update(&root, &format!("{name} saved"), move |c| change.apply(c));
             }
             DialogAction::Close(Choice::Cancel) => self.closing = Closing::No,
+            DialogAction::Close(Choice::RunInBackground) => {
+                // The VMs' processes go on; the window lets go of them as it closes.
+                self.running.detach_all();
+                self.closing = Closing::Go;
+                self.ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
             DialogAction::Close(choice) => {
                 let shut_down = choice == Choice::ShutDownAll;
                 self.running
@@ -373,10 +399,11 @@ impl VesselApp {
             }
             ItemKind::Ok { elsewhere: Some(pid), .. } => {
                 let text = format!(
-                    "{} is running in another Vessel (pid {pid}); stop it there first",
+                    "{} is running already (pid {pid}); it shows here in a moment",
                     item.name
                 );
-                self.toasts.error(&text, None);
+                self.toasts.info(&text);
+                self.rescan_now();
             }
             ItemKind::Ok { .. } => self.start_session(item.root.clone(), item.name.clone()),
         }

@@ -9,7 +9,7 @@ use vm_library::library::LibraryError;
 
 use super::act::Act;
 use super::console::view::{self, Scale};
-use super::jobs::{self, Done, Jobs, VmItem, file_name};
+use super::jobs::{self, Done, ItemKind, Jobs, VmItem, file_name};
 use crate::core::state::VmState;
 
 /// How often the library is read again on its own (other processes change it too).
@@ -52,6 +52,15 @@ impl Default for LibraryPanel {
 impl LibraryPanel {
     pub fn item(&self, root: &Path) -> Option<&VmItem> {
         self.items.iter().find(|i| i.root == root)
+    }
+
+    /// The VM in `root` no longer runs (its session saw its process end).
+    pub fn stopped(&mut self, root: &Path) {
+        if let Some(item) = self.items.iter_mut().find(|i| i.root == root)
+            && let ItemKind::Ok { elsewhere, .. } = &mut item.kind
+        {
+            *elsewhere = None;
+        }
     }
 
     /// Reads the library in `dir` on a job thread, unless a scan is under way.

@@ -37,6 +37,8 @@ pub struct Options {
     /// The library folder from the command line (`--library`), over the preferences.
     pub library: Option<PathBuf>,
     pub prefs_path: PathBuf,
+    /// How VM processes are started (tests run them in this process).
+    pub launcher: crate::vmhost::client::Launcher,
 }
 
 /// Opens the window and runs until it is closed.
@@ -60,7 +62,14 @@ pub fn run(library: Option<PathBuf>) -> anyhow::Result<()> {
         "Vessel",
         options,
         Box::new(move |cc| {
-            Ok(Box::new(VesselApp::new(&cc.egui_ctx, Options { library, prefs_path })))
+            Ok(Box::new(VesselApp::new(
+                &cc.egui_ctx,
+                Options {
+                    library,
+                    prefs_path,
+                    launcher: crate::vmhost::client::Launcher::this_program(),
+                },
+            )))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))

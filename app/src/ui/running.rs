@@ -10,6 +10,7 @@ use super::jobs::{ItemKind, VmItem};
 use super::session::{Command, Ending, Phase, Session};
 use super::toasts::Toasts;
 use crate::core::state::VmState;
+use crate::vmhost::client::Launcher;
 
 /// A VM this window runs.
 pub struct Vm {
@@ -17,14 +18,19 @@ pub struct Vm {
     pub console: VmConsole,
 }
 
-#[derive(Default)]
 pub struct Running {
     pub vms: HashMap<PathBuf, Vm>,
     /// How each VM's last run ended, when that is worth showing (crashes, failures).
     pub endings: HashMap<PathBuf, Ending>,
+    /// How VM processes are started.
+    launcher: Launcher,
 }
 
 impl Running {
+    pub fn new(launcher: Launcher) -> Self {
+        Running { vms: HashMap::new(), endings: HashMap::new(), launcher }
+    }
+
     pub fn get(&self, root: &Path) -> Option<&Vm> {
         self.vms.get(root)
     }
@@ -54,8 +60,29 @@ impl Running {
         wake: Arc<dyn Fn() + Send + Sync>,
     ) {
         self.endings.remove(&root);
-        let session = Session::start(library.to_path_buf(), root.clone(), name, wake);
+        let session =
+            Session::start(&self.launcher, library.to_path_buf(), root.clone(), name, wake);
         self.vms.insert(root, Vm { session, console: VmConsole::default() });
+    }
+
+    /// Shows every VM of `items` that runs in a process this window has no session with
+    /// (started elsewhere, or before this window).
+    pub fn attach(&mut self, items: &[VmItem], wake: Arc<dyn Fn() + Send + Sync>) {
+        for item in items {
+            if let ItemKind::Ok { elsewhere: Some(_), .. } = &item.kind
+                && !self.vms.contains_key(&item.root)
+            {
+                self.endings.remove(&item.root);
+                let session = Session::attach(item.root.clone(), item.name.clone(), wake.clone());
+                self.vms.insert(item.root.clone(), Vm { session, console: VmConsole::default() });
+            }
+        }
+    }
+
+    /// Lets go of every VM, leaving them running in their processes (closing the window
+    /// with Run in Background).
+    pub fn detach_all(&mut self) {
+        self.vms.clear();
     }
 
     /// Asks `root`'s VM to do something; false if it does not run.

@@ -1,22 +1,26 @@
-//! A VM the app runs: a thread that owns its `MachineHandle` (building it, which can take
-//! the kernel off an ISO, happens there too), takes commands from the UI and reports back.
-//! The UI keeps the machine's `Display` and `InputSink`, which never block, and otherwise
-//! only talks to the thread through channels: a slow machine never freezes the window.
+//! A VM the window shows: a client of its VM process (`vmhost`), which the session starts
+//! (`Session::start`) or finds running (`Session::attach`). A thread reads what the
+//! process tells (state, serial output, frames, cursor) and reports back through a
+//! channel; requests go out through a queue. The guest's frame is the process's own
+//! memory, mapped read-only into a `vmm::Display` that mirrors it. Nothing here ever
+//! waits for the VM: a slow or dead VM process never freezes the window.
 
 use std::collections::VecDeque;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
-use vm_library::bundle::{Bundle, BundleError};
-use vm_library::library::{Library, LibraryError};
-use vmm::{
-    CrashReport, Display, Event, InputSink, Machine, MachineError, MachineState, StopReason, Usage,
-};
+use vmm::display::{Damage, Display, FrameLayout, FrameMapping, PixelFormat, Rect};
 
-use crate::core::launch::{self, LaunchError};
 use crate::core::state::VmState;
+use crate::vmhost::client::{self, ClientError, Input, Launcher};
+use crate::vmhost::protocol::{self, Reply, Request, StopKind};
+use crate::vmhost::wire::FrameReader;
+
+pub use crate::core::report::{error_chain, host_hint};
 
 /// What the UI asks of a running VM.
 #[derive(Debug)]
@@ -61,8 +65,8 @@ impl Phase {
 #[derive(Clone, Debug)]
 pub enum Ending {
     PoweredOff,
-    /// The guest crashed (a triple fault), with its registers.
-    Crashed(Arc<CrashReport>),
+    /// The guest crashed (a triple fault), or its VM process died: why, for people.
+    Crashed(Arc<str>),
     /// The machine could not start or could not go on.
     Failed(Arc<Failure>),
 }
@@ -92,11 +96,12 @@ impl Ending {
     pub fn reason(&self) -> Option<String> {
         match self {
             Ending::PoweredOff => None,
-            Ending::Crashed(report) => Some(crash_reason(report)),
+            Ending::Crashed(reason) => Some(reason.to_string()),
             Ending::Failed(failure) => {
                 let mut text = error_chain(failure.as_ref());
                 if matches!(failure.as_ref(), Failure::Stopped(_))
                     && let Some(hint) = host_hint()
+                    && !text.contains(hint)
                 {
                     text.push_str(&format!(" ({hint})"));
                 }
@@ -109,39 +114,14 @@ impl Ending {
 /// Why a VM could not start or could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// Its VM process could not be started or reached.
     #[error(transparent)]
-    Library(#[from] LibraryError),
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    #[error(transparent)]
-    Launch(#[from] LaunchError),
-    #[error("cannot build the machine")]
-    Build(#[source] MachineError),
-    #[error("cannot start the machine")]
-    Start(#[source] MachineError),
-    #[error("the machine stopped: {0}")]
+    Client(#[from] ClientError),
+    /// Its VM process said so (the machine could not be built, or stopped on an error).
+    #[error("{0}")]
     Stopped(String),
-    #[error("the machine's controller went away")]
-    ControllerGone,
-    #[error("the VM's thread ended unexpectedly")]
-    ThreadEnded,
     #[error("cannot start the VM's thread")]
     Thread(#[source] std::io::Error),
-}
-
-/// An error with its causes, "what: why: why".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn failed(failure: impl Into<Failure>) -> Ending {
@@ -152,14 +132,14 @@ fn failed(failure: impl Into<Failure>) -> Ending {
 enum Update {
     Built {
         display: Display,
-        input: InputSink,
+        input: Input,
         vcpus: u32,
         memory_mib: u64,
         firmware: bool,
     },
     Phase(Phase),
     Serial(Vec<u8>),
-    Usage(Usage),
+    Usage(protocol::Usage),
     /// Something the machine says the user should know (no network card, ...).
     Warning(String),
     /// The disc is in the CD drive.
@@ -167,7 +147,7 @@ enum Update {
     /// A command failed.
     Failed {
         command: &'static str,
-        error: MachineError,
+        error: String,
     },
 }
 
@@ -183,6 +163,19 @@ impl Command {
             Command::InsertCd(_) => "insert a disc",
             Command::EjectCd { .. } => "eject the disc",
             Command::Serial(_) => "type into the serial port",
+        }
+    }
+
+    fn request(self) -> Request {
+        match self {
+            Command::ShutDown => Request::Shutdown,
+            Command::PowerOff => Request::PowerOff,
+            Command::Reset => Request::Reset,
+            Command::Pause => Request::Pause,
+            Command::Resume => Request::Resume,
+            Command::InsertCd(iso) => Request::InsertCd { iso },
+            Command::EjectCd { force } => Request::EjectCd { force },
+            Command::Serial(bytes) => Request::SerialInput { bytes },
         }
     }
 }
@@ -202,8 +195,9 @@ pub const HISTORY: usize = 60;
 pub struct Session {
     pub name: String,
     pub phase: Phase,
+    /// The guest's screen, mirrored from its VM process.
     pub display: Option<Display>,
-    pub input: Option<InputSink>,
+    pub input: Option<Input>,
     /// The guest's serial output (lossy UTF-8, the last 256 to 512 KiB).
     pub serial: String,
     /// vCPU use, in percent of one host CPU, a sample a second.
@@ -217,30 +211,101 @@ pub struct Session {
     pub firmware: bool,
     /// Guest RAM the host holds now.
     pub memory_resident: u64,
-    last_usage: Option<(Instant, Usage)>,
+    /// The VM process's memory beyond guest RAM.
+    pub process_overhead: u64,
+    last_usage: Option<(Instant, protocol::Usage)>,
     /// When the guest started running.
     running_since: Option<Instant>,
-    commands: Sender<Command>,
+    requests: SyncSender<Request>,
+    /// The verbs of control requests sent, for the answers that come back in order.
+    verbs: Sender<&'static str>,
     updates: Receiver<Update>,
+    /// The connection to the VM process, once made; shut when the session is dropped.
+    line: Line,
+}
+
+/// The session's connection, and whether the window let go of it.
+#[derive(Clone, Default)]
+struct Line(Arc<std::sync::Mutex<(bool, Option<UnixStream>)>>);
+
+impl Line {
+    /// Keeps `stream` to shut on `let_go`; false if the window let go already.
+    fn keep(&self, stream: &UnixStream) -> bool {
+        let mut line = vmm::sync::lock(&self.0);
+        if line.0 {
+            return false;
+        }
+        line.1 = stream.try_clone().ok();
+        true
+    }
+
+    fn let_go(&self) {
+        let mut line = vmm::sync::lock(&self.0);
+        line.0 = true;
+        if let Some(stream) = line.1.take() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn let_go_of(&self) -> bool {
+        vmm::sync::lock(&self.0).0
+    }
+}
+
+impl Drop for Session {
+    /// The window no longer shows this VM: its process runs on (the close dialog's Run in
+    /// Background; a window closing).
+    fn drop(&mut self) {
+        self.line.let_go();
+    }
+}
+
+/// How a session reaches its VM process.
+enum Reach {
+    Start { launcher: Launcher, library: PathBuf },
+    Attach,
 }
 
 impl Session {
-    /// Starts the VM in `root` on a new thread; `wake` is called whenever there is news,
-    /// including every change of the guest's screen (egui's
-    /// `request_repaint`).
-    /// The VM's disks may read through to linked-clone bases of the library in `library`.
+    /// Starts the VM in `root` in a VM process of its own (`launcher`); `wake` is called
+    /// whenever there is news, including every change of the guest's screen (egui's
+    /// `request_repaint`). The VM's disks may read through to linked-clone bases of the
+    /// library in `library`.
     pub fn start(
+        launcher: &Launcher,
         library: PathBuf,
         root: PathBuf,
         name: String,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Session {
-        let (commands, command_rx) = channel();
+        Self::open(Reach::Start { launcher: launcher.clone(), library }, root, name, wake)
+    }
+
+    /// Shows the VM in `root`, which runs in a VM process someone else started.
+    pub fn attach(root: PathBuf, name: String, wake: Arc<dyn Fn() + Send + Sync>) -> Session {
+        Self::open(Reach::Attach, root, name, wake)
+    }
+
+    fn open(
+        reach: Reach,
+        root: PathBuf,
+        name: String,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Session {
+        let (requests, request_rx) = std::sync::mpsc::sync_channel(4096);
+        let (verbs, verb_rx) = channel();
         let (update_tx, updates) = channel();
-        let thread_root = root.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("vessel-vm {name}"))
-            .spawn(move || run(&library, &thread_root, command_rx, update_tx, wake));
+        let input = Input::new(requests.clone());
+        let thread_name = name.clone();
+        let line = Line::default();
+        let thread_line = line.clone();
+        let spawned =
+            std::thread::Builder::new().name(format!("vessel-vm {name}")).spawn(move || {
+                let link =
+                    Link { updates: update_tx, wake, verbs: verb_rx, input, line: thread_line };
+                let ending = follow(reach, &root, &thread_name, request_rx, &link);
+                link.send(Update::Phase(Phase::Ended(ending)));
+            });
         let phase = match spawned {
             Ok(_) => Phase::Starting,
             Err(e) => Phase::Ended(failed(Failure::Thread(e))),
@@ -258,10 +323,13 @@ impl Session {
             memory_mib: 0,
             firmware: false,
             memory_resident: 0,
+            process_overhead: 0,
             last_usage: None,
             running_since: None,
-            commands,
+            requests,
+            verbs,
             updates,
+            line,
         }
     }
 
@@ -276,9 +344,22 @@ impl Session {
         self.running_since = Some(Instant::now() - ago);
     }
 
-    /// Asks the VM to do something; false if its thread is gone.
+    /// Asks the VM to do something; false if its process cannot be told.
     pub fn send(&self, command: Command) -> bool {
-        self.commands.send(command).is_ok()
+        let verb = command.verb();
+        let sent = self.requests.try_send(command.request()).is_ok();
+        if sent {
+            let _ = self.verbs.send(verb);
+        }
+        sent
+    }
+
+    /// Asks the guest for a display of this size (the console's).
+    pub fn request_resize(&self, width: u32, height: u32) {
+        if let Some(display) = &self.display {
+            display.request_resize(width, height); // remembered here too
+        }
+        let _ = self.requests.try_send(Request::Resize { width, height });
     }
 
     pub fn is_over(&self) -> bool {
@@ -323,12 +404,14 @@ impl Session {
                 }),
                 Ok(Update::Failed { command, error }) => notices.push(Notice {
                     error: true,
-                    text: format!("{}: cannot {command}: {}", self.name, error_chain(&error)),
+                    text: format!("{}: cannot {command}: {error}", self.name),
                 }),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !self.is_over() {
-                        self.phase = Phase::Ended(failed(Failure::ThreadEnded));
+                        self.phase = Phase::Ended(failed(Failure::Stopped(
+                            "the VM's thread ended unexpectedly".into(),
+                        )));
                     }
                     break;
                 }
@@ -337,12 +420,13 @@ impl Session {
         notices
     }
 
-    fn sample(&mut self, usage: Usage) {
+    fn sample(&mut self, usage: protocol::Usage) {
         self.memory_resident = usage.memory_resident;
+        self.process_overhead = usage.process_overhead;
         let now = Instant::now();
-        if let Some((then, last)) = self.last_usage {
-            let secs = now.duration_since(then).as_secs_f64().max(1e-3);
-            let cpu = usage.vcpu_time.saturating_sub(last.vcpu_time).as_secs_f64() / secs;
+        if let Some((then, last)) = &self.last_usage {
+            let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
+            let cpu = usage.vcpu_time_ns.saturating_sub(last.vcpu_time_ns) as f64 / 1e9 / secs;
             if self.cpu.len() == HISTORY {
                 self.cpu.pop_front();
             }
@@ -357,134 +441,287 @@ impl Session {
     }
 }
 
-/// What a guest crash means on this host, for people.
-pub fn crash_reason(report: &vmm::CrashReport) -> String {
-    let mut reason = format!(
-        "the guest crashed (a triple fault on vCPU {}, at RIP {:#x})",
-        report.vcpu, report.registers.regs.rip
-    );
-    if let Some(hint) = host_hint() {
-        reason.push_str(". ");
-        reason.push_str(hint);
-    }
-    reason
-}
-
-/// This host's known limits, if it has any.
-pub fn host_hint() -> Option<&'static str> {
-    Path::new("/sys/module/kvm_pvm").exists().then_some(
-        "This host's KVM is PVM (kvm_pvm), not hardware virtualization: guest kernel code \
-         is only emulated and a standard Linux kernel cannot boot here. On a machine with \
-         VT-x or AMD-V this VM runs.",
-    )
-}
-
-fn run(
-    library: &Path,
-    root: &Path,
-    commands: Receiver<Command>,
-    tx: Sender<Update>,
+/// The session thread's way back to the UI.
+struct Link {
+    updates: Sender<Update>,
     wake: Arc<dyn Fn() + Send + Sync>,
-) {
-    let send = |update: Update| {
-        let _ = tx.send(update);
-        wake();
-    };
-    let ending = match Library::open(library) {
-        Err(e) => failed(e),
-        Ok(lib) => match Bundle::open(root) {
-            Err(e) => failed(e),
-            Ok(bundle) => run_machine(&lib, &bundle, &commands, &send, &wake),
-        },
-    };
-    // The run lock is released by now (run_machine returned): whoever hears of the end
-    // and reads the library sees the VM off.
-    send(Update::Phase(Phase::Ended(ending)));
+    verbs: Receiver<&'static str>,
+    input: Input,
+    line: Line,
 }
 
-fn run_machine(
-    lib: &Library,
-    bundle: &Bundle,
-    commands: &Receiver<Command>,
-    send: &dyn Fn(Update),
-    wake: &Arc<dyn Fn() + Send + Sync>,
+impl Link {
+    fn send(&self, update: Update) {
+        let _ = self.updates.send(update);
+        (self.wake)();
+    }
+}
+
+/// Reaches the VM process and follows it until it ends; returns how.
+fn follow(
+    reach: Reach,
+    root: &Path,
+    name: &str,
+    requests: Receiver<Request>,
+    link: &Link,
 ) -> Ending {
-    let launch = match launch::prepare(lib, bundle) {
-        Ok(launch) => launch,
+    let attach = matches!(reach, Reach::Attach);
+    let reached = match reach {
+        Reach::Start { launcher, library } => {
+            client::launch(&launcher, &library, root).and_then(|mut started| {
+                client::greet(&mut started.stream, root)?;
+                Ok((started.stream, started.child))
+            })
+        }
+        Reach::Attach => client::connect(root, name).map(|stream| (stream, None)),
+    };
+    let (stream, child) = match reached {
+        Ok(reached) => reached,
+        // It stopped between the library scan and now: nothing to show, nothing to say.
+        Err(ClientError::NotRunning { .. }) if attach => return Ending::PoweredOff,
         Err(e) => return failed(e),
     };
-    let _running = launch.lock;
-    let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
-    let handle = match Machine::build(launch.config, None) {
-        Ok(handle) => handle,
-        Err(e) => return failed(Failure::Build(e)),
-    };
-    if let Err(e) = launch.one_time.used() {
-        send(Update::Warning(format!("{}: {}", bundle.config.name, error_chain(&e))));
+    let mut child = ChildGuard(child);
+    if !link.line.keep(&stream) {
+        return Ending::PoweredOff; // the window let go already; nobody hears this
     }
-    // Every new frame or cursor change repaints the window.
-    let repaint = wake.clone();
-    handle.display().set_repaint_callback(move || repaint());
-    send(Update::Built {
-        display: handle.display(),
-        input: handle.input(),
-        vcpus: bundle.config.vcpus,
-        memory_mib: bundle.config.memory_mib,
-        firmware,
-    });
-    if let Err(e) = handle.start() {
-        return failed(Failure::Start(e));
+    let writer = stream.try_clone().and_then(|w| spawn_writer(w, requests));
+    if let Err(e) = writer {
+        return failed(Failure::Thread(e));
     }
-    let mut next_sample = Instant::now();
+    match read_events(FrameReader::new(stream), link) {
+        Some(ending) => {
+            child.reap();
+            ending
+        }
+        // The window let go: the VM runs on; nobody hears this.
+        None if link.line.let_go_of() => Ending::PoweredOff,
+        None => lost(child.reap(), root),
+    }
+}
+
+/// Sends the session's requests, a subscription to everything first.
+fn spawn_writer(
+    mut stream: std::os::unix::net::UnixStream,
+    requests: Receiver<Request>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("vessel-vm-requests".into()).spawn(move || {
+        let subscribe = Request::Subscribe { serial: true, display: true };
+        if protocol::send(&mut stream, &subscribe).is_err() {
+            return;
+        }
+        while let Ok(request) = requests.recv() {
+            if protocol::send(&mut stream, &request).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// What the VM process tells, until it ends: how it stopped, or None if it went away
+/// without saying (it died).
+fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
+    let mut display: Option<Display> = None;
+    let mut ending = None;
     loop {
-        match handle.events().recv_timeout(Duration::from_millis(20)) {
-            Ok(Event::StateChanged(MachineState::Running)) => send(Update::Phase(Phase::Running)),
-            Ok(Event::StateChanged(MachineState::Paused)) => send(Update::Phase(Phase::Paused)),
-            Ok(Event::StateChanged(MachineState::Stopped(reason))) => {
-                return match reason {
-                    StopReason::PoweredOff | StopReason::Reset => Ending::PoweredOff,
-                    StopReason::Crashed(report) => Ending::Crashed(Arc::from(report)),
-                    StopReason::Error(message) => failed(Failure::Stopped(message)),
+        let reply = match reader.receive::<Reply>() {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return ending,
+            Err(e) => {
+                log::warn!("the VM process's control socket: {e}");
+                return ending;
+            }
+        };
+        match reply {
+            Reply::Built { machine } => {
+                // Told again when subscribing: the mirror already made stays.
+                let mirror = match display.clone().map_or_else(Display::new, Ok) {
+                    Ok(d) => d,
+                    Err(e) => return Some(failed(Failure::Thread(e))),
                 };
+                let wake = link.wake.clone();
+                mirror.set_repaint_callback(move || wake());
+                display = Some(mirror.clone());
+                link.send(Update::Built {
+                    display: mirror,
+                    input: link.input.clone(),
+                    vcpus: machine.vcpus,
+                    memory_mib: machine.memory_mib,
+                    firmware: machine.firmware,
+                });
             }
-            Ok(Event::Serial(bytes)) => send(Update::Serial(bytes)),
-            Ok(Event::Warning(text)) => send(Update::Warning(text)),
-            Ok(_) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return failed(Failure::ControllerGone);
-            }
-        }
-        loop {
-            let command = match commands.try_recv() {
-                Ok(command) => command,
-                Err(TryRecvError::Empty) => break,
-                // The app is gone: the machine goes with it.
-                Err(TryRecvError::Disconnected) => {
-                    let _ = handle.power_off();
-                    return Ending::PoweredOff;
+            Reply::StateChanged { state } => match state {
+                protocol::VmState::Starting => {}
+                protocol::VmState::Running => link.send(Update::Phase(Phase::Running)),
+                protocol::VmState::Paused => link.send(Update::Phase(Phase::Paused)),
+                protocol::VmState::Stopped { kind, reason } => {
+                    ending = Some(match kind {
+                        StopKind::PoweredOff | StopKind::ForcedOff | StopKind::Rebooted => {
+                            Ending::PoweredOff
+                        }
+                        StopKind::Crashed => Ending::Crashed(
+                            reason.unwrap_or_else(|| "the guest crashed".into()).into(),
+                        ),
+                        StopKind::Failed => failed(Failure::Stopped(
+                            reason.unwrap_or_else(|| "the machine failed".into()),
+                        )),
+                    });
                 }
-            };
-            let verb = command.verb();
-            let result = match command {
-                Command::ShutDown => handle.request_shutdown(),
-                Command::PowerOff => handle.power_off(),
-                Command::Reset => handle.reset(),
-                Command::Pause => handle.pause(),
-                Command::Resume => handle.resume(),
-                Command::InsertCd(path) => {
-                    handle.insert_cd(&path).map(|()| send(Update::CdInserted(path)))
-                }
-                Command::EjectCd { force } => handle.eject_cd(force),
-                Command::Serial(bytes) => handle.send_serial(&bytes),
-            };
-            if let Err(error) = result {
-                send(Update::Failed { command: verb, error });
+            },
+            Reply::Serial { bytes } => link.send(Update::Serial(bytes)),
+            Reply::Warning { text } => link.send(Update::Warning(text)),
+            Reply::CdInserted { iso } => link.send(Update::CdInserted(iso)),
+            Reply::Usage(usage) => link.send(Update::Usage(usage)),
+            Reply::Done => {
+                let _ = link.verbs.try_recv();
             }
-        }
-        if Instant::now() >= next_sample {
-            send(Update::Usage(handle.usage()));
-            next_sample += Duration::from_secs(1);
+            Reply::Failed { error } => {
+                let command = link.verbs.try_recv().unwrap_or("do that");
+                link.send(Update::Failed { command, error });
+            }
+            Reply::Status { .. } => {}
+            Reply::Frame { layout, new_memory, damage, drawn } => {
+                let Some(display) = &display else { continue };
+                let Some(layout) = frame_layout(&layout) else {
+                    log::warn!("the VM process sent a frame of an unknown layout {layout:?}");
+                    continue;
+                };
+                if new_memory {
+                    let Some(memory) = reader.take_fd() else {
+                        log::warn!("the VM process sent a new frame without its memory");
+                        continue;
+                    };
+                    let needs = layout.bytes_needed().unwrap_or(u64::MAX);
+                    let shown = FrameMapping::map(memory, needs)
+                        .and_then(|m| display.mirror_scanout(Some((Arc::new(m), layout))));
+                    if let Err(e) = shown {
+                        log::warn!("cannot show the guest's frame: {e}");
+                        continue;
+                    }
+                }
+                let damage = match damage {
+                    None => Damage::Full,
+                    Some(rects) => Damage::Rects(
+                        rects
+                            .into_iter()
+                            .take(256)
+                            .map(|(x, y, w, h)| Rect::new(x, y, w, h))
+                            .collect(),
+                    ),
+                };
+                display.mirror_damage(&damage, drawn);
+            }
+            Reply::NoFrame => {
+                if let Some(display) = &display {
+                    let _ = display.mirror_scanout(None);
+                }
+            }
+            Reply::CursorImage { image } => {
+                if let Some(display) = &display {
+                    let image = image.and_then(|(width, height, hot_x, hot_y, rgba)| {
+                        let size = (width as usize).checked_mul(height as usize)?.checked_mul(4)?;
+                        (rgba.len() == size && width <= 512 && height <= 512).then_some(
+                            vmm::display::CursorImage { width, height, rgba, hot_x, hot_y },
+                        )
+                    });
+                    display.mirror_cursor_image(image);
+                }
+            }
+            Reply::CursorMoved { x, y } => {
+                if let Some(display) = &display {
+                    display.mirror_cursor_position(x, y);
+                }
+            }
+            Reply::Pointer { absolute } => {
+                link.input.set_pointer_absolute(absolute);
+                (link.wake)();
+            }
         }
     }
+}
+
+/// A frame layout as the VM process describes it, if it is one.
+fn frame_layout(l: &protocol::Layout) -> Option<FrameLayout> {
+    let format = [
+        PixelFormat::Bgrx,
+        PixelFormat::Bgra,
+        PixelFormat::Rgbx,
+        PixelFormat::Rgba,
+        PixelFormat::Xrgb,
+        PixelFormat::Argb,
+        PixelFormat::Xbgr,
+        PixelFormat::Abgr,
+    ]
+    .into_iter()
+    .find(|f| format!("{f:?}") == l.format)?;
+    let layout = FrameLayout {
+        width: l.width,
+        height: l.height,
+        stride: l.stride,
+        offset: l.offset,
+        format,
+    };
+    layout.bytes_needed().map(|_| layout)
+}
+
+/// The VM process, if this session started it: reaped when the session ends, so no
+/// zombie is left.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    /// Waits (a few seconds at most, then kills it) for the process to end; how it ended.
+    fn reap(&mut self) -> Option<std::process::ExitStatus> {
+        let child = self.0.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.0 = None;
+                    return Some(status);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    self.0 = None;
+                    return status;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    /// A VM process left running (the window let go of it) is reaped whenever it ends.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("vessel-reaper".into())
+                .spawn(move || child.wait());
+        }
+    }
+}
+
+/// The VM process went away without saying how the VM stopped: it died.
+fn lost(status: Option<std::process::ExitStatus>, root: &Path) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match status {
+        Some(s) => match s.signal() {
+            Some(libc::SIGKILL) => {
+                "was killed (SIGKILL: out of memory, or someone killed it)".to_string()
+            }
+            Some(libc::SIGSYS) => "was stopped by its sandbox (a forbidden system call)".into(),
+            Some(signal) => format!("was killed by signal {signal}"),
+            None => format!("exited with status {}", s.code().unwrap_or(-1)),
+        },
+        None => "ended".to_string(),
+    };
+    let mut reason = format!("the VM process {how}");
+    if let Some(last) = client::last_log_line(root) {
+        reason.push_str(&format!("; its log ends: {last}"));
+    }
+    Ending::Crashed(reason.into())
 }

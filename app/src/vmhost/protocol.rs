@@ -14,6 +14,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest frame either side sends or accepts (a serial chunk, a path, a status).
 pub const MAX_FRAME: usize = 1 << 20;
 
+/// The file descriptor a VM process finds its starter's connection on.
+pub const CONTROL_FD: i32 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("the control socket failed: {0}")]
@@ -37,19 +40,28 @@ pub struct Hello {
     pub protocol: u32,
     /// The sender's Vessel version, for the error a mismatch gives.
     pub vessel: String,
+    /// The VM process's: the folder of the VM it runs (a client checks it reached the VM it
+    /// meant to). None from clients.
+    pub bundle: Option<std::path::PathBuf>,
 }
 
 impl Hello {
-    pub fn ours() -> Self {
-        Hello { protocol: PROTOCOL_VERSION, vessel: env!("CARGO_PKG_VERSION").to_string() }
+    pub fn ours(bundle: Option<std::path::PathBuf>) -> Self {
+        Hello { protocol: PROTOCOL_VERSION, vessel: env!("CARGO_PKG_VERSION").to_string(), bundle }
     }
 }
 
-/// What a client asks of the VM process.
+/// What a client asks of the VM process. Control requests get an answer (`Done`,
+/// `Failed`, `Status`); input and `Resize` get none, so a window can stream them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
+    /// Events from now on: state changes and warnings, and the serial output (with what
+    /// the guest wrote lately first) and the display's frames if asked.
+    Subscribe {
+        serial: bool,
+        display: bool,
+    },
     Status,
-    Start,
     /// The ACPI power button.
     Shutdown,
     PowerOff,
@@ -67,6 +79,8 @@ pub enum Request {
         code: u16,
         down: bool,
     },
+    /// Every key held down comes up (the window lost focus).
+    ReleaseKeys,
     /// The tablet to (x, y) in display pixels.
     PointerAbs {
         x: f64,
@@ -93,19 +107,68 @@ pub enum Request {
     SerialInput {
         bytes: Vec<u8>,
     },
-    Usage,
+}
+
+/// How a VM stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopKind {
+    /// The guest powered off.
+    PoweredOff,
+    /// A client powered it off (`vessel stop --force`, the window's Power Off).
+    ForcedOff,
+    /// The guest rebooted and the VM was set to stop then.
+    Rebooted,
+    /// The guest crashed (a triple fault).
+    Crashed,
+    /// The machine could not start or could not go on.
+    Failed,
 }
 
 /// The VM's state as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmState {
-    Created,
+    /// Its machine is being built (reading the disc, opening disks).
+    Starting,
     Running,
     Paused,
-    /// Stopped, and why (powered off, reset, an error's text).
+    /// Stopped, how, and why for people (a crash's registers, an error's text).
     Stopped {
-        reason: String,
+        kind: StopKind,
+        reason: Option<String>,
     },
+}
+
+/// What the machine is, once built.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineInfo {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// It boots through firmware (whose text shows on the serial console).
+    pub firmware: bool,
+    /// The VM process's pid.
+    pub pid: u32,
+}
+
+/// How the frame lies in the memory passed with a `Frame` (`vmm::display::FrameLayout`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+    pub offset: usize,
+    /// `vmm::display::PixelFormat`'s name.
+    pub format: String,
+}
+
+/// The VM's resource use, counters as `vmm::Usage` has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub vcpu_time_ns: u64,
+    pub memory_resident: u64,
+    pub disk_activity: u64,
+    pub net_activity: u64,
+    /// The VM process's own resident memory beyond guest RAM (its overhead).
+    pub process_overhead: u64,
 }
 
 /// What the VM process answers or tells.
@@ -118,23 +181,57 @@ pub enum Reply {
     },
     Status {
         state: VmState,
+        machine: Option<MachineInfo>,
     },
-    Usage {
-        cpu_percent: f64,
-        memory_bytes: u64,
-    },
-    /// Unasked: the guest wrote to its serial port.
-    Serial {
-        bytes: Vec<u8>,
-    },
-    /// Unasked: the state changed.
+    // --- events, to subscribers ---
+    /// The state changed; the last event before the VM process ends is `Stopped`.
     StateChanged {
         state: VmState,
     },
+    /// The machine is built.
+    Built {
+        machine: MachineInfo,
+    },
+    /// The guest wrote to its serial port.
+    Serial {
+        bytes: Vec<u8>,
+    },
+    /// Something the user should know (no network card, ...).
+    Warning {
+        text: String,
+    },
+    /// A disc is in the CD drive.
+    CdInserted {
+        iso: std::path::PathBuf,
+    },
+    /// Once a second.
+    Usage(Usage),
+    /// The frame shown: a new one (its memory, a sealed memfd, comes with this message)
+    /// when `new_memory`, else what changed in the last one. `damage` None: all of it.
+    Frame {
+        layout: Layout,
+        new_memory: bool,
+        damage: Option<Vec<(u32, u32, u32, u32)>>,
+        drawn: bool,
+    },
+    /// The guest shows nothing.
+    NoFrame,
+    /// The pointer's shape (None: hidden): RGBA rows.
+    CursorImage {
+        image: Option<(u32, u32, u32, u32, Vec<u8>)>,
+    },
+    CursorMoved {
+        x: i32,
+        y: i32,
+    },
+    /// Whether the guest follows an absolute pointer (`vmm::InputSink::pointer_is_absolute`).
+    Pointer {
+        absolute: bool,
+    },
 }
 
-/// Writes `message` as one frame.
-pub fn send<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), ProtocolError> {
+/// `message` as one frame: its length, then its JSON.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
     let body = serde_json::to_vec(message).map_err(ProtocolError::Malformed)?;
     if body.len() > MAX_FRAME {
         return Err(ProtocolError::TooLarge(body.len()));
@@ -142,7 +239,12 @@ pub fn send<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), Protoco
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
     frame.extend_from_slice(&body);
-    w.write_all(&frame)?;
+    Ok(frame)
+}
+
+/// Writes `message` as one frame.
+pub fn send<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), ProtocolError> {
+    w.write_all(&encode(message)?)?;
     Ok(())
 }
 
@@ -172,9 +274,17 @@ pub fn receive<T: for<'de> Deserialize<'de>>(
 }
 
 /// Sends our `Hello` and checks the peer's: both sides do this first.
-pub fn handshake(stream: &mut (impl Read + Write)) -> Result<Hello, ProtocolError> {
-    send(stream, &Hello::ours())?;
-    let theirs: Hello = receive(stream)?.ok_or(ProtocolError::Truncated)?;
+pub fn handshake(stream: &mut (impl Read + Write), ours: Hello) -> Result<Hello, ProtocolError> {
+    // A peer that already said all it had to (a VM process that failed to start) may have
+    // hung up: what it sent is still there to read, and says more than our write's error.
+    let sent = send(stream, &ours);
+    let theirs: Hello = match receive(stream) {
+        Ok(Some(theirs)) => theirs,
+        Ok(None) | Err(ProtocolError::Truncated) => {
+            return Err(sent.err().unwrap_or(ProtocolError::Truncated));
+        }
+        Err(e) => return Err(e),
+    };
     if theirs.protocol != PROTOCOL_VERSION {
         return Err(ProtocolError::Version {
             theirs: theirs.protocol,
@@ -194,20 +304,20 @@ mod tests {
     fn messages_cross_a_socket() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let peer = std::thread::spawn(move || {
-            handshake(&mut b).unwrap();
+            handshake(&mut b, Hello::ours(None)).unwrap();
             let request: Request = receive(&mut b).unwrap().unwrap();
             assert_eq!(request, Request::Key { code: 30, down: true });
-            send(&mut b, &Reply::Status { state: VmState::Running }).unwrap();
+            send(&mut b, &Reply::StateChanged { state: VmState::Running }).unwrap();
             let request: Option<Request> = receive(&mut b).unwrap();
             let left = vmm::Button::Left.code();
             assert_eq!(request, Some(Request::Button { code: left, down: false }));
             assert_eq!(vmm::Button::from_code(left), Some(vmm::Button::Left));
             assert!(receive::<Request>(&mut b).unwrap().is_none(), "a clean end");
         });
-        assert_eq!(handshake(&mut a).unwrap(), Hello::ours());
+        assert_eq!(handshake(&mut a, Hello::ours(None)).unwrap(), Hello::ours(None));
         send(&mut a, &Request::Key { code: 30, down: true }).unwrap();
         let reply: Reply = receive(&mut a).unwrap().unwrap();
-        assert_eq!(reply, Reply::Status { state: VmState::Running });
+        assert_eq!(reply, Reply::StateChanged { state: VmState::Running });
         send(&mut a, &Request::Button { code: vmm::Button::Left.code(), down: false }).unwrap();
         drop(a);
         peer.join().unwrap();
@@ -216,9 +326,9 @@ mod tests {
     #[test]
     fn a_peer_of_another_version_is_refused_by_name() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
-        let old = Hello { protocol: 0, vessel: "0.0.9".into() };
+        let old = Hello { protocol: 0, vessel: "0.0.9".into(), bundle: None };
         send(&mut b, &old).unwrap();
-        let error = handshake(&mut a).unwrap_err();
+        let error = handshake(&mut a, Hello::ours(None)).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("protocol 0 (Vessel 0.0.9)"), "{text}");
         assert!(text.contains(&format!("this Vessel {PROTOCOL_VERSION}")), "{text}");

@@ -25,6 +25,18 @@ pub fn vessel(lib: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Bytes a process wrote, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `vessel --library LIB ARGS...`'s JSON output; it must succeed.
+pub fn json(lib: &Path, args: &[&str]) -> serde_json::Value {
+    let out = vessel(lib, args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `vessel --library LIB start NAME` running, its terminal output collected as it comes.
 pub struct Started {
     child: std::process::Child,

@@ -12,14 +12,17 @@
 
 pub mod boot_fb;
 pub mod edid;
+pub mod pixels;
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::sync::lock;
+pub use pixels::{FrameMapping, Pixels, PixelsError};
 
 /// A rectangle in pixels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,15 +109,21 @@ pub struct Image {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// `width * 4` bytes a row, rows top to bottom.
-    pub pixels: Vec<u8>,
+    /// `width * 4` bytes a row, rows top to bottom, in memory another process can map.
+    pub pixels: Pixels,
 }
 
 impl Image {
-    /// A black image; `None` if its size overflows.
+    /// A black image; `None` if its size overflows or its memory cannot be had.
     pub fn new(width: u32, height: u32, format: PixelFormat) -> Option<Self> {
         let bytes = (width as usize).checked_mul(height as usize)?.checked_mul(4)?;
-        Some(Image { width, height, format, pixels: vec![0; bytes] })
+        let pixels = Pixels::new(bytes)
+            .map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|c| c.to_string());
+                log::warn!("a {width}x{height} image: {e}: {}", cause.unwrap_or_default());
+            })
+            .ok()?;
+        Some(Image { width, height, format, pixels })
     }
 
     pub fn stride(&self) -> usize {
@@ -174,16 +183,86 @@ pub struct Cursor {
 /// Damage rectangles remembered for readers that are behind.
 const DAMAGE_LOG: usize = 64;
 
+/// How a frame lies in its memory: `height` rows of `width` pixels, `stride` bytes apart,
+/// the first pixel `offset` bytes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLayout {
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+    pub offset: usize,
+    pub format: PixelFormat,
+}
+
+impl FrameLayout {
+    /// The bytes a memory must hold for this layout; None if the layout is impossible
+    /// (rows overlapping, or sizes that overflow).
+    pub fn bytes_needed(&self) -> Option<u64> {
+        let row = u64::from(self.width).checked_mul(4)?;
+        if (self.stride as u64) < row || self.width == 0 || self.height == 0 {
+            return None;
+        }
+        (self.stride as u64)
+            .checked_mul(u64::from(self.height) - 1)?
+            .checked_add(row)?
+            .checked_add(self.offset as u64)
+    }
+}
+
+/// What is shown: part of an image a device of this process draws, or another
+/// process's frame memory (a mirrored display).
+#[derive(Clone)]
+enum Shown {
+    Image(SharedImage, Rect),
+    Mapped(Arc<FrameMapping>, FrameLayout),
+}
+
+impl Shown {
+    fn size(&self) -> (u32, u32) {
+        match self {
+            Shown::Image(_, r) => (r.width, r.height),
+            Shown::Mapped(_, l) => (l.width, l.height),
+        }
+    }
+
+    fn same(&self, other: &Shown) -> bool {
+        match (self, other) {
+            (Shown::Image(a, ra), Shown::Image(b, rb)) => Arc::ptr_eq(a, b) && ra == rb,
+            (Shown::Mapped(a, la), Shown::Mapped(b, lb)) => Arc::ptr_eq(a, b) && la == lb,
+            _ => false,
+        }
+    }
+}
+
+/// The frame shown as another process can map it (`Display::export`).
+pub struct Export {
+    /// Changes whenever what is shown does (another image, another part of it).
+    pub scanout: u64,
+    pub layout: FrameLayout,
+    /// The frame's memory (a new descriptor), when `scanout` is not the one the caller knew.
+    pub memory: Option<OwnedFd>,
+    pub damage: Damage,
+    pub generation: u64,
+    pub drawn: bool,
+}
+
 #[derive(Default)]
 struct State {
     generation: u64,
-    /// What is shown: the GPU's scanout if it has one, else the boot framebuffer's.
-    scanout: Option<(SharedImage, Rect)>,
+    /// What is shown: a mirrored frame, else the GPU's scanout if it has one, else the boot
+    /// framebuffer's.
+    scanout: Option<Shown>,
+    /// Bumped whenever `scanout` changes.
+    scanout_serial: u64,
+    /// Bumped at every change of the frame or the cursor (`wait_for_any_change`).
+    changes: u64,
     /// The virtio-gpu scanout (an image and the part of it shown).
     gpu: Option<(SharedImage, Rect)>,
     /// The boot framebuffer's copy or the VGA's picture, shown until a GPU driver sets a
     /// scanout.
     boot: Option<(SharedImage, Rect)>,
+    /// Another process's frame, on a display that mirrors that process's.
+    mirror: Option<(Arc<FrameMapping>, FrameLayout)>,
     /// (generation, rectangle) of recent changes; a generation not covered means Full.
     damage: VecDeque<(u64, Rect)>,
     /// The oldest generation `damage` describes completely.
@@ -242,10 +321,24 @@ impl Display {
     }
 
     fn repaint(&self) {
+        lock(&self.shared.state).changes += 1;
         self.shared.changed.notify_all();
         if let Some(callback) = &*lock(&self.shared.repaint) {
             callback();
         }
+    }
+
+    /// Waits until the frame or the cursor changed since `since` (a value this returned
+    /// before; 0 at first), `timeout` at most; returns the value to pass next time. For
+    /// a reader that follows both, as the VM process's display publisher does.
+    pub fn wait_for_any_change(&self, since: u64, timeout: Duration) -> u64 {
+        let state = lock(&self.shared.state);
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.changes == since)
+            .unwrap_or_else(|p| p.into_inner());
+        state.changes
     }
 
     /// Changes whenever the frame does; a reader compares it with the last it drew.
@@ -262,7 +355,7 @@ impl Display {
 
     /// The size of the frame shown now, if the guest shows one.
     pub fn size(&self) -> Option<(u32, u32)> {
-        lock(&self.shared.state).scanout.as_ref().map(|(_, r)| (r.width, r.height))
+        lock(&self.shared.state).scanout.as_ref().map(Shown::size)
     }
 
     /// Lets `f` look at the current frame, with what changed since generation `since`
@@ -271,8 +364,37 @@ impl Display {
     /// damage): a reader that draws what it sees will be told about them again.
     pub fn read<R>(&self, since: u64, f: impl FnOnce(Frame<'_>) -> R) -> Option<R> {
         let state = lock(&self.shared.state);
-        let (image, rect) = state.scanout.as_ref()?;
-        let damage = if since >= state.generation {
+        let damage = Self::damage_since(&state, since);
+        match state.scanout.as_ref()? {
+            Shown::Image(image, rect) => {
+                let image = lock(image);
+                let stride = image.stride();
+                let start = rect.y as usize * stride + rect.x as usize * 4;
+                Some(f(Frame {
+                    width: rect.width,
+                    height: rect.height,
+                    stride,
+                    format: image.format,
+                    pixels: &image.pixels[start..],
+                    damage,
+                    generation: state.generation,
+                }))
+            }
+            Shown::Mapped(memory, layout) => Some(f(Frame {
+                width: layout.width,
+                height: layout.height,
+                stride: layout.stride,
+                format: layout.format,
+                // In bounds: `mirror_scanout` checked the layout against the mapping.
+                pixels: &memory.bytes()[layout.offset..],
+                damage,
+                generation: state.generation,
+            })),
+        }
+    }
+
+    fn damage_since(state: &State, since: u64) -> Damage {
+        if since >= state.generation {
             Damage::None
         } else if since < state.damage_since || since == 0 {
             Damage::Full
@@ -280,19 +402,105 @@ impl Display {
             Damage::Rects(
                 state.damage.iter().filter(|(g, _)| *g > since).map(|(_, r)| *r).collect(),
             )
-        };
+        }
+    }
+
+    /// The frame shown, as another process can map it, with the damage since generation
+    /// `since`; its memory comes along when the scanout is not `known_scanout` (and the
+    /// damage is then Full). None when nothing is shown, or what is shown is itself a
+    /// mirror.
+    pub fn export(&self, since: u64, known_scanout: u64) -> Option<Export> {
+        let state = lock(&self.shared.state);
+        let Shown::Image(image, rect) = state.scanout.as_ref()? else { return None };
+        let new = state.scanout_serial != known_scanout;
         let image = lock(image);
         let stride = image.stride();
-        let start = rect.y as usize * stride + rect.x as usize * 4;
-        Some(f(Frame {
-            width: rect.width,
-            height: rect.height,
-            stride,
-            format: image.format,
-            pixels: &image.pixels[start..],
-            damage,
+        let memory = if new {
+            match image.pixels.memory().try_clone_to_owned() {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    log::warn!("cannot share the frame: {e}");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        Some(Export {
+            scanout: state.scanout_serial,
+            layout: FrameLayout {
+                width: rect.width,
+                height: rect.height,
+                stride,
+                offset: rect.y as usize * stride + rect.x as usize * 4,
+                format: image.format,
+            },
+            memory,
+            damage: if new { Damage::Full } else { Self::damage_since(&state, since) },
             generation: state.generation,
-        }))
+            drawn: state.drawn,
+        })
+    }
+
+    // --- a mirror's side: a display showing another process's frame ---
+
+    /// Shows `memory` laid out as `layout` (None: nothing). Refused, leaving what is
+    /// shown, if the layout does not fit the memory.
+    pub fn mirror_scanout(
+        &self,
+        frame: Option<(Arc<FrameMapping>, FrameLayout)>,
+    ) -> Result<(), PixelsError> {
+        if let Some((memory, layout)) = &frame {
+            let has = memory.bytes().len() as u64;
+            let needs = layout.bytes_needed().unwrap_or(u64::MAX);
+            if needs > has {
+                return Err(PixelsError::TooSmall { has, needs });
+            }
+        }
+        let mut state = lock(&self.shared.state);
+        state.mirror = frame;
+        self.show(state);
+        Ok(())
+    }
+
+    /// What changed in the mirrored frame (`Damage::Full`: all of it); `drawn` as the
+    /// other process's display says.
+    pub fn mirror_damage(&self, damage: &Damage, drawn: bool) {
+        let mut state = lock(&self.shared.state);
+        state.drawn |= drawn;
+        let Some(Shown::Mapped(_, layout)) = &state.scanout else { return };
+        let view = Rect::new(0, 0, layout.width, layout.height);
+        match damage {
+            Damage::None => return,
+            Damage::Full => {
+                state.generation += 1;
+                state.damage.clear();
+                state.damage_since = state.generation;
+            }
+            Damage::Rects(rects) => {
+                let clipped: Vec<Rect> = rects.iter().filter_map(|r| r.clipped_to(&view)).collect();
+                if clipped.is_empty() {
+                    return;
+                }
+                state.generation += 1;
+                let generation = state.generation;
+                for rect in clipped {
+                    Self::log_damage(&mut state, generation, rect);
+                }
+            }
+        }
+        drop(state);
+        self.repaint();
+    }
+
+    /// The mirrored cursor's shape changed.
+    pub fn mirror_cursor_image(&self, image: Option<CursorImage>) {
+        self.set_cursor_image(image);
+    }
+
+    /// The mirrored cursor moved.
+    pub fn mirror_cursor_position(&self, x: i32, y: i32) {
+        self.move_cursor(x, y);
     }
 
     /// The cursor as the guest last set it.
@@ -344,9 +552,15 @@ impl Display {
     }
 
     fn show(&self, mut state: std::sync::MutexGuard<'_, State>) {
-        let scanout = state.gpu.clone().or_else(|| state.boot.clone());
+        let image = |(image, rect): &(SharedImage, Rect)| Shown::Image(image.clone(), *rect);
+        let scanout = state
+            .mirror
+            .clone()
+            .map(|(memory, layout)| Shown::Mapped(memory, layout))
+            .or_else(|| state.gpu.as_ref().map(image))
+            .or_else(|| state.boot.as_ref().map(image));
         let same = match (&state.scanout, &scanout) {
-            (Some((a, ra)), Some((b, rb))) => Arc::ptr_eq(a, b) && ra == rb,
+            (Some(a), Some(b)) => a.same(b),
             (None, None) => true,
             _ => false,
         };
@@ -354,6 +568,7 @@ impl Display {
             return;
         }
         state.scanout = scanout;
+        state.scanout_serial += 1;
         state.generation += 1;
         // A new scanout is all new: readers before it need a full repaint.
         state.damage.clear();
@@ -362,11 +577,20 @@ impl Display {
         self.repaint();
     }
 
+    fn log_damage(state: &mut State, generation: u64, rect: Rect) {
+        if state.damage.len() == DAMAGE_LOG
+            && let Some((oldest, _)) = state.damage.pop_front()
+        {
+            state.damage_since = oldest;
+        }
+        state.damage.push_back((generation, rect));
+    }
+
     /// The part `rect` of `image` changed (a flush); if `image` is shown, readers get the
     /// visible part as damage.
     pub(crate) fn flushed(&self, image: &SharedImage, rect: Rect) {
         let mut state = lock(&self.shared.state);
-        let Some((shown, view)) = &state.scanout else { return };
+        let Some(Shown::Image(shown, view)) = &state.scanout else { return };
         if !Arc::ptr_eq(shown, image) {
             return;
         }
@@ -374,12 +598,7 @@ impl Display {
         state.drawn = true;
         state.generation += 1;
         let generation = state.generation;
-        if state.damage.len() == DAMAGE_LOG
-            && let Some((oldest, _)) = state.damage.pop_front()
-        {
-            state.damage_since = oldest;
-        }
-        state.damage.push_back((generation, damage));
+        Self::log_damage(&mut state, generation, damage);
         drop(state);
         self.repaint();
     }
@@ -472,6 +691,59 @@ mod tests {
         );
         display.set_scanout(None);
         assert_eq!(display.size(), None);
+    }
+
+    #[test]
+    fn a_mirror_shows_the_exported_frame_from_its_memory() {
+        // The VM process's display: a 64x48 scanout of part of a 100x100 image.
+        let display = Display::new().unwrap();
+        let img = image(100, 100);
+        display.set_scanout(Some((img.clone(), Rect::new(20, 10, 64, 48))));
+        let export = display.export(0, 0).unwrap();
+        assert_eq!(export.damage, Damage::Full);
+        assert_eq!((export.layout.width, export.layout.height), (64, 48));
+        assert_eq!(export.layout.offset, 10 * 400 + 20 * 4);
+        let memory = export.memory.expect("a new scanout brings its memory");
+        // Known scanout, nothing new: no memory again, no damage.
+        let again = display.export(export.generation, export.scanout).unwrap();
+        assert!(again.memory.is_none());
+        assert_eq!(again.damage, Damage::None);
+
+        // The window's display maps that memory read-only and mirrors it.
+        let needs = export.layout.bytes_needed().unwrap();
+        let mirror = Display::new().unwrap();
+        let mapping = Arc::new(FrameMapping::map(memory, needs).unwrap());
+        mirror.mirror_scanout(Some((mapping.clone(), export.layout))).unwrap();
+        mirror.mirror_damage(&Damage::Full, export.drawn);
+        assert_eq!(mirror.size(), Some((64, 48)));
+        let g = mirror.generation();
+        // The device draws a pixel at (1, 2) of the view: the same memory, no copy.
+        lock(&img).pixels[(12 * 100 + 21) * 4] = 0x5a;
+        display.flushed(&img, Rect::new(21, 12, 1, 1));
+        let next = display.export(export.generation, export.scanout).unwrap();
+        assert_eq!(next.damage, Damage::Rects(vec![Rect::new(1, 2, 1, 1)]));
+        assert!(next.drawn);
+        mirror.mirror_damage(&next.damage, next.drawn);
+        mirror
+            .read(g, |f| {
+                assert_eq!(f.damage, Damage::Rects(vec![Rect::new(1, 2, 1, 1)]));
+                assert_eq!(f.pixels[2 * f.stride + 4], 0x5a);
+            })
+            .unwrap();
+        assert!(mirror.drawn());
+        // A layout the memory cannot hold is refused; damage outside the view is clipped.
+        let too_big = FrameLayout { height: 1000, ..export.layout };
+        assert!(mirror.mirror_scanout(Some((mapping, too_big))).is_err());
+        assert_eq!(mirror.size(), Some((64, 48)), "what was shown stays");
+        let g = mirror.generation();
+        mirror.mirror_damage(&Damage::Rects(vec![Rect::new(60, 40, 100, 100)]), true);
+        assert_eq!(
+            mirror.read(g, |f| f.damage).unwrap(),
+            Damage::Rects(vec![Rect::new(60, 40, 4, 8)])
+        );
+        // Nothing shown: nothing to export.
+        display.set_scanout(None);
+        assert!(display.export(0, 0).is_none());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::view::to_guest;
+use crate::vmhost::client::Input;
 use egui::{Modifiers, Vec2};
-use vmm::InputSink;
 use vmm::input::evdev::{KEY_C, KEY_LEFTALT, KEY_LEFTCTRL, KEY_LEFTSHIFT, KEY_V, KEY_X};
 
 /// Turns egui's keyboard events into guest key presses while the console has the keyboard.
@@ -90,7 +90,7 @@ impl KeyTranslator {
 }
 
 /// Sends keys to the guest.
-pub fn send_keys(input: &InputSink, keys: &[(u16, bool)]) {
+pub fn send_keys(input: &Input, keys: &[(u16, bool)]) {
     for &(code, down) in keys {
         input.key(code, down);
     }
@@ -142,7 +142,7 @@ impl Keyboard {
 
     /// The keyboard goes back to the host: every key the guest holds is released there.
     /// Returns the VM that had it.
-    pub fn release(&mut self, input: Option<&InputSink>) -> Option<PathBuf> {
+    pub fn release(&mut self, input: Option<&Input>) -> Option<PathBuf> {
         if let Some(input) = input {
             input.release_all_keys();
         }
@@ -153,7 +153,7 @@ impl Keyboard {
     /// Sends the key events of `events` to `input` (taking them out, so egui's own
     /// shortcuts do not fire). True when they held Ctrl+Alt down just now: the release
     /// combination of a grabbed pointer.
-    pub fn route(&mut self, events: &mut Vec<egui::Event>, input: &InputSink) -> bool {
+    pub fn route(&mut self, events: &mut Vec<egui::Event>, input: &Input) -> bool {
         let was = self.keys.modifiers();
         let keys = self.keys.translate(events);
         send_keys(input, &keys);
@@ -206,7 +206,7 @@ impl Pointer {
     pub fn route(
         &mut self,
         events: &[egui::Event],
-        input: &InputSink,
+        input: &Input,
         rect: egui::Rect,
         size: [usize; 2],
         pixels_per_point: f32,

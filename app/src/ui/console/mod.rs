@@ -10,8 +10,8 @@ pub mod view;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::vmhost::client::Input;
 use egui::{Sense, Vec2};
-use vmm::input::InputSink;
 
 use super::session::{Phase, Session};
 use input::{Keyboard, Pointer};
@@ -112,7 +112,7 @@ pub fn page(
     if options.autofit && options.follow && options.scale == Scale::Fit {
         let want = ((area.width() * ppp).round() as u32, (area.height() * ppp).round() as u32);
         if console.requested != Some(want) && want.0 >= 64 && want.1 >= 64 {
-            display.request_resize(want.0, want.1);
+            session.request_resize(want.0, want.1);
             console.requested = Some(want);
         }
     }
@@ -206,7 +206,7 @@ fn take_keyboard(
     console: &mut VmConsole,
     keyboard: &mut Keyboard,
     response: &egui::Response,
-) -> Option<InputSink> {
+) -> Option<Input> {
     let input = session.input.clone()?;
     if response.clicked() || response.drag_started() || response.secondary_clicked() {
         response.request_focus();

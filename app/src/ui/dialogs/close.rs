@@ -1,5 +1,6 @@
-//! Closing the window while VMs run: shut them all down (ACPI), power them all off, or
-//! cancel; then wait for them to stop, with Power Off Now.
+//! Closing the window while VMs run: leave them running in the background (the window
+//! shows them again when it opens), shut them all down (ACPI), power them all off, or
+//! cancel; shutting down waits for them to stop, with Power Off Now.
 
 /// Where closing the window is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum Closing {
 /// What the user chose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
+    /// The VMs go on in their own processes.
+    RunInBackground,
     ShutDownAll,
     PowerOffAll,
     /// While waiting: stop waiting for the guests.
@@ -42,9 +45,13 @@ pub fn ui(ctx: &egui::Context, closing: Closing, running: usize) -> Option<Choic
             }
             return;
         }
-        ui.label(format!("{running} VM(s) are running. Closing Vessel stops them."));
+        ui.label(format!(
+            "{running} VM(s) are running. They can go on in the background (Vessel shows \
+             them again when it opens), or stop."
+        ));
         ui.horizontal(|ui| {
             for (label, c) in [
+                ("Run in Background", Choice::RunInBackground),
                 ("Shut Down All", Choice::ShutDownAll),
                 ("Power Off All", Choice::PowerOffAll),
                 ("Cancel", Choice::Cancel),

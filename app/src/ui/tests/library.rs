@@ -245,7 +245,14 @@ fn open_vm_adds_a_folder_and_the_library_folder_can_move() {
     let prefs = dir.join("prefs.toml");
     Preferences { library: Some(lib.clone()), ..Default::default() }.save(&prefs).unwrap();
     let mut h = Harness::builder().with_size([1180.0, 760.0]).build_eframe(move |cc| {
-        VesselApp::new(&cc.egui_ctx, Options { library: None, prefs_path: prefs })
+        VesselApp::new(
+            &cc.egui_ctx,
+            Options {
+                library: None,
+                prefs_path: prefs,
+                launcher: crate::vmhost::client::Launcher::InProcess,
+            },
+        )
     });
     wait(&mut h, "the first library", |h| h.state().library.items.iter().any(|i| i.root == other));
     h.state_mut().apply(Act::Preferences);
@@ -263,7 +270,7 @@ fn open_vm_adds_a_folder_and_the_library_folder_can_move() {
 }
 
 #[test]
-fn a_vm_this_window_powered_off_is_off_not_running_elsewhere() {
+fn a_vm_this_window_ran_is_never_running_elsewhere() {
     let lib = scratch("own-pid");
     test_vm(&lib, "Mine", "test=echo");
     let mut h = app(&lib, false);
@@ -272,15 +279,16 @@ fn a_vm_this_window_powered_off_is_off_not_running_elsewhere() {
     wait(&mut h, "Running", |h| {
         h.state().running.get(&root).is_some_and(|vm| vm.session.phase == Phase::Running)
     });
-    // A library scan while it runs sees its run lock, which this very process holds.
+    // A library scan while it runs sees its run lock, which its VM process holds; the
+    // window shows the VM as its session has it, not as running elsewhere.
     let before = h.state().library.scanned_at;
     h.state_mut().rescan_now();
     wait(&mut h, "a scan while it runs", |h| h.state().library.scanned_at != before);
     let listed = h.state().library.item(&root).cloned().unwrap();
-    assert!(
-        matches!(listed.kind, ItemKind::Ok { elsewhere: None, .. }),
-        "this process is not elsewhere: {listed:?}"
-    );
+    assert!(matches!(listed.kind, ItemKind::Ok { elsewhere: Some(_), .. }), "{listed:?}");
+    step(&mut h);
+    assert!(!has_label(&h, "Running elsewhere"), "its own VM");
+    assert_eq!(h.state().running.len(), 1, "one session, not a second one attached");
     // No more scans of their own: what shows after the power-off must not wait for one.
     h.state_mut().library.scanned_at = Some(Instant::now() + Duration::from_secs(3600));
     click(&mut h, Role::Button, "Power Off");

@@ -57,7 +57,11 @@ fn app_scaled(lib: &Path, render: bool, pixels_per_point: f32) -> Harness<'stati
     let mut h = builder.build_eframe(move |cc| {
         VesselApp::new(
             &cc.egui_ctx,
-            Options { library: Some(lib.clone()), prefs_path: lib.join("prefs.toml") },
+            Options {
+                library: Some(lib.clone()),
+                prefs_path: lib.join("prefs.toml"),
+                launcher: crate::vmhost::client::Launcher::InProcess,
+            },
         )
     });
     wait(&mut h, "the library scan", |h| h.state().library.scanned_at.is_some());
@@ -77,7 +81,7 @@ fn step(h: &mut Harness<'static, VesselApp>) {
 fn wait(
     h: &mut Harness<'static, VesselApp>,
     what: &str,
-    done: impl Fn(&Harness<'static, VesselApp>) -> bool,
+    mut done: impl FnMut(&Harness<'static, VesselApp>) -> bool,
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !done(h) {

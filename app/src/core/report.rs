@@ -1,0 +1,41 @@
+//! Errors and guest crashes in words for people, the same in the window, the CLI and the
+//! VM process.
+
+use std::path::Path;
+
+/// An error with its causes, "what: why: why".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What a guest crash means on this host, for people.
+pub fn crash_reason(report: &vmm::CrashReport) -> String {
+    let mut reason = format!(
+        "the guest crashed (a triple fault on vCPU {}, at RIP {:#x})",
+        report.vcpu, report.registers.regs.rip
+    );
+    if let Some(hint) = host_hint() {
+        reason.push_str(". ");
+        reason.push_str(hint);
+    }
+    reason
+}
+
+/// This host's known limits, if it has any.
+pub fn host_hint() -> Option<&'static str> {
+    Path::new("/sys/module/kvm_pvm").exists().then_some(
+        "This host's KVM is PVM (kvm_pvm), not hardware virtualization: guest kernel code \
+         is only emulated and a standard Linux kernel cannot boot here. On a machine with \
+         VT-x or AMD-V this VM runs.",
+    )
+}

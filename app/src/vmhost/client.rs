@@ -1,0 +1,263 @@
+//! The clients' side of a VM process: starting one (`launch`), reaching a running one
+//! (`connect`), one request and its answer (`request`), and the window's live view of one
+//! (`Input`, and `mirror` for its display, see `ui::session`).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use super::paths::{self, PathsError};
+use super::protocol::{self, CONTROL_FD, Hello, ProtocolError, Reply, Request};
+
+/// The VM process's log, in the VM's folder: what it said on stderr, for a crash report.
+pub const LOG_FILE: &str = "vessel.log";
+
+/// Requests queued for a VM process; input beyond this while it does not read is dropped.
+const REQUEST_QUEUE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    #[error("{name} is not running")]
+    NotRunning { name: String },
+    #[error("cannot reach {name}'s VM process at {}", .socket.display())]
+    Connect {
+        name: String,
+        socket: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("the control socket answered for {}, not {}", .theirs.display(), .ours.display())]
+    WrongVm { theirs: PathBuf, ours: PathBuf },
+    #[error("the VM process went away before it answered")]
+    NoAnswer,
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot start the VM process {}", .0.display())]
+    Spawn(PathBuf, #[source] std::io::Error),
+    #[error("cannot open the VM's log {}", .0.display())]
+    Log(PathBuf, #[source] std::io::Error),
+}
+
+/// How a VM process is started.
+#[derive(Clone, Debug)]
+pub enum Launcher {
+    /// This program (`vessel vm-host`), as a process of its own: the real thing.
+    Process(PathBuf),
+    /// A thread of this process serving the same protocol (the app's unit tests, where no
+    /// `vessel` binary is at hand). No isolation.
+    InProcess,
+}
+
+impl Launcher {
+    /// The `vessel` binary running now.
+    pub fn this_program() -> Self {
+        match std::env::current_exe() {
+            Ok(exe) => Launcher::Process(exe),
+            Err(_) => Launcher::Process(PathBuf::from("vessel")),
+        }
+    }
+}
+
+/// A started VM process: the starter's connection, and the child to reap.
+pub struct Started {
+    pub stream: UnixStream,
+    pub child: Option<Child>,
+}
+
+/// Starts the VM process for the VM in `root` (of the library in `library`), connected
+/// to us from its first instruction on. Its stderr goes to the VM's `LOG_FILE`. It runs
+/// in a session of its own: a terminal's Ctrl-C or hang-up, or the starter's end, leave
+/// it running.
+pub fn launch(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started, ClientError> {
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
+    match launcher {
+        Launcher::InProcess => {
+            let (library, root) = (library.to_path_buf(), root.to_path_buf());
+            std::thread::Builder::new()
+                .name("vessel-vm-host".into())
+                .spawn(move || super::host::run(&library, &root, Some(theirs)))
+                .map_err(|e| ClientError::Spawn("a thread".into(), e))?;
+            Ok(Started { stream: ours, child: None })
+        }
+        Launcher::Process(exe) => {
+            let log_path = root.join(LOG_FILE);
+            let log = open_log(&log_path).map_err(|e| ClientError::Log(log_path.clone(), e))?;
+            let log2 = log.try_clone().map_err(|e| ClientError::Log(log_path, e))?;
+            let mut command = Command::new(exe);
+            command
+                .arg("vm-host")
+                .arg("--library")
+                .arg(library)
+                .arg(root)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2);
+            let fd = theirs.as_raw_fd();
+            // SAFETY: between fork and exec only async-signal-safe calls: dup2, fcntl and
+            // setsid, on descriptors the child owns.
+            unsafe {
+                command.pre_exec(move || {
+                    if fd == CONTROL_FD {
+                        // dup2 onto itself keeps close-on-exec: clear it instead.
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    } else if libc::dup2(fd, CONTROL_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+            let child = command.spawn().map_err(|e| ClientError::Spawn(exe.clone(), e))?;
+            drop(theirs);
+            Ok(Started { stream: ours, child: Some(child) })
+        }
+    }
+}
+
+/// The VM's log, new for this run: never through a symlink, readable by its owner only.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// The last line the VM process wrote to its log (a crash's last words), if any.
+pub fn last_log_line(root: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(root.join(LOG_FILE)).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.take(4096).read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+}
+
+/// Says hello on a new connection, and checks the VM process runs the VM in `root`.
+pub fn greet(stream: &mut UnixStream, root: &Path) -> Result<(), ClientError> {
+    let theirs = protocol::handshake(stream, Hello::ours(None))?;
+    let ours = paths::canonical(root)?;
+    match theirs.bundle {
+        Some(theirs) if theirs == ours => Ok(()),
+        theirs => Err(ClientError::WrongVm { theirs: theirs.unwrap_or_default(), ours }),
+    }
+}
+
+/// Connects to the running VM in `root` (named `name` in errors) and says hello.
+pub fn connect(root: &Path, name: &str) -> Result<UnixStream, ClientError> {
+    let socket = paths::socket_for(root)?;
+    let mut stream = UnixStream::connect(&socket).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning { name: name.to_string() }
+        }
+        _ => ClientError::Connect { name: name.to_string(), socket: socket.clone(), error },
+    })?;
+    greet(&mut stream, root)?;
+    Ok(stream)
+}
+
+/// Sends one control request to the running VM in `root` and waits for its answer.
+pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, ClientError> {
+    let mut stream = connect(root, name)?;
+    protocol::send(&mut stream, &request)?;
+    loop {
+        match protocol::receive::<Reply>(&mut stream)? {
+            None => return Err(ClientError::NoAnswer),
+            Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
+            Some(reply @ (Reply::Done | Reply::Status { .. })) => return Ok(reply),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Sends requests to a VM process from a queue, on a thread of its own, so that the
+/// window never waits for a VM that stopped reading.
+pub fn start_writer(mut stream: UnixStream) -> std::io::Result<SyncSender<Request>> {
+    let (tx, rx): (SyncSender<Request>, Receiver<Request>) =
+        std::sync::mpsc::sync_channel(REQUEST_QUEUE);
+    std::thread::Builder::new().name("vessel-vm-requests".into()).spawn(move || {
+        while let Ok(request) = rx.recv() {
+            if protocol::send(&mut stream, &request).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(tx)
+}
+
+/// Keyboard and pointer input into a VM process: what `vmm::InputSink` does in the
+/// machine's own process, over the socket. Never blocks; cheap to clone.
+#[derive(Clone)]
+pub struct Input {
+    requests: SyncSender<Request>,
+    absolute: Arc<AtomicBool>,
+}
+
+impl Input {
+    pub fn new(requests: SyncSender<Request>) -> Self {
+        Input { requests, absolute: Arc::new(AtomicBool::new(true)) }
+    }
+
+    fn send(&self, request: Request) {
+        if let Err(TrySendError::Full(_)) = self.requests.try_send(request) {
+            log::warn!("the VM process is not taking input; some was dropped");
+        }
+    }
+
+    /// The VM process says whether the guest follows an absolute pointer.
+    pub fn set_pointer_absolute(&self, absolute: bool) {
+        self.absolute.store(absolute, Ordering::Relaxed);
+    }
+
+    pub fn pointer_is_absolute(&self) -> bool {
+        self.absolute.load(Ordering::Relaxed)
+    }
+
+    pub fn key(&self, code: u16, down: bool) {
+        self.send(Request::Key { code, down });
+    }
+
+    pub fn release_all_keys(&self) {
+        self.send(Request::ReleaseKeys);
+    }
+
+    pub fn pointer_abs(&self, x: f64, y: f64) {
+        self.send(Request::PointerAbs { x, y });
+    }
+
+    pub fn pointer_rel(&self, dx: i32, dy: i32) {
+        self.send(Request::PointerRel { dx, dy });
+    }
+
+    pub fn button(&self, button: vmm::Button, down: bool) {
+        self.send(Request::Button { code: button.code(), down });
+    }
+
+    pub fn wheel(&self, dx: i32, dy: i32) {
+        self.send(Request::Wheel { dx, dy });
+    }
+
+    /// Asks the guest for a display of this size (the window's).
+    pub fn request_resize(&self, width: u32, height: u32) {
+        self.send(Request::Resize { width, height });
+    }
+}

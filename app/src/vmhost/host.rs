@@ -1,0 +1,640 @@
+//! The VM process (`vessel vm-host`): takes one library VM's run lock, builds its machine,
+//! and serves its control socket until the machine stops; then it ends. Clients (the
+//! window, the CLI) come and go meanwhile: a VM outlives them all. The process that
+//! starts it passes a first client already connected (`first`), so it hears how the start
+//! went, whatever happens.
+//!
+//! Threads: this one owns the `MachineHandle` (a control request waits for it at most
+//! `POLL`); each client has a reader (input goes straight to the machine's `InputSink`,
+//! which never blocks), a writer (a bounded queue: a client that stops reading is dropped,
+//! never waited for) and, if it watches the display, a publisher of frames.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use vm_library::bundle::Bundle;
+use vm_library::library::Library;
+use vmm::display::{Damage, Display};
+use vmm::{Event, InputSink, Machine, MachineHandle, MachineState, StopReason};
+
+use super::paths;
+use super::protocol::{
+    self, Hello, Layout, MachineInfo, ProtocolError, Reply, Request, StopKind, Usage, VmState,
+};
+use super::wire;
+use crate::core::launch;
+use crate::core::report::{crash_reason, error_chain};
+use vmm::sync::lock;
+
+/// How long a control request waits for the machine's thread at most.
+const POLL: Duration = Duration::from_millis(5);
+/// Messages queued for a client; one that falls this far behind is dropped.
+const CLIENT_QUEUE: usize = 1024;
+/// Serial output kept for clients that subscribe later (a window attaching).
+const SERIAL_BACKLOG: usize = 64 * 1024;
+/// How long the publisher waits for a change before looking at the pointer mode again.
+const PUBLISH_IDLE: Duration = Duration::from_millis(100);
+
+/// What the process ends with: its exit status, as `vessel run`'s.
+pub type ExitCode = i32;
+
+/// A message for one client, with the descriptor it carries.
+struct Outgoing {
+    reply: Reply,
+    fd: Option<OwnedFd>,
+}
+
+/// A client's queue, and what it asked to hear.
+struct Client {
+    id: u64,
+    queue: SyncSender<Outgoing>,
+    serial: bool,
+    events: bool,
+    /// It has a publisher of the display's frames.
+    display: bool,
+    /// Set when the client is gone or dropped: its threads end.
+    gone: Arc<AtomicBool>,
+    /// Disconnects when the client's writer ended (everything queued was sent).
+    ended: Receiver<()>,
+}
+
+/// What every thread of the process shares.
+struct Shared {
+    clients: Mutex<Vec<Client>>,
+    state: Mutex<VmState>,
+    machine: Mutex<Option<MachineInfo>>,
+    serial: Mutex<VecDeque<u8>>,
+    /// Control requests for the machine's thread: (client id, request).
+    control: Mutex<Option<Sender<(u64, Request)>>>,
+    /// The machine's display and input, once it is built.
+    io: OnceLock<MachineIo>,
+    next_id: AtomicU64,
+    bundle: PathBuf,
+}
+
+impl Shared {
+    fn set_state(&self, state: VmState) {
+        *lock(&self.state) = state.clone();
+        self.broadcast(|c| c.events, &Reply::StateChanged { state });
+    }
+
+    fn broadcast(&self, to: impl Fn(&Client) -> bool, reply: &Reply) {
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| {
+            if !to(c) {
+                return !c.gone.load(Ordering::Relaxed);
+            }
+            match c.queue.try_send(Outgoing { reply: reply.clone(), fd: None }) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    log::warn!("a client of the control socket stopped reading; dropped");
+                    c.gone.store(true, Ordering::Relaxed);
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+
+    fn reply_to(&self, id: u64, reply: Reply) {
+        let clients = lock(&self.clients);
+        if let Some(c) = clients.iter().find(|c| c.id == id) {
+            let _ = c.queue.try_send(Outgoing { reply, fd: None });
+        }
+    }
+}
+
+/// The connection the starter passed (`protocol::CONTROL_FD`), if there is one: a socket,
+/// made close-on-exec at once so that no child of this process (passt) inherits it.
+pub fn control_fd() -> Option<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let fd = protocol::CONTROL_FD;
+    // SAFETY: fstat writes into a stat struct we own; a closed fd just fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: F_SETFD on an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the starter gave this process the descriptor for this; nothing else owns it.
+    Some(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Runs the VM in `root` (of the library in `library`) until it stops. `first` is a
+/// client connected before this process started (the starter's end of a socket pair).
+pub fn run(library: &Path, root: &Path, first: Option<UnixStream>) -> ExitCode {
+    let shared = Arc::new(Shared {
+        clients: Mutex::new(Vec::new()),
+        state: Mutex::new(VmState::Starting),
+        machine: Mutex::new(None),
+        serial: Mutex::new(VecDeque::new()),
+        control: Mutex::new(None),
+        io: OnceLock::new(),
+        next_id: AtomicU64::new(1),
+        bundle: paths::canonical(root).unwrap_or_else(|_| root.to_path_buf()),
+    });
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    *lock(&shared.control) = Some(control_tx);
+    if let Some(stream) = first {
+        // The starter hears how the start goes from the first instant.
+        serve_client(&shared, stream, true);
+    }
+    let code = run_machine(library, root, &shared, &control_rx);
+    // Every client hears the end before this process goes: their queues close (the
+    // publishers see them gone), each writer sends what is queued, then ends.
+    *lock(&shared.control) = None;
+    let clients: Vec<Client> = std::mem::take(&mut *lock(&shared.clients));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for client in clients {
+        client.gone.store(true, Ordering::Relaxed);
+        drop(client.queue);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = client.ended.recv_timeout(left);
+    }
+    code
+}
+
+fn fail(shared: &Shared, error: &anyhow::Error) -> ExitCode {
+    let text = format!("{error:#}");
+    eprintln!("vessel: error: {text}");
+    shared.set_state(VmState::Stopped { kind: StopKind::Failed, reason: Some(text) });
+    crate::cli::headless::EXIT_VMM_ERROR
+}
+
+fn run_machine(
+    library: &Path,
+    root: &Path,
+    shared: &Arc<Shared>,
+    control: &Receiver<(u64, Request)>,
+) -> ExitCode {
+    let prepared = (|| -> anyhow::Result<_> {
+        let lib = Library::open(library)?;
+        let bundle = Bundle::open(root)?;
+        let launch = launch::prepare(&lib, &bundle)?;
+        Ok((bundle, launch))
+    })();
+    let (bundle, launch) = match prepared {
+        Ok(p) => p,
+        Err(e) => return fail(shared, &e),
+    };
+    let _running = launch.lock;
+    // Under the run lock: nobody else serves this VM, so a socket there is a dead one's.
+    let listener = match bind(root) {
+        Ok(l) => l,
+        Err(e) => return fail(shared, &e),
+    };
+    let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
+    let handle = match Machine::build(launch.config, None) {
+        Ok(h) => h,
+        Err(e) => return fail(shared, &anyhow::Error::new(e).context("cannot build the machine")),
+    };
+    if let Err(e) = launch.one_time.used() {
+        let text = format!("{}: {}", bundle.config.name, error_chain(&e));
+        shared.broadcast(|c| c.events, &Reply::Warning { text });
+    }
+    // Input before the machine was built went nowhere; from now on it reaches the guest.
+    let _ = shared.io.set((handle.display(), handle.input()));
+    #[cfg(test)]
+    testing::register(&shared.bundle, (handle.display(), handle.input()));
+    let machine = MachineInfo {
+        vcpus: bundle.config.vcpus,
+        memory_mib: bundle.config.memory_mib,
+        firmware,
+        pid: std::process::id(),
+    };
+    *lock(&shared.machine) = Some(machine.clone());
+    shared.broadcast(|c| c.events, &Reply::Built { machine });
+    let accept = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("vessel-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => serve_client(&shared, s, false),
+                    Err(e) => log::warn!("control socket: {e}"),
+                }
+            }
+        })
+    };
+    if let Err(e) = accept {
+        return fail(shared, &anyhow::Error::new(e).context("cannot serve the control socket"));
+    }
+    if let Err(e) = handle.start() {
+        return fail(shared, &anyhow::Error::new(e).context("cannot start the machine"));
+    }
+    let code = serve_machine(shared, &handle, control);
+    let _ = std::fs::remove_file(paths::socket_for(root).unwrap_or_default());
+    code
+}
+
+/// Binds the VM's control socket (mode 0600).
+fn bind(root: &Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context;
+    let path = paths::socket_for(root)?;
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot make the control socket {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(listener)
+}
+
+type MachineIo = (Display, InputSink);
+
+/// Until the machine stops: its events to clients, clients' control requests to it.
+fn serve_machine(
+    shared: &Arc<Shared>,
+    handle: &MachineHandle,
+    control: &Receiver<(u64, Request)>,
+) -> ExitCode {
+    let mut next_usage = Instant::now() + Duration::from_secs(1);
+    // A client powered it off: "quit", not the guest's own power-off.
+    let mut forced = false;
+    loop {
+        if let Some(signal) = crate::cli::headless::take_stop_signal() {
+            // Someone signalled the VM process (a system shutting down; `vessel vm-host`
+            // catches these): SIGTERM presses the power button, SIGUSR1 powers off.
+            let _ = if signal == libc::SIGTERM {
+                handle.request_shutdown()
+            } else {
+                handle.power_off()
+            };
+            forced |= signal != libc::SIGTERM;
+        }
+        match handle.events().recv_timeout(POLL) {
+            Ok(Event::StateChanged(MachineState::Running)) => shared.set_state(VmState::Running),
+            Ok(Event::StateChanged(MachineState::Paused)) => shared.set_state(VmState::Paused),
+            Ok(Event::StateChanged(MachineState::Stopped(reason))) => {
+                let code = match reason {
+                    StopReason::PoweredOff if forced => crate::cli::headless::EXIT_QUIT,
+                    _ => crate::cli::headless::Outcome::Stopped(reason.clone()).exit_code(),
+                };
+                let (kind, reason) = match reason {
+                    StopReason::PoweredOff if forced => (StopKind::ForcedOff, None),
+                    StopReason::PoweredOff => (StopKind::PoweredOff, None),
+                    StopReason::Reset => (StopKind::Rebooted, None),
+                    StopReason::Crashed(report) => (StopKind::Crashed, Some(crash_reason(&report))),
+                    StopReason::Error(message) => (StopKind::Failed, Some(message)),
+                };
+                shared.set_state(VmState::Stopped { kind, reason });
+                return code;
+            }
+            Ok(Event::Serial(bytes)) => {
+                {
+                    let mut backlog = lock(&shared.serial);
+                    backlog.extend(&bytes);
+                    let excess = backlog.len().saturating_sub(SERIAL_BACKLOG);
+                    backlog.drain(..excess);
+                }
+                shared.broadcast(|c| c.serial, &Reply::Serial { bytes });
+            }
+            Ok(Event::Warning(text)) => shared.broadcast(|c| c.events, &Reply::Warning { text }),
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                let reason = "the machine's controller went away".to_string();
+                shared.set_state(VmState::Stopped { kind: StopKind::Failed, reason: Some(reason) });
+                return crate::cli::headless::EXIT_VMM_ERROR;
+            }
+        }
+        while let Ok((client, request)) = control.try_recv() {
+            forced |= request == Request::PowerOff;
+            let reply = match control_request(handle, shared, request) {
+                Ok(reply) => reply,
+                Err(e) => Reply::Failed { error: error_chain(&e) },
+            };
+            shared.reply_to(client, reply);
+        }
+        if Instant::now() >= next_usage {
+            next_usage += Duration::from_secs(1);
+            shared.broadcast(|c| c.events, &Reply::Usage(usage(handle)));
+        }
+    }
+}
+
+fn control_request(
+    handle: &MachineHandle,
+    shared: &Shared,
+    request: Request,
+) -> Result<Reply, vmm::MachineError> {
+    match request {
+        Request::Shutdown => handle.request_shutdown()?,
+        Request::PowerOff => handle.power_off()?,
+        Request::Reset => handle.reset()?,
+        Request::Pause => handle.pause()?,
+        Request::Resume => handle.resume()?,
+        Request::InsertCd { iso } => {
+            handle.insert_cd(&iso)?;
+            shared.broadcast(|c| c.events, &Reply::CdInserted { iso });
+        }
+        Request::EjectCd { force } => handle.eject_cd(force)?,
+        Request::SerialInput { bytes } => handle.send_serial(&bytes)?,
+        _ => {}
+    }
+    Ok(Reply::Done)
+}
+
+/// The machine's resource use, and this process's memory beyond the guest's.
+fn usage(handle: &MachineHandle) -> Usage {
+    let u = handle.usage();
+    let rss = process_rss().unwrap_or(0);
+    Usage {
+        vcpu_time_ns: u.vcpu_time.as_nanos().min(u128::from(u64::MAX)) as u64,
+        memory_resident: u.memory_resident,
+        disk_activity: u.disk_activity,
+        net_activity: u.net_activity,
+        process_overhead: rss.saturating_sub(u.memory_resident),
+    }
+}
+
+/// This process's resident memory (`/proc/self/statm`'s second field, in pages).
+pub fn process_rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Serves one client on threads of its own; `events`: it hears state changes before it
+/// subscribes (the starter).
+fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
+    let (queue, outgoing) = std::sync::mpsc::sync_channel::<Outgoing>(CLIENT_QUEUE);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let gone = Arc::new(AtomicBool::new(false));
+    let Ok(mut write_half) = stream.try_clone() else { return };
+    let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+    let writer_gone = gone.clone();
+    let hello = Hello::ours(Some(shared.bundle.clone()));
+    let writer = std::thread::Builder::new().name("vessel-client-out".into()).spawn(move || {
+        let _ended = ended_tx;
+        // Our Hello goes first, before anything queued.
+        if protocol::send(&mut write_half, &hello).is_err() {
+            writer_gone.store(true, Ordering::Relaxed);
+            return;
+        }
+        while let Ok(Outgoing { reply, fd }) = outgoing.recv() {
+            if wire::send_with_fd(&mut write_half, &reply, fd.as_ref()).is_err() {
+                break;
+            }
+        }
+        writer_gone.store(true, Ordering::Relaxed);
+        let _ = write_half.flush();
+        let _ = write_half.shutdown(std::net::Shutdown::Both);
+    });
+    if writer.is_err() {
+        return;
+    }
+    lock(&shared.clients).push(Client {
+        id,
+        queue,
+        serial: false,
+        events,
+        display: false,
+        gone: gone.clone(),
+        ended,
+    });
+    let reader_shared = shared.clone();
+    let spawned = std::thread::Builder::new().name("vessel-client-in".into()).spawn(move || {
+        if let Err(e) = read_client(&reader_shared, stream, id, &gone) {
+            log::info!("a control client went away: {e}");
+        }
+        gone.store(true, Ordering::Relaxed);
+    });
+    if spawned.is_err() {
+        lock(&shared.clients).retain(|c| c.id != id);
+    }
+}
+
+/// A client's requests until it hangs up.
+fn read_client(
+    shared: &Arc<Shared>,
+    mut stream: UnixStream,
+    id: u64,
+    gone: &Arc<AtomicBool>,
+) -> Result<(), ProtocolError> {
+    let theirs: Hello = protocol::receive(&mut stream)?.ok_or(ProtocolError::Truncated)?;
+    if theirs.protocol != protocol::PROTOCOL_VERSION {
+        return Err(ProtocolError::Version {
+            theirs: theirs.protocol,
+            their_vessel: theirs.vessel,
+            ours: protocol::PROTOCOL_VERSION,
+        });
+    }
+    let io = || shared.io.get();
+    while let Some(request) = protocol::receive::<Request>(&mut stream)? {
+        match request {
+            Request::Subscribe { serial, display } => {
+                subscribe(shared, id, serial);
+                // One publisher a client, however often it subscribes.
+                let queue = lock(&shared.clients)
+                    .iter_mut()
+                    .find(|c| c.id == id && display && !c.display)
+                    .map(|c| {
+                        c.display = true;
+                        c.queue.clone()
+                    });
+                if let Some(queue) = queue {
+                    let (shared, gone) = (shared.clone(), gone.clone());
+                    std::thread::Builder::new()
+                        .name("vessel-publish".into())
+                        .spawn(move || {
+                            // A client of the starter may ask before the machine is built.
+                            while shared.io.get().is_none() {
+                                let stopped =
+                                    matches!(*lock(&shared.state), VmState::Stopped { .. });
+                                if stopped || gone.load(Ordering::Relaxed) {
+                                    return;
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if let Some((display, input)) = shared.io.get() {
+                                publish(display, input, &queue, &gone);
+                            }
+                        })
+                        .map_err(ProtocolError::Io)?;
+                }
+            }
+            Request::Status => {
+                let state = lock(&shared.state).clone();
+                let machine = lock(&shared.machine).clone();
+                shared.reply_to(id, Reply::Status { state, machine });
+            }
+            Request::Key { code, down } => {
+                if let Some((_, input)) = io() {
+                    input.key(code, down);
+                }
+            }
+            Request::ReleaseKeys => {
+                if let Some((_, input)) = io() {
+                    input.release_all_keys();
+                }
+            }
+            Request::PointerAbs { x, y } => {
+                if let Some((_, input)) = io() {
+                    input.pointer_abs(x, y);
+                }
+            }
+            Request::PointerRel { dx, dy } => {
+                if let Some((_, input)) = io() {
+                    input.pointer_rel(dx, dy);
+                }
+            }
+            Request::Button { code, down } => {
+                if let (Some((_, input)), Some(button)) = (io(), vmm::Button::from_code(code)) {
+                    input.button(button, down);
+                }
+            }
+            Request::Wheel { dx, dy } => {
+                if let Some((_, input)) = io() {
+                    input.wheel(dx, dy);
+                }
+            }
+            Request::Resize { width, height } => {
+                if let Some((display, _)) = io() {
+                    display.request_resize(width, height);
+                }
+            }
+            control => {
+                let sent =
+                    lock(&shared.control).as_ref().is_some_and(|tx| tx.send((id, control)).is_ok());
+                if !sent {
+                    let error = "the VM is not running".to_string();
+                    shared.reply_to(id, Reply::Failed { error });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Registers the client for events, with the serial output so far first.
+fn subscribe(shared: &Shared, id: u64, serial: bool) {
+    let mut clients = lock(&shared.clients);
+    // Under the clients' lock: no event slips between the snapshot and the registration.
+    let Some(client) = clients.iter_mut().find(|c| c.id == id) else { return };
+    let state = lock(&shared.state).clone();
+    let machine = lock(&shared.machine).clone();
+    let mut first = Vec::new();
+    if let Some(machine) = machine {
+        first.push(Reply::Built { machine });
+    }
+    first.push(Reply::StateChanged { state });
+    if serial && !client.serial {
+        let backlog: Vec<u8> = lock(&shared.serial).iter().copied().collect();
+        if !backlog.is_empty() {
+            first.push(Reply::Serial { bytes: backlog });
+        }
+    }
+    for reply in first {
+        let _ = client.queue.try_send(Outgoing { reply, fd: None });
+    }
+    client.events = true;
+    client.serial |= serial;
+}
+
+/// Sends the display's frames (memory once per scanout, then damage), cursor and pointer
+/// mode to one client until it is gone.
+fn publish(display: &Display, input: &InputSink, queue: &SyncSender<Outgoing>, gone: &AtomicBool) {
+    let (mut changes, mut since, mut scanout) = (0u64, 0u64, 0u64);
+    let mut cursor_image = u64::MAX;
+    let mut cursor_at = None;
+    let mut absolute = None;
+    let send = |reply: Reply, fd: Option<OwnedFd>| queue.send(Outgoing { reply, fd }).is_ok();
+    while !gone.load(Ordering::Relaxed) {
+        changes = display.wait_for_any_change(changes, PUBLISH_IDLE);
+        match display.export(since, scanout) {
+            Some(export) => {
+                let new_memory = export.memory.is_some();
+                let damage = match &export.damage {
+                    Damage::None if !new_memory => None,
+                    Damage::Rects(rects) if !new_memory => {
+                        Some(Some(rects.iter().map(|r| (r.x, r.y, r.width, r.height)).collect()))
+                    }
+                    _ => Some(None),
+                };
+                if let Some(damage) = damage {
+                    let l = export.layout;
+                    let layout = Layout {
+                        width: l.width,
+                        height: l.height,
+                        stride: l.stride,
+                        offset: l.offset,
+                        format: format!("{:?}", l.format),
+                    };
+                    let reply = Reply::Frame { layout, new_memory, damage, drawn: export.drawn };
+                    if !send(reply, export.memory) {
+                        return;
+                    }
+                }
+                since = export.generation;
+                scanout = export.scanout;
+            }
+            None if scanout != 0 => {
+                scanout = 0;
+                if !send(Reply::NoFrame, None) {
+                    return;
+                }
+            }
+            None => {}
+        }
+        let cursor = display.cursor();
+        if cursor.image_generation != cursor_image {
+            cursor_image = cursor.image_generation;
+            let image = cursor
+                .image
+                .as_ref()
+                .map(|i| (i.width, i.height, i.hot_x, i.hot_y, i.rgba.clone()));
+            if !send(Reply::CursorImage { image }, None) {
+                return;
+            }
+        }
+        if cursor_at != Some((cursor.x, cursor.y)) {
+            cursor_at = Some((cursor.x, cursor.y));
+            if !send(Reply::CursorMoved { x: cursor.x, y: cursor.y }, None) {
+                return;
+            }
+        }
+        let now = input.pointer_is_absolute();
+        if absolute != Some(now) {
+            absolute = Some(now);
+            if !send(Reply::Pointer { absolute: now }, None) {
+                return;
+            }
+        }
+    }
+}
+
+/// The machines of VM processes run as threads of this process (`Launcher::InProcess`),
+/// by VM folder, for tests that look inside them (what reached the guest's devices).
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    static MACHINES: Mutex<Vec<(PathBuf, MachineIo)>> = Mutex::new(Vec::new());
+
+    pub(super) fn register(bundle: &Path, io: MachineIo) {
+        let mut machines = lock(&MACHINES);
+        machines.retain(|(b, _)| b != bundle);
+        machines.push((bundle.to_path_buf(), io));
+    }
+
+    /// The display and input of the machine last started for the VM in `root`.
+    pub fn machine_io(root: &Path) -> MachineIo {
+        let bundle = paths::canonical(root).unwrap();
+        let machines = lock(&MACHINES);
+        machines.iter().rev().find(|(b, _)| *b == bundle).map(|(_, io)| io.clone()).unwrap()
+    }
+}
