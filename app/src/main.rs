@@ -69,7 +69,7 @@ fn main() {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
         }
         cli::Command::VmHost { library, root } => {
-            Ok(host::run(&library, &root, host::control_fd()))
+            Ok(host::run(&library, &root, host::control_fd(), true))
         }
         cli::Command::List => done(lib().and_then(|l| verbs::list(&l, json))),
         cli::Command::Create(create) => done(lib().and_then(|l| verbs::create(&l, create, json))),

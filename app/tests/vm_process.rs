@@ -123,14 +123,25 @@ fn vms_live_in_processes_of_their_own() {
     let reason = state(&h, "window").1.unwrap_or_default();
     assert!(reason.contains("SIGKILL"), "{reason}");
     assert_eq!(state(&h, "cli").0, "Running");
-    assert_eq!(listed(&lib, "window").0, "off");
+    // Its helper (outside the sandbox, holding the run lock too) removes the dead process's
+    // socket, then lets the lock go.
+    let window_socket = vessel::vmhost::paths::socket_for(&root_of(&lib, "window")).unwrap();
+    wait_for("the run lock to be free", || listed(&lib, "window").0 == "off");
+    assert!(!window_socket.exists(), "the dead VM process's socket was removed");
     assert_eq!(listed(&lib, "cli"), ("running".to_string(), Some(cli_pid)));
 
-    // The window closes with Run in Background: the VM it showed runs on.
+    // The window closes with Run in Background: the VM it showed runs on; a new window
+    // shows it again, its console live.
     h.state_mut().run_in_background();
     drop(h);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(listed(&lib, "cli"), ("running".to_string(), Some(cli_pid)));
+    let mut h = window(&lib);
+    step_until(&mut h, "the VM in the new window", |h| state(h, "cli").0 == "Running");
+    h.state_mut().select_by_name("cli");
+    step_until(&mut h, "its console", |h| h.state().console_size().is_some_and(|s| s[0] > 0));
+    h.state_mut().run_in_background();
+    drop(h);
 
     // The CLI drives it through its socket: pause, resume, reset, then power off.
     for (verb, after) in [("pause", "paused"), ("resume", "running"), ("reset", "running")] {

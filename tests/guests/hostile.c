@@ -77,6 +77,25 @@ void fault_panic_main(void)
     g_puts("FAULT SURVIVED\n");
 }
 
+/* test=fault-syscall: the faulty device makes a system call the VM process's sandbox
+ * forbids; the sandbox ends the process (the test device's work stops there). */
+void fault_syscall_main(void)
+{
+    g_puts("FAULT SYSCALL\n");
+    outb(FAULTY_PORT, 3);
+    g_puts("FAULT SURVIVED\n");
+}
+
+/* test=fault-open: the faulty device opens a file outside the VM's folder (/etc/passwd);
+ * it says whether it could: 1 opened, 2 refused. */
+void fault_open_main(void)
+{
+    outb(FAULTY_PORT, 4);
+    u8 result = inb(FAULTY_PORT);
+    g_puts(result == 1 ? "FAULT OPEN ALLOWED\n" : result == 2 ? "FAULT OPEN DENIED\n"
+                                                               : "FAULT OPEN UNKNOWN\n");
+}
+
 /* test=fault-hang: the faulty device blocks the vCPU thread that writes to it. */
 void fault_hang_main(void)
 {

@@ -13,7 +13,7 @@
  * The test is chosen on the command line: test=boot (default), smp, echo, powerbutton,
  * reboot-kbd, reboot-cf9, reboot-acpi, triple, ticks, bench, the virtio-* tests, blk-bench,
  * input, input-tablet, gpu, gpu-bench, gpu-anim, fb, atapi, atapi-noswap, atapi-bench,
- * and the tests written in C: blk-hostile, fault-panic, fault-hang (hostile.c), atapi-dma,
+ * and the tests written in C: blk-hostile, fault-panic, fault-hang, fault-syscall, fault-open (hostile.c), atapi-dma,
  * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS, the MP table and the BIOS area as
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c).
@@ -2952,6 +2952,8 @@ g_reset_kbd:
     c_test test_blk_hostile, blk_hostile_main
     c_test test_fault_panic, fault_panic_main
     c_test test_fault_hang, fault_hang_main
+    c_test test_fault_syscall, fault_syscall_main
+    c_test test_fault_open, fault_open_main
     c_test test_atapi_dma, atapi_dma_main
     c_test test_atapi_dma_1m, atapi_dma_1m_main
     c_test test_install, install_main
@@ -3500,6 +3502,8 @@ n_firmware:     .asciz "firmware"
 n_atapi_dma_1m: .asciz "atapi-dma-1m"
 n_fault_panic:  .asciz "fault-panic"
 n_fault_hang:   .asciz "fault-hang"
+n_fault_syscall: .asciz "fault-syscall"
+n_fault_open:   .asciz "fault-open"
 n_rng_intx:     .asciz "virtio-rng-intx"
 n_rng_pic:      .asciz "virtio-rng-pic"
 n_net:          .asciz "virtio-net"
@@ -3601,6 +3605,8 @@ tests:
     .quad n_blk_hostile, test_blk_hostile
     .quad n_fault_panic, test_fault_panic
     .quad n_fault_hang, test_fault_hang
+    .quad n_fault_syscall, test_fault_syscall
+    .quad n_fault_open, test_fault_open
     .quad n_atapi_dma_1m, test_atapi_dma_1m
     .quad n_atapi_dma, test_atapi_dma
     .quad n_installed, test_installed

@@ -8,29 +8,6 @@ use std::path::{Path, PathBuf};
 use vessel_tests::*;
 use vmm::DeviceConfig;
 
-/// An ISO made with xorriso (as distributions make theirs) holding HELLO.TXT.
-fn make_iso(dir: &Path, volume: &str, text: &str) -> PathBuf {
-    iso_of(dir, volume, &[("HELLO.TXT", text.as_bytes())])
-}
-
-/// An ISO made with xorriso called `volume` holding `files`.
-fn iso_of(dir: &Path, volume: &str, files: &[(&str, &[u8])]) -> PathBuf {
-    let src = dir.join(volume);
-    std::fs::create_dir_all(&src).unwrap();
-    for (name, bytes) in files {
-        std::fs::write(src.join(name), bytes).unwrap();
-    }
-    let iso = dir.join(format!("{volume}.iso"));
-    let out = std::process::Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-V", volume, "-o"])
-        .arg(&iso)
-        .arg(&src)
-        .output()
-        .expect("xorriso (tools/install-deps installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    iso
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vessel-cd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -234,6 +234,15 @@ pub struct RunLock {
     _file: File,
 }
 
+impl RunLock {
+    /// The lock's open file: a process forked with it holds the lock too (it is the file
+    /// description's), until it and this both let go.
+    pub fn file(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._file.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,10 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
     client::greet(&mut stream, bundle.root())?;
     // A VM process that failed at once may have hung up already; its answer is still there
     // to read, and says why.
-    let _ = protocol::send(&mut stream, &Request::Subscribe { serial: !detach, display: false });
+    let _ = protocol::send(
+        &mut stream,
+        &Request::Subscribe { serial: !detach, display: false, debug: false },
+    );
     let reader = FrameReader::new(stream.try_clone()?);
     if detach {
         return wait_until_running(reader, &bundle);
@@ -95,7 +98,7 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
             Ok(Heard::End) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 drop(raw);
                 let status = child.take().and_then(|mut c| c.wait().ok());
-                return Ok(ended(&state, quitting, status));
+                return Ok(ended(&state, quitting, status, bundle.root()));
             }
             Ok(Heard::Keys(bytes)) => {
                 for typed in escapes.feed(&bytes) {
@@ -130,8 +133,14 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
     }
 }
 
-/// The exit status for how the VM ended (its last state), saying why on stderr.
-fn ended(state: &VmState, quitting: bool, status: Option<std::process::ExitStatus>) -> i32 {
+/// The exit status for how the VM ended (its last state), saying why on stderr; a VM
+/// process that died says its log's last line (the sandbox names the call it refused).
+fn ended(
+    state: &VmState,
+    quitting: bool,
+    status: Option<std::process::ExitStatus>,
+    root: &std::path::Path,
+) -> i32 {
     match state {
         VmState::Stopped { kind: StopKind::ForcedOff, .. } if quitting => {
             eprintln!("\nvessel: quit; the guest was powered off");
@@ -157,6 +166,9 @@ fn ended(state: &VmState, quitting: bool, status: Option<std::process::ExitStatu
         _ => {
             let how = status.map(|s| format!(" ({s})")).unwrap_or_default();
             eprintln!("\nvessel: error: the VM process ended unexpectedly{how}");
+            if let Some(last) = client::last_log_line(root) {
+                eprintln!("vessel: its log ends: {last}");
+            }
             EXIT_VMM_ERROR
         }
     }
@@ -177,7 +189,7 @@ fn wait_until_running(mut reader: FrameReader, bundle: &Bundle) -> anyhow::Resul
                 return Ok(EXIT_POWERED_OFF);
             }
             Some(Reply::StateChanged { state: state @ VmState::Stopped { .. } }) => {
-                return Ok(ended(&state, false, None));
+                return Ok(ended(&state, false, None, bundle.root()));
             }
             Some(_) => {}
             None => anyhow::bail!(

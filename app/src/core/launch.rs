@@ -225,6 +225,8 @@ pub fn machine_config(lib: &Library, bundle: &Bundle) -> Result<MachineConfig, L
         mode,
         ..Default::default()
     }));
+    // Nothing in a user's build; a test's faulty device in the integration tests' builds.
+    devices.extend(vmm::machine::config::test_devices_from_env());
     // The keyboard last: the test guest drives the last input device it finds (the app's
     // end-to-end test types into it); guests do not care about the order.
     for kind in [vmm::InputKind::Mouse, vmm::InputKind::Tablet, vmm::InputKind::Keyboard] {

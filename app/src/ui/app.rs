@@ -149,6 +149,14 @@ impl VesselApp {
         Some((self.state_of(item).label(), reason))
     }
 
+    /// Selects the VM called `name` and shows its console if it runs (tests).
+    pub fn select_by_name(&mut self, name: &str) {
+        if let Some(item) = self.library.items.iter().find(|i| i.name == name) {
+            self.library.selected = Some(item.root.clone());
+            self.page = Page::Console;
+        }
+    }
+
     /// Closes the window as its close dialog's Run in Background does: every VM goes on in
     /// its own process (tests).
     pub fn run_in_background(&mut self) {

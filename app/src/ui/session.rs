@@ -6,6 +6,7 @@
 //! waits for the VM: a slow or dead VM process never freezes the window.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -18,7 +19,7 @@ use vmm::display::{Damage, Display, FrameLayout, FrameMapping, PixelFormat, Rect
 use crate::core::state::VmState;
 use crate::vmhost::client::{self, ClientError, Input, Launcher};
 use crate::vmhost::protocol::{self, Reply, Request, StopKind};
-use crate::vmhost::wire::FrameReader;
+use crate::vmhost::wire::{self, FrameReader};
 
 pub use crate::core::report::{error_chain, host_hint};
 
@@ -506,12 +507,19 @@ fn spawn_writer(
     requests: Receiver<Request>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("vessel-vm-requests".into()).spawn(move || {
-        let subscribe = Request::Subscribe { serial: true, display: true };
+        let subscribe = Request::Subscribe { serial: true, display: true, debug: false };
         if protocol::send(&mut stream, &subscribe).is_err() {
             return;
         }
         while let Ok(request) = requests.recv() {
-            if protocol::send(&mut stream, &request).is_err() {
+            // A disc goes open: the VM process's sandbox keeps it from opening files the
+            // user picks. One that cannot be opened here goes by name, and the VM process
+            // says why it cannot use it.
+            let disc = match &request {
+                Request::InsertCd { iso } => std::fs::File::open(iso).ok().map(OwnedFd::from),
+                _ => None,
+            };
+            if wire::send_with_fd(&mut stream, &request, disc.as_ref()).is_err() {
                 break;
             }
         }
@@ -580,7 +588,7 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 let command = link.verbs.try_recv().unwrap_or("do that");
                 link.send(Update::Failed { command, error });
             }
-            Reply::Status { .. } => {}
+            Reply::Status { .. } | Reply::DebugMarker { .. } => {}
             Reply::Frame { layout, new_memory, damage, drawn } => {
                 let Some(display) = &display else { continue };
                 let Some(layout) = frame_layout(&layout) else {

@@ -85,7 +85,7 @@ pub fn launch(launcher: &Launcher, library: &Path, root: &Path) -> Result<Starte
             let (library, root) = (library.to_path_buf(), root.to_path_buf());
             std::thread::Builder::new()
                 .name("vessel-vm-host".into())
-                .spawn(move || super::host::run(&library, &root, Some(theirs)))
+                .spawn(move || super::host::run(&library, &root, Some(theirs), false))
                 .map_err(|e| ClientError::Spawn("a thread".into(), e))?;
             Ok(Started { stream: ours, child: None })
         }

@@ -57,6 +57,8 @@ struct Client {
     queue: SyncSender<Outgoing>,
     serial: bool,
     events: bool,
+    /// It asked for the guest's debug-port bytes.
+    debug: bool,
     /// It has a publisher of the display's frames.
     display: bool,
     /// Set when the client is gone or dropped: its threads end.
@@ -130,7 +132,9 @@ pub fn control_fd() -> Option<UnixStream> {
 
 /// Runs the VM in `root` (of the library in `library`) until it stops. `first` is a
 /// client connected before this process started (the starter's end of a socket pair).
-pub fn run(library: &Path, root: &Path, first: Option<UnixStream>) -> ExitCode {
+/// `sandboxed`: the process enters its sandbox (`sandbox`) before it starts any thread —
+/// a VM process does; a VM run on a thread of another process (tests) cannot.
+pub fn run(library: &Path, root: &Path, first: Option<UnixStream>, sandboxed: bool) -> ExitCode {
     let shared = Arc::new(Shared {
         clients: Mutex::new(Vec::new()),
         state: Mutex::new(VmState::Starting),
@@ -143,11 +147,16 @@ pub fn run(library: &Path, root: &Path, first: Option<UnixStream>) -> ExitCode {
     });
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     *lock(&shared.control) = Some(control_tx);
+    // Still one thread: everything that needs the world outside the sandbox happens now.
+    let ready = prepare(library, root, sandboxed);
     if let Some(stream) = first {
         // The starter hears how the start goes from the first instant.
         serve_client(&shared, stream, true);
     }
-    let code = run_machine(library, root, &shared, &control_rx);
+    let code = match ready {
+        Ok(ready) => run_machine(&shared, ready, &control_rx),
+        Err(e) => fail(&shared, &e),
+    };
     // Every client hears the end before this process goes: their queues close (the
     // publishers see them gone), each writer sends what is queued, then ends.
     *lock(&shared.control) = None;
@@ -169,28 +178,59 @@ fn fail(shared: &Shared, error: &anyhow::Error) -> ExitCode {
     crate::cli::headless::EXIT_VMM_ERROR
 }
 
-fn run_machine(
-    library: &Path,
-    root: &Path,
+/// A VM ready to build: its run lock and machine configuration, its control socket.
+struct Ready {
+    bundle: Bundle,
+    launch: launch::Launch,
+    listener: UnixListener,
+    socket: PathBuf,
+    /// The helper outside the sandbox (a sandboxed VM process has one).
+    helper: Option<super::helper::Helper>,
+}
+
+/// Takes the run lock, reads the configuration, binds the control socket and, if
+/// `sandboxed`, starts the helper (passt; cleaning up after this process) and enters the
+/// sandbox.
+fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready> {
+    use anyhow::Context;
+    let lib = Library::open(library)?;
+    let bundle = Bundle::open(root)?;
+    let launch = launch::prepare(&lib, &bundle)?;
+    let socket = paths::socket_for(root)?;
+    // Under the run lock: nobody else serves this VM, so a socket there is a dead one's.
+    let listener = bind(&socket)?;
+    let mut helper = None;
+    if sandboxed {
+        let started = super::helper::start(launch.lock.file(), &socket);
+        helper = Some(started.context("cannot start the helper")?);
+        let plan = super::sandbox::Plan::for_machine(bundle.root(), &launch.config, &socket);
+        let entered = super::sandbox::enter(&plan).context("cannot sandbox the VM process")?;
+        log::info!("sandboxed; Landlock {}", entered.landlock);
+    }
+    Ok(Ready { bundle, launch, listener, socket, helper })
+}
+
+fn run_machine(shared: &Arc<Shared>, ready: Ready, control: &Receiver<(u64, Request)>) -> ExitCode {
+    let Ready { bundle, launch, listener, socket, helper } = ready;
+    let code = build_and_serve(shared, bundle, launch, listener, control);
+    // The socket goes, then the helper and with it its hold on the run lock; this
+    // process's hold went with `launch`. Clients hear the end after this: the VM can be
+    // started again at once.
+    let _ = std::fs::remove_file(&socket);
+    if let Some(helper) = helper {
+        helper.finish();
+    }
+    code
+}
+
+fn build_and_serve(
     shared: &Arc<Shared>,
+    bundle: Bundle,
+    launch: launch::Launch,
+    listener: UnixListener,
     control: &Receiver<(u64, Request)>,
 ) -> ExitCode {
-    let prepared = (|| -> anyhow::Result<_> {
-        let lib = Library::open(library)?;
-        let bundle = Bundle::open(root)?;
-        let launch = launch::prepare(&lib, &bundle)?;
-        Ok((bundle, launch))
-    })();
-    let (bundle, launch) = match prepared {
-        Ok(p) => p,
-        Err(e) => return fail(shared, &e),
-    };
     let _running = launch.lock;
-    // Under the run lock: nobody else serves this VM, so a socket there is a dead one's.
-    let listener = match bind(root) {
-        Ok(l) => l,
-        Err(e) => return fail(shared, &e),
-    };
     let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
     let handle = match Machine::build(launch.config, None) {
         Ok(h) => h,
@@ -229,24 +269,21 @@ fn run_machine(
     if let Err(e) = handle.start() {
         return fail(shared, &anyhow::Error::new(e).context("cannot start the machine"));
     }
-    let code = serve_machine(shared, &handle, control);
-    let _ = std::fs::remove_file(paths::socket_for(root).unwrap_or_default());
-    code
+    serve_machine(shared, &handle, control)
 }
 
-/// Binds the VM's control socket (mode 0600).
-fn bind(root: &Path) -> anyhow::Result<UnixListener> {
+/// Binds the VM's control socket (mode 0600) at `path`.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
-    let path = paths::socket_for(root)?;
-    match std::fs::remove_file(&path) {
+    match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
-    let listener = UnixListener::bind(&path)
+    let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot make the control socket {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     Ok(listener)
 }
@@ -301,6 +338,12 @@ fn serve_machine(
                 shared.broadcast(|c| c.serial, &Reply::Serial { bytes });
             }
             Ok(Event::Warning(text)) => shared.broadcast(|c| c.events, &Reply::Warning { text }),
+            Ok(Event::DebugMarker { code, since_build }) => {
+                // The marker's time on the clock every process shares.
+                let ago = Instant::now().saturating_duration_since(handle.built_at() + since_build);
+                let monotonic_ns = protocol::monotonic_ns().saturating_sub(ago.as_nanos() as u64);
+                shared.broadcast(|c| c.debug, &Reply::DebugMarker { code, monotonic_ns });
+            }
             Ok(_) => {}
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -402,6 +445,7 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
         queue,
         serial: false,
         events,
+        debug: false,
         display: false,
         gone: gone.clone(),
         ended,
@@ -421,11 +465,14 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
 /// A client's requests until it hangs up.
 fn read_client(
     shared: &Arc<Shared>,
-    mut stream: UnixStream,
+    stream: UnixStream,
     id: u64,
     gone: &Arc<AtomicBool>,
 ) -> Result<(), ProtocolError> {
-    let theirs: Hello = protocol::receive(&mut stream)?.ok_or(ProtocolError::Truncated)?;
+    // Descriptors come only with a disc put in (the client opened it: this process may not);
+    // the reader refuses a client that sends more than it takes.
+    let mut stream = wire::FrameReader::new(stream);
+    let theirs: Hello = stream.receive()?.ok_or(ProtocolError::Truncated)?;
     if theirs.protocol != protocol::PROTOCOL_VERSION {
         return Err(ProtocolError::Version {
             theirs: theirs.protocol,
@@ -434,10 +481,10 @@ fn read_client(
         });
     }
     let io = || shared.io.get();
-    while let Some(request) = protocol::receive::<Request>(&mut stream)? {
+    while let Some(request) = stream.receive::<Request>()? {
         match request {
-            Request::Subscribe { serial, display } => {
-                subscribe(shared, id, serial);
+            Request::Subscribe { serial, display, debug } => {
+                subscribe(shared, id, serial, debug);
                 // One publisher a client, however often it subscribes.
                 let queue = lock(&shared.clients)
                     .iter_mut()
@@ -508,6 +555,11 @@ fn read_client(
                 }
             }
             control => {
+                if let Request::InsertCd { iso } = &control
+                    && let Some(disc) = stream.take_fd()
+                {
+                    vmm::devices::storage::hand_over_disc(iso.clone(), disc.into());
+                }
                 let sent =
                     lock(&shared.control).as_ref().is_some_and(|tx| tx.send((id, control)).is_ok());
                 if !sent {
@@ -521,7 +573,7 @@ fn read_client(
 }
 
 /// Registers the client for events, with the serial output so far first.
-fn subscribe(shared: &Shared, id: u64, serial: bool) {
+fn subscribe(shared: &Shared, id: u64, serial: bool, debug: bool) {
     let mut clients = lock(&shared.clients);
     // Under the clients' lock: no event slips between the snapshot and the registration.
     let Some(client) = clients.iter_mut().find(|c| c.id == id) else { return };
@@ -543,6 +595,7 @@ fn subscribe(shared: &Shared, id: u64, serial: bool) {
     }
     client.events = true;
     client.serial |= serial;
+    client.debug |= debug;
 }
 
 /// Sends the display's frames (memory once per scanout, then damage), cursor and pointer

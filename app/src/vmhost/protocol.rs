@@ -60,6 +60,9 @@ pub enum Request {
     Subscribe {
         serial: bool,
         display: bool,
+        /// The guest's debug-port (0xE9) bytes too, timed (benchmarks, `--debugcon`).
+        #[serde(default)]
+        debug: bool,
     },
     Status,
     /// The ACPI power button.
@@ -228,6 +231,12 @@ pub enum Reply {
     Pointer {
         absolute: bool,
     },
+    /// The guest wrote `code` to its debug port at `monotonic_ns` (CLOCK_MONOTONIC, the
+    /// same clock in every process of this host).
+    DebugMarker {
+        code: u8,
+        monotonic_ns: u64,
+    },
 }
 
 /// `message` as one frame: its length, then its JSON.
@@ -240,6 +249,15 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, ProtocolError> {
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
     frame.extend_from_slice(&body);
     Ok(frame)
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: comparable between processes of one host.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes a timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Writes `message` as one frame.

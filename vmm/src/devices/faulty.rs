@@ -3,7 +3,10 @@
 //! integration tests turn on; no configuration a user writes can name it).
 //!
 //! One port: writing 1 panics (a bug in a device model), writing 2 blocks the writing vCPU
-//! for `HANG` (a device stuck in a blocking call).
+//! for `HANG` (a device stuck in a blocking call), writing 3 makes a system call no device
+//! makes (what exploited code would do; a VM process's sandbox forbids it), writing 4 opens
+//! a file outside any VM's folder (`/etc/passwd`), after which reading the port says
+//! whether that worked (1) or was refused (2).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,11 +23,15 @@ pub const HANG: Duration = Duration::from_secs(5);
 pub static HANGING: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
-pub struct Faulty;
+pub struct Faulty {
+    /// What the last open (command 4) did: 0 none yet, 1 opened, 2 refused.
+    opened: u8,
+}
 
 impl BusDevice for Faulty {
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
+        data[0] = self.opened;
     }
 
     fn write(&mut self, _base: u64, _offset: u64, data: &[u8]) {
@@ -34,6 +41,21 @@ impl BusDevice for Faulty {
                 HANGING.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(HANG);
                 HANGING.fetch_sub(1, Ordering::SeqCst);
+            }
+            3 => {
+                // personality(0xffffffff) only asks; outside a sandbox it changes nothing.
+                // SAFETY: a query with no memory arguments.
+                let r = unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) };
+                log::warn!("the faulty test device made a forbidden system call ({r})");
+            }
+            4 => {
+                self.opened = match std::fs::File::open("/etc/passwd") {
+                    Ok(_) => 1,
+                    Err(e) => {
+                        log::warn!("the faulty test device cannot open /etc/passwd: {e}");
+                        2
+                    }
+                };
             }
             _ => {}
         }

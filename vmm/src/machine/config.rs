@@ -141,3 +141,14 @@ impl MachineConfig {
         Ok(())
     }
 }
+
+/// The test devices a test process asked its VM processes for (`VESSEL_TEST_DEVICES=faulty`),
+/// in builds with the `test-devices` feature (the integration tests' builds); none in any
+/// other build, whatever the environment says.
+pub fn test_devices_from_env() -> Vec<DeviceConfig> {
+    #[cfg(feature = "test-devices")]
+    if std::env::var("VESSEL_TEST_DEVICES").is_ok_and(|v| v.split(',').any(|d| d == "faulty")) {
+        return vec![DeviceConfig::Faulty];
+    }
+    Vec::new()
+}

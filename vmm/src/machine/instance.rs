@@ -450,7 +450,7 @@ fn build_devices(
             #[cfg(feature = "test-devices")]
             DeviceConfig::Faulty => {
                 use crate::devices::faulty::{FAULTY_PORT, Faulty};
-                pio.insert(u64::from(FAULTY_PORT), 1, Arc::new(Mutex::new(Faulty)))?;
+                pio.insert(u64::from(FAULTY_PORT), 1, Arc::new(Mutex::new(Faulty::default())))?;
                 continue;
             }
             DeviceConfig::Rng => Box::new(Rng),

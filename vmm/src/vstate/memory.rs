@@ -73,6 +73,18 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
         unsafe {
             libc::madvise(region.as_ptr().cast(), region.len() as usize, libc::MADV_HUGEPAGE);
         }
+        // Never in a core dump of the VMM: the guest's memory is the guest's (its keys, its
+        // files), and a dump of a crashed VM process would hand it to whoever reads dumps.
+        // SAFETY: as above; MADV_DONTDUMP only marks the mapping.
+        if unsafe {
+            libc::madvise(region.as_ptr().cast(), region.len() as usize, libc::MADV_DONTDUMP)
+        } != 0
+        {
+            log::warn!(
+                "guest memory may appear in core dumps: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
     Ok(mem)
 }

@@ -66,9 +66,23 @@ pub fn passt_args(fd: RawFd, forwards: &[PortForward], host_access: bool) -> Vec
     args
 }
 
+/// How a process that may not start programs itself (a sandboxed VM process) gets a passt:
+/// a function that starts one elsewhere for these forwards and returns the socket to it.
+/// passt then ends when that socket closes (as it does with `--fd`).
+pub type Launcher =
+    dyn Fn(&[PortForward], bool) -> Result<OwnedFd, PasstError> + Send + Sync + 'static;
+
+static LAUNCHER: std::sync::OnceLock<Box<Launcher>> = std::sync::OnceLock::new();
+
+/// From now on passt is started by `launcher` (once per process; false if one was set).
+pub fn set_launcher(launcher: Box<Launcher>) -> bool {
+    LAUNCHER.set(launcher).is_ok()
+}
+
 pub struct Passt {
     stream: UnixStream,
-    child: Child,
+    /// passt, if this process started it (else whoever did reaps it).
+    child: Option<Child>,
     inbox: Vec<u8>,
     outbox: VecDeque<u8>,
 }
@@ -92,6 +106,11 @@ impl Passt {
     /// Starts passt for one guest: `forwards` from the host into it, and with
     /// `host_access` a way from it to the host's loopback services (through the gateway).
     pub fn spawn(forwards: &[PortForward], host_access: bool) -> Result<Self, PasstError> {
+        if let Some(launch) = LAUNCHER.get() {
+            let stream = UnixStream::from(launch(forwards, host_access)?);
+            stream.set_nonblocking(true).map_err(PasstError::Socket)?;
+            return Ok(Passt { stream, child: None, inbox: Vec::new(), outbox: VecDeque::new() });
+        }
         let (ours, theirs) = socketpair().map_err(PasstError::Socket)?;
         let child_fd = theirs.as_raw_fd();
         let mut cmd = Command::new("passt");
@@ -115,7 +134,7 @@ impl Passt {
         drop(theirs);
         let stream = UnixStream::from(ours);
         stream.set_nonblocking(true).map_err(PasstError::Socket)?;
-        Ok(Passt { stream, child, inbox: Vec::new(), outbox: VecDeque::new() })
+        Ok(Passt { stream, child: Some(child), inbox: Vec::new(), outbox: VecDeque::new() })
     }
 
     /// Writes as much of the outbox as the socket takes.
@@ -189,8 +208,10 @@ impl NetBackend for Passt {
 
 impl Drop for Passt {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -89,7 +89,7 @@ impl Media {
         let open = |source| MediaError::Open { path: path.to_path_buf(), source };
         let not_iso = |size| MediaError::NotIso { path: path.to_path_buf(), size };
         // Only a regular file is a disc (a FIFO or a device is refused without waiting).
-        let file = match super::open_regular(path, false) {
+        let file = match super::open_disc(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(not_iso(0)),
             Err(e) => return Err(open(e)),

@@ -6,6 +6,43 @@ pub mod image;
 pub mod lock;
 pub mod mmc;
 
+/// Discs handed to this process already open, by the path they were opened at: a VM process
+/// whose sandbox keeps it from opening files the user picks later (a disc put in while it
+/// runs) is given them by its client. The last few are kept, so a reboot finds its disc.
+static HANDED: std::sync::Mutex<Vec<(std::path::PathBuf, std::fs::File)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Discs kept handed over at most (each is one open descriptor).
+const HANDED_KEEP: usize = 8;
+
+/// Hands this process the disc at `path`, open for reading: `open_disc` takes it from here.
+pub fn hand_over_disc(path: std::path::PathBuf, file: std::fs::File) {
+    let mut handed = crate::sync::lock(&HANDED);
+    handed.retain(|(p, _)| *p != path);
+    if handed.len() == HANDED_KEEP {
+        handed.remove(0);
+    }
+    handed.push((path, file));
+}
+
+/// The disc at `path` for reading: one handed over at that path, else opened as
+/// `open_regular` does.
+pub fn open_disc(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let handed = crate::sync::lock(&HANDED);
+    if let Some((_, file)) = handed.iter().find(|(p, _)| p == path) {
+        let file = file.try_clone()?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file; an image is a file",
+            ));
+        }
+        return Ok(file);
+    }
+    drop(handed);
+    open_regular(path, false)
+}
+
 /// Opens `path`, which must be a regular file (a disk image, an ISO), for reading (and
 /// writing with `write`). Non-blocking, so a FIFO or a device named as an image is refused
 /// at once instead of hanging the open (O_NONBLOCK changes nothing for a regular file).

@@ -1,0 +1,174 @@
+//! The VM process's helper outside its sandbox, forked from it before it enters it:
+//! - it starts passt on request (with the forwards the request names, nothing else) and
+//!   hands back the socket to it, since a sandboxed VM process may not execute programs;
+//!   passt keeps its own sandbox, and ends when its socket closes (as with `--fd`);
+//! - it holds the VM's run lock too (the lock is the file description's, which the fork
+//!   shares), so when the VM process dies however it dies (SIGKILL, the sandbox), the
+//!   helper sees its socket close, removes the VM's control socket, and only then lets the
+//!   lock go: nobody can start the VM meanwhile and find a dead socket, or lose a new one.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use vmm::devices::net::passt::{self, PasstError, PortForward};
+
+use super::protocol;
+use super::wire::{self, FrameReader};
+
+/// A request: passt with these forwards (udp, address, host port, guest port).
+#[derive(Serialize, Deserialize)]
+struct Start {
+    forwards: Vec<(bool, Option<std::net::IpAddr>, u16, u16)>,
+    host_access: bool,
+}
+
+/// The answer; a started passt's socket comes with it.
+#[derive(Serialize, Deserialize)]
+enum Started {
+    Ok,
+    Missing,
+    Failed(String),
+}
+
+/// The helper, from the VM process's side.
+pub struct Helper {
+    pid: libc::pid_t,
+    stream: Arc<Mutex<UnixStream>>,
+}
+
+impl Helper {
+    /// The VM process is done: the helper ends (its part of the run lock with it) before
+    /// this returns, so clients that hear the VM stopped find it free.
+    pub fn finish(self) {
+        let _ = vmm::sync::lock(&self.stream).shutdown(std::net::Shutdown::Both);
+        // SAFETY: waits for this process's own child; a null status pointer is allowed.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
+/// Forks the helper, holding the run lock `lock`, to remove `socket` once this process is
+/// gone; makes the machine start passt through it. Must run while this is the process's
+/// only thread (it forks).
+pub fn start(lock: BorrowedFd<'_>, socket: &Path) -> std::io::Result<Helper> {
+    let lock = lock.as_raw_fd();
+    let (ours, theirs) = UnixStream::pair()?;
+    // SAFETY: the process has one thread (the caller's promise), so the child may run
+    // Rust code: nothing it needs is held by a thread that does not exist there.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(ours);
+        serve(theirs, lock, socket);
+    }
+    drop(theirs);
+    let stream = Arc::new(Mutex::new(ours));
+    let helper = stream.clone();
+    passt::set_launcher(Box::new(move |forwards, host_access| {
+        let stream = vmm::sync::lock(&helper);
+        ask(&stream, forwards, host_access)
+    }));
+    Ok(Helper { pid, stream })
+}
+
+fn ask(
+    stream: &UnixStream,
+    forwards: &[PortForward],
+    host_access: bool,
+) -> Result<OwnedFd, PasstError> {
+    let broken = |e: protocol::ProtocolError| PasstError::Spawn(std::io::Error::other(e));
+    let request = Start {
+        forwards: forwards.iter().map(|f| (f.udp, f.address, f.host, f.guest)).collect(),
+        host_access,
+    };
+    let mut writer = stream.try_clone().map_err(PasstError::Socket)?;
+    protocol::send(&mut writer, &request).map_err(broken)?;
+    let mut reader = FrameReader::new(stream.try_clone().map_err(PasstError::Socket)?);
+    match reader.receive::<Started>().map_err(broken)? {
+        Some(Started::Ok) => reader
+            .take_fd()
+            .ok_or_else(|| PasstError::Spawn(std::io::Error::other("passt's socket did not come"))),
+        Some(Started::Missing) => Err(PasstError::Missing),
+        Some(Started::Failed(text)) => Err(PasstError::Spawn(std::io::Error::other(text))),
+        None => Err(PasstError::Spawn(std::io::Error::other("the passt helper ended"))),
+    }
+}
+
+/// The helper: starts passt for each request until the VM process goes, then removes its
+/// control socket and ends (letting the run lock go).
+fn serve(stream: UnixStream, lock: RawFd, socket: &Path) -> ! {
+    // Only its socket (fd 3), the run lock (fd 4) and stdio: not the VM's control socket,
+    // disks or anything else the VM process had open.
+    let keep = stream.into_raw_fd();
+    // SAFETY: descriptor juggling on descriptors this process owns: both are first copied
+    // above any fd that could be in the way, then put at 3 and 4; everything above is
+    // closed. _exit ends the forked child at once if that fails.
+    unsafe {
+        let (keep, lock) =
+            (libc::fcntl(keep, libc::F_DUPFD, 100), libc::fcntl(lock, libc::F_DUPFD, 100));
+        if keep < 0 || lock < 0 || libc::dup2(keep, 3) < 0 || libc::dup2(lock, 4) < 0 {
+            libc::_exit(1);
+        }
+        libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
+    }
+    // SAFETY: fd 3 is the helper's socket now, owned by nothing else here.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        // SAFETY: _exit ends the process at once, as a forked child should.
+        Err(_) => unsafe { libc::_exit(1) },
+    };
+    let mut reader = FrameReader::new(stream);
+    // passts that end are reaped by the kernel: no zombies while the VM runs.
+    // SAFETY: sets one signal's disposition; no handler is involved.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    while let Ok(Some(request)) = reader.receive::<Start>() {
+        let (answer, fd) = match spawn(&request) {
+            Ok(fd) => (Started::Ok, Some(fd)),
+            Err(PasstError::Missing) => (Started::Missing, None),
+            Err(e) => (Started::Failed(crate::core::report::error_chain(&e)), None),
+        };
+        if wire::send_with_fd(&mut writer, &answer, fd.as_ref()).is_err() {
+            break;
+        }
+    }
+    // The VM process is gone (its end of the socket closed): its control socket goes, then
+    // the lock (fd 4) with this process.
+    let _ = std::fs::remove_file(socket);
+    // SAFETY: _exit ends the forked child without running the parent's exit handlers.
+    unsafe { libc::_exit(0) }
+}
+
+fn spawn(request: &Start) -> Result<OwnedFd, PasstError> {
+    let forwards: Vec<PortForward> = request
+        .forwards
+        .iter()
+        .map(|&(udp, address, host, guest)| PortForward { udp, address, host, guest })
+        .collect();
+    let (ours, theirs) = UnixStream::pair().map_err(PasstError::Socket)?;
+    let child_fd = theirs.as_raw_fd();
+    let args = passt::passt_args(child_fd, &forwards, request.host_access);
+    let mut command = Command::new("passt");
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: between fork and exec only fcntl on a descriptor the child owns.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PasstError::Missing,
+        _ => PasstError::Spawn(e),
+    })?;
+    drop(theirs);
+    Ok(ours.into())
+}
