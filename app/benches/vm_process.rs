@@ -85,9 +85,16 @@ impl Vm {
         }
     }
 
+    /// Powers the VM off and waits until its process (or thread) let go of it.
     fn power_off(mut self) {
         self.send(&Request::PowerOff);
-        while let Ok(Some(_)) = self.reader.receive::<Reply>() {}
+        loop {
+            match self.reader.receive::<Reply>() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => panic!("the VM's socket: {e}"),
+            }
+        }
     }
 }
 
@@ -130,37 +137,46 @@ fn main() {
     }
     println!("  ratio (own process / thread): {:.2}x", first[1] / first[0]);
 
-    let mut keys = Vec::new();
-    for (what, launcher) in &launchers {
-        let (mut vm, _) = Vm::start(launcher, &lib, &input);
-        vm.until_serial("INPUT READY");
-        let mut lat = Vec::new();
-        for i in 0..rounds.max(20) * 2 {
-            let sent = monotonic_ns();
-            vm.send(&Request::Key { code: KEY_A, down: i % 2 == 0 });
-            lat.push(vm.marker(0x30).saturating_sub(sent) as f64 / 1e3);
-            std::thread::sleep(Duration::from_millis(20));
+    // A key press: to the machine's InputSink in the caller's own process (how the window
+    // sent keys before), against over the VM process's control socket.
+    let presses = rounds.max(20) * 4;
+    let direct: Vec<f64> =
+        vessel_tests::input_latency(presses).into_iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    let direct = median(direct);
+    println!("  key press -> guest event buffer, InputSink in-process: median {direct:7.1} us");
+    let (mut vm, _) = Vm::start(&launchers[1].1, &lib, &input);
+    vm.until_serial("INPUT READY");
+    let mut lat = Vec::new();
+    for i in 0..presses {
+        let sent = monotonic_ns();
+        vm.send(&Request::Key { code: KEY_A, down: i % 2 == 0 });
+        // The first arrival after the press (the last press's SYN came before it).
+        let mut arrived = vm.marker(0x30);
+        while arrived < sent {
+            arrived = vm.marker(0x30);
         }
-        let m = median(lat);
-        keys.push(m);
-        println!("  key press -> guest event buffer, {what:<20}: median {m:7.1} us");
-        if let Some(pid) = vm.pid {
-            let usage = vm.usage();
-            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            let gui: Vec<&str> =
-                ["libX11", "libxcb", "libwayland", "libGL", "libEGL", "libvulkan", "libxkbcommon"]
-                    .into_iter()
-                    .filter(|l| maps.contains(l))
-                    .collect();
-            println!(
-                "  VM process memory beyond guest RAM: {:.1} MiB (guest RAM resident {:.1} MiB); GUI libraries loaded: {}",
-                usage.process_overhead as f64 / (1 << 20) as f64,
-                usage.memory_resident as f64 / (1 << 20) as f64,
-                if gui.is_empty() { "none".to_string() } else { gui.join(", ") }
-            );
-        }
-        vm.power_off();
+        lat.push((arrived - sent) as f64 / 1e3);
+        std::thread::sleep(Duration::from_millis(20));
     }
-    println!("  the socket adds {:.1} us to a key press", keys[1] - keys[0]);
+    let socket = median(lat);
+    println!("  key press -> guest event buffer, own process (socket): median {socket:7.1} us");
+    println!("  the socket adds {:.1} us to a key press", socket - direct);
+    if let Some(pid) = vm.pid {
+        let usage = vm.usage();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        let gui: Vec<&str> =
+            ["libX11", "libxcb", "libwayland", "libGL", "libEGL", "libvulkan", "libxkbcommon"]
+                .into_iter()
+                .filter(|l| maps.contains(l))
+                .collect();
+        println!(
+            "  VM process memory beyond guest RAM: {:.1} MiB (guest RAM resident {:.1} MiB); \
+             GUI libraries loaded: {}",
+            usage.process_overhead as f64 / (1 << 20) as f64,
+            usage.memory_resident as f64 / (1 << 20) as f64,
+            if gui.is_empty() { "none".to_string() } else { gui.join(", ") }
+        );
+    }
+    vm.power_off();
     let _ = std::fs::remove_dir_all(lib);
 }

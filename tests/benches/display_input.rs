@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use vessel_tests::{GuestSpec, TIMEOUT};
 use vmm::devices::virtio::gpu::GpuConfig;
-use vmm::input::evdev::KEY_A;
-use vmm::{DeviceConfig, Event, InputKind, Machine, MachineState};
+use vmm::{DeviceConfig, Event, Machine, MachineState};
 
 const FRAMES: u32 = 60;
 const RECTS: u32 = 600;
@@ -86,40 +85,6 @@ fn memcpy_frames() -> [Duration; 3] {
     [full, small, big]
 }
 
-/// Latencies from `InputSink::key` to the guest seeing the event, for `n` key presses.
-fn input_latency(n: usize) -> Vec<Duration> {
-    let mut spec = GuestSpec::new("input");
-    spec.devices = vec![DeviceConfig::Input(InputKind::Keyboard)];
-    let handle = Machine::build(spec.config(), None).expect("machine builds");
-    handle.start().unwrap();
-    let input = handle.input();
-    let mut serial = String::new();
-    while !serial.contains("INPUT READY") {
-        let event = handle.events().recv_timeout(TIMEOUT).expect("the guest gets ready");
-        if let Event::Serial(bytes) = event {
-            serial.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    let mut latencies = Vec::new();
-    for i in 0..n {
-        let sent = handle.built_at().elapsed();
-        input.key(KEY_A, i % 2 == 0);
-        // Each report is the key and a SYN: the first arrival is the key.
-        loop {
-            let event = handle.events().recv_timeout(TIMEOUT).expect("the event arrives");
-            if let Event::DebugMarker { code: 0x30, since_build } = event {
-                latencies.push(since_build.saturating_sub(sent));
-                break;
-            }
-        }
-        // Let the SYN and the guest's printing settle before the next press.
-        std::thread::sleep(Duration::from_millis(20));
-        while handle.events().try_recv().is_ok() {}
-    }
-    let _ = handle.power_off();
-    latencies
-}
-
 fn main() {
     let _ = vessel_frames(); // warm-up
     let [v_full, v_rect, v_pixel, v_big] = vessel_frames();
@@ -149,7 +114,7 @@ fn main() {
         us(m_big),
         (us(v_big) - us(v_pixel)) / us(m_big)
     );
-    let mut lat = input_latency(40);
+    let mut lat = vessel_tests::input_latency(40);
     lat.sort();
     println!(
         "  input latency     InputSink::key -> guest event buffer: median {:.1} us, p90 {:.1} us, max {:.1} us ({} presses)",

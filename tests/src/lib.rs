@@ -529,3 +529,37 @@ pub fn iso_of(dir: &Path, volume: &str, files: &[(&str, &[u8])]) -> PathBuf {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     iso
 }
+
+/// Latencies from `InputSink::key` to the guest seeing the event, for `n` key presses.
+pub fn input_latency(n: usize) -> Vec<Duration> {
+    let mut spec = GuestSpec::new("input");
+    spec.devices = vec![DeviceConfig::Input(vmm::InputKind::Keyboard)];
+    let handle = vmm::Machine::build(spec.config(), None).expect("machine builds");
+    handle.start().unwrap();
+    let input = handle.input();
+    let mut serial = String::new();
+    while !serial.contains("INPUT READY") {
+        let event = handle.events().recv_timeout(TIMEOUT).expect("the guest gets ready");
+        if let vmm::Event::Serial(bytes) = event {
+            serial.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let sent = handle.built_at().elapsed();
+        input.key(vmm::input::evdev::KEY_A, i % 2 == 0);
+        // Each report is the key and a SYN: the first arrival is the key.
+        loop {
+            let event = handle.events().recv_timeout(TIMEOUT).expect("the event arrives");
+            if let vmm::Event::DebugMarker { code: 0x30, since_build } = event {
+                latencies.push(since_build.saturating_sub(sent));
+                break;
+            }
+        }
+        // Let the SYN and the guest's printing settle before the next press.
+        std::thread::sleep(Duration::from_millis(20));
+        while handle.events().try_recv().is_ok() {}
+    }
+    let _ = handle.power_off();
+    latencies
+}
