@@ -1,6 +1,6 @@
 //! The library verbs (`vessel list | create | show | set | disk-grow | disk-add | rename |
-//! start | stop | pause | resume | reset | clone | export | import | delete | iso-info`), headless, like
-//! VMware's vmrun or VBoxManage.
+//! start | stop | pause | resume | reset | clone | export | import | delete | iso-info`),
+//! headless, like VMware's vmrun or VBoxManage.
 
 use std::path::{Path, PathBuf};
 

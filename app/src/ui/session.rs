@@ -187,6 +187,8 @@ pub struct Notice {
     pub text: String,
 }
 
+/// Serial input a request carries at most.
+const SERIAL_PIECE: usize = 16 * 1024;
 /// Serial output kept for the serial view.
 const SERIAL_KEEP: usize = 256 * 1024;
 /// Usage samples kept for the sparkline (one a second).
@@ -293,7 +295,7 @@ impl Session {
         name: String,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Session {
-        let (requests, request_rx) = std::sync::mpsc::sync_channel(4096);
+        let (requests, request_rx) = std::sync::mpsc::sync_channel(client::REQUEST_QUEUE);
         let (verbs, verb_rx) = channel();
         let (update_tx, updates) = channel();
         let input = Input::new(requests.clone());
@@ -348,11 +350,21 @@ impl Session {
     /// Asks the VM to do something; false if its process cannot be told.
     pub fn send(&self, command: Command) -> bool {
         let verb = command.verb();
-        let sent = self.requests.try_send(command.request()).is_ok();
-        if sent {
+        // Text for the serial port in pieces that each fit a message (a long paste).
+        let requests = match command {
+            Command::Serial(bytes) if bytes.len() > SERIAL_PIECE => bytes
+                .chunks(SERIAL_PIECE)
+                .map(|piece| Request::SerialInput { bytes: piece.to_vec() })
+                .collect(),
+            command => vec![command.request()],
+        };
+        for request in requests {
+            if self.requests.try_send(request).is_err() {
+                return false;
+            }
             let _ = self.verbs.send(verb);
         }
-        sent
+        true
     }
 
     /// Asks the guest for a display of this size (the console's).

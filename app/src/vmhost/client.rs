@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 
 use super::paths::{self, PathsError};
 use super::protocol::{self, CONTROL_FD, Hello, ProtocolError, Reply, Request};
@@ -17,8 +17,11 @@ use super::protocol::{self, CONTROL_FD, Hello, ProtocolError, Reply, Request};
 /// The VM process's log, in the VM's folder: what it said on stderr, for a crash report.
 pub const LOG_FILE: &str = "vessel.log";
 
+/// How long one request waits for its answer at most.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Requests queued for a VM process; input beyond this while it does not read is dropped.
-const REQUEST_QUEUE: usize = 4096;
+pub const REQUEST_QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -128,13 +131,14 @@ pub fn launch(launcher: &Launcher, library: &Path, root: &Path) -> Result<Starte
     }
 }
 
-/// The VM's log, new for this run: never through a symlink, readable by its owner only.
+/// The VM's log: never through a symlink, readable by its owner only, appended to (a
+/// start refused because the VM runs must not cut the running one's log; the VM process
+/// starts it afresh once it holds the run lock).
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
@@ -171,13 +175,17 @@ pub fn connect(root: &Path, name: &str) -> Result<UnixStream, ClientError> {
         }
         _ => ClientError::Connect { name: name.to_string(), socket: socket.clone(), error },
     })?;
+    // A VM process that hangs does not hang whoever reaches for it.
+    let _ = stream.set_read_timeout(Some(ANSWER_WITHIN));
     greet(&mut stream, root)?;
+    let _ = stream.set_read_timeout(None);
     Ok(stream)
 }
 
 /// Sends one control request to the running VM in `root` and waits for its answer.
 pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, ClientError> {
     let mut stream = connect(root, name)?;
+    let _ = stream.set_read_timeout(Some(ANSWER_WITHIN));
     protocol::send(&mut stream, &request)?;
     loop {
         match protocol::receive::<Reply>(&mut stream)? {
@@ -187,21 +195,6 @@ pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, Clien
             Some(_) => {}
         }
     }
-}
-
-/// Sends requests to a VM process from a queue, on a thread of its own, so that the
-/// window never waits for a VM that stopped reading.
-pub fn start_writer(mut stream: UnixStream) -> std::io::Result<SyncSender<Request>> {
-    let (tx, rx): (SyncSender<Request>, Receiver<Request>) =
-        std::sync::mpsc::sync_channel(REQUEST_QUEUE);
-    std::thread::Builder::new().name("vessel-vm-requests".into()).spawn(move || {
-        while let Ok(request) = rx.recv() {
-            if protocol::send(&mut stream, &request).is_err() {
-                break;
-            }
-        }
-    })?;
-    Ok(tx)
 }
 
 /// Keyboard and pointer input into a VM process: what `vmm::InputSink` does in the

@@ -39,6 +39,8 @@ const POLL: Duration = Duration::from_millis(5);
 const CLIENT_QUEUE: usize = 1024;
 /// Serial output kept for clients that subscribe later (a window attaching).
 const SERIAL_BACKLOG: usize = 64 * 1024;
+/// Serial output a message carries at most (its JSON stays far below `MAX_FRAME`).
+const SERIAL_PIECE: usize = 16 * 1024;
 /// How long the publisher waits for a change before looking at the pointer mode again.
 const PUBLISH_IDLE: Duration = Duration::from_millis(100);
 
@@ -196,6 +198,18 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
     let lib = Library::open(library)?;
     let bundle = Bundle::open(root)?;
     let launch = launch::prepare(&lib, &bundle)?;
+    if sandboxed {
+        // This run's log starts empty (its file is ours now: we hold the run lock).
+        // SAFETY: fstat and ftruncate on stderr; only a regular file is cut.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(libc::STDERR_FILENO, &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            {
+                libc::ftruncate(libc::STDERR_FILENO, 0);
+            }
+        }
+    }
     let socket = paths::socket_for(root)?;
     // Under the run lock: nobody else serves this VM, so a socket there is a dead one's.
     let listener = bind(&socket)?;
@@ -335,7 +349,10 @@ fn serve_machine(
                     let excess = backlog.len().saturating_sub(SERIAL_BACKLOG);
                     backlog.drain(..excess);
                 }
-                shared.broadcast(|c| c.serial, &Reply::Serial { bytes });
+                // In pieces well inside a frame's limit (JSON spells a byte in up to 4).
+                for piece in bytes.chunks(SERIAL_PIECE) {
+                    shared.broadcast(|c| c.serial, &Reply::Serial { bytes: piece.to_vec() });
+                }
             }
             Ok(Event::Warning(text)) => shared.broadcast(|c| c.events, &Reply::Warning { text }),
             Ok(Event::DebugMarker { code, since_build }) => {
@@ -586,8 +603,8 @@ fn subscribe(shared: &Shared, id: u64, serial: bool, debug: bool) {
     first.push(Reply::StateChanged { state });
     if serial && !client.serial {
         let backlog: Vec<u8> = lock(&shared.serial).iter().copied().collect();
-        if !backlog.is_empty() {
-            first.push(Reply::Serial { bytes: backlog });
+        for piece in backlog.chunks(SERIAL_PIECE) {
+            first.push(Reply::Serial { bytes: piece.to_vec() });
         }
     }
     for reply in first {
