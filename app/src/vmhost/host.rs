@@ -499,6 +499,8 @@ fn read_client(
     }
     let io = || shared.io.get();
     while let Some(request) = stream.receive::<Request>()? {
+        // Input and resizes go straight to the machine (nowhere before it is built).
+        let Some(request) = feed(io(), request) else { continue };
         match request {
             Request::Subscribe { serial, display, debug } => {
                 subscribe(shared, id, serial, debug);
@@ -536,41 +538,6 @@ fn read_client(
                 let machine = lock(&shared.machine).clone();
                 shared.reply_to(id, Reply::Status { state, machine });
             }
-            Request::Key { code, down } => {
-                if let Some((_, input)) = io() {
-                    input.key(code, down);
-                }
-            }
-            Request::ReleaseKeys => {
-                if let Some((_, input)) = io() {
-                    input.release_all_keys();
-                }
-            }
-            Request::PointerAbs { x, y } => {
-                if let Some((_, input)) = io() {
-                    input.pointer_abs(x, y);
-                }
-            }
-            Request::PointerRel { dx, dy } => {
-                if let Some((_, input)) = io() {
-                    input.pointer_rel(dx, dy);
-                }
-            }
-            Request::Button { code, down } => {
-                if let (Some((_, input)), Some(button)) = (io(), vmm::Button::from_code(code)) {
-                    input.button(button, down);
-                }
-            }
-            Request::Wheel { dx, dy } => {
-                if let Some((_, input)) = io() {
-                    input.wheel(dx, dy);
-                }
-            }
-            Request::Resize { width, height } => {
-                if let Some((display, _)) = io() {
-                    display.request_resize(width, height);
-                }
-            }
             control => {
                 if let Request::InsertCd { iso } = &control
                     && let Some(disc) = stream.take_fd()
@@ -587,6 +554,27 @@ fn read_client(
         }
     }
     Ok(())
+}
+
+/// Carries out `request` if it is input or a resize (on the machine's `io`, if built);
+/// hands any other request back.
+fn feed(io: Option<&MachineIo>, request: Request) -> Option<Request> {
+    let input = io.map(|(_, input)| input);
+    match request {
+        Request::Key { code, down } => input.map(|i| i.key(code, down)),
+        Request::ReleaseKeys => input.map(InputSink::release_all_keys),
+        Request::PointerAbs { x, y } => input.map(|i| i.pointer_abs(x, y)),
+        Request::PointerRel { dx, dy } => input.map(|i| i.pointer_rel(dx, dy)),
+        Request::Button { code, down } => {
+            vmm::Button::from_code(code).and_then(|button| input.map(|i| i.button(button, down)))
+        }
+        Request::Wheel { dx, dy } => input.map(|i| i.wheel(dx, dy)),
+        Request::Resize { width, height } => {
+            io.map(|(display, _)| display.request_resize(width, height))
+        }
+        other => return Some(other),
+    };
+    None
 }
 
 /// Registers the client for events, with the serial output so far first.
