@@ -61,6 +61,7 @@ struct Client {
     serial: String,
     state: Option<VmState>,
     frame: Option<(Arc<FrameMapping>, FrameLayout)>,
+    pid: Option<u32>,
 }
 
 impl Client {
@@ -76,6 +77,7 @@ impl Client {
             serial: String::new(),
             state: None,
             frame: None,
+            pid: None,
         }
     }
 
@@ -90,6 +92,7 @@ impl Client {
                 None => return false,
                 Some(Reply::Serial { bytes }) => self.serial.push_str(&text(&bytes)),
                 Some(Reply::StateChanged { state }) => self.state = Some(state),
+                Some(Reply::Built { machine }) => self.pid = Some(machine.pid),
                 Some(Reply::Frame { layout, new_memory: true, .. }) => {
                     let fd = self.reader.take_fd().expect("a new frame's memory");
                     let layout = FrameLayout {
@@ -176,6 +179,18 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
         })
     };
     assert!(window.until(white), "{}", window.serial);
+    // Each thread has its own system call filter on top of the main thread's (seccomp
+    // counts them in /proc): vCPUs, device threads, the controller, the clients' threads.
+    let filters = seccomp_filters(window.pid.expect("its pid"));
+    let main = filters.iter().find(|(name, _)| name == "vessel").map(|(_, n)| *n);
+    assert_eq!(main, Some(1), "{filters:?}");
+    for kind in ["vessel-vcpu0", "vessel-virtio", "vessel-machine", "vessel-client-"] {
+        assert!(filters.iter().any(|(name, _)| name.starts_with(kind)), "{kind}: {filters:?}");
+    }
+    // (KVM's own kernel threads of the process, kvm-*, are not Vessel's.)
+    for (name, count) in filters.iter().filter(|(name, _)| name.starts_with("vessel-")) {
+        assert!(*count >= 2, "{name} has no filter of its own: {filters:?}");
+    }
     window.send(&Request::Resize { width: 800, height: 600 }, None);
     assert!(window.powered_off(), "{}", window.serial);
     assert!(window.serial.contains("GPU MODE 0000000000000320 0000000000000258"), "resized");
@@ -223,10 +238,49 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
     assert!(window.powered_off(), "{}", window.serial);
     assert!(matches!(window.state, Some(VmState::Stopped { kind: StopKind::PoweredOff, .. })));
 
+    // Firmware: SeaBIOS programs the PCI devices (memory slots, ioeventfds and interrupt
+    // routes made from vCPUs) and the VGA draws its text screen (its dirty log read by the
+    // refresh thread).
+    let bios = lib.join("bios.vessel");
+    let iso = vessel_tests::firmware_vga_iso(&discs);
+    let args = ["create", "bios", "--iso", iso.to_str().unwrap(), "--memory", "128M"];
+    let out = vessel(&lib, &[&args[..], &["--disk-size", "0", "--no-net"]].concat());
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    detach(&lib, "bios");
+    let mut window = Client::attach(&bios, true);
+    let text_screen = |c: &Client| c.frame.as_ref().is_some_and(|(_, l)| l.width == 720);
+    assert!(window.until(text_screen), "{}", window.serial);
+    // A key held down on the PS/2 keyboard repeats from a thread a client's thread starts.
+    window.send(&Request::Key { code: 30, down: true }, None);
+    std::thread::sleep(Duration::from_millis(800));
+    let filters = seccomp_filters(window.pid.expect("its pid"));
+    let repeat = filters.iter().find(|(name, _)| name.starts_with("vessel-typemati"));
+    assert!(repeat.is_some_and(|(_, n)| *n >= 3), "{filters:?}");
+    window.send(&Request::Key { code: 30, down: false }, None);
+    window.send(&Request::PowerOff, None);
+    assert!(window.powered_off(), "{}", window.serial);
+
     // None of them met the sandbox's trap.
-    for name in ["blk", "net", "gpu", "input", "cd", "reboot", "button"] {
+    for name in ["blk", "net", "gpu", "input", "cd", "reboot", "button", "bios"] {
         let log = std::fs::read_to_string(lib.join(format!("{name}.vessel/vessel.log")));
         assert!(!log.unwrap_or_default().contains("sandbox stopped"), "{name}");
     }
     let _ = std::fs::remove_dir_all(lib);
+}
+
+/// Each thread of process `pid`: its name and how many seccomp filters it has.
+fn seccomp_filters(pid: u32) -> Vec<(String, u32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let filters = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp_filters:"))
+            .and_then(|n| n.trim().parse().ok());
+        if let Some(filters) = filters {
+            threads.push((name.trim().to_string(), filters));
+        }
+    }
+    threads
 }

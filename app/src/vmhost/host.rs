@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use vm_library::bundle::Bundle;
 use vm_library::library::Library;
 use vmm::display::{Damage, Display};
+use vmm::seccomp::ThreadKind;
 use vmm::{Event, InputSink, Machine, MachineHandle, MachineState, StopReason};
 
 use super::paths;
@@ -219,7 +220,14 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
         helper = Some(started.context("cannot start the helper")?);
         let plan = super::sandbox::Plan::for_machine(bundle.root(), &launch.config, &socket);
         let entered = super::sandbox::enter(&plan).context("cannot sandbox the VM process")?;
-        log::info!("sandboxed; Landlock {}", entered.landlock);
+        if entered.landlock_enforced {
+            log::info!("sandboxed; Landlock {}", entered.landlock);
+        } else {
+            log::warn!(
+                "the VM's files are not confined: Landlock is {}; the system call filters are",
+                entered.landlock
+            );
+        }
     }
     Ok(Ready { bundle, launch, listener, socket, helper })
 }
@@ -269,6 +277,7 @@ fn build_and_serve(
     let accept = {
         let shared = shared.clone();
         std::thread::Builder::new().name("vessel-accept".into()).spawn(move || {
+            vmm::seccomp::confine_this_thread(ThreadKind::Control);
             for stream in listener.incoming() {
                 match stream {
                     Ok(s) => serve_client(&shared, s, false),
@@ -439,6 +448,7 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
     let writer_gone = gone.clone();
     let hello = Hello::ours(Some(shared.bundle.clone()));
     let writer = std::thread::Builder::new().name("vessel-client-out".into()).spawn(move || {
+        vmm::seccomp::confine_this_thread(ThreadKind::Control);
         let _ended = ended_tx;
         // Our Hello goes first, before anything queued.
         if protocol::send(&mut write_half, &hello).is_err() {
@@ -469,6 +479,7 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
     });
     let reader_shared = shared.clone();
     let spawned = std::thread::Builder::new().name("vessel-client-in".into()).spawn(move || {
+        vmm::seccomp::confine_this_thread(ThreadKind::Control);
         if let Err(e) = read_client(&reader_shared, stream, id, &gone) {
             log::info!("a control client went away: {e}");
         }
@@ -517,6 +528,7 @@ fn read_client(
                     std::thread::Builder::new()
                         .name("vessel-publish".into())
                         .spawn(move || {
+                            vmm::seccomp::confine_this_thread(ThreadKind::Control);
                             // A client of the starter may ask before the machine is built.
                             while shared.io.get().is_none() {
                                 let stopped =

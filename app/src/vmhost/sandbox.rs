@@ -7,24 +7,22 @@
 //!   files it was given (read-only), `/dev/kvm`, what it reads of itself in `/proc`, and
 //!   removing its own control socket. Discs put in later come as open descriptors from the
 //!   client (`fds`).
-//! - seccomp-bpf (seccompiler): the system calls the VM process makes, and `ioctl` only with
-//!   KVM's numbers and a few for sockets. Anything else traps: the process writes which call
-//!   it was to its log (the window shows the log's last line) and ends by SIGSYS.
+//! - seccomp-bpf: a filter per kind of thread (`vmm::seccomp`): the main thread's allows
+//!   what the process makes, `ioctl` only with KVM's numbers and a few for sockets; each vCPU,
+//!   device, controller and client thread then narrows its own. Anything else traps: the
+//!   process writes which call it was to its log (the window shows the log's last line)
+//!   and ends by SIGSYS.
 //!
 //! The VM process never executes programs: passt is started by a helper forked before the
 //! sandbox (`helper`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus,
 };
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use vmm::seccomp::ThreadKind;
 use vmm::{Boot, DeviceConfig, MachineConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +31,8 @@ pub enum SandboxError {
     NoNewPrivs(#[source] std::io::Error),
     #[error("cannot set up the file sandbox (Landlock)")]
     Landlock(#[source] landlock::RulesetError),
-    #[error("cannot make the system call filter")]
-    Filter(#[source] seccompiler::BackendError),
-    #[error("cannot install the system call filter")]
-    Install(#[source] seccompiler::Error),
+    #[error(transparent)]
+    Filter(#[from] vmm::seccomp::SeccompError),
     #[error("cannot catch the system call filter's signal")]
     Signal(#[source] std::io::Error),
 }
@@ -83,7 +79,9 @@ impl Plan {
 /// How much of the sandbox this kernel enforces, for the log.
 #[derive(Debug)]
 pub struct Entered {
+    /// What Landlock does here, in words.
     pub landlock: &'static str,
+    pub landlock_enforced: bool,
 }
 
 /// Enters the sandbox for good. Must run while this is the process's only thread.
@@ -92,15 +90,22 @@ pub fn enter(plan: &Plan) -> Result<Entered, SandboxError> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(SandboxError::NoNewPrivs(std::io::Error::last_os_error()));
     }
-    let landlock = restrict_files(plan).map_err(SandboxError::Landlock)?;
+    let status = restrict_files(plan).map_err(SandboxError::Landlock)?;
     catch_denied_calls()?;
-    let program = filter()?;
-    seccompiler::apply_filter(&program).map_err(SandboxError::Install)?;
-    Ok(Entered { landlock })
+    vmm::seccomp::install(ThreadKind::Main)?;
+    vmm::seccomp::confine_threads()?;
+    Ok(Entered {
+        landlock: match status {
+            RulesetStatus::FullyEnforced => "fully enforced",
+            RulesetStatus::PartiallyEnforced => "partly enforced (an older kernel)",
+            RulesetStatus::NotEnforced => "not enforced (this kernel has no Landlock)",
+        },
+        landlock_enforced: status == RulesetStatus::FullyEnforced,
+    })
 }
 
 /// Landlock over the whole file system but `plan`'s files.
-fn restrict_files(plan: &Plan) -> Result<&'static str, landlock::RulesetError> {
+fn restrict_files(plan: &Plan) -> Result<RulesetStatus, landlock::RulesetError> {
     let abi = ABI::V5;
     let all = AccessFs::from_all(abi);
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
@@ -119,137 +124,7 @@ fn restrict_files(plan: &Plan) -> Result<&'static str, landlock::RulesetError> {
         let access = if path.is_dir() { access } else { access & AccessFs::from_file(abi) };
         ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
     }
-    let status = ruleset.restrict_self()?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => "fully enforced",
-        RulesetStatus::PartiallyEnforced => "partly enforced (an older kernel)",
-        RulesetStatus::NotEnforced => "not enforced (this kernel has no Landlock)",
-    })
-}
-
-/// The system calls a VM process makes: its machine's threads (vCPUs, device I/O, the
-/// controller, which rebuilds the machine at a guest reboot), the control socket's and the
-/// allocator's. Checked by running every test guest under it (tests/tests in the app's
-/// `vm_process` tests).
-const ALLOWED: &[i64] = &[
-    libc::SYS_read,
-    libc::SYS_write,
-    libc::SYS_readv,
-    libc::SYS_writev,
-    libc::SYS_pread64,
-    libc::SYS_pwrite64,
-    libc::SYS_preadv,
-    libc::SYS_pwritev,
-    libc::SYS_preadv2,
-    libc::SYS_pwritev2,
-    libc::SYS_lseek,
-    libc::SYS_close,
-    libc::SYS_openat,
-    libc::SYS_newfstatat,
-    libc::SYS_fstat,
-    libc::SYS_statx,
-    libc::SYS_statfs,
-    libc::SYS_fstatfs,
-    libc::SYS_readlink,
-    libc::SYS_readlinkat,
-    libc::SYS_getdents64,
-    libc::SYS_unlink,
-    libc::SYS_unlinkat,
-    libc::SYS_rename,
-    libc::SYS_renameat,
-    libc::SYS_renameat2,
-    libc::SYS_linkat,
-    libc::SYS_mkdir,
-    libc::SYS_mkdirat,
-    libc::SYS_fchmod,
-    libc::SYS_fsync,
-    libc::SYS_fdatasync,
-    libc::SYS_ftruncate,
-    libc::SYS_fallocate,
-    libc::SYS_flock,
-    libc::SYS_fcntl,
-    libc::SYS_inotify_init1,
-    libc::SYS_inotify_add_watch,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_pipe2,
-    libc::SYS_mmap,
-    libc::SYS_munmap,
-    libc::SYS_mprotect,
-    libc::SYS_mremap,
-    libc::SYS_madvise,
-    libc::SYS_mincore,
-    libc::SYS_brk,
-    libc::SYS_memfd_create,
-    libc::SYS_rt_sigaction,
-    libc::SYS_rt_sigprocmask,
-    libc::SYS_rt_sigreturn,
-    libc::SYS_restart_syscall,
-    libc::SYS_sigaltstack,
-    libc::SYS_futex,
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    libc::SYS_set_robust_list,
-    libc::SYS_set_tid_address,
-    libc::SYS_rseq,
-    libc::SYS_sched_getaffinity,
-    libc::SYS_sched_yield,
-    libc::SYS_exit,
-    libc::SYS_exit_group,
-    libc::SYS_getpid,
-    libc::SYS_gettid,
-    libc::SYS_getuid,
-    libc::SYS_tgkill,
-    libc::SYS_kill,
-    libc::SYS_wait4,
-    libc::SYS_clock_gettime,
-    libc::SYS_clock_nanosleep,
-    libc::SYS_nanosleep,
-    libc::SYS_gettimeofday,
-    libc::SYS_epoll_create1,
-    libc::SYS_epoll_ctl,
-    libc::SYS_epoll_wait,
-    libc::SYS_epoll_pwait,
-    libc::SYS_eventfd2,
-    libc::SYS_timerfd_create,
-    libc::SYS_timerfd_settime,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_recvfrom,
-    libc::SYS_recvmsg,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_accept4,
-    libc::SYS_shutdown,
-    libc::SYS_getsockopt,
-    libc::SYS_getrandom,
-    libc::SYS_prctl,
-    libc::SYS_getrusage,
-    libc::SYS_prlimit64,
-    libc::SYS_uname,
-];
-
-/// ioctl numbers allowed besides KVM's (type 0xAE): sockets' and descriptors'.
-const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX, libc::FIONCLEX, libc::TCGETS];
-
-/// The filter: `ALLOWED`, and `ioctl` for KVM's numbers and `IOCTLS`; anything else traps.
-fn filter() -> Result<BpfProgram, SandboxError> {
-    let condition = |op, value| {
-        SeccompCondition::new(1, SeccompCmpArgLen::Dword, op, value)
-            .and_then(|c| SeccompRule::new(vec![c]))
-            .map_err(SandboxError::Filter)
-    };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let mut ioctl = vec![condition(SeccompCmpOp::MaskedEq(0xff00), 0xae00)?];
-    for &number in IOCTLS {
-        ioctl.push(condition(SeccompCmpOp::Eq, number)?);
-    }
-    rules.insert(libc::SYS_ioctl, ioctl);
-    let filter =
-        SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)
-            .map_err(SandboxError::Filter)?;
-    filter.try_into().map_err(SandboxError::Filter)
+    Ok(ruleset.restrict_self()?.ruleset)
 }
 
 /// What the log says when the filter stops the process; the window quotes it.
@@ -330,8 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_filter_compiles_and_a_plan_names_the_machines_files() {
-        assert!(filter().is_ok());
+    fn a_plan_names_the_machines_files() {
         let mut config = MachineConfig::new(vmm::BootSource {
             kernel: "/vms/a/vmlinuz".into(),
             initrd: Some("/vms/a/initrd".into()),
@@ -345,5 +219,54 @@ mod tests {
             assert!(plan.read_only.contains(&PathBuf::from(file)), "{file}");
         }
         assert_eq!(plan.socket_dir, Some(PathBuf::from("/run/v")));
+    }
+
+    /// Landlock on its own (the vCPU that opens a file in `sandbox` tests meets its
+    /// seccomp filter first): in a child process, the VM's folder opens and a file outside
+    /// does not.
+    #[test]
+    fn landlock_keeps_the_process_to_its_files() {
+        let dir = std::env::temp_dir().join(format!("vessel-landlock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("disk.img"), b"inside").unwrap();
+        let outside = std::env::temp_dir().join(format!("vessel-outside-{}", std::process::id()));
+        std::fs::write(&outside, b"outside").unwrap();
+        let plan = Plan { read_write: vec![dir.clone()], ..Plan::default() };
+        // SAFETY: the child only sets up Landlock, opens files and _exits (glibc's malloc
+        // is usable after fork); the parent waits for it.
+        let status = unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                let code = match restrict_files(&plan) {
+                    Ok(RulesetStatus::FullyEnforced) => {
+                        let inside = std::fs::read(dir.join("disk.img")).is_ok();
+                        let refused = std::fs::File::open(&outside).map_err(|e| e.kind());
+                        match (inside, refused) {
+                            (true, Err(std::io::ErrorKind::PermissionDenied)) => 0,
+                            (false, _) => 11,
+                            (true, _) => 12,
+                        }
+                    }
+                    _ => 10,
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            status
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&outside);
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        let what = match libc::WEXITSTATUS(status) {
+            0 => "",
+            10 => "this kernel does not enforce Landlock fully",
+            11 => "the VM's own folder was refused",
+            _ => "a file outside the VM's folder opened",
+        };
+        assert!(what.is_empty(), "{what}");
+        // The parent was never restricted.
+        assert!(std::fs::metadata("/etc/passwd").is_ok());
     }
 }

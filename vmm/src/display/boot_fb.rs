@@ -97,7 +97,10 @@ impl BootFramebuffer {
         let (region, mode, shown) = (self.region.clone(), self.mode, display.clone());
         let thread = std::thread::Builder::new()
             .name("vessel-bootfb".into())
-            .spawn(move || refresh(&region, mode, &shadow, &shown, &stopped))
+            .spawn(move || {
+                crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::DeviceIo);
+                refresh(&region, mode, &shadow, &shown, &stopped)
+            })
             .map_err(FramebufferError::Thread)?;
         self.refresher = Some((stop, thread));
         self.display = Some(display);

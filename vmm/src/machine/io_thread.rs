@@ -81,6 +81,7 @@ impl IoThread {
             Worker { device, epoll, stopping: stopping.clone(), poll_window, stats, activity };
         let (thread, device_kind) = (name.clone(), kind.clone());
         let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::DeviceIo);
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
             if let Err(panic) = run {
                 let why = super::vcpu::panic_message(panic.as_ref());

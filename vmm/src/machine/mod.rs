@@ -77,7 +77,10 @@ impl Machine {
                 .map_err(MachineError::Thread)?;
         let thread = std::thread::Builder::new()
             .name("vessel-machine".into())
-            .spawn(move || controller.run())
+            .spawn(move || {
+                crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Controller);
+                controller.run()
+            })
             .map_err(MachineError::Thread)?;
         Ok(MachineHandle {
             control,

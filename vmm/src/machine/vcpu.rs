@@ -163,6 +163,7 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     let name = format!("vessel-vcpu{}", ctx.index);
     std::thread::Builder::new().name(name.clone()).spawn(move || {
+        crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Vcpu);
         ctx.stats.register_vcpu_thread(ctx.index);
         // A panic (a bug in a device model, reached from this vCPU) ends this machine with
         // an error naming the thread; it must not leave the controller waiting for a vCPU

@@ -310,6 +310,7 @@ impl I8042Port {
         drop(machine);
         let spawned =
             std::thread::Builder::new().name("vessel-typematic".into()).spawn(move || {
+                crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::DeviceIo);
                 let mut wait = delay;
                 // Ends when the sender is dropped (the key came up) or the i8042 is gone.
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =

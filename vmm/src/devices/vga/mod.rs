@@ -412,7 +412,10 @@ impl VgaDisplay {
         let shown = display.clone();
         let thread = std::thread::Builder::new()
             .name("vessel-vga".into())
-            .spawn(move || refresh(&vga, &shown, &stopped))
+            .spawn(move || {
+                crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::DeviceIo);
+                refresh(&vga, &shown, &stopped)
+            })
             .map_err(VgaError::Thread)?;
         Ok(VgaDisplay { refresher: Some((stop, thread)), display })
     }
