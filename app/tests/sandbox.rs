@@ -123,6 +123,7 @@ impl Client {
 #[test]
 fn a_forbidden_call_ends_the_vm_process_and_says_which() {
     let lib = common::scratch("sandbox-syscall");
+    let _vms = common::KillsVms(lib.clone());
     create(&lib, "syscall", "fault-syscall", false);
     let out = start(&lib, "syscall");
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
@@ -138,6 +139,7 @@ fn a_forbidden_call_ends_the_vm_process_and_says_which() {
 #[test]
 fn files_outside_the_vm_are_refused() {
     let lib = common::scratch("sandbox-open");
+    let _vms = common::KillsVms(lib.clone());
     create(&lib, "open", "fault-open", false);
     // This test's own process can read the file: the refusal is the sandbox's.
     assert!(std::fs::File::open("/etc/passwd").is_ok());
@@ -151,6 +153,7 @@ fn files_outside_the_vm_are_refused() {
 #[test]
 fn every_kind_of_test_guest_runs_in_the_sandbox() {
     let lib = common::scratch("sandbox-guests");
+    let _vms = common::KillsVms(lib.clone());
     let discs = lib.join("discs"); // outside every VM's folder
     std::fs::create_dir_all(&discs).unwrap();
     let one = make_iso(&discs, "ONE", "hello from the first disc");

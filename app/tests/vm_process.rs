@@ -87,6 +87,7 @@ fn is_vm_process(pid: u32) -> bool {
 #[test]
 fn vms_live_in_processes_of_their_own() {
     let lib: PathBuf = common::scratch("vm-process");
+    let _vms = common::KillsVms(lib.clone());
     create(&lib, "cli");
     create(&lib, "window");
 

@@ -106,9 +106,10 @@ const STARTS_THREADS: &[i64] = &[
     libc::SYS_seccomp,
 ];
 
-/// Guest exits: the IDE disk and CD (read, write, flush, discard), a display mode set
-/// (a new sealed memfd for the picture).
+/// Guest exits: the IDE disk and CD (read, write, flush, discard, size), a display mode
+/// set (a new sealed memfd for the picture).
 const VCPU: &[i64] = &[
+    libc::SYS_statx,
     libc::SYS_pread64,
     libc::SYS_pwrite64,
     libc::SYS_preadv,
@@ -125,6 +126,7 @@ const VCPU: &[i64] = &[
 /// Device threads: their epoll loops, disks, the network backend's socket (passt), a new
 /// picture's memfd.
 const DEVICE_IO: &[i64] = &[
+    libc::SYS_statx,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,

@@ -14,6 +14,27 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Kills, when dropped, every VM process of library `0` still running: a test that fails
+/// half-way leaves no guest spinning on for the tests after it. Then removes the folder.
+pub struct KillsVms(pub std::path::PathBuf);
+
+impl Drop for KillsVms {
+    fn drop(&mut self) {
+        let library = self.0.as_os_str().as_encoded_bytes();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            let ours = args.windows(2).any(|w| w[0] == b"--library" && w[1] == library);
+            if ours && args.iter().any(|a| *a == b"vm-host") {
+                // SAFETY: kill(2) of a process of this library's VMs.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs `vessel --library LIB ARGS...` with no input.
 pub fn vessel(lib: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vessel"))

@@ -131,15 +131,23 @@ fn refresh(
 ) {
     let stride = mode.stride() as usize;
     let mut row = vec![0u8; stride];
+    // The shadow's rows never written are black, and untouched: reading a row of the memfd
+    // would give it memory of its own, so a black row of a guest that draws nothing (most
+    // guests with a GPU) costs the process nothing.
+    let mut written = vec![false; mode.height as usize];
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
         if !display.showing_boot() {
             continue; // the GPU's scanout is shown: nothing to follow
         }
         let mut changed: Option<(usize, usize, usize, usize)> = None; // x0, x1, y0, y1 in px
         let mut image = lock(shadow);
-        for y in 0..mode.height as usize {
+        for (y, written) in written.iter_mut().enumerate() {
             let Ok(slice) = region.get_slice(y * stride, stride) else { break };
             slice.copy_to(&mut row[..]);
+            if !*written && row.iter().all(|&b| b == 0) {
+                continue;
+            }
+            *written = true;
             let old = &mut image.pixels[y * stride..(y + 1) * stride];
             if *old == row[..] {
                 continue;
