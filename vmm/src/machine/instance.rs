@@ -482,6 +482,16 @@ fn build_devices(
             pirq.connect(&mut intx, pirq_of(slot, 0))?;
         }
         crate::sync::lock(&transport).set_intx(intx);
+        if let DeviceConfig::Input(kind) = device {
+            // Input reaches the guest from the thread that makes it (the window's, a VM
+            // process's client's), not by waking the device's thread.
+            let device = Arc::downgrade(&transport);
+            env.input.queue(*kind).deliver_with(Some(Arc::new(move || {
+                let Some(device) = device.upgrade() else { return false };
+                crate::sync::lock(&device).process_backend();
+                true
+            })));
+        }
         if matches!(device, DeviceConfig::Block { .. }) {
             disk_slots.push(slot);
         }
