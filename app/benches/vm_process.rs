@@ -4,7 +4,9 @@
 //!   from the moment the caller starts the VM;
 //! - a key press to the guest's event buffer (milestone 0x30 as the guest sees the event);
 //!   the VM process's way goes over its control socket;
-//! - the VM process's memory beyond its guest RAM, and whether it loaded GUI libraries.
+//! - the VM process's memory beyond its guest RAM (its own, and what it maps of the vessel
+//!   binary and libraries, which the page cache shares between processes), and whether it
+//!   loaded GUI libraries.
 //!
 //! Markers are timed on CLOCK_MONOTONIC, which every process of the host shares.
 //!
@@ -169,11 +171,15 @@ fn main() {
                 .into_iter()
                 .filter(|l| maps.contains(l))
                 .collect();
+        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
         println!(
-            "  VM process memory beyond guest RAM: {:.1} MiB (guest RAM resident {:.1} MiB); \
-             GUI libraries loaded: {}",
-            usage.process_overhead as f64 / (1 << 20) as f64,
-            usage.memory_resident as f64 / (1 << 20) as f64,
+            "  VM process memory beyond guest RAM (RSS): {:.1} MiB, of which {:.1} MiB its own \
+             and {:.1} MiB code and data mapped from files, shared with every vessel process \
+             (guest RAM resident {:.1} MiB); GUI libraries loaded: {}",
+            mib(usage.process_overhead),
+            mib(usage.process_overhead.saturating_sub(usage.process_shared)),
+            mib(usage.process_shared),
+            mib(usage.memory_resident),
             if gui.is_empty() { "none".to_string() } else { gui.join(", ") }
         );
     }

@@ -39,10 +39,8 @@ pub struct FrameStats {
     /// Time the UI thread spent bringing the console's texture up to date (handing the
     /// converted rows to egui; converting them on the UI thread for thumbnails).
     pub upload_time: Duration,
-    /// Time the consoles' converter threads spent converting guest frames, and the rows
-    /// they converted.
-    pub convert_time: Duration,
-    pub rows_converted: u64,
+    /// What the consoles' converter threads spent converting guest frames.
+    pub conversion: crate::ui::console::screen::Conversion,
 }
 
 pub struct VesselApp {
@@ -129,6 +127,11 @@ impl VesselApp {
     /// The size of the selected VM's screen as the console has it (0x0: nothing yet).
     pub fn console_size(&self) -> Option<[usize; 2]> {
         self.selected_vm().map(|vm| vm.console.screen.size())
+    }
+
+    /// The selected VM's display as the window mirrors it (benchmarks).
+    pub fn console_display(&self) -> Option<vmm::Display> {
+        self.selected_vm().and_then(|vm| vm.session.display.clone())
     }
 
     /// Powers every VM off (benchmarks, before they end).

@@ -31,11 +31,12 @@ impl VesselApp {
                 console::page(ui, &root, session, console, &mut self.keyboard, options);
             self.frame_stats.rows_uploaded =
                 self.running.vms.values().map(|vm| vm.console.screen.rows_uploaded).sum();
-            let conversion = self.running.vms.values().map(|vm| vm.console.screen.conversion());
-            let (time, rows) =
-                conversion.fold((std::time::Duration::ZERO, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-            self.frame_stats.convert_time = time;
-            self.frame_stats.rows_converted = rows;
+            self.frame_stats.conversion = self
+                .running
+                .vms
+                .values()
+                .map(|vm| vm.console.screen.conversion())
+                .fold(Default::default(), |a, b| a + b);
             return Vec::new();
         }
         let Some(item) = item else { return self.welcome(ui) };

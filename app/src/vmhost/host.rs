@@ -418,23 +418,42 @@ fn control_request(
 /// The machine's resource use, and this process's memory beyond the guest's.
 fn usage(handle: &MachineHandle) -> Usage {
     let u = handle.usage();
-    let rss = process_rss().unwrap_or(0);
+    let rss = ProcessRss::read().unwrap_or_default();
     Usage {
         vcpu_time_ns: u.vcpu_time.as_nanos().min(u128::from(u64::MAX)) as u64,
         memory_resident: u.memory_resident,
         disk_activity: u.disk_activity,
         net_activity: u.net_activity,
-        process_overhead: rss.saturating_sub(u.memory_resident),
+        process_overhead: (rss.anonymous + rss.file + rss.shmem).saturating_sub(u.memory_resident),
+        process_shared: rss.file,
     }
 }
 
-/// This process's resident memory (`/proc/self/statm`'s second field, in pages).
-pub fn process_rss() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
+/// This process's resident memory, in bytes, by kind (`/proc/self/status`).
+#[derive(Debug, Default)]
+pub struct ProcessRss {
+    /// Anonymous: heap, stacks, guest RAM.
+    pub anonymous: u64,
+    /// Mapped from files: code and data of the binary and libraries.
+    pub file: u64,
+    /// Shared memory: the frames' memfds.
+    pub shmem: u64,
+}
+
+impl ProcessRss {
+    pub fn read() -> Option<ProcessRss> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+            let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            Some(kib * 1024)
+        };
+        Some(ProcessRss {
+            anonymous: field("RssAnon:")?,
+            file: field("RssFile:")?,
+            shmem: field("RssShmem:")?,
+        })
+    }
 }
 
 /// Serves one client on threads of its own; `events`: it hears state changes before it
@@ -706,5 +725,23 @@ pub mod testing {
         let bundle = paths::canonical(root).unwrap();
         let machines = lock(&MACHINES);
         machines.iter().rev().find(|(b, _)| *b == bundle).map(|(_, io)| io.clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_memory_adds_up_by_kind() {
+        let rss = ProcessRss::read().expect("/proc/self/status has RssAnon, RssFile, RssShmem");
+        assert!(rss.anonymous > 0 && rss.file > 0, "{rss:?}");
+        // The kinds add up to the whole (statm's resident pages), give or take what the
+        // process touched between the two reads.
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let whole = pages * 4096;
+        let sum = rss.anonymous + rss.file + rss.shmem;
+        assert!(sum.abs_diff(whole) < 4 << 20, "{rss:?} against {whole}");
     }
 }

@@ -170,8 +170,13 @@ pub struct Usage {
     pub memory_resident: u64,
     pub disk_activity: u64,
     pub net_activity: u64,
-    /// The VM process's own resident memory beyond guest RAM (its overhead).
+    /// The VM process's resident memory beyond guest RAM (its overhead): its own (heap,
+    /// stacks, frames) and what it maps of the vessel binary and its libraries.
     pub process_overhead: u64,
+    /// Of `process_overhead`, the pages mapped from files (code, read-only data): one copy
+    /// in the page cache serves every VM process and the window.
+    #[serde(default)]
+    pub process_shared: u64,
 }
 
 /// What the VM process answers or tells.

@@ -64,9 +64,54 @@ fn convert_into(frame: &Frame<'_>, rows: (usize, usize), pixels: &mut Vec<Color3
     }
 }
 
-/// B, G, R, X words to opaque R, G, B, A ones: the compiler makes vector code of it,
-/// which runs at about memory's speed.
+/// B, G, R, X words to opaque R, G, B, A ones, at about memory's speed: four pixels at a
+/// time, written past the caches (a frame is larger than them, and is next read by the
+/// renderer's upload, not by this thread), as a large memcpy writes; so the destination's
+/// old contents are never read in.
 fn swizzle(out: &mut [u32], words: &[u32]) {
+    let n = out.len().min(words.len());
+    let (out, words) = (&mut out[..n], &words[..n]);
+    // Up to the first 16-byte boundary of the destination, and the tail, one by one.
+    let head = out.as_ptr().align_offset(16).min(n);
+    let body = (n - head) / 4 * 4;
+    for (o, &v) in out[..head].iter_mut().zip(&words[..head]) {
+        *o = bgrx_to_rgba(u32::from_le(v));
+    }
+    swizzle_streaming(&mut out[head..head + body], &words[head..head + body]);
+    for (o, &v) in out[head + body..].iter_mut().zip(&words[head + body..]) {
+        *o = bgrx_to_rgba(u32::from_le(v));
+    }
+}
+
+/// `swizzle` of whole groups of four pixels into a 16-byte aligned `out`, with SSE2 (which
+/// every x86-64 CPU has) and non-temporal stores.
+#[cfg(target_arch = "x86_64")]
+fn swizzle_streaming(out: &mut [u32], words: &[u32]) {
+    use std::arch::x86_64::*;
+    debug_assert!(out.len() == words.len() && out.len().is_multiple_of(4));
+    debug_assert!(out.as_ptr().align_offset(16) == 0 || out.is_empty());
+    // SAFETY: SSE2 is part of x86-64. Each group reads 16 bytes inside `words` (unaligned
+    // load) and writes 16 bytes inside `out`, whose start is 16-byte aligned (checked by
+    // the caller) so every group's is; the fence orders the streaming stores before any
+    // later store, as the renderer's thread must see them once this returns.
+    unsafe {
+        let low = _mm_set1_epi32(0xff);
+        let green = _mm_set1_epi32(0xff00);
+        let alpha = _mm_set1_epi32(0xff00_0000_u32 as i32);
+        for (o, w) in out.chunks_exact_mut(4).zip(words.chunks_exact(4)) {
+            let v = _mm_loadu_si128(w.as_ptr().cast());
+            let r = _mm_and_si128(_mm_srli_epi32(v, 16), low);
+            let g = _mm_and_si128(v, green);
+            let b = _mm_slli_epi32(_mm_and_si128(v, low), 16);
+            let rgba = _mm_or_si128(_mm_or_si128(r, g), _mm_or_si128(b, alpha));
+            _mm_stream_si128(o.as_mut_ptr().cast(), rgba);
+        }
+        _mm_sfence();
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn swizzle_streaming(out: &mut [u32], words: &[u32]) {
     for (o, &v) in out.iter_mut().zip(words) {
         *o = bgrx_to_rgba(u32::from_le(v));
     }
@@ -173,10 +218,8 @@ struct ConverterState {
     /// The UI could not use a conversion (the texture changed size meanwhile): convert
     /// again even if the display did not change.
     redo: bool,
-    /// Time spent converting so far, and the rows converted (for the benchmark; a
-    /// conversion the UI never takes counts too).
-    spent: Duration,
-    rows: u64,
+    /// Converting so far (for the benchmark; a conversion the UI never takes counts too).
+    spent: Conversion,
     stop: bool,
 }
 
@@ -219,9 +262,8 @@ impl Converter {
         state.ready.take()
     }
 
-    fn spent(&self) -> (Duration, u64) {
-        let state = lock(&self.shared.state);
-        (state.spent, state.rows)
+    fn spent(&self) -> Conversion {
+        lock(&self.shared.state).spent
     }
 }
 
@@ -264,7 +306,7 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
             display.wait_for_change(generation, Duration::from_millis(50));
             continue;
         }
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), thread_cpu_time());
         let result = convert(display, shown, max_side, &mut pool);
         converted = Some(match &result {
             Converted::Frame { generation, .. } | Converted::TooLarge { generation, .. } => {
@@ -273,14 +315,45 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
             Converted::Nothing => generation,
         });
         let mut state = lock(&shared.state);
-        state.spent += started.elapsed();
+        state.spent.wall += started.elapsed();
+        state.spent.cpu += thread_cpu_time().saturating_sub(cpu);
         if let Converted::Frame { rows, .. } = &result {
-            state.rows += rows;
+            state.spent.rows += rows;
         }
         state.ready = Some(result);
         drop(state);
         ctx.request_repaint();
     }
+}
+
+/// What the converter thread spent converting frames: the time that passed (which counts
+/// waiting for a CPU on a busy host), the CPU time it ran, and the rows converted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Conversion {
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub rows: u64,
+}
+
+impl std::ops::Add for Conversion {
+    type Output = Conversion;
+    fn add(self, other: Conversion) -> Conversion {
+        Conversion {
+            wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
+            rows: self.rows + other.rows,
+        }
+    }
+}
+
+/// The CPU time the calling thread has run.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec passed, which lives for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The texture a guest's screen is drawn into, kept up to date from its `Display`.
@@ -310,10 +383,9 @@ impl Screen {
         self.size
     }
 
-    /// Time the console's converter thread has spent converting frames, and the rows it
-    /// converted.
-    pub fn conversion(&self) -> (Duration, u64) {
-        self.converter.as_ref().map_or((Duration::ZERO, 0), Converter::spent)
+    /// What the console's converter thread has spent converting frames.
+    pub fn conversion(&self) -> Conversion {
+        self.converter.as_ref().map_or(Conversion::default(), Converter::spent)
     }
 
     fn shown(&self) -> Shown {
@@ -458,6 +530,17 @@ mod tests {
         assert_eq!(pixels[3], Color32::from_rgb(19, 18, 17));
         convert_into(&frame(PixelFormat::Rgba), (0, 1), &mut pixels);
         assert_eq!(pixels, [Color32::from_rgb(0, 1, 2), Color32::from_rgb(4, 5, 6)]);
+        // A row long enough for the vector path, at every alignment of the output, gives
+        // what the pixel-by-pixel conversion gives.
+        let wide: Vec<u8> = (0..=255).cycle().take(4 * 37).collect();
+        let words: Vec<u32> = bytemuck::pod_collect_to_vec(&wide);
+        let expected: Vec<u32> = words.iter().map(|&v| bgrx_to_rgba(u32::from_le(v))).collect();
+        let mut out = [0u32; 40];
+        for skip in 0..4 {
+            let out = &mut out[skip..skip + 37];
+            swizzle(out, &words);
+            assert_eq!(out, &expected[..], "output {skip} words in");
+        }
         // Rows that are not word-aligned take the byte path, with the same result.
         let shifted: Vec<u8> = (0..25).collect();
         let unaligned = Frame { pixels: &shifted[1..], ..frame(PixelFormat::Bgrx) };
