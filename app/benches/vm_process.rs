@@ -100,6 +100,33 @@ impl Vm {
     }
 }
 
+/// Half the median round trip of one byte between two processes over a socketpair, each
+/// after 20 ms asleep (as a key press finds a VM process): the cost of waking a thread of
+/// another process on this host, in microseconds.
+fn idle_wake_up_us(rounds: usize) -> f64 {
+    use std::io::{Read, Write};
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut echo = Command::new("cat")
+        .stdin(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
+        .stdout(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    let mut byte = [0u8];
+    let mut trips = Vec::new();
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(20));
+        let sent = monotonic_ns();
+        ours.write_all(b"x").unwrap();
+        ours.read_exact(&mut byte).unwrap();
+        trips.push((monotonic_ns() - sent) as f64 / 1e3);
+    }
+    let _ = theirs.shutdown(std::net::Shutdown::Both);
+    drop(ours);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    median(trips) / 2.0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -163,6 +190,12 @@ fn main() {
     let socket = median(lat);
     println!("  key press -> guest event buffer, own process (socket): median {socket:7.1} us");
     println!("  the socket adds {:.1} us to a key press", socket - direct);
+    let wake = idle_wake_up_us(presses);
+    println!(
+        "  reference: a thread of another process woken from idle through a socket, \
+         {wake:.1} us; the socket adds {:.2} of them",
+        (socket - direct) / wake
+    );
     if let Some(pid) = vm.pid {
         let usage = vm.usage();
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
