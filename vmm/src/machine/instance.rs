@@ -44,6 +44,7 @@ use crate::devices::{PowerRequest, PowerSink};
 use crate::display::Display;
 use crate::display::boot_fb::BootFramebuffer;
 use crate::firmware::image::FirmwareImage;
+use crate::input::InputKind;
 use crate::input::InputSink;
 use crate::vstate::irq::{GsiRouter, IntxLine, PirqRoutes};
 use crate::vstate::kvm::open_kvm;
@@ -155,7 +156,7 @@ impl Instance {
 
         let power = power_sink(env.control.clone(), generation);
         let devices = build_devices(&vm, &mem, config, env, power, shadow, next_slot)?;
-        let Devices { pio, mmio, serial, ged, virtio, ide, vga } = devices;
+        let Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga } = devices;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -187,13 +188,32 @@ impl Instance {
             let shown = VgaDisplay::start(vga, env.display.clone()).map_err(MachineError::Vga)?;
             instance.vga = Some(shown);
         }
+        let failed = |control: ControlSender| -> FailureSink {
+            Arc::new(move |message| {
+                control.send(ControlMsg::DeviceFailed { generation, message });
+            })
+        };
+        for (kind, device) in inputs {
+            // Input reaches the guest from the thread that makes it (the window's, a VM
+            // process's client's), not by waking the device's thread. A panic in the device
+            // ends this machine as one on the device's thread does, not the caller's thread.
+            let (device, failed) = (Arc::downgrade(&device), failed(env.control.clone()));
+            env.input.queue(kind).deliver_with(Some(Arc::new(move || {
+                let Some(device) = device.upgrade() else { return false };
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    crate::sync::lock(&device).process_backend();
+                }));
+                if let Err(panic) = run {
+                    let why = vcpu::panic_message(panic.as_ref());
+                    failed(format!("the virtio-input device panicked taking input: {why}"));
+                }
+                true
+            })));
+        }
         for (index, device) in virtio.into_iter().enumerate() {
             let name = format!("vessel-virtio{index}");
             let stats = env.stats.clone();
-            let control = env.control.clone();
-            let failed: FailureSink = Arc::new(move |message| {
-                control.send(ControlMsg::DeviceFailed { generation, message });
-            });
+            let failed = failed(env.control.clone());
             instance
                 .io_threads
                 .push(IoThread::spawn(name, device, stats, failed).map_err(MachineError::Thread)?);
@@ -309,6 +329,8 @@ struct Devices {
     serial: Arc<Mutex<SerialPort>>,
     ged: Arc<Mutex<Ged>>,
     virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    /// The virtio-input devices among them, and what each carries.
+    inputs: Vec<(InputKind, Arc<Mutex<VirtioPciDevice>>)>,
     ide: Option<Arc<Mutex<IdeController>>>,
     vga: Option<vga::SharedVga>,
 }
@@ -400,6 +422,7 @@ fn build_devices(
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(Ecam::new(root.clone()))))?;
     let router = Arc::new(GsiRouter::new(vm.clone())?);
     let mut virtio = Vec::new();
+    let mut inputs = Vec::new();
     let mut ide = None;
     let mut vga = None;
     let mut option_roms = Vec::new();
@@ -483,14 +506,7 @@ fn build_devices(
         }
         crate::sync::lock(&transport).set_intx(intx);
         if let DeviceConfig::Input(kind) = device {
-            // Input reaches the guest from the thread that makes it (the window's, a VM
-            // process's client's), not by waking the device's thread.
-            let device = Arc::downgrade(&transport);
-            env.input.queue(*kind).deliver_with(Some(Arc::new(move || {
-                let Some(device) = device.upgrade() else { return false };
-                crate::sync::lock(&device).process_backend();
-                true
-            })));
+            inputs.push((*kind, transport.clone()));
         }
         if matches!(device, DeviceConfig::Block { .. }) {
             disk_slots.push(slot);
@@ -505,7 +521,7 @@ fn build_devices(
         let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &setup)?;
         pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }
-    Ok(Devices { pio, mmio, serial, ged, virtio, ide, vga })
+    Ok(Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga })
 }
 
 /// Plugs a standard VGA into the PCI bus and its legacy ports and memory window, its
