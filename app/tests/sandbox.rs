@@ -185,14 +185,15 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
     // Each thread has its own system call filter on top of the main thread's (seccomp
     // counts them in /proc): vCPUs, device threads, the controller, the clients' threads.
     let filters = seccomp_filters(window.pid.expect("its pid"));
+    // (Counted from the main thread's: a test run inside a container may bring its own.)
     let main = filters.iter().find(|(name, _)| name == "vessel").map(|(_, n)| *n);
-    assert_eq!(main, Some(1), "{filters:?}");
+    let main = main.filter(|&n| n >= 1).expect("the main thread has its filter");
     for kind in ["vessel-vcpu0", "vessel-virtio", "vessel-machine", "vessel-client-"] {
         assert!(filters.iter().any(|(name, _)| name.starts_with(kind)), "{kind}: {filters:?}");
     }
     // (KVM's own kernel threads of the process, kvm-*, are not Vessel's.)
     for (name, count) in filters.iter().filter(|(name, _)| name.starts_with("vessel-")) {
-        assert!(*count >= 2, "{name} has no filter of its own: {filters:?}");
+        assert!(*count > main, "{name} has no filter of its own: {filters:?}");
     }
     window.send(&Request::Resize { width: 800, height: 600 }, None);
     assert!(window.powered_off(), "{}", window.serial);
@@ -258,7 +259,7 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
     std::thread::sleep(Duration::from_millis(800));
     let filters = seccomp_filters(window.pid.expect("its pid"));
     let repeat = filters.iter().find(|(name, _)| name.starts_with("vessel-typemati"));
-    assert!(repeat.is_some_and(|(_, n)| *n >= 3), "{filters:?}");
+    assert!(repeat.is_some_and(|(_, n)| *n >= main + 2), "{filters:?}");
     window.send(&Request::Key { code: 30, down: false }, None);
     window.send(&Request::PowerOff, None);
     assert!(window.powered_off(), "{}", window.serial);
