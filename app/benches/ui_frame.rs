@@ -13,18 +13,10 @@
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
+use vessel::ui::console::screen::thread_cpu_time;
 use vessel::ui::{Options, VesselApp};
 
 const FRAMES: usize = 300;
-
-/// The CPU time the calling thread has run.
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec passed, which lives for the call.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(r, 0);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -1,7 +1,7 @@
 //! System call filters (seccomp-bpf, with seccompiler) per kind of thread of a VM process.
 //!
 //! A sandboxed VM process installs the `Main` filter on its main thread before it starts
-//! any other thread, then turns the per-thread filters on (`confine_threads`). Each thread
+//! any other thread, and turns the per-thread filters on (`confine_process`). Each thread
 //! of a machine then installs the filter of its kind as the first thing it does
 //! (`confine_this_thread`): a vCPU runs the guest's device exits and may not open a file,
 //! make a socket or spawn a thread; a device I/O thread serves its queues; the controller
@@ -320,46 +320,44 @@ impl ThreadKind {
                 [(libc::SYS_openat, Vec::new())].into(),
                 SeccompAction::Allow,
                 SeccompAction::Errno(libc::EACCES as u32),
-                arch(),
+                TargetArch::x86_64,
             )
             .map_err(fail)?;
             programs.push(open.try_into().map_err(fail)?);
         }
-        let allowed = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch())
-            .map_err(fail)?;
+        let allowed = SeccompFilter::new(
+            rules,
+            SeccompAction::Trap,
+            SeccompAction::Allow,
+            TargetArch::x86_64,
+        )
+        .map_err(fail)?;
         programs.push(allowed.try_into().map_err(fail)?);
         Ok(programs)
     }
 }
 
-fn arch() -> TargetArch {
-    TargetArch::x86_64
-}
-
-/// Installs `kind`'s filters on the calling thread, for good.
-pub fn install(kind: ThreadKind) -> Result<(), SeccompError> {
-    for program in kind.programs()? {
-        seccompiler::apply_filter(&program).map_err(SeccompError::Install)?;
-    }
-    Ok(())
-}
-
 /// The compiled filters of each kind, once the process asked for them.
 static THREAD_FILTERS: OnceLock<BTreeMap<ThreadKind, Vec<BpfProgram>>> = OnceLock::new();
 
-/// From now on, each thread a machine starts installs its kind's filters. Compiled here,
-/// so that a thread starting needs no allocation to confine itself.
-pub fn confine_threads() -> Result<(), SeccompError> {
+/// Confines the process for good: installs the `Main` filter on the calling thread (which
+/// must be the process's only one), and from now on each thread a machine starts installs
+/// its kind's. All are compiled here, so that a thread starting needs no allocation to
+/// confine itself.
+pub fn confine_process() -> Result<(), SeccompError> {
     let mut all = BTreeMap::new();
     for kind in KINDS {
         all.insert(kind, kind.programs()?);
+    }
+    for program in &all[&ThreadKind::Main] {
+        seccompiler::apply_filter(program).map_err(SeccompError::Install)?;
     }
     let _ = THREAD_FILTERS.set(all);
     Ok(())
 }
 
 /// Called first thing by each thread of a machine and of a VM process: installs its kind's
-/// filters if the process asked for them (`confine_threads`). A thread that cannot confine
+/// filters if the process asked for them (`confine_process`). A thread that cannot confine
 /// itself must not run unconfined: it says why on stderr (the VM's log) and ends the
 /// process.
 pub fn confine_this_thread(kind: ThreadKind) {

@@ -22,7 +22,6 @@ use landlock::{
     ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
     RulesetStatus,
 };
-use vmm::seccomp::ThreadKind;
 use vmm::{Boot, DeviceConfig, MachineConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +91,7 @@ pub fn enter(plan: &Plan) -> Result<Entered, SandboxError> {
     }
     let status = restrict_files(plan).map_err(SandboxError::Landlock)?;
     catch_denied_calls()?;
-    vmm::seccomp::install(ThreadKind::Main)?;
-    vmm::seccomp::confine_threads()?;
+    vmm::seccomp::confine_process()?;
     Ok(Entered {
         landlock: match status {
             RulesetStatus::FullyEnforced => "fully enforced",

@@ -346,8 +346,8 @@ impl std::ops::Add for Conversion {
     }
 }
 
-/// The CPU time the calling thread has run.
-fn thread_cpu_time() -> Duration {
+/// The CPU time the calling thread has run (zero if the clock cannot be read).
+pub fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec passed, which lives for the call.
     if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
