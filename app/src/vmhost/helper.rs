@@ -21,7 +21,7 @@ use super::protocol;
 use super::wire::{self, FrameReader};
 
 /// A request: passt with these forwards (udp, address, host port, guest port).
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, PartialEq)]
 struct Start {
     forwards: Vec<(bool, Option<std::net::IpAddr>, u16, u16)>,
     host_access: bool,
@@ -51,10 +51,26 @@ impl Helper {
     }
 }
 
+/// The request for a passt with `forwards` (and access to the host if `host_access`).
+fn request(forwards: &[PortForward], host_access: bool) -> Start {
+    Start {
+        forwards: forwards.iter().map(|f| (f.udp, f.address, f.host, f.guest)).collect(),
+        host_access,
+    }
+}
+
 /// Forks the helper, holding the run lock `lock`, to remove `socket` once this process is
-/// gone; makes the machine start passt through it. Must run while this is the process's
-/// only thread (it forks).
-pub fn start(lock: BorrowedFd<'_>, socket: &Path) -> std::io::Result<Helper> {
+/// gone; makes the machine start passt through it, for the network cards `nics` (their
+/// forwards, and access to the host) and no other: the helper is outside the sandbox, and
+/// a VM process a guest took over may not have it listen on ports the VM's settings do not
+/// name. Must run while this is the process's only thread (it forks).
+pub fn start(
+    lock: BorrowedFd<'_>,
+    socket: &Path,
+    nics: &[(&[PortForward], bool)],
+) -> std::io::Result<Helper> {
+    let allowed: Vec<Start> =
+        nics.iter().map(|&(f, host_access)| request(f, host_access)).collect();
     let lock = lock.as_raw_fd();
     let (ours, theirs) = UnixStream::pair()?;
     // SAFETY: the process has one thread (the caller's promise), so the child may run
@@ -65,7 +81,7 @@ pub fn start(lock: BorrowedFd<'_>, socket: &Path) -> std::io::Result<Helper> {
     }
     if pid == 0 {
         drop(ours);
-        serve(theirs, lock, socket);
+        serve(theirs, lock, socket, &allowed);
     }
     drop(theirs);
     let stream = Arc::new(Mutex::new(ours));
@@ -83,10 +99,7 @@ fn ask(
     host_access: bool,
 ) -> Result<OwnedFd, PasstError> {
     let broken = |e: protocol::ProtocolError| PasstError::Spawn(std::io::Error::other(e));
-    let request = Start {
-        forwards: forwards.iter().map(|f| (f.udp, f.address, f.host, f.guest)).collect(),
-        host_access,
-    };
+    let request = request(forwards, host_access);
     let mut writer = stream.try_clone().map_err(PasstError::Socket)?;
     protocol::send(&mut writer, &request).map_err(broken)?;
     let mut reader = FrameReader::new(stream.try_clone().map_err(PasstError::Socket)?);
@@ -102,7 +115,7 @@ fn ask(
 
 /// The helper: starts passt for each request until the VM process goes, then removes its
 /// control socket and ends (letting the run lock go).
-fn serve(stream: UnixStream, lock: RawFd, socket: &Path) -> ! {
+fn serve(stream: UnixStream, lock: RawFd, socket: &Path, allowed: &[Start]) -> ! {
     // Only its socket (fd 3), the run lock (fd 4) and stdio: not the VM's control socket,
     // disks or anything else the VM process had open.
     let keep = stream.into_raw_fd();
@@ -129,7 +142,7 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path) -> ! {
     // SAFETY: sets one signal's disposition; no handler is involved.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
     while let Ok(Some(request)) = reader.receive::<Start>() {
-        let (answer, fd) = match spawn(&request) {
+        let (answer, fd) = match spawn(&request, allowed) {
             Ok(fd) => (Started::Ok, Some(fd)),
             Err(PasstError::Missing) => (Started::Missing, None),
             Err(e) => (Started::Failed(crate::core::report::error_chain(&e)), None),
@@ -145,7 +158,11 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn spawn(request: &Start) -> Result<OwnedFd, PasstError> {
+fn spawn(request: &Start, allowed: &[Start]) -> Result<OwnedFd, PasstError> {
+    if !allowed.contains(request) {
+        let refused = "the VM process asked for a network its settings do not have";
+        return Err(PasstError::Spawn(std::io::Error::other(refused)));
+    }
     let forwards: Vec<PortForward> = request
         .forwards
         .iter()
@@ -171,4 +188,25 @@ fn spawn(request: &Start) -> Result<OwnedFd, PasstError> {
     })?;
     drop(theirs);
     Ok(ours.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_vms_own_networks_are_started() {
+        let nic: &[PortForward] =
+            &[PortForward { udp: false, address: None, host: 8022, guest: 22 }];
+        let allowed = [request(nic, false)];
+        // A forward the settings do not name, on every address, or access to the host:
+        // refused before anything runs.
+        let wider = [PortForward { address: Some([0, 0, 0, 0].into()), ..nic[0] }];
+        for asked in [request(&wider, false), request(nic, true), request(&[], false)] {
+            match spawn(&asked, &allowed) {
+                Err(PasstError::Spawn(e)) => assert!(e.to_string().contains("do not have"), "{e}"),
+                other => panic!("started: {:?}", other.map(|_| ())),
+            }
+        }
+    }
 }

@@ -216,7 +216,15 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
     let listener = bind(&socket)?;
     let mut helper = None;
     if sandboxed {
-        let started = super::helper::start(launch.lock.file(), &socket);
+        let nics: Vec<_> = (launch.config.devices.iter())
+            .filter_map(|d| match d {
+                vmm::DeviceConfig::Net { forwards, host_access, .. } => {
+                    Some((&forwards[..], *host_access))
+                }
+                _ => None,
+            })
+            .collect();
+        let started = super::helper::start(launch.lock.file(), &socket, &nics);
         helper = Some(started.context("cannot start the helper")?);
         let plan = super::sandbox::Plan::for_machine(bundle.root(), &launch.config, &socket);
         let entered = super::sandbox::enter(&plan).context("cannot sandbox the VM process")?;
