@@ -44,8 +44,7 @@ struct Vm {
 impl Vm {
     fn start(launcher: &Launcher, lib: &Path, root: &Path) -> (Vm, u64) {
         let t0 = monotonic_ns();
-        let mut started = client::launch(launcher, lib, root).unwrap();
-        client::greet(&mut started.stream, root).unwrap();
+        let started = client::start(launcher, lib, root).unwrap();
         let mut writer = started.stream.try_clone().unwrap();
         let subscribe = Request::Subscribe { serial: true, display: false, debug: true };
         protocol::send(&mut writer, &subscribe).unwrap();

@@ -10,16 +10,22 @@ use vessel::vmhost::host;
 use vessel::vmhost::protocol::Request;
 
 fn main() {
+    let args = args::Cli::parse();
+    // A VM process's log (its VM's `vessel.log`) also says how it was set up: its sandbox,
+    // its control group.
+    let default_filter = match args.command {
+        Some(cli::Command::VmHost { .. }) => "warn,vessel=info",
+        _ => "warn",
+    };
     // Every warning a guest can provoke is rate-limited per place in the code, also those
     // logged inside the crates the devices use (virtio-queue logs each bad kick).
     let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
             .format_timestamp(None)
             .build();
     log::set_max_level(logger.filter());
     let _ =
         log::set_boxed_logger(Box::new(vmm::devices::log_limit::RateLimitedLogger::new(logger)));
-    let args = args::Cli::parse();
     let Some(command) = args.command else {
         let code = match ui::run(args.library) {
             Ok(()) => 0,

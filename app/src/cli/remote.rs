@@ -34,9 +34,8 @@ enum Heard {
 /// Starts `name` in its VM process; returns the exit status.
 pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
     let bundle = lib.find(name)?;
-    let started = client::launch(&Launcher::this_program(), lib.dir(), bundle.root())?;
+    let started = client::start(&Launcher::this_program(), lib.dir(), bundle.root())?;
     let mut stream = started.stream;
-    client::greet(&mut stream, bundle.root())?;
     // A VM process that failed at once may have hung up already; its answer is still there
     // to read, and says why.
     let _ = protocol::send(

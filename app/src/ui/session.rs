@@ -481,10 +481,7 @@ fn follow(
     let attach = matches!(reach, Reach::Attach);
     let reached = match reach {
         Reach::Start { launcher, library } => {
-            client::launch(&launcher, &library, root).and_then(|mut started| {
-                client::greet(&mut started.stream, root)?;
-                Ok((started.stream, started.child))
-            })
+            client::start(&launcher, &library, root).map(|s| (s.stream, s.child))
         }
         Reach::Attach => client::connect(root, name).map(|stream| (stream, None)),
     };

@@ -13,9 +13,13 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 
 use super::paths::{self, PathsError};
 use super::protocol::{self, CONTROL_FD, Hello, ProtocolError, Reply, Request};
+use super::scope::Scope;
 
 /// The VM process's log, in the VM's folder: what it said on stderr, for a crash report.
 pub const LOG_FILE: &str = "vessel.log";
+
+/// Why a VM process runs without a scope of its own, from its launcher, for its log.
+pub const NO_SCOPE_ENV: &str = "VESSEL_NO_SCOPE";
 
 /// How long one request waits for its answer at most.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -76,59 +80,116 @@ pub struct Started {
     pub child: Option<Child>,
 }
 
-/// Starts the VM process for the VM in `root` (of the library in `library`), connected
-/// to us from its first instruction on. Its stderr goes to the VM's `LOG_FILE`. It runs
-/// in a session of its own: a terminal's Ctrl-C or hang-up, or the starter's end, leave
-/// it running.
-pub fn launch(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started, ClientError> {
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
-    match launcher {
+/// Starts the VM process for the VM in `root` (of the library in `library`) and greets
+/// it: connected to us from its first instruction on. Its stderr goes to the VM's
+/// `LOG_FILE`. It runs in a session of its own: a terminal's Ctrl-C or hang-up, or the
+/// starter's end, leave it running. Where the host has a systemd user session it runs in
+/// a scope of its own with a memory limit (`scope`); if systemd-run cannot make one, it
+/// runs without, and its log says why.
+pub fn start(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started, ClientError> {
+    let exe = match launcher {
         Launcher::InProcess => {
-            let (library, root) = (library.to_path_buf(), root.to_path_buf());
+            let (ours, theirs) =
+                UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
+            let (library, bundle) = (library.to_path_buf(), root.to_path_buf());
             std::thread::Builder::new()
                 .name("vessel-vm-host".into())
-                .spawn(move || super::host::run(&library, &root, Some(theirs), false))
+                .spawn(move || super::host::run(&library, &bundle, Some(theirs), false))
                 .map_err(|e| ClientError::Spawn("a thread".into(), e))?;
-            Ok(Started { stream: ours, child: None })
+            let mut started = Started { stream: ours, child: None };
+            greet(&mut started.stream, root)?;
+            return Ok(started);
         }
-        Launcher::Process(exe) => {
-            let log_path = root.join(LOG_FILE);
-            let log = open_log(&log_path).map_err(|e| ClientError::Log(log_path.clone(), e))?;
-            let log2 = log.try_clone().map_err(|e| ClientError::Log(log_path, e))?;
-            let mut command = Command::new(exe);
+        Launcher::Process(exe) => exe,
+    };
+    // An unreadable configuration gets no scope: the VM process says what is wrong.
+    let planned = match vm_library::bundle::Bundle::open(root) {
+        Ok(bundle) => {
+            Scope::plan(&bundle.config.name, bundle.config.memory_mib).map_err(|e| format!("{e:#}"))
+        }
+        Err(_) => Err("its configuration could not be read".to_string()),
+    };
+    let no_scope = match planned {
+        Ok(scope) => {
+            let mut started = spawn(exe, library, root, Group::Scope(&scope))?;
+            match greet(&mut started.stream, root) {
+                Ok(()) => return Ok(started),
+                // It ended before it said hello: systemd-run, most likely, said why.
+                Err(ClientError::Protocol(ProtocolError::Truncated | ProtocolError::Io(_))) => {
+                    if let Some(mut child) = started.child.take() {
+                        let _ = child.wait();
+                    }
+                    let said = last_log_line(root).unwrap_or_default();
+                    log::warn!("{}: no scope of its own ({}): {said}", root.display(), scope.unit);
+                    format!("systemd-run could not make scope {}: {said}", scope.unit)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(reason) => reason,
+    };
+    let mut started = spawn(exe, library, root, Group::Starters(&no_scope))?;
+    greet(&mut started.stream, root)?;
+    Ok(started)
+}
+
+/// Where a VM process runs: in a scope of its own, or in its starter's control group (and
+/// why).
+enum Group<'a> {
+    Scope(&'a Scope),
+    Starters(&'a str),
+}
+
+/// Spawns `exe vm-host` for the VM in `root`, in `group`.
+fn spawn(exe: &Path, library: &Path, root: &Path, group: Group) -> Result<Started, ClientError> {
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
+    let log_path = root.join(LOG_FILE);
+    let log = open_log(&log_path).map_err(|e| ClientError::Log(log_path.clone(), e))?;
+    let log2 = log.try_clone().map_err(|e| ClientError::Log(log_path, e))?;
+    let mut command = match group {
+        Group::Scope(scope) => {
+            let mut command = scope.command();
+            command.arg(exe);
             command
-                .arg("vm-host")
-                .arg("--library")
-                .arg(library)
-                .arg(root)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log2);
-            let fd = theirs.as_raw_fd();
-            // SAFETY: between fork and exec only async-signal-safe calls: dup2, fcntl and
-            // setsid, on descriptors the child owns.
-            unsafe {
-                command.pre_exec(move || {
-                    if fd == CONTROL_FD {
-                        // dup2 onto itself keeps close-on-exec: clear it instead.
-                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    } else if libc::dup2(fd, CONTROL_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
-            let child = command.spawn().map_err(|e| ClientError::Spawn(exe.clone(), e))?;
-            drop(theirs);
-            Ok(Started { stream: ours, child: Some(child) })
         }
-    }
+        Group::Starters(why_not) => {
+            let mut command = Command::new(exe);
+            command.env(NO_SCOPE_ENV, why_not);
+            command
+        }
+    };
+    command
+        .arg("vm-host")
+        .arg("--library")
+        .arg(library)
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    let fd = theirs.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls: dup2, fcntl and
+    // setsid, on descriptors the child owns.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == CONTROL_FD {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let program = PathBuf::from(command.get_program());
+    let child = command.spawn().map_err(|e| ClientError::Spawn(program, e))?;
+    drop(theirs);
+    Ok(Started { stream: ours, child: Some(child) })
 }
 
 /// The VM's log: never through a symlink, readable by its owner only, appended to (a

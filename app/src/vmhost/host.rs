@@ -216,6 +216,8 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
     let listener = bind(&socket)?;
     let mut helper = None;
     if sandboxed {
+        // Before the helper starts: it and passt belong to the same group.
+        report_group(bundle.config.memory_mib);
         let nics: Vec<_> = (launch.config.devices.iter())
             .filter_map(|d| match d {
                 vmm::DeviceConfig::Net { forwards, host_access, .. } => {
@@ -238,6 +240,28 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
         }
     }
     Ok(Ready { bundle, launch, listener, socket, helper })
+}
+
+/// Says in the log which control group this process runs in, and its memory limit.
+fn report_group(memory_mib: u64) {
+    let placement = super::scope::Placement::of_this_process();
+    match (placement.unit, placement.memory_limit) {
+        (Some(unit), Some(limit)) => log::info!(
+            "in scope {unit}; memory limit {} MiB: {memory_mib} MiB of guest RAM and {} MiB \
+             for the VM process",
+            limit >> 20,
+            (limit >> 20).saturating_sub(memory_mib),
+        ),
+        (Some(unit), None) => log::warn!(
+            "in scope {unit}, with no memory limit: the user session's systemd has no memory \
+             controller to set one with"
+        ),
+        (None, _) => {
+            let why = std::env::var(super::client::NO_SCOPE_ENV);
+            let why = why.as_deref().unwrap_or("it was not started by Vessel's launcher");
+            log::info!("no scope of its own, no memory limit: {why}");
+        }
+    }
 }
 
 fn run_machine(shared: &Arc<Shared>, ready: Ready, control: &Receiver<(u64, Request)>) -> ExitCode {

@@ -11,5 +11,6 @@ pub mod host;
 pub mod paths;
 pub mod protocol;
 pub mod sandbox;
+pub mod scope;
 pub mod syscalls;
 pub mod wire;

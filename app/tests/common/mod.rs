@@ -37,7 +37,13 @@ impl Drop for KillsVms {
 
 /// Runs `vessel --library LIB ARGS...` with no input.
 pub fn vessel(lib: &Path, args: &[&str]) -> Output {
+    vessel_with(&[], lib, args)
+}
+
+/// `vessel`, with these environment variables set.
+pub fn vessel_with(env: &[(&str, &std::ffi::OsStr)], lib: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .envs(env.iter().copied())
         .arg("--library")
         .arg(lib)
         .args(args)
