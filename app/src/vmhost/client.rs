@@ -205,7 +205,8 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// The last line the VM process wrote to its log (a crash's last words), if any.
+/// The last line the VM process wrote to its log (a crash's last words), if any; its
+/// notes of how it was set up (`[INFO ...]`) are no last words.
 pub fn last_log_line(root: &Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(root.join(LOG_FILE)).ok()?;
@@ -214,7 +215,8 @@ pub fn last_log_line(root: &Path) -> Option<String> {
     let mut tail = Vec::new();
     file.take(4096).read_to_end(&mut tail).ok()?;
     let text = String::from_utf8_lossy(&tail);
-    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+    let said = |l: &&str| !l.trim().is_empty() && !l.starts_with("[INFO ");
+    text.lines().rev().find(said).map(|l| l.trim().to_string())
 }
 
 /// Says hello on a new connection, and checks the VM process runs the VM in `root`.
@@ -313,5 +315,23 @@ impl Input {
     /// Asks the guest for a display of this size (the window's).
     pub fn request_resize(&self, width: u32, height: u32) {
         self.send(Request::Resize { width, height });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logs_notes_are_not_its_last_words() {
+        let dir = std::env::temp_dir().join(format!("vessel-last-words-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = "[INFO  vessel::vmhost::host] sandboxed\nvessel: SIGSYS: socket\n\n\
+                   [INFO  vessel::vmhost::host] a control client went away\n";
+        std::fs::write(dir.join(LOG_FILE), log).unwrap();
+        assert_eq!(last_log_line(&dir).as_deref(), Some("vessel: SIGSYS: socket"));
+        std::fs::write(dir.join(LOG_FILE), "[INFO  x] only notes\n").unwrap();
+        assert_eq!(last_log_line(&dir), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
