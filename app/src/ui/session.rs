@@ -1,7 +1,8 @@
 //! A VM the window shows: a client of its VM process (`vmhost`), which the session starts
 //! (`Session::start`) or finds running (`Session::attach`). A thread reads what the
 //! process tells (state, serial output, frames, cursor) and reports back through a
-//! channel; requests go out through a queue. The guest's frame is the process's own
+//! mailbox that keeps the latest of each (bounded, however long the window does not
+//! look); requests go out through a queue. The guest's frame is the process's own
 //! memory, mapped read-only into a `vmm::Display` that mirrors it. Nothing here ever
 //! waits for the VM: a slow or dead VM process never freezes the window.
 
@@ -11,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::time::{Duration, Instant};
 
 use vmm::display::{Damage, Display, FrameLayout, FrameMapping, PixelFormat, Rect};
@@ -129,7 +130,7 @@ fn failed(failure: impl Into<Failure>) -> Ending {
     Ending::Failed(Arc::new(failure.into()))
 }
 
-/// What the thread reports.
+/// What the thread reports (into the `Mailbox`).
 enum Update {
     Built {
         display: Display,
@@ -222,7 +223,7 @@ pub struct Session {
     requests: SyncSender<Request>,
     /// The verbs of control requests sent, for the answers that come back in order.
     verbs: Sender<&'static str>,
-    updates: Receiver<Update>,
+    mailbox: Arc<std::sync::Mutex<Mailbox>>,
     /// The connection to the VM process, once made; shut when the session is dropped.
     line: Line,
 }
@@ -297,15 +298,21 @@ impl Session {
     ) -> Session {
         let (requests, request_rx) = std::sync::mpsc::sync_channel(client::REQUEST_QUEUE);
         let (verbs, verb_rx) = channel();
-        let (update_tx, updates) = channel();
+        let mailbox = Arc::new(std::sync::Mutex::new(Mailbox::default()));
+        let thread_mailbox = mailbox.clone();
         let input = Input::new(requests.clone());
         let thread_name = name.clone();
         let line = Line::default();
         let thread_line = line.clone();
         let spawned =
             std::thread::Builder::new().name(format!("vessel-vm {name}")).spawn(move || {
-                let link =
-                    Link { updates: update_tx, wake, verbs: verb_rx, input, line: thread_line };
+                let link = Link {
+                    mailbox: thread_mailbox,
+                    wake,
+                    verbs: verb_rx,
+                    input,
+                    line: thread_line,
+                };
                 let ending = follow(reach, &root, &thread_name, request_rx, &link);
                 link.send(Update::Phase(Phase::Ended(ending)));
             });
@@ -331,7 +338,7 @@ impl Session {
             running_since: None,
             requests,
             verbs,
-            updates,
+            mailbox,
             line,
         }
     }
@@ -381,54 +388,56 @@ impl Session {
 
     /// Takes what the thread reported since the last call; returns messages for toasts.
     pub fn poll(&mut self) -> Vec<Notice> {
-        let mut notices = Vec::new();
-        loop {
-            match self.updates.try_recv() {
-                Ok(Update::Built { display, input, vcpus, memory_mib, firmware }) => {
-                    self.display = Some(display);
-                    self.input = Some(input);
-                    self.vcpus = vcpus;
-                    self.memory_mib = memory_mib;
-                    self.firmware = firmware;
+        let mail = std::mem::take(&mut *vmm::sync::lock(&self.mailbox));
+        if let Some(Update::Built { display, input, vcpus, memory_mib, firmware }) = mail.built {
+            self.display = Some(display);
+            self.input = Some(input);
+            self.vcpus = vcpus;
+            self.memory_mib = memory_mib;
+            self.firmware = firmware;
+        }
+        if mail.ran && self.running_since.is_none() {
+            self.running_since = Some(Instant::now());
+        }
+        if let Some(phase) = mail.phase {
+            self.phase = phase;
+        }
+        if !mail.serial.is_empty() {
+            self.serial.push_str(&String::from_utf8_lossy(&mail.serial));
+            // Trimmed back to SERIAL_KEEP once it is twice that, so a guest writing fast
+            // costs one move per 256 KiB, not one per write.
+            if self.serial.len() > 2 * SERIAL_KEEP {
+                let mut cut = self.serial.len() - SERIAL_KEEP;
+                while !self.serial.is_char_boundary(cut) {
+                    cut += 1;
                 }
-                Ok(Update::Phase(phase)) => {
-                    if phase == Phase::Running && self.running_since.is_none() {
-                        self.running_since = Some(Instant::now());
-                    }
-                    self.phase = phase;
-                }
-                Ok(Update::Serial(bytes)) => {
-                    self.serial.push_str(&String::from_utf8_lossy(&bytes));
-                    // Trimmed back to SERIAL_KEEP once it is twice that, so a guest writing
-                    // fast costs one move per 256 KiB, not one per write.
-                    if self.serial.len() > 2 * SERIAL_KEEP {
-                        let mut cut = self.serial.len() - SERIAL_KEEP;
-                        while !self.serial.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        self.serial.drain(..cut);
-                    }
-                }
-                Ok(Update::Usage(usage)) => self.sample(usage),
-                Ok(Update::Warning(text)) => notices.push(Notice { error: false, text }),
-                Ok(Update::CdInserted(path)) => notices.push(Notice {
+                self.serial.drain(..cut);
+            }
+        }
+        if let Some(usage) = mail.usage {
+            self.sample(usage);
+        }
+        let mut notices: Vec<Notice> = (mail.notices.into_iter())
+            .filter_map(|update| match update {
+                Update::Warning(text) => Some(Notice { error: false, text }),
+                Update::CdInserted(path) => Some(Notice {
                     error: false,
                     text: format!("{}: {} is in the CD drive", self.name, path.display()),
                 }),
-                Ok(Update::Failed { command, error }) => notices.push(Notice {
+                Update::Failed { command, error } => Some(Notice {
                     error: true,
                     text: format!("{}: cannot {command}: {error}", self.name),
                 }),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    if !self.is_over() {
-                        self.phase = Phase::Ended(failed(Failure::Stopped(
-                            "the VM's thread ended unexpectedly".into(),
-                        )));
-                    }
-                    break;
-                }
-            }
+                _ => None,
+            })
+            .collect();
+        if mail.dropped > 0 {
+            let text = format!("{}: {} more messages were left out", self.name, mail.dropped);
+            notices.push(Notice { error: false, text });
+        }
+        if mail.closed && !self.is_over() {
+            self.phase =
+                Phase::Ended(failed(Failure::Stopped("the VM's thread ended unexpectedly".into())));
         }
         notices
     }
@@ -454,9 +463,56 @@ impl Session {
     }
 }
 
+/// Notices (warnings, failed commands) kept between two polls; more are counted.
+const NOTICES: usize = 32;
+
+/// What the session's thread has for the window until its next `poll`: the latest
+/// machine, phase and usage, the newest serial output and the first notices. Bounded
+/// however long the window does not look (a minimised window may not for hours), and
+/// never a reason to stop reading the VM process (which would drop a client that lags).
+#[derive(Default)]
+struct Mailbox {
+    built: Option<Update>,
+    phase: Option<Phase>,
+    /// The guest ran since the last poll (whatever the phase is now).
+    ran: bool,
+    serial: Vec<u8>,
+    usage: Option<protocol::Usage>,
+    notices: Vec<Update>,
+    dropped: usize,
+    /// The thread ended (also by a panic).
+    closed: bool,
+}
+
+impl Mailbox {
+    fn put(&mut self, update: Update) {
+        match update {
+            built @ Update::Built { .. } => self.built = Some(built),
+            Update::Phase(phase) => {
+                self.ran |= phase == Phase::Running;
+                self.phase = Some(phase);
+            }
+            Update::Serial(bytes) => {
+                self.serial.extend_from_slice(&bytes);
+                if self.serial.len() > 2 * SERIAL_KEEP {
+                    // The newest SERIAL_KEEP bytes, from a character's start.
+                    let mut cut = self.serial.len() - SERIAL_KEEP;
+                    while self.serial.get(cut).is_some_and(|b| b & 0xc0 == 0x80) {
+                        cut += 1;
+                    }
+                    self.serial.drain(..cut);
+                }
+            }
+            Update::Usage(usage) => self.usage = Some(usage),
+            notice if self.notices.len() < NOTICES => self.notices.push(notice),
+            _ => self.dropped += 1,
+        }
+    }
+}
+
 /// The session thread's way back to the UI.
 struct Link {
-    updates: Sender<Update>,
+    mailbox: Arc<std::sync::Mutex<Mailbox>>,
     wake: Arc<dyn Fn() + Send + Sync>,
     verbs: Receiver<&'static str>,
     input: Input,
@@ -465,7 +521,14 @@ struct Link {
 
 impl Link {
     fn send(&self, update: Update) {
-        let _ = self.updates.send(update);
+        vmm::sync::lock(&self.mailbox).put(update);
+        (self.wake)();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        vmm::sync::lock(&self.mailbox).closed = true;
         (self.wake)();
     }
 }
@@ -741,4 +804,56 @@ fn lost(status: Option<std::process::ExitStatus>, root: &Path) -> Ending {
         reason.push_str(&format!("; its log ends: {last}"));
     }
     Ending::Crashed(reason.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mailbox_the_window_does_not_empty_stays_bounded() {
+        let mut mail = Mailbox::default();
+        // A guest writing fast for as long as it likes, in pieces that cut characters.
+        let text = "é€x".repeat(1_000_000).into_bytes();
+        for piece in text.chunks(1_001) {
+            mail.put(Update::Serial(piece.to_vec()));
+        }
+        assert!(mail.serial.len() <= 2 * SERIAL_KEEP, "{}", mail.serial.len());
+        assert!(mail.serial.len() >= SERIAL_KEEP);
+        assert!(text.ends_with(&mail.serial), "the newest output is kept");
+        assert!(std::str::from_utf8(&mail.serial).is_ok(), "cut at a character's start");
+        for i in 0..1_000 {
+            mail.put(Update::Warning(format!("warning {i}")));
+            mail.put(Update::Phase(if i % 2 == 0 { Phase::Running } else { Phase::Paused }));
+        }
+        assert_eq!(mail.notices.len(), NOTICES);
+        assert_eq!(mail.dropped, 1_000 - NOTICES);
+        assert!(mail.ran);
+        assert!(matches!(mail.phase, Some(Phase::Paused)));
+    }
+
+    #[test]
+    fn a_poll_takes_the_mailbox_and_says_what_was_left_out() {
+        let mut session =
+            Session::attach(PathBuf::from("/nonexistent/vessel-vm"), "VM".into(), Arc::new(|| {}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !session.is_over() {
+            assert!(Instant::now() < deadline, "the session's thread ends");
+            session.poll();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        {
+            let mut mail = vmm::sync::lock(&session.mailbox);
+            for i in 0..40 {
+                mail.put(Update::Warning(format!("warning {i}")));
+            }
+            mail.put(Update::Serial(b"hello".to_vec()));
+        }
+        let notices = session.poll();
+        assert_eq!(notices.len(), NOTICES + 1);
+        assert_eq!(notices[0].text, "warning 0");
+        assert_eq!(notices[NOTICES].text, "VM: 8 more messages were left out");
+        assert!(session.serial.ends_with("hello"));
+        assert!(session.poll().is_empty(), "taken once");
+    }
 }
