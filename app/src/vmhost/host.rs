@@ -64,10 +64,36 @@ struct Client {
     debug: bool,
     /// It has a publisher of the display's frames.
     display: bool,
-    /// Set when the client is gone or dropped: its threads end.
-    gone: Arc<AtomicBool>,
+    /// Whether it is gone or dropped (its threads end), and its socket.
+    leash: Arc<Leash>,
     /// Disconnects when the client's writer ended (everything queued was sent).
     ended: Receiver<()>,
+}
+
+/// Whether a client is gone, and its socket to let go of one that lags.
+struct Leash {
+    gone: AtomicBool,
+    socket: UnixStream,
+}
+
+impl Leash {
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
+    }
+
+    /// Its threads end (a writer after what is queued).
+    fn mark_gone(&self) {
+        self.gone.store(true, Ordering::Relaxed);
+    }
+
+    /// A client that stopped reading: its threads end now, a writer blocked on the socket
+    /// too, and the client sees its end.
+    fn let_go(&self) {
+        if !self.gone.swap(true, Ordering::Relaxed) {
+            log::warn!("a client of the control socket stopped reading; dropped");
+        }
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 /// What every thread of the process shares.
@@ -94,13 +120,12 @@ impl Shared {
         let mut clients = lock(&self.clients);
         clients.retain(|c| {
             if !to(c) {
-                return !c.gone.load(Ordering::Relaxed);
+                return !c.leash.is_gone();
             }
             match c.queue.try_send(Outgoing { reply: reply.clone(), fd: None }) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
-                    log::warn!("a client of the control socket stopped reading; dropped");
-                    c.gone.store(true, Ordering::Relaxed);
+                    c.leash.let_go();
                     false
                 }
                 Err(TrySendError::Disconnected(_)) => false,
@@ -166,7 +191,7 @@ pub fn run(library: &Path, root: &Path, first: Option<UnixStream>, sandboxed: bo
     let clients: Vec<Client> = std::mem::take(&mut *lock(&shared.clients));
     let deadline = Instant::now() + Duration::from_secs(2);
     for client in clients {
-        client.gone.store(true, Ordering::Relaxed);
+        client.leash.mark_gone();
         drop(client.queue);
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = client.ended.recv_timeout(left);
@@ -493,17 +518,19 @@ impl ProcessRss {
 fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
     let (queue, outgoing) = std::sync::mpsc::sync_channel::<Outgoing>(CLIENT_QUEUE);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let gone = Arc::new(AtomicBool::new(false));
-    let Ok(mut write_half) = stream.try_clone() else { return };
+    let (Ok(mut write_half), Ok(socket)) = (stream.try_clone(), stream.try_clone()) else {
+        return;
+    };
+    let leash = Arc::new(Leash { gone: AtomicBool::new(false), socket });
     let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
-    let writer_gone = gone.clone();
+    let writer_leash = leash.clone();
     let hello = Hello::ours(Some(shared.bundle.clone()));
     let writer = std::thread::Builder::new().name("vessel-client-out".into()).spawn(move || {
         vmm::seccomp::confine_this_thread(ThreadKind::Control);
         let _ended = ended_tx;
         // Our Hello goes first, before anything queued.
         if protocol::send(&mut write_half, &hello).is_err() {
-            writer_gone.store(true, Ordering::Relaxed);
+            writer_leash.mark_gone();
             return;
         }
         while let Ok(Outgoing { reply, fd }) = outgoing.recv() {
@@ -511,7 +538,7 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
                 break;
             }
         }
-        writer_gone.store(true, Ordering::Relaxed);
+        writer_leash.mark_gone();
         let _ = write_half.flush();
         let _ = write_half.shutdown(std::net::Shutdown::Both);
     });
@@ -525,16 +552,16 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
         events,
         debug: false,
         display: false,
-        gone: gone.clone(),
+        leash: leash.clone(),
         ended,
     });
     let reader_shared = shared.clone();
     let spawned = std::thread::Builder::new().name("vessel-client-in".into()).spawn(move || {
         vmm::seccomp::confine_this_thread(ThreadKind::Control);
-        if let Err(e) = read_client(&reader_shared, stream, id, &gone) {
+        if let Err(e) = read_client(&reader_shared, stream, id, &leash) {
             log::info!("a control client went away: {e}");
         }
-        gone.store(true, Ordering::Relaxed);
+        leash.mark_gone();
     });
     if spawned.is_err() {
         lock(&shared.clients).retain(|c| c.id != id);
@@ -546,7 +573,7 @@ fn read_client(
     shared: &Arc<Shared>,
     stream: UnixStream,
     id: u64,
-    gone: &Arc<AtomicBool>,
+    leash: &Arc<Leash>,
 ) -> Result<(), ProtocolError> {
     // Descriptors come only with a disc put in (the client opened it: this process may not);
     // the reader refuses a client that sends more than it takes.
@@ -575,7 +602,7 @@ fn read_client(
                         c.queue.clone()
                     });
                 if let Some(queue) = queue {
-                    let (shared, gone) = (shared.clone(), gone.clone());
+                    let (shared, leash) = (shared.clone(), leash.clone());
                     std::thread::Builder::new()
                         .name("vessel-publish".into())
                         .spawn(move || {
@@ -584,13 +611,13 @@ fn read_client(
                             while shared.io.get().is_none() {
                                 let stopped =
                                     matches!(*lock(&shared.state), VmState::Stopped { .. });
-                                if stopped || gone.load(Ordering::Relaxed) {
+                                if stopped || leash.is_gone() {
                                     return;
                                 }
                                 std::thread::sleep(Duration::from_millis(20));
                             }
                             if let Some((display, input)) = shared.io.get() {
-                                publish(display, input, &queue, &gone);
+                                publish(display, input, &queue, &leash);
                             }
                         })
                         .map_err(ProtocolError::Io)?;
@@ -667,14 +694,22 @@ fn subscribe(shared: &Shared, id: u64, serial: bool, debug: bool) {
 }
 
 /// Sends the display's frames (memory once per scanout, then damage), cursor and pointer
-/// mode to one client until it is gone.
-fn publish(display: &Display, input: &InputSink, queue: &SyncSender<Outgoing>, gone: &AtomicBool) {
+/// mode to one client until it is gone; a client this far behind (`CLIENT_QUEUE`) is let
+/// go, never waited for.
+fn publish(display: &Display, input: &InputSink, queue: &SyncSender<Outgoing>, leash: &Leash) {
     let (mut changes, mut since, mut scanout) = (0u64, 0u64, 0u64);
     let mut cursor_image = u64::MAX;
     let mut cursor_at = None;
     let mut absolute = None;
-    let send = |reply: Reply, fd: Option<OwnedFd>| queue.send(Outgoing { reply, fd }).is_ok();
-    while !gone.load(Ordering::Relaxed) {
+    let send = |reply: Reply, fd: Option<OwnedFd>| match queue.try_send(Outgoing { reply, fd }) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            leash.let_go();
+            false
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    };
+    while !leash.is_gone() {
         changes = display.wait_for_any_change(changes, PUBLISH_IDLE);
         match display.export(since, scanout) {
             Some(export) => {

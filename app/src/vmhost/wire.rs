@@ -48,16 +48,23 @@ pub fn send_with_fd<T: Serialize>(
     Ok(())
 }
 
+/// Bytes one read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads frames from a stream socket, keeping the descriptors that come with them.
 pub struct FrameReader {
     stream: UnixStream,
+    /// `buffer[start..end]`: received, not parsed yet. The buffer grows to hold the largest
+    /// frame seen and a read (`MAX_FRAME` + `READ_CHUNK` at most), and is zeroed only then.
     buffer: Vec<u8>,
+    start: usize,
+    end: usize,
     fds: VecDeque<OwnedFd>,
 }
 
 impl FrameReader {
     pub fn new(stream: UnixStream) -> Self {
-        FrameReader { stream, buffer: Vec::new(), fds: VecDeque::new() }
+        FrameReader { stream, buffer: Vec::new(), start: 0, end: 0, fds: VecDeque::new() }
     }
 
     /// The oldest descriptor received and not taken yet.
@@ -67,10 +74,18 @@ impl FrameReader {
 
     /// Reads more bytes (and any descriptor with them); false at the end of the stream.
     fn fill(&mut self) -> Result<bool, ProtocolError> {
-        let mut chunk = [0u8; 64 * 1024];
+        if self.buffer.len() - self.end < READ_CHUNK {
+            // Room for a read: what is left (less than a frame) to the front, or more room.
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buffer.len() - self.end < READ_CHUNK {
+                self.buffer.resize(self.end + READ_CHUNK, 0);
+            }
+        }
         let mut space = nix::cmsg_space!([RawFd; 2]);
         let (n, fds) = loop {
-            let mut iov = [IoSliceMut::new(&mut chunk)];
+            let mut iov = [IoSliceMut::new(&mut self.buffer[self.end..])];
             match recvmsg::<()>(
                 self.stream.as_raw_fd(),
                 &mut iov,
@@ -99,27 +114,30 @@ impl FrameReader {
                 "the peer sent more descriptors than messages that take them",
             )));
         }
-        self.buffer.extend_from_slice(&chunk[..n]);
+        self.end += n;
         Ok(n > 0)
     }
 
     /// The next message; None at a clean end of the stream (between frames).
     pub fn receive<T: for<'de> Deserialize<'de>>(&mut self) -> Result<Option<T>, ProtocolError> {
         loop {
-            if self.buffer.len() >= 4 {
-                let len = u32::from_le_bytes(self.buffer[..4].try_into().expect("4 bytes"));
-                let len = len as usize;
+            let unread = &self.buffer[self.start..self.end];
+            if unread.len() >= 4 {
+                let len = u32::from_le_bytes(unread[..4].try_into().expect("4 bytes")) as usize;
                 if len > MAX_FRAME {
                     return Err(ProtocolError::TooLarge(len));
                 }
-                if self.buffer.len() >= 4 + len {
-                    let message = serde_json::from_slice(&self.buffer[4..4 + len]);
-                    self.buffer.drain(..4 + len);
+                if unread.len() >= 4 + len {
+                    let message = serde_json::from_slice(&unread[4..4 + len]);
+                    self.start += 4 + len;
+                    if self.start == self.end {
+                        (self.start, self.end) = (0, 0);
+                    }
                     return message.map(Some).map_err(ProtocolError::Malformed);
                 }
             }
             if !self.fill()? {
-                return if self.buffer.is_empty() {
+                return if self.start == self.end {
                     Ok(None)
                 } else {
                     Err(ProtocolError::Truncated)
@@ -174,5 +192,36 @@ mod tests {
             }
         }
         assert!(result.is_err(), "{result:?}");
+    }
+
+    #[test]
+    fn messages_of_every_size_come_whole_and_in_order_in_a_bounded_buffer() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        // Sizes from none to most of the largest frame (JSON: up to 4 bytes a byte), so
+        // frames straddle reads every way.
+        let sizes: Vec<usize> = (0..100).map(|i| (i * 7919 * 31) % 200_000).collect();
+        let sent = sizes.clone();
+        let writer = std::thread::spawn(move || {
+            for (i, size) in sent.into_iter().enumerate() {
+                let bytes = vec![(i % 251) as u8; size];
+                send_with_fd(&mut a, &Reply::Serial { bytes }, None).unwrap();
+            }
+            let big = vec![7u8; MAX_FRAME / 5];
+            send_with_fd(&mut a, &Reply::Serial { bytes: big }, None).unwrap();
+        });
+        let mut reader = FrameReader::new(b);
+        for (i, size) in sizes.into_iter().enumerate() {
+            let Some(Reply::Serial { bytes }) = reader.receive::<Reply>().unwrap() else {
+                panic!("message {i}")
+            };
+            assert_eq!(bytes.len(), size, "message {i}");
+            assert!(bytes.iter().all(|&b| b == (i % 251) as u8), "message {i}");
+            assert!(reader.buffer.len() <= 4 + MAX_FRAME + READ_CHUNK);
+        }
+        let Some(Reply::Serial { bytes }) = reader.receive::<Reply>().unwrap() else { panic!() };
+        assert_eq!(bytes.len(), MAX_FRAME / 5);
+        assert!(reader.buffer.len() <= 4 + MAX_FRAME + READ_CHUNK);
+        writer.join().unwrap();
+        assert_eq!(reader.receive::<Reply>().unwrap(), None);
     }
 }

@@ -520,6 +520,59 @@ fn every_guest_frame_wakes_the_window() {
 }
 
 #[test]
+fn a_client_that_stops_reading_frames_is_let_go_and_the_window_goes_on() {
+    use crate::vmhost::{client, protocol};
+    let lib = scratch("stall");
+    let root = test_vm(&lib, "Anim", "test=gpu-anim");
+    let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = wakes.clone();
+    let mut session = Session::start(
+        &crate::vmhost::client::Launcher::InProcess,
+        lib.clone(),
+        root.clone(),
+        "Anim".into(),
+        Arc::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session.display.as_ref().and_then(|d| d.size()) != Some((1920, 1080)) {
+        assert!(Instant::now() < deadline, "the guest never showed its frame");
+        session.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Another client asks for the frames and never reads them.
+    let mut stalled = client::connect(&root, "Anim").unwrap();
+    let subscribe = protocol::Request::Subscribe { serial: false, display: true, debug: false };
+    protocol::send(&mut stalled, &subscribe).unwrap();
+    // The VM process lets it go (shuts its socket) instead of waiting for it.
+    let started = Instant::now();
+    let hung_up = || {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd { fd: stalled.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+        // SAFETY: poll(2) on one descriptor this test owns, for 100 ms.
+        unsafe { libc::poll(&mut fd, 1, 100) };
+        fd.revents & libc::POLLRDHUP != 0
+    };
+    while !hung_up() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the stalled client is kept");
+        session.poll();
+    }
+    // The window's session still gets every frame.
+    let before = wakes.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    let woken = wakes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(woken >= 10, "{woken} wake-ups in a second");
+    session.poll();
+    assert_eq!(session.phase, Phase::Running);
+    session.send(Command::PowerOff);
+    while !session.is_over() {
+        session.poll();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn actual_size_scrolls_a_screen_larger_than_the_console() {
     let lib = scratch("actual");
     test_vm(&lib, "Wide", "test=gpu-anim");
