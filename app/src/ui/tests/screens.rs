@@ -473,16 +473,16 @@ fn the_console_types_into_the_firmware() {
     wait(&mut h, "Off", |h| h.state().running.is_empty());
 }
 
-#[test]
-fn every_guest_frame_wakes_the_window() {
-    let lib = scratch("wake");
-    let root = test_vm(&lib, "Anim", "test=gpu-anim");
+/// A session of a guest that draws a 1080p frame every few milliseconds, once it shows;
+/// and how often it woke the window.
+fn animation(lib: &Path) -> (Session, PathBuf, Arc<std::sync::atomic::AtomicU64>) {
+    let root = test_vm(lib, "Anim", "test=gpu-anim");
     let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = wakes.clone();
     let mut session = Session::start(
         &crate::vmhost::client::Launcher::InProcess,
-        lib.clone(),
-        root,
+        lib.to_path_buf(),
+        root.clone(),
         "Anim".into(),
         Arc::new(move || {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -494,11 +494,23 @@ fn every_guest_frame_wakes_the_window() {
         session.poll();
         std::thread::sleep(Duration::from_millis(10));
     }
+    (session, root, wakes)
+}
+
+/// Asserts the window was woken often in the next second: at each frame, not only at
+/// the status updates (one a second).
+fn woken_at_each_frame(wakes: &std::sync::atomic::AtomicU64) {
     let before = wakes.load(std::sync::atomic::Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     let woken = wakes.load(std::sync::atomic::Ordering::Relaxed) - before;
-    // The guest draws a frame every few milliseconds; status updates alone are one a second.
     assert!(woken >= 10, "{woken} wake-ups in a second");
+}
+
+#[test]
+fn every_guest_frame_wakes_the_window() {
+    let lib = scratch("wake");
+    let (mut session, _, wakes) = animation(&lib);
+    woken_at_each_frame(&wakes);
     // The status bar's figures: the guest writes its 8 MiB frame, so at least that much of
     // its 128 MiB is resident; its vCPU is busy. (Samples come once a second.)
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -523,24 +535,7 @@ fn every_guest_frame_wakes_the_window() {
 fn a_client_that_stops_reading_frames_is_let_go_and_the_window_goes_on() {
     use crate::vmhost::{client, protocol};
     let lib = scratch("stall");
-    let root = test_vm(&lib, "Anim", "test=gpu-anim");
-    let wakes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = wakes.clone();
-    let mut session = Session::start(
-        &crate::vmhost::client::Launcher::InProcess,
-        lib.clone(),
-        root.clone(),
-        "Anim".into(),
-        Arc::new(move || {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while session.display.as_ref().and_then(|d| d.size()) != Some((1920, 1080)) {
-        assert!(Instant::now() < deadline, "the guest never showed its frame");
-        session.poll();
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut session, root, wakes) = animation(&lib);
     // Another client asks for the frames and never reads them.
     let mut stalled = client::connect(&root, "Anim").unwrap();
     let subscribe = protocol::Request::Subscribe { serial: false, display: true, debug: false };
@@ -559,10 +554,7 @@ fn a_client_that_stops_reading_frames_is_let_go_and_the_window_goes_on() {
         session.poll();
     }
     // The window's session still gets every frame.
-    let before = wakes.load(std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(1));
-    let woken = wakes.load(std::sync::atomic::Ordering::Relaxed) - before;
-    assert!(woken >= 10, "{woken} wake-ups in a second");
+    woken_at_each_frame(&wakes);
     session.poll();
     assert_eq!(session.phase, Phase::Running);
     session.send(Command::PowerOff);
