@@ -141,8 +141,9 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path, allowed: &[Start]) -> !
     // passts that end are reaped by the kernel: no zombies while the VM runs.
     // SAFETY: sets one signal's disposition; no handler is involved.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let mut running = Vec::new();
     while let Ok(Some(request)) = reader.receive::<Start>() {
-        let (answer, fd) = match spawn(&request, allowed) {
+        let (answer, fd) = match spawn(&request, allowed, &mut running) {
             Ok(fd) => (Started::Ok, Some(fd)),
             Err(PasstError::Missing) => (Started::Missing, None),
             Err(e) => (Started::Failed(crate::core::report::error_chain(&e)), None),
@@ -158,10 +159,39 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path, allowed: &[Start]) -> !
     unsafe { libc::_exit(0) }
 }
 
-fn spawn(request: &Start, allowed: &[Start]) -> Result<OwnedFd, PasstError> {
+/// How long a request for one passt too many waits for an old one to end (a reboot's
+/// new network card may come before the old one's passt saw its socket close).
+const OLD_PASST_ENDS_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts passt for `request` if the VM's settings have that network (`allowed`) and fewer
+/// than two for each are `running` (the old and the new across a reboot): a VM process a
+/// guest took over cannot fill the host with them.
+fn spawn(
+    request: &Start,
+    allowed: &[Start],
+    running: &mut Vec<std::process::Child>,
+) -> Result<OwnedFd, PasstError> {
     if !allowed.contains(request) {
         let refused = "the VM process asked for a network its settings do not have";
         return Err(PasstError::Spawn(std::io::Error::other(refused)));
+    }
+    let most = 2 * allowed.len();
+    let deadline = std::time::Instant::now() + OLD_PASST_ENDS_WITHIN;
+    loop {
+        // Ended ones are reaped by the kernel (SIGCHLD ignored): waiting for them fails.
+        running.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+        if running.len() < most {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let refused = format!(
+                "the VM process asked for more passt processes than its {} network card(s) \
+                 need ({most} run)",
+                allowed.len()
+            );
+            return Err(PasstError::Spawn(std::io::Error::other(refused)));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let forwards: Vec<PortForward> = request
         .forwards
@@ -182,10 +212,11 @@ fn spawn(request: &Start, allowed: &[Start]) -> Result<OwnedFd, PasstError> {
             Ok(())
         });
     }
-    command.spawn().map_err(|e| match e.kind() {
+    let child = command.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => PasstError::Missing,
         _ => PasstError::Spawn(e),
     })?;
+    running.push(child);
     drop(theirs);
     Ok(ours.into())
 }
@@ -203,10 +234,33 @@ mod tests {
         // refused before anything runs.
         let wider = [PortForward { address: Some([0, 0, 0, 0].into()), ..nic[0] }];
         for asked in [request(&wider, false), request(nic, true), request(&[], false)] {
-            match spawn(&asked, &allowed) {
+            match spawn(&asked, &allowed, &mut Vec::new()) {
                 Err(PasstError::Spawn(e)) => assert!(e.to_string().contains("do not have"), "{e}"),
                 other => panic!("started: {:?}", other.map(|_| ())),
             }
+        }
+    }
+
+    #[test]
+    fn no_more_passts_run_than_the_networks_need() {
+        let nic: &[PortForward] = &[];
+        let allowed = [request(nic, false)];
+        let mut running = Vec::new();
+        // Two at once (the old one and a reboot's new one), not a third.
+        let first = spawn(&request(nic, false), &allowed, &mut running).expect("passt starts");
+        let second = spawn(&request(nic, false), &allowed, &mut running).expect("passt starts");
+        match spawn(&request(nic, false), &allowed, &mut running) {
+            Err(PasstError::Spawn(e)) => assert!(e.to_string().contains("(2 run)"), "{e}"),
+            other => panic!("a third passt: {:?}", other.map(|_| ())),
+        }
+        // One ends (its socket closed): another may start. (Not reaped by the kernel here:
+        // this test process does not ignore SIGCHLD, so try_wait reaps it.)
+        drop(first);
+        let third = spawn(&request(nic, false), &allowed, &mut running).expect("passt starts");
+        assert_eq!(running.len(), 2);
+        drop((second, third));
+        for mut child in running {
+            child.wait().unwrap();
         }
     }
 }
