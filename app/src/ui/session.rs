@@ -662,13 +662,15 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
             }
             Reply::Status { .. } | Reply::DebugMarker { .. } => {}
             Reply::Frame { layout, new_memory, damage, drawn } => {
+                // Its memory is taken whatever else is wrong: none is left for the next.
+                let memory = if new_memory { reader.take_fd().ok_or(()) } else { Err(()) };
                 let Some(display) = &display else { continue };
                 let Some(layout) = frame_layout(&layout) else {
                     log::warn!("the VM process sent a frame of an unknown layout {layout:?}");
                     continue;
                 };
                 if new_memory {
-                    let Some(memory) = reader.take_fd() else {
+                    let Ok(memory) = memory else {
                         log::warn!("the VM process sent a new frame without its memory");
                         continue;
                     };
@@ -855,5 +857,144 @@ mod tests {
         assert_eq!(notices[NOTICES].text, "VM: 8 more messages were left out");
         assert!(session.serial.ends_with("hello"));
         assert!(session.poll().is_empty(), "taken once");
+    }
+
+    /// A frame's memory as a VM process could send it: any size, sealed or not.
+    fn memfd(size: u64, sealed: bool) -> OwnedFd {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: memfd_create with a constant C string; the descriptor is ours at once.
+        let fd = unsafe {
+            let fd = libc::memfd_create(c"hostile".as_ptr(), libc::MFD_ALLOW_SEALING);
+            assert!(fd >= 0);
+            OwnedFd::from_raw_fd(fd)
+        };
+        std::fs::File::from(fd.try_clone().unwrap()).set_len(size).unwrap();
+        if sealed {
+            // SAFETY: F_ADD_SEALS with an int argument on our open memfd.
+            let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+            assert_eq!(r, 0);
+        }
+        fd
+    }
+
+    #[test]
+    fn a_hostile_vm_process_cannot_crash_the_window() {
+        use crate::vmhost::protocol::{Layout, MachineInfo, VmState};
+        let (mut peer, ours) = UnixStream::pair().unwrap();
+        let mailbox = Arc::new(std::sync::Mutex::new(Mailbox::default()));
+        let (verbs_tx, verbs) = channel();
+        let (requests, _requested) = std::sync::mpsc::sync_channel(16);
+        let link = Link {
+            mailbox: mailbox.clone(),
+            wake: Arc::new(|| {}),
+            verbs,
+            input: Input::new(requests),
+            line: Line::default(),
+        };
+        let reader = std::thread::spawn(move || {
+            read_events(FrameReader::new(ours), &link);
+        });
+        let rng = std::cell::Cell::new(0x9e37_79b9_7f4a_7c15_u64);
+        let next = || {
+            let mut x = rng.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            rng.set(x);
+            x
+        };
+        let pick = |choices: &[u64]| choices[(next() % choices.len() as u64) as usize];
+        let machine = MachineInfo { vcpus: 1, memory_mib: 64, firmware: false, pid: 1 };
+        wire::send_with_fd(&mut peer, &Reply::Built { machine }, None).unwrap();
+        let mut display = None;
+        let mut converted = 0;
+        for i in 0..3_000 {
+            let mut fd = None;
+            let reply = match next() % 10 {
+                0..=3 => {
+                    // Half of them nearly right (a frame the window shows, or one byte
+                    // short of one), half wild.
+                    let plausible = next() % 2 == 0;
+                    let (width, height, stride, offset, format);
+                    if plausible {
+                        width = pick(&[1, 640, 1920]) as u32;
+                        height = pick(&[1, 480, 1080]) as u32;
+                        stride = width as usize * 4 + pick(&[0, 64]) as usize;
+                        offset = pick(&[0, 4096]) as usize;
+                        format = "Bgrx";
+                    } else {
+                        width = pick(&[0, 7, 640, 65_535, u32::MAX as u64]) as u32;
+                        height = pick(&[0, 3, 1080, 65_535, u32::MAX as u64]) as u32;
+                        let row = width as u64 * 4;
+                        stride = pick(&[0, row, row + 64, 3, u64::MAX]) as usize;
+                        offset = pick(&[0, 4, 4096, 1 << 40, u64::MAX]) as usize;
+                        format = ["Bgrx", "Rgba", "Abgr", "Yuv", ""][(next() % 5) as usize];
+                    }
+                    let new_memory = next() % 3 == 0;
+                    if new_memory && next() % 8 != 0 {
+                        let size = if plausible {
+                            let needs = offset + stride * (height as usize - 1) + stride;
+                            needs as u64 - pick(&[0, 0, 0, 1])
+                        } else {
+                            pick(&[0, 4096, 1920 * 1080 * 4, 12 << 20])
+                        };
+                        fd = Some(memfd(size, next() % 5 != 0));
+                    }
+                    let damage = (next() % 3 != 0).then(|| {
+                        (0..next() % 600)
+                            .map(|_| {
+                                let v = |n: u64| pick(&[0, 1, n, u32::MAX as u64]) as u32;
+                                (v(1919), v(1079), v(640), v(480))
+                            })
+                            .collect()
+                    });
+                    let format = format.to_string();
+                    let layout = Layout { width, height, stride, offset, format };
+                    Reply::Frame { layout, new_memory, damage, drawn: next() % 2 == 0 }
+                }
+                4 => Reply::NoFrame,
+                5 => {
+                    let (w, h) = (pick(&[0, 1, 32, 512, 513, u32::MAX as u64]) as u32, 32);
+                    let len = pick(&[0, 4, 32 * 32 * 4, 512 * 32 * 4]) as usize;
+                    let image = (next() % 4 != 0).then(|| (w, h, w, h, vec![0x80; len]));
+                    Reply::CursorImage { image }
+                }
+                6 => Reply::CursorMoved { x: next() as i32, y: next() as i32 },
+                7 => Reply::Serial { bytes: (0..next() % 5_000).map(|_| next() as u8).collect() },
+                8 => {
+                    let _ = verbs_tx.send("pause");
+                    match next() % 4 {
+                        0 => Reply::Done,
+                        1 => Reply::Failed { error: "no".repeat((next() % 100) as usize) },
+                        2 => Reply::StateChanged { state: VmState::Paused },
+                        _ => Reply::Pointer { absolute: next() % 2 == 0 },
+                    }
+                }
+                _ => Reply::StateChanged { state: VmState::Running },
+            };
+            wire::send_with_fd(&mut peer, &reply, fd.as_ref()).unwrap();
+            // The window looks now and then, as it draws.
+            if i % 8 == 0 {
+                let mut mail = vmm::sync::lock(&mailbox);
+                if let Some(Update::Built { display: d, .. }) = mail.built.take() {
+                    display = Some(d);
+                }
+                drop(mail);
+                if let Some(display) = &display {
+                    let since = display.generation().saturating_sub(1 + next() % 4);
+                    converted +=
+                        crate::ui::console::screen::convert_as_the_console_does(display, since);
+                    let _ = display.cursor();
+                }
+            }
+        }
+        // Then bytes that are no message: the reader stops reading, the window goes on.
+        use std::io::Write;
+        peer.write_all(&[9, 0, 0, 0, b'{', 0xff, b'"', 0, b'}', 1, 2, 3, 4]).unwrap();
+        drop(peer);
+        reader.join().expect("the session's thread did not panic");
+        assert!(display.is_some(), "the display was made");
+        // Some frames were right, and shown.
+        assert!(converted > 10_000, "{converted} rows converted");
     }
 }

@@ -201,6 +201,20 @@ fn convert(display: &Display, shown: Shown, max_side: usize, pool: &mut ImagePoo
         .unwrap_or(Converted::Nothing)
 }
 
+/// What the console's converter makes of `display` now: all of it, then what changed
+/// since; the rows converted. For tests that feed a display from elsewhere.
+#[cfg(test)]
+pub(crate) fn convert_as_the_console_does(display: &Display, since: u64) -> u64 {
+    let mut pool = ImagePool::default();
+    let mut rows = 0;
+    for shown in [None, display.size().map(|(w, h)| (since, [w as usize, h as usize]))] {
+        if let Converted::Frame { rows: r, .. } = convert(display, shown, 16384, &mut pool) {
+            rows += r;
+        }
+    }
+    rows
+}
+
 /// How long the console converts frames as they come after it last asked: it stops soon
 /// after the console is no longer shown.
 const EAGER_FOR: Duration = Duration::from_millis(250);
