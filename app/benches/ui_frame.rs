@@ -44,7 +44,7 @@ fn main() {
                 prefs_path: lib.join("prefs.toml"),
                 // Each VM in its own process, as in the app.
                 launcher: vessel::vmhost::client::Launcher::Process(
-                    env!("CARGO_BIN_EXE_vessel").into(),
+                    env!("CARGO_BIN_EXE_vessel-vm").into(),
                 ),
             },
         )

@@ -145,7 +145,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&lib);
     let boot = create(&lib, "boot", "bench");
     let input = create(&lib, "input", "input");
-    let process = Launcher::Process(env!("CARGO_BIN_EXE_vessel").into());
+    let process = Launcher::Process(env!("CARGO_BIN_EXE_vessel-vm").into());
     let launchers = [("thread of the caller", Launcher::InProcess), ("own process", process)];
 
     println!(

@@ -1,31 +1,16 @@
 //! `vessel`: the desktop VM application. Without a verb it opens the window (`ui`); the
 //! verbs run guests headless (`vessel run`, `vessel start`) and manage the VM library
-//! (`vessel list | create | show | stop | delete`). `vessel vm-host` is the process each
-//! running VM lives in.
+//! (`vessel list | create | show | stop | delete`). Each running VM lives in a process of
+//! its own, `vessel-vm` (`bin/vessel-vm.rs`), which `vessel` starts.
 
 use clap::{CommandFactory, Parser};
 use vessel::cli::{self, args, headless, verbs};
 use vessel::ui;
-use vessel::vmhost::host;
 use vessel::vmhost::protocol::Request;
 
 fn main() {
+    vessel::core::report::init_logger("warn");
     let args = args::Cli::parse();
-    // A VM process's log (its VM's `vessel.log`) also says how it was set up: its sandbox,
-    // its control group.
-    let default_filter = match args.command {
-        Some(cli::Command::VmHost { .. }) => "warn,vessel=info",
-        _ => "warn",
-    };
-    // Every warning a guest can provoke is rate-limited per place in the code, also those
-    // logged inside the crates the devices use (virtio-queue logs each bad kick).
-    let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
-            .format_timestamp(None)
-            .build();
-    log::set_max_level(logger.filter());
-    let _ =
-        log::set_boxed_logger(Box::new(vmm::devices::log_limit::RateLimitedLogger::new(logger)));
     let Some(command) = args.command else {
         let code = match ui::run(args.library) {
             Ok(()) => 0,
@@ -47,10 +32,7 @@ fn main() {
     }
     if !matches!(
         command,
-        cli::Command::Run(_)
-            | cli::Command::Start { .. }
-            | cli::Command::VhostUser(_)
-            | cli::Command::VmHost { .. }
+        cli::Command::Run(_) | cli::Command::Start { .. } | cli::Command::VhostUser(_)
     ) {
         // Printing verbs end quietly when their reader goes away (`vessel list | head`), as
         // Unix tools do. Not for machines: a socket to a vanished peer must be an error.
@@ -73,9 +55,6 @@ fn main() {
         }
         cli::Command::Reset { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
-        }
-        cli::Command::VmHost { library, root } => {
-            Ok(host::run(&library, &root, host::control_fd(), true))
         }
         cli::Command::List => done(lib().and_then(|l| verbs::list(&l, json))),
         cli::Command::Create(create) => done(lib().and_then(|l| verbs::create(&l, create, json))),

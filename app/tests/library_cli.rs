@@ -137,11 +137,11 @@ fn a_vm_starts_once_and_stops_on_request() {
     }
     let list = json(&lib, &["list", "--json"]);
     assert_eq!(list[0]["state"], "running");
-    // The VM lives in a process of its own, `vessel vm-host`, which `vessel start` started.
+    // The VM lives in a process of its own, `vessel-vm`, which `vessel start` started.
     let pid = list[0]["pid"].as_str().unwrap().to_string();
     assert_ne!(pid, start.id().to_string());
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert!(text(&cmdline).contains("vm-host"), "{}", text(&cmdline));
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(program, std::fs::canonicalize(env!("CARGO_BIN_EXE_vessel-vm")).unwrap());
 
     let second = vessel(&lib, &["start", "runner"]);
     assert_eq!(second.status.code(), Some(1));

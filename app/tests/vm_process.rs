@@ -1,4 +1,4 @@
-//! Each running VM in a process of its own (`vessel vm-host`), as people meet it: the CLI
+//! Each running VM in a process of its own (`vessel-vm`), as people meet it: the CLI
 //! starts one in the background; the window (egui_kittest, real VM processes) shows it and
 //! starts another; a VM process killed with SIGKILL shows as Crashed, with the reason,
 //! while the other VM and the window carry on; the window let go (Run in Background)
@@ -55,7 +55,7 @@ fn window(lib: &Path) -> Harness<'static, VesselApp> {
                 Options {
                     library: Some(lib.clone()),
                     prefs_path: lib.join("prefs.toml"),
-                    launcher: Launcher::Process(env!("CARGO_BIN_EXE_vessel").into()),
+                    launcher: Launcher::Process(env!("CARGO_BIN_EXE_vessel-vm").into()),
                 },
             )
         });
@@ -80,8 +80,10 @@ fn state(h: &Harness<'static, VesselApp>, name: &str) -> (String, Option<String>
     h.state().vm_state(name).unwrap()
 }
 
+/// Whether `pid` runs `vessel-vm`.
 fn is_vm_process(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| text(&c).contains("vm-host"))
+    let vm_program = std::fs::canonicalize(env!("CARGO_BIN_EXE_vessel-vm")).unwrap();
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == vm_program)
 }
 
 #[test]
@@ -98,7 +100,7 @@ fn vms_live_in_processes_of_their_own() {
     let (listed_state, cli_pid) = listed(&lib, "cli");
     assert_eq!(listed_state, "running");
     let cli_pid = cli_pid.unwrap();
-    assert!(is_vm_process(cli_pid), "pid {cli_pid} is a vessel vm-host");
+    assert!(is_vm_process(cli_pid), "pid {cli_pid} is a vessel-vm");
     // Its control socket is the user's alone.
     let root = root_of(&lib, "cli");
     let socket = vessel::vmhost::paths::socket_for(&root).unwrap();
@@ -158,4 +160,24 @@ fn vms_live_in_processes_of_their_own() {
     let again = vessel(&lib, &["stop", "cli"]);
     assert!(text(&again.stderr).contains("cli is not running"), "{}", text(&again.stderr));
     let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn a_vm_process_powers_off_when_signalled_as_a_shutdown_would() {
+    let lib: PathBuf = common::scratch("vm-signal");
+    let _vms = common::KillsVms(lib.clone());
+    create(&lib, "signalled");
+    let started = vessel(&lib, &["start", "--detach", "signalled"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let pid = listed(&lib, "signalled").1.expect("a running VM has a pid");
+    // SIGTERM presses the power button (this guest does not answer it: it runs on).
+    // SAFETY: kill only sends a signal, to the VM process this test just looked up.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(listed(&lib, "signalled"), ("running".to_string(), Some(pid)));
+    // SIGUSR1 powers it off, cleanly: its log says no more than that.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    wait_for("the VM to be off", || listed(&lib, "signalled").0 == "off");
+    assert!(vessel::vmhost::client::last_log_line(&root_of(&lib, "signalled")).is_none());
 }

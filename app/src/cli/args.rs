@@ -69,15 +69,6 @@ pub enum Command {
     Resume { name: String },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },
-    /// The process one running VM lives in (started by `vessel start` and the window).
-    #[command(hide = true)]
-    VmHost {
-        /// The library the VM's disks may read through to.
-        #[arg(long)]
-        library: PathBuf,
-        /// The VM's folder.
-        root: PathBuf,
-    },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`
     /// (vcpus=2 memory_mib=4096 display.width=1280 notes="..."). Checked before saving.
     Set {

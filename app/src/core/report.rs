@@ -3,6 +3,19 @@
 
 use std::path::Path;
 
+/// Logs to stderr, at `default_filter` unless RUST_LOG says otherwise. Every warning a
+/// guest can provoke is rate-limited per place in the code, also those logged inside the
+/// crates the devices use (virtio-queue logs each bad kick).
+pub fn init_logger(default_filter: &str) {
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+            .format_timestamp(None)
+            .build();
+    log::set_max_level(logger.filter());
+    let _ =
+        log::set_boxed_logger(Box::new(vmm::devices::log_limit::RateLimitedLogger::new(logger)));
+}
+
 /// An error with its causes, "what: why: why".
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

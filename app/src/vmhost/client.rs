@@ -50,27 +50,34 @@ pub enum ClientError {
     Failed(String),
     #[error("cannot start the VM process {}", .0.display())]
     Spawn(PathBuf, #[source] std::io::Error),
+    #[error(
+        "{} is missing: it runs each VM and comes with vessel (cargo build -p vessel builds \
+         both; install both side by side)",
+        .0.display()
+    )]
+    NoVmProgram(PathBuf),
     #[error("cannot open the VM's log {}", .0.display())]
     Log(PathBuf, #[source] std::io::Error),
 }
 
+/// The program a VM process runs, next to `vessel`.
+pub const VM_PROGRAM: &str = "vessel-vm";
+
 /// How a VM process is started.
 #[derive(Clone, Debug)]
 pub enum Launcher {
-    /// This program (`vessel vm-host`), as a process of its own: the real thing.
+    /// `vessel-vm` (this path), as a process of its own: the real thing.
     Process(PathBuf),
     /// A thread of this process serving the same protocol (the app's unit tests, where no
-    /// `vessel` binary is at hand). No isolation.
+    /// `vessel-vm` binary is at hand). No isolation.
     InProcess,
 }
 
 impl Launcher {
-    /// The `vessel` binary running now.
+    /// The `vessel-vm` next to the `vessel` running now.
     pub fn this_program() -> Self {
-        match std::env::current_exe() {
-            Ok(exe) => Launcher::Process(exe),
-            Err(_) => Launcher::Process(PathBuf::from("vessel")),
-        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vessel"));
+        Launcher::Process(exe.with_file_name(VM_PROGRAM))
     }
 }
 
@@ -102,6 +109,9 @@ pub fn start(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started
         }
         Launcher::Process(exe) => exe,
     };
+    if !exe.is_file() {
+        return Err(ClientError::NoVmProgram(exe.clone()));
+    }
     // An unreadable configuration gets no scope: the VM process says what is wrong.
     let planned = match vm_library::bundle::Bundle::open(root) {
         Ok(bundle) => {
@@ -140,7 +150,7 @@ enum Group<'a> {
     Starters(&'a str),
 }
 
-/// Spawns `exe vm-host` for the VM in `root`, in `group`.
+/// Spawns `exe` (`vessel-vm`) for the VM in `root`, in `group`.
 fn spawn(exe: &Path, library: &Path, root: &Path, group: Group) -> Result<Started, ClientError> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
@@ -159,14 +169,7 @@ fn spawn(exe: &Path, library: &Path, root: &Path, group: Group) -> Result<Starte
             command
         }
     };
-    command
-        .arg("vm-host")
-        .arg("--library")
-        .arg(library)
-        .arg(root)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
+    command.arg("--library").arg(library).arg(root).stdin(Stdio::null()).stdout(log).stderr(log2);
     let fd = theirs.as_raw_fd();
     // SAFETY: between fork and exec only async-signal-safe calls: dup2, fcntl and
     // setsid, on descriptors the child owns.
@@ -333,5 +336,14 @@ mod tests {
         std::fs::write(dir.join(LOG_FILE), "[INFO  x] only notes\n").unwrap();
         assert_eq!(last_log_line(&dir), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_vm_program_is_named_with_the_fix() {
+        let launcher = Launcher::Process("/nonexistent/bin/vessel-vm".into());
+        let error = start(&launcher, Path::new("/nonexistent"), Path::new("/nonexistent/A"));
+        let text = error.err().expect("no VM process starts").to_string();
+        assert!(text.contains("/nonexistent/bin/vessel-vm is missing"), "{text}");
+        assert!(text.contains("cargo build -p vessel"), "{text}");
     }
 }

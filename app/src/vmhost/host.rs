@@ -1,4 +1,4 @@
-//! The VM process (`vessel vm-host`): takes one library VM's run lock, builds its machine,
+//! The VM process (`vessel-vm`): takes one library VM's run lock, builds its machine,
 //! and serves its control socket until the machine stops; then it ends. Clients (the
 //! window, the CLI) come and go meanwhile: a VM outlives them all. The process that
 //! starts it passes a first client already connected (`first`), so it hears how the start
@@ -381,7 +381,7 @@ fn serve_machine(
     let mut forced = false;
     loop {
         if let Some(signal) = crate::cli::headless::take_stop_signal() {
-            // Someone signalled the VM process (a system shutting down; `vessel vm-host`
+            // Someone signalled the VM process (a system shutting down; `vessel-vm`
             // catches these): SIGTERM presses the power button, SIGUSR1 powers off.
             let _ = if signal == libc::SIGTERM {
                 handle.request_shutdown()

@@ -1,4 +1,4 @@
-//! The VM-host role: each running VM in a process of its own (`vessel vm-host`, `host`),
+//! The VM-host role: each running VM in a process of its own (`vessel-vm`, `host`),
 //! which the window and the CLI drive over a control socket (`client`), inside a sandbox
 //! (`sandbox`: seccomp, Landlock; `helper`, forked before it, starts passt and cleans
 //! up after a VM process that died). The

@@ -26,7 +26,7 @@ impl Drop for KillsVms {
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
             let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
             let ours = args.windows(2).any(|w| w[0] == b"--library" && w[1] == library);
-            if ours && args.iter().any(|a| *a == b"vm-host") {
+            if ours && args.first().is_some_and(|a| a.ends_with(b"vessel-vm")) {
                 // SAFETY: kill(2) of a process of this library's VMs.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
