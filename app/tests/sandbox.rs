@@ -197,6 +197,17 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
     for (name, count) in threads {
         assert!(*count > main, "{name} has no filter of its own: {filters:?}");
     }
+    // The control socket's readers (keys, the pointer) run with short time slices, where
+    // the kernel has them (/proc shows se.slice); the vCPU keeps the default.
+    let slices = time_slices(window.pid.unwrap());
+    let reader = slices.iter().find(|(name, _)| name == "vessel-client-i").map(|(_, s)| *s);
+    let vcpu = slices.iter().find(|(name, _)| name == "vessel-vcpu0").map(|(_, s)| *s);
+    if let Some(Some(reader)) = reader {
+        assert_eq!(reader, vmm::sched::SHORT_SLICE_NS, "{slices:?}");
+        assert!(vcpu.flatten().is_some_and(|v| v > reader), "{slices:?}");
+    } else {
+        assert!(reader.is_some(), "a reader thread runs: {slices:?}");
+    }
     window.send(&Request::Resize { width: 800, height: 600 }, None);
     assert!(window.powered_off(), "{}", window.serial);
     assert!(window.serial.contains("GPU MODE 0000000000000320 0000000000000258"), "resized");
@@ -275,6 +286,21 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
 }
 
 /// Each thread of process `pid`: its name and how many seccomp filters it has.
+/// Each thread of `pid`: its name and its time slice in nanoseconds, where /proc says.
+fn time_slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten();
+    tasks
+        .map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
+            let slice = (sched.lines())
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.rsplit(':').next()?.trim().parse().ok());
+            (name.trim().to_string(), slice)
+        })
+        .collect()
+}
+
 fn seccomp_filters(pid: u32) -> Vec<(String, u32)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {

@@ -4,7 +4,8 @@
 //! Layout (after Firecracker's `vmm` crate): `arch` (boot protocols, CPUID, registers,
 //! ACPI), `vstate` (KVM and guest memory), `devices` (buses and device models), `machine`
 //! (build, lifecycle, the handle), `firmware` (fw_cfg), `sync` (locking), `seccomp`
-//! (the system call filters of a VM process's threads).
+//! (the system call filters of a VM process's threads), `sched` (what a thread asks of
+//! the scheduler).
 
 pub mod arch;
 pub mod devices;
@@ -12,6 +13,7 @@ pub mod display;
 pub mod firmware;
 pub mod input;
 pub mod machine;
+pub mod sched;
 pub mod seccomp;
 pub mod sync;
 pub mod vhost_user;

@@ -312,6 +312,26 @@ impl ThreadKind {
             ioctl.push(ioctl_is(SeccompCmpOp::Eq, number)?);
         }
         rules.insert(libc::SYS_ioctl, ioctl);
+        if matches!(self, ThreadKind::Main | ThreadKind::Control) {
+            // A control socket's reader asks for short time slices (`sched`), for itself
+            // only: sched_getattr, sched_setattr and getpriority of thread 0, the caller.
+            let this_thread = |arg| {
+                SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)
+                    .and_then(|c| SeccompRule::new(vec![c]))
+                    .map_err(fail)
+            };
+            rules.insert(libc::SYS_sched_setattr, vec![this_thread(0)?]);
+            rules.insert(libc::SYS_sched_getattr, vec![this_thread(0)?]);
+            // getpriority(PRIO_PROCESS = 0, who = 0).
+            let both = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)
+                .and_then(|which| {
+                    let who =
+                        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)?;
+                    SeccompRule::new(vec![which, who])
+                })
+                .map_err(fail)?;
+            rules.insert(libc::SYS_getpriority, vec![both]);
+        }
         // Installed in this order: seccompiler sets no_new_privs (prctl) before each
         // filter, which the kind's own filter may refuse.
         let mut programs = Vec::new();
@@ -470,5 +490,33 @@ mod tests {
             12
         });
         assert_eq!(libc::WTERMSIG(status), libc::SIGSYS, "{status:#x}");
+    }
+
+    #[test]
+    fn a_control_thread_may_ask_for_short_slices_for_itself_only() {
+        let programs = ThreadKind::Control.programs().unwrap();
+        let run = |target: libc::pid_t| {
+            in_child(|| {
+                for p in &programs {
+                    if seccompiler::apply_filter(p).is_err() {
+                        return 10;
+                    }
+                }
+                if target == 0 {
+                    // Itself: allowed (whether the kernel has custom slices or not).
+                    crate::sched::prefer_short_slices();
+                    return 0;
+                }
+                // SAFETY: sched_setattr(2) naming another thread with a null attr: the
+                // filter acts before the kernel would refuse the pointer.
+                unsafe { libc::syscall(libc::SYS_sched_setattr, target, 0usize, 0) };
+                12
+            })
+        };
+        let status = run(0);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status:#x}");
+        let status = run(1);
+        assert!(libc::WIFSIGNALED(status), "{status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
     }
 }

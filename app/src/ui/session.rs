@@ -579,6 +579,8 @@ fn spawn_writer(
     requests: Receiver<Request>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("vessel-vm-requests".into()).spawn(move || {
+        // It carries keys and the pointer: it gets the CPU soon after it wakes.
+        vmm::sched::prefer_short_slices();
         let subscribe = Request::Subscribe { serial: true, display: true, debug: false };
         if protocol::send(&mut stream, &subscribe).is_err() {
             return;

@@ -558,6 +558,8 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
     let reader_shared = shared.clone();
     let spawned = std::thread::Builder::new().name("vessel-client-in".into()).spawn(move || {
         vmm::seccomp::confine_this_thread(ThreadKind::Control);
+        // It carries keys and the pointer: it gets the CPU soon after it wakes.
+        vmm::sched::prefer_short_slices();
         if let Err(e) = read_client(&reader_shared, stream, id, &leash) {
             log::info!("a control client went away: {e}");
         }
