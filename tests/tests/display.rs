@@ -156,11 +156,22 @@ fn the_boot_framebuffer_is_described_to_the_guest_and_shown() {
     });
     assert!(whole, "the display never showed the square");
     // The damage since: the square (a refresh may have caught it half drawn, in two parts).
-    let Damage::Rects(rects) = display.read(generation, |f| f.damage).unwrap() else {
-        panic!("rectangles expected")
+    // The pixels show before the refresher publishes their damage: wait for all of it.
+    let bounds = |rects: &[vmm::display::Rect]| {
+        let (x0, y0) = (rects.iter().map(|r| r.x).min(), rects.iter().map(|r| r.y).min());
+        let x1 = rects.iter().map(|r| r.x + r.width).max();
+        let y1 = rects.iter().map(|r| r.y + r.height).max();
+        (x0, y0, x1, y1)
     };
-    let (x0, y0) = (rects.iter().map(|r| r.x).min(), rects.iter().map(|r| r.y).min());
-    let x1 = rects.iter().map(|r| r.x + r.width).max();
-    let y1 = rects.iter().map(|r| r.y + r.height).max();
-    assert_eq!((x0, y0, x1, y1), (Some(100), Some(50), Some(108), Some(58)), "{rects:?}");
+    let square = (Some(100), Some(50), Some(108), Some(58));
+    let mut rects = Vec::new();
+    let published = run.wait_until(TIMEOUT, |_| match display.read(generation, |f| f.damage) {
+        Some(Damage::Rects(now)) => {
+            rects = now;
+            bounds(&rects) == square
+        }
+        Some(Damage::None) => false,
+        other => panic!("rectangles expected, not {other:?}"),
+    });
+    assert!(published, "the square's damage: {rects:?}");
 }

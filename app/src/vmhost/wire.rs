@@ -48,14 +48,15 @@ pub fn send_with_fd<T: Serialize>(
     Ok(())
 }
 
-/// Bytes one read asks for.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one read asks for at least (more when a frame being read needs more).
+const MIN_READ: usize = 4096;
 
 /// Reads frames from a stream socket, keeping the descriptors that come with them.
 pub struct FrameReader {
     stream: UnixStream,
     /// `buffer[start..end]`: received, not parsed yet. The buffer grows to hold the largest
-    /// frame seen and a read (`MAX_FRAME` + `READ_CHUNK` at most), and is zeroed only then.
+    /// frame seen (`MAX_FRAME` + `MIN_READ` at most), and is zeroed only then: a reader of
+    /// small messages keeps a small one.
     buffer: Vec<u8>,
     start: usize,
     end: usize,
@@ -74,13 +75,19 @@ impl FrameReader {
 
     /// Reads more bytes (and any descriptor with them); false at the end of the stream.
     fn fill(&mut self) -> Result<bool, ProtocolError> {
-        if self.buffer.len() - self.end < READ_CHUNK {
-            // Room for a read: what is left (less than a frame) to the front, or more room.
+        // Room for the rest of the frame being read (its length is known once 4 bytes are
+        // in, and checked against MAX_FRAME), or for MIN_READ.
+        let unread = &self.buffer[self.start..self.end];
+        let frame = unread.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
+        let wanted = frame
+            .map_or(MIN_READ, |len| (4 + len as usize).saturating_sub(unread.len()).max(MIN_READ));
+        if self.buffer.len() - self.end < wanted {
+            // What is left (less than a frame) to the front, then more room if need be.
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buffer.len() - self.end < READ_CHUNK {
-                self.buffer.resize(self.end + READ_CHUNK, 0);
+            if self.buffer.len() - self.end < wanted {
+                self.buffer.resize(self.end + wanted, 0);
             }
         }
         let mut space = nix::cmsg_space!([RawFd; 2]);
@@ -216,12 +223,30 @@ mod tests {
             };
             assert_eq!(bytes.len(), size, "message {i}");
             assert!(bytes.iter().all(|&b| b == (i % 251) as u8), "message {i}");
-            assert!(reader.buffer.len() <= 4 + MAX_FRAME + READ_CHUNK);
+            assert!(reader.buffer.len() <= 4 + MAX_FRAME + MIN_READ);
         }
         let Some(Reply::Serial { bytes }) = reader.receive::<Reply>().unwrap() else { panic!() };
         assert_eq!(bytes.len(), MAX_FRAME / 5);
-        assert!(reader.buffer.len() <= 4 + MAX_FRAME + READ_CHUNK);
+        assert!(reader.buffer.len() <= 4 + MAX_FRAME + MIN_READ);
         writer.join().unwrap();
         assert_eq!(reader.receive::<Reply>().unwrap(), None);
+    }
+
+    #[test]
+    fn a_reader_of_small_messages_keeps_a_small_buffer() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..500 {
+                send_with_fd(&mut a, &Reply::Done, None).unwrap();
+            }
+        });
+        let mut reader = FrameReader::new(b);
+        let mut read = 0;
+        while reader.receive::<Reply>().unwrap().is_some() {
+            assert!(reader.buffer.len() <= 2 * MIN_READ, "{}", reader.buffer.len());
+            read += 1;
+        }
+        assert_eq!(read, 500);
+        writer.join().unwrap();
     }
 }
