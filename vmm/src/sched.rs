@@ -44,19 +44,25 @@ pub fn prefer_short_slices() -> bool {
     unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) == 0 }
 }
 
-/// The calling thread's slice, in nanoseconds (0 where the kernel has no custom slices).
-pub fn slice_of_this_thread() -> u64 {
-    let mut attr = SchedAttr::default();
-    // SAFETY: sched_getattr(2) on the calling thread writes at most `size` bytes to `attr`.
-    let read = unsafe {
-        libc::syscall(libc::SYS_sched_getattr, 0, &raw mut attr, size_of::<SchedAttr>() as u32, 0)
-    };
-    if read == 0 { attr.runtime } else { 0 }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's slice, in nanoseconds (0 where the kernel has no custom slices).
+    pub fn slice_of_this_thread() -> u64 {
+        let mut attr = SchedAttr::default();
+        // SAFETY: sched_getattr(2) on the calling thread writes at most `size` bytes to `attr`.
+        let read = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                &raw mut attr,
+                size_of::<SchedAttr>() as u32,
+                0,
+            )
+        };
+        if read == 0 { attr.runtime } else { 0 }
+    }
 
     #[test]
     fn a_thread_gets_the_short_slice_it_asks_for_and_keeps_its_nice_value() {

@@ -314,14 +314,12 @@ impl ThreadKind {
         rules.insert(libc::SYS_ioctl, ioctl);
         if matches!(self, ThreadKind::Main | ThreadKind::Control) {
             // A control socket's reader asks for short time slices (`sched`), for itself
-            // only: sched_getattr, sched_setattr and getpriority of thread 0, the caller.
-            let this_thread = |arg| {
-                SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)
+            // only: sched_setattr and getpriority of thread 0, the caller.
+            let this_thread =
+                SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)
                     .and_then(|c| SeccompRule::new(vec![c]))
-                    .map_err(fail)
-            };
-            rules.insert(libc::SYS_sched_setattr, vec![this_thread(0)?]);
-            rules.insert(libc::SYS_sched_getattr, vec![this_thread(0)?]);
+                    .map_err(fail)?;
+            rules.insert(libc::SYS_sched_setattr, vec![this_thread]);
             // getpriority(PRIO_PROCESS = 0, who = 0).
             let both = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)
                 .and_then(|which| {

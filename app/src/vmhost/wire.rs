@@ -79,8 +79,9 @@ impl FrameReader {
         // in, and checked against MAX_FRAME), or for MIN_READ.
         let unread = &self.buffer[self.start..self.end];
         let frame = unread.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("4")));
-        let wanted = frame
-            .map_or(MIN_READ, |len| (4 + len as usize).saturating_sub(unread.len()).max(MIN_READ));
+        let wanted = frame.map_or(MIN_READ, |len| {
+            (4 + (len as usize).min(MAX_FRAME)).saturating_sub(unread.len()).max(MIN_READ)
+        });
         if self.buffer.len() - self.end < wanted {
             // What is left (less than a frame) to the front, then more room if need be.
             self.buffer.copy_within(self.start..self.end, 0);
