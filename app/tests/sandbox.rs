@@ -217,6 +217,19 @@ fn every_kind_of_test_guest_runs_in_the_sandbox() {
     detach(&lib, "input");
     let mut window = Client::attach(&input, false);
     assert!(window.until(|c| c.serial.contains("INPUT READY")), "{}", window.serial);
+    // A second into its run the VM process lets go of its start-up's pages (code and
+    // read-only data); the key's path through it comes back from the page cache.
+    let log = input.join("vessel.log");
+    let released = || {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = log.lines().find_map(|l| l.split_once("let go of the start-up's pages ("));
+        line.and_then(|(_, kib)| kib.split(' ').next()?.parse::<u64>().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while released().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(released().is_some_and(|kib| kib > 0), "{:?}", std::fs::read_to_string(&log));
     window.send(&Request::Key { code: 30, down: true }, None);
     window.send(&Request::Key { code: 30, down: false }, None);
     assert!(

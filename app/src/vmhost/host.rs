@@ -379,6 +379,8 @@ fn serve_machine(
     let mut next_usage = Instant::now() + Duration::from_secs(1);
     // A client powered it off: "quit", not the guest's own power-off.
     let mut forced = false;
+    // Whether the start-up's pages were let go of.
+    let mut settled = false;
     loop {
         if let Some(signal) = crate::cli::headless::take_stop_signal() {
             // Someone signalled the VM process (a system shutting down; `vessel-vm`
@@ -445,6 +447,12 @@ fn serve_machine(
         }
         if Instant::now() >= next_usage {
             next_usage += Duration::from_secs(1);
+            if !settled && *lock(&shared.state) == VmState::Running {
+                // A second into the guest's run: the start-up is done.
+                settled = true;
+                let released = super::footprint::let_go_of_start_up_pages();
+                log::info!("let go of the start-up's pages ({} KiB of mappings)", released >> 10);
+            }
             shared.broadcast(|c| c.events, &Reply::Usage(usage(handle)));
         }
     }

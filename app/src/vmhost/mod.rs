@@ -6,6 +6,7 @@
 //! sockets are (`paths`).
 
 pub mod client;
+pub mod footprint;
 pub mod helper;
 pub mod host;
 pub mod paths;
