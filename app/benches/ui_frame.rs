@@ -1,12 +1,14 @@
 //! UI frame cost: the app's frame (layout, painting, the console's texture upload) while a
 //! guest shows a changing 1920x1080 display (test guest `gpu-anim`: a new full frame every
-//! few milliseconds), against the same window with no guest running. Also the upload's
-//! own cost per frame on the UI thread (handing the converted rows to egui) and the
-//! conversion's per guest frame (on the console's converter thread: reading the guest's
-//! frame, converting its damaged rows), each against a plain memcpy of a 1920x1080 frame. Through egui_kittest with
-//! its wgpu renderer, which uploads each frame's texture changes as eframe's does (here
-//! on Mesa's lavapipe, a CPU Vulkan); the frame is laid out and its textures uploaded,
-//! not painted.
+//! few milliseconds), against the same window with no guest running; and what it costs the
+//! CPU to bring a guest frame to the renderer's texture, against a plain memcpy of a
+//! 1920x1080 frame and one of the guest's frame itself (the VM process's memory, mapped).
+//! Both ways: the frame's rows copied into the renderer's own BGRA texture as they are
+//! (what the app does), and converted to RGBA on the console's converter thread, then
+//! handed to egui (what it does where the renderer cannot take the guest's format). Through
+//! egui_kittest with its wgpu renderer, which uploads texture changes as eframe's does
+//! (here on Mesa's lavapipe, a CPU Vulkan); the frame is laid out and its textures
+//! uploaded, not painted.
 //!
 //! cargo bench -p vessel --bench ui_frame
 
@@ -17,6 +19,16 @@ use vessel::ui::console::screen::thread_cpu_time;
 use vessel::ui::{Options, VesselApp};
 
 const FRAMES: usize = 300;
+
+/// What one way of uploading cost over `FRAMES` UI frames.
+struct Phase {
+    busy: Duration,
+    rows: u64,
+    upload: Duration,
+    convert_wall: Duration,
+    convert_cpu: Duration,
+    converted_rows: u64,
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -77,25 +89,36 @@ fn main() {
         h.step();
         std::thread::sleep(Duration::from_millis(5));
     }
-    for _ in 0..30 {
-        frame(&mut h);
-    }
-    let before = h.state().frame_stats;
-    let times: Vec<Duration> = (0..FRAMES)
-        .map(|_| {
-            // A display refresh apart, as a real window's frames are.
-            std::thread::sleep(Duration::from_millis(16));
-            frame(&mut h)
-        })
-        .collect();
-    let after = h.state().frame_stats;
-    let busy = median(times);
-    let rows = after.rows_uploaded - before.rows_uploaded;
-    let upload = (after.upload_time - before.upload_time) / FRAMES as u32;
-    let (a, b) = (after.conversion, before.conversion);
-    let converted_frames = ((a.rows - b.rows) as f64 / 1080.0).max(1.0);
-    let convert = (a.wall - b.wall).div_f64(converted_frames);
-    let convert_cpu = (a.cpu - b.cpu).div_f64(converted_frames);
+    // Each way a guest frame reaches the renderer's texture: its rows copied in as they
+    // are (the renderer's own BGRA texture), or converted to RGBA on the console's
+    // converter thread and handed to egui.
+    let measure = |h: &mut Harness<'_, VesselApp>, convert: bool| {
+        h.state_mut().convert_frames = convert;
+        for _ in 0..30 {
+            frame(h);
+        }
+        let before = h.state().frame_stats;
+        let times: Vec<Duration> = (0..FRAMES)
+            .map(|_| {
+                // A display refresh apart, as a real window's frames are.
+                std::thread::sleep(Duration::from_millis(16));
+                frame(h)
+            })
+            .collect();
+        let after = h.state().frame_stats;
+        let (a, b) = (after.conversion, before.conversion);
+        Phase {
+            busy: median(times),
+            rows: after.rows_uploaded - before.rows_uploaded,
+            upload: after.upload_time - before.upload_time,
+            convert_wall: a.wall - b.wall,
+            convert_cpu: a.cpu - b.cpu,
+            converted_rows: a.rows - b.rows,
+        }
+    };
+    let native = measure(&mut h, false);
+    assert!(h.state().console_is_native(), "wgpu takes the guest's rows as they are");
+    let converted = measure(&mut h, true);
     // Reference under the same load: a memcpy of the very frame the converter reads (the
     // VM process's memory, mapped), on this thread, while the guest goes on drawing.
     let display = h.state().console_display().expect("the console's display");
@@ -133,31 +156,61 @@ fn main() {
             })
             .collect(),
     );
-    let full_frames = rows as f64 / 1080.0 / FRAMES as f64;
+    let ratio = |d: Duration, to: Duration| d.as_secs_f64() / to.as_secs_f64();
     println!("ui frame, no guest:                 {idle:>10.2?}");
+    println!("memcpy of a 1920x1080 frame:        {memcpy:>10.2?}");
     println!(
-        "ui frame, 1920x1080 changing guest: {busy:>10.2?}  ({:.2}x the idle frame)",
-        busy.as_secs_f64() / idle.as_secs_f64()
+        "memcpy of the guest's mapped frame: {busy_memcpy:>10.2?}  (CPU time, while the guest draws)"
     );
-    println!(
-        "guest frames uploaded per UI frame: {full_frames:.2} ({rows} rows in {FRAMES} frames)"
-    );
-    println!(
-        "upload per UI frame:                {upload:>10.2?}  ({:.2}x a 1920x1080 memcpy of {memcpy:.2?})",
-        upload.as_secs_f64() / memcpy.as_secs_f64()
-    );
-    println!(
-        "conversion per guest frame:         {convert:>10.2?}  ({:.2}x the memcpy; on the console's converter thread)",
-        convert.as_secs_f64() / memcpy.as_secs_f64()
-    );
-    println!(
-        "  of which running on a CPU:        {convert_cpu:>10.2?}  ({:.2}x the memcpy; the rest waiting for one)",
-        convert_cpu.as_secs_f64() / memcpy.as_secs_f64()
-    );
-    println!(
-        "memcpy of the guest's mapped frame: {busy_memcpy:>10.2?}  (CPU time, while the guest draws); \
-         the conversion's CPU time is {:.2}x it",
-        convert_cpu.as_secs_f64() / busy_memcpy.as_secs_f64()
-    );
+    let ways = [
+        (
+            "into the renderer's own texture (rows copied into its staging buffer on the UI thread)",
+            &native,
+        ),
+        (
+            "converted (then copied into the renderer's staging buffer while the UI frame paints, \
+             not counted below)",
+            &converted,
+        ),
+    ];
+    for (what, phase) in ways {
+        let frames = (phase.rows as f64 / 1080.0).max(1.0);
+        println!("{what}:");
+        println!(
+            "  ui frame, 1920x1080 changing guest: {:>10.2?}  ({:.2}x the idle frame; \
+             {:.2} guest frames uploaded per UI frame)",
+            phase.busy,
+            ratio(phase.busy, idle),
+            frames / FRAMES as f64
+        );
+        let upload = phase.upload.div_f64(frames);
+        let convert_cpu = if phase.converted_rows > 0 {
+            phase.convert_cpu.div_f64(phase.converted_rows as f64 / 1080.0)
+        } else {
+            Duration::ZERO
+        };
+        let convert_wall = if phase.converted_rows > 0 {
+            phase.convert_wall.div_f64(phase.converted_rows as f64 / 1080.0)
+        } else {
+            Duration::ZERO
+        };
+        println!(
+            "  on the UI thread, per guest frame:  {upload:>10.2?}  ({:.2}x the memcpy, {:.2}x the \
+             mapped frame's)",
+            ratio(upload, memcpy),
+            ratio(upload, busy_memcpy)
+        );
+        println!(
+            "  converting, per guest frame:        {convert_cpu:>10.2?}  CPU ({convert_wall:.2?} \
+             passed) on the converter thread"
+        );
+        println!(
+            "  a guest frame to the texture:       {:>10.2?}  ({:.2}x the memcpy, {:.2}x the \
+             mapped frame's)",
+            upload + convert_cpu,
+            ratio(upload + convert_cpu, memcpy),
+            ratio(upload + convert_cpu, busy_memcpy)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,11 @@
 //! The real window: `vessel` with no verb, on a temporary library, under Xvfb (X11, Mesa's
 //! software GL). The window must appear quickly, titled Vessel, and show the library: the
 //! first VM listed and selected in the sidebar (its highlighted entry) and the rest of the
-//! window drawn. The screenshot is kept in the test's folder for people to look at.
+//! window drawn. Then a guest's screen in its console, drawn by OpenGL (the default
+//! renderer). The screenshots are kept in the tests' folders for people to look at.
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,28 +19,11 @@ impl Drop for Kill {
     }
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vessel-gui-smoke-{}", std::process::id()));
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vessel-gui-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Starts Xvfb on a free display; returns it and the display name.
-fn xvfb() -> (Kill, String) {
-    let mut child = Command::new("Xvfb")
-        .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb runs (tools/install-deps installs xvfb)");
-    let mut out = child.stdout.take().unwrap();
-    let mut number = String::new();
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        number.push(byte[0] as char);
-    }
-    (Kill(child), format!(":{}", number.trim()))
 }
 
 /// The geometry of the window called Vessel, if it is mapped.
@@ -55,6 +38,37 @@ fn window(display: &str) -> Option<(u32, u32)> {
     Some((field("Width:")?, field("Height:")?))
 }
 
+/// `vessel` (the window) on `lib` on X display `display`, preferences and runtime files
+/// in `dir`, its log in `dir/vessel.log`; once its window is mapped, with its size.
+fn open_window(dir: &Path, lib: &Path, display: &str) -> (Kill, (u32, u32)) {
+    let started = Instant::now();
+    let log = std::fs::File::create(dir.join("vessel.log")).unwrap();
+    let app = Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--library")
+        .arg(lib)
+        .env("DISPLAY", display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_RUNTIME_DIR", dir)
+        .env("RUST_LOG", "warn,vessel=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut app = Kill(app);
+    loop {
+        if let Some(size) = window(display) {
+            return (app, size);
+        }
+        if let Ok(Some(status)) = app.0.try_wait() {
+            let err = std::fs::read_to_string(dir.join("vessel.log")).unwrap_or_default();
+            panic!("vessel exited ({status}) before its window appeared:\n{err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no window called Vessel after 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn screenshot(display: &str, path: &Path) -> image::RgbaImage {
     let status = Command::new("import")
         .args(["-display", display, "-window", "root"])
@@ -67,36 +81,14 @@ fn screenshot(display: &str, path: &Path) -> image::RgbaImage {
 
 #[test]
 fn the_window_opens_on_the_library() {
-    let dir = scratch();
+    let dir = scratch("smoke");
     let lib = dir.join("library");
     let out = common::vessel(&lib, &["create", "Smoke Test VM", "--disk-size", "0", "--no-net"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (_x, display) = xvfb();
+    let xvfb = vessel_tests::Xvfb::start();
+    let display = xvfb.display.clone();
     let started = Instant::now();
-    let app = Command::new(env!("CARGO_BIN_EXE_vessel"))
-        .arg("--library")
-        .arg(&lib)
-        .env("DISPLAY", &display)
-        .env_remove("WAYLAND_DISPLAY")
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("XDG_RUNTIME_DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut app = Kill(app);
-    let size = loop {
-        if let Some(size) = window(&display) {
-            break size;
-        }
-        if let Ok(Some(status)) = app.0.try_wait() {
-            let mut err = String::new();
-            app.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("vessel exited ({status}) before its window appeared:\n{err}");
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no window called Vessel after 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut app, size) = open_window(&dir, &lib, &display);
     let mapped = started.elapsed();
     println!("the window was mapped {mapped:?} after the start, {}x{}", size.0, size.1);
     assert!(size.0 >= 640 && size.1 >= 420, "window {size:?}");
@@ -135,4 +127,79 @@ fn the_window_opens_on_the_library() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(app.0.try_wait().unwrap().is_none(), "vessel is still running");
+}
+
+/// The test guest's pattern (tests/tests/display.rs): pixel (x, y) of its 128x96 frame
+/// has red 0x40, green 2y, blue 2x; B, G, R and an unused byte (0) in memory.
+#[test]
+fn the_console_shows_the_guests_screen_through_opengl() {
+    let dir = scratch("console");
+    let lib = dir.join("library");
+    let _vms = common::KillsVms(lib.clone());
+    let kernel = vessel_tests::testguest_elf();
+    let args = ["create", "Drawing", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
+    let more = ["test=gpu", "--memory", "64M", "--disk-size", "0", "--no-net"];
+    let out = common::vessel(&lib, &[&args[..], &more[..]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // OpenGL (the default), and no autofit: the guest powers off when asked another size.
+    std::fs::create_dir_all(dir.join("config/vessel")).unwrap();
+    std::fs::write(
+        dir.join("config/vessel/preferences.toml"),
+        "renderer = \"glow\"\ntheme = \"dark\"\nautofit = false\n",
+    )
+    .unwrap();
+    let xvfb = vessel_tests::Xvfb::start();
+    let display = xvfb.display.clone();
+    let (_app, _) = open_window(&dir, &lib, &display);
+    // Power On (Ctrl+B) the selected VM, whose console then shows, typed into the window.
+    let id = Command::new("xdotool")
+        .args(["search", "--sync", "--name", "^Vessel$"])
+        .env("DISPLAY", &display)
+        .output()
+        .expect("xdotool runs (tools/install-deps installs it)");
+    let id = String::from_utf8_lossy(&id.stdout).lines().next().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "xdotool finds the window");
+    let xdotool = |args: &[&str]| {
+        let status = Command::new("xdotool").args(args).env("DISPLAY", &display).status();
+        assert!(status.unwrap().success(), "xdotool {args:?}");
+    };
+    // The library is read before the shortcut can find the VM selected.
+    std::thread::sleep(Duration::from_secs(2));
+    xdotool(&["windowfocus", "--sync", &id]);
+    xdotool(&["key", "ctrl+b"]);
+
+    // The pattern on screen, scaled to fit the console: red 0x40 all over it, green and
+    // blue running through their ranges. (Red and blue swapped, or the colours blended
+    // with what is under them, and there is none of it.)
+    let shot = dir.join("console.png");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let image = screenshot(&display, &shot);
+        let pattern: Vec<[u8; 4]> = image
+            .pixels()
+            .map(|p| p.0)
+            .filter(|p| p[0].abs_diff(0x40) <= 2 && p[1] <= 2 * 95 + 2)
+            .collect();
+        let greens: std::collections::HashSet<u8> = pattern.iter().map(|p| p[1] / 2).collect();
+        let blues: std::collections::HashSet<u8> = pattern.iter().map(|p| p[2] / 2).collect();
+        if pattern.len() > 128 * 96 && greens.len() > 90 && blues.len() > 120 {
+            println!("screenshot: {} ({} pattern pixels)", shot.display(), pattern.len());
+            break;
+        }
+        let log = std::fs::read_to_string(dir.join("vessel.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "the console never showed the guest's pattern ({} pixels like it, {} greens, {} \
+             blues); see {}; the window's log:\n{log}",
+            pattern.len(),
+            greens.len(),
+            blues.len(),
+            shot.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Straight into a texture of OpenGL's, not converted.
+    let log = std::fs::read_to_string(dir.join("vessel.log")).unwrap();
+    assert!(log.contains("into the renderer's own texture (OpenGL)"), "{log}");
+    let _ = common::vessel(&lib, &["stop", "--force", "Drawing"]);
 }

@@ -196,6 +196,52 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     u64::from(h)
 }
 
+/// An X server of the test's own (Xvfb, 1280x800, on a free display), gone when dropped.
+pub struct Xvfb {
+    child: std::process::Child,
+    /// Its display name, for `DISPLAY`.
+    pub display: String,
+}
+
+impl Xvfb {
+    pub fn start() -> Xvfb {
+        // One server starts at a time on this host: two starting at once may pick the same
+        // display, and the one that loses removes the other's socket as it gives up.
+        let lock = std::fs::File::create(std::env::temp_dir().join("vessel-xvfb.lock"))
+            .expect("a lock file in the temporary folder");
+        lock.lock().expect("the Xvfb start lock");
+        // One that fails anyway (without writing a number) is started again.
+        for _ in 0..10 {
+            let mut child = Command::new("Xvfb")
+                .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Xvfb runs (tools/install-deps installs xvfb)");
+            // It writes its display number once it is ready for clients.
+            let mut out = child.stdout.take().expect("Xvfb's stdout");
+            let (mut number, mut byte) = (String::new(), [0u8; 1]);
+            while out.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
+                number.push(byte[0] as char);
+            }
+            if let Ok(number) = number.trim().parse::<u32>() {
+                return Xvfb { child, display: format!(":{number}") };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("Xvfb never started");
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// True if `qemu-system-x86_64` is installed.
 pub fn have_qemu() -> bool {
     Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())

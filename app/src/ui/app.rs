@@ -66,6 +66,9 @@ pub struct VesselApp {
     pub(crate) closing: Closing,
     /// Frames drawn, and the time spent drawing them (for the benchmark).
     pub frame_stats: FrameStats,
+    /// Guest screens are converted to RGBA for egui's own textures even where the
+    /// renderer takes their pixels as they are (for a benchmark's comparison).
+    pub convert_frames: bool,
 }
 
 impl VesselApp {
@@ -99,6 +102,7 @@ impl VesselApp {
             about: false,
             closing: Closing::No,
             frame_stats: FrameStats::default(),
+            convert_frames: false,
         };
         if let Some(e) = prefs_error {
             app.toasts.error("Preferences could not be read", Some(e.to_string()));
@@ -127,6 +131,12 @@ impl VesselApp {
     /// The size of the selected VM's screen as the console has it (0x0: nothing yet).
     pub fn console_size(&self) -> Option<[usize; 2]> {
         self.selected_vm().map(|vm| vm.console.screen.size())
+    }
+
+    /// Whether the selected VM's screen goes into the renderer's texture as it is
+    /// (benchmarks).
+    pub fn console_is_native(&self) -> bool {
+        self.selected_vm().is_some_and(|vm| vm.console.screen.is_native())
     }
 
     /// The selected VM's display as the window mirrors it (benchmarks).

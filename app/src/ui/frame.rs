@@ -16,7 +16,8 @@ use super::session::Ending;
 use super::{status_bar, summary};
 
 impl VesselApp {
-    fn central(&mut self, ui: &mut egui::Ui) -> Vec<Act> {
+    /// The selected VM's page; `renderer`: the window's renderer, for the console's texture.
+    fn central(&mut self, ui: &mut egui::Ui, renderer: Option<&mut eframe::Frame>) -> Vec<Act> {
         let Some(root) = self.library.selected.clone() else {
             return self.welcome(ui);
         };
@@ -28,7 +29,7 @@ impl VesselApp {
             let options = ConsoleOptions { scale: self.scale, autofit: self.prefs.autofit, follow };
             let (session, console) = (&vm.session, &mut vm.console);
             self.frame_stats.upload_time +=
-                console::page(ui, &root, session, console, &mut self.keyboard, options);
+                console::page(ui, &root, session, console, &mut self.keyboard, options, renderer);
             self.frame_stats.rows_uploaded =
                 self.running.vms.values().map(|vm| vm.console.screen.rows_uploaded).sum();
             self.frame_stats.conversion = self
@@ -70,19 +71,19 @@ impl VesselApp {
         }
     }
 
-    fn sidebar(&mut self, ui: &mut egui::Ui) -> Vec<Act> {
+    fn sidebar(&mut self, ui: &mut egui::Ui, mut renderer: Option<&mut eframe::Frame>) -> Vec<Act> {
         // Thumbnails of guests not in view.
         let ctx = ui.ctx().clone();
         for (root, vm) in &mut self.running.vms {
             let shown = self.library.selected.as_ref() == Some(root) && self.page == Page::Console;
             if !shown {
-                vm.console.refresh_thumbnail(&ctx, &vm.session);
+                vm.console.refresh_thumbnail(&ctx, &vm.session, renderer.as_deref_mut());
             }
         }
         let state = |item: &VmItem| self.state_of(item);
         let thumbnail = |root: &Path| {
             let vm = self.running.get(root)?;
-            vm.console.screen.texture().map(|t| (t.id(), vm.console.screen.size()))
+            vm.console.screen.texture_id().map(|id| (id, vm.console.screen.size()))
         };
         self.library.ui(ui, &state, &thumbnail)
     }
@@ -133,8 +134,11 @@ impl eframe::App for VesselApp {
         self.poll();
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
+        // Guest screens go into the renderer's own textures as they are (unless a
+        // benchmark compares with converting them).
+        let mut renderer = (!self.convert_frames).then_some(frame);
         self.frame_stats.frames += 1;
         if ctx.input(|i| i.viewport().close_requested()) {
             match self.closing {
@@ -166,7 +170,7 @@ impl eframe::App for VesselApp {
             let side = egui::Panel::left("library")
                 .default_size(230.0)
                 .resizable(true)
-                .show(ui, |ui| self.sidebar(ui));
+                .show(ui, |ui| self.sidebar(ui, renderer.as_deref_mut()));
             acts.extend(side.inner);
             self.library.rect = side.response.rect;
         } else {
@@ -177,7 +181,7 @@ impl eframe::App for VesselApp {
         } else {
             egui::CentralPanel::default_margins()
         };
-        acts.extend(panel.show(ui, |ui| self.central(ui)).inner);
+        acts.extend(panel.show(ui, |ui| self.central(ui, renderer)).inner);
         let running = |root: &Path| self.running.contains(root);
         let (dropped, more) = self.library.drop_target(&ctx, &running);
         acts.extend(dropped);

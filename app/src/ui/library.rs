@@ -147,7 +147,9 @@ impl LibraryPanel {
                                 1.0,
                             );
                             ui.add(
+                                // Over black (see `console::native`).
                                 egui::Image::new((id, rect.size()))
+                                    .bg_fill(egui::Color32::BLACK)
                                     .alt_text(format!("{} screen", item.name)),
                             );
                         }

@@ -4,6 +4,7 @@
 
 pub mod input;
 pub mod keymap;
+pub mod native;
 pub mod screen;
 pub mod view;
 
@@ -36,11 +37,17 @@ pub struct VmConsole {
 
 impl VmConsole {
     /// Brings the thumbnail up to date, twice a second at most (guests not in view).
-    pub fn refresh_thumbnail(&mut self, ctx: &egui::Context, session: &Session) {
+    /// (`renderer`: the window's renderer, whose own texture takes the pixels as they are.)
+    pub fn refresh_thumbnail(
+        &mut self,
+        ctx: &egui::Context,
+        session: &Session,
+        renderer: Option<&mut eframe::Frame>,
+    ) {
         if let Some(display) = &session.display
             && self.thumb_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
         {
-            self.screen.update(ctx, display, false);
+            self.screen.update(ctx, display, false, renderer);
             self.thumb_at = Some(Instant::now());
         }
     }
@@ -96,6 +103,7 @@ pub fn page(
     console: &mut VmConsole,
     keyboard: &mut Keyboard,
     options: ConsoleOptions,
+    renderer: Option<&mut eframe::Frame>,
 ) -> Duration {
     let ctx = ui.ctx().clone();
     let ppp = ctx.pixels_per_point();
@@ -117,12 +125,12 @@ pub fn page(
         }
     }
     let started = Instant::now();
-    console.screen.update(&ctx, &display, true);
+    console.screen.update(&ctx, &display, true, renderer);
     let upload = started.elapsed();
     let hint = super::session::host_hint();
     let blank = blank_text(display.drawn(), session.running_for(), session.firmware, hint);
     let size = console.screen.size();
-    let Some(texture) = console.screen.texture() else {
+    let Some(texture) = console.screen.texture_id() else {
         let [w, h] = size;
         let text = if w > 0 {
             format!("The guest's screen, {w}x{h}, is larger than this graphics card can show")
@@ -151,8 +159,10 @@ pub fn page(
             view::place_panned(area, size, ppp, &mut console.pan)
         }
     };
+    // Over the black filled above: a texture holding the guest's pixels as they are
+    // carries whatever the guest left in their unused byte as alpha (see `native`).
     ui.painter().image(
-        texture.id(),
+        texture,
         rect,
         egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)),
         egui::Color32::WHITE,

@@ -1,14 +1,19 @@
 //! The guest's screen drawn from `vmm::Display` into one long-lived texture: only the
-//! damaged rows are converted and uploaded, into buffers reused once the renderer is done
-//! with them; and the guest's cursor image as a texture.
+//! damaged rows are uploaded. Where the window's renderer takes the frame's pixel format,
+//! they go into a texture of the renderer's own as they are (`native`); else they are
+//! converted to RGBA (on a thread of their own for the console), into buffers reused once
+//! the renderer is done with them, for egui's texture. And the guest's cursor image as a
+//! texture.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Vec2};
+use egui::{Color32, ColorImage, TextureHandle, TextureId, TextureOptions, Vec2};
 use vmm::Display;
 use vmm::display::{Damage, Frame, PixelFormat};
+
+use super::native::NativeTexture;
 
 /// Merged row ranges [start, end) covered by `damage` in a frame `height` rows high.
 pub fn damaged_rows(damage: &Damage, height: usize) -> Vec<(usize, usize)> {
@@ -210,6 +215,22 @@ enum Converted {
     },
 }
 
+/// What became of a frame's upload into the renderer's own texture.
+enum Upload {
+    Done {
+        generation: u64,
+        size: [usize; 2],
+        rows: u64,
+    },
+    /// More than this GPU holds as one texture.
+    TooLarge {
+        generation: u64,
+        size: [usize; 2],
+    },
+    /// Not a frame the renderer takes as it is: it is converted.
+    Unsupported,
+}
+
 /// What the texture shows: the display generation and size it was made from.
 type Shown = Option<(u64, [usize; 2])>;
 
@@ -268,6 +289,8 @@ struct ConverterState {
     /// The UI could not use a conversion (the texture changed size meanwhile): convert
     /// again even if the display did not change.
     redo: bool,
+    /// The UI uploads the frames as they are (`native`): only wake it when one comes.
+    wake_only: bool,
     /// Converting so far (for the benchmark; a conversion the UI never takes counts too).
     spent: Conversion,
     stop: bool,
@@ -301,12 +324,21 @@ impl Converter {
     }
 
     /// The texture shows `shown`; frames are wanted for a while more (`redo`: the current
-    /// one again). Returns what was converted since the last call, if anything.
-    fn exchange(&self, shown: Shown, max_side: usize, redo: bool) -> Option<Converted> {
+    /// one again; `wake_only`: not converted, the UI only woken when one comes). Returns
+    /// what was converted since the last call, if anything.
+    fn exchange(
+        &self,
+        shown: Shown,
+        max_side: usize,
+        redo: bool,
+        wake_only: bool,
+    ) -> Option<Converted> {
         let mut state = lock(&self.shared.state);
         state.shown = shown;
         state.max_side = max_side;
-        state.redo |= redo;
+        // From waking to converting: the frame shown now was never converted.
+        state.redo |= redo || (state.wake_only && !wake_only);
+        state.wake_only = wake_only;
         state.eager_until = Some(Instant::now() + EAGER_FOR);
         self.shared.wake.notify_all();
         state.ready.take()
@@ -336,7 +368,7 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
     // The display generation last converted.
     let mut converted = None;
     loop {
-        let (shown, max_side, redo) = {
+        let (shown, max_side, redo, wake_only) = {
             let mut state = lock(&shared.state);
             while !state.stop && state.eager_until.is_none_or(|t| Instant::now() >= t) {
                 // Not wanted now: sleep until the console asks again.
@@ -348,12 +380,17 @@ fn run_converter(shared: &ConverterShared, display: &Display, ctx: &egui::Contex
             if state.stop {
                 return;
             }
-            (state.shown, state.max_side, std::mem::take(&mut state.redo))
+            (state.shown, state.max_side, std::mem::take(&mut state.redo), state.wake_only)
         };
         let generation = display.generation();
         if converted == Some(generation) && !redo {
             // Up to date: until the display changes (or a while, to look at the rest).
             display.wait_for_change(generation, Duration::from_millis(50));
+            continue;
+        }
+        if wake_only {
+            converted = Some(generation);
+            ctx.request_repaint();
             continue;
         }
         let (started, cpu) = (Instant::now(), thread_cpu_time());
@@ -410,6 +447,9 @@ pub fn thread_cpu_time() -> Duration {
 #[derive(Default)]
 pub struct Screen {
     texture: Option<TextureHandle>,
+    /// The renderer's own texture, which takes the guest's pixels as they are, where the
+    /// renderer takes their format (`texture` is then None).
+    native: Option<NativeTexture>,
     size: [usize; 2],
     generation: u64,
     cursor: Option<(u64, TextureHandle, [f32; 2], Vec2)>,
@@ -424,8 +464,14 @@ pub struct Screen {
 }
 
 impl Screen {
-    pub fn texture(&self) -> Option<&TextureHandle> {
-        self.texture.as_ref()
+    /// The texture showing the guest's screen, if it shows one.
+    pub fn texture_id(&self) -> Option<TextureId> {
+        (self.native.as_ref().map(NativeTexture::id)).or(self.texture.as_ref().map(|t| t.id()))
+    }
+
+    /// Whether the screen goes into the renderer's texture as it is (no conversion).
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
     }
 
     /// The guest screen's size in pixels (0x0 before it shows anything).
@@ -442,12 +488,28 @@ impl Screen {
         self.texture.as_ref().map(|_| (self.generation, self.size))
     }
 
-    /// Brings the texture up to date with `display`, uploading only what changed. `live`:
-    /// the console is shown, and its frames are converted on a thread as they come (what
-    /// was converted since the last frame is uploaded now); else (a thumbnail) the frame is
-    /// converted here. True if anything was uploaded.
-    pub fn update(&mut self, ctx: &egui::Context, display: &Display, live: bool) -> bool {
+    /// Brings the texture up to date with `display`, uploading only what changed. Where
+    /// the window's `renderer` takes the frame's format, its rows go into the renderer's
+    /// texture as they are (`native`). Else they are converted: when `live` (the console
+    /// is shown) on a thread as they come, what was converted since the last frame being
+    /// uploaded now; else (a thumbnail) here. True if anything was uploaded.
+    pub fn update(
+        &mut self,
+        ctx: &egui::Context,
+        display: &Display,
+        live: bool,
+        renderer: Option<&mut eframe::Frame>,
+    ) -> bool {
         let max_side = ctx.input(|i| i.max_texture_side);
+        if let Some(renderer) = renderer
+            && let Some(uploaded) = self.update_native(ctx, display, live, max_side, renderer)
+        {
+            return uploaded;
+        }
+        // Converted from here on: the renderer's texture, if there was one, goes.
+        if self.native.take().is_some() {
+            self.generation = 0;
+        }
         if live {
             if self.converter.is_none() {
                 self.converter = Converter::start(ctx.clone(), display.clone());
@@ -455,7 +517,7 @@ impl Screen {
             if let Some(converter) = &self.converter {
                 let shown = self.shown();
                 let redo = std::mem::take(&mut self.redo);
-                return match converter.exchange(shown, max_side, redo) {
+                return match converter.exchange(shown, max_side, redo, false) {
                     Some(converted) => self.apply(ctx, converted),
                     None => false,
                 };
@@ -466,6 +528,91 @@ impl Screen {
         }
         let converted = convert(display, self.shown(), max_side, &mut self.pool);
         self.apply(ctx, converted)
+    }
+
+    /// `update` into the renderer's own texture: the damaged rows copied from the frame as
+    /// they are. None if the renderer does not take this frame as it is (it is then
+    /// converted).
+    fn update_native(
+        &mut self,
+        ctx: &egui::Context,
+        display: &Display,
+        live: bool,
+        max_side: usize,
+        renderer: &mut eframe::Frame,
+    ) -> Option<bool> {
+        if !live && self.native.is_some() && display.generation() == self.generation {
+            return Some(false);
+        }
+        let since = if self.native.is_some() { self.generation } else { 0 };
+        let native = &mut self.native;
+        let outcome = display.read(since, |frame| {
+            let (generation, size) =
+                (frame.generation, [frame.width as usize, frame.height as usize]);
+            if size[0] > max_side || size[1] > max_side {
+                return Upload::TooLarge { generation, size };
+            }
+            if !NativeTexture::takes(&frame) {
+                return Upload::Unsupported;
+            }
+            let fresh = match native {
+                Some(texture) if (texture.size(), texture.format()) == (size, frame.format) => {
+                    false
+                }
+                Some(texture) => {
+                    if !texture.reshape(size, frame.format) {
+                        return Upload::Unsupported;
+                    }
+                    true
+                }
+                None => match NativeTexture::new(renderer, size, frame.format) {
+                    Some(texture) => {
+                        *native = Some(texture);
+                        true
+                    }
+                    None => return Upload::Unsupported,
+                },
+            };
+            let Some(texture) = native.as_mut() else { return Upload::Unsupported };
+            // A new texture's contents are undefined until all of it is uploaded.
+            let damage = if fresh { Damage::Full } else { frame.damage.clone() };
+            let bands = damaged_rows(&damage, size[1]);
+            texture.upload(&frame, &bands);
+            let rows = bands.iter().map(|(a, b)| (b - a) as u64).sum();
+            Upload::Done { generation, size, rows }
+        });
+        if live && !matches!(outcome, Some(Upload::Unsupported)) {
+            // A thread wakes the UI when the guest draws (and converts nothing).
+            if self.converter.is_none() {
+                self.converter = Converter::start(ctx.clone(), display.clone());
+            }
+            if let Some(converter) = &self.converter {
+                converter.exchange(None, max_side, false, true);
+            }
+        }
+        match outcome {
+            Some(Upload::Done { generation, size, rows }) => {
+                self.texture = None;
+                self.size = size;
+                self.generation = generation;
+                self.rows_uploaded += rows;
+                Some(rows > 0)
+            }
+            Some(Upload::TooLarge { generation, size }) => {
+                (self.native, self.texture) = (None, None);
+                self.size = size;
+                self.generation = generation;
+                Some(false)
+            }
+            None => {
+                // Nothing on screen (no scanout yet, or the guest turned it off).
+                self.size = [0, 0];
+                let had = self.native.take().is_some() | self.texture.take().is_some();
+                Some(had)
+            }
+            // Converted from now on (`update` lets the renderer's texture go).
+            Some(Upload::Unsupported) => None,
+        }
     }
 
     /// Puts what was converted into the texture.

@@ -47,6 +47,8 @@ fn the_console_shows_the_guests_frame_and_passes_keys_and_pointer_on() {
         checked += 1;
     }
     assert_eq!(checked, 5);
+    // wgpu took the guest's B, G, R, X rows as they are, into a BGRA texture of its own.
+    assert!(h.state().running.vms.values().all(|r| r.console.screen.is_native()));
     let uploaded =
         h.state().running.vms.values().map(|r| r.console.screen.rows_uploaded).sum::<u64>();
     assert!(uploaded >= 96, "the whole frame went up once at least ({uploaded} rows)");
@@ -619,6 +621,8 @@ fn a_black_screen_the_guest_never_drew_on_says_so() {
             .is_some_and(|vm| vm.session.phase == Phase::Running && vm.console.screen.size()[0] > 0)
     });
     assert!(!has_label(&h, "The guest shows nothing yet"), "not at once");
+    // No renderer here that takes pixels as they are: they were converted.
+    assert!(!h.state().running.get(&root).unwrap().console.screen.is_native());
     // A while later (the session made to look older), the console says so over the
     // black screen, with what this host cannot do if it has limits.
     h.state_mut().running.get_mut(&root).unwrap().session.started(Duration::from_secs(60));
