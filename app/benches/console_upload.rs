@@ -4,9 +4,9 @@
 //! `NativeTexture`, as the console does with each frame a guest draws. Timed on the UI
 //! thread (what the window's frame waits for), and until the renderer has it in the
 //! texture (its own copy done: with a GPU a transfer of the GPU's, with Mesa's software
-//! renderers a copy on the CPU). Against a memcpy of the same frames in the same run. The
-//! frames come from four buffers in turn, 32 MiB, as a guest's frame comes from memory
-//! rather than the caches. Each renderer runs in a child process of its own (winit makes
+//! renderers a copy on the CPU). Against a memcpy of the same frames, timed in the same
+//! window frames (the renderer's threads as busy). The frames come from four buffers in
+//! turn, 32 MiB, as a guest's frame comes from memory rather than the caches. Each renderer runs in a child process of its own (winit makes
 //! one event loop a process).
 //!
 //! cargo bench -p vessel --bench console_upload
@@ -54,13 +54,17 @@ fn main() {
 /// What one renderer measured: on the UI thread, and until in the texture.
 #[derive(Default)]
 struct Times {
+    memcpy: Vec<Duration>,
     upload: Vec<Duration>,
+    copy: Vec<Duration>,
     done: Vec<Duration>,
     what: String,
 }
 
 struct App {
     frames: Arc<Vec<Vec<u8>>>,
+    /// Where the reference memcpy copies the frame to.
+    copy: Vec<u8>,
     texture: Option<NativeTexture>,
     times: Arc<Mutex<Times>>,
     shown: usize,
@@ -97,11 +101,21 @@ impl eframe::App for App {
         let start = Instant::now();
         texture.upload(&guest, &[(0, SIZE[1])]);
         let upload = start.elapsed();
+        let copy = texture.copy_time();
         texture.wait_for_renderer();
         let done = start.elapsed();
+        // The reference, in the same conditions: a memcpy of the same frame (the next one
+        // in turn, as the upload's source was not in the caches either).
+        let next = &self.frames[(n + 1) % self.frames.len()];
+        let start = Instant::now();
+        self.copy.copy_from_slice(std::hint::black_box(next));
+        std::hint::black_box(&self.copy);
+        let memcpy = start.elapsed();
         if n >= 10 {
             let mut times = self.times.lock().unwrap();
+            times.memcpy.push(memcpy);
             times.upload.push(upload);
+            times.copy.push(copy);
             times.done.push(done);
         }
         let id = texture.id();
@@ -122,17 +136,6 @@ fn child(renderer: &str) {
     let frames: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..4u8).map(|i| (0..bytes).map(|b| (b as u8).wrapping_add(i)).collect()).collect(),
     );
-    let mut copy = vec![0u8; bytes];
-    let memcpy = median(
-        (0..50)
-            .map(|i| {
-                let start = Instant::now();
-                copy.copy_from_slice(std::hint::black_box(&frames[i % frames.len()]));
-                std::hint::black_box(&copy);
-                start.elapsed()
-            })
-            .collect(),
-    );
     let times = Arc::new(Mutex::new(Times::default()));
     let options = eframe::NativeOptions {
         renderer: match renderer {
@@ -146,7 +149,10 @@ fn child(renderer: &str) {
     let result = eframe::run_native(
         "Vessel upload benchmark",
         options,
-        Box::new(move |_| Ok(Box::new(App { frames, texture: None, times: app_times, shown: 0 }))),
+        Box::new(move |_| {
+            let copy = vec![0u8; bytes];
+            Ok(Box::new(App { frames, copy, texture: None, times: app_times, shown: 0 }))
+        }),
     );
     if let Err(e) = result {
         println!("  {renderer}: no window: {e}");
@@ -157,12 +163,18 @@ fn child(renderer: &str) {
         println!("  {renderer} ({}): nothing measured", times.what);
         return;
     }
-    let (upload, done) = (median(times.upload), median(times.done));
+    let memcpy = median(times.memcpy);
+    let (upload, copy, done) = (median(times.upload), median(times.copy), median(times.done));
     let ratio = |d: Duration| d.as_secs_f64() / memcpy.as_secs_f64();
     println!("  {renderer} ({}), memcpy of the frame {memcpy:.2?}:", times.what);
     println!(
         "    on the UI thread:           median {upload:>9.2?}  ({:.2}x the memcpy)",
         ratio(upload)
+    );
+    println!(
+        "      of which copying rows:    median {copy:>9.2?}  ({:.2}x the memcpy; wgpu: into \
+         staging memory, then the copy to the GPU is submitted)",
+        ratio(copy)
     );
     println!(
         "    until in the texture:       median {done:>9.2?}  ({:.2}x the memcpy; the renderer's \

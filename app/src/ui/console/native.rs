@@ -23,6 +23,9 @@ pub struct NativeTexture {
     id: TextureId,
     size: [usize; 2],
     format: PixelFormat,
+    /// How long the last upload took to copy the rows (for a benchmark: wgpu's submission
+    /// of the copy to the GPU comes after).
+    copy_time: std::time::Duration,
 }
 
 enum Backend {
@@ -59,6 +62,7 @@ impl NativeTexture {
                 id,
                 size,
                 format,
+                copy_time: Default::default(),
             });
         }
         let gl = frame.gl()?.clone();
@@ -72,7 +76,8 @@ impl NativeTexture {
         };
         let id = frame.register_native_glow_texture(texture);
         log::info!("guest screen {size:?} {format:?}: into the renderer's own texture (OpenGL)");
-        Some(NativeTexture { backend: Backend::Glow { gl, texture }, id, size, format })
+        let copy_time = Default::default();
+        Some(NativeTexture { backend: Backend::Glow { gl, texture }, id, size, format, copy_time })
     }
 
     pub fn id(&self) -> TextureId {
@@ -127,6 +132,7 @@ impl NativeTexture {
         if bands.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         // Each band's bytes, from its first row's start to its last row's last pixel:
         // within the frame (its layout was checked against its memory), else left out.
         let bytes = |&(first, end): &(usize, usize)| {
@@ -183,6 +189,7 @@ impl NativeTexture {
                         },
                     );
                 }
+                self.copy_time = started.elapsed();
                 belt.finish();
                 state.queue.submit([encoder.finish()]);
                 belt.recall();
@@ -213,8 +220,15 @@ impl NativeTexture {
                         gl.bind_texture(glow::TEXTURE_2D, None);
                     }
                 }
+                self.copy_time = started.elapsed();
             }
         }
+    }
+
+    /// How long the last upload took to copy the rows out of the frame (wgpu: into
+    /// staging memory, before submitting the GPU's copy; OpenGL: the driver's upload).
+    pub fn copy_time(&self) -> std::time::Duration {
+        self.copy_time
     }
 
     /// Waits until the renderer has put every upload so far into the texture (for a
