@@ -171,7 +171,7 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), RegsError> {
     vcpu.set_fpu(&fpu).map_err(kvm("set FPU state"))
 }
 
-mod msr_index {
+pub mod msr_index {
     pub const IA32_SYSENTER_CS: u32 = 0x174;
     pub const IA32_SYSENTER_ESP: u32 = 0x175;
     pub const IA32_SYSENTER_EIP: u32 = 0x176;

@@ -1,0 +1,10 @@
+//! A machine's state, to save and restore it (snapshots, suspend, later migration): the
+//! state file's format (`format`), each vCPU's KVM state (`vcpu`), the VM's own (`vm`:
+//! interrupt controllers, PIT, clock).
+
+pub mod format;
+pub mod vcpu;
+pub mod vm;
+
+#[cfg(test)]
+mod tests;
