@@ -1,0 +1,232 @@
+//! Guest memory in a file of its own, next to the state file: saved sparse (pages that
+//! are all zero stay holes, so an idle 4 GiB guest takes what it uses), and restored by
+//! mapping the file copy-on-write (`MAP_PRIVATE`), so a restore reads only the pages the
+//! guest touches, when it touches them, and never writes the file.
+//!
+//! A memory file that a restored machine maps must not change while it runs (its pages
+//! not yet copied would change under the guest): a new save writes a new file.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use serde::{Deserialize, Serialize};
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap, MmapRegion,
+};
+
+use crate::vstate::memory::GuestMem;
+
+const PAGE: usize = 4096;
+/// Guest memory read at a time while saving.
+const CHUNK: usize = 2 << 20;
+
+/// Where guest RAM lies: (guest address, length) of each region, in order. The memory
+/// file holds them one after another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryLayout {
+    pub regions: Vec<(u64, u64)>,
+}
+
+impl MemoryLayout {
+    pub fn of(mem: &GuestMem) -> MemoryLayout {
+        MemoryLayout {
+            regions: mem.iter().map(|r| (r.start_addr().raw_value(), r.len())).collect(),
+        }
+    }
+
+    /// The memory file's length.
+    pub fn total(&self) -> u64 {
+        self.regions.iter().map(|&(_, len)| len).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryFileError {
+    #[error("cannot write the guest's memory to its file")]
+    Write(#[source] std::io::Error),
+    #[error("cannot read the guest's memory at {0:#x}")]
+    Read(u64, #[source] vm_memory::GuestMemoryError),
+    #[error(
+        "the saved memory is laid out for another machine ({saved:?}) than this one \
+         ({expected:?}): was the VM's memory size changed after the save?"
+    )]
+    OtherLayout { saved: MemoryLayout, expected: MemoryLayout },
+    #[error("the memory file is {found} bytes; the saved state needs {expected}: it is damaged")]
+    Size { found: u64, expected: u64 },
+    #[error("cannot map the memory file")]
+    Map(#[source] std::io::Error),
+    #[error("cannot map the memory file: {0}")]
+    Mapping(String),
+}
+
+/// What a save wrote: bytes of pages with data, and bytes left as holes (all zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub data: u64,
+    pub holes: u64,
+}
+
+/// Writes every region of `mem` into `file` (empty or not; it is cut to the memory's
+/// size), leaving pages that are all zero as holes. The machine is paused: nothing
+/// writes guest memory meanwhile.
+pub fn save(mem: &GuestMem, file: &File) -> Result<Saved, MemoryFileError> {
+    let layout = MemoryLayout::of(mem);
+    // A sparse file of the right size: what is not written below reads as zero.
+    file.set_len(0).map_err(MemoryFileError::Write)?;
+    file.set_len(layout.total()).map_err(MemoryFileError::Write)?;
+    let mut saved = Saved::default();
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    for &(start, len) in &layout.regions {
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(CHUNK as u64) as usize;
+            let chunk = &mut buf[..n];
+            let at = GuestAddress(start).unchecked_add(done);
+            mem.read_slice(chunk, at).map_err(|e| MemoryFileError::Read(at.raw_value(), e))?;
+            // Runs of pages with data, written as one each.
+            let mut page = 0;
+            while page * PAGE < n {
+                if is_zero(&chunk[page * PAGE..((page + 1) * PAGE).min(n)]) {
+                    saved.holes += ((page + 1) * PAGE).min(n) as u64 - (page * PAGE) as u64;
+                    page += 1;
+                    continue;
+                }
+                let first = page;
+                while page * PAGE < n && !is_zero(&chunk[page * PAGE..((page + 1) * PAGE).min(n)]) {
+                    page += 1;
+                }
+                let run = &chunk[first * PAGE..(page * PAGE).min(n)];
+                file.write_all_at(run, offset + done + (first * PAGE) as u64)
+                    .map_err(MemoryFileError::Write)?;
+                saved.data += run.len() as u64;
+            }
+            done += n as u64;
+        }
+        offset += len;
+    }
+    Ok(saved)
+}
+
+/// Whether `bytes` are all zero (ORed a word at a time: no branch a byte).
+fn is_zero(bytes: &[u8]) -> bool {
+    let (words, rest) = bytes.split_at(bytes.len() / 16 * 16);
+    let ored = words
+        .chunks_exact(16)
+        .fold(0u128, |acc, w| acc | u128::from_ne_bytes(w.try_into().expect("16 bytes")));
+    ored == 0 && rest.iter().all(|&b| b == 0)
+}
+
+/// Guest memory mapped copy-on-write from `file`, which a save wrote with `saved` as its
+/// layout; `expected`: the layout of the machine it goes into (from its configuration),
+/// which must be the same.
+pub fn restore(
+    file: &File,
+    saved: &MemoryLayout,
+    expected: &MemoryLayout,
+) -> Result<GuestMem, MemoryFileError> {
+    if saved != expected {
+        return Err(MemoryFileError::OtherLayout {
+            saved: saved.clone(),
+            expected: expected.clone(),
+        });
+    }
+    let found = file.metadata().map_err(MemoryFileError::Map)?.len();
+    if found != expected.total() {
+        return Err(MemoryFileError::Size { found, expected: expected.total() });
+    }
+    let mut regions = Vec::with_capacity(expected.regions.len());
+    let mut offset = 0u64;
+    for &(start, len) in &expected.regions {
+        let file = file.try_clone().map_err(MemoryFileError::Map)?;
+        let mapping = MmapRegion::build(
+            Some(FileOffset::new(file, offset)),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
+        )
+        .map_err(|e| MemoryFileError::Mapping(e.to_string()))?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(start))
+            .ok_or_else(|| MemoryFileError::Mapping(format!("a region at {start:#x} overflows")))?;
+        // Never in a core dump, as freshly made guest RAM.
+        // SAFETY: the range is exactly this region's mapping, alive as long as `region`;
+        // MADV_DONTDUMP only marks it.
+        unsafe { libc::madvise(region.as_ptr().cast(), len as usize, libc::MADV_DONTDUMP) };
+        regions.push(region);
+        offset += len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryFileError::Mapping(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vstate::memory::create_guest_memory;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn memory_saves_sparse_and_restores_copy_on_write() {
+        let mem = create_guest_memory(64 << 20).unwrap();
+        let layout = MemoryLayout::of(&mem);
+        let end = GuestAddress(layout.regions.last().map(|&(s, l)| s + l).unwrap());
+        let marks: [(u64, &[u8]); 4] = [
+            (0, b"the first page"),
+            (0x9_0ffe, b"across a page boundary"),
+            (16 << 20, &[0xa5; 3 * PAGE]),
+            (end.raw_value() - 5, b"last!"),
+        ];
+        for (at, bytes) in marks {
+            mem.write_slice(bytes, GuestAddress(at)).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let file = File::create_new(&path).unwrap();
+        let saved = save(&mem, &file).unwrap();
+        assert_eq!(saved.data + saved.holes, layout.total());
+        // Seven pages hold data: the first, the two the run across a boundary spans, three
+        // of 0xa5, the last; the rest of the 64 MiB are holes, on disk too.
+        assert_eq!(saved.data, 7 * PAGE as u64, "{saved:?}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), layout.total());
+        assert!(meta.blocks() * 512 < 1 << 20, "{} bytes on disk", meta.blocks() * 512);
+
+        let file = File::open(&path).unwrap();
+        let back = restore(&file, &layout, &layout).unwrap();
+        // KVM takes the restored memory as guest RAM.
+        if let Ok(kvm) = crate::vstate::kvm::open_kvm() {
+            let vm = kvm.create_vm().unwrap();
+            crate::vstate::memory::register_with_kvm(&vm, &back).unwrap();
+        }
+        for (at, bytes) in marks {
+            let mut read = vec![0u8; bytes.len()];
+            back.read_slice(&mut read, GuestAddress(at)).unwrap();
+            assert_eq!(read, bytes, "at {at:#x}");
+        }
+        let mut zero = [0xffu8; 64];
+        back.read_slice(&mut zero, GuestAddress(32 << 20)).unwrap();
+        assert_eq!(zero, [0; 64]);
+        // The guest's writes stay in its memory, never in the file.
+        back.write_slice(b"after the restore", GuestAddress(0)).unwrap();
+        let mut on_disk = [0u8; 14];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(&on_disk, b"the first page");
+    }
+
+    #[test]
+    fn a_memory_file_for_another_machine_or_damaged_is_refused() {
+        let mem = create_guest_memory(32 << 20).unwrap();
+        let layout = MemoryLayout::of(&mem);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let file = File::create_new(&path).unwrap();
+        save(&mem, &file).unwrap();
+        let other = MemoryLayout::of(&create_guest_memory(64 << 20).unwrap());
+        let error = restore(&file, &layout, &other).unwrap_err();
+        assert!(matches!(error, MemoryFileError::OtherLayout { .. }), "{error}");
+        assert!(error.to_string().contains("memory size changed"), "{error}");
+        file.set_len(layout.total() - PAGE as u64).unwrap();
+        let error = restore(&file, &layout, &layout).unwrap_err();
+        assert!(matches!(error, MemoryFileError::Size { .. }), "{error}");
+    }
+}
