@@ -23,6 +23,22 @@ impl AcpiPm {
     }
 }
 
+impl crate::persist::Persist for AcpiPm {
+    /// The reset control register (0xCF9).
+    type State = u8;
+
+    fn save_state(&self) -> u8 {
+        self.reset_control
+    }
+
+    fn restore_state(&mut self, value: &u8) -> Result<(), crate::persist::DeviceStateError> {
+        // Only its writable bits, and never RST_CPU (which a reset clears as it starts):
+        // a restore starts no reset, and the guest's next write of it does.
+        self.reset_control = value & CF9_WRITABLE & !RST_CPU;
+        Ok(())
+    }
+}
+
 impl BusDevice for AcpiPm {
     fn read(&mut self, base: u64, offset: u64, data: &mut [u8]) {
         let value = if base + offset == u64::from(RESET_CONTROL_PORT) {
@@ -101,5 +117,22 @@ mod tests {
         pm.write(port, 0, &[0x06]);
         assert_eq!(*seen.lock().unwrap(), vec![PowerRequest::Reset]);
         pm.write(port, 0, &[]); // empty access: ignored
+    }
+
+    #[test]
+    fn an_armed_reset_survives_a_save_and_a_restore_starts_none() {
+        use crate::persist::Persist;
+        let (mut pm, _) = pm();
+        let port = u64::from(RESET_CONTROL_PORT);
+        pm.write(port, 0, &[0x02]);
+        let (mut restored, seen) = self::pm();
+        restored.restore_state(&0xff).unwrap(); // RST_CPU set in a crafted state
+        assert!(seen.lock().unwrap().is_empty(), "no reset from a restore");
+        restored.restore_state(&pm.save_state()).unwrap();
+        let mut b = [0u8];
+        restored.read(port, 0, &mut b);
+        assert_eq!(b[0], 0x02);
+        restored.write(port, 0, &[0x06]);
+        assert_eq!(*seen.lock().unwrap(), vec![PowerRequest::Reset]);
     }
 }

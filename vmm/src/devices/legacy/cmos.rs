@@ -145,6 +145,36 @@ impl Cmos {
     }
 }
 
+/// The CMOS's state: the selected register and its RAM (the clock is the host's, read
+/// anew after a restore, as a PC's battery-backed clock goes on while it is off).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CmosState {
+    pub index: u8,
+    pub ram: Vec<u8>,
+}
+
+impl crate::persist::Persist for Cmos {
+    type State = CmosState;
+
+    fn save_state(&self) -> CmosState {
+        CmosState { index: self.index as u8, ram: self.ram.to_vec() }
+    }
+
+    fn restore_state(&mut self, state: &CmosState) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("CMOS", p);
+        let ram: [u8; 128] = state
+            .ram
+            .as_slice()
+            .try_into()
+            .map_err(|_| problem(format!("{} bytes of RAM (it has 128)", state.ram.len())))?;
+        if usize::from(state.index) >= ram.len() {
+            return Err(problem(format!("register {} selected (it has 128)", state.index)));
+        }
+        (self.index, self.ram) = (usize::from(state.index), ram);
+        Ok(())
+    }
+}
+
 impl BusDevice for Cmos {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -221,5 +251,30 @@ mod tests {
         assert_eq!(read(&mut c, 0x5c), 0x40); // 1 GiB = 0x4000 * 64 KiB
         assert_eq!(read(&mut c, 0x5f), 3);
         assert_eq!(read(&mut c, 0x0d), REG_D_VALID_RAM);
+    }
+
+    #[test]
+    fn its_ram_and_selected_register_survive_a_save() {
+        use crate::persist::Persist;
+        let mut c = Cmos::with_clock(512 << 20, 0, 2, Box::new(|| 0));
+        c.write(0x70, 0, &[0x40]);
+        c.write(0x70, 1, &[0x5a]); // a byte of the firmware's
+        c.write(0x70, 0, &[0x0b]);
+        let state = c.save_state();
+        let mut restored = Cmos::with_clock(64 << 20, 0, 1, Box::new(|| 0));
+        restored.restore_state(&state).unwrap();
+        let mut b = [0u8];
+        restored.read(0x70, 1, &mut b);
+        assert_eq!(b[0], REG_B_24H, "register B still selected");
+        assert_eq!(read(&mut restored, 0x40), 0x5a);
+        assert_eq!(read(&mut restored, 0x5f), 1, "the saved machine's vCPU count");
+        // A state from a file that is not a CMOS's: refused, the device unchanged.
+        for bad in
+            [CmosState { index: 0, ram: vec![0; 64] }, CmosState { index: 200, ram: vec![0; 128] }]
+        {
+            let error = restored.restore_state(&bad).unwrap_err();
+            assert!(error.to_string().contains("CMOS"), "{error}");
+        }
+        assert_eq!(read(&mut restored, 0x40), 0x5a);
     }
 }

@@ -38,6 +38,20 @@ impl DebugPort {
     }
 }
 
+impl crate::persist::Persist for DebugPort {
+    /// Events delivered so far this boot (their budget goes on after a restore).
+    type State = u32;
+
+    fn save_state(&self) -> u32 {
+        self.delivered
+    }
+
+    fn restore_state(&mut self, delivered: &u32) -> Result<(), crate::persist::DeviceStateError> {
+        self.delivered = (*delivered).min(self.limit);
+        Ok(())
+    }
+}
+
 impl BusDevice for DebugPort {
     fn read(&mut self, _base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -88,5 +102,20 @@ mod tests {
             log.write(0x402, 0, b"x");
         }
         assert_eq!(*count.lock().unwrap(), FIRMWARE_LOG_LIMIT);
+    }
+
+    #[test]
+    fn the_budget_goes_on_after_a_restore() {
+        use crate::persist::Persist;
+        let seen = Arc::new(Mutex::new(0u32));
+        let sink = seen.clone();
+        let mut port = DebugPort::new(Box::new(move |_, _| *sink.lock().unwrap() += 1));
+        port.restore_state(&u32::MAX).unwrap(); // beyond the limit: the limit
+        assert_eq!(port.save_state(), MARKER_LIMIT);
+        port.restore_state(&(MARKER_LIMIT - 2)).unwrap();
+        for _ in 0..5 {
+            port.write(0xe9, 0, &[1]);
+        }
+        assert_eq!(*seen.lock().unwrap(), 2);
     }
 }

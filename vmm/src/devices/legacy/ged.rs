@@ -23,6 +23,24 @@ impl Ged {
     }
 }
 
+impl crate::persist::Persist for Ged {
+    /// The events latched and not yet read.
+    type State = u32;
+
+    fn save_state(&self) -> u32 {
+        self.pending
+    }
+
+    fn restore_state(&mut self, pending: &u32) -> Result<(), crate::persist::DeviceStateError> {
+        self.pending = *pending;
+        // The guest had not read them: its interrupt is still due.
+        if self.pending != 0 {
+            let _ = self.irq.write(1);
+        }
+        Ok(())
+    }
+}
+
 impl BusDevice for Ged {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -54,5 +72,20 @@ mod tests {
         let mut big = [0xffu8; 8];
         ged.read(0, 0, &mut big); // oversized access: no panic, zero
         assert_eq!(big, [0; 8]);
+    }
+
+    #[test]
+    fn pending_events_survive_a_save_with_their_interrupt() {
+        use crate::persist::Persist;
+        let mut ged = Ged::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        ged.raise(1).unwrap();
+        let state = ged.save_state();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut restored = Ged::new(evt.try_clone().unwrap());
+        restored.restore_state(&state).unwrap();
+        assert_eq!(evt.read().unwrap(), 1, "the interrupt is raised again");
+        let mut d = [0u8; 4];
+        restored.read(0, 0, &mut d);
+        assert_eq!(u32::from_le_bytes(d), 1);
     }
 }

@@ -30,6 +30,7 @@ impl Trigger for IrqTrigger {
 }
 
 /// Bytes the guest wrote, waiting for the controller; `ready` wakes it.
+#[derive(Clone)]
 pub struct SerialOutput {
     pending: Arc<Mutex<Vec<u8>>>,
     ready: Arc<EventFd>,
@@ -106,6 +107,75 @@ impl SerialPort {
     }
 }
 
+/// The UART's registers and receive FIFO, and the host's input waiting for room in it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialPortState {
+    pub divisor: [u8; 2],
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub fifo: Vec<u8>,
+    pub input: Vec<u8>,
+}
+
+impl crate::persist::Persist for SerialPort {
+    type State = SerialPortState;
+
+    fn save_state(&self) -> SerialPortState {
+        let s = self.uart.state();
+        SerialPortState {
+            divisor: [s.baud_divisor_low, s.baud_divisor_high],
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            fifo: s.in_buffer,
+            input: self.input.iter().copied().collect(),
+        }
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &SerialPortState,
+    ) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("serial port", p);
+        if state.input.len() > INPUT_LIMIT {
+            return Err(problem(format!(
+                "{} bytes of input waiting (at most {INPUT_LIMIT})",
+                state.input.len()
+            )));
+        }
+        let saved = vm_superio::serial::SerialState {
+            baud_divisor_low: state.divisor[0],
+            baud_divisor_high: state.divisor[1],
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.fifo.clone(),
+        };
+        // The same interrupt line and output, the saved registers (an interrupt the guest
+        // had not taken is raised again).
+        let irq = self.uart.interrupt_evt().0.try_clone().map_err(|e| problem(e.to_string()))?;
+        let out = self.uart.writer().clone();
+        let uart = Serial::from_state(&saved, IrqTrigger(irq), NoEvents, out)
+            .map_err(|e| problem(format!("{e:?}")))?;
+        self.uart = uart;
+        self.input = state.input.iter().copied().collect();
+        Ok(())
+    }
+}
+
 impl BusDevice for SerialPort {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -176,6 +246,43 @@ mod tests {
             p.write(0x3f8, 0, b"x");
         }
         assert_eq!(out.lock().unwrap().len(), OUTPUT_LIMIT);
+    }
+
+    #[test]
+    fn registers_fifo_and_waiting_input_survive_a_save() {
+        use crate::persist::Persist;
+        let (mut p, _, _) = port();
+        p.write(0x3f8, 3, &[0x80]); // DLAB
+        p.write(0x3f8, 0, &[0x0c]); // 9600 baud
+        p.write(0x3f8, 3, &[0x03]); // 8N1
+        p.write(0x3f8, 7, &[0x99]); // scratch
+        p.write(0x3f8, 1, &[1]); // received-data interrupt
+        let text: Vec<u8> = (0..100u8).collect();
+        p.send_input(&text); // 64 in the FIFO, the rest waiting
+        let state = p.save_state();
+        assert_eq!(state.fifo.len() + state.input.len(), 100);
+
+        let (mut restored, out, irq) = port();
+        restored.restore_state(&state).unwrap();
+        assert!(irq.read().unwrap() >= 1, "the untaken interrupt is raised again");
+        let mut b = [0u8];
+        restored.read(0x3f8, 7, &mut b);
+        assert_eq!(b[0], 0x99);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            restored.read(0x3f8, 0, &mut b);
+            got.push(b[0]);
+        }
+        assert_eq!(got, text);
+        restored.write(0x3f8, 0, b"!");
+        assert_eq!(*out.lock().unwrap(), b"!", "output goes where it went");
+        // A crafted state: too much input, an overfull FIFO.
+        let mut bad = state.clone();
+        bad.input = vec![0; INPUT_LIMIT + 1];
+        assert!(restored.restore_state(&bad).unwrap_err().to_string().contains("serial port"));
+        let mut bad = state;
+        bad.fifo = vec![0; 1000];
+        assert!(restored.restore_state(&bad).is_err());
     }
 
     #[test]
