@@ -119,7 +119,7 @@ impl Button {
 }
 
 /// Keyboard LEDs the guest has lit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Leds {
     pub num_lock: bool,
     pub caps_lock: bool,

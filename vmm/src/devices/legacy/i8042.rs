@@ -64,8 +64,8 @@ const CMD_PULSE_RESET: u8 = 0xfe;
 const REPLY_LIMIT: usize = 16;
 
 /// Where a byte in the output buffer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Source {
     Keyboard,
     Aux,
 }
@@ -251,6 +251,66 @@ impl I8042 {
     }
 }
 
+/// The controller's state, with its keyboard's and mouse's.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    pub status: u8,
+    pub command_byte: u8,
+    pub output_port: u8,
+    pub pending_command: Option<u8>,
+    pub replies: Vec<(u8, Source)>,
+    pub output: Option<(u8, Source)>,
+    pub last_output: u8,
+    pub keyboard: super::ps2::keyboard::KeyboardState,
+    pub mouse: super::ps2::mouse::MouseState,
+}
+
+impl crate::persist::Persist for I8042 {
+    type State = I8042State;
+
+    fn save_state(&self) -> I8042State {
+        I8042State {
+            status: self.status,
+            command_byte: self.command_byte,
+            output_port: self.output_port,
+            pending_command: self.pending_command,
+            replies: self.replies.iter().copied().collect(),
+            output: self.output,
+            last_output: self.last_output,
+            keyboard: self.keyboard.save_state(),
+            mouse: self.mouse.save_state(),
+        }
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &I8042State,
+    ) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("PS/2 controller", p);
+        if state.replies.len() > REPLY_LIMIT {
+            let n = state.replies.len();
+            return Err(problem(format!("{n} answers waiting (at most {REPLY_LIMIT})")));
+        }
+        // Checked whole before anything changes: a state refused leaves the device as it was.
+        let (mut keyboard, mut mouse) = (Keyboard::new(), Mouse::new());
+        keyboard.restore_state(&state.keyboard).map_err(|p| problem(format!("keyboard: {p}")))?;
+        mouse.restore_state(&state.mouse).map_err(|p| problem(format!("mouse: {p}")))?;
+        (self.keyboard, self.mouse) = (keyboard, mouse);
+        // The output buffer's bits are the buffer's (read from `output`), not the status's.
+        self.status = state.status & !(STATUS_OUTPUT_FULL | STATUS_AUX_OUTPUT);
+        self.command_byte = state.command_byte;
+        // The CPU's reset line released: a machine held in reset is never saved.
+        self.output_port = state.output_port | 0x01;
+        self.pending_command = state.pending_command;
+        self.replies = state.replies.iter().copied().collect();
+        self.output = state.output;
+        self.last_output = state.last_output;
+        // Its interrupt, if the guest had not taken the byte, is in the interrupt
+        // controller's saved state.
+        Ok(())
+    }
+}
+
 impl BusDevice for I8042 {
     fn read(&mut self, base: u64, _offset: u64, data: &mut [u8]) {
         data.fill(0);
@@ -360,6 +420,49 @@ mod tests {
     use crate::devices::legacy::ps2::keyboard::{ACK, SELF_TEST_PASSED};
     use crate::input::evdev::*;
     use std::sync::Arc;
+
+    #[test]
+    fn keyboard_mouse_and_controller_survive_a_save() {
+        use crate::persist::Persist;
+        let (mut d, _) = dev();
+        // The mouse on (an IntelliMouse: 200, 100, 80), LEDs lit, set 1, a key waiting
+        // in the output buffer and more behind it.
+        command(&mut d, CMD_ENABLE_AUX);
+        for rate in [200, 100, 80] {
+            command(&mut d, CMD_WRITE_AUX);
+            data(&mut d, 0xf3);
+            command(&mut d, CMD_WRITE_AUX);
+            data(&mut d, rate);
+        }
+        drain(&mut d);
+        data(&mut d, 0xed);
+        data(&mut d, 0x04); // caps lock
+        drain(&mut d);
+        d.key(KEY_A, true);
+        d.key(KEY_B, true);
+        let state = d.save_state();
+        let (mut restored, _) = dev();
+        restored.restore_state(&state).unwrap();
+        assert_eq!(restored.save_state(), state);
+        assert!(restored.keyboard.leds().caps_lock);
+        let keys = drain(&mut restored);
+        assert_eq!(keys, drain(&mut d), "the same bytes come out");
+        assert!(!keys.is_empty());
+        command(&mut restored, CMD_WRITE_AUX);
+        data(&mut restored, 0xf2); // identify
+        assert_eq!(drain(&mut restored), [ACK, 3], "still an IntelliMouse");
+        // Crafted states: refused whole, naming what is wrong.
+        let mut bad = state.clone();
+        bad.mouse.id = 9;
+        let error = restored.restore_state(&bad).unwrap_err().to_string();
+        assert!(error.contains("PS/2 controller") && error.contains("mouse: ID 9"), "{error}");
+        let mut bad = state.clone();
+        bad.keyboard.output.queue = vec![0; 10_000];
+        assert!(restored.restore_state(&bad).unwrap_err().to_string().contains("keyboard"));
+        let mut bad = state;
+        bad.replies = vec![(0, Source::Keyboard); 100];
+        assert!(restored.restore_state(&bad).is_err());
+    }
 
     fn dev() -> (I8042, Arc<Mutex<Vec<PowerRequest>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));

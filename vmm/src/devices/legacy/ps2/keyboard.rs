@@ -46,6 +46,18 @@ pub struct Keyboard {
     held: Held,
 }
 
+/// A keyboard's state: what it holds for the host and how the host set it up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyboardState {
+    pub output: super::output::OutputState,
+    pub pending: Option<u8>,
+    pub scanning: bool,
+    pub set: Set,
+    pub leds: Leds,
+    pub typematic: u8,
+    pub held: Held,
+}
+
 impl Default for Keyboard {
     fn default() -> Self {
         Self::new()
@@ -64,6 +76,33 @@ impl Keyboard {
             typematic: TYPEMATIC_DEFAULT,
             held: Held::default(),
         }
+    }
+
+    pub fn save_state(&self) -> KeyboardState {
+        KeyboardState {
+            output: self.output.save_state(),
+            pending: self.pending,
+            scanning: self.scanning,
+            set: self.set,
+            leds: self.leds,
+            typematic: self.typematic,
+            held: self.held,
+        }
+    }
+
+    /// Takes `state`; the problem if it is not one a keyboard can be in.
+    pub fn restore_state(&mut self, state: &KeyboardState) -> Result<(), String> {
+        if state.typematic > 0x7f {
+            return Err(format!("typematic byte {:#x} (at most 0x7f)", state.typematic));
+        }
+        self.output.restore_state(&state.output)?;
+        self.pending = state.pending;
+        self.scanning = state.scanning;
+        self.set = state.set;
+        self.leds = state.leds;
+        self.typematic = state.typematic;
+        self.held = state.held;
+        Ok(())
     }
 
     fn defaults(&mut self) {

@@ -23,7 +23,7 @@ const CMD_REMOTE_MODE: u8 = 0xf0;
 const CMD_SET_SAMPLE_RATE: u8 = 0xf3;
 
 /// Buttons, as the packet's first byte has the first three.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Buttons {
     pub left: bool,
     pub right: bool,
@@ -32,8 +32,8 @@ pub struct Buttons {
     pub extra: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
     Stream,
     Remote,
     /// Every byte the host sends comes back (but reset and leaving wrap mode).
@@ -61,6 +61,24 @@ pub struct Mouse {
     dz: i32,
 }
 
+/// A mouse's state: what it holds for the host, its settings, the motion not yet
+/// reported.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MouseState {
+    pub output: super::output::OutputState,
+    pub pending: Option<u8>,
+    pub mode: Mode,
+    pub before_wrap: Mode,
+    pub reporting: bool,
+    pub sample_rate: u8,
+    pub resolution: u8,
+    pub scaling_2_1: bool,
+    pub id: u8,
+    pub rates: [u8; 3],
+    pub buttons: Buttons,
+    pub motion: [i32; 3],
+}
+
 impl Default for Mouse {
     fn default() -> Self {
         Self::new()
@@ -68,6 +86,52 @@ impl Default for Mouse {
 }
 
 impl Mouse {
+    pub fn save_state(&self) -> MouseState {
+        MouseState {
+            output: self.output.save_state(),
+            pending: self.pending,
+            mode: self.mode,
+            before_wrap: self.before_wrap,
+            reporting: self.reporting,
+            sample_rate: self.sample_rate,
+            resolution: self.resolution,
+            scaling_2_1: self.scaling_2_1,
+            id: self.id,
+            rates: self.rates,
+            buttons: self.buttons,
+            motion: [self.dx, self.dy, self.dz],
+        }
+    }
+
+    /// Takes `state`; the problem if it is not one a mouse can be in.
+    pub fn restore_state(&mut self, state: &MouseState) -> Result<(), String> {
+        if state.resolution > 3 {
+            return Err(format!("resolution {} (at most 3)", state.resolution));
+        }
+        if state.sample_rate == 0 {
+            return Err("a sample rate of 0".into());
+        }
+        if ![0, 3, 4].contains(&state.id) {
+            return Err(format!("ID {} (a PS/2 mouse is 0, 3 or 4)", state.id));
+        }
+        if state.before_wrap == Mode::Wrap {
+            return Err("wrap mode to return to from wrap mode".into());
+        }
+        self.output.restore_state(&state.output)?;
+        self.pending = state.pending;
+        self.mode = state.mode;
+        self.before_wrap = state.before_wrap;
+        self.reporting = state.reporting;
+        self.sample_rate = state.sample_rate;
+        self.resolution = state.resolution;
+        self.scaling_2_1 = state.scaling_2_1;
+        self.id = state.id;
+        self.rates = state.rates;
+        self.buttons = state.buttons;
+        [self.dx, self.dy, self.dz] = state.motion;
+        Ok(())
+    }
+
     pub fn new() -> Self {
         Mouse {
             output: Output::new(),

@@ -21,6 +21,13 @@ pub const CMD_RESET: u8 = 0xff;
 /// guest is busy) without dropping any, and are still bounded.
 pub const QUEUE_LIMIT: usize = 256;
 
+/// An `Output`'s bytes waiting and the last taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputState {
+    pub queue: Vec<u8>,
+    pub last: u8,
+}
+
 #[derive(Default)]
 pub struct Output {
     queue: VecDeque<u8>,
@@ -57,5 +64,19 @@ impl Output {
 
     pub fn clear(&mut self) {
         self.queue.clear();
+    }
+
+    pub fn save_state(&self) -> OutputState {
+        OutputState { queue: self.queue.iter().copied().collect(), last: self.last }
+    }
+
+    /// Takes `state`; the problem if it holds more than a device does.
+    pub fn restore_state(&mut self, state: &OutputState) -> Result<(), String> {
+        if state.queue.len() > QUEUE_LIMIT {
+            return Err(format!("{} bytes waiting (at most {QUEUE_LIMIT})", state.queue.len()));
+        }
+        self.queue = state.queue.iter().copied().collect();
+        self.last = state.last;
+        Ok(())
     }
 }

@@ -272,7 +272,7 @@ const SET3: &[(u16, u8)] = &[
 ];
 
 /// The scan code sets a PS/2 keyboard sends in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Set {
     One,
     Two,
@@ -280,7 +280,7 @@ pub enum Set {
 }
 
 /// Modifier keys held down, which change what Pause and Print Screen send.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
     pub ctrl: bool,
     pub shift: bool,
