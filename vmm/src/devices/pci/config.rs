@@ -22,6 +22,8 @@ pub const COMMAND_MEMORY: u16 = 1 << 1;
 pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 pub const COMMAND_INTX_DISABLE: u16 = 1 << 10;
 const STATUS_CAPABILITIES: u16 = 1 << 4;
+/// Status: the function's INTx is asserted (set by the device, not the guest).
+pub const STATUS_INTERRUPT: u16 = 1 << 3;
 const FIRST_CAPABILITY: usize = 0x40;
 const CAPABILITY_END: usize = 0x100;
 
@@ -224,6 +226,39 @@ impl PciConfig {
         }
     }
 
+    /// The configuration space as it is (saved with its device).
+    pub fn save_state(&self) -> Vec<u8> {
+        self.bytes.to_vec()
+    }
+
+    /// Takes the guest-writable bits of a saved configuration space (command, BARs,
+    /// interrupt line, capabilities' control bits) and the interrupt status the device
+    /// set; the rest (identity, capability list, BAR kinds) stays as this device was
+    /// built. A space saved from another kind of device is refused.
+    pub fn restore_state(&mut self, saved: &[u8]) -> Result<(), String> {
+        let saved: &[u8; CONFIG_SPACE_SIZE] = saved
+            .try_into()
+            .map_err(|_| format!("{} bytes of configuration space (it has 4096)", saved.len()))?;
+        let identity =
+            [VENDOR_ID..COMMAND, REVISION_ID..0x0c, HEADER_TYPE..0x0f, SUBSYSTEM_VENDOR_ID..0x30];
+        if identity.iter().any(|r| saved[r.clone()] != self.bytes[r.clone()]) {
+            return Err(format!(
+                "it was saved from PCI device {:04x}:{:04x}, this one is {:04x}:{:04x}",
+                u16::from_le_bytes([saved[0], saved[1]]),
+                u16::from_le_bytes([saved[2], saved[3]]),
+                self.read16(VENDOR_ID),
+                self.read16(VENDOR_ID + 2)
+            ));
+        }
+        for (i, &v) in saved.iter().enumerate() {
+            self.bytes[i] = (self.bytes[i] & !self.wmask[i]) | (v & self.wmask[i]);
+        }
+        let status = (self.read16(STATUS) & !STATUS_INTERRUPT)
+            | (u16::from_le_bytes([saved[STATUS], saved[STATUS + 1]]) & STATUS_INTERRUPT);
+        self.set_bytes(STATUS, &status.to_le_bytes());
+        Ok(())
+    }
+
     /// A guest write through the write masks; out-of-range bytes are dropped.
     pub fn write(&mut self, offset: usize, data: &[u8]) {
         for (i, v) in data.iter().enumerate() {
@@ -246,6 +281,35 @@ mod tests {
             subsystem_vendor: 0x1af4,
             subsystem: 0x40,
         }
+    }
+
+    #[test]
+    fn a_saved_space_brings_back_what_the_guest_set_and_nothing_else() {
+        let mut c = PciConfig::new(ids());
+        c.add_bar(0, BarInfo { kind: BarKind::Mem64 { prefetchable: false }, size: 0x4000 })
+            .unwrap();
+        c.write(COMMAND, &(COMMAND_MEMORY | COMMAND_BUS_MASTER).to_le_bytes());
+        c.write(BAR0, &0xfebf_0000u32.to_le_bytes());
+        c.write(INTERRUPT_LINE, &[11]);
+        c.set_bytes(STATUS, &(c.read16(STATUS) | STATUS_INTERRUPT).to_le_bytes());
+        let mut saved = c.save_state();
+        let mut fresh = PciConfig::new(ids());
+        fresh
+            .add_bar(0, BarInfo { kind: BarKind::Mem64 { prefetchable: false }, size: 0x4000 })
+            .unwrap();
+        // A crafted byte in a read-only place (the capability pointer) is not taken.
+        saved[CAPABILITIES_POINTER] = 0xf0;
+        fresh.restore_state(&saved).unwrap();
+        assert_eq!(fresh.command(), COMMAND_MEMORY | COMMAND_BUS_MASTER);
+        assert_eq!(fresh.bar_address(0), Some(0xfebf_0000));
+        assert_eq!(fresh.read32(INTERRUPT_LINE) & 0xff, 11);
+        assert_ne!(fresh.read16(STATUS) & STATUS_INTERRUPT, 0);
+        assert_eq!(fresh.bytes[CAPABILITIES_POINTER], c.bytes[CAPABILITIES_POINTER]);
+        // Another device's space, or one of the wrong size: refused.
+        let other = PciConfig::new(PciIds { device: 0x1041, ..ids() });
+        let other_space = other.save_state();
+        assert!(fresh.restore_state(&other_space).unwrap_err().contains("1af4:1041"));
+        assert!(fresh.restore_state(&[0; 256]).is_err());
     }
 
     #[test]
