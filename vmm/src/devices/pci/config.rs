@@ -52,6 +52,7 @@ pub enum ConfigError {
     CapabilitySpace(usize),
 }
 
+#[derive(Clone)]
 pub struct PciConfig {
     bytes: [u8; CONFIG_SPACE_SIZE],
     wmask: [u8; CONFIG_SPACE_SIZE],

@@ -133,6 +133,20 @@ pub trait VirtioDevice: Send {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// The driver negotiated `features` and set DRIVER_OK.
     fn activate(&mut self, _features: u64) {}
+    /// The device model's own state beyond its queues and transport, encoded (its own
+    /// serde structure, in postcard), for a machine's saved state; empty: it has none.
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Takes what `save_state` gave (from a file: checked); the problem if it cannot.
+    /// Called before the transport activates a running device again.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} bytes of state for a device that keeps none", state.len()))
+        }
+    }
     /// The driver reset the device.
     fn reset(&mut self) {}
     /// Serves queue `index` after the driver notified it; returns a bit per queue that got

@@ -52,6 +52,40 @@ const STATUS_FAILED: u8 = 0x80;
 /// "No vector" for config_msix_vector / queue_msix_vector (§4.1.5.1.2).
 const NO_VECTOR: u16 = 0xffff;
 
+/// A queue's saved state: virtio-queue's own (positions in the rings, their addresses,
+/// size, ready, EVENT_IDX) and its MSI-X vector.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedQueue {
+    pub max_size: u16,
+    pub size: u16,
+    pub ready: bool,
+    pub next_avail: u16,
+    pub next_used: u16,
+    pub event_idx: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+    pub msix_vector: u16,
+}
+
+/// The transport's saved state, with its configuration space, MSI-X and device model.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VirtioPciState {
+    pub config: Vec<u8>,
+    pub msix: msix::MsixState,
+    pub queues: Vec<SavedQueue>,
+    pub device_feature_select: u32,
+    pub driver_feature_select: u32,
+    pub driver_features: u64,
+    pub status: u8,
+    pub config_generation: u8,
+    pub config_msix_vector: u16,
+    pub queue_select: u16,
+    pub isr: u8,
+    /// The device model's own (`VirtioDevice::save_state`).
+    pub device: Vec<u8>,
+}
+
 /// Transport state of each queue, beside the `Queue` itself.
 struct QueueState {
     msix_vector: u16,
@@ -379,6 +413,122 @@ impl VirtioPciDevice {
             }
         }
         self.status = value;
+    }
+
+    /// Its state now; the machine is paused and the device's thread has served what the
+    /// driver had posted.
+    pub fn save_state(&self) -> VirtioPciState {
+        let queues = self.queues.iter().zip(&self.queue_state).map(|(q, t)| {
+            let s = q.state();
+            SavedQueue {
+                max_size: s.max_size,
+                size: s.size,
+                ready: s.ready,
+                next_avail: s.next_avail,
+                next_used: s.next_used,
+                event_idx: s.event_idx_enabled,
+                desc_table: s.desc_table,
+                avail_ring: s.avail_ring,
+                used_ring: s.used_ring,
+                msix_vector: t.msix_vector,
+            }
+        });
+        VirtioPciState {
+            config: self.config.save_state(),
+            msix: self.msix.save_state(),
+            queues: queues.collect(),
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            driver_features: self.driver_features,
+            status: self.status,
+            config_generation: self.config_generation,
+            config_msix_vector: self.config_msix_vector,
+            queue_select: self.queue_select,
+            isr: self.isr,
+            device: self.device.save_state(),
+        }
+    }
+
+    /// Takes a saved state (from a file: every part checked before any is taken) and, if
+    /// the driver had the device running, activates it again as the driver did. Its BAR's
+    /// ioeventfds follow when the PCI root places the BAR (`bar_moved`).
+    pub fn restore_state(
+        &mut self,
+        state: &VirtioPciState,
+    ) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("virtio device", p);
+        if state.queues.len() != self.queues.len() {
+            return Err(problem(format!(
+                "{} queues saved; this device has {}",
+                state.queues.len(),
+                self.queues.len()
+            )));
+        }
+        let offered = self.device_features();
+        if state.driver_features & !offered != 0 {
+            return Err(problem(format!(
+                "the driver's features {:#x} include some this device does not offer ({offered:#x})",
+                state.driver_features
+            )));
+        }
+        let vector_ok = |v: u16| v == NO_VECTOR || usize::from(v) < self.msix.len();
+        let mut queues = Vec::with_capacity(state.queues.len());
+        for (i, (saved, own)) in state.queues.iter().zip(&self.queues).enumerate() {
+            if saved.max_size != own.max_size() || !vector_ok(saved.msix_vector) {
+                return Err(problem(format!("queue {i} is not one this device has")));
+            }
+            let queue = Queue::try_from(virtio_queue::QueueState {
+                max_size: saved.max_size,
+                next_avail: saved.next_avail,
+                next_used: saved.next_used,
+                event_idx_enabled: saved.event_idx,
+                size: saved.size,
+                ready: saved.ready,
+                desc_table: saved.desc_table,
+                avail_ring: saved.avail_ring,
+                used_ring: saved.used_ring,
+            })
+            .map_err(|e| problem(format!("queue {i}: {e:?}")))?;
+            // A ready queue's rings lie in guest memory, as when the driver enabled it.
+            if queue.ready() && !queue.is_valid(&self.mem) {
+                return Err(problem(format!("queue {i}'s rings are outside guest memory")));
+            }
+            queues.push(queue);
+        }
+        if !vector_ok(state.config_msix_vector) {
+            return Err(problem(format!("configuration vector {}", state.config_msix_vector)));
+        }
+        let mut config = self.config.clone();
+        config.restore_state(&state.config).map_err(problem)?;
+        if state.msix.entries.len() != self.msix.len()
+            || state.msix.pending.len() != self.msix.len().div_ceil(64)
+        {
+            let n = state.msix.entries.len();
+            return Err(problem(format!(
+                "{n} MSI-X vectors saved; this device has {}",
+                self.msix.len()
+            )));
+        }
+        // The device model last of what can refuse (it takes its state whole or not at all).
+        self.device.restore_state(&state.device).map_err(problem)?;
+        self.msix.restore_state(&state.msix).map_err(problem)?;
+        self.config = config;
+        self.queues = queues;
+        for (transport, saved) in self.queue_state.iter_mut().zip(&state.queues) {
+            transport.msix_vector = saved.msix_vector;
+        }
+        self.device_feature_select = state.device_feature_select;
+        self.driver_feature_select = state.driver_feature_select;
+        self.driver_features = state.driver_features;
+        self.config_generation = state.config_generation;
+        self.config_msix_vector = state.config_msix_vector;
+        self.queue_select = state.queue_select;
+        self.isr = state.isr;
+        self.status = state.status;
+        if self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_FAILED == 0 {
+            self.device.activate(self.driver_features);
+        }
+        Ok(())
     }
 
     fn selected(&mut self) -> Option<&mut Queue> {
@@ -766,6 +916,48 @@ mod tests {
         assert_eq!(r(&mut dev, MSIX_PBA_OFFSET, 8) & 1, 0, "delivered on unmask");
         // With MSI-X on, the ISR is not used.
         assert_eq!(r(&mut dev, ISR_OFFSET, 1), 0);
+    }
+
+    #[test]
+    fn a_running_device_goes_on_after_a_restore_where_it_was() {
+        let (mut dev, mem, vm) = device();
+        running_with_masked_vector(&mut dev);
+        put_desc(&mem, 0, 0x10000, 16, 2, 0);
+        publish(&mem, &[0]);
+        dev.process_queue(0);
+        assert_eq!(used(&mem, 0), (0, 16));
+        let state = dev.save_state();
+
+        // A new transport for the same kind of device, on the same memory.
+        let router = Arc::new(GsiRouter::new(vm.clone()).unwrap());
+        let mut restored =
+            VirtioPciDevice::new(Box::new(Rng), mem.clone(), Some(router), None).unwrap();
+        restored.restore_state(&state).unwrap();
+        assert_eq!(restored.save_state(), state);
+        assert_eq!(r(&mut restored, 0x14, 1), 0x0f, "running, as the driver left it");
+        assert_eq!(r(&mut restored, MSIX_PBA_OFFSET, 8) & 1, 1, "the interrupt still pending");
+        // The driver's next request is served at the next used slot.
+        put_desc(&mem, 1, 0x11000, 8, 2, 0);
+        publish(&mem, &[0, 1]);
+        restored.process_queue(0);
+        assert_eq!(used(&mem, 1), (1, 8));
+
+        // Crafted states: refused, the device left as it was.
+        let mut bad = state.clone();
+        bad.driver_features |= 1 << 60;
+        let error = restored.restore_state(&bad).unwrap_err().to_string();
+        assert!(error.contains("does not offer"), "{error}");
+        let mut bad = state.clone();
+        bad.queues[0].desc_table = 0xffff_ffff_0000;
+        let error = restored.restore_state(&bad).unwrap_err().to_string();
+        assert!(error.contains("outside guest memory"), "{error}");
+        let mut bad = state.clone();
+        bad.queues.push(bad.queues[0].clone());
+        assert!(restored.restore_state(&bad).is_err());
+        let mut bad = state;
+        bad.device = vec![1, 2, 3];
+        assert!(restored.restore_state(&bad).unwrap_err().to_string().contains("keeps none"));
+        assert_eq!(r(&mut restored, 0x14, 1), 0x0f);
     }
 
     #[test]
