@@ -25,6 +25,19 @@ pub trait Persist {
     fn restore_state(&mut self, state: &Self::State) -> Result<(), DeviceStateError>;
 }
 
+/// A part of a machine's state (a device's own structure) as bytes, inside the state
+/// file's checksummed payload: each device encodes what it keeps, so the machine's state
+/// holds devices of any kind.
+pub fn encode_part<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain structures of numbers, vectors and options: postcard cannot fail on them.
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+/// A part `encode_part` made; the problem if it is not that structure.
+pub fn decode_part<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| format!("its saved state does not decode: {e}"))
+}
+
 /// A saved device state its device cannot take.
 #[derive(Debug, thiserror::Error)]
 #[error("the saved state of the {device} is not one it can take: {problem}")]

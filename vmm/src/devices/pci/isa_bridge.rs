@@ -79,6 +79,23 @@ impl PciDevice for IsaBridge {
         data.fill(0xff);
     }
     fn bar_write(&mut self, _: usize, _: u64, _: &[u8]) {}
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Ok(super::save_config_only(&self.config))
+    }
+    /// The PIRQ routes as saved, steering the PCI interrupts again.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        super::restore_config_only(&mut self.config, state)?;
+        let Some(routes) = &self.routes else { return Ok(()) };
+        let registers = self.config.read32(PIRQ).to_le_bytes();
+        for (pirq, register) in registers.into_iter().enumerate() {
+            // As for the guest's own write of it: a route KVM refuses is said, not fatal.
+            if let Err(e) = routes.set(pirq, register) {
+                let name = char::from(b'A' + pirq as u8);
+                log::warn!("routing PIRQ{name} to {register:#04x}: {e}");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +164,28 @@ mod tests {
         // Only the route registers move lines: a write next to them does not.
         bridge.config_write(PIRQ - 4, &[0xff; 4]);
         assert_eq!(routes.target(0), Some(10));
+    }
+
+    #[test]
+    fn saved_routes_steer_the_interrupts_again() {
+        let Ok(kvm) = open_kvm() else { return };
+        let mut bridge = IsaBridge::new(None);
+        bridge.config_write(PIRQ, &[0x0a, 0x05, 0x8b, 0x0b]);
+        let state = bridge.save_state().unwrap();
+        let vm = Arc::new(kvm.create_vm().unwrap());
+        vm.create_irq_chip().unwrap();
+        let routes = Arc::new(PirqRoutes::new(vm.clone()));
+        let mut restored = IsaBridge::new(Some(routes.clone()));
+        restored.restore_state(&state).unwrap();
+        assert_eq!(
+            (0..4).map(|p| routes.target(p)).collect::<Vec<_>>(),
+            [Some(10), Some(5), None, Some(11)]
+        );
+        let mut line = IntxLine::new(&vm, 18).unwrap();
+        routes.connect(&mut line, 1).unwrap();
+        line.assert();
+        assert_eq!(pic_irr(&vm, 1 << 5) & (1 << 5), 1 << 5, "PIRQB's interrupt on IRQ 5");
+        assert!(restored.restore_state(&[1, 2, 3]).is_err(), "not a configuration space");
     }
 
     #[test]

@@ -30,4 +30,25 @@ pub trait PciDevice: Send {
     /// BAR `bar` now decodes at `address` (None: not decoded). Devices with ioeventfds in
     /// a BAR move them here.
     fn bar_moved(&mut self, _bar: usize, _address: Option<u64>) {}
+
+    /// Its state for a machine's saved state (`persist::encode_part`): its configuration
+    /// space and whatever else it keeps; the reason if it cannot be saved. No default: a
+    /// device that kept more than its configuration space and saved only that would come
+    /// back wrong without a word.
+    fn save_state(&self) -> Result<Vec<u8>, String>;
+
+    /// Takes what `save_state` gave (from a file: checked, taken whole or not at all);
+    /// the problem if it cannot. The root places the BARs afterwards.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String>;
+}
+
+/// `PciDevice::save_state` of a function that keeps nothing but its configuration space.
+pub fn save_config_only(config: &PciConfig) -> Vec<u8> {
+    crate::persist::encode_part(&config.save_state())
+}
+
+/// `PciDevice::restore_state` of a function that keeps nothing but its configuration space.
+pub fn restore_config_only(config: &mut PciConfig, state: &[u8]) -> Result<(), String> {
+    let space: Vec<u8> = crate::persist::decode_part(state)?;
+    config.restore_state(&space)
 }

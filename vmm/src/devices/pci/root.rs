@@ -136,6 +136,19 @@ impl PciDevice for HostBridge {
         data.fill(0xff);
     }
     fn bar_write(&mut self, _: usize, _: u64, _: &[u8]) {}
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Ok(super::save_config_only(&self.config))
+    }
+    /// The PAM registers and SMRAM as saved; the BIOS area's RAM follows the PAMs again.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        super::restore_config_only(&mut self.config, state)?;
+        let mut regs = [0u8; shadow::PAM_COUNT];
+        self.config.read(shadow::PAM0, &mut regs);
+        if let Some(shadow) = &mut self.shadow {
+            shadow.set_pam(&regs).map_err(|e| format!("the BIOS area's RAM: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// A BAR's range on a bus, forwarding to its device.
@@ -309,6 +322,51 @@ impl PciRoot {
         }
     }
 
+    /// Every function's state, by slot and function (`slot * FUNCTIONS + function`).
+    pub fn save_state(&self) -> Result<Vec<(u16, Vec<u8>)>, crate::persist::DeviceStateError> {
+        let mut out = Vec::new();
+        for (devfn, device) in self.devices.iter().enumerate() {
+            let Some(device) = device else { continue };
+            let state = lock(device).save_state().map_err(|p| {
+                crate::persist::DeviceStateError::new("PCI bus", format!("{}: {p}", name(devfn)))
+            })?;
+            out.push((devfn as u16, state));
+        }
+        Ok(out)
+    }
+
+    /// Takes each function's saved state (the machine has the same functions in the same
+    /// places: checked first), then places every BAR where the restored configuration
+    /// spaces say, on the buses and in the devices' ioeventfds.
+    pub fn restore_state(
+        &mut self,
+        states: &[(u16, Vec<u8>)],
+    ) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("PCI bus", p);
+        let here: Vec<u16> = (self.devices.iter().enumerate())
+            .filter_map(|(devfn, d)| d.as_ref().map(|_| devfn as u16))
+            .collect();
+        let saved: Vec<u16> = states.iter().map(|(devfn, _)| *devfn).collect();
+        if here != saved {
+            let list = |v: &[u16]| v.iter().map(|&d| name(d.into())).collect::<Vec<_>>().join(", ");
+            return Err(problem(format!(
+                "it has functions {} and the saved machine had {}",
+                list(&here),
+                list(&saved)
+            )));
+        }
+        for (devfn, state) in states {
+            let device = self.devices[usize::from(*devfn)].clone().expect("checked above");
+            lock(&device)
+                .restore_state(state)
+                .map_err(|p| problem(format!("{}: {p}", name(usize::from(*devfn)))))?;
+        }
+        for devfn in 0..self.devices.len() {
+            self.update_mappings(devfn);
+        }
+        Ok(())
+    }
+
     pub fn config_write(&mut self, bus: u8, slot: usize, function: u8, offset: usize, data: &[u8]) {
         let Some(d) = self.device(bus, slot, function) else { return };
         lock(&d).config_write(offset, data);
@@ -319,6 +377,11 @@ impl PciRoot {
             self.update_mappings(slot * FUNCTIONS + usize::from(function));
         }
     }
+}
+
+/// A function's name as `lspci` gives it: 00:SS.F.
+fn name(devfn: usize) -> String {
+    format!("00:{:02x}.{}", devfn / FUNCTIONS, devfn % FUNCTIONS)
 }
 
 /// Ports 0xCF8-0xCFF: CONFIG_ADDRESS (dword at 0xCF8) and CONFIG_DATA (0xCFC-0xCFF). A
@@ -343,6 +406,20 @@ impl ConfigPorts {
             let reg = (a & 0xfc) as usize + data_offset as usize;
             ((a >> 16) as u8, ((a >> 11) & 0x1f) as usize, ((a >> 8) & 0x7) as u8, reg)
         })
+    }
+}
+
+impl crate::persist::Persist for ConfigPorts {
+    /// CONFIG_ADDRESS as the guest last wrote it.
+    type State = u32;
+
+    fn save_state(&self) -> u32 {
+        self.address
+    }
+
+    fn restore_state(&mut self, address: &u32) -> Result<(), crate::persist::DeviceStateError> {
+        self.address = *address;
+        Ok(())
     }
 }
 
@@ -431,6 +508,12 @@ mod tests {
         fn bar_moved(&mut self, bar: usize, address: Option<u64>) {
             self.moves.push((bar, address));
         }
+        fn save_state(&self) -> Result<Vec<u8>, String> {
+            Ok(crate::devices::pci::save_config_only(&self.config))
+        }
+        fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+            crate::devices::pci::restore_config_only(&mut self.config, state)
+        }
     }
 
     /// Root, MMIO bus, the device, the config ports, and the port bus kept alive.
@@ -475,6 +558,41 @@ mod tests {
     fn cfg_write32(ports: &mut ConfigPorts, slot: u32, reg: u32, v: u32) {
         ports.write(0xcf8, 0, &(0x8000_0000 | (slot << 11) | reg).to_le_bytes());
         ports.write(0xcf8, 4, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn a_restored_bus_places_the_bars_where_the_guest_had_moved_them() {
+        use crate::persist::Persist;
+        let (root, mmio, _dummy, mut ports, _pio) = setup();
+        // The guest moves the device's BAR and closes the host bridge's SMRAM.
+        cfg_write32(&mut ports, 1, 0x10, 0xd000_0000);
+        cfg_write32(&mut ports, 0, 0x70, 0x000a_0000); // SMRAM (0x72): G_SMRAME
+        let state = lock(&root).save_state().unwrap();
+        let address = ports.save_state();
+
+        let (root2, mmio2, dummy2, mut ports2, _pio2) = setup();
+        lock(&root2).restore_state(&state).unwrap();
+        ports2.restore_state(&address).unwrap();
+        let mut a = [0u8; 4];
+        ports2.read(0xcf8, 0, &mut a);
+        assert_eq!(a, cfg_read32_address(0, 0x70), "CONFIG_ADDRESS as the guest left it");
+        let mut d = [0u8];
+        mmio2.read(0xd000_0000, &mut d);
+        assert_eq!(d[0], 0, "decoded where the guest put it");
+        mmio2.read(0xc000_0000, &mut d);
+        assert_eq!(d[0], 0xff, "no longer where the machine first put it");
+        assert_eq!(lock(&dummy2).moves.last(), Some(&(0, Some(0xd000_0000))));
+        assert_eq!((cfg_read32(&mut ports2, 0, 0x70) >> 16) & 0xff, 0x0a);
+        // A machine with other functions refuses the state, naming both sets.
+        let (root3, _mmio3, _d3, _p3, _pio3) = setup();
+        lock(&root3).add_device(lock(&root).devices[8].clone().unwrap()).unwrap();
+        let error = lock(&root3).restore_state(&state).unwrap_err().to_string();
+        assert!(error.contains("00:02.0") && error.contains("PCI bus"), "{error}");
+        drop(mmio);
+    }
+
+    fn cfg_read32_address(slot: u32, reg: u32) -> [u8; 4] {
+        (0x8000_0000u32 | (slot << 11) | reg).to_le_bytes()
     }
 
     #[test]

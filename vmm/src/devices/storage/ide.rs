@@ -856,6 +856,14 @@ impl PciDevice for IdeController {
             }
         }
     }
+
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Err("the IDE controller and CD drive cannot save their state yet".into())
+    }
+
+    fn restore_state(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("the IDE controller and CD drive cannot take a saved state yet".into())
+    }
 }
 
 #[cfg(test)]

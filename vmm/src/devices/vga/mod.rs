@@ -387,6 +387,14 @@ impl PciDevice for StdVga {
         }
     }
 
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Err("the VGA cannot save its state yet".into())
+    }
+
+    fn restore_state(&mut self, _state: &[u8]) -> Result<(), String> {
+        Err("the VGA cannot take a saved state yet".into())
+    }
+
     fn bar_moved(&mut self, bar: usize, address: Option<u64>) {
         if bar != 0 {
             return;

@@ -752,6 +752,15 @@ impl PciDevice for VirtioPciDevice {
         }
     }
 
+    fn save_state(&self) -> Result<Vec<u8>, String> {
+        Ok(crate::persist::encode_part(&VirtioPciDevice::save_state(self)))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let state: VirtioPciState = crate::persist::decode_part(state)?;
+        VirtioPciDevice::restore_state(self, &state).map_err(|e| e.problem)
+    }
+
     fn bar_moved(&mut self, bar: usize, address: Option<u64>) {
         if bar != 0 {
             return;
