@@ -330,6 +330,25 @@ impl VirtioDevice for Block {
         self.watch.as_ref().map(|fd| fd.as_raw_fd())
     }
 
+    /// The capacity the guest was told (its requests were completed before the save).
+    fn save_state(&self) -> Vec<u8> {
+        crate::persist::encode_part(&self.capacity_sectors)
+    }
+
+    /// The disk must be the size the guest knew: a driver told nothing would read and
+    /// write by the old size.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let saved: u64 = crate::persist::decode_part(state)?;
+        if saved != self.capacity_sectors {
+            return Err(format!(
+                "the disk image holds {} sectors, and the saved machine knew it with {saved}: \
+                 it was resized after the save",
+                self.capacity_sectors
+            ));
+        }
+        Ok(())
+    }
+
     fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
         if let Some(watch) = &self.watch {
             let mut events = [0u8; 4096];
@@ -394,6 +413,23 @@ mod tests {
 
     fn status(mem: &GuestMem, at: u64) -> u8 {
         mem.read_obj(GuestAddress(at)).unwrap()
+    }
+
+    #[test]
+    fn a_saved_disk_must_come_back_the_size_the_guest_knew() {
+        let path = image(64);
+        let blk = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
+        let state = blk.save_state();
+        drop(blk); // its lock: one machine opens an image at a time
+        let mut same = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
+        same.restore_state(&state).unwrap();
+        drop(same);
+        File::options().write(true).open(&path).unwrap().set_len(128 * SECTOR_SIZE).unwrap();
+        let mut grown = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
+        let error = grown.restore_state(&state).unwrap_err();
+        assert!(error.contains("128 sectors") && error.contains("resized"), "{error}");
+        assert!(grown.restore_state(&[0xff; 11]).is_err());
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

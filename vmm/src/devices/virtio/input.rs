@@ -239,6 +239,25 @@ impl VirtioDevice for Input {
         self.sink.set_driver_live(self.kind, true);
     }
 
+    /// The configuration query the driver had selected, and (a keyboard) the LEDs it lit.
+    fn save_state(&self) -> Vec<u8> {
+        let leds = (self.kind == InputKind::Keyboard).then(|| self.sink.leds());
+        crate::persist::encode_part(&(self.select, self.subsel, leds))
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let (select, subsel, leds): (u8, u8, Option<crate::input::Leds>) =
+            crate::persist::decode_part(state)?;
+        (self.select, self.subsel) = (select, subsel);
+        self.answer();
+        if let Some(leds) = leds.filter(|_| self.kind == InputKind::Keyboard) {
+            self.sink.set_led(LED_NUML, leds.num_lock);
+            self.sink.set_led(LED_CAPSL, leds.caps_lock);
+            self.sink.set_led(LED_SCROLLL, leds.scroll_lock);
+        }
+        Ok(())
+    }
+
     fn reset(&mut self) {
         self.select = 0;
         self.subsel = 0;
@@ -289,6 +308,23 @@ mod tests {
 
     fn has_bit(bitmap: &[u8], code: u16) -> bool {
         bitmap.get(usize::from(code / 8)).is_some_and(|b| b & (1 << (code % 8)) != 0)
+    }
+
+    #[test]
+    fn the_selected_query_and_the_leds_survive_a_save() {
+        let sink = InputSink::new().unwrap();
+        let mut kbd = Input::new(InputKind::Keyboard, sink.clone());
+        kbd.write_config(0, &[CFG_ID_NAME, 0]);
+        sink.set_led(LED_CAPSL, true);
+        let state = kbd.save_state();
+        let other = InputSink::new().unwrap();
+        let mut restored = Input::new(InputKind::Keyboard, other.clone());
+        restored.restore_state(&state).unwrap();
+        let mut size = [0u8];
+        restored.read_config(2, &mut size);
+        assert_eq!(usize::from(size[0]), b"Vessel Keyboard".len());
+        assert!(other.leds().caps_lock && !other.leds().num_lock);
+        assert!(restored.restore_state(&[]).is_err());
     }
 
     #[test]

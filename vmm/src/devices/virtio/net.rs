@@ -30,6 +30,18 @@ pub struct Net {
     drop_log: LogLimit,
 }
 
+/// A network card's state: its address, and a received frame its driver had no buffer
+/// for yet.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetState {
+    pub mac: [u8; 6],
+    pub pending_rx: Option<Vec<u8>>,
+}
+
+/// Longest frame a card holds for its driver: an Ethernet frame with the largest payload
+/// the backends deliver.
+const MAX_PENDING_FRAME: usize = 65_550;
+
 impl Net {
     pub fn new(mac: [u8; 6], backend: Box<dyn NetBackend>) -> Self {
         Net { mac, backend, pending_rx: None, dropped: 0, drop_log: LogLimit::default() }
@@ -150,6 +162,30 @@ impl VirtioDevice for Net {
         read_config_bytes(&config, offset, data);
     }
 
+    fn save_state(&self) -> Vec<u8> {
+        crate::persist::encode_part(&NetState {
+            mac: self.mac,
+            pending_rx: self.pending_rx.clone(),
+        })
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let state: NetState = crate::persist::decode_part(state)?;
+        if state.mac != self.mac {
+            let hex = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+            return Err(format!(
+                "the saved machine's network card was {}; this one is {}",
+                hex(state.mac),
+                hex(self.mac)
+            ));
+        }
+        if state.pending_rx.as_ref().is_some_and(|f| f.len() > MAX_PENDING_FRAME) {
+            return Err("a received frame longer than any network delivers".into());
+        }
+        self.pending_rx = state.pending_rx;
+        Ok(())
+    }
+
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &GuestMem) -> u64 {
         let [rx, tx] = queues else { return 0 };
         match index {
@@ -217,6 +253,23 @@ mod tests {
         fn recv(&mut self) -> Option<Vec<u8>> {
             self.incoming.lock().unwrap().pop_front()
         }
+    }
+
+    #[test]
+    fn a_waiting_frame_survives_a_save_on_a_card_of_the_same_address() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let mut net = Net::new(mac, Box::new(Loop::default()));
+        net.pending_rx = Some(vec![0xab; 60]);
+        let state = net.save_state();
+        let mut restored = Net::new(mac, Box::new(Loop::default()));
+        restored.restore_state(&state).unwrap();
+        assert_eq!(restored.pending_rx, Some(vec![0xab; 60]));
+        let mut other = Net::new([2, 0, 0, 0, 0, 2], Box::new(Loop::default()));
+        let error = other.restore_state(&state).unwrap_err();
+        assert!(error.contains("02:00:00:00:00:01") && error.contains("02:00:00:00:00:02"));
+        let huge =
+            crate::persist::encode_part(&NetState { mac, pending_rx: Some(vec![0; 1 << 20]) });
+        assert!(restored.restore_state(&huge).is_err());
     }
 
     #[test]
