@@ -25,7 +25,7 @@ use crate::sync::lock;
 pub use pixels::{FrameMapping, Pixels, PixelsError};
 
 /// A rectangle in pixels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,
@@ -159,7 +159,7 @@ pub struct Frame<'a> {
 }
 
 /// The pointer's shape as the guest set it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CursorImage {
     pub width: u32,
     pub height: u32,

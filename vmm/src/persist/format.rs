@@ -18,8 +18,9 @@ pub const MAGIC: [u8; 8] = *b"VESSELST";
 pub const FORMAT_VERSION: u32 = 1;
 /// Longest writer's name read.
 pub const MAX_WRITER: usize = 64;
-/// Largest state read: devices and vCPUs, never guest memory (which is a file of its own).
-pub const MAX_STATE: u64 = 64 << 20;
+/// Largest state read: devices and vCPUs, never guest memory (which is a file of its own);
+/// the GPU's resources (up to 256 MiB of pixels) and the VGA's memory are the large parts.
+pub const MAX_STATE: u64 = 512 << 20;
 const HEADER: usize = 8 + 4 + 4 + 8 + 4 + 4;
 
 /// What this Vessel calls itself in the states it writes.

@@ -337,7 +337,7 @@ impl VirtioDevice for Block {
 
     /// The disk must be the size the guest knew: a driver told nothing would read and
     /// write by the old size.
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+    fn restore_state(&mut self, state: &[u8], _mem: &GuestMem) -> Result<(), String> {
         let saved: u64 = crate::persist::decode_part(state)?;
         if saved != self.capacity_sectors {
             return Err(format!(
@@ -417,18 +417,19 @@ mod tests {
 
     #[test]
     fn a_saved_disk_must_come_back_the_size_the_guest_knew() {
+        let mem = create_guest_memory(16 << 20).unwrap();
         let path = image(64);
         let blk = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
         let state = blk.save_state();
         drop(blk); // its lock: one machine opens an image at a time
         let mut same = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
-        same.restore_state(&state).unwrap();
+        same.restore_state(&state, &mem).unwrap();
         drop(same);
         File::options().write(true).open(&path).unwrap().set_len(128 * SECTOR_SIZE).unwrap();
         let mut grown = Block::open(&ImageSpec::raw(&path), false, "vessel-disk-0").unwrap();
-        let error = grown.restore_state(&state).unwrap_err();
+        let error = grown.restore_state(&state, &mem).unwrap_err();
         assert!(error.contains("128 sectors") && error.contains("resized"), "{error}");
-        assert!(grown.restore_state(&[0xff; 11]).is_err());
+        assert!(grown.restore_state(&[0xff; 11], &mem).is_err());
         let _ = std::fs::remove_file(path);
     }
 

@@ -245,7 +245,7 @@ impl VirtioDevice for Input {
         crate::persist::encode_part(&(self.select, self.subsel, leds))
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+    fn restore_state(&mut self, state: &[u8], _mem: &GuestMem) -> Result<(), String> {
         let (select, subsel, leds): (u8, u8, Option<crate::input::Leds>) =
             crate::persist::decode_part(state)?;
         (self.select, self.subsel) = (select, subsel);
@@ -312,6 +312,7 @@ mod tests {
 
     #[test]
     fn the_selected_query_and_the_leds_survive_a_save() {
+        let mem = create_guest_memory(16 << 20).unwrap();
         let sink = InputSink::new().unwrap();
         let mut kbd = Input::new(InputKind::Keyboard, sink.clone());
         kbd.write_config(0, &[CFG_ID_NAME, 0]);
@@ -319,12 +320,12 @@ mod tests {
         let state = kbd.save_state();
         let other = InputSink::new().unwrap();
         let mut restored = Input::new(InputKind::Keyboard, other.clone());
-        restored.restore_state(&state).unwrap();
+        restored.restore_state(&state, &mem).unwrap();
         let mut size = [0u8];
         restored.read_config(2, &mut size);
         assert_eq!(usize::from(size[0]), b"Vessel Keyboard".len());
         assert!(other.leds().caps_lock && !other.leds().num_lock);
-        assert!(restored.restore_state(&[]).is_err());
+        assert!(restored.restore_state(&[], &mem).is_err());
     }
 
     #[test]

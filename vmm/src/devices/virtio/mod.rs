@@ -138,9 +138,10 @@ pub trait VirtioDevice: Send {
     fn save_state(&self) -> Vec<u8> {
         Vec::new()
     }
-    /// Takes what `save_state` gave (from a file: checked); the problem if it cannot.
-    /// Called before the transport activates a running device again.
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+    /// Takes what `save_state` gave (from a file: checked, against guest memory `mem`
+    /// where it names guest memory); the problem if it cannot. Called before the transport
+    /// activates a running device again.
+    fn restore_state(&mut self, state: &[u8], _mem: &GuestMem) -> Result<(), String> {
         if state.is_empty() {
             Ok(())
         } else {

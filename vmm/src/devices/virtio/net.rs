@@ -169,7 +169,7 @@ impl VirtioDevice for Net {
         })
     }
 
-    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+    fn restore_state(&mut self, state: &[u8], _mem: &GuestMem) -> Result<(), String> {
         let state: NetState = crate::persist::decode_part(state)?;
         if state.mac != self.mac {
             let hex = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
@@ -257,19 +257,20 @@ mod tests {
 
     #[test]
     fn a_waiting_frame_survives_a_save_on_a_card_of_the_same_address() {
+        let mem = create_guest_memory(16 << 20).unwrap();
         let mac = [2, 0, 0, 0, 0, 1];
         let mut net = Net::new(mac, Box::new(Loop::default()));
         net.pending_rx = Some(vec![0xab; 60]);
         let state = net.save_state();
         let mut restored = Net::new(mac, Box::new(Loop::default()));
-        restored.restore_state(&state).unwrap();
+        restored.restore_state(&state, &mem).unwrap();
         assert_eq!(restored.pending_rx, Some(vec![0xab; 60]));
         let mut other = Net::new([2, 0, 0, 0, 0, 2], Box::new(Loop::default()));
-        let error = other.restore_state(&state).unwrap_err();
+        let error = other.restore_state(&state, &mem).unwrap_err();
         assert!(error.contains("02:00:00:00:00:01") && error.contains("02:00:00:00:00:02"));
         let huge =
             crate::persist::encode_part(&NetState { mac, pending_rx: Some(vec![0; 1 << 20]) });
-        assert!(restored.restore_state(&huge).is_err());
+        assert!(restored.restore_state(&huge, &mem).is_err());
     }
 
     #[test]

@@ -510,7 +510,7 @@ impl VirtioPciDevice {
             )));
         }
         // The device model last of what can refuse (it takes its state whole or not at all).
-        self.device.restore_state(&state.device).map_err(problem)?;
+        self.device.restore_state(&state.device, &self.mem).map_err(problem)?;
         self.msix.restore_state(&state.msix).map_err(problem)?;
         self.config = config;
         self.queues = queues;

@@ -31,7 +31,19 @@ use crate::sync::lock;
 use crate::vstate::memory::GuestMem;
 use protocol::*;
 pub use resources::GpuLimits;
-use resources::{MAX_BACKING_ENTRIES, Refusal, Resources};
+use resources::{MAX_BACKING_ENTRIES, Refusal, Resources, SavedResource};
+
+/// The GPU's own state: its resources (their pixels as the guest last transferred them),
+/// what the scanout shows, the cursor, the mode offered, the events the driver read.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GpuState {
+    pub resources: Vec<SavedResource>,
+    pub scanout: Option<(u32, Rect)>,
+    pub cursor: Option<CursorImage>,
+    pub cursor_at: (i32, i32),
+    pub mode: (u32, u32),
+    pub events_read: u32,
+}
 
 const CONTROLQ: usize = 0;
 const CURSORQ: usize = 1;
@@ -84,8 +96,8 @@ impl From<Result<(), Refusal>> for Response {
 pub struct Gpu {
     display: Display,
     resources: Resources,
-    /// The resource shown, if any.
-    scanout: Option<u32>,
+    /// The resource shown, if any, and the part of it shown.
+    scanout: Option<(u32, Rect)>,
     /// The mode the display info offers (the host's requested size, or 1024x768).
     mode: (u32, u32),
     events_read: u32,
@@ -141,7 +153,7 @@ impl Gpu {
         if let Err(code) = self.resources.unref(id) {
             return Response::Error(code);
         }
-        if self.scanout == Some(id) {
+        if self.scanout.is_some_and(|(shown, _)| shown == id) {
             // A scanout never shows a freed resource (as QEMU does).
             self.scanout = None;
             self.display.set_scanout(None);
@@ -182,7 +194,7 @@ impl Gpu {
         {
             return Response::Error(RESP_ERR_INVALID_PARAMETER);
         }
-        self.scanout = Some(id);
+        self.scanout = Some((id, rect));
         self.display.set_scanout(Some((res.image.clone(), rect)));
         Response::NoData
     }
@@ -391,6 +403,55 @@ impl VirtioDevice for Gpu {
 
     fn features(&self) -> u64 {
         F_EDID
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let cursor = self.display.cursor();
+        crate::persist::encode_part(&GpuState {
+            resources: self.resources.save(),
+            scanout: self.scanout,
+            cursor: cursor.image.as_deref().cloned(),
+            cursor_at: (cursor.x, cursor.y),
+            mode: self.mode,
+            events_read: self.events_read,
+        })
+    }
+
+    /// The resources made again (checked as the guest's requests were), the scanout shown
+    /// and the cursor put back on the display.
+    fn restore_state(&mut self, state: &[u8], mem: &GuestMem) -> Result<(), String> {
+        let state: GpuState = crate::persist::decode_part(state)?;
+        let shown = match state.scanout {
+            None => None,
+            Some((id, rect)) => {
+                let size = state.resources.iter().find(|r| r.id == id).map(|r| (r.width, r.height));
+                let fits = size.is_some_and(|(w, h)| rect.fits_in(w, h))
+                    && !rect.is_empty()
+                    && rect.width <= MAX_SCANOUT
+                    && rect.height <= MAX_SCANOUT;
+                if !fits {
+                    return Err(format!("a scanout of resource {id} it cannot show"));
+                }
+                Some((id, rect))
+            }
+        };
+        if let Some(c) = &state.cursor
+            && (c.width > MAX_CURSOR
+                || c.height > MAX_CURSOR
+                || c.rgba.len() != c.width as usize * c.height as usize * 4)
+        {
+            return Err(format!("a {}x{} cursor image", c.width, c.height));
+        }
+        self.resources.restore(&state.resources, mem)?;
+        self.scanout = shown;
+        let image =
+            shown.and_then(|(id, rect)| Some((self.resources.get(id).ok()?.image.clone(), rect)));
+        self.display.set_scanout(image);
+        self.display.set_cursor_image(state.cursor);
+        self.display.move_cursor(state.cursor_at.0, state.cursor_at.1);
+        self.mode = state.mode;
+        self.events_read = state.events_read;
+        Ok(())
     }
 
     fn pci_class(&self) -> u32 {

@@ -292,6 +292,20 @@ pub fn pixel_format(format: u32) -> Option<PixelFormat> {
     })
 }
 
+/// The virtio-gpu format code of `format` (`pixel_format`'s inverse).
+pub fn format_code(format: PixelFormat) -> u32 {
+    match format {
+        PixelFormat::Bgra => 1,
+        PixelFormat::Bgrx => 2,
+        PixelFormat::Argb => 3,
+        PixelFormat::Xrgb => 4,
+        PixelFormat::Rgba => 67,
+        PixelFormat::Xbgr => 68,
+        PixelFormat::Abgr => 121,
+        PixelFormat::Rgbx => 134,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,6 +80,19 @@ impl Resource {
     }
 }
 
+/// A resource as saved: its image (size, format, pixels as the guest last transferred
+/// them) and its backing's scatter list.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedResource {
+    pub id: u32,
+    pub width: u32,
+    pub height: u32,
+    /// The virtio-gpu format code.
+    pub format: u32,
+    pub backing: Vec<(u64, u32)>,
+    pub pixels: Vec<u8>,
+}
+
 /// Every resource of the device, and the bytes they hold.
 pub struct Resources {
     limits: GpuLimits,
@@ -100,6 +113,77 @@ impl Resources {
     #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Every resource as saved, by id.
+    pub fn save(&self) -> Vec<SavedResource> {
+        (self.map.iter())
+            .map(|(&id, res)| {
+                let image = lock(&res.image);
+                SavedResource {
+                    id,
+                    width: image.width,
+                    height: image.height,
+                    format: format_code(image.format),
+                    backing: res.backing.clone(),
+                    pixels: image.pixels.to_vec(),
+                }
+            })
+            .collect()
+    }
+
+    /// Makes the saved resources again in place of these, as their guest's requests made
+    /// them: within the machine's limits, each backing entry inside guest memory, each
+    /// image's pixels of its size. Nothing changes if one is refused.
+    pub fn restore(&mut self, saved: &[SavedResource], mem: &GuestMem) -> Result<(), String> {
+        let mut fresh = Resources::new(self.limits);
+        for s in saved {
+            let create = ResourceCreate2d {
+                resource_id: s.id.into(),
+                format: s.format.into(),
+                width: s.width.into(),
+                height: s.height.into(),
+            };
+            fresh
+                .create(&create)
+                .map_err(|code| format!("resource {}: refused ({code:#x})", s.id))?;
+            if s.backing.len() > MAX_BACKING_ENTRIES as usize {
+                return Err(format!("resource {}: {} backing entries", s.id, s.backing.len()));
+            }
+            let mut starts = Vec::with_capacity(s.backing.len());
+            let mut total = 0u64;
+            for &(addr, len) in &s.backing {
+                let inside = len > 0
+                    && addr.checked_add(u64::from(len)).is_some()
+                    && mem.check_range(
+                        GuestAddress(addr),
+                        len as usize,
+                        vm_memory::Permissions::Read,
+                    );
+                if !inside {
+                    return Err(format!("resource {}: backing outside guest memory", s.id));
+                }
+                starts.push(total);
+                total += u64::from(len);
+            }
+            let res = fresh.map.get_mut(&s.id).expect("created above");
+            let mut image = lock(&res.image);
+            if s.pixels.len() != image.pixels.len() {
+                return Err(format!(
+                    "resource {}: {} bytes of pixels for a {}x{} image",
+                    s.id,
+                    s.pixels.len(),
+                    s.width,
+                    s.height
+                ));
+            }
+            image.pixels.copy_from_slice(&s.pixels);
+            drop(image);
+            res.backing = s.backing.clone();
+            res.backing_starts = starts;
+        }
+        *self = fresh;
+        Ok(())
     }
 
     /// Drops every resource (a device reset).

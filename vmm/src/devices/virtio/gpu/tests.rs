@@ -424,3 +424,52 @@ fn a_resize_request_raises_the_display_event() {
     display.request_resize(1280, 800);
     assert_eq!(g.process_backend(&mut d.queues, &d.mem), 0);
 }
+
+#[test]
+fn resources_scanout_and_cursor_come_back_after_a_save() {
+    let (mut g, _display) = gpu();
+    let mut d = Driver::new();
+    let (w, h) = (64u32, 32u32);
+    make_resource(&mut d, &mut g, 7, 2, w, h);
+    for i in 0..w * h {
+        backing_pixel(&d, w * h * 4, i, [(i % 256) as u8, 0x11, 0x22, 0]);
+    }
+    let transfer = req(CMD_TRANSFER_TO_HOST_2D, &[0, 0, w, h, 0, 0, 7, 0]);
+    assert_eq!(kind(&d.command(&mut g, &transfer)), RESP_OK_NODATA);
+    let scanout = req(CMD_SET_SCANOUT, &[0, 0, w, 16, 0, 7]);
+    assert_eq!(kind(&d.command(&mut g, &scanout)), RESP_OK_NODATA);
+    // The guest draws on in its backing without transferring: the host copy is what shows.
+    backing_pixel(&d, w * h * 4, 0, [0xff; 4]);
+    g.display.move_cursor(10, 20);
+    let state = g.save_state();
+
+    // A new GPU (a new VM process) on the same guest memory.
+    let (mut restored, display) = gpu();
+    restored.restore_state(&state, &d.mem).unwrap();
+    assert_eq!(display.size(), Some((w, 16)), "the scanout shows the saved part");
+    display
+        .read(0, |f| {
+            assert_eq!(&f.pixels[..3], &[0, 0x11, 0x22], "the transferred pixels");
+            let at = 5 * 4;
+            assert_eq!(f.pixels[at], 5);
+        })
+        .unwrap();
+    assert_eq!((display.cursor().x, display.cursor().y), (10, 20));
+    // Its backing came back too: a transfer after the restore reads the guest's memory.
+    assert_eq!(kind(&d.command(&mut restored, &transfer)), RESP_OK_NODATA);
+    display.read(0, |f| assert_eq!(&f.pixels[..3], &[0xff; 3])).unwrap();
+
+    // Crafted: a scanout of a resource that is not there, backing outside guest memory,
+    // pixels of the wrong size. Refused, what shows stays.
+    let mut bad: GpuState = crate::persist::decode_part(&state).unwrap();
+    bad.scanout = Some((9, Rect::new(0, 0, 8, 8)));
+    let error = restored.restore_state(&crate::persist::encode_part(&bad), &d.mem).unwrap_err();
+    assert!(error.contains("resource 9"), "{error}");
+    let mut bad: GpuState = crate::persist::decode_part(&state).unwrap();
+    bad.resources[0].backing = vec![(u64::MAX - 10, 4096)];
+    assert!(restored.restore_state(&crate::persist::encode_part(&bad), &d.mem).is_err());
+    let mut bad: GpuState = crate::persist::decode_part(&state).unwrap();
+    bad.resources[0].pixels.truncate(100);
+    assert!(restored.restore_state(&crate::persist::encode_part(&bad), &d.mem).is_err());
+    assert_eq!(display.size(), Some((w, 16)));
+}
