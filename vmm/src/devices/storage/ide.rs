@@ -112,6 +112,95 @@ enum Phase {
     },
 }
 
+/// A data phase as saved (`Phase`'s fields).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PhaseState {
+    Idle,
+    Packet { bytes: Vec<u8>, got: usize },
+    Buffer { data: Vec<u8>, pos: usize, drq_left: usize, limit: usize, packet: bool },
+    Blocks { lba: u64, buf: Vec<u8>, pos: usize, remaining: u64, drq_left: u64, limit: u64 },
+}
+
+/// Longest reply an MMC command gives (its allocation length is 16 bits).
+const MAX_REPLY: usize = 0x1_0000;
+
+impl PhaseState {
+    fn of(phase: &Phase) -> PhaseState {
+        match phase {
+            Phase::Idle => PhaseState::Idle,
+            Phase::Packet { bytes, got } => PhaseState::Packet { bytes: bytes.to_vec(), got: *got },
+            Phase::Buffer { data, pos, drq_left, limit, packet } => PhaseState::Buffer {
+                data: data.clone(),
+                pos: *pos,
+                drq_left: *drq_left,
+                limit: *limit,
+                packet: *packet,
+            },
+            Phase::Blocks { lba, buf, pos, remaining, drq_left, limit } => PhaseState::Blocks {
+                lba: *lba,
+                buf: buf.to_vec(),
+                pos: *pos,
+                remaining: *remaining,
+                drq_left: *drq_left,
+                limit: *limit,
+            },
+        }
+    }
+
+    /// The phase, if its numbers are ones a transfer can be at (the data phase's code
+    /// indexes and subtracts by them) on a disc of `blocks` blocks.
+    fn phase(&self, blocks: u64) -> Result<Phase, String> {
+        let bad = || format!("a data transfer no command leaves: {self:?}");
+        Ok(match self {
+            PhaseState::Idle => Phase::Idle,
+            PhaseState::Packet { bytes, got } => {
+                let bytes: [u8; PACKET_BYTES] = bytes.as_slice().try_into().map_err(|_| bad())?;
+                if *got > PACKET_BYTES {
+                    return Err(bad());
+                }
+                Phase::Packet { bytes, got: *got }
+            }
+            PhaseState::Buffer { data, pos, drq_left, limit, packet } => {
+                if data.len() > MAX_REPLY || *pos > data.len() || *drq_left > data.len() - pos {
+                    return Err(bad());
+                }
+                let (pos, drq_left, limit, packet) = (*pos, *drq_left, *limit, *packet);
+                Phase::Buffer { data: data.clone(), pos, drq_left, limit, packet }
+            }
+            PhaseState::Blocks { lba, buf, pos, remaining, drq_left, limit } => {
+                let buf: [u8; BLOCK as usize] = buf.as_slice().try_into().map_err(|_| bad())?;
+                let whole = |bytes: u64| bytes.div_ceil(BLOCK);
+                let ok = *pos <= BLOCK as usize
+                    && (*remaining + *pos as u64).is_multiple_of(BLOCK)
+                    && *drq_left <= *remaining
+                    && *drq_left <= *limit
+                    && lba.checked_add(whole(*remaining)).is_some_and(|end| end <= blocks);
+                if !ok {
+                    return Err(bad());
+                }
+                Phase::Blocks {
+                    lba: *lba,
+                    buf: Box::new(buf),
+                    pos: *pos,
+                    remaining: *remaining,
+                    drq_left: *drq_left,
+                    limit: *limit,
+                }
+            }
+        })
+    }
+}
+
+/// The drive's state: its task file, data phase, transfer mode and its MMC core's.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AtapiDriveState {
+    pub task_file: [u8; 8],
+    pub phase: PhaseState,
+    pub dma: bool,
+    pub transfer_mode: u8,
+    pub cd: crate::devices::storage::mmc::CdRomState,
+}
+
 /// The ATAPI CD-ROM drive: its task file and transfer state around the MMC core.
 pub struct AtapiDrive {
     pub cd: CdRom,
@@ -144,6 +233,47 @@ impl AtapiDrive {
         };
         d.reset();
         d
+    }
+
+    pub fn save_state(&self) -> AtapiDriveState {
+        let [l0, l1, l2] = self.lba;
+        AtapiDriveState {
+            task_file: [
+                self.error,
+                self.features,
+                self.count,
+                l0,
+                l1,
+                l2,
+                self.device,
+                self.status,
+            ],
+            phase: PhaseState::of(&self.phase),
+            dma: self.dma,
+            transfer_mode: self.transfer_mode,
+            cd: self.cd.save_state(),
+        }
+    }
+
+    /// Whether this drive can take `state`, changing nothing; the phase it holds.
+    fn check_state(&self, state: &AtapiDriveState) -> Result<Phase, String> {
+        self.cd.can_take(&state.cd)?;
+        // The disc's size after the restore: none if the saved drive was empty.
+        let blocks = state.cd.media.as_ref().map_or(0, |(_, blocks)| *blocks);
+        state.phase.phase(blocks)
+    }
+
+    /// Takes a saved state, checked whole first.
+    pub fn restore_state(&mut self, state: &AtapiDriveState) -> Result<(), String> {
+        let phase = self.check_state(state)?;
+        self.cd.restore_state(&state.cd)?;
+        let [error, features, count, l0, l1, l2, device, status] = state.task_file;
+        (self.error, self.features, self.count, self.lba) = (error, features, count, [l0, l1, l2]);
+        (self.device, self.status) = (device, status);
+        self.phase = phase;
+        self.dma = state.dma;
+        self.transfer_mode = state.transfer_mode;
+        Ok(())
     }
 
     /// The packet device signature (ATA8-ACS §9.12): what reset, diagnostics and any
@@ -744,6 +874,24 @@ fn dma_to_memory(drive: &mut AtapiDrive, mem: &GuestMem, table: u64) -> Result<b
     Err(DmaFault::ShortTable)
 }
 
+/// A channel's state: its drives', the drive selected, device control, the bus master's
+/// registers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelState {
+    pub drives: [Option<AtapiDriveState>; 2],
+    pub selected: usize,
+    pub control: u8,
+    /// Bus master command, status, PRD table address.
+    pub bus_master: (u8, u8, u32),
+}
+
+/// The controller's state: its configuration space and channels.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdeState {
+    pub config: Vec<u8>,
+    pub channels: [ChannelState; 2],
+}
+
 /// The controller: its PCI function, two channels, and the guest memory its bus masters
 /// write.
 pub struct IdeController {
@@ -858,11 +1006,54 @@ impl PciDevice for IdeController {
     }
 
     fn save_state(&self) -> Result<Vec<u8>, String> {
-        Err("the IDE controller and CD drive cannot save their state yet".into())
+        let channel = |c: &Channel| ChannelState {
+            drives: [0, 1].map(|d| c.drives[d].as_ref().map(AtapiDrive::save_state)),
+            selected: c.selected,
+            control: c.control,
+            bus_master: (c.bm.command, c.bm.status, c.bm.prd),
+        };
+        let state = IdeState {
+            config: self.config.save_state(),
+            channels: [channel(&self.channels[0]), channel(&self.channels[1])],
+        };
+        Ok(crate::persist::encode_part(&state))
     }
 
-    fn restore_state(&mut self, _state: &[u8]) -> Result<(), String> {
-        Err("the IDE controller and CD drive cannot take a saved state yet".into())
+    /// Takes a saved state whose drives are where this controller has them (its CD drive
+    /// with the same disc, or the disc let go of); checked whole before anything changes.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let state: IdeState = crate::persist::decode_part(state)?;
+        let mut config = self.config.clone();
+        config.restore_state(&state.config)?;
+        for (c, (channel, saved)) in self.channels.iter().zip(&state.channels).enumerate() {
+            for d in 0..2 {
+                if channel.drives[d].is_some() != saved.drives[d].is_some() || saved.selected > 1 {
+                    return Err(format!("its drives on channel {c} are not where they were"));
+                }
+            }
+        }
+        // Every drive's state checked before any drive takes its own.
+        for (channel, saved) in self.channels.iter().zip(&state.channels) {
+            for (drive, saved) in channel.drives.iter().zip(&saved.drives) {
+                if let (Some(drive), Some(saved)) = (drive, saved) {
+                    drive.check_state(saved)?;
+                }
+            }
+        }
+        for (channel, saved) in self.channels.iter_mut().zip(&state.channels) {
+            for (drive, saved) in channel.drives.iter_mut().zip(&saved.drives) {
+                if let (Some(drive), Some(saved)) = (drive, saved) {
+                    drive.restore_state(saved)?;
+                }
+            }
+            channel.selected = saved.selected;
+            channel.control = saved.control;
+            let (command, status, prd) = saved.bus_master;
+            channel.bm =
+                BusMaster { command: command & (BM_START | BM_TO_MEMORY), status, prd: prd & !3 };
+        }
+        self.config = config;
+        Ok(())
     }
 }
 
@@ -900,8 +1091,13 @@ mod tests {
     impl Rig {
         fn new() -> Self {
             let (path, data) = iso(40);
+            Self::with(&path, data)
+        }
+
+        /// A rig whose drive holds the disc at `path` (holding `data`).
+        fn with(path: &std::path::Path, data: Vec<u8>) -> Self {
             let mut cd = CdRom::new("vessel-cd0");
-            cd.insert(Media::open(&path).unwrap());
+            cd.insert(Media::open(path).unwrap());
             let irqs = [
                 EventFd::new(libc::EFD_NONBLOCK).unwrap(),
                 EventFd::new(libc::EFD_NONBLOCK).unwrap(),
@@ -1251,5 +1447,62 @@ mod tests {
         // After all that, the drive still works by PIO.
         let (data, _, (status, _, _)) = r.packet(&[0x28, 0, 0, 0, 0, 7, 0, 0, 1], 0xfffe);
         assert_eq!((status & ERR, &data[..]), (0, &r.data[7 * 2048..8 * 2048]));
+    }
+
+    #[test]
+    fn a_transfer_halfway_through_goes_on_after_a_restore() {
+        let (path, data) = iso(40);
+        let mut r = Rig::with(&path, data.clone());
+        // The new disc's unit attention taken first (TEST UNIT READY).
+        r.packet(&[0; 12], 0);
+        // READ(10) of blocks 5-6 by PIO, 2048 bytes a DRQ block; 100 bytes read.
+        r.out(CMD, 6, 0xa0);
+        r.out(CMD, 1, 0);
+        r.out(CMD, 4, 0x00);
+        r.out(CMD, 5, 0x08);
+        r.out(CMD, 7, PACKET);
+        for pair in [0x28u8, 0, 0, 0, 0, 5, 0, 0, 2, 0, 0, 0].chunks(2) {
+            r.ide.write(CMD, 0, pair);
+        }
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            got.extend(r.inw());
+        }
+        let state = r.ide.save_state().unwrap();
+
+        // The same disc in a new controller: the transfer goes on where it was.
+        let mut restored = Rig::with(&path, data.clone());
+        restored.ide.restore_state(&state).unwrap();
+        while restored.inb(CMD, 7) & DRQ != 0 && got.len() < 8192 {
+            got.extend(restored.inw());
+        }
+        assert_eq!(got.len(), 2 * 2048);
+        assert!(got == data[5 * 2048..7 * 2048], "the blocks read across the restore");
+        assert_eq!(restored.inb(CMD, 7) & (ERR | DRQ | BSY), 0, "the command completed");
+
+        // Another disc: refused, naming both. A phase no command leaves: refused.
+        let (other, other_data) = iso(40);
+        let mut elsewhere = Rig::with(&other, other_data);
+        let error = elsewhere.ide.restore_state(&state).unwrap_err();
+        assert!(error.contains(&*path.to_string_lossy()) && error.contains("CD drive"), "{error}");
+        let mut bad: IdeState = crate::persist::decode_part(&state).unwrap();
+        if let Some(drive) = &mut bad.channels[1].drives[0]
+            && let PhaseState::Blocks { lba, .. } = &mut drive.phase
+        {
+            *lba = u64::MAX;
+        }
+        let bad = crate::persist::encode_part(&bad);
+        assert!(restored.ide.restore_state(&bad).unwrap_err().contains("data transfer"));
+        // A drive the saved machine had emptied lets go of its disc.
+        let mut empty: IdeState = crate::persist::decode_part(&state).unwrap();
+        if let Some(drive) = &mut empty.channels[1].drives[0] {
+            drive.cd.media = None;
+            drive.phase = PhaseState::Idle;
+        }
+        restored.ide.restore_state(&crate::persist::encode_part(&empty)).unwrap();
+        assert!(restored.ide.cd().unwrap().media().is_none());
+        for p in [path, other] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

@@ -141,6 +141,19 @@ pub struct Sense {
     pub ascq: u8,
 }
 
+/// A drive's state: the disc in it (its path and size: the machine opens it from its
+/// settings), the tray, the lock, the sense data, a medium change not yet reported.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CdRomState {
+    pub media: Option<(PathBuf, u64)>,
+    pub tray_open: bool,
+    pub locked: bool,
+    pub sense: [u8; 3],
+    pub unit_attention: bool,
+    /// The media event not yet reported (GET EVENT STATUS NOTIFICATION's code).
+    pub event: Option<u8>,
+}
+
 #[derive(Debug, Default)]
 pub struct CdRom {
     media: Option<Media>,
@@ -165,6 +178,61 @@ impl CdRom {
 
     pub fn media(&self) -> Option<&Media> {
         self.media.as_ref()
+    }
+
+    pub fn save_state(&self) -> CdRomState {
+        CdRomState {
+            media: self.media.as_ref().map(|m| (m.path.clone(), m.blocks)),
+            tray_open: self.tray_open,
+            locked: self.locked,
+            sense: [self.sense.key, self.sense.asc, self.sense.ascq],
+            unit_attention: self.unit_attention,
+            event: self.event.map(|e| e as u8),
+        }
+    }
+
+    /// Whether this drive can take `state`: the disc must be the one this drive was given
+    /// (from the VM's settings), or none (a saved empty drive lets go of a disc it was
+    /// given). Returns the media event it holds.
+    fn check_state(&self, state: &CdRomState) -> Result<Option<MediaEvent>, String> {
+        let here = self.media.as_ref().map(|m| (m.path.clone(), m.blocks));
+        if let Some(saved) = &state.media
+            && here.as_ref() != Some(saved)
+        {
+            let has = here.map_or("no disc".to_string(), |(p, _)| p.display().to_string());
+            return Err(format!(
+                "the saved machine had {} in its CD drive; this one has {has}",
+                saved.0.display()
+            ));
+        }
+        Ok(match state.event {
+            None => None,
+            Some(0) => Some(MediaEvent::None),
+            Some(1) => Some(MediaEvent::EjectRequest),
+            Some(2) => Some(MediaEvent::NewMedia),
+            Some(3) => Some(MediaEvent::MediaRemoval),
+            Some(code) => return Err(format!("media event {code}")),
+        })
+    }
+
+    /// Whether this drive can take `state` (see `restore_state`).
+    pub fn can_take(&self, state: &CdRomState) -> Result<(), String> {
+        self.check_state(state).map(|_| ())
+    }
+
+    /// Takes a saved state (see `check_state`), or nothing of it.
+    pub fn restore_state(&mut self, state: &CdRomState) -> Result<(), String> {
+        let event = self.check_state(state)?;
+        if state.media.is_none() {
+            self.media = None;
+        }
+        self.tray_open = state.tray_open && self.media.is_none();
+        self.locked = state.locked;
+        let [key, asc, ascq] = state.sense;
+        self.sense = Sense { key, asc, ascq };
+        self.unit_attention = state.unit_attention;
+        self.event = event;
+        Ok(())
     }
 
     /// The drive's serial number (INQUIRY page 0x80, IDENTIFY).
