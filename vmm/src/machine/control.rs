@@ -22,7 +22,14 @@ pub enum Command {
     Reset,
     SerialInput(Vec<u8>),
     InsertCd(std::path::PathBuf),
-    EjectCd { force: bool },
+    EjectCd {
+        force: bool,
+    },
+    /// Writes the paused machine's state and memory into these files.
+    SaveState {
+        state: std::fs::File,
+        memory: std::fs::File,
+    },
 }
 
 pub enum ControlMsg {

@@ -211,6 +211,11 @@ impl Controller {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
                 lock(&instance.serial).send_input(bytes);
             }
+            (Command::SaveState { state, memory }, MachineState::Paused) => {
+                self.flush_serial();
+                let instance = self.instance.as_mut().ok_or_else(wrong_state)?;
+                instance.save_state(state, memory)?;
+            }
             (Command::InsertCd(path), _) => {
                 self.cd_config().ok_or(MachineError::NoCdDrive)?;
                 let media = Media::open(path)?;
@@ -275,7 +280,7 @@ impl Controller {
         }
         self.generation += 1;
         self.flush_serial();
-        match Instance::build(&self.config, &self.env, self.generation) {
+        match Instance::build(&self.config, &self.env, self.generation, None) {
             Ok(instance) => {
                 self.instance = Some(instance);
                 self.instance_mode(RunMode::Running);
@@ -317,5 +322,6 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::SerialInput(_) => "send serial input to",
         Command::InsertCd(_) => "insert a CD into",
         Command::EjectCd { .. } => "eject the CD of",
+        Command::SaveState { .. } => "save the state of",
     }
 }

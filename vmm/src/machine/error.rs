@@ -53,6 +53,10 @@ pub enum MachineError {
     #[error("cannot press the ACPI power button")]
     PowerButton(#[source] std::io::Error),
 
+    #[error("cannot save the machine's state: {0}")]
+    SaveState(String),
+    #[error("cannot restore the machine's saved state: {0}")]
+    RestoreState(String),
     #[error("the machine's controller thread has exited")]
     Gone,
     #[error("{0}")]

@@ -1,6 +1,7 @@
 //! One boot of a machine: the KVM VM, its memory, devices and vCPU threads. A reboot
 //! throws the instance away and builds a new one from the same config.
 
+use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use super::control::{ControlMsg, ControlSender};
 use super::error::MachineError;
 use super::events::{Event, EventSink};
 use super::io_thread::{FailureSink, IoThread};
-use super::vcpu::{self, RunControl, RunMode, VcpuContext};
+use super::vcpu::{self, RunControl, RunMode, SharedVcpu, VcpuContext};
 use crate::arch::x86_64::layout::*;
 use crate::arch::x86_64::{acpi, boot, cpuid, regs};
 use crate::devices::bus::{Bus, SharedDevice};
@@ -46,6 +47,8 @@ use crate::display::boot_fb::BootFramebuffer;
 use crate::firmware::image::FirmwareImage;
 use crate::input::InputKind;
 use crate::input::InputSink;
+use crate::persist::Persist;
+use crate::persist::machine::{DeviceStates, MachineState};
 use crate::vstate::irq::{GsiRouter, IntxLine, PirqRoutes};
 use crate::vstate::kvm::open_kvm;
 use crate::vstate::memory::{self, GuestMem};
@@ -90,6 +93,32 @@ pub struct Instance {
     stats: Arc<super::stats::MachineStats>,
     /// `shutdown` has run.
     shut_down: bool,
+    /// What a saved state holds, beside the VM and memory.
+    vcpus: Vec<SharedVcpu>,
+    /// The MSRs a vCPU's state saves (as this host's KVM lists them).
+    msrs: Vec<u32>,
+    legacy: Legacy,
+    pci: Arc<Mutex<PciRoot>>,
+    /// Each virtio device with its thread's name, to serve it again after a save.
+    virtio: Vec<(String, Arc<Mutex<VirtioPciDevice>>)>,
+    failed: FailureSink,
+    /// Built to boot through firmware (whose devices cannot be saved yet).
+    firmware_boot: bool,
+}
+
+/// The devices every machine has, kept for saving and restoring their state.
+struct Legacy {
+    i8042: Arc<Mutex<I8042>>,
+    cmos: Arc<Mutex<Cmos>>,
+    pm: Arc<Mutex<AcpiPm>>,
+    debug_port: Arc<Mutex<DebugPort>>,
+    config_ports: Arc<Mutex<ConfigPorts>>,
+}
+
+/// A machine built from a saved state: the state, and guest memory mapped from its file.
+pub struct Restoring {
+    pub state: MachineState,
+    pub mem: GuestMem,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError {
@@ -97,10 +126,13 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> MachineError
 }
 
 impl Instance {
+    /// Builds the machine `config` describes; `restoring`: from a saved state (its memory
+    /// and devices as saved, its vCPUs where they were), not to boot.
     pub fn build(
         config: &MachineConfig,
         env: &InstanceEnv,
         generation: u64,
+        restoring: Option<Restoring>,
     ) -> Result<Self, MachineError> {
         config.validate().map_err(MachineError::InvalidConfig)?;
         let kvm = open_kvm()?;
@@ -119,7 +151,19 @@ impl Instance {
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         vm.create_pit2(pit).map_err(kvm_err("create the in-kernel PIT"))?;
 
-        let mem = memory::create_guest_memory(config.memory_bytes)?;
+        let (mem, restoring) = match restoring {
+            Some(Restoring { state, mem }) => (mem, Some(state)),
+            None => (memory::create_guest_memory(config.memory_bytes)?, None),
+        };
+        if restoring.is_some()
+            && (matches!(config.boot, Boot::Firmware(_)) || config.boot_framebuffer.is_some())
+        {
+            return Err(MachineError::RestoreState(
+                "a machine that boots through firmware, or shows a boot framebuffer, cannot be \
+                 restored yet"
+                    .into(),
+            ));
+        }
         memory::register_with_kvm(&vm, &mem)?;
         // Direct boot: the kernel loaded, the boot framebuffer described to it, the ACPI
         // tables in the BIOS area, the boot vCPU set up at its entry. Firmware boot: the
@@ -127,6 +171,8 @@ impl Instance {
         // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
         // rest through fw_cfg.
         let (entry, firmware, boot_fb, shadow, next_slot) = match &config.boot {
+            // Restored: guest memory holds what the guest made of it, which nothing writes.
+            Boot::Kernel(_) if restoring.is_some() => (None, None, None, None, None),
             Boot::Kernel(source) => {
                 let layout = boot::load(&mem, source, config.boot_framebuffer)?;
                 let boot_fb = match config.boot_framebuffer {
@@ -156,7 +202,16 @@ impl Instance {
 
         let power = power_sink(env.control.clone(), generation);
         let devices = build_devices(&vm, &mem, config, env, power, shadow, next_slot)?;
-        let Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga } = devices;
+        let Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga, legacy, pci } = devices;
+        if let Some(state) = &restoring {
+            // Before any device thread runs: the devices as saved, then the VM's interrupt
+            // controllers, PIT and clock.
+            restore_devices(&state.devices, &serial, &ged, &legacy, &pci)?;
+            crate::persist::vm::restore(&vm, &state.vm)
+                .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
+        }
+        let msrs = crate::persist::vcpu::msrs_to_save(&kvm)
+            .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -179,6 +234,13 @@ impl Instance {
             _firmware: firmware,
             stats: env.stats.clone(),
             shut_down: false,
+            vcpus: Vec::new(),
+            msrs,
+            legacy,
+            pci,
+            virtio: Vec::new(),
+            failed: failed_sink(env.control.clone(), generation),
+            firmware_boot: matches!(config.boot, Boot::Firmware(_)),
         };
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
@@ -188,11 +250,7 @@ impl Instance {
             let shown = VgaDisplay::start(vga, env.display.clone()).map_err(MachineError::Vga)?;
             instance.vga = Some(shown);
         }
-        let failed = |control: ControlSender| -> FailureSink {
-            Arc::new(move |message| {
-                control.send(ControlMsg::DeviceFailed { generation, message });
-            })
-        };
+        let failed = |control: ControlSender| failed_sink(control, generation);
         for (kind, device) in inputs {
             // Input reaches the guest from the thread that makes it (the window's, a VM
             // process's client's), not by waking the device's thread. A panic in the device
@@ -211,15 +269,27 @@ impl Instance {
             })));
         }
         for (index, device) in virtio.into_iter().enumerate() {
-            let name = format!("vessel-virtio{index}");
-            let stats = env.stats.clone();
-            let failed = failed(env.control.clone());
-            instance
-                .io_threads
-                .push(IoThread::spawn(name, device, stats, failed).map_err(MachineError::Thread)?);
+            instance.virtio.push((format!("vessel-virtio{index}"), device));
+        }
+        instance.serve_devices()?;
+        if let Some(state) = &restoring
+            && state.vcpus.len() != usize::from(config.vcpus)
+        {
+            return Err(MachineError::RestoreState(format!(
+                "the saved machine had {} vCPUs; this one has {}",
+                state.vcpus.len(),
+                config.vcpus
+            )));
         }
         for index in 0..config.vcpus {
             let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
+            if let Some(state) = &restoring {
+                // Where it was: CPUID, registers, APIC, MSRs, pending events, as saved.
+                crate::persist::vcpu::restore(&fd, index, &state.vcpus[usize::from(index)])
+                    .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
+                instance.spawn_vcpu(fd, index, &pio, &mmio, &run, env, generation)?;
+                continue;
+            }
             let mut cpuid = supported.clone();
             cpuid::normalize(&mut cpuid, index, config.vcpus, tsc_deadline);
             fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
@@ -233,21 +303,113 @@ impl Instance {
                 // uninitialised with an in-kernel local APIC).
                 regs::setup_boot_vcpu(&fd, &instance.mem, entry)?;
             }
-            let control = env.control.clone();
-            let ctx = VcpuContext {
-                index,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                run: run.clone(),
-                stopped: Arc::new(move |stop| {
-                    control.send(ControlMsg::VcpuStopped { generation, vcpu: index, stop });
-                }),
-                stats: env.stats.clone(),
-            };
-            // A failed spawn drops `instance`, which stops the threads already running.
-            instance.threads.push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);
+            instance.spawn_vcpu(fd, index, &pio, &mmio, &run, env, generation)?;
         }
         Ok(instance)
+    }
+
+    /// Starts vCPU `index`'s thread (parked until the machine runs).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_vcpu(
+        &mut self,
+        fd: kvm_ioctls::VcpuFd,
+        index: u8,
+        pio: &Arc<Bus>,
+        mmio: &Arc<Bus>,
+        run: &Arc<RunControl>,
+        env: &InstanceEnv,
+        generation: u64,
+    ) -> Result<(), MachineError> {
+        let control = env.control.clone();
+        let ctx = VcpuContext {
+            index,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            run: run.clone(),
+            stopped: Arc::new(move |stop| {
+                control.send(ControlMsg::VcpuStopped { generation, vcpu: index, stop });
+            }),
+            stats: env.stats.clone(),
+        };
+        let fd: SharedVcpu = Arc::new(Mutex::new(fd));
+        self.vcpus.push(fd.clone());
+        // A failed spawn drops the instance, which stops the threads already running.
+        self.threads.push(vcpu::spawn(fd, ctx).map_err(MachineError::Thread)?);
+        Ok(())
+    }
+
+    /// Starts a thread for each virtio device, serving its queues and backend.
+    fn serve_devices(&mut self) -> Result<(), MachineError> {
+        for (name, device) in &self.virtio {
+            let (stats, failed) = (self.stats.clone(), self.failed.clone());
+            let thread = IoThread::spawn(name.clone(), device.clone(), stats, failed);
+            self.io_threads.push(thread.map_err(MachineError::Thread)?);
+        }
+        Ok(())
+    }
+
+    /// Writes the machine's state to `state` and its memory to `memory` (both emptied
+    /// first); the vCPUs are paused. The device threads stop meanwhile (what they were
+    /// serving finished first, so nothing touches guest memory or a device while it is
+    /// read) and serve again after.
+    pub fn save_state(&mut self, state: &File, memory: &File) -> Result<(), MachineError> {
+        if self.firmware_boot || self.boot_fb.is_some() || self.vga.is_some() {
+            return Err(MachineError::SaveState(
+                "a machine that boots through firmware, or shows a boot framebuffer, cannot be \
+                 saved yet"
+                    .into(),
+            ));
+        }
+        let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
+        let mut busy = Vec::new();
+        for thread in self.io_threads.drain(..) {
+            if let Err(name) = thread.stop(deadline) {
+                busy.push(name);
+            }
+        }
+        let saved = if busy.is_empty() {
+            self.write_state(state, memory)
+        } else {
+            Err(MachineError::SaveState(format!(
+                "{} did not finish its work in time",
+                busy.join(", ")
+            )))
+        };
+        self.serve_devices()?;
+        saved
+    }
+
+    fn write_state(&self, state: &File, memory: &File) -> Result<(), MachineError> {
+        use std::io::Write;
+        let fail = |e: String| MachineError::SaveState(e);
+        let mut vcpus = Vec::with_capacity(self.vcpus.len());
+        for (index, fd) in self.vcpus.iter().enumerate() {
+            let fd = crate::sync::lock(fd);
+            let saved = crate::persist::vcpu::save(&self.vm, &fd, index as u8, &self.msrs);
+            vcpus.push(saved.map_err(|e| fail(error_chain(&e)))?);
+        }
+        let l = &self.legacy;
+        let devices = DeviceStates {
+            serial: crate::sync::lock(&self.serial).save_state(),
+            i8042: crate::sync::lock(&l.i8042).save_state(),
+            cmos: crate::sync::lock(&l.cmos).save_state(),
+            acpi_pm: crate::sync::lock(&l.pm).save_state(),
+            debug_port: crate::sync::lock(&l.debug_port).save_state(),
+            ged: crate::sync::lock(&self.ged).save_state(),
+            pci_config_address: crate::sync::lock(&l.config_ports).save_state(),
+            pci: crate::sync::lock(&self.pci).save_state().map_err(|e| fail(error_chain(&e)))?,
+        };
+        let machine = MachineState {
+            memory: crate::persist::memory::MemoryLayout::of(&self.mem),
+            vm: crate::persist::vm::save(&self.vm).map_err(|e| fail(error_chain(&e)))?,
+            vcpus,
+            devices,
+        };
+        let bytes = crate::persist::format::encode(&machine).map_err(|e| fail(e.to_string()))?;
+        crate::persist::memory::save(&self.mem, memory).map_err(|e| fail(error_chain(&e)))?;
+        let mut out = state;
+        out.set_len(0).and_then(|()| out.write_all(&bytes)).map_err(|e| fail(e.to_string()))?;
+        Ok(())
     }
 
     /// Runs, pauses or stops the vCPUs; false if some did not get there in time.
@@ -317,6 +479,45 @@ impl Drop for Instance {
     }
 }
 
+fn failed_sink(control: ControlSender, generation: u64) -> FailureSink {
+    Arc::new(move |message| {
+        control.send(ControlMsg::DeviceFailed { generation, message });
+    })
+}
+
+/// An error with its causes, "what: why: why".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Gives every device its saved state (each checks what it is given).
+fn restore_devices(
+    saved: &DeviceStates,
+    serial: &Mutex<SerialPort>,
+    ged: &Mutex<Ged>,
+    legacy: &Legacy,
+    pci: &Mutex<PciRoot>,
+) -> Result<(), MachineError> {
+    use crate::sync::lock;
+    let fail = |e: crate::persist::DeviceStateError| MachineError::RestoreState(e.to_string());
+    lock(serial).restore_state(&saved.serial).map_err(fail)?;
+    lock(&legacy.i8042).restore_state(&saved.i8042).map_err(fail)?;
+    lock(&legacy.cmos).restore_state(&saved.cmos).map_err(fail)?;
+    lock(&legacy.pm).restore_state(&saved.acpi_pm).map_err(fail)?;
+    lock(&legacy.debug_port).restore_state(&saved.debug_port).map_err(fail)?;
+    lock(ged).restore_state(&saved.ged).map_err(fail)?;
+    lock(&legacy.config_ports).restore_state(&saved.pci_config_address).map_err(fail)?;
+    lock(pci).restore_state(&saved.pci).map_err(fail)?;
+    Ok(())
+}
+
 fn power_sink(control: ControlSender, generation: u64) -> PowerSink {
     Arc::new(move |request: PowerRequest| {
         control.send(ControlMsg::Power { generation, request });
@@ -333,6 +534,8 @@ struct Devices {
     inputs: Vec<(InputKind, Arc<Mutex<VirtioPciDevice>>)>,
     ide: Option<Arc<Mutex<IdeController>>>,
     vga: Option<vga::SharedVga>,
+    legacy: Legacy,
+    pci: Arc<Mutex<PciRoot>>,
 }
 
 fn build_devices(
@@ -363,7 +566,7 @@ fn build_devices(
     let i8042 = Arc::new(Mutex::new(I8042::new(power.clone(), irqs, Some(env.input.clone()))));
     env.input.attach_ps2(Arc::new(I8042Port::new(Arc::downgrade(&i8042))));
     pio.insert(u64::from(I8042_DATA_PORT), 1, i8042.clone())?;
-    pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042)?;
+    pio.insert(u64::from(I8042_COMMAND_PORT), 1, i8042.clone())?;
 
     let low = config.memory_bytes.min(MMIO_HOLE_START);
     let mut cmos = Cmos::new(low, config.memory_bytes - low, config.vcpus);
@@ -381,9 +584,11 @@ fn build_devices(
         }
         cmos.set_boot_order(&classes);
     }
-    pio.insert(u64::from(CMOS_PORT), 2, Arc::new(Mutex::new(cmos)))?;
+    let cmos = Arc::new(Mutex::new(cmos));
+    pio.insert(u64::from(CMOS_PORT), 2, cmos.clone())?;
 
-    let pm: SharedDevice = Arc::new(Mutex::new(AcpiPm::new(power)));
+    let acpi_pm = Arc::new(Mutex::new(AcpiPm::new(power)));
+    let pm: SharedDevice = acpi_pm.clone();
     pio.insert(u64::from(SLEEP_CONTROL_PORT), 2, pm.clone())?;
 
     // A debug console port: each byte becomes a debug-port event.
@@ -394,7 +599,8 @@ fn build_devices(
             events.send(Event::DebugMarker { code, since_build: at.duration_since(built_at) })
         })
     };
-    pio.insert(u64::from(DEBUG_PORT), 1, Arc::new(Mutex::new(DebugPort::new(marker_sink()))))?;
+    let debug_port = Arc::new(Mutex::new(DebugPort::new(marker_sink())));
+    pio.insert(u64::from(DEBUG_PORT), 1, debug_port.clone())?;
 
     if let Boot::Firmware(_) = &config.boot {
         // SeaBIOS's own log goes to QEMU's debug console port: events as 0xE9's, more of
@@ -414,11 +620,8 @@ fn build_devices(
     if let Some(shadow) = shadow {
         crate::sync::lock(&root).attach_shadow_ram(shadow);
     }
-    pio.insert(
-        u64::from(PCI_CONFIG_PORT),
-        8,
-        Arc::new(Mutex::new(ConfigPorts::new(root.clone(), pm))),
-    )?;
+    let config_ports = Arc::new(Mutex::new(ConfigPorts::new(root.clone(), pm)));
+    pio.insert(u64::from(PCI_CONFIG_PORT), 8, config_ports.clone())?;
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(Ecam::new(root.clone()))))?;
     let router = Arc::new(GsiRouter::new(vm.clone())?);
     let mut virtio = Vec::new();
@@ -521,7 +724,8 @@ fn build_devices(
         let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &setup)?;
         pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
     }
-    Ok(Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga })
+    let legacy = Legacy { i8042, cmos, pm: acpi_pm, debug_port, config_ports };
+    Ok(Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga, legacy, pci: root })
 }
 
 /// Plugs a standard VGA into the PCI bus and its legacy ports and memory window, its

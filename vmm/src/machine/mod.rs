@@ -41,8 +41,49 @@ impl Machine {
     /// controller thread. The vCPUs wait for `MachineHandle::start`. `wake` is called after
     /// every event.
     pub fn build(
+        config: MachineConfig,
+        wake: Option<WakeFn>,
+    ) -> Result<MachineHandle, MachineError> {
+        Self::build_from(config, wake, None)
+    }
+
+    /// Builds the machine `config` describes from a state `MachineHandle::save_state`
+    /// wrote: `state` its state file, `memory` its memory file (mapped copy-on-write: it
+    /// must not change while the machine runs). Every part of the state is checked against
+    /// the machine before it is taken; the vCPUs wait for `start`, then go on where they
+    /// were.
+    pub fn restore(
+        config: MachineConfig,
+        wake: Option<WakeFn>,
+        state: &std::fs::File,
+        memory: &std::fs::File,
+    ) -> Result<MachineHandle, MachineError> {
+        use std::os::unix::fs::FileExt;
+        let fail = |e: String| MachineError::RestoreState(e);
+        let size = state.metadata().map_err(|e| fail(e.to_string()))?.len();
+        if size > crate::persist::format::MAX_STATE + 4096 {
+            return Err(fail(format!("its state file is {size} bytes, more than a state can be")));
+        }
+        // From its start, whatever the file's offset.
+        let mut bytes = vec![0u8; size as usize];
+        state.read_exact_at(&mut bytes, 0).map_err(|e| fail(e.to_string()))?;
+        let saved: crate::persist::machine::MachineState =
+            crate::persist::format::decode(&bytes).map_err(|e| fail(e.to_string()))?;
+        let expected = crate::persist::memory::MemoryLayout {
+            regions: crate::arch::x86_64::layout::ram_ranges(config.memory_bytes)
+                .into_iter()
+                .map(|(start, len)| (vm_memory::Address::raw_value(&start), len as u64))
+                .collect(),
+        };
+        let mem = crate::persist::memory::restore(memory, &saved.memory, &expected)
+            .map_err(|e| fail(e.to_string()))?;
+        Self::build_from(config, wake, Some(instance::Restoring { state: saved, mem }))
+    }
+
+    fn build_from(
         mut config: MachineConfig,
         wake: Option<WakeFn>,
+        restoring: Option<instance::Restoring>,
     ) -> Result<MachineHandle, MachineError> {
         let built_at = Instant::now();
         let (event_tx, event_rx) = channel();
@@ -61,7 +102,7 @@ impl Machine {
             stats: Arc::default(),
         };
         env.input.attach_display(env.display.clone());
-        let instance = Instance::build(&config, &env, 0)?;
+        let instance = Instance::build(&config, &env, 0, restoring)?;
         // A one-time boot order is this power-on's: the guest's reboots and later starts
         // boot as usual.
         if let Boot::Firmware(fw) = &mut config.boot {
@@ -156,6 +197,16 @@ impl MachineHandle {
     /// asked to eject (an error says so) unless `force`.
     pub fn eject_cd(&self, force: bool) -> Result<(), MachineError> {
         self.command(Command::EjectCd { force })
+    }
+
+    /// Writes the paused machine's state into `state` and its memory into `memory` (both
+    /// emptied first), for `Machine::restore`; the machine stays paused.
+    pub fn save_state(
+        &self,
+        state: std::fs::File,
+        memory: std::fs::File,
+    ) -> Result<(), MachineError> {
+        self.command(Command::SaveState { state, memory })
     }
 
     /// Types `bytes` into COM1.

@@ -160,7 +160,11 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
+/// A vCPU's fd, shared by its thread (which holds it while in `KVM_RUN` and handling an
+/// exit) and the machine, which reads and writes its state while the thread is parked.
+pub type SharedVcpu = Arc<Mutex<VcpuFd>>;
+
+pub fn spawn(vcpu: SharedVcpu, ctx: VcpuContext) -> std::io::Result<JoinHandle<()>> {
     let name = format!("vessel-vcpu{}", ctx.index);
     std::thread::Builder::new().name(name.clone()).spawn(move || {
         crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Vcpu);
@@ -169,7 +173,7 @@ pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<(
         // an error naming the thread; it must not leave the controller waiting for a vCPU
         // that is gone, nor take other machines of the process with it.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_loop(&mut vcpu, &ctx);
+            run_loop(&vcpu, &ctx);
         }));
         if let Err(panic) = run {
             (ctx.stopped)(VcpuStop::Error(format!(
@@ -182,14 +186,16 @@ pub fn spawn(mut vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<JoinHandle<(
     })
 }
 
-fn run_loop(vcpu: &mut VcpuFd, ctx: &VcpuContext) {
+fn run_loop(vcpu: &Mutex<VcpuFd>, ctx: &VcpuContext) {
     loop {
         if ctx.run.fast_mode.load(Ordering::SeqCst) != RunMode::Running as u8
             && !ctx.run.park(false)
         {
             return;
         }
-        if let Some(stop) = run_once(vcpu, ctx) {
+        // Held for one run and its exit; parked, the thread holds nothing.
+        let stop = run_once(&mut lock(vcpu), ctx);
+        if let Some(stop) = stop {
             (ctx.stopped)(stop);
             ctx.run.park(true);
             return;

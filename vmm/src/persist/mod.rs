@@ -4,6 +4,7 @@
 //! controllers, PIT, clock).
 
 pub mod format;
+pub mod machine;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;

@@ -527,6 +527,13 @@ impl VirtioPciDevice {
         self.status = state.status;
         if self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_FAILED == 0 {
             self.device.activate(self.driver_features);
+            // A notification the driver sent before the save and the device had not served
+            // is in no eventfd now: each running queue is looked at once.
+            for (queue, transport) in self.queues.iter().zip(&self.queue_state) {
+                if queue.ready() {
+                    let _ = transport.notify.write(1);
+                }
+            }
         }
         Ok(())
     }
