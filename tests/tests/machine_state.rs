@@ -151,3 +151,46 @@ fn a_restored_gpu_shows_its_frame_and_its_driver_goes_on() {
     assert_eq!(restored.lines_with("GPU MODE"), vec!["0000000000000320 0000000000000258"]);
     assert!(restored.output().contains("GPU DONE"), "{}", restored.output());
 }
+
+#[test]
+fn a_restored_boot_framebuffer_shows_what_the_guest_drew() {
+    use vmm::display::boot_fb::FramebufferMode;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GuestSpec::new("fb");
+    spec.kernel = vessel_tests::testguest_bzimage();
+    spec.boot_framebuffer = Some(FramebufferMode { width: 640, height: 480 });
+    spec.devices = vec![];
+    let mut run = spec.boot();
+    run.expect_output("FB DRAWN\n");
+    run.handle.pause().unwrap();
+    let (state, memory) = save(&run, dir.path());
+    run.handle.power_off().unwrap();
+    drop(run);
+
+    let handle = Machine::restore(spec.config(), None, &state, &memory).unwrap();
+    let display = handle.display();
+    handle.start().unwrap();
+    let mut restored = GuestRun { handle, serial: Vec::new(), events: Vec::new() };
+    // What the guest drew before the save, on the new machine's screen: pixel (x, y) is
+    // x, y, 0x30 (its low bytes).
+    let pattern = |f: &vmm::display::Frame<'_>, x: usize, y: usize| {
+        let at = y * f.stride + x * 4;
+        f.pixels[at..at + 3] == [x as u8, y as u8, 0x30]
+    };
+    let samples = [(0, 0), (1, 2), (255, 255), (600, 17), (639, 479)];
+    let shown = restored.wait_until(TIMEOUT, |_| {
+        display.read(0, |f| samples.iter().all(|&(x, y)| pattern(&f, x, y))).unwrap_or(false)
+    });
+    assert!(shown, "the restored framebuffer never showed the guest's drawing");
+    // The guest goes on: a byte on its serial port, and it draws its square.
+    restored.handle.send_serial(b"s").unwrap();
+    restored.expect_output("FB SQUARE\n");
+    let white = |f: &vmm::display::Frame<'_>, x: usize, y: usize| {
+        let at = y * f.stride + x * 4;
+        f.pixels[at..at + 3] == [0xff, 0xff, 0xff]
+    };
+    let square = restored.wait_until(TIMEOUT, |_| {
+        display.read(0, |f| white(&f, 100, 50) && white(&f, 107, 57)).unwrap_or(false)
+    });
+    assert!(square, "the square drawn after the restore never showed");
+}

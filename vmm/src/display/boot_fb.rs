@@ -63,6 +63,14 @@ impl FramebufferMode {
 }
 
 /// The framebuffer's memory; its refresher runs from `start` until the value is dropped.
+/// A boot framebuffer's saved state.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootFramebufferState {
+    pub mode: (u32, u32),
+    /// (row, its bytes) of the rows not all black.
+    pub rows: Vec<(u32, Vec<u8>)>,
+}
+
 pub struct BootFramebuffer {
     mode: FramebufferMode,
     region: Arc<MmapRegion>,
@@ -79,6 +87,40 @@ impl BootFramebuffer {
 
     pub fn mode(&self) -> FramebufferMode {
         self.mode
+    }
+
+    /// What the guest drew: its mode, and the rows that are not all black (most of a
+    /// framebuffer a guest with a GPU never draws on).
+    pub fn save_state(&self) -> BootFramebufferState {
+        let stride = self.mode.stride() as usize;
+        let mut row = vec![0u8; stride];
+        let rows = (0..self.mode.height)
+            .filter_map(|y| {
+                self.region.get_slice(y as usize * stride, stride).ok()?.copy_to(&mut row[..]);
+                row.iter().any(|&b| b != 0).then(|| (y, row.clone()))
+            })
+            .collect();
+        BootFramebufferState { mode: (self.mode.width, self.mode.height), rows }
+    }
+
+    /// Puts saved rows back (before the guest runs); the mode must be this one's.
+    pub fn restore_state(&self, state: &BootFramebufferState) -> Result<(), String> {
+        let (width, height) = state.mode;
+        if (width, height) != (self.mode.width, self.mode.height) {
+            return Err(format!(
+                "the boot framebuffer was {width}x{height}; this machine's is {}x{}",
+                self.mode.width, self.mode.height
+            ));
+        }
+        let stride = self.mode.stride() as usize;
+        if state.rows.iter().any(|(y, row)| *y >= height || row.len() != stride) {
+            return Err("the boot framebuffer's saved rows do not fit it".into());
+        }
+        for (y, row) in &state.rows {
+            let slice = self.region.get_slice(*y as usize * stride, stride);
+            slice.map_err(|e| e.to_string())?.copy_from(&row[..]);
+        }
+        Ok(())
     }
 
     /// The host mapping, for the KVM memory slot: (address, length).
@@ -179,6 +221,25 @@ mod tests {
         assert!(FramebufferMode { width: 4096, height: 2160 }.check().is_err());
         assert!(FramebufferMode { width: 100, height: 768 }.check().is_err());
         assert_eq!(FramebufferMode { width: 1000, height: 3 }.bytes(), 12288);
+    }
+
+    #[test]
+    fn a_saved_framebuffer_keeps_only_its_drawn_rows_and_takes_only_its_own_mode() {
+        let mode = FramebufferMode { width: 320, height: 200 };
+        let fb = BootFramebuffer::new(mode).unwrap();
+        fb.region.get_slice(7 * 320 * 4 + 8, 4).unwrap().copy_from(&[1u8, 2, 3, 0][..]);
+        let state = fb.save_state();
+        assert_eq!(state.rows.len(), 1, "black rows are not kept");
+        let back = BootFramebuffer::new(mode).unwrap();
+        back.restore_state(&state).unwrap();
+        let mut px = [0u8; 4];
+        back.region.get_slice(7 * 320 * 4 + 8, 4).unwrap().copy_to(&mut px[..]);
+        assert_eq!(px, [1, 2, 3, 0]);
+        let other = BootFramebuffer::new(FramebufferMode { width: 640, height: 480 }).unwrap();
+        assert!(other.restore_state(&state).unwrap_err().contains("320x200"));
+        let mut bad = state;
+        bad.rows[0].0 = 200;
+        assert!(back.restore_state(&bad).is_err(), "a row past the last");
     }
 
     #[test]

@@ -155,13 +155,9 @@ impl Instance {
             Some(Restoring { state, mem }) => (mem, Some(state)),
             None => (memory::create_guest_memory(config.memory_bytes)?, None),
         };
-        if restoring.is_some()
-            && (matches!(config.boot, Boot::Firmware(_)) || config.boot_framebuffer.is_some())
-        {
+        if restoring.is_some() && matches!(config.boot, Boot::Firmware(_)) {
             return Err(MachineError::RestoreState(
-                "a machine that boots through firmware, or shows a boot framebuffer, cannot be \
-                 restored yet"
-                    .into(),
+                "a machine that boots through firmware cannot be restored yet".into(),
             ));
         }
         memory::register_with_kvm(&vm, &mem)?;
@@ -171,18 +167,14 @@ impl Instance {
         // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
         // rest through fw_cfg.
         let (entry, firmware, boot_fb, shadow, next_slot) = match &config.boot {
-            // Restored: guest memory holds what the guest made of it, which nothing writes.
-            Boot::Kernel(_) if restoring.is_some() => (None, None, None, None, None),
+            // Restored: guest memory holds what the guest made of it, which nothing writes;
+            // the boot framebuffer's memory is put back below.
+            Boot::Kernel(_) if restoring.is_some() => {
+                (None, None, boot_framebuffer(config, &vm, &mem)?, None, None)
+            }
             Boot::Kernel(source) => {
                 let layout = boot::load(&mem, source, config.boot_framebuffer)?;
-                let boot_fb = match config.boot_framebuffer {
-                    Some(mode) => {
-                        let fb = BootFramebuffer::new(mode).map_err(MachineError::Framebuffer)?;
-                        memory::register_framebuffer(&vm, &mem, &fb)?;
-                        Some(fb)
-                    }
-                    None => None,
-                };
+                let boot_fb = boot_framebuffer(config, &vm, &mem)?;
                 acpi::write_tables(&mem, config.vcpus)?;
                 (Some(layout.entry), None, boot_fb, None, None)
             }
@@ -207,6 +199,17 @@ impl Instance {
             // Before any device thread runs: the devices as saved, then the VM's interrupt
             // controllers, PIT and clock.
             restore_devices(&state.devices, &serial, &ged, &legacy, &pci)?;
+            match (&boot_fb, &state.devices.boot_fb) {
+                (Some(fb), Some(saved)) => {
+                    fb.restore_state(saved).map_err(MachineError::RestoreState)?;
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(MachineError::RestoreState(
+                        "the saved machine and this one differ in having a boot framebuffer".into(),
+                    ));
+                }
+            }
             crate::persist::vm::restore(&vm, &state.vm)
                 .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
         }
@@ -353,11 +356,9 @@ impl Instance {
     /// serving finished first, so nothing touches guest memory or a device while it is
     /// read) and serve again after.
     pub fn save_state(&mut self, state: &File, memory: &File) -> Result<(), MachineError> {
-        if self.firmware_boot || self.boot_fb.is_some() || self.vga.is_some() {
+        if self.firmware_boot || self.vga.is_some() {
             return Err(MachineError::SaveState(
-                "a machine that boots through firmware, or shows a boot framebuffer, cannot be \
-                 saved yet"
-                    .into(),
+                "a machine that boots through firmware cannot be saved yet".into(),
             ));
         }
         let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
@@ -398,6 +399,7 @@ impl Instance {
             ged: crate::sync::lock(&self.ged).save_state(),
             pci_config_address: crate::sync::lock(&l.config_ports).save_state(),
             pci: crate::sync::lock(&self.pci).save_state().map_err(|e| fail(error_chain(&e)))?,
+            boot_fb: self.boot_fb.as_ref().map(BootFramebuffer::save_state),
         };
         let machine = MachineState {
             memory: crate::persist::memory::MemoryLayout::of(&self.mem),
@@ -477,6 +479,18 @@ impl Drop for Instance {
     fn drop(&mut self) {
         let _ = self.shutdown();
     }
+}
+
+/// The boot framebuffer `config` asks for, as the KVM slot after guest RAM's.
+fn boot_framebuffer(
+    config: &MachineConfig,
+    vm: &VmFd,
+    mem: &GuestMem,
+) -> Result<Option<BootFramebuffer>, MachineError> {
+    let Some(mode) = config.boot_framebuffer else { return Ok(None) };
+    let fb = BootFramebuffer::new(mode).map_err(MachineError::Framebuffer)?;
+    memory::register_framebuffer(vm, mem, &fb)?;
+    Ok(Some(fb))
 }
 
 fn failed_sink(control: ControlSender, generation: u64) -> FailureSink {

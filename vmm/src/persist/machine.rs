@@ -30,4 +30,6 @@ pub struct DeviceStates {
     pub ged: u32,
     pub pci_config_address: u32,
     pub pci: Vec<(u16, Vec<u8>)>,
+    /// What the guest drew on its boot framebuffer, if it has one.
+    pub boot_fb: Option<crate::display::boot_fb::BootFramebufferState>,
 }
