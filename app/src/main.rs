@@ -53,6 +53,7 @@ fn main() {
         cli::Command::Resume { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
         }
+        cli::Command::Suspend { name } => done(lib().and_then(|l| verbs::suspend(&l, &name, json))),
         cli::Command::Reset { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
         }

@@ -67,6 +67,9 @@ pub enum Command {
     Pause { name: String },
     /// Resume a paused VM.
     Resume { name: String },
+    /// Suspend a running VM: its whole state and memory are saved in its folder and it
+    /// stops; `vessel start NAME` resumes it where it was.
+    Suspend { name: String },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`

@@ -29,6 +29,7 @@ pub fn library(dir: Option<PathBuf>) -> anyhow::Result<Library> {
 /// be told: the run lock says whether a process runs the VM, its control socket how.
 fn run_state(bundle: &Bundle) -> (String, Option<String>) {
     match bundle.running() {
+        Ok(None) if crate::core::suspend::is_suspended(bundle.root()) => ("suspended".into(), None),
         Ok(None) => (VmState::Off.id().into(), None),
         Ok(Some(pid)) => match client::request(bundle.root(), &bundle.config.name, Request::Status)
         {
@@ -182,6 +183,19 @@ pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Resul
     };
     control(lib, name, request)?;
     say(json, serde_json::json!({ "name": name, "asked": asked }), line)
+}
+
+/// `vessel suspend`: the VM's state saved in its folder, its process ended.
+pub fn suspend(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    control(lib, name, Request::Suspend)?;
+    // Back when its process has let go of it: `vessel start` may follow at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bundle.running()?.is_some() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let line = format!("{name}: suspended; `vessel start {name}` resumes it");
+    say(json, serde_json::json!({ "name": name, "asked": "suspend" }), line)
 }
 
 /// `vessel pause | resume | reset`.

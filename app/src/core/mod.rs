@@ -7,4 +7,5 @@ pub mod iso;
 pub mod launch;
 pub mod report;
 pub mod state;
+pub mod suspend;
 pub mod units;

@@ -639,9 +639,10 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 protocol::VmState::Paused => link.send(Update::Phase(Phase::Paused)),
                 protocol::VmState::Stopped { kind, reason } => {
                     ending = Some(match kind {
-                        StopKind::PoweredOff | StopKind::ForcedOff | StopKind::Rebooted => {
-                            Ending::PoweredOff
-                        }
+                        StopKind::PoweredOff
+                        | StopKind::ForcedOff
+                        | StopKind::Rebooted
+                        | StopKind::Suspended => Ending::PoweredOff,
                         StopKind::Crashed => Ending::Crashed(
                             reason.unwrap_or_else(|| "the guest crashed".into()).into(),
                         ),

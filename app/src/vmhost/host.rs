@@ -30,8 +30,8 @@ use super::protocol::{
     self, Hello, Layout, MachineInfo, ProtocolError, Reply, Request, StopKind, Usage, VmState,
 };
 use super::wire;
-use crate::core::launch;
 use crate::core::report::{crash_reason, error_chain};
+use crate::core::{launch, suspend};
 use vmm::sync::lock;
 
 /// How long a control request waits for the machine's thread at most.
@@ -311,9 +311,16 @@ fn build_and_serve(
 ) -> ExitCode {
     let _running = launch.lock;
     let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
-    let handle = match Machine::build(launch.config, None) {
+    let root = bundle.root().to_path_buf();
+    let built = if suspend::is_suspended(&root) {
+        resume(&root, launch.config)
+    } else {
+        Machine::build(launch.config, None)
+            .map_err(|e| anyhow::Error::new(e).context("cannot build the machine"))
+    };
+    let handle = match built {
         Ok(h) => h,
-        Err(e) => return fail(shared, &anyhow::Error::new(e).context("cannot build the machine")),
+        Err(e) => return fail(shared, &e),
     };
     if let Err(e) = launch.one_time.used() {
         let text = format!("{}: {}", bundle.config.name, error_chain(&e));
@@ -352,6 +359,73 @@ fn build_and_serve(
     serve_machine(shared, &handle, control)
 }
 
+/// The machine of the suspended VM in `root`, where it was; its suspended state then goes
+/// (its memory stays mapped until the machine ends). A state it cannot take is kept, and
+/// the error says how to boot the VM afresh instead.
+fn resume(root: &Path, config: vmm::MachineConfig) -> anyhow::Result<MachineHandle> {
+    use anyhow::Context;
+    let open = |path: PathBuf| {
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))
+    };
+    let state = open(suspend::state_path(root))?;
+    let memory = open(suspend::memory_path(root))?;
+    let handle = Machine::restore(config, None, &state, &memory).with_context(|| {
+        format!(
+            "cannot resume the suspended VM; to boot it afresh instead (what it was doing is \
+             lost), remove {} and {}",
+            suspend::state_path(root).display(),
+            suspend::memory_path(root).display()
+        )
+    })?;
+    if let Err(e) = suspend::discard(root) {
+        log::warn!("resumed, but its suspended state stays: {e}");
+    }
+    log::info!("resumed from its suspended state");
+    Ok(handle)
+}
+
+/// Saves the machine's state and memory in the VM's folder (written beside, then put in
+/// place, the state file last), pausing it first; the caller then powers it off. A
+/// machine that ran is running again if the save fails.
+fn suspend_machine(handle: &MachineHandle, root: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let was_running = matches!(handle.state(), MachineState::Running);
+    if was_running {
+        handle.pause()?;
+    }
+    let saved = (|| -> anyhow::Result<()> {
+        let create = |path: &Path| {
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))
+        };
+        let (state_path, memory_path) = (suspend::state_path(root), suspend::memory_path(root));
+        let (state_new, memory_new) =
+            (suspend::pending(&state_path), suspend::pending(&memory_path));
+        let (state, memory) = (create(&state_new)?, create(&memory_new)?);
+        handle.save_state(state.try_clone()?, memory.try_clone()?)?;
+        // On disk before either is put in place: a crash leaves a whole state or none.
+        memory.sync_all()?;
+        state.sync_all()?;
+        std::fs::rename(&memory_new, &memory_path)?;
+        std::fs::rename(&state_new, &state_path)?;
+        std::fs::File::open(root)?.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = saved {
+        let _ = suspend::discard(root);
+        if was_running {
+            let _ = handle.resume();
+        }
+        return Err(e.context("cannot suspend the VM"));
+    }
+    Ok(())
+}
+
 /// Binds the VM's control socket (mode 0600) at `path`.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
@@ -379,6 +453,8 @@ fn serve_machine(
     let mut next_usage = Instant::now() + Duration::from_secs(1);
     // A client powered it off: "quit", not the guest's own power-off.
     let mut forced = false;
+    // Its state was saved before that power-off: the VM is suspended.
+    let mut suspended = false;
     // Whether the start-up's pages were let go of.
     let mut settled = false;
     loop {
@@ -401,6 +477,7 @@ fn serve_machine(
                     _ => crate::cli::headless::Outcome::Stopped(reason.clone()).exit_code(),
                 };
                 let (kind, reason) = match reason {
+                    StopReason::PoweredOff if suspended => (StopKind::Suspended, None),
                     StopReason::PoweredOff if forced => (StopKind::ForcedOff, None),
                     StopReason::PoweredOff => (StopKind::PoweredOff, None),
                     StopReason::Reset => (StopKind::Rebooted, None),
@@ -439,6 +516,18 @@ fn serve_machine(
         }
         while let Ok((client, request)) = control.try_recv() {
             forced |= request == Request::PowerOff;
+            if request == Request::Suspend {
+                let reply = match suspend_machine(handle, &shared.bundle) {
+                    Ok(()) => {
+                        suspended = true;
+                        let _ = handle.power_off();
+                        Reply::Done
+                    }
+                    Err(e) => Reply::Failed { error: format!("{e:#}") },
+                };
+                shared.reply_to(client, reply);
+                continue;
+            }
             let reply = match control_request(handle, shared, request) {
                 Ok(reply) => reply,
                 Err(e) => Reply::Failed { error: error_chain(&e) },

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// The protocol's version: bumped whenever a message changes meaning.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side sends or accepts (a serial chunk, a path, a status).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -110,6 +110,9 @@ pub enum Request {
     SerialInput {
         bytes: Vec<u8>,
     },
+    /// Saves the machine's whole state and memory into its folder and ends the VM
+    /// process; the next start goes on from there.
+    Suspend,
 }
 
 /// How a VM stopped.
@@ -125,6 +128,8 @@ pub enum StopKind {
     Crashed,
     /// The machine could not start or could not go on.
     Failed,
+    /// Its state was saved (`Request::Suspend`): the next start resumes it.
+    Suspended,
 }
 
 /// The VM's state as clients see it.

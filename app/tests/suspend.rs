@@ -1,0 +1,80 @@
+//! `vessel suspend`: a running VM's state and memory saved in its folder by its VM process
+//! (inside its sandbox), the process ended; the next `vessel start` resumes it where it
+//! was, then lets the saved state go.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Started, json, text, vessel};
+use vessel_tests::testguest_elf;
+
+/// The ticks the guest printed so far ("TICK <hex>" lines).
+fn ticks(output: &str) -> Vec<u64> {
+    let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("TICK "))
+        .filter_map(|t| u64::from_str_radix(t.trim(), 16).ok())
+        .collect()
+}
+
+fn state_of(lib: &std::path::Path, name: &str) -> String {
+    let list = json(lib, &["list", "--json"]);
+    let vm = list.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
+    vm["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_suspended_vm_resumes_where_it_was() {
+    let lib = common::scratch("suspend");
+    let _vms = common::KillsVms(lib.clone());
+    let kernel = testguest_elf();
+    let args = ["create", "Ticker", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
+    let more = ["test=ticks", "--memory", "64M", "--disk-size", "8M", "--no-net"];
+    let out = vessel(&lib, &[&args[..], &more[..]].concat());
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+
+    let mut first = Started::new(&lib, "Ticker");
+    assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
+    let out = vessel(&lib, &["suspend", "Ticker"]);
+    assert!(out.status.success(), "suspend: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("suspended"), "{}", text(&out.stdout));
+    let (_, seen, _) = first.finish();
+    let before = *ticks(&seen).last().unwrap();
+    assert_eq!(state_of(&lib, "Ticker"), "suspended");
+    let folder = lib.join("Ticker.vessel");
+    assert!(folder.join("suspended-state").is_file() && folder.join("suspended-memory").is_file());
+
+    // Started again: the guest's count goes on, it does not boot again.
+    let mut second = Started::with_keys(&lib, "Ticker");
+    assert!(
+        second.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 2),
+        "{}",
+        second.seen()
+    );
+    let after = ticks(&second.seen());
+    assert!(after[0] > before && after[0] <= before + 2, "{before} then {after:?}");
+    assert!(!second.seen().contains("VESSEL-TESTGUEST"), "{}", second.seen());
+    // Resumed: the saved state is gone (the next start boots afresh).
+    assert!(!folder.join("suspended-state").exists() && !folder.join("suspended-memory").exists());
+    assert_eq!(state_of(&lib, "Ticker"), "running");
+    // Its serial port takes the terminal's keys: 'q' ends the guest.
+    second.type_keys(b"q");
+    let (status, seen, stderr) = second.finish();
+    assert!(status.success(), "{seen}\n{stderr}");
+    let log = std::fs::read_to_string(folder.join("vessel.log")).unwrap_or_default();
+    assert!(log.contains("resumed from its suspended state"), "{log}");
+    let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn a_vm_that_is_not_running_cannot_be_suspended() {
+    let lib = common::scratch("suspend-off");
+    let out = vessel(&lib, &["create", "Idle", "--disk-size", "0", "--no-net"]);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    let out = vessel(&lib, &["suspend", "Idle"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not running"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(lib);
+}
