@@ -54,6 +54,9 @@ fn main() {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
         }
         cli::Command::Suspend { name } => done(lib().and_then(|l| verbs::suspend(&l, &name, json))),
+        cli::Command::DiscardState { name } => {
+            done(lib().and_then(|l| verbs::discard_state(&l, &name, json)))
+        }
         cli::Command::Reset { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
         }

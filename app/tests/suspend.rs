@@ -19,6 +19,15 @@ fn ticks(output: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A VM "Ticker" of the test guest that counts on its serial port until it reads 'q'.
+fn create_ticker(lib: &std::path::Path) {
+    let kernel = testguest_elf();
+    let args = ["create", "Ticker", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
+    let more = ["test=ticks", "--memory", "64M", "--disk-size", "8M", "--no-net"];
+    let out = vessel(lib, &[&args[..], &more[..]].concat());
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+}
+
 fn state_of(lib: &std::path::Path, name: &str) -> String {
     let list = json(lib, &["list", "--json"]);
     let vm = list.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
@@ -29,11 +38,7 @@ fn state_of(lib: &std::path::Path, name: &str) -> String {
 fn a_suspended_vm_resumes_where_it_was() {
     let lib = common::scratch("suspend");
     let _vms = common::KillsVms(lib.clone());
-    let kernel = testguest_elf();
-    let args = ["create", "Ticker", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
-    let more = ["test=ticks", "--memory", "64M", "--disk-size", "8M", "--no-net"];
-    let out = vessel(&lib, &[&args[..], &more[..]].concat());
-    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    create_ticker(&lib);
 
     let mut first = Started::new(&lib, "Ticker");
     assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
@@ -45,6 +50,10 @@ fn a_suspended_vm_resumes_where_it_was() {
     assert_eq!(state_of(&lib, "Ticker"), "suspended");
     let folder = lib.join("Ticker.vessel");
     assert!(folder.join("suspended-state").is_file() && folder.join("suspended-memory").is_file());
+    // Its hardware is not changed while it is suspended.
+    let out = vessel(&lib, &["set", "Ticker", "vcpus=2"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("discard-state"), "{}", text(&out.stderr));
 
     // Started again: the guest's count goes on, it does not boot again.
     let mut second = Started::with_keys(&lib, "Ticker");
@@ -65,6 +74,34 @@ fn a_suspended_vm_resumes_where_it_was() {
     assert!(status.success(), "{seen}\n{stderr}");
     let log = std::fs::read_to_string(folder.join("vessel.log")).unwrap_or_default();
     assert!(log.contains("resumed from its suspended state"), "{log}");
+    let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn a_discarded_state_boots_afresh() {
+    let lib = common::scratch("suspend-discard");
+    let _vms = common::KillsVms(lib.clone());
+    create_ticker(&lib);
+    let mut first = Started::new(&lib, "Ticker");
+    assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
+    assert!(vessel(&lib, &["suspend", "Ticker"]).status.success());
+    drop(first.finish());
+    let out = vessel(&lib, &["discard-state", "Ticker"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state_of(&lib, "Ticker"), "off");
+    let out = vessel(&lib, &["discard-state", "Ticker"]);
+    assert!(text(&out.stderr).contains("not suspended"), "{}", text(&out.stderr));
+    // It boots again: the banner, then the count from 1.
+    let mut second = Started::with_keys(&lib, "Ticker");
+    assert!(
+        second.wait_until(Duration::from_secs(60), |s| !ticks(s).is_empty()),
+        "{}",
+        second.seen()
+    );
+    assert!(second.seen().contains("VESSEL-TESTGUEST"), "{}", second.seen());
+    assert_eq!(ticks(&second.seen())[0], 1);
+    second.type_keys(b"q");
+    drop(second.finish());
     let _ = std::fs::remove_dir_all(lib);
 }
 

@@ -70,6 +70,9 @@ pub enum Command {
     /// Suspend a running VM: its whole state and memory are saved in its folder and it
     /// stops; `vessel start NAME` resumes it where it was.
     Suspend { name: String },
+    /// Discard a suspended VM's saved state: it boots afresh next time (what it was doing
+    /// is lost).
+    DiscardState { name: String },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`

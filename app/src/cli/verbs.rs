@@ -220,8 +220,30 @@ pub fn set(
     settings: &[(String, String)],
     json: bool,
 ) -> anyhow::Result<()> {
+    if crate::core::suspend::is_suspended(lib.find(name)?.root()) {
+        bail!(
+            "{name} is suspended, and its saved state fits its hardware as it is: `vessel start \
+             {name}` resumes it (then shut it down to change its settings), or `vessel \
+             discard-state {name}` discards what it was doing"
+        );
+    }
     let bundle = lib.edit(name, settings, &Host::this())?;
     report(&bundle, json, format!("{name}: saved"))
+}
+
+/// `vessel discard-state`: a suspended VM's saved state goes; it boots afresh next time.
+pub fn discard_state(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    if bundle.running()?.is_some() {
+        bail!("{name} is running: its saved state is its own until it ends");
+    }
+    if !crate::core::suspend::is_suspended(bundle.root()) {
+        bail!("{name} is not suspended");
+    }
+    crate::core::suspend::discard(bundle.root())
+        .with_context(|| format!("cannot discard {name}'s saved state"))?;
+    let line = format!("{name}: its suspended state is discarded; it boots afresh next time");
+    say(json, serde_json::json!({ "name": name, "asked": "discard-state" }), line)
 }
 
 pub fn disk_grow(

@@ -5,6 +5,8 @@
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmState {
     Off,
+    /// Its state was saved (suspended): powering it on resumes it where it was.
+    Suspended,
     /// Its machine is being built (reading the disc, opening disks).
     Starting,
     Running,
@@ -26,6 +28,7 @@ impl VmState {
     pub fn label(&self) -> String {
         match self {
             VmState::Off => "Off".into(),
+            VmState::Suspended => "Suspended".into(),
             VmState::Starting => "Starting…".into(),
             VmState::Running => "Running".into(),
             VmState::Paused => "Paused".into(),
@@ -41,6 +44,7 @@ impl VmState {
     pub fn id(&self) -> &'static str {
         match self {
             VmState::Off | VmState::Crashed | VmState::Failed => "off",
+            VmState::Suspended => "suspended",
             VmState::Starting => "starting",
             VmState::Running | VmState::Elsewhere(_) => "running",
             VmState::Paused => "paused",
@@ -51,7 +55,7 @@ impl VmState {
 
     /// It can be powered on from here.
     pub fn can_power_on(&self) -> bool {
-        matches!(self, VmState::Off | VmState::Crashed | VmState::Failed)
+        matches!(self, VmState::Off | VmState::Suspended | VmState::Crashed | VmState::Failed)
     }
 
     /// What the library's run lock says of a bundle: a VM process (its pid) runs it. The

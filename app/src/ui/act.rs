@@ -34,6 +34,7 @@ pub enum Act {
     PowerOff(PathBuf),
     Reset(PathBuf),
     PauseResume(PathBuf),
+    Suspend(PathBuf),
     SendKeys(PathBuf, &'static [u16]),
     AttachIso(PathBuf),
     EjectCd(PathBuf),
@@ -67,6 +68,7 @@ pub enum Verb {
     PowerOff,
     Reset,
     PauseResume,
+    Suspend,
     Settings,
     Fit,
     Actual,
@@ -126,6 +128,12 @@ pub const BINDINGS: &[Binding] = &[
         verb: Verb::PauseResume,
         label: "Pause / Resume",
         shortcut: shortcut(CTRL_SHIFT, Key::P),
+        needs: Needs::VmRunning,
+    },
+    Binding {
+        verb: Verb::Suspend,
+        label: "Suspend",
+        shortcut: shortcut(CTRL, Key::Z),
         needs: Needs::VmRunning,
     },
     Binding {
@@ -202,7 +210,10 @@ impl Verb {
             (_, None) => false,
             (Needs::VmOff, Some(state)) => state.can_power_on(),
             (Needs::VmRunning, Some(state)) => running_here(state),
-            (Needs::VmNotRunning, Some(state)) => !running_here(state),
+            // A suspended VM's saved state fits its hardware as it is: not edited.
+            (Needs::VmNotRunning, Some(state)) => {
+                !running_here(state) && *state != VmState::Suspended
+            }
         }
     }
 
@@ -222,6 +233,7 @@ impl Verb {
             Verb::PowerOff => Act::PowerOff(vm()?),
             Verb::Reset => Act::Reset(vm()?),
             Verb::PauseResume => Act::PauseResume(vm()?),
+            Verb::Suspend => Act::Suspend(vm()?),
             Verb::Settings => Act::Settings(vm()?),
         })
     }
@@ -281,6 +293,11 @@ mod tests {
         assert!(!Verb::PowerOn.available(Some(&VmState::Elsewhere("1".into()))));
         assert!(!Verb::PowerOn.available(None));
         assert!(Verb::Settings.available(Some(&VmState::Off)));
+        // A suspended VM resumes, and its hardware is not edited meanwhile.
+        assert!(Verb::PowerOn.available(Some(&VmState::Suspended)));
+        assert!(!Verb::Settings.available(Some(&VmState::Suspended)));
+        assert!(Verb::Suspend.available(Some(&VmState::Running)));
+        assert!(!Verb::Suspend.available(Some(&VmState::Off)));
         assert!(!Verb::Settings.available(Some(&VmState::Running)));
         assert_eq!(Verb::Reset.act(None), None);
     }

@@ -307,6 +307,7 @@ impl VesselApp {
                     self.running.get(&root).is_some_and(|vm| vm.session.phase == Phase::Paused);
                 self.command(&root, if paused { Command::Resume } else { Command::Pause });
             }
+            Act::Suspend(root) => self.command(&root, Command::Suspend),
             Act::SendKeys(root, keys) => self.running.send_keys(&root, keys),
             Act::AttachIso(root) => self.pick(Pick::AttachIso(root)),
             Act::EjectCd(root) => {

@@ -29,7 +29,8 @@ pub struct VmItem {
 pub enum ItemKind {
     /// Its configuration, and the pid of another process running it, if one is (never
     /// this one's: a VM this window runs is its session's business).
-    Ok { config: Box<VmConfig>, elsewhere: Option<String> },
+    /// `suspended`: its state is saved in its folder (the next power-on resumes it).
+    Ok { config: Box<VmConfig>, elsewhere: Option<String>, suspended: bool },
     /// Why it cannot be opened.
     Inaccessible(String),
 }
@@ -254,10 +255,11 @@ pub fn scan(dir: &Path) -> Result<Vec<VmItem>, LibraryError> {
                     VmState::Elsewhere(pid) => Some(pid),
                     _ => None,
                 };
+                let suspended = crate::core::suspend::is_suspended(bundle.root());
                 VmItem {
                     root: bundle.root().to_path_buf(),
                     name: bundle.config.name.clone(),
-                    kind: ItemKind::Ok { config: Box::new(bundle.config), elsewhere },
+                    kind: ItemKind::Ok { config: Box::new(bundle.config), elsewhere, suspended },
                 }
             }
             Entry::Inaccessible { ref path, ref reason } => VmItem {

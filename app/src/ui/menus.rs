@@ -63,9 +63,14 @@ pub fn menu_bar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
             chrome.item(ui, Verb::Quit, false, &mut acts);
         });
         ui.menu_button("VM", |ui| {
-            for verb in
-                [Verb::PowerOn, Verb::ShutDown, Verb::PowerOff, Verb::Reset, Verb::PauseResume]
-            {
+            for verb in [
+                Verb::PowerOn,
+                Verb::ShutDown,
+                Verb::PowerOff,
+                Verb::Reset,
+                Verb::PauseResume,
+                Verb::Suspend,
+            ] {
                 chrome.item(ui, verb, false, &mut acts);
             }
             let root = chrome.root().map(Path::to_path_buf).unwrap_or_default();
@@ -134,6 +139,7 @@ pub fn toolbar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
             (Verb::ShutDown, "Shut Down", "Press the ACPI power button"),
             (Verb::PowerOff, "Power Off", ""),
             (Verb::PauseResume, if paused { "Resume" } else { "Pause" }, ""),
+            (Verb::Suspend, "Suspend", "Save its whole state; Power On resumes it where it was"),
             (Verb::Reset, "Reset", ""),
         ];
         for (verb, label, hover) in buttons {

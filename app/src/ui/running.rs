@@ -117,7 +117,11 @@ impl Running {
         match &item.kind {
             ItemKind::Inaccessible(_) => VmState::Inaccessible,
             ItemKind::Ok { elsewhere: Some(pid), .. } => VmState::Elsewhere(pid.clone()),
-            ItemKind::Ok { .. } => self.endings.get(&item.root).map_or(VmState::Off, Ending::state),
+            ItemKind::Ok { suspended, .. } => match self.endings.get(&item.root) {
+                Some(ending) => ending.state(),
+                None if *suspended => VmState::Suspended,
+                None => VmState::Off,
+            },
         }
     }
 

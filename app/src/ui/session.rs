@@ -33,6 +33,8 @@ pub enum Command {
     Reset,
     Pause,
     Resume,
+    /// Saves the machine's whole state in the VM's folder and ends it.
+    Suspend,
     InsertCd(PathBuf),
     EjectCd {
         force: bool,
@@ -67,6 +69,8 @@ impl Phase {
 #[derive(Clone, Debug)]
 pub enum Ending {
     PoweredOff,
+    /// Its state was saved: powering it on resumes it.
+    Suspended,
     /// The guest crashed (a triple fault), or its VM process died: why, for people.
     Crashed(Arc<str>),
     /// The machine could not start or could not go on.
@@ -77,6 +81,7 @@ impl PartialEq for Ending {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Ending::PoweredOff, Ending::PoweredOff) => true,
+            (Ending::Suspended, Ending::Suspended) => true,
             (Ending::Crashed(a), Ending::Crashed(b)) => Arc::ptr_eq(a, b),
             (Ending::Failed(a), Ending::Failed(b)) => Arc::ptr_eq(a, b),
             _ => false,
@@ -89,6 +94,7 @@ impl Ending {
     pub fn state(&self) -> VmState {
         match self {
             Ending::PoweredOff => VmState::Off,
+            Ending::Suspended => VmState::Suspended,
             Ending::Crashed(_) => VmState::Crashed,
             Ending::Failed(_) => VmState::Failed,
         }
@@ -97,7 +103,7 @@ impl Ending {
     /// Why it ended, for people (crashes and failures).
     pub fn reason(&self) -> Option<String> {
         match self {
-            Ending::PoweredOff => None,
+            Ending::PoweredOff | Ending::Suspended => None,
             Ending::Crashed(reason) => Some(reason.to_string()),
             Ending::Failed(failure) => {
                 let mut text = error_chain(failure.as_ref());
@@ -162,6 +168,7 @@ impl Command {
             Command::Reset => "reset",
             Command::Pause => "pause",
             Command::Resume => "resume",
+            Command::Suspend => "suspend",
             Command::InsertCd(_) => "insert a disc",
             Command::EjectCd { .. } => "eject the disc",
             Command::Serial(_) => "type into the serial port",
@@ -175,6 +182,7 @@ impl Command {
             Command::Reset => Request::Reset,
             Command::Pause => Request::Pause,
             Command::Resume => Request::Resume,
+            Command::Suspend => Request::Suspend,
             Command::InsertCd(iso) => Request::InsertCd { iso },
             Command::EjectCd { force } => Request::EjectCd { force },
             Command::Serial(bytes) => Request::SerialInput { bytes },
@@ -639,10 +647,10 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 protocol::VmState::Paused => link.send(Update::Phase(Phase::Paused)),
                 protocol::VmState::Stopped { kind, reason } => {
                     ending = Some(match kind {
-                        StopKind::PoweredOff
-                        | StopKind::ForcedOff
-                        | StopKind::Rebooted
-                        | StopKind::Suspended => Ending::PoweredOff,
+                        StopKind::PoweredOff | StopKind::ForcedOff | StopKind::Rebooted => {
+                            Ending::PoweredOff
+                        }
+                        StopKind::Suspended => Ending::Suspended,
                         StopKind::Crashed => Ending::Crashed(
                             reason.unwrap_or_else(|| "the guest crashed".into()).into(),
                         ),

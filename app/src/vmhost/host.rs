@@ -371,8 +371,8 @@ fn resume(root: &Path, config: vmm::MachineConfig) -> anyhow::Result<MachineHand
     let memory = open(suspend::memory_path(root))?;
     let handle = Machine::restore(config, None, &state, &memory).with_context(|| {
         format!(
-            "cannot resume the suspended VM; to boot it afresh instead (what it was doing is \
-             lost), remove {} and {}",
+            "cannot resume the suspended VM; `vessel discard-state` boots it afresh instead \
+             (what it was doing is lost; its files: {} and {})",
             suspend::state_path(root).display(),
             suspend::memory_path(root).display()
         )

@@ -68,6 +68,42 @@ fn power_buttons_change_the_vms_state() {
 }
 
 #[test]
+fn a_suspended_vm_shows_so_and_power_on_resumes_it() {
+    let lib = scratch("suspend");
+    test_vm(&lib, "Ticker", "test=ticks");
+    let mut h = app(&lib, false);
+    let ticks = |h: &Harness<'static, VesselApp>| -> Vec<u64> {
+        let serial = (h.state().running.vms.values().next())
+            .map(|r| r.session.serial.clone())
+            .unwrap_or_default();
+        let complete = &serial[..serial.rfind('\n').map_or(0, |i| i + 1)];
+        (complete.lines())
+            .filter_map(|l| l.strip_prefix("TICK "))
+            .filter_map(|t| u64::from_str_radix(t.trim(), 16).ok())
+            .collect()
+    };
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "three ticks", |h| ticks(h).len() >= 3);
+    // VM ▸ Suspend (the toolbar's button): its state saved, the VM shown suspended.
+    click(&mut h, Role::Button, "Suspend");
+    wait(&mut h, "its process ended", |h| h.state().running.is_empty());
+    let before = h.state().vm_state("Ticker");
+    assert_eq!(before.map(|(label, _)| label).as_deref(), Some("Suspended"));
+    assert!(has_label(&h, "Suspended"));
+    let folder = lib.join("Ticker.vessel");
+    assert!(crate::core::suspend::is_suspended(&folder));
+    // Power On resumes it: the guest counts on, it does not boot again.
+    click(&mut h, Role::Button, "Power On");
+    wait(&mut h, "ticks after the resume", |h| !ticks(h).is_empty());
+    let serial = h.state().running.vms.values().next().unwrap().session.serial.clone();
+    assert!(!serial.contains("VESSEL-TESTGUEST"), "no banner: {serial}");
+    assert!(!crate::core::suspend::is_suspended(&folder), "its saved state let go");
+    click(&mut h, Role::Button, "Power Off");
+    wait(&mut h, "Off", |h| h.state().running.is_empty());
+    assert!(has_label(&h, "Off"));
+}
+
+#[test]
 fn a_corrupt_bundle_is_shown_as_inaccessible() {
     let lib = scratch("corrupt");
     std::fs::create_dir_all(lib.join("Broken.vessel")).unwrap();
