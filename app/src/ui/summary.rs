@@ -58,10 +58,14 @@ pub fn ui(ui: &mut egui::Ui, item: &VmItem, state: &VmState, why: Option<&str>) 
     let mut notes = config.notes.clone();
     ui.add_enabled(false, egui::TextEdit::multiline(&mut notes).desired_rows(3))
         .labelled_by(label.id);
-    let running =
-        matches!(state, VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping);
-    if !running && ui.button("Settings…").clicked() {
+    if super::act::Verb::Settings.available(Some(state)) && ui.button("Settings…").clicked() {
         acts.push(Act::Settings(item.root.clone()));
+    }
+    if *state == VmState::Suspended {
+        ui.weak(
+            "Suspended: Power On resumes it where it was. Its settings can change once it \
+             is shut down (or `vessel discard-state` lets its saved state go).",
+        );
     }
     acts
 }

@@ -213,8 +213,11 @@ impl Instance {
             crate::persist::vm::restore(&vm, &state.vm)
                 .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
         }
-        let msrs = crate::persist::vcpu::msrs_to_save(&kvm)
-            .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
+        // The MSRs a save keeps; without the list a machine runs, and only a save fails.
+        let msrs = crate::persist::vcpu::msrs_to_save(&kvm).unwrap_or_else(|e| {
+            log::warn!("{}: this machine cannot be saved", error_chain(&e));
+            Vec::new()
+        });
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -383,6 +386,9 @@ impl Instance {
     fn write_state(&self, state: &File, memory: &File) -> Result<(), MachineError> {
         use std::io::Write;
         let fail = |e: String| MachineError::SaveState(e);
+        if self.msrs.is_empty() {
+            return Err(fail("this host's KVM listed no MSRs to save with the vCPUs".into()));
+        }
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for (index, fd) in self.vcpus.iter().enumerate() {
             let fd = crate::sync::lock(fd);

@@ -90,6 +90,9 @@ fn a_suspended_vm_shows_so_and_power_on_resumes_it() {
     let before = h.state().vm_state("Ticker");
     assert_eq!(before.map(|(label, _)| label).as_deref(), Some("Suspended"));
     assert!(has_label(&h, "Suspended"));
+    // Its summary says what Power On does, and offers no Settings meanwhile.
+    assert!(has_label(&h, "Suspended: Power On resumes it where it was"));
+    assert!(h.query_by_role_and_label(Role::Button, "Settings…").is_none());
     let folder = lib.join("Ticker.vessel");
     assert!(crate::core::suspend::is_suspended(&folder));
     // Power On resumes it: the guest counts on, it does not boot again.
