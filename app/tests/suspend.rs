@@ -40,6 +40,12 @@ fn a_suspended_vm_resumes_where_it_was() {
     let _vms = common::KillsVms(lib.clone());
     create_ticker(&lib);
 
+    // A symlink planted where the suspend writes its memory: removed, never written
+    // through (the file it points to, outside the VM's folder, stays as it was).
+    let outside = lib.join("outside");
+    std::fs::write(&outside, b"not the guest's").unwrap();
+    let folder = lib.join("Ticker.vessel");
+    std::os::unix::fs::symlink(&outside, folder.join("suspended-memory.new")).unwrap();
     let mut first = Started::new(&lib, "Ticker");
     assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
     let out = vessel(&lib, &["suspend", "Ticker"]);
@@ -48,8 +54,12 @@ fn a_suspended_vm_resumes_where_it_was() {
     let (_, seen, _) = first.finish();
     let before = *ticks(&seen).last().unwrap();
     assert_eq!(state_of(&lib, "Ticker"), "suspended");
-    let folder = lib.join("Ticker.vessel");
     assert!(folder.join("suspended-state").is_file() && folder.join("suspended-memory").is_file());
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not the guest's");
+    // Guest memory is the user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(folder.join("suspended-memory")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     // Its hardware is not changed while it is suspended.
     let out = vessel(&lib, &["set", "Ticker", "vcpus=2"]);
     assert!(!out.status.success());
@@ -102,6 +112,26 @@ fn a_discarded_state_boots_afresh() {
     assert_eq!(ticks(&second.seen())[0], 1);
     second.type_keys(b"q");
     drop(second.finish());
+    let _ = std::fs::remove_dir_all(lib);
+}
+
+#[test]
+fn symlinks_in_place_of_a_suspended_state_are_no_suspended_state() {
+    let lib = common::scratch("suspend-symlink");
+    let _vms = common::KillsVms(lib.clone());
+    create_ticker(&lib);
+    let folder = lib.join("Ticker.vessel");
+    for (name, target) in [("suspended-state", "state"), ("suspended-memory", "memory")] {
+        std::fs::write(lib.join(target), b"outside the VM's folder").unwrap();
+        std::os::unix::fs::symlink(lib.join(target), folder.join(name)).unwrap();
+    }
+    assert_eq!(state_of(&lib, "Ticker"), "off");
+    // It boots afresh, reading nothing through them.
+    let mut run = Started::with_keys(&lib, "Ticker");
+    assert!(run.wait_until(Duration::from_secs(60), |s| !ticks(s).is_empty()), "{}", run.seen());
+    assert!(run.seen().contains("VESSEL-TESTGUEST"), "{}", run.seen());
+    run.type_keys(b"q");
+    drop(run.finish());
     let _ = std::fs::remove_dir_all(lib);
 }
 

@@ -17,7 +17,9 @@ pub fn memory_path(root: &Path) -> PathBuf {
 /// Whether the VM in `root` is suspended: both its files are there. (The state file is
 /// put in place last: without it, the memory file is a suspend that never finished.)
 pub fn is_suspended(root: &Path) -> bool {
-    state_path(root).is_file() && memory_path(root).is_file()
+    // The files themselves (a symlink in their place is no suspended state).
+    let regular = |path: PathBuf| std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+    regular(state_path(root)) && regular(memory_path(root))
 }
 
 /// Where a suspend writes before its files are put in place.

@@ -364,8 +364,13 @@ fn build_and_serve(
 /// the error says how to boot the VM afresh instead.
 fn resume(root: &Path, config: vmm::MachineConfig) -> anyhow::Result<MachineHandle> {
     use anyhow::Context;
+    // A bundle's files are not trusted: each must be a regular file inside the VM's folder
+    // (no symlink out of it, no FIFO to hang on).
     let open = |path: PathBuf| {
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))
+        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+        let inside = vm_library::files::inside(root, &name)?;
+        vm_library::files::open_regular(&inside, false)
+            .with_context(|| format!("cannot open {}", path.display()))
     };
     let state = open(suspend::state_path(root))?;
     let memory = open(suspend::memory_path(root))?;
@@ -394,14 +399,14 @@ fn suspend_machine(handle: &MachineHandle, root: &Path) -> anyhow::Result<()> {
         handle.pause()?;
     }
     let saved = (|| -> anyhow::Result<()> {
+        // Guest memory: private to this user (0600), created anew, never written through a
+        // symlink planted under its name (one left there is removed, not followed).
         let create = |path: &Path| {
-            std::fs::File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => vm_library::files::create_private(path),
+            }
+            .with_context(|| format!("cannot create {}", path.display()))
         };
         let (state_path, memory_path) = (suspend::state_path(root), suspend::memory_path(root));
         let (state_new, memory_new) =

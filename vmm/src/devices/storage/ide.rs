@@ -171,7 +171,7 @@ impl PhaseState {
                 let buf: [u8; BLOCK as usize] = buf.as_slice().try_into().map_err(|_| bad())?;
                 let whole = |bytes: u64| bytes.div_ceil(BLOCK);
                 let ok = *pos <= BLOCK as usize
-                    && (*remaining + *pos as u64).is_multiple_of(BLOCK)
+                    && remaining.checked_add(*pos as u64).is_some_and(|n| n.is_multiple_of(BLOCK))
                     && *drq_left <= *remaining
                     && *drq_left <= *limit
                     && lba.checked_add(whole(*remaining)).is_some_and(|end| end <= blocks);
@@ -1490,6 +1490,15 @@ mod tests {
             && let PhaseState::Blocks { lba, .. } = &mut drive.phase
         {
             *lba = u64::MAX;
+        }
+        let bad = crate::persist::encode_part(&bad);
+        assert!(restored.ide.restore_state(&bad).unwrap_err().contains("data transfer"));
+        // Counts that would overflow the checks' own arithmetic: refused, no panic.
+        let mut bad: IdeState = crate::persist::decode_part(&state).unwrap();
+        if let Some(drive) = &mut bad.channels[1].drives[0]
+            && let PhaseState::Blocks { remaining, pos, .. } = &mut drive.phase
+        {
+            (*remaining, *pos) = (u64::MAX, 2048);
         }
         let bad = crate::persist::encode_part(&bad);
         assert!(restored.ide.restore_state(&bad).unwrap_err().contains("data transfer"));
