@@ -1148,3 +1148,91 @@ pub fn vga(input: &VgaInput) -> Reach {
     }
     reach
 }
+
+// --- saved device state ----------------------------------------------------------------
+
+/// The device a `device_state` input's first byte picks; the rest is its saved state as a
+/// state file's payload holds it (postcard). Saved state comes from a file (a VM can be
+/// imported with one), so each restore must check everything and never panic; after a
+/// restore the device is driven a little, to reach what the restored state leads to.
+pub const STATE_PARTS: u8 = 7;
+
+pub fn device_state(data: &[u8]) -> Reach {
+    use vmm::devices::legacy::{
+        cmos::Cmos,
+        i8042::I8042,
+        serial::{SerialOutput, SerialPort},
+    };
+    use vmm::devices::pci::PciDevice;
+    use vmm::persist::{Persist, decode_part};
+    let mut reach = Reach::default();
+    let Some((&part, bytes)) = data.split_first() else { return reach };
+    let irq = || EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let mut outcome = |taken: &'static str, refused: &'static str, ok: bool| {
+        reach.count(if ok { taken } else { refused });
+    };
+    match part % STATE_PARTS {
+        0 => {
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let ready = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+            let mut serial = SerialPort::new(irq(), SerialOutput::new(out, ready));
+            let ok = decode_part(bytes).is_ok_and(|s| serial.restore_state(&s).is_ok());
+            for reg in 0..8 {
+                serial.read(0x3f8, reg, &mut [0u8]);
+            }
+            outcome("serial taken", "serial refused", ok);
+        }
+        1 => {
+            let mut i8042 = I8042::new(Arc::new(|_| {}), [None, None], None);
+            let ok = decode_part(bytes).is_ok_and(|s| i8042.restore_state(&s).is_ok());
+            for _ in 0..64 {
+                i8042.read(0x64, 0, &mut [0u8]);
+                i8042.read(0x60, 0, &mut [0u8]);
+            }
+            i8042.write(0x64, 0, &[0xd4]);
+            i8042.write(0x60, 0, &[0xeb]); // the mouse's read-data: its saved motion
+            i8042.key(30, true);
+            outcome("i8042 taken", "i8042 refused", ok);
+        }
+        2 => {
+            let mut cmos = Cmos::new(128 << 20, 0, 1);
+            let ok = decode_part(bytes).is_ok_and(|s| cmos.restore_state(&s).is_ok());
+            cmos.read(0x70, 1, &mut [0u8]);
+            outcome("cmos taken", "cmos refused", ok);
+        }
+        3 => {
+            use vmm::devices::storage::ide::{IdeController, SECONDARY_CMD};
+            let cd = vmm::devices::storage::mmc::CdRom::new("fuzz");
+            let mut ide = IdeController::new(Some(cd), [irq(), irq()], Some(memory()));
+            let ok = ide.restore_state(bytes).is_ok();
+            for reg in [7, 0, 0, 0, 2] {
+                ide.read(u64::from(SECONDARY_CMD), reg, &mut [0u8; 2]);
+            }
+            ide.write(u64::from(SECONDARY_CMD), 0, &[0; 2]); // a packet's bytes
+            outcome("ide taken", "ide refused", ok);
+        }
+        4 => {
+            use vmm::devices::virtio::pci::VirtioPciDevice;
+            let rng = Box::new(vmm::devices::virtio::rng::Rng);
+            let mut dev = VirtioPciDevice::new(rng, memory(), None, None).unwrap();
+            let ok = PciDevice::restore_state(&mut dev, bytes).is_ok();
+            dev.process_queue(0);
+            outcome("virtio-pci taken", "virtio-pci refused", ok);
+        }
+        5 => {
+            use vmm::devices::virtio::gpu::{Gpu, GpuConfig, GpuLimits};
+            let limits = GpuLimits { max_resource_bytes: 4 << 20, max_resources: 8 };
+            let config = GpuConfig { limits, ..Default::default() };
+            let mut gpu = Gpu::new(vmm::Display::new().unwrap(), config);
+            let ok = gpu.restore_state(bytes, &memory()).is_ok();
+            outcome("gpu taken", "gpu refused", ok);
+        }
+        _ => {
+            use vmm::display::boot_fb::{BootFramebuffer, FramebufferMode};
+            let fb = BootFramebuffer::new(FramebufferMode { width: 320, height: 200 }).unwrap();
+            let ok = decode_part(bytes).is_ok_and(|s| fb.restore_state(&s).is_ok());
+            outcome("boot-fb taken", "boot-fb refused", ok);
+        }
+    }
+    reach
+}

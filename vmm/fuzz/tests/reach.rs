@@ -104,3 +104,20 @@ fn vga() {
         assert!(r.get(what) > 0, "vga: no {what} among the seeds: {r:?}");
     }
 }
+
+#[test]
+fn device_state() {
+    // Raw bytes, as a state file holds them (no arbitrary decoding).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/device_state");
+    let mut total = Reach::default();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        total.add(&targets::device_state(&std::fs::read(entry.unwrap().path()).unwrap()));
+    }
+    println!("device_state: {total:?}");
+    for part in ["serial", "i8042", "cmos", "ide", "virtio-pci", "gpu", "boot-fb"] {
+        for how in ["taken", "refused"] {
+            let what = format!("{part} {how}");
+            assert!(total.get(&what) > 0, "no {what} among the seeds: {total:?}");
+        }
+    }
+}
