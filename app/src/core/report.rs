@@ -16,20 +16,8 @@ pub fn init_logger(default_filter: &str) {
         log::set_boxed_logger(Box::new(vmm::devices::log_limit::RateLimitedLogger::new(logger)));
 }
 
-/// An error with its causes, "what: why: why".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
-}
+/// An error with its causes, "what: why: why" (the machine's own, shared).
+pub use vmm::machine::error_chain;
 
 /// What a guest crash means on this host, for people.
 pub fn crash_reason(report: &vmm::CrashReport) -> String {

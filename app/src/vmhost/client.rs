@@ -21,10 +21,8 @@ pub const LOG_FILE: &str = "vessel.log";
 /// Why a VM process runs without a scope of its own, from its launcher, for its log.
 pub const NO_SCOPE_ENV: &str = "VESSEL_NO_SCOPE";
 
-/// How long one request waits for its answer at most.
+/// How long the greeting waits for its answer at most.
 const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long a suspend may take to write the VM's memory.
-const SUSPEND_WITHIN: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Requests queued for a VM process; input beyond this while it does not read is dropped.
 pub const REQUEST_QUEUE: usize = 4096;
@@ -253,9 +251,7 @@ pub fn connect(root: &Path, name: &str) -> Result<UnixStream, ClientError> {
 /// Sends one control request to the running VM in `root` and waits for its answer.
 pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, ClientError> {
     let mut stream = connect(root, name)?;
-    // A suspend writes all of guest memory before it answers.
-    let within = if request == Request::Suspend { SUSPEND_WITHIN } else { ANSWER_WITHIN };
-    let _ = stream.set_read_timeout(Some(within));
+    let _ = stream.set_read_timeout(Some(request.answer_within()));
     protocol::send(&mut stream, &request)?;
     loop {
         match protocol::receive::<Reply>(&mut stream)? {

@@ -115,6 +115,14 @@ pub enum Request {
     Suspend,
 }
 
+impl Request {
+    /// How long its answer may take: a suspend writes all of guest memory first.
+    pub fn answer_within(&self) -> std::time::Duration {
+        let seconds = if *self == Request::Suspend { 600 } else { 10 };
+        std::time::Duration::from_secs(seconds)
+    }
+}
+
 /// How a VM stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopKind {

@@ -62,3 +62,19 @@ pub enum MachineError {
     #[error("{0}")]
     NotStopped(String),
 }
+
+/// An error with its causes, "what: why: why" (a cause its error already quotes is not
+/// said twice).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -12,7 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::config::{Boot, BootDevice, DeviceConfig, MachineConfig};
 use super::control::{ControlMsg, ControlSender};
-use super::error::MachineError;
+use super::error::{MachineError, error_chain};
 use super::events::{Event, EventSink};
 use super::io_thread::{FailureSink, IoThread};
 use super::vcpu::{self, RunControl, RunMode, SharedVcpu, VcpuContext};
@@ -503,18 +503,6 @@ fn failed_sink(control: ControlSender, generation: u64) -> FailureSink {
     Arc::new(move |message| {
         control.send(ControlMsg::DeviceFailed { generation, message });
     })
-}
-
-/// An error with its causes, "what: why: why".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Gives every device its saved state (each checks what it is given).

@@ -21,7 +21,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use config::{
     Boot, BootDevice, DeviceConfig, FirmwareBoot, MAX_VCPUS, MachineConfig, RebootPolicy,
 };
-pub use error::MachineError;
+pub use error::{MachineError, error_chain};
 pub use events::{CrashReport, Event, MachineState, StopReason, WakeFn};
 pub use stats::{MachineStats, Usage};
 
