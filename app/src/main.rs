@@ -60,6 +60,20 @@ fn main() {
         cli::Command::Reset { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
         }
+        cli::Command::Snapshot { action } => done(lib().and_then(|l| {
+            use cli::SnapshotAction as A;
+            match action {
+                A::Take { name, snapshot, description } => {
+                    cli::snapshot::take(&l, &name, &snapshot, &description, json)
+                }
+                A::List { name } => cli::snapshot::list(&l, &name, json),
+                A::Revert { name, snapshot } => cli::snapshot::revert(&l, &name, &snapshot, json),
+                A::Delete { name, snapshot } => cli::snapshot::delete(&l, &name, &snapshot, json),
+                A::Rename { name, snapshot, new_name } => {
+                    cli::snapshot::rename(&l, &name, &snapshot, &new_name, json)
+                }
+            }
+        })),
         cli::Command::List => done(lib().and_then(|l| verbs::list(&l, json))),
         cli::Command::Create(create) => done(lib().and_then(|l| verbs::create(&l, create, json))),
         cli::Command::Show { name } => done(lib().and_then(|l| verbs::show(&l, &name, json))),

@@ -16,7 +16,8 @@
  * and the tests written in C: blk-hostile, fault-panic, fault-hang, fault-syscall, fault-open (hostile.c), atapi-dma,
  * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS, the MP table and the BIOS area as
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
- * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c).
+ * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
+ * journal (ticks kept in memory and on the disk, for snapshots; journal.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2960,6 +2961,7 @@ g_reset_kbd:
     c_test test_ps2, ps2_main
     c_test test_ps2_mouse, ps2_mouse_main
     c_test test_installed, installed_main
+    c_test test_journal, journal_main
 
 /* --- power --- */
 
@@ -3496,6 +3498,7 @@ n_blk_hostile:  .asciz "blk-hostile"
 n_atapi_dma:    .asciz "atapi-dma"
 n_install:      .asciz "install"
 n_ps2:          .asciz "ps2"
+n_journal:      .asciz "journal"
 n_ps2_mouse:    .asciz "ps2-mouse"
 n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
@@ -3614,6 +3617,7 @@ tests:
     .quad n_ps2_mouse, test_ps2_mouse
     .quad n_ps2, test_ps2
     .quad n_firmware, test_firmware
+    .quad n_journal, test_journal
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

@@ -84,6 +84,12 @@ pub fn open_regular(path: &Path, write: bool) -> io::Result<File> {
     Ok(file)
 }
 
+/// Makes what was created or renamed in the folder `path` durable (best effort: a folder
+/// that cannot be synced is no reason to fail what was done).
+pub fn sync_dir(path: &Path) {
+    let _ = File::open(path).and_then(|f| f.sync_all());
+}
+
 /// Makes the folder `path` (and missing parents) private to this user: 0700.
 pub fn create_dir_private(path: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;

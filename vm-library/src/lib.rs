@@ -10,6 +10,8 @@ pub mod files;
 pub mod iso;
 pub mod library;
 pub mod safe_write;
+pub mod snapshots;
+pub mod suspended;
 pub mod validate;
 
 #[cfg(test)]

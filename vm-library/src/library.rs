@@ -12,6 +12,7 @@ use crate::bundle::{self, Bundle, BundleError, EXTENSION};
 use crate::config::{Boot, DiskFormat, Network, VmConfig};
 use crate::disks::{self, BackingPolicy, DiskError};
 use crate::safe_write;
+use crate::snapshots;
 use crate::validate::{Host, Problem, validate};
 
 pub const REGISTRY_FILE: &str = "library.toml";
@@ -47,6 +48,13 @@ pub enum LibraryError {
     Running(String),
     #[error("deleting {0:?} removes all its files; confirm with the VM's name")]
     NotConfirmed(String),
+    #[error(transparent)]
+    Snapshot(#[from] snapshots::SnapshotError),
+    #[error(
+        "{0:?} has snapshots, whose images a linked clone cannot share; make a full clone \
+         (without --linked)"
+    )]
+    LinkedWithSnapshots(String),
     #[error("{clone:?} is a linked clone of {name:?} and reads its disks; delete {clone:?} first")]
     HasLinkedClones { name: String, clone: String },
 }
@@ -305,6 +313,18 @@ impl Library {
         self.check_name_free(new_name)?;
         let _running = source.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
         if linked {
+            // A disk that reads through its snapshots' images cannot become a base the
+            // clone may read (those images are the source's own).
+            let policy = self.backing_policy(&source)?;
+            for disk in &source.config.disks {
+                let path = source.inside(&disk.file)?;
+                let chain = disks::backing_chain(&path, disk.format, &policy)?;
+                if chain.first().is_some_and(|layer| {
+                    layer.path != fs::canonicalize(base_of(&path)).unwrap_or_default()
+                }) {
+                    return Err(LibraryError::LinkedWithSnapshots(name.into()));
+                }
+            }
             self.make_bases(&mut source)?;
         }
         let mut config = source.config.clone();
@@ -314,10 +334,12 @@ impl Library {
             *mac = mac_for(&config.uuid);
         }
         let parent = source.root().parent().unwrap_or(&self.dir).to_path_buf();
-        let clone = Bundle::create(&parent, config)?;
+        let mut clone = Bundle::create(&parent, config)?;
         let filled = (|| -> Result<(), LibraryError> {
             let policy = self.backing_policy(&source)?;
-            for disk in &clone.config.disks {
+            let mut flattened = false;
+            for i in 0..clone.config.disks.len() {
+                let disk = clone.config.disks[i].clone();
                 let from = source.inside(&disk.file)?;
                 let to = clone_destination(&clone, &disk.file)?;
                 if linked {
@@ -334,12 +356,18 @@ impl Library {
                         disk.size_bytes,
                         Some((&base.path, base.format)),
                     )?;
-                } else {
-                    // Only the image itself: a copy that read a host file through a backing
-                    // file would carry that file's contents.
-                    disks::backing_chain(&from, disk.format, &policy)?;
+                } else if disks::backing_chain(&from, disk.format, &policy)?.is_empty() {
                     disks::copy_sparse(&from, &to)?;
+                } else {
+                    // A disk on snapshots' images (or a linked clone's base): one image
+                    // holding what it reads, standing on its own.
+                    disks::flatten(&from, disk.format, &policy, &to)?;
+                    clone.config.disks[i].format = DiskFormat::Qcow2;
+                    flattened = true;
                 }
+            }
+            if flattened {
+                clone.save()?;
             }
             if let Boot::Direct { kernel, initrd, .. } = &clone.config.boot.value {
                 for file in std::iter::once(kernel).chain(initrd) {
@@ -602,6 +630,82 @@ impl Library {
         }
         fs::remove_dir_all(&root).map_err(io(&root))?;
         self.unregister(&root)
+    }
+}
+
+/// A VM's snapshots (`snapshots`), through the library: the VM held off while its
+/// disks change, under the policy its disks open with.
+impl Library {
+    /// Runs `f` on the VM `name` while it is held off (its run lock), with the policy its
+    /// disks are opened under.
+    fn with_vm_off<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Bundle, &BackingPolicy) -> Result<T, snapshots::SnapshotError>,
+    ) -> Result<T, LibraryError> {
+        let mut bundle = self.find(name)?;
+        let _off = bundle.lock_running().map_err(|_| LibraryError::Running(name.to_string()))?;
+        let policy = self.backing_policy(&bundle)?;
+        Ok(f(&mut bundle, &policy)?)
+    }
+
+    /// The snapshots of the VM `name`.
+    pub fn snapshots(&self, name: &str) -> Result<snapshots::Tree, LibraryError> {
+        Ok(snapshots::list(&self.find(name)?)?)
+    }
+
+    /// Takes a snapshot of the VM `name`, which must be off or suspended (see `take`).
+    pub fn take_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+        description: &str,
+        screen: Option<&[u8]>,
+    ) -> Result<snapshots::Snapshot, LibraryError> {
+        self.with_vm_off(name, |b, p| snapshots::take(b, p, snapshot, description, screen))
+    }
+
+    /// Reverts the VM `name`, which must not be running, to `snapshot` (see `revert`).
+    pub fn revert_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<snapshots::Snapshot, LibraryError> {
+        self.with_vm_off(name, |b, p| snapshots::revert(b, p, snapshot))
+    }
+
+    /// Deletes `snapshot` of the VM `name`; while the VM runs, its disk space comes back
+    /// at the next snapshot operation while the VM is off (see `delete`).
+    pub fn delete_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+    ) -> Result<snapshots::Deleted, LibraryError> {
+        match self.with_vm_off(name, |b, p| snapshots::delete(b, p, snapshot, false)) {
+            Err(LibraryError::Running(_)) => {
+                let mut bundle = self.find(name)?;
+                let policy = self.backing_policy(&bundle)?;
+                Ok(snapshots::delete(&mut bundle, &policy, snapshot, true)?)
+            }
+            done => done,
+        }
+    }
+
+    /// Renames `snapshot` of the VM `name` (running or not).
+    pub fn rename_snapshot(
+        &self,
+        name: &str,
+        snapshot: &str,
+        new_name: &str,
+    ) -> Result<(), LibraryError> {
+        Ok(snapshots::rename(&self.find(name)?, snapshot, new_name)?)
+    }
+
+    /// Finishes or undoes snapshot work a killed process left on the VM `name`, which is
+    /// held off by the caller (before it powers on).
+    pub fn recover_snapshots(&self, bundle: &mut Bundle) -> Result<(), LibraryError> {
+        let policy = self.backing_policy(bundle)?;
+        Ok(snapshots::recover(bundle, &policy)?)
     }
 }
 

@@ -73,6 +73,11 @@ pub enum Command {
     /// Discard a suspended VM's saved state: it boots afresh next time (what it was doing
     /// is lost).
     DiscardState { name: String },
+    /// A VM's snapshots: points it can go back to, kept as a tree.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`
@@ -124,6 +129,30 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// `vessel snapshot ...`.
+#[derive(Subcommand, Debug)]
+pub enum SnapshotAction {
+    /// Take a snapshot of the VM's disks and settings as they are now, and, if it runs or
+    /// is suspended, of its whole running state (a running VM pauses while its memory is
+    /// saved, then runs on).
+    Take {
+        name: String,
+        snapshot: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the VM's snapshots as a tree, with where it is now.
+    List { name: String },
+    /// Go back to a snapshot: the VM's disks, settings and (if kept) running state as they
+    /// were then. Its present state is lost; a running VM is powered off first.
+    Revert { name: String, snapshot: String },
+    /// Delete a snapshot; the VM's present state is not touched. Its disk space comes
+    /// back at once (while the VM runs, at the next snapshot operation while it is off).
+    Delete { name: String, snapshot: String },
+    /// Give a snapshot another name.
+    Rename { name: String, snapshot: String, new_name: String },
 }
 
 /// `vessel create --boot`.

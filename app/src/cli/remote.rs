@@ -44,7 +44,7 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
     );
     let reader = FrameReader::new(stream.try_clone()?);
     if detach {
-        return wait_until_running(reader, &bundle);
+        return Ok(wait_until_running(reader, &bundle, true)?.unwrap_or(EXIT_POWERED_OFF));
     }
     catch_stop_signals();
     let (tx, heard) = mpsc::channel();
@@ -174,7 +174,27 @@ fn ended(
 }
 
 /// `--detach`: waits until the VM runs (or fails to start), then leaves it running.
-fn wait_until_running(mut reader: FrameReader, bundle: &Bundle) -> anyhow::Result<i32> {
+/// Starts `name` in its VM process in the background, saying nothing; back when it runs.
+pub fn start_in_background(lib: &Library, name: &str) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    let started = client::start(&Launcher::this_program(), lib.dir(), bundle.root())?;
+    let mut stream = started.stream;
+    let subscribe = Request::Subscribe { serial: false, display: false, debug: false };
+    let _ = protocol::send(&mut stream, &subscribe);
+    match wait_until_running(FrameReader::new(stream), &bundle, false)? {
+        None => Ok(()),
+        Some(_) => anyhow::bail!(
+            "{name} stopped as it started; see {}",
+            bundle.root().join(client::LOG_FILE).display()
+        ),
+    }
+}
+
+fn wait_until_running(
+    mut reader: FrameReader,
+    bundle: &Bundle,
+    announce: bool,
+) -> anyhow::Result<Option<i32>> {
     let name = &bundle.config.name;
     let mut pid = None;
     loop {
@@ -182,13 +202,16 @@ fn wait_until_running(mut reader: FrameReader, bundle: &Bundle) -> anyhow::Resul
             Some(Reply::Built { machine }) => pid = Some(machine.pid),
             Some(Reply::StateChanged { state: VmState::Running }) => {
                 let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                println!(
-                    "{name} is running in the background{pid}; vessel stop {name:?} shuts it down"
-                );
-                return Ok(EXIT_POWERED_OFF);
+                if announce {
+                    println!(
+                        "{name} is running in the background{pid}; vessel stop {name:?} shuts \
+                         it down"
+                    );
+                }
+                return Ok(None);
             }
             Some(Reply::StateChanged { state: state @ VmState::Stopped { .. } }) => {
-                return Ok(ended(&state, false, None, bundle.root()));
+                return Ok(Some(ended(&state, false, None, bundle.root())));
             }
             Some(_) => {}
             None => anyhow::bail!(

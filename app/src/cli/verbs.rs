@@ -138,7 +138,7 @@ fn report(bundle: &Bundle, json: bool, line: String) -> anyhow::Result<()> {
 }
 
 /// A verb's result: `value` as JSON, or the line for people.
-fn say(json: bool, value: serde_json::Value, line: String) -> anyhow::Result<()> {
+pub(super) fn say(json: bool, value: serde_json::Value, line: String) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {

@@ -91,13 +91,17 @@ pub enum LaunchError {
     Vcpus(u32),
 }
 
-/// Checks `bundle`, locks it as running and builds its machine's configuration.
+/// Locks `bundle` as running, finishes snapshot work a killed process left on it (which
+/// may change its disks), checks it and builds its machine's configuration.
 pub fn prepare(lib: &Library, bundle: &Bundle) -> Result<Launch, LaunchError> {
+    let lock = bundle.lock_running().map_err(LaunchError::Lock)?;
+    let mut bundle = bundle.clone();
+    lib.recover_snapshots(&mut bundle)?;
+    let bundle = &bundle;
     let problems = validate(&bundle.config, bundle.root(), &Host::this());
     if !problems.is_empty() {
         return Err(LaunchError::Invalid { name: bundle.config.name.clone(), problems });
     }
-    let lock = bundle.lock_running().map_err(LaunchError::Lock)?;
     let config = machine_config(lib, bundle)?;
     let one_time = match &bundle.config.boot.value {
         Boot::Bios(settings) if settings.next.is_some() => {

@@ -77,7 +77,7 @@ impl ImageSpec {
 }
 
 /// Longest backing chain opened (the top image not counted), as the VM library allows.
-pub const MAX_BACKING_CHAIN: usize = 16;
+pub const MAX_BACKING_CHAIN: usize = 32;
 
 pub trait DiskImage: Send {
     /// Virtual size in bytes, as of the last `refresh_size`.

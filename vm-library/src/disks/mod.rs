@@ -10,6 +10,11 @@ use imago::{DenyImplicitOpenGate, FormatAccess, FormatCreateBuilder, FormatDrive
 
 use crate::config::DiskFormat;
 
+mod layers;
+#[cfg(test)]
+pub(crate) use layers::open_chain;
+pub use layers::{commit_into, drop_backing, flatten, pull_into};
+
 /// Largest disk Vessel creates or grows to (qcow2's own limit is far above; this catches
 /// unit mistakes such as bytes given as sectors).
 pub const MAX_DISK_BYTES: u64 = 64 << 40;
@@ -55,7 +60,8 @@ pub struct DiskInfo {
 }
 
 /// Longest backing chain a qcow2 image may have (the image itself not counted).
-pub const MAX_BACKING_CHAIN: usize = 16;
+/// Deep enough for a long line of snapshots (each adds one image), as VMware's 31.
+pub const MAX_BACKING_CHAIN: usize = 32;
 
 /// Where the images a qcow2 image reads through (its backing files) may be: files under
 /// the VM's own folder, and the read-only bases of linked clones in the library. Anything
@@ -192,7 +198,7 @@ pub fn backing_chain(
             None => return Err(refused(shown, "names a backing file without stating its format")),
         };
         if chain.len() == MAX_BACKING_CHAIN {
-            return Err(refused(shown, "is deeper than 16 images"));
+            return Err(refused(shown, &format!("is deeper than {MAX_BACKING_CHAIN} images")));
         }
         let canonical = match fs::canonicalize(&target) {
             Ok(c) => c,
@@ -291,6 +297,17 @@ pub fn create(
     backing: Option<(&Path, DiskFormat)>,
 ) -> Result<(), DiskError> {
     check_size(size)?;
+    create_image(path, format, size, backing)
+}
+
+/// `create` for an image that must match one that exists (an overlay on a disk, a copy of
+/// one), whatever its size.
+pub(crate) fn create_image(
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+    backing: Option<(&Path, DiskFormat)>,
+) -> Result<(), DiskError> {
     let file = crate::files::create_private(path).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => DiskError::Exists(path.to_path_buf()),
         _ => io_err(path)(e),
@@ -635,17 +652,17 @@ mod tests {
         make(&["rebase", "-q", "-u", "-F", "qcow2", "-b", "self.qcow2", &path("self.qcow2")]);
         refused(backing_chain(&vm.join("self.qcow2"), DiskFormat::Qcow2, &policy), "loops");
 
-        // A chain of 17 backing files under the top: one too deep. 16 is fine.
+        // A chain of 33 backing files under the top: one too deep. 32 is fine.
         make(&["create", "-q", "-f", "qcow2", &path("c0.qcow2"), "1M"]);
-        for i in 1..=17 {
+        for i in 1..=33 {
             let below = format!("c{}.qcow2", i - 1);
             overlay(&path(&format!("c{i}.qcow2")), &below, "qcow2");
         }
         assert_eq!(
-            backing_chain(&vm.join("c16.qcow2"), DiskFormat::Qcow2, &policy).unwrap().len(),
-            16
+            backing_chain(&vm.join("c32.qcow2"), DiskFormat::Qcow2, &policy).unwrap().len(),
+            32
         );
-        refused(backing_chain(&vm.join("c17.qcow2"), DiskFormat::Qcow2, &policy), "deeper than 16");
+        refused(backing_chain(&vm.join("c33.qcow2"), DiskFormat::Qcow2, &policy), "deeper than 32");
 
         // An external data file (qemu-img makes it, outside the VM).
         let data = dir.join("data.bin");

@@ -1,0 +1,65 @@
+/*
+ * test=journal: a guest whose progress is in its memory and on its disk at once, for the
+ * snapshot and suspend tests. It counts ticks about 20 ms apart; at each, it writes the
+ * tick into the sector of that number on its virtio-blk disk (a whole sector of three
+ * words, repeated: the tick, this boot's id — the TSC when it started — and a checksum
+ * of every tick so far, kept in memory), and once the write completed prints
+ * "JOURNAL <tick> <boot id> <checksum>". A guest resumed where it was goes on with the
+ * next tick, the same boot id and a checksum that follows; one that booted again starts
+ * at tick 1 with another boot id. 'q' on COM1 powers it off.
+ */
+#include "guest.h"
+
+static u8 sector[512] __attribute__((aligned(512)));
+
+static inline u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
+/* The checksum after `tick`, from the one before it (the tests compute the same). */
+static u64 next_sum(u64 sum, u64 tick)
+{
+    return sum * 31 + tick;
+}
+
+void journal_main(void)
+{
+    u64 boot = rdtsc();
+    g_lapic_enable();
+    g_virtio_find(0x1042);
+    g_virtio_start();
+    u64 sectors = *(volatile u64 *)g_virtio_config();
+    u64 sum = 0;
+    for (u64 tick = 1;; tick++) {
+        sum = next_sum(sum, tick);
+        for (int i = 0; i < 512; i += 24) {
+            if (i + 24 > 512)
+                break;
+            *(u64 *)(sector + i) = tick;
+            *(u64 *)(sector + i + 8) = boot;
+            *(u64 *)(sector + i + 16) = sum;
+        }
+        u8 status = g_blk_request(BLK_OUT, tick % sectors, sector, 512, 0);
+        if (status) {
+            report("JOURNAL FAIL ", status);
+            g_power_off();
+        }
+        g_puts("JOURNAL ");
+        g_put_hex(tick);
+        g_puts(" ");
+        g_put_hex(boot);
+        g_puts(" ");
+        g_put_hex(sum);
+        g_newline();
+        u64 start = rdtsc();
+        while (rdtsc() - start < 20000000) {
+            if ((inb(0x3f8 + 5) & 1) && inb(0x3f8) == 'q')
+                g_power_off();
+            for (int i = 0; i < 20000; i++)
+                pause();
+        }
+    }
+}
