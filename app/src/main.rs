@@ -92,8 +92,10 @@ fn main() {
         cli::Command::Stop { name, force } => {
             done(lib().and_then(|l| verbs::stop(&l, &name, force, json)))
         }
-        cli::Command::Clone { name, new_name, linked } => {
-            done(lib().and_then(|l| verbs::clone(&l, &name, &new_name, linked, json)))
+        cli::Command::Clone { name, new_name, linked, snapshot } => {
+            done(lib().and_then(|l| {
+                verbs::clone(&l, &name, &new_name, linked, snapshot.as_deref(), json)
+            }))
         }
         cli::Command::Export { name, archive } => {
             done(lib().and_then(|l| verbs::export(&l, &name, &archive, json)))

@@ -202,5 +202,11 @@ fn a_running_guest_goes_back_to_its_snapshot_in_memory_and_on_disk() {
     assert!(text(&out.stdout).contains("powered off"), "{}", text(&out.stdout));
     assert!(disk_now(&lib, "Journal") == before);
     assert_eq!(state_of(&lib, "Journal"), "off");
+    // A copy of the VM as it was at "after": its disk reads the same, with no snapshots.
+    let out = vessel(&lib, &["clone", "Journal", "Journal copy", "--snapshot", "after"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(disk_now(&lib, "Journal copy") == before);
+    let tree = json(&lib, &["snapshot", "list", "Journal copy", "--json"]);
+    assert_eq!(tree["snapshots"].as_array().map(Vec::len), Some(0));
     let _ = std::fs::remove_dir_all(lib);
 }

@@ -309,9 +309,38 @@ impl Library {
         new_name: &str,
         linked: bool,
     ) -> Result<Bundle, LibraryError> {
+        self.clone_at(name, None, new_name, linked)
+    }
+
+    /// `clone_vm`, of the VM as it was at its snapshot `at` (a full clone: its disks read
+    /// as they did then, flattened; its settings as they were). The VM may be running:
+    /// a snapshot's images do not change.
+    pub fn clone_snapshot(
+        &self,
+        name: &str,
+        at: &str,
+        new_name: &str,
+    ) -> Result<Bundle, LibraryError> {
+        self.clone_at(name, Some(at), new_name, false)
+    }
+
+    fn clone_at(
+        &self,
+        name: &str,
+        at: Option<&str>,
+        new_name: &str,
+        linked: bool,
+    ) -> Result<Bundle, LibraryError> {
         let mut source = self.find(name)?;
         self.check_name_free(new_name)?;
-        let _running = source.lock_running().map_err(|_| LibraryError::Running(name.into()))?;
+        let _running = match at {
+            // Held if it can be (no snapshot work meanwhile); a running VM does none.
+            Some(snapshot) => {
+                source.config = snapshots::config_at(&source, snapshot)?;
+                source.lock_running().ok()
+            }
+            None => Some(source.lock_running().map_err(|_| LibraryError::Running(name.into()))?),
+        };
         if linked {
             // A disk that reads through its snapshots' images cannot become a base the
             // clone may read (those images are the source's own).

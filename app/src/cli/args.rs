@@ -108,12 +108,15 @@ pub enum Command {
     /// Give a VM another name (its folder follows).
     Rename { name: String, new_name: String },
     /// Copy a VM under a new name (new uuid and MAC). --linked shares its disks through
-    /// qcow2 overlays instead of copying them.
+    /// qcow2 overlays instead of copying them; --snapshot copies the VM as it was at one
+    /// of its snapshots.
     Clone {
         name: String,
         new_name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "snapshot")]
         linked: bool,
+        #[arg(long, value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
     },
     /// Write a VM (configuration and disks) to one archive file, with checksums.
     Export { name: String, archive: PathBuf },

@@ -281,11 +281,19 @@ pub fn clone(
     name: &str,
     new_name: &str,
     linked: bool,
+    snapshot: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let clone = lib.clone_vm(name, new_name, linked)?;
-    let how = if linked { "Linked clone" } else { "Copy" };
-    let line = format!("{how} of {name}: {} in {}", clone.config.name, clone.root().display());
+    let clone = match snapshot {
+        Some(at) => lib.clone_snapshot(name, at, new_name)?,
+        None => lib.clone_vm(name, new_name, linked)?,
+    };
+    let how = match snapshot {
+        Some(at) => format!("Copy of {name} at snapshot {at:?}"),
+        None if linked => format!("Linked clone of {name}"),
+        None => format!("Copy of {name}"),
+    };
+    let line = format!("{how}: {} in {}", clone.config.name, clone.root().display());
     report(&clone, json, line)
 }
 

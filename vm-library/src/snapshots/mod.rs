@@ -641,6 +641,37 @@ fn finish_take(bundle: &Bundle, m: &mut Manifest, node: Node) -> Result<(), Snap
     save(bundle.root(), m)
 }
 
+/// The configuration the VM had at snapshot `node`; its disks are the frozen images.
+fn node_config(root: &Path, node: &Node) -> Result<VmConfig, SnapshotError> {
+    let dir = node_dir(root, &node.id);
+    let config_path = dir.join(NODE_CONFIG);
+    let text = files::open_regular(&config_path, false)
+        .and_then(safe_write::read_small)
+        .map_err(io(&config_path))?;
+    let config = VmConfig::from_toml(&text)
+        .map_err(|e| damaged(root, format!("{}: {e}", config_path.display())))?;
+    let same_disks = config.disks.len() == node.disks.len()
+        && config
+            .disks
+            .iter()
+            .zip(&node.disks)
+            .all(|(d, f)| d.file == f.file && d.format == f.format);
+    if !same_disks {
+        return Err(damaged(
+            root,
+            format!("{} names other disks than the tree", config_path.display()),
+        ));
+    }
+    Ok(config)
+}
+
+/// The configuration the VM had at the snapshot `name`, its disks naming the snapshot's
+/// frozen images (for a clone of that point).
+pub fn config_at(bundle: &Bundle, name: &str) -> Result<VmConfig, SnapshotError> {
+    let m = load(bundle.root())?;
+    node_config(bundle.root(), find(bundle, &m, name)?)
+}
+
 /// Goes back to the snapshot `name`: the VM's disks read as they did then, its
 /// configuration is the one it had (under its present name), and if the snapshot holds
 /// the machine's state the VM is suspended at that point (powering on resumes it). The
@@ -657,24 +688,7 @@ pub fn revert(
     collect(bundle, policy, &mut m)?;
     let node = find(bundle, &m, name)?.clone();
     let dir = node_dir(&root, &node.id);
-    let config_path = dir.join(NODE_CONFIG);
-    let text = files::open_regular(&config_path, false)
-        .and_then(safe_write::read_small)
-        .map_err(io(&config_path))?;
-    let mut config = VmConfig::from_toml(&text)
-        .map_err(|e| damaged(&root, format!("{}: {e}", config_path.display())))?;
-    let same_disks = config.disks.len() == node.disks.len()
-        && config
-            .disks
-            .iter()
-            .zip(&node.disks)
-            .all(|(d, f)| d.file == f.file && d.format == f.format);
-    if !same_disks {
-        return Err(damaged(
-            &root,
-            format!("{} names other disks than the tree", config_path.display()),
-        ));
-    }
+    let mut config = node_config(&root, &node)?;
     // Only images a snapshot made are let go of: the present overlays on frozen images.
     let frozen_files: Vec<PathBuf> =
         m.nodes.iter().flat_map(|n| &n.disks).map(|f| f.file.clone()).collect();

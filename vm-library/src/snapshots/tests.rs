@@ -431,6 +431,7 @@ fn a_full_clone_of_a_vm_with_snapshots_stands_alone_and_a_linked_one_is_refused(
     write(&lib, name, 0, 0, 1);
     write(&lib, name, 1, 0, 1);
     lib.take_snapshot(name, "a", "", None).unwrap();
+    let at_a = content(&lib, name);
     write(&lib, name, 0, 1 << 20, 2);
     write(&lib, name, 1, 2 << 20, 2);
     let now = content(&lib, name);
@@ -453,5 +454,15 @@ fn a_full_clone_of_a_vm_with_snapshots_stands_alone_and_a_linked_one_is_refused(
     }
     assert!(lib.disk_images(&copy).is_ok());
     assert_eq!(lib.snapshots("Copy").unwrap(), Tree::default(), "snapshots are not copied");
+
+    // A clone of the VM as it was at "a", while the VM runs.
+    let running = source.lock_running().unwrap();
+    let old = lib.clone_snapshot(name, "a", "At A").unwrap();
+    drop(running);
+    assert!(content(&lib, "At A") == at_a, "the clone reads what the VM read at a");
+    assert!(content(&lib, name) == now, "the VM is untouched");
+    assert_eq!(old.config.name, "At A");
+    assert!(lib.clone_snapshot(name, "nope", "Other").is_err());
+    assert!(lib.find("Other").is_err(), "nothing made");
     let _ = fs::remove_dir_all(dir);
 }
