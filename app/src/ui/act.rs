@@ -39,6 +39,10 @@ pub enum Act {
     AttachIso(PathBuf),
     EjectCd(PathBuf),
     Settings(PathBuf),
+    TakeSnapshot(PathBuf),
+    /// Go back to the snapshot the VM's present state grew from (asked first).
+    RevertSnapshot(PathBuf),
+    SnapshotManager(PathBuf),
     /// Bytes for a running VM's serial port.
     Serial(PathBuf, Vec<u8>),
     /// An ISO dropped on a VM (or on the library: None).
@@ -70,6 +74,9 @@ pub enum Verb {
     PauseResume,
     Suspend,
     Settings,
+    TakeSnapshot,
+    RevertSnapshot,
+    SnapshotManager,
     Fit,
     Actual,
     Fullscreen,
@@ -85,6 +92,8 @@ pub enum Needs {
     VmRunning,
     /// A selected VM that is not running in this window.
     VmNotRunning,
+    /// A selected VM that is not starting or stopping.
+    VmSettled,
 }
 
 /// One command: its label in the menus, its shortcut, what it needs.
@@ -135,6 +144,24 @@ pub const BINDINGS: &[Binding] = &[
         label: "Suspend",
         shortcut: shortcut(CTRL, Key::Z),
         needs: Needs::VmRunning,
+    },
+    Binding {
+        verb: Verb::TakeSnapshot,
+        label: "Take Snapshot…",
+        shortcut: shortcut(CTRL, Key::M),
+        needs: Needs::VmSettled,
+    },
+    Binding {
+        verb: Verb::RevertSnapshot,
+        label: "Revert to Snapshot…",
+        shortcut: None,
+        needs: Needs::VmSettled,
+    },
+    Binding {
+        verb: Verb::SnapshotManager,
+        label: "Snapshot Manager…",
+        shortcut: None,
+        needs: Needs::VmSettled,
     },
     Binding {
         verb: Verb::NewVm,
@@ -214,6 +241,9 @@ impl Verb {
             (Needs::VmNotRunning, Some(state)) => {
                 !running_here(state) && *state != VmState::Suspended
             }
+            (Needs::VmSettled, Some(state)) => {
+                !matches!(state, VmState::Starting | VmState::Stopping)
+            }
         }
     }
 
@@ -235,6 +265,9 @@ impl Verb {
             Verb::PauseResume => Act::PauseResume(vm()?),
             Verb::Suspend => Act::Suspend(vm()?),
             Verb::Settings => Act::Settings(vm()?),
+            Verb::TakeSnapshot => Act::TakeSnapshot(vm()?),
+            Verb::RevertSnapshot => Act::RevertSnapshot(vm()?),
+            Verb::SnapshotManager => Act::SnapshotManager(vm()?),
         })
     }
 }

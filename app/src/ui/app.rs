@@ -62,6 +62,10 @@ pub struct VesselApp {
     pub(crate) wizard: Option<Wizard>,
     pub(crate) preferences: Option<PreferencesDialog>,
     pub(crate) settings: Option<SettingsDialog>,
+    pub(crate) take_snapshot: Option<super::dialogs::snapshots::TakeDialog>,
+    pub(crate) snapshot_manager: Option<super::dialogs::snapshots::Manager>,
+    /// What waits for a VM's session to end (a snapshot of it, going to one).
+    pub(crate) after_stop: std::collections::HashMap<PathBuf, super::snapshots::AfterStop>,
     pub(crate) about: bool,
     pub(crate) closing: Closing,
     /// Frames drawn, and the time spent drawing them (for the benchmark).
@@ -99,6 +103,9 @@ impl VesselApp {
             wizard: None,
             preferences: None,
             settings: None,
+            take_snapshot: None,
+            snapshot_manager: None,
+            after_stop: Default::default(),
             about: false,
             closing: Closing::No,
             frame_stats: FrameStats::default(),
@@ -216,6 +223,9 @@ impl VesselApp {
             // elsewhere" is stale until the scan, which is news now anyway.
             self.library.stopped(&root);
             self.rescan_now();
+            if let super::session::Phase::Ended(ending) = &vm.session.phase {
+                self.after_session(&root, &ending.clone());
+            }
         }
         if self.closing == Closing::Waiting && self.running.is_empty() {
             self.closing = Closing::Go;
@@ -267,6 +277,14 @@ impl VesselApp {
                 }
                 self.rescan_now();
             }
+            Done::SnapshotTree { root, result } => {
+                if let Some(m) = &mut self.snapshot_manager
+                    && m.root == root
+                {
+                    m.loaded(&self.ctx, result);
+                }
+            }
+            Done::SnapshotWork { root, result, resume } => self.snapshot_done(root, result, resume),
             Done::Demo(result) => match result {
                 Ok(root) => {
                     self.toasts.success("The demo VM is ready");
@@ -318,6 +336,9 @@ impl VesselApp {
                 }
             }
             Act::Settings(root) => self.open_settings(&root),
+            Act::TakeSnapshot(root) => self.open_take_snapshot(&root),
+            Act::RevertSnapshot(root) => self.open_snapshot_manager(&root, true),
+            Act::SnapshotManager(root) => self.open_snapshot_manager(&root, false),
             Act::Serial(root, bytes) => self.command(&root, Command::Serial(bytes)),
             Act::DropIso(target, iso) => self.drop_iso_on(target, iso),
             Act::Scale(scale) => self.scale = scale,
@@ -382,6 +403,7 @@ impl VesselApp {
                 self.settings = None;
                 self.update(&root, &format!("{name} saved"), move |c| change.apply(c));
             }
+            DialogAction::Snapshots(answer) => self.snapshot_answer(answer),
             DialogAction::Close(Choice::Cancel) => self.closing = Closing::No,
             DialogAction::Close(Choice::RunInBackground) => {
                 // The VMs' processes go on; the window lets go of them as it closes.

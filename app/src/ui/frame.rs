@@ -115,6 +115,8 @@ impl VesselApp {
         let answers = [
             self.preferences.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Preferences),
             self.settings.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Settings),
+            self.snapshot_manager.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
+            self.take_snapshot.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
             close::ui(ctx, self.closing, self.running.len()).map(DialogAction::Close),
         ];
         acts.extend(answers.into_iter().flatten().map(Act::Dialog));
@@ -154,7 +156,10 @@ impl eframe::App for VesselApp {
         }
         // Shortcuts: not while the guest has the keyboard, a text field in the wizard
         // does, or the close dialog is up.
-        let typing = self.wizard.is_some() && ctx.memory(|m| m.focused().is_some());
+        let dialog = self.wizard.is_some()
+            || self.take_snapshot.is_some()
+            || self.snapshot_manager.is_some();
+        let typing = dialog && ctx.memory(|m| m.focused().is_some());
         let mut acts = if self.keyboard.owner().is_some() || typing || self.closing != Closing::No {
             Vec::new()
         } else {

@@ -82,6 +82,18 @@ pub enum Done {
     },
     /// The demo VM is made (its folder).
     Demo(Result<PathBuf, super::demo::DemoError>),
+    /// The snapshot tree of the VM in `root`, read for the Snapshot Manager.
+    SnapshotTree {
+        root: PathBuf,
+        result: Result<super::dialogs::snapshots::Loaded, String>,
+    },
+    /// Snapshot work on the VM in `root` done (what to say), or not (why); then it is
+    /// powered on as `resume` says.
+    SnapshotWork {
+        root: PathBuf,
+        result: Result<String, String>,
+        resume: super::snapshots::Resume,
+    },
 }
 
 pub struct Job {

@@ -99,6 +99,13 @@ pub fn menu_bar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
                     });
                 });
             });
+            ui.add_enabled_ui(Verb::SnapshotManager.available(chrome.state()), |ui| {
+                ui.menu_button("Snapshot", |ui| {
+                    for verb in [Verb::TakeSnapshot, Verb::RevertSnapshot, Verb::SnapshotManager] {
+                        chrome.item(ui, verb, false, &mut acts);
+                    }
+                });
+            });
             ui.separator();
             chrome.item(ui, Verb::Settings, false, &mut acts);
         });
@@ -141,6 +148,8 @@ pub fn toolbar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
             (Verb::PauseResume, if paused { "Resume" } else { "Pause" }, ""),
             (Verb::Suspend, "Suspend", "Save its whole state; Power On resumes it where it was"),
             (Verb::Reset, "Reset", ""),
+            (Verb::TakeSnapshot, "Snapshot", "Take a snapshot (Ctrl+M)"),
+            (Verb::SnapshotManager, "Snapshots", "The Snapshot Manager"),
         ];
         for (verb, label, hover) in buttons {
             let mut response =

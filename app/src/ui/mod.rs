@@ -2,8 +2,8 @@
 //! their actions are applied. The components: `library` (sidebar), `menus` (menu bar,
 //! toolbar), `summary`, `console/`, `serial`, `status_bar`, `dialogs/`, `wizard` (New VM),
 //! `toasts`. Behind them: `act` (what can be asked, with its shortcuts), `running` and
-//! `session` (the VMs this window runs, each on its own thread), `jobs` (slow work on
-//! background threads), `prefs`, `demo`.
+//! `session` (the VMs this window runs, each on its own thread), `snapshots` (VM ▸
+//! Snapshot carried out), `jobs` (slow work on background threads), `prefs`, `demo`.
 
 pub mod act;
 mod app;
@@ -19,6 +19,7 @@ mod progress;
 mod running;
 mod serial;
 mod session;
+mod snapshots;
 mod status_bar;
 mod summary;
 mod toasts;

@@ -6,6 +6,7 @@ pub mod about;
 pub mod close;
 pub mod preferences;
 pub mod settings;
+pub mod snapshots;
 
 /// What a dialog asked of the app: each dialog answers in its own terms.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,4 +14,5 @@ pub enum DialogAction {
     Preferences(preferences::Answer),
     Settings(settings::Answer),
     Close(close::Choice),
+    Snapshots(snapshots::Answer),
 }

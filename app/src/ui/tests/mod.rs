@@ -1,11 +1,13 @@
 //! The app driven through egui_kittest by its accessible labels, on temporary libraries:
 //! `library` (the wizard, power buttons, dropped ISOs, an inaccessible bundle, crashes),
 //! `screens` (the console: the guest's frame, keys and pointer, serial, snapshots of the main screens),
-//! `dialogs` (closing with VMs running, preferences, settings). The helpers are here.
+//! `dialogs` (closing with VMs running, preferences, settings), `snapshot_manager` (VM ▸
+//! Snapshot). The helpers are here.
 
 mod dialogs;
 mod library;
 mod screens;
+mod snapshot_manager;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
