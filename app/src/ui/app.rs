@@ -65,7 +65,7 @@ pub struct VesselApp {
     pub(crate) take_snapshot: Option<super::dialogs::snapshots::TakeDialog>,
     pub(crate) snapshot_manager: Option<super::dialogs::snapshots::Manager>,
     /// What waits for a VM's session to end (a snapshot of it, going to one).
-    pub(crate) after_stop: std::collections::HashMap<PathBuf, super::snapshots::AfterStop>,
+    pub(crate) after_stop: std::collections::HashMap<PathBuf, super::dialogs::snapshots::AfterStop>,
     pub(crate) about: bool,
     pub(crate) closing: Closing,
     /// Frames drawn, and the time spent drawing them (for the benchmark).

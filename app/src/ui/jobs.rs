@@ -92,7 +92,7 @@ pub enum Done {
     SnapshotWork {
         root: PathBuf,
         result: Result<String, String>,
-        resume: super::snapshots::Resume,
+        resume: super::dialogs::snapshots::Resume,
     },
 }
 

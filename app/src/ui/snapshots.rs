@@ -12,30 +12,9 @@ use std::path::{Path, PathBuf};
 use vm_library::library::Library;
 
 use super::app::VesselApp;
-use super::dialogs::snapshots::{Answer, Manager, TakeDialog};
+use super::dialogs::snapshots::{AfterStop, Answer, Manager, Resume, TakeDialog};
 use super::jobs::Done;
 use super::session::{Command, Ending};
-
-/// Whether a VM is powered on after a snapshot job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resume {
-    No,
-    /// Whether or not the job did its work (a VM suspended for a snapshot goes on).
-    Always,
-    /// Only if the job did its work (a VM gone back to a running state).
-    IfDone,
-}
-
-/// What waits for a VM's session to end before it can be done.
-pub enum AfterStop {
-    /// Take a snapshot of the suspended VM (its screen as it was), then resume it.
-    Take { name: String, description: String, screen: Option<Vec<u8>> },
-    /// Go to a snapshot of the powered-off VM; resume if it holds a running state.
-    GoTo { id: String, name: String, resume: bool },
-    /// Power it on (a session that was still there when it was to be resumed: one a
-    /// library scan attached as its process was letting go of it).
-    PowerOn,
-}
 
 impl VesselApp {
     /// The library name of the VM in `root`, if it is listed.

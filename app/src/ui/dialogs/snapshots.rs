@@ -1,7 +1,8 @@
 //! VM ▸ Snapshot: Take Snapshot (a name and a description) and the Snapshot Manager (the
 //! tree with each snapshot's screen, name and date; Go To, Delete, Rename, Clone, Take).
 //! The tree and its pictures are read off the UI thread (`Loaded`); what the user asks
-//! comes back as an `Answer` the app carries out.
+//! comes back as an `Answer` the app carries out (`ui::snapshots`), with what waits for a
+//! running VM to stop first (`AfterStop`) and whether it runs again after (`Resume`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,6 +43,27 @@ pub enum Answer {
     /// Close the dialog that answered.
     CloseTake,
     CloseManager,
+}
+
+/// Whether a VM is powered on after a snapshot job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    No,
+    /// Whether or not the job did its work (a VM suspended for a snapshot goes on).
+    Always,
+    /// Only if the job did its work (a VM gone back to a running state).
+    IfDone,
+}
+
+/// What waits for a VM's session to end before it can be done.
+pub enum AfterStop {
+    /// Take a snapshot of the suspended VM (its screen as it was), then resume it.
+    Take { name: String, description: String, screen: Option<Vec<u8>> },
+    /// Go to a snapshot of the powered-off VM; resume if it holds a running state.
+    GoTo { id: String, name: String, resume: bool },
+    /// Power it on (a session that was still there when it was to be resumed: one a
+    /// library scan attached as its process was letting go of it).
+    PowerOn,
 }
 
 /// VM ▸ Snapshot ▸ Take Snapshot…
