@@ -17,7 +17,8 @@
  * atapi-dma-1m (atapi_dma.c), firmware (ACPI, SMBIOS, the MP table and the BIOS area as
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
- * journal (ticks kept in memory and on the disk, for snapshots; journal.c).
+ * journal (ticks kept in memory and on the disk, for snapshots) and snapbench (256 MiB
+ * touched, then debug-port beats; journal.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2962,6 +2963,7 @@ g_reset_kbd:
     c_test test_ps2_mouse, ps2_mouse_main
     c_test test_installed, installed_main
     c_test test_journal, journal_main
+    c_test test_snapbench, snapbench_main
 
 /* --- power --- */
 
@@ -3499,6 +3501,7 @@ n_atapi_dma:    .asciz "atapi-dma"
 n_install:      .asciz "install"
 n_ps2:          .asciz "ps2"
 n_journal:      .asciz "journal"
+n_snapbench:    .asciz "snapbench"
 n_ps2_mouse:    .asciz "ps2-mouse"
 n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
@@ -3618,6 +3621,7 @@ tests:
     .quad n_ps2, test_ps2
     .quad n_firmware, test_firmware
     .quad n_journal, test_journal
+    .quad n_snapbench, test_snapbench
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

@@ -97,6 +97,14 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
             Ok(Heard::End) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 drop(raw);
                 let status = child.take().and_then(|mut c| c.wait().ok());
+                // Back when the VM's processes have let go of it (its sandbox's helper
+                // holds its run lock a moment longer): it can be started or changed at once.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while bundle.running().ok().flatten().is_some()
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
                 return Ok(ended(&state, quitting, status, bundle.root()));
             }
             Ok(Heard::Keys(bytes)) => {

@@ -11,14 +11,14 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, GuestRegionMmap, MmapRegion,
+    Address, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
 };
 
 use crate::vstate::memory::GuestMem;
 
 const PAGE: usize = 4096;
-/// Guest memory read at a time while saving.
+/// Most guest memory written at a time while saving.
 const CHUNK: usize = 2 << 20;
 
 /// Where guest RAM lies: (guest address, length) of each region, in order. The memory
@@ -69,44 +69,80 @@ pub struct Saved {
 
 /// Writes every region of `mem` into `file` (empty or not; it is cut to the memory's
 /// size), leaving pages that are all zero as holes. The machine is paused: nothing
-/// writes guest memory meanwhile.
+/// writes guest memory meanwhile. Pages are written straight from guest memory; pages of
+/// anonymous memory the guest never touched (not present, not swapped out, as the
+/// kernel's page map says) are not even read.
 pub fn save(mem: &GuestMem, file: &File) -> Result<Saved, MemoryFileError> {
     let layout = MemoryLayout::of(mem);
     // A sparse file of the right size: what is not written below reads as zero.
     file.set_len(0).map_err(MemoryFileError::Write)?;
     file.set_len(layout.total()).map_err(MemoryFileError::Write)?;
     let mut saved = Saved::default();
-    let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
-    for &(start, len) in &layout.regions {
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(CHUNK as u64) as usize;
-            let chunk = &mut buf[..n];
-            let at = GuestAddress(start).unchecked_add(done);
-            mem.read_slice(chunk, at).map_err(|e| MemoryFileError::Read(at.raw_value(), e))?;
-            // Runs of pages with data, written as one each.
-            let mut page = 0;
-            while page * PAGE < n {
-                if is_zero(&chunk[page * PAGE..((page + 1) * PAGE).min(n)]) {
-                    saved.holes += ((page + 1) * PAGE).min(n) as u64 - (page * PAGE) as u64;
-                    page += 1;
-                    continue;
-                }
-                let first = page;
-                while page * PAGE < n && !is_zero(&chunk[page * PAGE..((page + 1) * PAGE).min(n)]) {
-                    page += 1;
-                }
-                let run = &chunk[first * PAGE..(page * PAGE).min(n)];
-                file.write_all_at(run, offset + done + (first * PAGE) as u64)
-                    .map_err(MemoryFileError::Write)?;
-                saved.data += run.len() as u64;
+    for region in mem.iter() {
+        let len = region.len() as usize;
+        let at = region.start_addr().raw_value();
+        let slice = region
+            .get_slice(vm_memory::MemoryRegionAddress(0), len)
+            .map_err(|e| MemoryFileError::Read(at, e))?;
+        // SAFETY: the region's whole mapping, alive while `mem` is borrowed; the machine
+        // is paused and its I/O threads are stopped, so nothing writes it while it is
+        // read here as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(slice.ptr_guard().as_ptr(), len) };
+        // Only anonymous memory: a page of a file mapping that is not present still
+        // holds the file's data.
+        let touched = match region.file_offset() {
+            None => touched_pages(bytes),
+            Some(_) => None,
+        };
+        let has_data = |page: usize| {
+            touched.as_ref().is_none_or(|t| t.get(page).copied().unwrap_or(true))
+                && !is_zero(&bytes[page * PAGE..((page + 1) * PAGE).min(len)])
+        };
+        let pages = len.div_ceil(PAGE);
+        let mut page = 0;
+        while page < pages {
+            if !has_data(page) {
+                saved.holes += (((page + 1) * PAGE).min(len) - page * PAGE) as u64;
+                page += 1;
+                continue;
             }
-            done += n as u64;
+            // A run of pages with data, written as one (at most a chunk at a time).
+            let first = page;
+            while page < pages && page - first < CHUNK / PAGE && has_data(page) {
+                page += 1;
+            }
+            let run = &bytes[first * PAGE..(page * PAGE).min(len)];
+            file.write_all_at(run, offset + (first * PAGE) as u64)
+                .map_err(MemoryFileError::Write)?;
+            saved.data += run.len() as u64;
         }
-        offset += len;
+        offset += len as u64;
     }
     Ok(saved)
+}
+
+/// For each page of `bytes` (page-aligned anonymous memory of this process), whether it
+/// may hold data: present, or swapped out. None if the page map cannot be read (every
+/// page is then looked at). Bounded: one 8-byte entry per page of the mapping.
+fn touched_pages(bytes: &[u8]) -> Option<Vec<bool>> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    let pagemap = File::open("/proc/self/pagemap").ok()?;
+    let first = bytes.as_ptr() as u64 / PAGE as u64;
+    let pages = bytes.len().div_ceil(PAGE);
+    let mut touched = Vec::with_capacity(pages);
+    let mut buf = vec![0u8; 8 * 4096];
+    while touched.len() < pages {
+        let n = (pages - touched.len()).min(4096);
+        let entries = &mut buf[..n * 8];
+        pagemap.read_exact_at(entries, (first + touched.len() as u64) * 8).ok()?;
+        for entry in entries.chunks_exact(8) {
+            let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+            touched.push(entry & (PRESENT | SWAPPED) != 0);
+        }
+    }
+    Some(touched)
 }
 
 /// Whether `bytes` are all zero (ORed a word at a time: no branch a byte).
@@ -164,6 +200,7 @@ mod tests {
     use super::*;
     use crate::vstate::memory::create_guest_memory;
     use std::os::unix::fs::MetadataExt;
+    use vm_memory::Bytes;
 
     #[test]
     fn memory_saves_sparse_and_restores_copy_on_write() {
@@ -211,6 +248,50 @@ mod tests {
         let mut on_disk = [0u8; 14];
         file.read_exact_at(&mut on_disk, 0).unwrap();
         assert_eq!(&on_disk, b"the first page");
+
+        // Saved again, restored memory keeps what it read from its file (pages it never
+        // touched are not present, yet hold data) as well as what was written since.
+        let again_path = dir.path().join("again");
+        let again = File::create_new(&again_path).unwrap();
+        assert_eq!(save(&back, &again).unwrap().data, 7 * PAGE as u64);
+        let twice = restore(&File::open(&again_path).unwrap(), &layout, &layout).unwrap();
+        for (at, bytes) in &marks[1..] {
+            let mut read = vec![0u8; bytes.len()];
+            twice.read_slice(&mut read, GuestAddress(*at)).unwrap();
+            assert_eq!(read, *bytes, "at {at:#x}");
+        }
+        let mut first = [0u8; 17];
+        twice.read_slice(&mut first, GuestAddress(0)).unwrap();
+        assert_eq!(&first, b"after the restore");
+    }
+
+    #[test]
+    fn pages_the_guest_never_touched_are_not_read_and_let_go_ones_are_holes() {
+        let mem = create_guest_memory(64 << 20).unwrap();
+        let region = mem.iter().next().unwrap();
+        let slice = region.get_slice(vm_memory::MemoryRegionAddress(0), 8 << 20).unwrap();
+        // SAFETY: the region's first 8 MiB, owned by this test.
+        let bytes = unsafe { std::slice::from_raw_parts(slice.ptr_guard().as_ptr(), 8 << 20) };
+        let touched = touched_pages(bytes).expect("the page map is readable");
+        assert!(touched.iter().all(|t| !t), "fresh memory is untouched");
+        mem.write_slice(&[1u8; 3], GuestAddress(5 * PAGE as u64)).unwrap();
+        let touched = touched_pages(bytes).unwrap();
+        // The page written, and at most the huge page around it (transparent huge pages).
+        assert!(touched[5]);
+        assert!(touched.iter().filter(|t| **t).count() <= 512);
+        assert!(!touched[1024..].iter().any(|t| *t), "the memory beyond is untouched");
+        // Written, then let go of (as a balloon or a discard would): zero, a hole.
+        mem.write_slice(&[2u8; 3], GuestAddress(9 * PAGE as u64)).unwrap();
+        // SAFETY: one page of the region, which the test owns.
+        unsafe {
+            libc::madvise(
+                slice.ptr_guard().as_ptr().add(9 * PAGE).cast_mut().cast(),
+                PAGE,
+                libc::MADV_DONTNEED,
+            )
+        };
+        let file = File::create_new(tempfile::tempdir().unwrap().path().join("m")).unwrap();
+        assert_eq!(save(&mem, &file).unwrap().data, PAGE as u64, "page 5 alone");
     }
 
     #[test]
