@@ -428,14 +428,15 @@ mod tests {
         assert!(err.to_string().contains("external data file"), "{err}");
         assert!(std::fs::read(&data).unwrap().iter().all(|b| *b == 0x77));
 
-        // More than 16 layers: refused before anything is opened.
+        // More layers than a chain may have: refused before anything is opened.
+        let layer = Layer { path: victim.clone(), format: ImageFormat::Qcow2 };
         let deep = ImageSpec {
             path: dir.join("disk.raw"),
             format: ImageFormat::Qcow2,
-            backing: vec![Layer { path: victim.clone(), format: ImageFormat::Qcow2 }; 17],
+            backing: vec![layer; MAX_BACKING_CHAIN + 1],
         };
         let err = open(&deep, false).err().expect("refused");
-        assert!(err.to_string().contains("at most 16"), "{err}");
+        assert!(err.to_string().contains(&format!("at most {MAX_BACKING_CHAIN}")), "{err}");
         // A raw layer cannot have layers under it; a raw image none at all.
         let mut bad = spec.clone();
         bad.backing.push(Layer { path: victim.clone(), format: ImageFormat::Raw });
