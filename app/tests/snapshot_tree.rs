@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Started, json, text, vessel};
+use common::{Started, json, text, ticks, vessel};
 use vessel_tests::testguest_elf;
 
 /// One line of the journal guest: tick, boot id, checksum.
@@ -209,4 +209,39 @@ fn a_running_guest_goes_back_to_its_snapshot_in_memory_and_on_disk() {
     let tree = json(&lib, &["snapshot", "list", "Journal copy", "--json"]);
     assert_eq!(tree["snapshots"].as_array().map(Vec::len), Some(0));
     let _ = std::fs::remove_dir_all(lib);
+}
+
+/// A VM as a user makes one from a disc: booted through the BIOS (SeaBIOS, the VGA and its
+/// BIOS, fw_cfg, the BIOS area's shadow RAM), snapshotted while it runs, gone back to: it
+/// goes on counting where the snapshot was, without the firmware running again.
+#[test]
+fn a_vm_booted_through_the_bios_goes_back_to_its_running_snapshot() {
+    let dir = common::scratch("snapshot-bios");
+    let lib = dir.join("library");
+    let _vms = common::KillsVms(lib.clone());
+    let iso = vessel_tests::firmware_testguest_iso(&dir, "test=ticks");
+    let out = vessel(&lib, &["create", "pc", "--iso", iso.to_str().unwrap(), "--disk-size", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut run = Started::new(&lib, "pc");
+    assert!(run.wait_until(Duration::from_secs(120), |s| ticks(s).len() >= 3), "{}", run.seen());
+    let out = vessel(&lib, &["snapshot", "take", "pc", "running"]);
+    assert!(out.status.success(), "take: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("with its running state"), "{}", text(&out.stdout));
+    let (_, seen, _) = run.finish();
+    assert!(seen.contains("SeaBIOS"), "it booted through the BIOS: {seen}");
+    let before = *ticks(&seen).last().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vessel(&lib, &["stop", "--force", "pc"]).status.success());
+    wait_state(&lib, "pc", "off");
+    let out = vessel(&lib, &["snapshot", "revert", "pc", "running"]);
+    assert!(out.status.success(), "revert: {}", text(&out.stderr));
+    let mut back = Started::with_keys(&lib, "pc");
+    assert!(back.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 2), "{}", back.seen());
+    let after = ticks(&back.seen());
+    assert!((before + 1..=before + 3).contains(&after[0]), "{before} then {after:?}");
+    assert!(!back.seen().contains("SeaBIOS"), "the firmware did not run again: {}", back.seen());
+    back.type_keys(b"q");
+    let (status, _, stderr) = back.finish();
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
 }

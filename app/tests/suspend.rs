@@ -6,18 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Started, json, text, vessel};
+use common::{Started, json, text, ticks, vessel};
 use vessel_tests::testguest_elf;
-
-/// The ticks the guest printed so far ("TICK <hex>" lines).
-fn ticks(output: &str) -> Vec<u64> {
-    let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("TICK "))
-        .filter_map(|t| u64::from_str_radix(t.trim(), 16).ok())
-        .collect()
-}
 
 /// A VM "Ticker" of the test guest that counts on its serial port until it reads 'q'.
 fn create_ticker(lib: &std::path::Path) {

@@ -258,3 +258,54 @@ fn the_screens_match_qemus_vga() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A firmware machine with the VGA, saved in mode 12h (planar memory, the VGA BIOS's
+/// registers) and restored into a new machine: the screen is the same, and the guest goes
+/// on (a key moves it to mode 13h, as in the machine it was saved from).
+#[test]
+fn a_firmware_machine_with_the_vga_is_restored_with_its_screen() {
+    let dir = scratch("restore");
+    let iso = firmware_vga_iso(&dir);
+    let config = vga_machine(&iso, false);
+    let handle = Machine::build(config.clone(), None).unwrap();
+    handle.start().unwrap();
+    let (display, input) = (handle.display(), handle.input());
+    let mut serial = String::new();
+    for (n, _, key) in &SCREENS[..2] {
+        wait_serial(&handle, &mut serial, &format!("SCREEN {n}\n"));
+        let key = key.unwrap();
+        input.key(key, true);
+        input.key(key, false);
+    }
+    wait_serial(&handle, &mut serial, "SCREEN 3\n");
+    let before = settled(&display, 640, 480);
+    handle.pause().unwrap();
+    let path = |name: &str| dir.join(name);
+    let create = |name: &str| {
+        std::fs::File::options().read(true).write(true).create_new(true).open(path(name)).unwrap()
+    };
+    let (state, memory) = (create("state"), create("memory"));
+    handle.save_state(state.try_clone().unwrap(), memory.try_clone().unwrap()).unwrap();
+    handle.power_off().unwrap();
+    drop(handle);
+
+    let restored = Machine::restore(config, None, &state, &memory).unwrap();
+    restored.start().unwrap();
+    let display = restored.display();
+    let after = settled(&display, 640, 480);
+    let (count, first) = before.differences(&after, 0);
+    if count > 0 {
+        before.save_png(&dir.join("before.png"));
+        after.save_png(&dir.join("after.png"));
+    }
+    assert_eq!(count, 0, "{count} pixels differ, the first at {first:?} (see {})", dir.display());
+    let input = restored.input();
+    input.key(KEY_C, true);
+    input.key(KEY_C, false);
+    let mut serial = String::new();
+    wait_serial(&restored, &mut serial, "SCREEN 4\n");
+    settled(&display, 640, 400);
+    assert!(!serial.contains("SeaBIOS"), "it did not boot again: {serial}");
+    restored.power_off().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -161,3 +161,13 @@ impl Drop for Started {
         let _ = self.child.wait();
     }
 }
+
+/// The ticks the test guest printed so far ("TICK <hex>" lines), complete ones.
+pub fn ticks(output: &str) -> Vec<u64> {
+    let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("TICK "))
+        .filter_map(|t| u64::from_str_radix(t.trim(), 16).ok())
+        .collect()
+}

@@ -1151,11 +1151,12 @@ pub fn vga(input: &VgaInput) -> Reach {
 
 // --- saved device state ----------------------------------------------------------------
 
-/// The device a `device_state` input's first byte picks; the rest is its saved state as a
+/// The device a `device_state` input's first byte picks (serial, i8042, CMOS, IDE, virtio
+/// PCI transport, GPU, boot framebuffer, VGA, fw_cfg); the rest is its saved state as a
 /// state file's payload holds it (postcard). Saved state comes from a file (a VM can be
 /// imported with one), so each restore must check everything and never panic; after a
 /// restore the device is driven a little, to reach what the restored state leads to.
-pub const STATE_PARTS: u8 = 7;
+pub const STATE_PARTS: u8 = 9;
 
 pub fn device_state(data: &[u8]) -> Reach {
     use vmm::devices::legacy::{
@@ -1227,12 +1228,81 @@ pub fn device_state(data: &[u8]) -> Reach {
             let ok = gpu.restore_state(bytes, &memory()).is_ok();
             outcome("gpu taken", "gpu refused", ok);
         }
-        _ => {
+        6 => {
             use vmm::display::boot_fb::{BootFramebuffer, FramebufferMode};
             let fb = BootFramebuffer::new(FramebufferMode { width: 320, height: 200 }).unwrap();
             let ok = decode_part(bytes).is_ok_and(|s| fb.restore_state(&s).is_ok());
             outcome("boot-fb taken", "boot-fb refused", ok);
         }
+        7 => {
+            use vmm::devices::vga::render::{Phase, Renderer};
+            use vmm::devices::vga::vram::{DirtyPages, PAGE, Vram};
+            use vmm::devices::vga::{self, StdVga, VgaCore, VgaPorts};
+            let vram = Arc::new(Vram::new(vga::VRAM_BYTES).unwrap());
+            let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+            let mut device = StdVga::new(core.clone(), None, None);
+            let ok = PciDevice::restore_state(&mut device, bytes).is_ok();
+            // What the restored registers draw, and the ports they answer.
+            let display = vmm::display::Display::new().unwrap();
+            let (mut renderer, mut shown) = (Renderer::default(), None);
+            let mut spare = DirtyPages::new(vga::VRAM_BYTES / PAGE);
+            let phase = Phase { cursor: true, blink: false };
+            vga::frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
+            let mut ports = VgaPorts::new(core);
+            for offset in 0..vga::PORTS_LEN {
+                ports.read(u64::from(vga::PORTS_START), offset, &mut [0u8]);
+            }
+            ports.read(u64::from(vga::DISPI_PORT), 1, &mut [0u8; 2]);
+            outcome("vga taken", "vga refused", ok);
+        }
+        _ => {
+            use vmm::devices::bus::BusDevice;
+            use vmm::firmware::fw_cfg::FwCfg;
+            let mut fw_cfg = FwCfg::new(memory());
+            let ok = decode_part(bytes).is_ok_and(|s| fw_cfg.restore_state(&s).is_ok());
+            for _ in 0..16 {
+                fw_cfg.read(0x510, 1, &mut [0u8]);
+            }
+            outcome("fw_cfg taken", "fw_cfg refused", ok);
+        }
     }
     reach
+}
+
+/// Writes seeds of the VGA's and fw_cfg's saved states (taken and refused) into `dir`.
+pub fn write_state_seeds(dir: &std::path::Path) {
+    use vmm::devices::bus::BusDevice;
+    use vmm::devices::pci::PciDevice;
+    use vmm::devices::vga::vram::Vram;
+    use vmm::devices::vga::{self, StdVga, VgaCore, VgaPorts};
+    use vmm::persist::Persist;
+    let vram = Arc::new(Vram::new(vga::VRAM_BYTES).unwrap());
+    let core = Arc::new(Mutex::new(VgaCore::new(vram)));
+    let mut device = StdVga::new(core.clone(), None, None);
+    let mut ports = VgaPorts::new(core.clone());
+    // A DISPI mode, 640x480x32, and a few pixels drawn.
+    for (index, value) in [(1u16, 640u16), (2, 480), (3, 32), (4, 0x41)] {
+        ports.write(u64::from(vga::DISPI_PORT), 0, &index.to_le_bytes());
+        ports.write(u64::from(vga::DISPI_PORT), 1, &value.to_le_bytes());
+    }
+    for at in (0..4 * 4096).step_by(4096 + 4) {
+        device.bar_write(0, at, &[0xff, 0x80, 0x40, 0]);
+    }
+    let mut state = device.save_state().unwrap();
+    let mut seed = vec![7u8];
+    seed.extend_from_slice(&state);
+    std::fs::write(dir.join("vga"), &seed).unwrap();
+    state.truncate(state.len() / 2);
+    let mut cut = vec![7u8];
+    cut.extend_from_slice(&state);
+    std::fs::write(dir.join("vga-cut"), &cut).unwrap();
+    let fw_cfg = vmm::firmware::fw_cfg::FwCfg::new(memory());
+    let mut seed = vec![8u8];
+    seed.extend_from_slice(&vmm::persist::encode_part(&fw_cfg.save_state()));
+    std::fs::write(dir.join("fw-cfg"), &seed).unwrap();
+    // Selected, offset, DMA high word, and a writable item the device does not have.
+    let bad = (0u16, 0u64, 0u32, vec![(0x99u16, vec![1u8, 2])]);
+    let mut seed = vec![8u8];
+    seed.extend_from_slice(&vmm::persist::encode_part(&bad));
+    std::fs::write(dir.join("fw-cfg-unknown-item"), &seed).unwrap();
 }

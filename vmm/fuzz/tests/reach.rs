@@ -106,6 +106,12 @@ fn vga() {
 }
 
 #[test]
+#[ignore = "writes the VGA's and fw_cfg's device_state seeds"]
+fn write_state_seeds() {
+    targets::write_state_seeds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/device_state"));
+}
+
+#[test]
 fn device_state() {
     // Raw bytes, as a state file holds them (no arbitrary decoding).
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/device_state");
@@ -114,7 +120,8 @@ fn device_state() {
         total.add(&targets::device_state(&std::fs::read(entry.unwrap().path()).unwrap()));
     }
     println!("device_state: {total:?}");
-    for part in ["serial", "i8042", "cmos", "ide", "virtio-pci", "gpu", "boot-fb"] {
+    for part in ["serial", "i8042", "cmos", "ide", "virtio-pci", "gpu", "boot-fb", "vga", "fw_cfg"]
+    {
         for how in ["taken", "refused"] {
             let what = format!("{part} {how}");
             assert!(total.get(&what) > 0, "no {what} among the seeds: {total:?}");

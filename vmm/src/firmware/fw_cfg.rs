@@ -261,6 +261,62 @@ impl FwCfg {
     }
 }
 
+/// What the guest changed of the fw_cfg device: the item selected and the offset in it,
+/// the DMA address's high word, and the writable items' contents (the rest comes from the
+/// machine's configuration, as it was built).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FwCfgState {
+    selected: u16,
+    offset: u64,
+    dma_high: u32,
+    writable: Vec<(u16, Vec<u8>)>,
+}
+
+impl crate::persist::Persist for FwCfg {
+    type State = FwCfgState;
+
+    fn save_state(&self) -> FwCfgState {
+        let writable = (self.items.iter())
+            .filter(|(_, item)| item.writable)
+            .map(|(key, item)| (*key, item.data.to_vec()))
+            .collect();
+        FwCfgState {
+            selected: self.selected,
+            offset: self.offset as u64,
+            dma_high: self.dma_high,
+            writable,
+        }
+    }
+
+    fn restore_state(
+        &mut self,
+        state: &FwCfgState,
+    ) -> Result<(), crate::persist::DeviceStateError> {
+        let problem = |p: String| crate::persist::DeviceStateError::new("fw_cfg device", p);
+        for (key, data) in &state.writable {
+            match self.items.get(key) {
+                Some(item) if item.writable && item.data.len() == data.len() => {}
+                _ => {
+                    return Err(problem(format!(
+                        "item {key:#x} of {} bytes was no writable item of that size",
+                        data.len()
+                    )));
+                }
+            }
+        }
+        for (key, data) in &state.writable {
+            if let Some(item) = self.items.get_mut(key) {
+                item.data = data.clone().into();
+            }
+        }
+        self.selected = state.selected;
+        // Any offset reads as past the item's end: zeroes.
+        self.offset = usize::try_from(state.offset).unwrap_or(usize::MAX);
+        self.dma_high = state.dma_high;
+        Ok(())
+    }
+}
+
 impl crate::devices::bus::BusDevice for FwCfg {
     fn read(&mut self, _base: u64, offset: u64, data: &mut [u8]) {
         match (offset, data.len()) {

@@ -102,8 +102,6 @@ pub struct Instance {
     /// Each virtio device with its thread's name, to serve it again after a save.
     virtio: Vec<(String, Arc<Mutex<VirtioPciDevice>>)>,
     failed: FailureSink,
-    /// Built to boot through firmware (whose devices cannot be saved yet).
-    firmware_boot: bool,
 }
 
 /// The devices every machine has, kept for saving and restoring their state.
@@ -113,6 +111,8 @@ struct Legacy {
     pm: Arc<Mutex<AcpiPm>>,
     debug_port: Arc<Mutex<DebugPort>>,
     config_ports: Arc<Mutex<ConfigPorts>>,
+    /// A firmware machine's.
+    fw_cfg: Option<Arc<Mutex<crate::firmware::fw_cfg::FwCfg>>>,
 }
 
 /// A machine built from a saved state: the state, and guest memory mapped from its file.
@@ -148,11 +148,6 @@ impl Instance {
             Some(Restoring { state, mem }) => (mem, Some(state)),
             None => (memory::create_guest_memory(config.memory_bytes)?, None),
         };
-        if restoring.is_some() && matches!(config.boot, Boot::Firmware(_)) {
-            return Err(MachineError::RestoreState(
-                "a machine that boots through firmware cannot be restored yet".into(),
-            ));
-        }
         // RAM first, then the TSS, identity map, irqchip and PIT (Firecracker's order): on
         // this project's hosts KVM took 7 ms more per GiB to register RAM after them
         // (measured by the snapshot benchmark's restores).
@@ -185,7 +180,10 @@ impl Instance {
                 // After RAM's slots and the boot framebuffer's.
                 let slot = vm_memory::GuestMemoryBackend::num_regions(&mem) as u32 + 1;
                 memory::register_rom(&vm, slot, image.rom_start(), image.host_mapping())?;
-                image.copy_legacy(&mem)?;
+                // Restored: the BIOS area holds what the firmware made of it.
+                if restoring.is_none() {
+                    image.copy_legacy(&mem)?;
+                }
                 // The BIOS area's RAM under the host bridge's PAM registers, in slots of
                 // its own after the ROM's.
                 let shadow = ShadowRam::new(vm.clone(), &mem, slot + 1)?;
@@ -248,7 +246,6 @@ impl Instance {
             pci,
             virtio: Vec::new(),
             failed: failed_sink(env.control.clone(), generation),
-            firmware_boot: matches!(config.boot, Boot::Firmware(_)),
         };
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
@@ -361,11 +358,6 @@ impl Instance {
     /// serving finished first, so nothing touches guest memory or a device while it is
     /// read) and serve again after.
     pub fn save_state(&mut self, state: &File, memory: &File) -> Result<(), MachineError> {
-        if self.firmware_boot || self.vga.is_some() {
-            return Err(MachineError::SaveState(
-                "a machine that boots through firmware cannot be saved yet".into(),
-            ));
-        }
         let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
         let mut busy = Vec::new();
         for thread in self.io_threads.drain(..) {
@@ -408,6 +400,7 @@ impl Instance {
             pci_config_address: crate::sync::lock(&l.config_ports).save_state(),
             pci: crate::sync::lock(&self.pci).save_state().map_err(|e| fail(error_chain(&e)))?,
             boot_fb: self.boot_fb.as_ref().map(BootFramebuffer::save_state),
+            fw_cfg: l.fw_cfg.as_ref().map(|d| crate::sync::lock(d).save_state()),
         };
         let machine = MachineState {
             memory: crate::persist::memory::MemoryLayout::of(&self.mem),
@@ -525,6 +518,15 @@ fn restore_devices(
     lock(ged).restore_state(&saved.ged).map_err(fail)?;
     lock(&legacy.config_ports).restore_state(&saved.pci_config_address).map_err(fail)?;
     lock(pci).restore_state(&saved.pci).map_err(fail)?;
+    match (&legacy.fw_cfg, &saved.fw_cfg) {
+        (Some(device), Some(state)) => lock(device).restore_state(state).map_err(fail)?,
+        (None, None) => {}
+        _ => {
+            return Err(MachineError::RestoreState(
+                "the saved machine and this one differ in booting through firmware".into(),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -726,15 +728,17 @@ fn build_devices(
         }
         virtio.push(transport);
     }
+    let mut fw_cfg = None;
     if let Boot::Firmware(fw) = &config.boot {
         let order = fw.first_boot_order.as_ref().unwrap_or(&fw.boot_order);
         let order = boot_paths(order, cd_slot, &disk_slots);
         let mut setup = firmware_setup(config, fw, order);
         setup.option_roms = option_roms;
-        let fw_cfg = crate::firmware::fw_cfg(mem.clone(), &setup)?;
-        pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, Arc::new(Mutex::new(fw_cfg)))?;
+        let device = Arc::new(Mutex::new(crate::firmware::fw_cfg(mem.clone(), &setup)?));
+        pio.insert(u64::from(FW_CFG_PORT), FW_CFG_LEN, device.clone())?;
+        fw_cfg = Some(device);
     }
-    let legacy = Legacy { i8042, cmos, pm: acpi_pm, debug_port, config_ports };
+    let legacy = Legacy { i8042, cmos, pm: acpi_pm, debug_port, config_ports, fw_cfg };
     Ok(Devices { pio, mmio, serial, ged, virtio, inputs, ide, vga, legacy, pci: root })
 }
 

@@ -14,8 +14,9 @@ use serde::de::DeserializeOwned;
 /// The mark at the start of every state file.
 pub const MAGIC: [u8; 8] = *b"VESSELST";
 /// The state layout this Vessel writes and reads. A change to any saved structure that
-/// an older reader would misread bumps it.
-pub const FORMAT_VERSION: u32 = 1;
+/// an older reader would misread bumps it. 2: firmware machines' devices (the fw_cfg
+/// device; the VGA's state among the PCI functions').
+pub const FORMAT_VERSION: u32 = 2;
 /// Longest writer's name read.
 pub const MAX_WRITER: usize = 64;
 /// Largest state read: devices and vCPUs, never guest memory (which is a file of its own);

@@ -32,4 +32,6 @@ pub struct DeviceStates {
     pub pci: Vec<(u16, Vec<u8>)>,
     /// What the guest drew on its boot framebuffer, if it has one.
     pub boot_fb: Option<crate::display::boot_fb::BootFramebufferState>,
+    /// A firmware machine's fw_cfg device.
+    pub fw_cfg: Option<crate::firmware::fw_cfg::FwCfgState>,
 }

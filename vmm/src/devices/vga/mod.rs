@@ -7,9 +7,10 @@
 //! - the legacy ports 0x3B0–0x3DF and DISPI's 0x1CE/0x1CF, and the 0xA0000–0xBFFFF window.
 //!
 //! `regs.rs` has the registers and the planar memory logic, `vram.rs` the memory and its
-//! KVM slot, `render.rs` what the screen shows; `VgaDisplay` runs the thread that puts it
+//! KVM slot, `render.rs` what the screen shows, `persist.rs` its saved state; `VgaDisplay` runs the thread that puts it
 //! on the machine's `Display` while no GPU driver has set a scanout.
 
+pub mod persist;
 pub mod regs;
 pub mod render;
 pub mod vram;
@@ -388,11 +389,25 @@ impl PciDevice for StdVga {
     }
 
     fn save_state(&self) -> Result<Vec<u8>, String> {
-        Err("the VGA cannot save its state yet".into())
+        let vga = lock(&self.vga);
+        Ok(crate::persist::encode_part(&persist::VgaState {
+            config: self.config.save_state(),
+            regs: vga.regs.save(),
+            pages: persist::save_pages(&vga.vram),
+        }))
     }
 
-    fn restore_state(&mut self, _state: &[u8]) -> Result<(), String> {
-        Err("the VGA cannot take a saved state yet".into())
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), String> {
+        let state: persist::VgaState = crate::persist::decode_part(state)?;
+        let mut vga = lock(&self.vga);
+        let regs = Registers::restored(&state.regs, vga.vram.len())?;
+        persist::restore_pages(&vga.vram, &state.pages)?;
+        self.config.restore_state(&state.config)?;
+        vga.regs = regs;
+        // Everything is new to the display, the font too.
+        vga.font = true;
+        vga.dirty.set_all();
+        Ok(())
     }
 
     fn bar_moved(&mut self, bar: usize, address: Option<u64>) {

@@ -9,8 +9,8 @@
 use super::vram::{DirtyPages, Vram};
 
 /// Bits the sequencer registers keep (QEMU's masks, which follow the hardware's).
-const SEQ_MASK: [u8; 8] = [0x03, 0x3d, 0x0f, 0x3f, 0x0e, 0x00, 0x00, 0xff];
-const GC_MASK: [u8; 16] =
+pub(super) const SEQ_MASK: [u8; 8] = [0x03, 0x3d, 0x0f, 0x3f, 0x0e, 0x00, 0x00, 0xff];
+pub(super) const GC_MASK: [u8; 16] =
     [0x0f, 0x0f, 0x0f, 0x1f, 0x03, 0x7b, 0x0f, 0x0f, 0xff, 0, 0, 0, 0, 0, 0, 0];
 pub const CRTC_REGS: usize = 0x19;
 pub const AC_REGS: usize = 0x15;
@@ -156,6 +156,18 @@ fn mask16(m: u8) -> u32 {
 }
 
 impl Registers {
+    /// What attribute controller register `index` keeps of `value`; None past its last.
+    pub(super) fn ac_kept(index: usize, value: u8) -> Option<u8> {
+        Some(match index {
+            0x00..=0x0f => value & 0x3f,
+            AC_MODE => value & !0x10,
+            0x11 => value,
+            AC_PLANE_ENABLE => value & !0xc0,
+            0x13 | AC_COLOR_SELECT => value & 0x0f,
+            _ => return None,
+        })
+    }
+
     pub fn dispi_enabled(&self) -> bool {
         self.dispi[DISPI_ENABLE] & DISPI_ENABLED != 0
     }
@@ -239,13 +251,8 @@ impl Registers {
                     self.ac_index = value & 0x3f;
                 } else {
                     let index = usize::from(self.ac_index & 0x1f);
-                    let kept = match index {
-                        0x00..=0x0f => value & 0x3f,
-                        AC_MODE => value & !0x10,
-                        0x11 => value,
-                        AC_PLANE_ENABLE => value & !0xc0,
-                        0x13 | AC_COLOR_SELECT => value & 0x0f,
-                        _ => return self.ac_flip = false,
+                    let Some(kept) = Registers::ac_kept(index, value) else {
+                        return self.ac_flip = false;
                     };
                     self.ac[index] = kept;
                 }
@@ -388,7 +395,7 @@ impl Registers {
 
     /// Brings the DISPI registers to the nearest mode that fits the memory, as QEMU does:
     /// the interface has no way to report an error.
-    fn fix_dispi(&mut self, vram_bytes: usize) {
+    pub(super) fn fix_dispi(&mut self, vram_bytes: usize) {
         if !self.dispi_enabled() {
             return;
         }

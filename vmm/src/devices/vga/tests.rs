@@ -229,3 +229,52 @@ fn bochs_drm_drives_it_through_the_mmio_bar() {
     frame(&core, &mut renderer, &mut spare, &mut shown, &display, phase);
     assert_eq!(pixel(&display), Some([0x11, 0x22, 0x33, 0xff]));
 }
+
+#[test]
+fn a_saved_state_comes_back_and_a_hostile_one_is_refused_or_tamed() {
+    let (core, mut dev) = vga();
+    dev.bar_write(2, 0x500 + 2 * regs::DISPI_XRES as u64, &800u16.to_le_bytes());
+    dev.bar_write(2, 0x500 + 2 * regs::DISPI_YRES as u64, &600u16.to_le_bytes());
+    dev.bar_write(2, 0x500 + 2 * regs::DISPI_BPP as u64, &32u16.to_le_bytes());
+    dev.bar_write(2, 0x500 + 2 * regs::DISPI_ENABLE as u64, &0x41u16.to_le_bytes());
+    dev.bar_write(0, 5 * 4096 + 8, &[1, 2, 3, 4]);
+    dev.config_write(BAR0, &0xe000_0000u32.to_le_bytes());
+    let saved = dev.save_state().unwrap();
+    let regs_before = lock(&core).regs.clone();
+
+    let (other_core, mut other) = vga();
+    other.restore_state(&saved).unwrap();
+    assert!(lock(&other_core).regs == regs_before, "the registers as they were");
+    let mut px = [0u8; 4];
+    other.bar_read(0, 5 * 4096 + 8, &mut px);
+    assert_eq!(px, [1, 2, 3, 4], "video memory as it was");
+    assert_eq!(other.config().read32(BAR0), 0xe000_0008, "the BAR where the guest put it");
+
+    // Hostile: a DISPI mode past what memory holds is brought to one that fits, indexes
+    // to what the ports allow; a DAC sub-index past 3, short arrays, pages outside memory
+    // are refused.
+    let (_, mut third) = vga();
+    assert!(third.restore_state(&saved[..saved.len() - 10]).is_err(), "a cut state");
+    let mut state: persist::VgaState = crate::persist::decode_part(&saved).unwrap();
+    state.pages.push((u32::MAX, vec![0; 4096]));
+    let (_, mut fourth) = vga();
+    let err = fourth.restore_state(&crate::persist::encode_part(&state)).unwrap_err();
+    assert!(err.contains("page"), "{err}");
+    state.pages.pop();
+    state.pages.push((3, vec![0; 10]));
+    assert!(fourth.restore_state(&crate::persist::encode_part(&state)).is_err());
+    state.pages.pop();
+    let mut hostile = lock(&core).regs.clone();
+    hostile.dispi[regs::DISPI_XRES] = u16::MAX;
+    hostile.dispi[regs::DISPI_YRES] = u16::MAX;
+    hostile.dispi[regs::DISPI_BPP] = 77;
+    hostile.seq_index = 200;
+    hostile.gc_index = 99;
+    let restored = Registers::restored(&hostile.save(), VRAM_BYTES).unwrap();
+    assert!(restored.dispi[regs::DISPI_XRES] <= regs::DISPI_MAX_XRES);
+    assert!(restored.dispi[regs::DISPI_YRES] <= regs::DISPI_MAX_YRES);
+    assert_eq!(restored.dispi[regs::DISPI_BPP], 8);
+    assert!(restored.seq_index < 8 && restored.gc_index < 16);
+    hostile.dac_sub = 9;
+    assert!(Registers::restored(&hostile.save(), VRAM_BYTES).unwrap_err().contains("DAC"));
+}

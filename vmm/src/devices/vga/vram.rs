@@ -112,6 +112,18 @@ impl Vram {
         }
     }
 
+    /// Copies `bytes` in at `addr` (wrapping at the end of the memory).
+    pub fn copy_in(&self, addr: usize, bytes: &[u8]) {
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = self.wrap(addr.wrapping_add(done));
+            let n = (self.len() - at).min(bytes.len() - done);
+            let slice = self.region.get_slice(at, n).expect("inside the region");
+            slice.copy_from(&bytes[done..done + n]);
+            done += n;
+        }
+    }
+
     /// Zeroes the first `len` bytes (a DISPI mode set without NOCLEARMEM).
     pub fn clear(&self, len: usize) {
         const ZEROS: [u8; 4096] = [0; 4096];
