@@ -55,6 +55,17 @@ fn a_suspended_vm_resumes_where_it_was() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("discard-state"), "{}", text(&out.stderr));
 
+    // As after the host restarted: no process of the VM's left, and nothing of its saved
+    // files in the page cache (they are read from the disk).
+    for name in ["suspended-state", "suspended-memory"] {
+        let file = std::fs::File::open(folder.join(name)).unwrap();
+        file.sync_all().unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: advice on a file this test opened.
+        let dropped =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(dropped, 0);
+    }
     // Started again: the guest's count goes on, it does not boot again.
     let mut second = Started::with_keys(&lib, "Ticker");
     assert!(

@@ -466,3 +466,50 @@ fn a_full_clone_of_a_vm_with_snapshots_stands_alone_and_a_linked_one_is_refused(
     assert!(lib.find("Other").is_err(), "nothing made");
     let _ = fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_exported_vm_keeps_its_snapshots() {
+    let dir = scratch("export");
+    let lib = Library::open(&dir.join("one")).unwrap();
+    let name = "Kept";
+    let bundle = vm(&lib, name);
+    fs::write(suspended::memory_path(bundle.root()), b"memory").unwrap();
+    fs::write(suspended::state_path(bundle.root()), b"state").unwrap();
+    write(&lib, name, 0, 0, 1);
+    lib.take_snapshot(name, "a", "", None).unwrap();
+    let at_a = content(&lib, name);
+    suspended::discard(bundle.root()).unwrap();
+    write(&lib, name, 1, 0, 2);
+    lib.take_snapshot(name, "b", "", None).unwrap();
+    let at_b = content(&lib, name);
+    write(&lib, name, 0, 1 << 20, 3);
+    let now = content(&lib, name);
+    let archive = dir.join("kept.tar");
+    crate::archive::export(&lib.find(name).unwrap(), &archive).unwrap();
+
+    let other = Library::open(&dir.join("two")).unwrap();
+    crate::archive::import(&archive, &other).unwrap();
+    let tree = other.snapshots(name).unwrap();
+    assert_eq!(tree, lib.snapshots(name).unwrap().clone_in(other.find(name).unwrap().root()));
+    assert!(content(&other, name) == now);
+    other.revert_snapshot(name, "a").unwrap();
+    assert!(content(&other, name) == at_a);
+    let root = other.find(name).unwrap().root().to_path_buf();
+    assert_eq!(fs::read(suspended::memory_path(&root)).unwrap(), b"memory", "a's machine");
+    other.revert_snapshot(name, "b").unwrap();
+    assert!(content(&other, name) == at_b);
+    all_images_clean(&other.find(name).unwrap());
+    let _ = fs::remove_dir_all(dir);
+}
+
+impl Tree {
+    /// The same tree as another VM folder `root` shows it (its screens' paths there).
+    fn clone_in(&self, root: &Path) -> Tree {
+        let mut tree = self.clone();
+        for snap in &mut tree.snapshots {
+            snap.screen =
+                snap.screen.as_ref().map(|_| root.join(DIR).join(&snap.id).join(NODE_SCREEN));
+        }
+        tree
+    }
+}
