@@ -38,9 +38,29 @@ fn a_suspended_vm_resumes_where_it_was() {
     std::os::unix::fs::symlink(&outside, folder.join("suspended-memory.new")).unwrap();
     let mut first = Started::new(&lib, "Ticker");
     assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
+    // A window watching it hears how far the saving of its memory is.
+    let watcher = {
+        use vessel::vmhost::{client, protocol};
+        let mut stream = client::connect(&folder, "Ticker").unwrap();
+        let subscribe =
+            protocol::Request::Subscribe { serial: false, display: false, debug: false };
+        protocol::send(&mut stream, &subscribe).unwrap();
+        std::thread::spawn(move || {
+            let mut saving = Vec::new();
+            while let Ok(Some(reply)) = protocol::receive::<protocol::Reply>(&mut stream) {
+                if let protocol::Reply::Saving { done, total } = reply {
+                    saving.push((done, total));
+                }
+            }
+            saving
+        })
+    };
     let out = vessel(&lib, &["suspend", "Ticker"]);
     assert!(out.status.success(), "suspend: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("suspended"), "{}", text(&out.stdout));
+    let saving = watcher.join().unwrap();
+    assert!(saving.windows(2).all(|w| w[0].0 <= w[1].0), "it only goes forward: {saving:?}");
+    assert_eq!(saving.last(), Some(&(64 << 20, 64 << 20)), "all of its 64 MiB: {saving:?}");
     let (_, seen, _) = first.finish();
     let before = *ticks(&seen).last().unwrap();
     assert_eq!(state_of(&lib, "Ticker"), "suspended");

@@ -148,6 +148,8 @@ enum Update {
     Phase(Phase),
     Serial(Vec<u8>),
     Usage(protocol::Usage),
+    /// Its state is being saved: bytes of memory written, of all.
+    Saving(u64, u64),
     /// Something the machine says the user should know (no network card, ...).
     Warning(String),
     /// The disc is in the CD drive.
@@ -225,6 +227,8 @@ pub struct Session {
     pub memory_resident: u64,
     /// The VM process's memory beyond guest RAM.
     pub process_overhead: u64,
+    /// Its state is being saved (a suspend, a snapshot): bytes of memory written, of all.
+    pub saving: Option<(u64, u64)>,
     last_usage: Option<(Instant, protocol::Usage)>,
     /// When the guest started running.
     running_since: Option<Instant>,
@@ -342,6 +346,7 @@ impl Session {
             firmware: false,
             memory_resident: 0,
             process_overhead: 0,
+            saving: None,
             last_usage: None,
             running_since: None,
             requests,
@@ -425,6 +430,9 @@ impl Session {
         if let Some(usage) = mail.usage {
             self.sample(usage);
         }
+        if mail.saving.is_some() {
+            self.saving = mail.saving;
+        }
         let mut notices: Vec<Notice> = (mail.notices.into_iter())
             .filter_map(|update| match update {
                 Update::Warning(text) => Some(Notice { error: false, text }),
@@ -486,6 +494,7 @@ struct Mailbox {
     ran: bool,
     serial: Vec<u8>,
     usage: Option<protocol::Usage>,
+    saving: Option<(u64, u64)>,
     notices: Vec<Update>,
     dropped: usize,
     /// The thread ended (also by a panic).
@@ -512,6 +521,7 @@ impl Mailbox {
                 }
             }
             Update::Usage(usage) => self.usage = Some(usage),
+            Update::Saving(done, total) => self.saving = Some((done, total)),
             notice if self.notices.len() < NOTICES => self.notices.push(notice),
             _ => self.dropped += 1,
         }
@@ -664,6 +674,7 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
             Reply::Warning { text } => link.send(Update::Warning(text)),
             Reply::CdInserted { iso } => link.send(Update::CdInserted(iso)),
             Reply::Usage(usage) => link.send(Update::Usage(usage)),
+            Reply::Saving { done, total } => link.send(Update::Saving(done, total)),
             Reply::Done => {
                 let _ = link.verbs.try_recv();
             }

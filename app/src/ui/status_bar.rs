@@ -28,6 +28,14 @@ pub fn ui(ui: &mut egui::Ui, selected: Option<Selected>, vm_count: usize, jobs: 
             }
             Some(s) => {
                 ui.label(s.state.label());
+                if let Some((done, total)) = s.session.and_then(|session| session.saving) {
+                    // Its memory being written for a suspend or a snapshot.
+                    ui.separator();
+                    let fraction = done as f32 / total.max(1) as f32;
+                    ui.label("Saving its state");
+                    let bar = egui::ProgressBar::new(fraction).desired_width(160.0);
+                    ui.add(bar.text(format!("{:.0} %", fraction * 100.0)));
+                }
                 if let Some(session) = s.session {
                     usage(ui, session);
                     ui.separator();

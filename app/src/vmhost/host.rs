@@ -392,8 +392,9 @@ fn resume(root: &Path, config: vmm::MachineConfig) -> anyhow::Result<MachineHand
 /// Saves the machine's state and memory in the VM's folder (written beside, then put in
 /// place, the state file last), pausing it first; the caller then powers it off. A
 /// machine that ran is running again if the save fails.
-fn suspend_machine(handle: &MachineHandle, root: &Path) -> anyhow::Result<()> {
+fn suspend_machine(handle: &MachineHandle, shared: &Arc<Shared>) -> anyhow::Result<()> {
     use anyhow::Context;
+    let root = shared.bundle.as_path();
     let was_running = matches!(handle.state(), MachineState::Running);
     if was_running {
         handle.pause()?;
@@ -412,7 +413,16 @@ fn suspend_machine(handle: &MachineHandle, root: &Path) -> anyhow::Result<()> {
         let (state_new, memory_new) =
             (suspend::pending(&state_path), suspend::pending(&memory_path));
         let (state, memory) = (create(&state_new)?, create(&memory_new)?);
-        handle.save_state(state.try_clone()?, memory.try_clone()?)?;
+        // How far the memory is, to the windows watching (a percent at a time).
+        let watching = shared.clone();
+        let told = std::sync::atomic::AtomicU64::new(u64::MAX);
+        let progress = move |done: u64, total: u64| {
+            let percent = done.saturating_mul(100) / total.max(1);
+            if told.swap(percent, std::sync::atomic::Ordering::Relaxed) != percent {
+                watching.broadcast(|c| c.events, &Reply::Saving { done, total });
+            }
+        };
+        handle.save_state_with(state.try_clone()?, memory.try_clone()?, progress)?;
         // On disk before either is put in place: a crash leaves a whole state or none.
         memory.sync_all()?;
         state.sync_all()?;
@@ -522,7 +532,7 @@ fn serve_machine(
         while let Ok((client, request)) = control.try_recv() {
             forced |= request == Request::PowerOff;
             if request == Request::Suspend {
-                let reply = match suspend_machine(handle, &shared.bundle) {
+                let reply = match suspend_machine(handle, shared) {
                     Ok(()) => {
                         suspended = true;
                         let _ = handle.power_off();

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// The protocol's version: bumped whenever a message changes meaning.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest frame either side sends or accepts (a serial chunk, a path, a status).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -227,6 +227,12 @@ pub enum Reply {
     },
     /// Once a second.
     Usage(Usage),
+    /// Its state is being saved (a suspend, a snapshot): bytes of guest memory written, of
+    /// all.
+    Saving {
+        done: u64,
+        total: u64,
+    },
     /// The frame shown: a new one (its memory, a sealed memfd, comes with this message)
     /// when `new_memory`, else what changed in the last one. `damage` None: all of it.
     Frame {

@@ -25,11 +25,22 @@ pub enum Command {
     EjectCd {
         force: bool,
     },
-    /// Writes the paused machine's state and memory into these files.
+    /// Writes the paused machine's state and memory into these files, telling `progress`
+    /// how far the memory is.
     SaveState {
         state: std::fs::File,
         memory: std::fs::File,
+        progress: Progress,
     },
+}
+
+/// Told (bytes of guest memory saved, bytes in all) as a save goes on.
+pub struct Progress(pub Box<dyn Fn(u64, u64) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 pub enum ControlMsg {

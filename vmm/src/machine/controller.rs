@@ -211,10 +211,10 @@ impl Controller {
                 let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
                 lock(&instance.serial).send_input(bytes);
             }
-            (Command::SaveState { state, memory }, MachineState::Paused) => {
+            (Command::SaveState { state, memory, progress }, MachineState::Paused) => {
                 self.flush_serial();
                 let instance = self.instance.as_mut().ok_or_else(wrong_state)?;
-                instance.save_state(state, memory)?;
+                instance.save_state(state, memory, &*progress.0)?;
             }
             (Command::InsertCd(path), _) => {
                 self.cd_config().ok_or(MachineError::NoCdDrive)?;

@@ -357,7 +357,12 @@ impl Instance {
     /// first); the vCPUs are paused. The device threads stop meanwhile (what they were
     /// serving finished first, so nothing touches guest memory or a device while it is
     /// read) and serve again after.
-    pub fn save_state(&mut self, state: &File, memory: &File) -> Result<(), MachineError> {
+    pub fn save_state(
+        &mut self,
+        state: &File,
+        memory: &File,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<(), MachineError> {
         let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
         let mut busy = Vec::new();
         for thread in self.io_threads.drain(..) {
@@ -366,7 +371,7 @@ impl Instance {
             }
         }
         let saved = if busy.is_empty() {
-            self.write_state(state, memory)
+            self.write_state(state, memory, progress)
         } else {
             Err(MachineError::SaveState(format!(
                 "{} did not finish its work in time",
@@ -377,7 +382,12 @@ impl Instance {
         saved
     }
 
-    fn write_state(&self, state: &File, memory: &File) -> Result<(), MachineError> {
+    fn write_state(
+        &self,
+        state: &File,
+        memory: &File,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<(), MachineError> {
         use std::io::Write;
         let fail = |e: String| MachineError::SaveState(e);
         if self.msrs.is_empty() {
@@ -409,7 +419,8 @@ impl Instance {
             devices,
         };
         let bytes = crate::persist::format::encode(&machine).map_err(|e| fail(e.to_string()))?;
-        crate::persist::memory::save(&self.mem, memory).map_err(|e| fail(error_chain(&e)))?;
+        crate::persist::memory::save(&self.mem, memory, progress)
+            .map_err(|e| fail(error_chain(&e)))?;
         let mut out = state;
         out.set_len(0).and_then(|()| out.write_all(&bytes)).map_err(|e| fail(e.to_string()))?;
         Ok(())

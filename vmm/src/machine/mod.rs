@@ -206,7 +206,19 @@ impl MachineHandle {
         state: std::fs::File,
         memory: std::fs::File,
     ) -> Result<(), MachineError> {
-        self.command(Command::SaveState { state, memory })
+        self.save_state_with(state, memory, |_, _| {})
+    }
+
+    /// `save_state`, telling `progress` (bytes of guest memory saved, bytes in all) as the
+    /// memory is written, from the machine's controller thread.
+    pub fn save_state_with(
+        &self,
+        state: std::fs::File,
+        memory: std::fs::File,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<(), MachineError> {
+        let progress = control::Progress(Box::new(progress));
+        self.command(Command::SaveState { state, memory, progress })
     }
 
     /// Types `bytes` into COM1.

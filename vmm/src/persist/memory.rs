@@ -72,8 +72,13 @@ pub struct Saved {
 /// writes guest memory meanwhile. Pages are written straight from guest memory; pages of
 /// anonymous memory the guest never touched (not present, not swapped out, as the
 /// kernel's page map says) are not even read.
-pub fn save(mem: &GuestMem, file: &File) -> Result<Saved, MemoryFileError> {
+pub fn save(
+    mem: &GuestMem,
+    file: &File,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Saved, MemoryFileError> {
     let layout = MemoryLayout::of(mem);
+    let total = layout.total();
     // A sparse file of the right size: what is not written below reads as zero.
     file.set_len(0).map_err(MemoryFileError::Write)?;
     file.set_len(layout.total()).map_err(MemoryFileError::Write)?;
@@ -116,8 +121,10 @@ pub fn save(mem: &GuestMem, file: &File) -> Result<Saved, MemoryFileError> {
             file.write_all_at(run, offset + (first * PAGE) as u64)
                 .map_err(MemoryFileError::Write)?;
             saved.data += run.len() as u64;
+            progress(offset + (page * PAGE).min(len) as u64, total);
         }
         offset += len as u64;
+        progress(offset, total);
     }
     Ok(saved)
 }
@@ -219,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory");
         let file = File::create_new(&path).unwrap();
-        let saved = save(&mem, &file).unwrap();
+        let saved = save(&mem, &file, &|_, _| {}).unwrap();
         assert_eq!(saved.data + saved.holes, layout.total());
         // Seven pages hold data: the first, the two the run across a boundary spans, three
         // of 0xa5, the last; the rest of the 64 MiB are holes, on disk too.
@@ -253,7 +260,7 @@ mod tests {
         // touched are not present, yet hold data) as well as what was written since.
         let again_path = dir.path().join("again");
         let again = File::create_new(&again_path).unwrap();
-        assert_eq!(save(&back, &again).unwrap().data, 7 * PAGE as u64);
+        assert_eq!(save(&back, &again, &|_, _| {}).unwrap().data, 7 * PAGE as u64);
         let twice = restore(&File::open(&again_path).unwrap(), &layout, &layout).unwrap();
         for (at, bytes) in &marks[1..] {
             let mut read = vec![0u8; bytes.len()];
@@ -291,7 +298,7 @@ mod tests {
             )
         };
         let file = File::create_new(tempfile::tempdir().unwrap().path().join("m")).unwrap();
-        assert_eq!(save(&mem, &file).unwrap().data, PAGE as u64, "page 5 alone");
+        assert_eq!(save(&mem, &file, &|_, _| {}).unwrap().data, PAGE as u64, "page 5 alone");
     }
 
     #[test]
@@ -301,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("memory");
         let file = File::create_new(&path).unwrap();
-        save(&mem, &file).unwrap();
+        save(&mem, &file, &|_, _| {}).unwrap();
         let other = MemoryLayout::of(&create_guest_memory(64 << 20).unwrap());
         let error = restore(&file, &layout, &other).unwrap_err();
         assert!(matches!(error, MemoryFileError::OtherLayout { .. }), "{error}");
