@@ -57,6 +57,11 @@ pub enum LibraryError {
     LinkedWithSnapshots(String),
     #[error("{clone:?} is a linked clone of {name:?} and reads its disks; delete {clone:?} first")]
     HasLinkedClones { name: String, clone: String },
+    #[error(
+        "{clone:?} is a linked clone made from snapshot {snapshot:?} and reads its disks; \
+         delete {clone:?} first (or make it a full copy: vessel clone {clone:?} NEW_NAME)"
+    )]
+    SnapshotHasLinkedClones { snapshot: String, clone: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LibraryError + '_ {
@@ -262,7 +267,8 @@ impl Library {
     }
 
     /// Where `bundle`'s qcow2 disks may read through to: its own folder, and the bases of
-    /// linked clones in this library (a `<disk>.base` beside a disk of a library VM).
+    /// linked clones in this library (a `<disk>.base` beside a disk of a library VM, and
+    /// the frozen images of library VMs' snapshots, which never change).
     pub fn backing_policy(&self, bundle: &Bundle) -> Result<BackingPolicy, LibraryError> {
         let mut policy = BackingPolicy::within(bundle.root())?;
         for entry in self.list()? {
@@ -271,6 +277,9 @@ impl Library {
                 if let Ok(path) = other.inside(&disk.file) {
                     policy.allow_file(&base_of(&path));
                 }
+            }
+            for frozen in snapshots::frozen_images(&other) {
+                policy.allow_file(&frozen);
             }
         }
         Ok(policy)
@@ -312,16 +321,19 @@ impl Library {
         self.clone_at(name, None, new_name, linked)
     }
 
-    /// `clone_vm`, of the VM as it was at its snapshot `at` (a full clone: its disks read
-    /// as they did then, flattened; its settings as they were). The VM may be running:
-    /// a snapshot's images do not change.
+    /// `clone_vm`, of the VM as it was at its snapshot `at`: its settings as they were,
+    /// its disks as they read then — copied and flattened, or (`linked`) read through the
+    /// snapshot's frozen images by overlays of the clone's own (the snapshot cannot be
+    /// deleted while the clone is there). The VM may be running: a snapshot's images do
+    /// not change.
     pub fn clone_snapshot(
         &self,
         name: &str,
         at: &str,
         new_name: &str,
+        linked: bool,
     ) -> Result<Bundle, LibraryError> {
-        self.clone_at(name, Some(at), new_name, false)
+        self.clone_at(name, Some(at), new_name, linked)
     }
 
     fn clone_at(
@@ -341,7 +353,7 @@ impl Library {
             }
             None => Some(source.lock_running().map_err(|_| LibraryError::Running(name.into()))?),
         };
-        if linked {
+        if linked && at.is_none() {
             // A disk that reads through its snapshots' images cannot become a base the
             // clone may read (those images are the source's own).
             let policy = self.backing_policy(&source)?;
@@ -356,6 +368,10 @@ impl Library {
             }
             self.make_bases(&mut source)?;
         }
+        let frozen = match at {
+            Some(snapshot) if linked => Some(snapshots::images_of(&source, snapshot)?),
+            _ => None,
+        };
         let mut config = source.config.clone();
         config.name = new_name.to_string();
         config.uuid = uuid::Uuid::new_v4();
@@ -371,7 +387,14 @@ impl Library {
                 let disk = clone.config.disks[i].clone();
                 let from = source.inside(&disk.file)?;
                 let to = clone_destination(&clone, &disk.file)?;
-                if linked {
+                if let Some((image, format)) = frozen.as_ref().and_then(|f| f.get(i)) {
+                    // An overlay of its own on the snapshot's frozen image, named
+                    // absolutely: the clone's bundle may move without the source's.
+                    let size = disks::inspect(image, *format)?.virtual_size;
+                    disks::create_image(&to, DiskFormat::Qcow2, size, Some((image, *format)))?;
+                    clone.config.disks[i].format = DiskFormat::Qcow2;
+                    flattened = true;
+                } else if linked {
                     // The source's disk is now an overlay on its base; the clone gets one
                     // of its own on the same base, in the format the overlay states.
                     let chain = disks::backing_chain(&from, DiskFormat::Qcow2, &policy)?;
@@ -415,6 +438,35 @@ impl Library {
             return Err(e);
         }
         Ok(clone)
+    }
+
+    /// The VMs other than `bundle` whose disks read through one of `images` directly.
+    fn readers_of(
+        &self,
+        bundle: &Bundle,
+        images: &[(PathBuf, DiskFormat)],
+    ) -> Result<Vec<String>, LibraryError> {
+        let root = fs::canonicalize(bundle.root()).map_err(io(bundle.root()))?;
+        let images: Vec<PathBuf> =
+            images.iter().filter_map(|(p, _)| fs::canonicalize(p).ok()).collect();
+        let mut names = Vec::new();
+        for entry in self.list()? {
+            let Entry::Ok(other) = entry else { continue };
+            if fs::canonicalize(other.root()).is_ok_and(|r| r == root) {
+                continue;
+            }
+            let reads = other.config.disks.iter().any(|d| {
+                disks::backing_file(&other.resolve(&d.file), d.format)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| fs::canonicalize(b).ok())
+                    .is_some_and(|b| images.contains(&b))
+            });
+            if reads {
+                names.push(other.config.name.clone());
+            }
+        }
+        Ok(names)
     }
 
     /// The VMs whose disks read through to files inside `root`.
@@ -710,6 +762,15 @@ impl Library {
         name: &str,
         snapshot: &str,
     ) -> Result<snapshots::Deleted, LibraryError> {
+        // A linked clone made from it reads its images: they stay while it does.
+        let bundle = self.find(name)?;
+        let images = snapshots::images_of(&bundle, snapshot)?;
+        if let Some(clone) = self.readers_of(&bundle, &images)?.first() {
+            return Err(LibraryError::SnapshotHasLinkedClones {
+                snapshot: snapshot.into(),
+                clone: clone.clone(),
+            });
+        }
         match self.with_vm_off(name, |b, p| snapshots::delete(b, p, snapshot, false)) {
             Err(LibraryError::Running(_)) => {
                 let mut bundle = self.find(name)?;

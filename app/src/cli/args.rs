@@ -109,11 +109,11 @@ pub enum Command {
     Rename { name: String, new_name: String },
     /// Copy a VM under a new name (new uuid and MAC). --linked shares its disks through
     /// qcow2 overlays instead of copying them; --snapshot copies the VM as it was at one
-    /// of its snapshots.
+    /// of its snapshots (linked: reading that snapshot's disks, which then stay).
     Clone {
         name: String,
         new_name: String,
-        #[arg(long, conflicts_with = "snapshot")]
+        #[arg(long)]
         linked: bool,
         #[arg(long, value_name = "SNAPSHOT")]
         snapshot: Option<String>,

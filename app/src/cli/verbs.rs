@@ -285,10 +285,11 @@ pub fn clone(
     json: bool,
 ) -> anyhow::Result<()> {
     let clone = match snapshot {
-        Some(at) => lib.clone_snapshot(name, at, new_name)?,
+        Some(at) => lib.clone_snapshot(name, at, new_name, linked)?,
         None => lib.clone_vm(name, new_name, linked)?,
     };
     let how = match snapshot {
+        Some(at) if linked => format!("Linked clone of {name} at snapshot {at:?}"),
         Some(at) => format!("Copy of {name} at snapshot {at:?}"),
         None if linked => format!("Linked clone of {name}"),
         None => format!("Copy of {name}"),

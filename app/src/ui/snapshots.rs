@@ -113,14 +113,15 @@ impl VesselApp {
                     },
                 );
             }
-            Answer::Clone { root, id, new_name } => {
+            Answer::Clone { root, id, new_name, linked } => {
                 self.snapshot_job(
                     &root,
                     format!("Copying into {new_name}"),
                     Resume::No,
                     move |lib, vm| {
-                        let clone = lib.clone_snapshot(vm, &id, &new_name)?;
-                        Ok(format!("{} is a copy of {vm} at that snapshot", clone.config.name))
+                        let clone = lib.clone_snapshot(vm, &id, &new_name, linked)?;
+                        let how = if linked { "a linked clone" } else { "a copy" };
+                        Ok(format!("{} is {how} of {vm} at that snapshot", clone.config.name))
                     },
                 );
             }

@@ -672,6 +672,21 @@ pub fn config_at(bundle: &Bundle, name: &str) -> Result<VmConfig, SnapshotError>
     node_config(bundle.root(), find(bundle, &m, name)?)
 }
 
+/// Every frozen image of the VM's snapshots (deleted ones kept for others too), resolved
+/// inside its folder: what a linked clone of one of its snapshots may read through.
+pub fn frozen_images(bundle: &Bundle) -> Vec<PathBuf> {
+    let Ok(m) = load(bundle.root()) else { return Vec::new() };
+    (m.nodes.iter().flat_map(|n| &n.disks)).filter_map(|f| bundle.inside(&f.file).ok()).collect()
+}
+
+/// The frozen images of the snapshot `name`, resolved inside the VM's folder, with their
+/// formats, in the order of its configuration's disks.
+pub fn images_of(bundle: &Bundle, name: &str) -> Result<Vec<(PathBuf, DiskFormat)>, SnapshotError> {
+    let m = load(bundle.root())?;
+    let node = find(bundle, &m, name)?;
+    node.disks.iter().map(|f| Ok((bundle.inside(&f.file)?, f.format))).collect()
+}
+
 /// Goes back to the snapshot `name`: the VM's disks read as they did then, its
 /// configuration is the one it had (under its present name), and if the snapshot holds
 /// the machine's state the VM is suspended at that point (powering on resumes it). The

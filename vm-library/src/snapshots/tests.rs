@@ -457,13 +457,33 @@ fn a_full_clone_of_a_vm_with_snapshots_stands_alone_and_a_linked_one_is_refused(
 
     // A clone of the VM as it was at "a", while the VM runs.
     let running = source.lock_running().unwrap();
-    let old = lib.clone_snapshot(name, "a", "At A").unwrap();
+    let old = lib.clone_snapshot(name, "a", "At A", false).unwrap();
     drop(running);
     assert!(content(&lib, "At A") == at_a, "the clone reads what the VM read at a");
     assert!(content(&lib, name) == now, "the VM is untouched");
     assert_eq!(old.config.name, "At A");
-    assert!(lib.clone_snapshot(name, "nope", "Other").is_err());
+    assert!(lib.clone_snapshot(name, "nope", "Other", false).is_err());
     assert!(lib.find("Other").is_err(), "nothing made");
+
+    // A linked clone of "a": overlays of its own on a's frozen images, which the library's
+    // policy lets it read; its writes stay its own; "a" cannot go while it reads it.
+    let linked = lib.clone_snapshot(name, "a", "Linked A", true).unwrap();
+    assert!(content(&lib, "Linked A") == at_a);
+    let images = lib.disk_images(&linked).unwrap();
+    let frozen = crate::snapshots::images_of(&lib.find(name).unwrap(), "a").unwrap();
+    for (image, (frozen, _)) in images.iter().zip(&frozen) {
+        assert_eq!(image.backing[0].path, fs::canonicalize(frozen).unwrap());
+    }
+    write(&lib, "Linked A", 0, 0, 7);
+    let source = lib.find(name).unwrap();
+    let id = lib.snapshots(name).unwrap().find("a").unwrap().id.clone();
+    assert!(frozen_content(&source, &id) == at_a, "the snapshot is untouched");
+    let err = lib.delete_snapshot(name, "a").unwrap_err().to_string();
+    assert!(err.contains("\"Linked A\" is a linked clone made from snapshot"), "{err}");
+    assert!(lib.snapshots(name).unwrap().find("a").is_some());
+    lib.delete("Linked A", "Linked A").unwrap();
+    lib.delete_snapshot(name, "a").unwrap();
+    assert!(content(&lib, name) == now, "the VM reads what it read");
     let _ = fs::remove_dir_all(dir);
 }
 

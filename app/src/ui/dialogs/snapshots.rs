@@ -39,6 +39,7 @@ pub enum Answer {
         root: PathBuf,
         id: String,
         new_name: String,
+        linked: bool,
     },
     /// Close the dialog that answered.
     CloseTake,
@@ -158,7 +159,8 @@ enum Mode {
     ConfirmGoTo,
     ConfirmDelete,
     Renaming(String),
-    Cloning(String),
+    /// The copy's name, and whether it is linked.
+    Cloning(String, bool),
 }
 
 /// VM ▸ Snapshot ▸ Snapshot Manager…
@@ -357,7 +359,7 @@ impl Manager {
                             self.mode = Mode::Renaming(name.clone());
                         }
                         if ui.button("Clone…").clicked() {
-                            self.mode = Mode::Cloning(format!("{} ({name})", self.vm));
+                            self.mode = Mode::Cloning(format!("{} ({name})", self.vm), false);
                         }
                     });
                 });
@@ -401,15 +403,21 @@ impl Manager {
                     }
                 });
             }
-            Mode::Cloning(new_name) => {
+            Mode::Cloning(new_name, linked) => {
                 let l = ui.label("Name of the copy");
                 ui.text_edit_singleline(new_name).labelled_by(l.id);
-                ui.weak("A full copy of the VM as it was at this snapshot.");
-                let new_name = new_name.trim().to_string();
+                ui.checkbox(linked, "Linked clone");
+                ui.weak(if *linked {
+                    "Shares this snapshot's disks (quick, small); the snapshot stays while the \
+                     clone does."
+                } else {
+                    "A full copy of the VM as it was at this snapshot."
+                });
+                let (new_name, linked) = (new_name.trim().to_string(), *linked);
                 ui.horizontal(|ui| {
                     let ready = !new_name.is_empty();
                     if ui.add_enabled(ready, egui::Button::new("Clone")).clicked() {
-                        answer = Some(Answer::Clone { root, id, new_name });
+                        answer = Some(Answer::Clone { root, id, new_name, linked });
                     }
                     if ui.button("Cancel").clicked() {
                         self.mode = Mode::Browse;
