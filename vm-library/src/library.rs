@@ -268,7 +268,8 @@ impl Library {
 
     /// Where `bundle`'s qcow2 disks may read through to: its own folder, and the bases of
     /// linked clones in this library (a `<disk>.base` beside a disk of a library VM, and
-    /// the frozen images of library VMs' snapshots, which never change).
+    /// the frozen images of the library VM's snapshot `bundle` was made a linked clone of:
+    /// they never change).
     pub fn backing_policy(&self, bundle: &Bundle) -> Result<BackingPolicy, LibraryError> {
         let mut policy = BackingPolicy::within(bundle.root())?;
         for entry in self.list()? {
@@ -278,7 +279,7 @@ impl Library {
                     policy.allow_file(&base_of(&path));
                 }
             }
-            for frozen in snapshots::frozen_images(&other) {
+            for frozen in snapshots::images_for_clone(&other, &bundle.config.uuid) {
                 policy.allow_file(&frozen);
             }
         }
@@ -381,6 +382,10 @@ impl Library {
         let parent = source.root().parent().unwrap_or(&self.dir).to_path_buf();
         let mut clone = Bundle::create(&parent, config)?;
         let filled = (|| -> Result<(), LibraryError> {
+            if let (Some(snapshot), Some(_)) = (at, &frozen) {
+                // From now on the clone may read the snapshot's images.
+                snapshots::add_clone(&source, snapshot, &clone.config.uuid)?;
+            }
             let policy = self.backing_policy(&source)?;
             let mut flattened = false;
             for i in 0..clone.config.disks.len() {

@@ -176,6 +176,10 @@ struct Node {
     hidden: bool,
     /// The frozen images, in the order of the configuration's disks.
     disks: Vec<Frozen>,
+    /// The uuids of the VMs made as linked clones of this snapshot: they may read its
+    /// images (and those below them), no other VM may.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    clones: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -570,6 +574,7 @@ pub fn take(
         memory: suspended::is_suspended(&root),
         hidden: false,
         disks: frozen,
+        clones: Vec::new(),
     };
     m.pending = Some(Pending::Take { node: node.clone(), overlays: overlays.clone() });
     save(&root, &m)?;
@@ -672,11 +677,36 @@ pub fn config_at(bundle: &Bundle, name: &str) -> Result<VmConfig, SnapshotError>
     node_config(bundle.root(), find(bundle, &m, name)?)
 }
 
-/// Every frozen image of the VM's snapshots (deleted ones kept for others too), resolved
-/// inside its folder: what a linked clone of one of its snapshots may read through.
-pub fn frozen_images(bundle: &Bundle) -> Vec<PathBuf> {
+/// The frozen images of the VM's snapshots that the VM `uuid` was made a linked clone of,
+/// and those they read through (their snapshots' parents'), resolved inside the VM's
+/// folder: what that clone may read. A VM that was not made so reads none of them.
+pub fn images_for_clone(bundle: &Bundle, uuid: &uuid::Uuid) -> Vec<PathBuf> {
     let Ok(m) = load(bundle.root()) else { return Vec::new() };
-    (m.nodes.iter().flat_map(|n| &n.disks)).filter_map(|f| bundle.inside(&f.file).ok()).collect()
+    let uuid = uuid.to_string();
+    let mut images = Vec::new();
+    for node in m.nodes.iter().filter(|n| n.clones.contains(&uuid)) {
+        // Up its parents (bounded: `check` found no loop).
+        let mut at = Some(node);
+        for _ in 0..=m.nodes.len() {
+            let Some(n) = at else { break };
+            images.extend(n.disks.iter().filter_map(|f| bundle.inside(&f.file).ok()));
+            at = n.parent.as_ref().and_then(|p| m.nodes.iter().find(|x| &x.id == p));
+        }
+    }
+    images
+}
+
+/// Records that the VM `uuid` is a linked clone of the snapshot `name` (it may read its
+/// images from now on).
+pub fn add_clone(bundle: &Bundle, name: &str, uuid: &uuid::Uuid) -> Result<(), SnapshotError> {
+    let root = bundle.root();
+    let _lock = lock_tree(root)?;
+    let mut m = load(root)?;
+    let id = find(bundle, &m, name)?.id.clone();
+    for node in m.nodes.iter_mut().filter(|n| n.id == id) {
+        node.clones.push(uuid.to_string());
+    }
+    save(root, &m)
 }
 
 /// The frozen images of the snapshot `name`, resolved inside the VM's folder, with their

@@ -474,6 +474,15 @@ fn a_full_clone_of_a_vm_with_snapshots_stands_alone_and_a_linked_one_is_refused(
     for (image, (frozen, _)) in images.iter().zip(&frozen) {
         assert_eq!(image.backing[0].path, fs::canonicalize(frozen).unwrap());
     }
+    // Another VM naming a's images as its backing files is no clone of it: refused.
+    let thief = vm(&lib, "Thief");
+    let thief_disk = thief.resolve(&thief.config.disks[0].file);
+    fs::remove_file(&thief_disk).unwrap();
+    let (image, format) = &frozen[0];
+    disks::create_image(&thief_disk, DiskFormat::Qcow2, 8 << 20, Some((image, *format))).unwrap();
+    let err = lib.disk_images(&lib.find("Thief").unwrap()).unwrap_err().to_string();
+    assert!(err.contains("outside this VM"), "{err}");
+    lib.delete("Thief", "Thief").unwrap();
     write(&lib, "Linked A", 0, 0, 7);
     let source = lib.find(name).unwrap();
     let id = lib.snapshots(name).unwrap().find("a").unwrap().id.clone();
