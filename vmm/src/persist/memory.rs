@@ -69,9 +69,10 @@ pub struct Saved {
 
 /// Writes every region of `mem` into `file` (empty or not; it is cut to the memory's
 /// size), leaving pages that are all zero as holes. The machine is paused: nothing
-/// writes guest memory meanwhile. Pages are written straight from guest memory; pages of
-/// anonymous memory the guest never touched (not present, not swapped out, as the
-/// kernel's page map says) are not even read.
+/// writes guest memory meanwhile. Pages are written straight from guest memory; pages the
+/// guest never touched (anonymous memory not present nor swapped out, as the kernel's
+/// page map says; or memory mapped from a file, not present, over a hole of the file) are
+/// not even read.
 pub fn save(
     mem: &GuestMem,
     file: &File,
@@ -94,11 +95,14 @@ pub fn save(
         // is paused and its I/O threads are stopped, so nothing writes it while it is
         // read here as bytes.
         let bytes = unsafe { std::slice::from_raw_parts(slice.ptr_guard().as_ptr(), len) };
-        // Only anonymous memory: a page of a file mapping that is not present still
-        // holds the file's data.
+        // Anonymous memory: pages never touched are zero. Memory mapped from a file (a
+        // restored machine's): pages not present hold the file's data, which is zero
+        // where the file has a hole.
         let touched = match region.file_offset() {
             None => touched_pages(bytes),
-            Some(_) => None,
+            Some(from) => touched_pages(bytes)
+                .zip(file_data_pages(from.file(), from.start(), len))
+                .map(|(present, data)| present.iter().zip(&data).map(|(p, d)| *p || *d).collect()),
         };
         let has_data = |page: usize| {
             touched.as_ref().is_none_or(|t| t.get(page).copied().unwrap_or(true))
@@ -127,6 +131,43 @@ pub fn save(
         progress(offset, total);
     }
     Ok(saved)
+}
+
+/// For each page of `file` from `start` for `len` bytes, whether the file has data there
+/// (SEEK_DATA/SEEK_HOLE; pages in holes read as zero). None if the file cannot say.
+/// Bounded: one step per extent, at most one per page.
+fn file_data_pages(file: &File, start: u64, len: usize) -> Option<Vec<bool>> {
+    use std::os::fd::AsRawFd;
+    let pages = len.div_ceil(PAGE);
+    let mut data = vec![false; pages];
+    let end = start.checked_add(len as u64)?;
+    let mut at = start;
+    for _ in 0..=pages {
+        if at >= end {
+            break;
+        }
+        let Ok(offset) = libc::off_t::try_from(at) else { return None };
+        // SAFETY: lseek on a file this function borrows; the result is checked.
+        let found = unsafe { libc::lseek(file.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if found < 0 {
+            // ENXIO: only a hole remains; anything else: the file cannot say.
+            return (std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO))
+                .then_some(data);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), found, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return None;
+        }
+        let (from, to) = ((found as u64).max(start), (hole as u64).min(end));
+        if from < to {
+            let first = ((from - start) / PAGE as u64) as usize;
+            let last = ((to - start).div_ceil(PAGE as u64) as usize).min(pages);
+            data[first..last].iter_mut().for_each(|d| *d = true);
+        }
+        at = (hole as u64).max(at + 1);
+    }
+    Some(data)
 }
 
 /// For each page of `bytes` (page-aligned anonymous memory of this process), whether it
