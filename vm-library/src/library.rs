@@ -51,8 +51,9 @@ pub enum LibraryError {
     #[error(transparent)]
     Snapshot(#[from] snapshots::SnapshotError),
     #[error(
-        "{0:?} has snapshots, whose images a linked clone cannot share; make a full clone \
-         (without --linked)"
+        "{0:?} has snapshots, whose images a linked clone of its present state cannot \
+         share; make a full clone (without --linked), or a linked clone of one of its \
+         snapshots (--snapshot SNAP --linked)"
     )]
     LinkedWithSnapshots(String),
     #[error("{clone:?} is a linked clone of {name:?} and reads its disks; delete {clone:?} first")]
@@ -387,7 +388,7 @@ impl Library {
                 snapshots::add_clone(&source, snapshot, &clone.config.uuid)?;
             }
             let policy = self.backing_policy(&source)?;
-            let mut flattened = false;
+            let mut config_changed = false;
             for i in 0..clone.config.disks.len() {
                 let disk = clone.config.disks[i].clone();
                 let from = source.inside(&disk.file)?;
@@ -398,7 +399,7 @@ impl Library {
                     let size = disks::inspect(image, *format)?.virtual_size;
                     disks::create_image(&to, DiskFormat::Qcow2, size, Some((image, *format)))?;
                     clone.config.disks[i].format = DiskFormat::Qcow2;
-                    flattened = true;
+                    config_changed = true;
                 } else if linked {
                     // The source's disk is now an overlay on its base; the clone gets one
                     // of its own on the same base, in the format the overlay states.
@@ -420,10 +421,10 @@ impl Library {
                     // holding what it reads, standing on its own.
                     disks::flatten(&from, disk.format, &policy, &to)?;
                     clone.config.disks[i].format = DiskFormat::Qcow2;
-                    flattened = true;
+                    config_changed = true;
                 }
             }
-            if flattened {
+            if config_changed {
                 clone.save()?;
             }
             if let Boot::Direct { kernel, initrd, .. } = &clone.config.boot.value {
