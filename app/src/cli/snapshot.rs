@@ -47,8 +47,7 @@ pub fn take(
 ) -> anyhow::Result<()> {
     let was_running = running(lib, name)?;
     if was_running {
-        let bundle = lib.find(name)?;
-        client::request(bundle.root(), &bundle.config.name, Request::Suspend)
+        super::verbs::save_state(lib, name, json)
             .with_context(|| format!("cannot save {name}'s running state for the snapshot"))?;
         wait_off(lib, name)?;
     }

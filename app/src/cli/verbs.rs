@@ -188,7 +188,7 @@ pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Resul
 /// `vessel suspend`: the VM's state saved in its folder, its process ended.
 pub fn suspend(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
-    control(lib, name, Request::Suspend)?;
+    save_state(lib, name, json)?;
     // Back when its process has let go of it: `vessel start` may follow at once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while bundle.running()?.is_some() && std::time::Instant::now() < deadline {
@@ -196,6 +196,34 @@ pub fn suspend(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     }
     let line = format!("{name}: suspended; `vessel start {name}` resumes it");
     say(json, serde_json::json!({ "name": name, "asked": "suspend" }), line)
+}
+
+/// Asks the running VM `name` to save its state and stop (a suspend), saying on a
+/// terminal how far its memory is.
+pub(super) fn save_state(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    if bundle.running()?.is_none() {
+        bail!("{name} is not running");
+    }
+    use std::io::{IsTerminal, Write};
+    let show = !json && std::io::stderr().is_terminal();
+    let mut shown = false;
+    let progress = |reply: &crate::vmhost::protocol::Reply| {
+        if let crate::vmhost::protocol::Reply::Saving { done, total } = reply
+            && show
+        {
+            let percent = done.saturating_mul(100) / (*total).max(1);
+            eprint!("\r{name}: saving its state… {percent}%");
+            let _ = std::io::stderr().flush();
+            shown = true;
+        }
+    };
+    let answer = client::request_watching(bundle.root(), name, Request::Suspend, progress);
+    if shown {
+        eprintln!();
+    }
+    answer?;
+    Ok(())
 }
 
 /// `vessel pause | resume | reset`.

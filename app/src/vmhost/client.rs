@@ -263,6 +263,29 @@ pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, Clien
     }
 }
 
+/// `request`, hearing the VM's events meanwhile (`on_event`: how far a suspend's saving
+/// is, state changes), until its answer.
+pub fn request_watching(
+    root: &Path,
+    name: &str,
+    request: Request,
+    mut on_event: impl FnMut(&Reply),
+) -> Result<Reply, ClientError> {
+    let mut stream = connect(root, name)?;
+    let _ = stream.set_read_timeout(Some(request.answer_within()));
+    let subscribe = Request::Subscribe { serial: false, display: false, debug: false };
+    protocol::send(&mut stream, &subscribe)?;
+    protocol::send(&mut stream, &request)?;
+    loop {
+        match protocol::receive::<Reply>(&mut stream)? {
+            None => return Err(ClientError::NoAnswer),
+            Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
+            Some(reply @ (Reply::Done | Reply::Status { .. })) => return Ok(reply),
+            Some(event) => on_event(&event),
+        }
+    }
+}
+
 /// Keyboard and pointer input into a VM process: what `vmm::InputSink` does in the
 /// machine's own process, over the socket. Never blocks; cheap to clone.
 #[derive(Clone)]
