@@ -24,12 +24,22 @@ impl VesselApp {
 
     pub(crate) fn open_take_snapshot(&mut self, root: &Path) {
         let Some(vm) = self.vm_name(root) else { return };
-        let taken = match &self.snapshot_manager {
-            Some(m) if m.root == root => m.names(),
-            _ => Vec::new(),
-        };
         let running = self.running.contains(root);
-        self.take_snapshot = Some(TakeDialog::new(root.to_path_buf(), vm, &taken, running));
+        let mut dialog = match &self.snapshot_manager {
+            // Its snapshots' names are known: the next free "Snapshot N".
+            Some(m) if m.root == root => {
+                TakeDialog::new(root.to_path_buf(), vm, &m.names(), running)
+            }
+            // Not read here: a name no snapshot of it has yet, the time (UTC).
+            _ => {
+                let mut dialog = TakeDialog::new(root.to_path_buf(), vm, &[], running);
+                let now = vm_library::config::rfc3339(std::time::SystemTime::now());
+                dialog.name = format!("Snapshot {}", now.replace('T', " ").trim_end_matches('Z'));
+                dialog
+            }
+        };
+        dialog.name.truncate(vm_library::snapshots::MAX_NAME);
+        self.take_snapshot = Some(dialog);
     }
 
     /// Opens the Snapshot Manager on the VM in `root` (`revert`: asking at once whether to
