@@ -452,31 +452,24 @@ impl Library {
         bundle: &Bundle,
         images: &[(PathBuf, DiskFormat)],
     ) -> Result<Vec<String>, LibraryError> {
-        let root = fs::canonicalize(bundle.root()).map_err(io(bundle.root()))?;
         let images: Vec<PathBuf> =
             images.iter().filter_map(|(p, _)| fs::canonicalize(p).ok()).collect();
-        let mut names = Vec::new();
-        for entry in self.list()? {
-            let Entry::Ok(other) = entry else { continue };
-            if fs::canonicalize(other.root()).is_ok_and(|r| r == root) {
-                continue;
-            }
-            let reads = other.config.disks.iter().any(|d| {
-                disks::backing_file(&other.resolve(&d.file), d.format)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| fs::canonicalize(b).ok())
-                    .is_some_and(|b| images.contains(&b))
-            });
-            if reads {
-                names.push(other.config.name.clone());
-            }
-        }
-        Ok(names)
+        self.vms_reading(bundle.root(), |backing| images.iter().any(|i| i == backing))
     }
 
     /// The VMs whose disks read through to files inside `root`.
     fn linked_clones_of(&self, root: &Path) -> Result<Vec<String>, LibraryError> {
+        let inside = fs::canonicalize(root).map_err(io(root))?;
+        self.vms_reading(root, |backing| backing.starts_with(&inside))
+    }
+
+    /// The VMs other than the one in `root` with a disk whose backing file (canonical)
+    /// `reads` says is one of interest.
+    fn vms_reading(
+        &self,
+        root: &Path,
+        reads: impl Fn(&Path) -> bool,
+    ) -> Result<Vec<String>, LibraryError> {
         let root = fs::canonicalize(root).map_err(io(root))?;
         let mut names = Vec::new();
         for entry in self.list()? {
@@ -489,7 +482,7 @@ impl Library {
                     .ok()
                     .flatten()
                     .and_then(|b| fs::canonicalize(b).ok())
-                    .is_some_and(|b| b.starts_with(&root))
+                    .is_some_and(|b| reads(&b))
             });
             if uses {
                 names.push(other.config.name.clone());

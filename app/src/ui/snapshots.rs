@@ -70,12 +70,8 @@ impl VesselApp {
             Answer::Take { root, name, description } => {
                 self.take_snapshot = None;
                 if let Some(vm) = self.running.get(&root) {
-                    let screen = vm
-                        .session
-                        .display
-                        .as_ref()
-                        .and_then(crate::core::screenshot::capture)
-                        .and_then(|image| crate::core::screenshot::png(&image));
+                    let screen =
+                        vm.session.display.as_ref().and_then(crate::core::screenshot::capture);
                     self.after_stop
                         .insert(root.clone(), AfterStop::Take { name, description, screen });
                     self.toasts.info("Saving the VM's running state for the snapshot…");
@@ -143,11 +139,13 @@ impl VesselApp {
         root: PathBuf,
         name: String,
         description: String,
-        screen: Option<Vec<u8>>,
+        screen: Option<image::RgbaImage>,
         resume: Resume,
     ) {
         self.snapshot_job(&root, format!("Taking snapshot {name:?}"), resume, move |lib, vm| {
-            let taken = lib.take_snapshot(vm, &name, &description, screen.as_deref())?;
+            // Encoded here, off the UI thread.
+            let png = screen.as_ref().and_then(crate::core::screenshot::png);
+            let taken = lib.take_snapshot(vm, &name, &description, png.as_deref())?;
             let with = if taken.memory { " with its running state" } else { "" };
             Ok(format!("Took snapshot {:?} of {vm}{with}", taken.name))
         });

@@ -250,17 +250,7 @@ pub fn connect(root: &Path, name: &str) -> Result<UnixStream, ClientError> {
 
 /// Sends one control request to the running VM in `root` and waits for its answer.
 pub fn request(root: &Path, name: &str, request: Request) -> Result<Reply, ClientError> {
-    let mut stream = connect(root, name)?;
-    let _ = stream.set_read_timeout(Some(request.answer_within()));
-    protocol::send(&mut stream, &request)?;
-    loop {
-        match protocol::receive::<Reply>(&mut stream)? {
-            None => return Err(ClientError::NoAnswer),
-            Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
-            Some(reply @ (Reply::Done | Reply::Status { .. })) => return Ok(reply),
-            Some(_) => {}
-        }
-    }
+    exchange(root, name, request, None)
 }
 
 /// `request`, hearing the VM's events meanwhile (`on_event`: how far a suspend's saving
@@ -271,17 +261,34 @@ pub fn request_watching(
     request: Request,
     mut on_event: impl FnMut(&Reply),
 ) -> Result<Reply, ClientError> {
+    exchange(root, name, request, Some(&mut on_event))
+}
+
+/// Sends `request` (subscribed to the VM's events first if they are `watched`) and waits
+/// for its answer, handing the events to `watched`.
+fn exchange(
+    root: &Path,
+    name: &str,
+    request: Request,
+    mut watched: Option<&mut dyn FnMut(&Reply)>,
+) -> Result<Reply, ClientError> {
     let mut stream = connect(root, name)?;
     let _ = stream.set_read_timeout(Some(request.answer_within()));
-    let subscribe = Request::Subscribe { serial: false, display: false, debug: false };
-    protocol::send(&mut stream, &subscribe)?;
+    if watched.is_some() {
+        let subscribe = Request::Subscribe { serial: false, display: false, debug: false };
+        protocol::send(&mut stream, &subscribe)?;
+    }
     protocol::send(&mut stream, &request)?;
     loop {
         match protocol::receive::<Reply>(&mut stream)? {
             None => return Err(ClientError::NoAnswer),
             Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
             Some(reply @ (Reply::Done | Reply::Status { .. })) => return Ok(reply),
-            Some(event) => on_event(&event),
+            Some(event) => {
+                if let Some(watch) = watched.as_mut() {
+                    watch(&event);
+                }
+            }
         }
     }
 }

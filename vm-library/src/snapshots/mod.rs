@@ -530,6 +530,19 @@ fn write_new(path: &Path, contents: &[u8]) -> Result<(), SnapshotError> {
     file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(path))
 }
 
+/// The VM's tree, locked, with what an interrupted operation left settled and what
+/// deleted snapshots kept let go of (the VM is off).
+fn open_tree(
+    bundle: &mut Bundle,
+    policy: &BackingPolicy,
+) -> Result<(TreeLock, Manifest), SnapshotError> {
+    let lock = lock_tree(bundle.root())?;
+    let mut m = load(bundle.root())?;
+    settle(bundle, policy, &mut m)?;
+    collect(bundle, policy, &mut m)?;
+    Ok((lock, m))
+}
+
 /// Takes a snapshot of the VM, which is off or suspended (a suspended VM's machine state
 /// and memory are kept with it). `screen` is a PNG of the screen at that point.
 pub fn take(
@@ -540,10 +553,7 @@ pub fn take(
     screen: Option<&[u8]>,
 ) -> Result<Snapshot, SnapshotError> {
     let root = bundle.root().to_path_buf();
-    let _lock = lock_tree(&root)?;
-    let mut m = load(&root)?;
-    settle(bundle, policy, &mut m)?;
-    collect(bundle, policy, &mut m)?;
+    let (_lock, mut m) = open_tree(bundle, policy)?;
     name_free(bundle, &m, name)?;
     if description.chars().count() > MAX_DESCRIPTION {
         return Err(SnapshotError::BadName {
@@ -727,10 +737,7 @@ pub fn revert(
     name: &str,
 ) -> Result<Snapshot, SnapshotError> {
     let root = bundle.root().to_path_buf();
-    let _lock = lock_tree(&root)?;
-    let mut m = load(&root)?;
-    settle(bundle, policy, &mut m)?;
-    collect(bundle, policy, &mut m)?;
+    let (_lock, mut m) = open_tree(bundle, policy)?;
     let node = find(bundle, &m, name)?.clone();
     let dir = node_dir(&root, &node.id);
     let mut config = node_config(&root, &node)?;

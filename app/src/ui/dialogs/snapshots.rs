@@ -59,7 +59,7 @@ pub enum Resume {
 /// What waits for a VM's session to end before it can be done.
 pub enum AfterStop {
     /// Take a snapshot of the suspended VM (its screen as it was), then resume it.
-    Take { name: String, description: String, screen: Option<Vec<u8>> },
+    Take { name: String, description: String, screen: Option<image::RgbaImage> },
     /// Go to a snapshot of the powered-off VM; resume if it holds a running state.
     GoTo { id: String, name: String, resume: bool },
     /// Power it on (a session that was still there when it was to be resumed: one a
