@@ -38,9 +38,30 @@ fn window(display: &str) -> Option<(u32, u32)> {
     Some((field("Width:")?, field("Height:")?))
 }
 
-/// `vessel` (the window) on `lib` on X display `display`, preferences and runtime files
-/// in `dir`, its log in `dir/vessel.log`; once its window is mapped, with its size.
-fn open_window(dir: &Path, lib: &Path, display: &str) -> (Kill, (u32, u32)) {
+/// `vessel` (the window) on `lib` on the X server `xvfb`, preferences and runtime files in
+/// `dir`, its log in `dir/vessel.log`; once its window is mapped, with its size. A server
+/// found dead or deaf when vessel could not reach it is replaced once (that is the test
+/// machine's trouble, not vessel's); a vessel that cannot reach a server that answers
+/// others fails the test.
+fn open_window(dir: &Path, lib: &Path, xvfb: &mut vessel_tests::Xvfb) -> (Kill, (u32, u32)) {
+    let mut replaced = false;
+    loop {
+        match try_open_window(dir, lib, &xvfb.display) {
+            Ok(opened) => return opened,
+            Err(err) => match xvfb.check() {
+                Err(server) if !replaced => {
+                    eprintln!("the X server failed, started another: {server}\n{err}");
+                    *xvfb = vessel_tests::Xvfb::start();
+                    replaced = true;
+                }
+                Err(server) => panic!("{err}\nthe X server: {server}"),
+                Ok(()) => panic!("{err}\nthe X server {} answers xdpyinfo", xvfb.display),
+            },
+        }
+    }
+}
+
+fn try_open_window(dir: &Path, lib: &Path, display: &str) -> Result<(Kill, (u32, u32)), String> {
     let started = Instant::now();
     let log = std::fs::File::create(dir.join("vessel.log")).unwrap();
     let app = Command::new(env!("CARGO_BIN_EXE_vessel"))
@@ -58,11 +79,11 @@ fn open_window(dir: &Path, lib: &Path, display: &str) -> (Kill, (u32, u32)) {
     let mut app = Kill(app);
     loop {
         if let Some(size) = window(display) {
-            return (app, size);
+            return Ok((app, size));
         }
         if let Ok(Some(status)) = app.0.try_wait() {
             let err = std::fs::read_to_string(dir.join("vessel.log")).unwrap_or_default();
-            panic!("vessel exited ({status}) before its window appeared:\n{err}");
+            return Err(format!("vessel exited ({status}) before its window appeared:\n{err}"));
         }
         assert!(started.elapsed() < Duration::from_secs(30), "no window called Vessel after 30 s");
         std::thread::sleep(Duration::from_millis(20));
@@ -85,10 +106,10 @@ fn the_window_opens_on_the_library() {
     let lib = dir.join("library");
     let out = common::vessel(&lib, &["create", "Smoke Test VM", "--disk-size", "0", "--no-net"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let xvfb = vessel_tests::Xvfb::start();
-    let display = xvfb.display.clone();
+    let mut xvfb = vessel_tests::Xvfb::start();
     let started = Instant::now();
-    let (mut app, size) = open_window(&dir, &lib, &display);
+    let (mut app, size) = open_window(&dir, &lib, &mut xvfb);
+    let display = xvfb.display.clone();
     let mapped = started.elapsed();
     println!("the window was mapped {mapped:?} after the start, {}x{}", size.0, size.1);
     assert!(size.0 >= 640 && size.1 >= 420, "window {size:?}");
@@ -148,9 +169,9 @@ fn the_console_shows_the_guests_screen_through_opengl() {
         "renderer = \"glow\"\ntheme = \"dark\"\nautofit = false\n",
     )
     .unwrap();
-    let xvfb = vessel_tests::Xvfb::start();
+    let mut xvfb = vessel_tests::Xvfb::start();
+    let (_app, _) = open_window(&dir, &lib, &mut xvfb);
     let display = xvfb.display.clone();
-    let (_app, _) = open_window(&dir, &lib, &display);
     // Power On (Ctrl+B) the selected VM, whose console then shows, typed into the window.
     let id = Command::new("xdotool")
         .args(["search", "--sync", "--name", "^Vessel$"])

@@ -201,21 +201,31 @@ pub struct Xvfb {
     child: std::process::Child,
     /// Its display name, for `DISPLAY`.
     pub display: String,
+    /// What it printed on stderr.
+    log: PathBuf,
 }
 
 impl Xvfb {
+    /// A server that has said it is ready and that a client (`xdpyinfo`) has reached.
     pub fn start() -> Xvfb {
         // One server starts at a time on this host: two starting at once may pick the same
         // display, and the one that loses removes the other's socket as it gives up.
         let lock = std::fs::File::create(std::env::temp_dir().join("vessel-xvfb.lock"))
             .expect("a lock file in the temporary folder");
         lock.lock().expect("the Xvfb start lock");
-        // One that fails anyway (without writing a number) is started again.
-        for _ in 0..10 {
+        // One that fails anyway is started again.
+        let mut failures = Vec::new();
+        for attempt in 0..10 {
+            let log = std::env::temp_dir()
+                .join(format!("vessel-xvfb-{}-{attempt}.log", std::process::id()));
+            // -noreset: a server resets itself when its last client leaves (and a client
+            // arriving meanwhile is turned away), as when a check or xwininfo has been and gone.
             let mut child = Command::new("Xvfb")
                 .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+                .arg("-noreset")
+                .stdin(Stdio::null())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("a log file for Xvfb"))
                 .spawn()
                 .expect("Xvfb runs (tools/install-deps installs xvfb)");
             // It writes its display number once it is ready for clients.
@@ -224,21 +234,57 @@ impl Xvfb {
             while out.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
                 number.push(byte[0] as char);
             }
+            let mut xvfb = Xvfb { child, display: String::new(), log };
             if let Ok(number) = number.trim().parse::<u32>() {
-                return Xvfb { child, display: format!(":{number}") };
+                xvfb.display = format!(":{number}");
+                match xvfb.check() {
+                    Ok(()) => return xvfb,
+                    Err(e) => failures.push(e),
+                }
+            } else {
+                failures.push(format!("Xvfb wrote no display number: {}", xvfb.stderr()));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(xvfb);
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("Xvfb never started");
+        panic!("Xvfb never started:\n{}", failures.join("\n"));
+    }
+
+    /// Whether the server still runs and answers a client; if not, why not.
+    pub fn check(&mut self) -> Result<(), String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("Xvfb {} exited ({status}): {}", self.display, self.stderr()));
+        }
+        let out = Command::new("xdpyinfo").args(["-display", &self.display]).output();
+        match out {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "xdpyinfo cannot reach Xvfb {}: {}; Xvfb said: {}",
+                self.display,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                self.stderr()
+            )),
+            Err(e) => Err(format!("xdpyinfo does not run ({e}); tools/install-deps installs it")),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default().trim().to_string()
     }
 }
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
+        // SIGTERM, so that it removes its socket as it goes; SIGKILL if it does not.
+        // SAFETY: kill(2) with a pid of our own child (not yet reaped) and no memory.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
