@@ -70,8 +70,9 @@ fn main() {
     run("as", &["--64", "-o", obj.to_str().unwrap(), src.to_str().unwrap()]);
     let mut objects = vec![obj];
     println!("cargo:rerun-if-changed=guests/guest.h");
-    for c in ["runtime.c", "hostile.c", "atapi_dma.c", "bios.c", "install.c", "ps2.c", "journal.c"]
-    {
+    let sources =
+        ["runtime.c", "hostile.c", "atapi_dma.c", "bios.c", "install.c", "ps2.c", "journal.c"];
+    for c in sources.into_iter().chain(["migrate.c"]) {
         let source = Path::new("guests").join(c);
         println!("cargo:rerun-if-changed={}", source.display());
         let object = out.join(c).with_extension("o");

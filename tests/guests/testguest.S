@@ -18,7 +18,8 @@
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
  * journal (ticks kept in memory and on the disk, for snapshots) and snapbench (256 MiB
- * touched, then debug-port beats; journal.c).
+ * touched, then debug-port beats; journal.c), migrate and migrate-storm (memory, disk and
+ * clock busy, for live migration; migrate.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2964,6 +2965,8 @@ g_reset_kbd:
     c_test test_installed, installed_main
     c_test test_journal, journal_main
     c_test test_snapbench, snapbench_main
+    c_test test_migrate, migrate_main
+    c_test test_migrate_storm, migrate_storm_main
 
 /* --- power --- */
 
@@ -3502,6 +3505,8 @@ n_install:      .asciz "install"
 n_ps2:          .asciz "ps2"
 n_journal:      .asciz "journal"
 n_snapbench:    .asciz "snapbench"
+n_migrate:      .asciz "migrate"
+n_migrate_storm: .asciz "migrate-storm"
 n_ps2_mouse:    .asciz "ps2-mouse"
 n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
@@ -3622,6 +3627,8 @@ tests:
     .quad n_firmware, test_firmware
     .quad n_journal, test_journal
     .quad n_snapbench, test_snapbench
+    .quad n_migrate_storm, test_migrate_storm
+    .quad n_migrate, test_migrate
     .quad 0, 0
 
 /* ------------------------------------------------------------------------------------ */

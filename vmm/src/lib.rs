@@ -13,6 +13,7 @@ pub mod display;
 pub mod firmware;
 pub mod input;
 pub mod machine;
+pub mod migration;
 pub mod persist;
 pub mod sched;
 pub mod seccomp;

@@ -29,7 +29,8 @@ pub enum Outcome {
 impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Outcome::Stopped(StopReason::PoweredOff) => EXIT_POWERED_OFF,
+            // Moved away by live migration: it ended here as a machine powered off does.
+            Outcome::Stopped(StopReason::PoweredOff | StopReason::Migrated) => EXIT_POWERED_OFF,
             Outcome::Stopped(StopReason::Crashed(_)) => EXIT_CRASHED,
             Outcome::Stopped(StopReason::Reset) => EXIT_REBOOTED,
             Outcome::Stopped(StopReason::Error(_)) => EXIT_VMM_ERROR,
@@ -225,5 +226,6 @@ fn report_stop(reason: &StopReason) {
             report.vcpu, report.registers
         ),
         StopReason::Error(message) => eprintln!("vessel: error: {message}"),
+        StopReason::Migrated => eprintln!("vessel: the machine moved to another Vessel"),
     }
 }

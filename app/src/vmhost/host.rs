@@ -498,6 +498,9 @@ fn serve_machine(
                     StopReason::Reset => (StopKind::Rebooted, None),
                     StopReason::Crashed(report) => (StopKind::Crashed, Some(crash_reason(&report))),
                     StopReason::Error(message) => (StopKind::Failed, Some(message)),
+                    StopReason::Migrated => {
+                        (StopKind::PoweredOff, Some("it moved to another Vessel".into()))
+                    }
                 };
                 shared.set_state(VmState::Stopped { kind, reason });
                 return code;

@@ -32,6 +32,19 @@ pub enum Command {
         memory: std::fs::File,
         progress: Progress,
     },
+    /// A live migration begins: dirty tracking starts; what the sender reads comes back.
+    MigrationBegin(SyncSender<crate::migration::Source>),
+    /// The switch-over: pause, stop the devices, let go of the disks; the machine's state
+    /// comes back. Refused if the guest rebooted since `MigrationBegin` (`generation`).
+    MigrationFreeze {
+        generation: u64,
+        reply: SyncSender<Vec<u8>>,
+    },
+    /// The migration failed: the machine takes its devices and disks back and runs on as
+    /// it did.
+    MigrationAbort,
+    /// The machine runs elsewhere: this one stops.
+    MigrationDone,
 }
 
 /// Told (bytes of guest memory saved, bytes in all) as a save goes on.

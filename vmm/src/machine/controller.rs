@@ -11,7 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::config::{DeviceConfig, MachineConfig, RebootPolicy};
 use super::control::{Command, ControlMsg};
-use super::error::MachineError;
+use super::error::{MachineError, error_chain};
 use super::events::{CrashReport, Event, EventSink, MachineState, StopReason};
 use super::instance::{Instance, InstanceEnv};
 use super::vcpu::{RunMode, VcpuStop};
@@ -31,6 +31,16 @@ pub struct Controller {
     instance: Option<Instance>,
     generation: u64,
     epoll: Epoll,
+    /// A live migration under way.
+    migrating: Option<Migrating>,
+}
+
+struct Migrating {
+    /// Whether the machine ran when it began (it runs again if the migration fails).
+    was_running: bool,
+    /// Whether the switch-over paused it and let its disks go.
+    frozen: bool,
+    generation: u64,
 }
 
 impl Controller {
@@ -57,6 +67,7 @@ impl Controller {
             instance: Some(instance),
             generation: 0,
             epoll,
+            migrating: None,
         })
     }
 
@@ -164,6 +175,19 @@ impl Controller {
         let state = self.state();
         let wrong_state =
             || MachineError::InvalidState { command: command_name(&cmd), state: state.name() };
+        // Once its disks are let go, the machine must not run here until the migration
+        // ends one way or the other.
+        if self.migrating.as_ref().is_some_and(|m| m.frozen && m.generation == self.generation)
+            && matches!(
+                cmd,
+                Command::Start | Command::Resume | Command::Reset | Command::SaveState { .. }
+            )
+        {
+            return Err(MachineError::Migration(format!(
+                "cannot {} it while it moves to another Vessel",
+                command_name(&cmd)
+            )));
+        }
         match (&cmd, &state) {
             (Command::Start, MachineState::Created) => {
                 self.instance_mode(RunMode::Running);
@@ -215,6 +239,74 @@ impl Controller {
                 self.flush_serial();
                 let instance = self.instance.as_mut().ok_or_else(wrong_state)?;
                 instance.save_state(state, memory, &*progress.0)?;
+            }
+            (Command::MigrationBegin(reply), MachineState::Running | MachineState::Paused) => {
+                if self.migrating.is_some() {
+                    return Err(MachineError::Migration("a migration is under way".into()));
+                }
+                let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
+                let source = instance.migration_source(self.generation);
+                self.migrating = Some(Migrating {
+                    was_running: matches!(state, MachineState::Running),
+                    frozen: false,
+                    generation: self.generation,
+                });
+                let _ = reply.send(source);
+            }
+            (
+                Command::MigrationFreeze { generation, reply },
+                MachineState::Running | MachineState::Paused,
+            ) => {
+                let migrating = self.migrating.as_ref().ok_or_else(wrong_state)?;
+                if migrating.generation != *generation || self.generation != *generation {
+                    return Err(MachineError::Migration(
+                        "the guest restarted during the migration".into(),
+                    ));
+                }
+                if matches!(state, MachineState::Running) && !self.instance_mode(RunMode::Paused) {
+                    self.instance_mode(RunMode::Running);
+                    return Err(MachineError::NotStopped("a vCPU did not pause in time".into()));
+                }
+                self.flush_serial();
+                let instance = self.instance.as_mut().ok_or_else(wrong_state)?;
+                match instance.freeze() {
+                    Ok(bytes) => {
+                        if let Some(m) = &mut self.migrating {
+                            m.frozen = true;
+                        }
+                        self.set_state(MachineState::Paused);
+                        let _ = reply.send(bytes);
+                    }
+                    Err(e) => {
+                        if matches!(state, MachineState::Running) {
+                            self.instance_mode(RunMode::Running);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            (Command::MigrationAbort, _) => {
+                let Some(migrating) = self.migrating.take() else { return Ok(()) };
+                if migrating.generation != self.generation {
+                    return Ok(());
+                }
+                if migrating.frozen
+                    && let Some(instance) = self.instance.as_mut()
+                    && let Err(e) = instance.thaw()
+                {
+                    // Its disks could not be taken back: it must not run on them.
+                    let why = format!("after a failed migration: {}", error_chain(&e));
+                    self.stop(StopReason::Error(why));
+                    return Err(e);
+                }
+                if migrating.was_running && matches!(self.state(), MachineState::Paused) {
+                    self.instance_mode(RunMode::Running);
+                    self.set_state(MachineState::Running);
+                }
+            }
+            (Command::MigrationDone, _) => {
+                self.migrating = None;
+                self.stop(StopReason::Migrated);
             }
             (Command::InsertCd(path), _) => {
                 self.cd_config().ok_or(MachineError::NoCdDrive)?;
@@ -323,5 +415,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::InsertCd(_) => "insert a CD into",
         Command::EjectCd { .. } => "eject the CD of",
         Command::SaveState { .. } => "save the state of",
+        Command::MigrationBegin(_) | Command::MigrationFreeze { .. } => "migrate",
+        Command::MigrationAbort | Command::MigrationDone => "end the migration of",
     }
 }

@@ -57,6 +57,8 @@ pub enum MachineError {
     SaveState(String),
     #[error("cannot restore the machine's saved state: {0}")]
     RestoreState(String),
+    #[error("cannot migrate the machine: {0}")]
+    Migration(String),
     #[error("the machine's controller thread has exited")]
     Gone,
     #[error("{0}")]

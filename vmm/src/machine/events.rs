@@ -39,6 +39,8 @@ pub enum StopReason {
     Crashed(Box<CrashReport>),
     /// The VMM could not go on (KVM error, emulation failure).
     Error(String),
+    /// The machine moved to another Vessel by live migration, and runs there.
+    Migrated,
 }
 
 /// The state of the vCPU that brought the machine down.

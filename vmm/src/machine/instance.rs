@@ -102,6 +102,10 @@ pub struct Instance {
     /// Each virtio device with its thread's name, to serve it again after a save.
     virtio: Vec<(String, Arc<Mutex<VirtioPciDevice>>)>,
     failed: FailureSink,
+    /// The KVM slots over guest RAM (a migration logs the guest's writes in them).
+    ram_slots: Vec<crate::vstate::dirty::RamSlot>,
+    /// The guest's CPUID (its first vCPU's), which a host it moves to must offer.
+    cpuid: Vec<crate::migration::cpu::Leaf>,
 }
 
 /// The devices every machine has, kept for saving and restoring their state.
@@ -163,6 +167,7 @@ impl Instance {
         // image mapped as the ROM, the vCPUs in their reset state (the boot vCPU at the
         // reset vector, real mode, CS base 0xFFFF0000, IP 0xFFF0), the firmware told the
         // rest through fw_cfg.
+        let mut ram_slots = crate::vstate::dirty::ram_slots(&mem);
         let (entry, firmware, boot_fb, shadow, next_slot) = match &config.boot {
             // Restored: guest memory holds what the guest made of it, which nothing writes;
             // the boot framebuffer's memory is put back below.
@@ -187,6 +192,9 @@ impl Instance {
                 // The BIOS area's RAM under the host bridge's PAM registers, in slots of
                 // its own after the ROM's.
                 let shadow = ShadowRam::new(vm.clone(), &mem, slot + 1)?;
+                // Slot 0 is split around the area (which no slot logs for good).
+                ram_slots.retain(|s| s.slot != 0);
+                ram_slots.extend(shadow.ram_slots(&mem));
                 let next_slot = slot + 1 + crate::vstate::shadow::SLOT_COUNT;
                 (None, Some(image), None, Some(shadow), Some(next_slot))
             }
@@ -223,6 +231,14 @@ impl Instance {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("read supported CPUID"))?;
         let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+        let guest_cpuid = match &restoring {
+            Some(state) => state.vcpus.first().map(|v| v.cpuid.iter().map(Into::into).collect()),
+            None => {
+                let mut first = supported.clone();
+                cpuid::normalize(&mut first, 0, config.vcpus, tsc_deadline);
+                Some(first.as_slice().iter().map(Into::into).collect())
+            }
+        };
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
         vcpu::install_kick_handler().map_err(MachineError::Signal)?;
 
@@ -246,6 +262,8 @@ impl Instance {
             pci,
             virtio: Vec::new(),
             failed: failed_sink(env.control.clone(), generation),
+            ram_slots,
+            cpuid: guest_cpuid.unwrap_or_default(),
         };
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
@@ -363,13 +381,7 @@ impl Instance {
         memory: &File,
         progress: &dyn Fn(u64, u64),
     ) -> Result<(), MachineError> {
-        let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
-        let mut busy = Vec::new();
-        for thread in self.io_threads.drain(..) {
-            if let Err(name) = thread.stop(deadline) {
-                busy.push(name);
-            }
-        }
+        let busy = self.stop_device_threads();
         let saved = if busy.is_empty() {
             self.write_state(state, memory, progress)
         } else {
@@ -382,6 +394,13 @@ impl Instance {
         saved
     }
 
+    /// Stops the device threads once what they serve is finished; the names of those
+    /// still busy after `SETTLE_LIMIT` (left to finish on their own).
+    fn stop_device_threads(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + vcpu::SETTLE_LIMIT;
+        self.io_threads.drain(..).filter_map(|thread| thread.stop(deadline).err()).collect()
+    }
+
     fn write_state(
         &self,
         state: &File,
@@ -389,6 +408,18 @@ impl Instance {
         progress: &dyn Fn(u64, u64),
     ) -> Result<(), MachineError> {
         use std::io::Write;
+        let fail = |e: String| MachineError::SaveState(e);
+        let bytes = self.encoded_state()?;
+        crate::persist::memory::save(&self.mem, memory, progress)
+            .map_err(|e| fail(error_chain(&e)))?;
+        let mut out = state;
+        out.set_len(0).and_then(|()| out.write_all(&bytes)).map_err(|e| fail(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The paused machine's state (not its memory) as a state file's bytes; the device
+    /// threads are stopped.
+    fn encoded_state(&self) -> Result<Vec<u8>, MachineError> {
         let fail = |e: String| MachineError::SaveState(e);
         if self.msrs.is_empty() {
             return Err(fail("this host's KVM listed no MSRs to save with the vCPUs".into()));
@@ -418,11 +449,58 @@ impl Instance {
             vcpus,
             devices,
         };
-        let bytes = crate::persist::format::encode(&machine).map_err(|e| fail(e.to_string()))?;
-        crate::persist::memory::save(&self.mem, memory, progress)
-            .map_err(|e| fail(error_chain(&e)))?;
-        let mut out = state;
-        out.set_len(0).and_then(|()| out.write_all(&bytes)).map_err(|e| fail(e.to_string()))?;
+        crate::persist::format::encode(&machine).map_err(|e| fail(e.to_string()))
+    }
+
+    /// What a live migration's sender reads of this machine (instance `generation`).
+    pub fn migration_source(&self, generation: u64) -> crate::migration::Source {
+        crate::migration::Source {
+            log: crate::vstate::dirty::DirtyLog::new(
+                self.vm.clone(),
+                self.mem.clone(),
+                self.ram_slots.clone(),
+            ),
+            requirements: crate::migration::Requirements {
+                memory: crate::persist::memory::MemoryLayout::of(&self.mem),
+                vcpus: self.vcpus.len() as u8,
+                cpuid: self.cpuid.clone(),
+            },
+            generation,
+        }
+    }
+
+    /// The switch-over of a live migration (the vCPUs are paused): the device threads
+    /// stop, the machine's state is taken, and the devices let go of what another machine
+    /// must take (the disks' locks). On failure everything is as before.
+    pub fn freeze(&mut self) -> Result<Vec<u8>, MachineError> {
+        let busy = self.stop_device_threads();
+        let frozen = if busy.is_empty() {
+            self.encoded_state().and_then(|bytes| {
+                self.hand_over(true).map(|()| bytes).map_err(MachineError::Migration)
+            })
+        } else {
+            Err(MachineError::Migration(format!(
+                "{} did not finish its work in time",
+                busy.join(", ")
+            )))
+        };
+        if frozen.is_err() {
+            let _ = self.hand_over(false);
+            self.serve_devices()?;
+        }
+        frozen
+    }
+
+    /// After a failed migration: the devices take back what they let go, and serve again.
+    pub fn thaw(&mut self) -> Result<(), MachineError> {
+        self.hand_over(false).map_err(MachineError::Migration)?;
+        self.serve_devices()
+    }
+
+    fn hand_over(&self, release: bool) -> Result<(), String> {
+        for (name, device) in &self.virtio {
+            crate::sync::lock(device).hand_over(release).map_err(|e| format!("{name}: {e}"))?;
+        }
         Ok(())
     }
 

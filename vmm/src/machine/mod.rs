@@ -69,15 +69,21 @@ impl Machine {
         state.read_exact_at(&mut bytes, 0).map_err(|e| fail(e.to_string()))?;
         let saved: crate::persist::machine::MachineState =
             crate::persist::format::decode(&bytes).map_err(|e| fail(e.to_string()))?;
-        let expected = crate::persist::memory::MemoryLayout {
-            regions: crate::arch::x86_64::layout::ram_ranges(config.memory_bytes)
-                .into_iter()
-                .map(|(start, len)| (vm_memory::Address::raw_value(&start), len as u64))
-                .collect(),
-        };
+        let expected = memory_layout(config.memory_bytes);
         let mem = crate::persist::memory::restore(memory, &saved.memory, &expected)
             .map_err(|e| fail(e.to_string()))?;
         Self::build_from(config, wake, Some(instance::Restoring { state: saved, mem }))
+    }
+
+    /// Builds the machine `config` describes from a live migration's state and the memory
+    /// it brought; the vCPUs wait for `start`.
+    pub(crate) fn from_migration(
+        config: MachineConfig,
+        wake: Option<WakeFn>,
+        state: crate::persist::machine::MachineState,
+        mem: crate::vstate::memory::GuestMem,
+    ) -> Result<MachineHandle, MachineError> {
+        Self::build_from(config, wake, Some(instance::Restoring { state, mem }))
     }
 
     fn build_from(
@@ -136,6 +142,72 @@ impl Machine {
     }
 }
 
+/// Where the RAM of a machine with `memory_bytes` lies.
+pub fn memory_layout(memory_bytes: u64) -> crate::persist::memory::MemoryLayout {
+    crate::persist::memory::MemoryLayout {
+        regions: crate::arch::x86_64::layout::ram_ranges(memory_bytes)
+            .into_iter()
+            .map(|(start, len)| (vm_memory::Address::raw_value(&start), len as u64))
+            .collect(),
+    }
+}
+
+/// The CPUID this host's KVM gives the first vCPU of a new machine with `vcpus` vCPUs.
+pub fn host_cpuid(vcpus: u8) -> Result<Vec<crate::migration::cpu::Leaf>, MachineError> {
+    let kvm = crate::vstate::kvm::open_kvm()?;
+    let mut cpuid = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|source| MachineError::Kvm { what: "read supported CPUID", source })?;
+    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    crate::arch::x86_64::cpuid::normalize(&mut cpuid, 0, vcpus, tsc_deadline);
+    Ok(cpuid.as_slice().iter().map(Into::into).collect())
+}
+
+/// Drives a machine's controller for a live migration's sender, from the sender's thread.
+struct MigrationControls {
+    control: ControlSender,
+}
+
+impl MigrationControls {
+    fn command(&self, cmd: Command) -> Result<(), MachineError> {
+        command(&self.control, cmd)
+    }
+}
+
+/// Sends `cmd` to the controller and waits for its answer.
+fn command(control: &ControlSender, cmd: Command) -> Result<(), MachineError> {
+    let (reply_tx, reply_rx) = sync_channel(1);
+    if !control.send(ControlMsg::Command(cmd, reply_tx)) {
+        return Err(MachineError::Gone);
+    }
+    reply_rx.recv().map_err(|_| MachineError::Gone)?
+}
+
+impl crate::migration::Controls for MigrationControls {
+    fn begin(&self) -> Result<crate::migration::Source, String> {
+        let (tx, rx) = sync_channel(1);
+        self.command(Command::MigrationBegin(tx)).map_err(|e| error_chain(&e))?;
+        rx.recv().map_err(|_| MachineError::Gone.to_string())
+    }
+
+    fn freeze(&self, generation: u64) -> Result<Vec<u8>, String> {
+        let (tx, rx) = sync_channel(1);
+        self.command(Command::MigrationFreeze { generation, reply: tx })
+            .map_err(|e| error_chain(&e))?;
+        rx.recv().map_err(|_| MachineError::Gone.to_string())
+    }
+
+    fn abort(&self) {
+        if let Err(e) = self.command(Command::MigrationAbort) {
+            log::error!("after a failed migration: {}", error_chain(&e));
+        }
+    }
+
+    fn done(&self) {
+        let _ = self.command(Command::MigrationDone);
+    }
+}
+
 /// The only way into a running machine. Dropping it powers the machine off and joins all
 /// of its threads.
 pub struct MachineHandle {
@@ -151,11 +223,7 @@ pub struct MachineHandle {
 
 impl MachineHandle {
     fn command(&self, cmd: Command) -> Result<(), MachineError> {
-        let (reply_tx, reply_rx) = sync_channel(1);
-        if !self.control.send(ControlMsg::Command(cmd, reply_tx)) {
-            return Err(MachineError::Gone);
-        }
-        reply_rx.recv().map_err(|_| MachineError::Gone)?
+        command(&self.control, cmd)
     }
 
     /// Starts the vCPUs (or, from Stopped, boots the machine again).
@@ -219,6 +287,36 @@ impl MachineHandle {
     ) -> Result<(), MachineError> {
         let progress = control::Progress(Box::new(progress));
         self.command(Command::SaveState { state, memory, progress })
+    }
+
+    /// Moves the running (or paused) machine to the Vessel at the other end of `conn` by
+    /// live migration (`crate::migration`), telling `progress` how far it is. On success
+    /// the machine runs there and is stopped here (`StopReason::Migrated`); on failure it
+    /// runs on here as before, except after an `Unconfirmed` one (paused here).
+    pub fn migrate(
+        &self,
+        conn: &mut dyn crate::migration::Connection,
+        options: &crate::migration::MigrateOptions,
+        progress: impl Fn(&crate::migration::Progress) + Send + Sync,
+    ) -> Result<crate::migration::Migrated, crate::migration::MigrationError> {
+        let controls = MigrationControls { control: self.control.clone() };
+        // On a thread of its own: it reads KVM's dirty log, which the caller's thread (a
+        // VM process's control thread) may not.
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new().name("vessel-migrate".into()).spawn_scoped(
+                scope,
+                || {
+                    crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Controller);
+                    crate::migration::send(&controls, conn, options, &progress)
+                },
+            );
+            let thread = thread.map_err(|e| {
+                crate::migration::MigrationError::Machine(format!("cannot start a thread: {e}"))
+            })?;
+            thread.join().unwrap_or_else(|_| {
+                Err(crate::migration::MigrationError::Machine("the migration panicked".into()))
+            })
+        })
     }
 
     /// Types `bytes` into COM1.

@@ -16,6 +16,7 @@ use vm_memory::{
 };
 
 use crate::vstate::memory::GuestMem;
+use crate::vstate::written::WrittenPages;
 
 const PAGE: usize = 4096;
 /// Most guest memory written at a time while saving.
@@ -98,12 +99,7 @@ pub fn save(
         // Anonymous memory: pages never touched are zero. Memory mapped from a file (a
         // restored machine's): pages not present hold the file's data, which is zero
         // where the file has a hole.
-        let touched = match region.file_offset() {
-            None => touched_pages(bytes),
-            Some(from) => touched_pages(bytes)
-                .zip(file_data_pages(from.file(), from.start(), len))
-                .map(|(present, data)| present.iter().zip(&data).map(|(p, d)| *p || *d).collect()),
-        };
+        let touched = pages_maybe_with_data(region);
         let has_data = |page: usize| {
             touched.as_ref().is_none_or(|t| t.get(page).copied().unwrap_or(true))
                 && !is_zero(&bytes[page * PAGE..((page + 1) * PAGE).min(len)])
@@ -131,6 +127,20 @@ pub fn save(
         progress(offset, total);
     }
     Ok(saved)
+}
+
+/// For each page of `region`, whether it may hold data (else it is zero without being
+/// read). Anonymous memory: pages never touched are zero. Memory mapped from a file (a
+/// restored machine's): pages not present hold the file's data, which is zero where the
+/// file has a hole. None if the kernel cannot say (every page may then hold data).
+pub(crate) fn pages_maybe_with_data(region: &GuestRegionMmap<WrittenPages>) -> Option<Vec<bool>> {
+    let (at, len) = (region.as_ptr() as usize, region.len() as usize);
+    match region.file_offset() {
+        None => touched_pages(at, len),
+        Some(from) => touched_pages(at, len)
+            .zip(file_data_pages(from.file(), from.start(), len))
+            .map(|(present, data)| present.iter().zip(&data).map(|(p, d)| *p || *d).collect()),
+    }
 }
 
 /// For each page of `file` from `start` for `len` bytes, whether the file has data there
@@ -170,15 +180,16 @@ fn file_data_pages(file: &File, start: u64, len: usize) -> Option<Vec<bool>> {
     Some(data)
 }
 
-/// For each page of `bytes` (page-aligned anonymous memory of this process), whether it
-/// may hold data: present, or swapped out. None if the page map cannot be read (every
-/// page is then looked at). Bounded: one 8-byte entry per page of the mapping.
-fn touched_pages(bytes: &[u8]) -> Option<Vec<bool>> {
+/// For each page of the `len` bytes at `at` (page-aligned anonymous memory of this
+/// process), whether it may hold data: present, or swapped out. None if the page map
+/// cannot be read (every page is then looked at). Bounded: one 8-byte entry per page of
+/// the mapping. The memory itself is not read.
+fn touched_pages(at: usize, len: usize) -> Option<Vec<bool>> {
     const PRESENT: u64 = 1 << 63;
     const SWAPPED: u64 = 1 << 62;
     let pagemap = File::open("/proc/self/pagemap").ok()?;
-    let first = bytes.as_ptr() as u64 / PAGE as u64;
-    let pages = bytes.len().div_ceil(PAGE);
+    let first = at as u64 / PAGE as u64;
+    let pages = len.div_ceil(PAGE);
     let mut touched = Vec::with_capacity(pages);
     let mut buf = vec![0u8; 8 * 4096];
     while touched.len() < pages {
@@ -194,7 +205,7 @@ fn touched_pages(bytes: &[u8]) -> Option<Vec<bool>> {
 }
 
 /// Whether `bytes` are all zero (ORed a word at a time: no branch a byte).
-fn is_zero(bytes: &[u8]) -> bool {
+pub(crate) fn is_zero(bytes: &[u8]) -> bool {
     let (words, rest) = bytes.split_at(bytes.len() / 16 * 16);
     let ored = words
         .chunks_exact(16)
@@ -320,10 +331,10 @@ mod tests {
         let slice = region.get_slice(vm_memory::MemoryRegionAddress(0), 8 << 20).unwrap();
         // SAFETY: the region's first 8 MiB, owned by this test.
         let bytes = unsafe { std::slice::from_raw_parts(slice.ptr_guard().as_ptr(), 8 << 20) };
-        let touched = touched_pages(bytes).expect("the page map is readable");
+        let touched = touched_pages(bytes.as_ptr() as usize, bytes.len()).expect("the page map");
         assert!(touched.iter().all(|t| !t), "fresh memory is untouched");
         mem.write_slice(&[1u8; 3], GuestAddress(5 * PAGE as u64)).unwrap();
-        let touched = touched_pages(bytes).unwrap();
+        let touched = touched_pages(bytes.as_ptr() as usize, bytes.len()).unwrap();
         // The page written, and at most the huge page around it (transparent huge pages).
         assert!(touched[5]);
         assert!(touched.iter().filter(|t| **t).count() <= 512);

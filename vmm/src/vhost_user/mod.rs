@@ -31,7 +31,7 @@ use crate::sync::lock;
 /// protocol features such as CONFIG.
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
-type Memory = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+type Memory = GuestMemoryAtomic<crate::vstate::memory::GuestMem>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {
@@ -70,7 +70,7 @@ impl Backend {
 }
 
 impl VhostUserBackendMut for Backend {
-    type Bitmap = ();
+    type Bitmap = crate::vstate::written::WrittenPages;
     type Vring = VringRwLock<Memory>;
 
     fn num_queues(&self) -> usize {

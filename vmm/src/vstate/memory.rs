@@ -5,8 +5,17 @@ use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion}
 
 use crate::arch::x86_64::layout::{BOOT_FB_START, FOUR_GIB, ram_ranges};
 
-/// Guest memory as Vessel uses it.
-pub type GuestMem = GuestMemoryMmap<()>;
+/// Guest memory as Vessel uses it: each region with a bitmap of the pages the VMM wrote
+/// (`dirty`), for live migration.
+pub type GuestMem = GuestMemoryMmap<super::written::WrittenPages>;
+
+/// A run of guest memory as devices read and write it (writes mark the written-pages
+/// bitmap).
+pub type GuestSlice<'a> = vm_memory::VolatileSlice<'a, Marks<'a>>;
+
+/// The written-pages bitmap of part of guest memory, as slices, readers and writers of
+/// descriptor chains carry it.
+pub type Marks<'a> = vm_memory::bitmap::MS<'a, GuestMem>;
 
 /// Smallest machine Vessel builds: room for the boot structures, a kernel and a stack.
 pub const MIN_MEMORY: u64 = 16 << 20;

@@ -79,6 +79,18 @@ impl ShadowRam {
         Ok(shadow)
     }
 
+    /// Guest RAM's first region as KVM has it with the area split off: its slot 0 (below
+    /// the VGA window) and the slot above the area. What lies between (the VGA window and
+    /// the area, whose slots come and go) is in neither.
+    pub fn ram_slots(&self, mem: &GuestMem) -> Vec<super::dirty::RamSlot> {
+        let len = mem.iter().next().map_or(0, |r| r.len());
+        let (above, _) = slots(self.first_slot);
+        vec![
+            super::dirty::RamSlot { slot: 0, region: 0, offset: 0, len: LOW_RAM_END },
+            super::dirty::RamSlot { slot: above, region: 0, offset: END, len: len - END },
+        ]
+    }
+
     /// The PAM registers changed: the area's writability follows them.
     pub fn set_pam(&mut self, pam: &[u8; PAM_COUNT]) -> Result<(), MemoryError> {
         let writable = writable_pieces(pam);

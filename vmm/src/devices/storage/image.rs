@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
 use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder};
-use vm_memory::{ReadVolatile, VolatileSlice, WriteVolatile};
+use vm_memory::{ReadVolatile, WriteVolatile};
+
+use crate::vstate::memory::GuestSlice;
 
 /// The image formats Vessel reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +96,7 @@ pub trait DiskImage: Send {
     }
     /// Reads the bytes at `offset` into guest buffers, in order. This default goes through
     /// a buffer; formats that can read straight into guest memory do.
-    fn read_to_guest(&mut self, offset: u64, dst: &[VolatileSlice<'_>]) -> io::Result<()> {
+    fn read_to_guest(&mut self, offset: u64, dst: &[GuestSlice<'_>]) -> io::Result<()> {
         let mut at = offset;
         for slice in dst {
             let mut buf = vec![0u8; slice.len()];
@@ -105,7 +107,7 @@ pub trait DiskImage: Send {
         Ok(())
     }
     /// Writes guest buffers, in order, at `offset`. This default goes through a buffer.
-    fn write_from_guest(&mut self, offset: u64, src: &[VolatileSlice<'_>]) -> io::Result<()> {
+    fn write_from_guest(&mut self, offset: u64, src: &[GuestSlice<'_>]) -> io::Result<()> {
         let mut at = offset;
         for slice in src {
             let mut buf = vec![0u8; slice.len()];
@@ -156,7 +158,7 @@ impl DiskImage for RawImage {
     }
 
     // Straight between the page cache and guest memory: one copy, as a host read has.
-    fn read_to_guest(&mut self, offset: u64, dst: &[VolatileSlice<'_>]) -> io::Result<()> {
+    fn read_to_guest(&mut self, offset: u64, dst: &[GuestSlice<'_>]) -> io::Result<()> {
         seek(&self.file, offset)?;
         for slice in dst {
             self.file.read_exact_volatile(&mut slice.clone()).map_err(volatile_err)?;
@@ -164,7 +166,7 @@ impl DiskImage for RawImage {
         Ok(())
     }
 
-    fn write_from_guest(&mut self, offset: u64, src: &[VolatileSlice<'_>]) -> io::Result<()> {
+    fn write_from_guest(&mut self, offset: u64, src: &[GuestSlice<'_>]) -> io::Result<()> {
         seek(&self.file, offset)?;
         for slice in src {
             self.file.write_all_volatile(slice).map_err(volatile_err)?;

@@ -25,6 +25,24 @@ pub enum LockError {
 /// Attempts, 2 ms apart, before a held lock counts as held.
 const LOCK_TRIES: u32 = 25;
 
+/// Drops this open file description's lock on `file` (a machine handing its disks to the
+/// one it migrates to, which takes them on the same storage).
+pub fn ofd_unlock(file: &File, path: &Path) -> Result<(), LockError> {
+    let lock = libc::flock {
+        l_type: libc::F_UNLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+        let source = std::io::Error::last_os_error();
+        return Err(LockError::Lock { path: path.to_path_buf(), source });
+    }
+    Ok(())
+}
+
 /// Locks all of `file` (opened from `path`), shared or exclusive, without waiting.
 pub fn ofd_lock(file: &File, path: &Path, exclusive: bool) -> Result<(), LockError> {
     let lock = libc::flock {

@@ -343,6 +343,8 @@ impl CdRom {
                 _ => return false,
             }
         }
+        // Written behind vm-memory's back: the written-pages bitmap is told (migration).
+        vm_memory::bitmap::Bitmap::mark_dirty(out.bitmap(), 0, len);
         true
     }
 

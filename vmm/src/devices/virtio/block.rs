@@ -9,12 +9,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 use crate::devices::storage::image::{DiskImage, ImageFormat, ImageSpec};
-use crate::devices::storage::lock::{LockError, ofd_lock};
-use crate::vstate::memory::GuestMem;
+use crate::devices::storage::lock::{LockError, ofd_lock, ofd_unlock};
+use crate::vstate::memory::{GuestMem, GuestSlice, Marks};
 
 pub const SECTOR_SIZE: u64 = 512;
 
@@ -73,7 +73,9 @@ pub enum BlockError {
 pub struct Block {
     image: Box<dyn DiskImage>,
     /// Holds the OFD lock (for raw images the image reads through a clone of it).
-    _lock: File,
+    lock: File,
+    /// Where the image is, for what its lock's errors say.
+    path: PathBuf,
     /// inotify watch on the image: a grown image is announced to the guest (§5.2.2).
     watch: Option<OwnedFd>,
     read_only: bool,
@@ -96,7 +98,7 @@ fn guest_slices<'m>(
     writable: bool,
     mut skip: usize,
     len: usize,
-) -> Option<Vec<VolatileSlice<'m>>> {
+) -> Option<Vec<GuestSlice<'m>>> {
     let mut left = len;
     let mut slices = Vec::new();
     for desc in chain.clone().filter(|d| d.is_write_only() == writable) {
@@ -158,7 +160,8 @@ impl Block {
         let watch = watch_file(path);
         Ok(Block {
             image,
-            _lock: file,
+            lock: file,
+            path: path.to_path_buf(),
             watch,
             read_only,
             capacity_sectors: size / SECTOR_SIZE,
@@ -234,7 +237,7 @@ impl Block {
         (end <= self.capacity_sectors).then(|| sector * SECTOR_SIZE)
     }
 
-    fn read(&mut self, sector: u64, dst: Option<Vec<VolatileSlice<'_>>>) -> u8 {
+    fn read(&mut self, sector: u64, dst: Option<Vec<GuestSlice<'_>>>) -> u8 {
         let Some(dst) = dst else { return S_IOERR };
         let len = dst.iter().map(|s| s.len()).sum();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
@@ -244,7 +247,7 @@ impl Block {
         S_OK
     }
 
-    fn write(&mut self, sector: u64, src: Option<Vec<VolatileSlice<'_>>>) -> u8 {
+    fn write(&mut self, sector: u64, src: Option<Vec<GuestSlice<'_>>>) -> u8 {
         if self.read_only {
             return S_IOERR;
         }
@@ -258,7 +261,7 @@ impl Block {
     }
 
     /// DISCARD and WRITE_ZEROES: a list of (sector, num_sectors, flags) segments (§5.2.6.2).
-    fn discard(&mut self, kind: u32, reader: &mut Reader<'_, ()>) -> u8 {
+    fn discard(&mut self, kind: u32, reader: &mut Reader<'_, Marks<'_>>) -> u8 {
         if self.read_only {
             return S_IOERR;
         }
@@ -308,6 +311,26 @@ impl Block {
 impl VirtioDevice for Block {
     fn device_type(&self) -> u32 {
         TYPE_BLOCK
+    }
+
+    fn hand_over(&mut self, release: bool) -> Result<(), String> {
+        // A read-only disk's lock is shared: the other machine takes it alongside.
+        if self.read_only {
+            return Ok(());
+        }
+        if release {
+            self.image.flush().map_err(|e| format!("cannot flush {}: {e}", self.path.display()))?;
+            return ofd_unlock(&self.lock, &self.path).map_err(|e| e.to_string());
+        }
+        // Taken back after a failed migration: the machine that was to take the disk over
+        // may still be letting it go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match ofd_lock(&self.lock, &self.path, true) {
+                Err(LockError::Locked { .. }) if std::time::Instant::now() < deadline => {}
+                other => return other.map_err(|e| e.to_string()),
+            }
+        }
     }
 
     fn queue_max_sizes(&self) -> &[u16] {

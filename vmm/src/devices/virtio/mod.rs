@@ -169,6 +169,14 @@ pub trait VirtioDevice: Send {
     fn process_backend(&mut self, _queues: &mut [Queue], _mem: &GuestMem) -> u64 {
         0
     }
+
+    /// A live migration hands the machine over (`release`: everything written is made
+    /// durable and the device's exclusive hold on host resources, a disk's lock, is let go,
+    /// so the machine it moves to can take them), or takes it back after a migration
+    /// failed (`release` false: held again). The device is not serving meanwhile.
+    fn hand_over(&mut self, _release: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Hand-built split virtqueues in guest memory for the device models' unit tests.

@@ -134,6 +134,11 @@ fn le_value(data: &[u8]) -> u64 {
 }
 
 impl VirtioPciDevice {
+    /// `VirtioDevice::hand_over` of the wrapped device.
+    pub fn hand_over(&mut self, release: bool) -> Result<(), String> {
+        self.device.hand_over(release)
+    }
+
     /// The wrapped device's virtio device type (`TYPE_BLOCK`, ...).
     pub fn device_type(&self) -> u32 {
         self.device.device_type()

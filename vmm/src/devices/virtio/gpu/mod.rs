@@ -28,7 +28,7 @@ use super::{CONFIG_CHANGED, TYPE_GPU, VirtioDevice, read_config_bytes};
 use crate::devices::log_limit::{LogLimit, held_back};
 use crate::display::{CursorImage, Display, Rect, edid};
 use crate::sync::lock;
-use crate::vstate::memory::GuestMem;
+use crate::vstate::memory::{GuestMem, Marks};
 use protocol::*;
 pub use resources::GpuLimits;
 use resources::{MAX_BACKING_ENTRIES, Refusal, Resources, SavedResource};
@@ -240,7 +240,7 @@ impl Gpu {
 
     fn write_response(
         &mut self,
-        writer: &mut Writer<'_, ()>,
+        writer: &mut Writer<'_, Marks<'_>>,
         response: Response,
         request: &CtrlHdr,
     ) -> usize {
@@ -306,8 +306,8 @@ impl Gpu {
 
     fn request(
         &mut self,
-        reader: &mut Reader<'_, ()>,
-        writer: &mut Writer<'_, ()>,
+        reader: &mut Reader<'_, Marks<'_>>,
+        writer: &mut Writer<'_, Marks<'_>>,
         mem: &GuestMem,
     ) -> usize {
         let available = reader.available_bytes();

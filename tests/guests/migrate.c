@@ -1,0 +1,120 @@
+/*
+ * test=migrate and test=migrate-storm: a guest that keeps its memory, its disk and its
+ * own clock busy, for the live-migration tests. Memory: it rewrites the 64 MiB from 64 MiB
+ * one page at a time, each page's first word `sweep << 32 | page` (sweep counting whole
+ * passes over the area, from 1), about 20 MB/s (migrate) or as fast as it can
+ * (migrate-storm, which no link keeps up with). Disk: every tick (about 20 ms of TSC) it
+ * writes the tick into that sector of its virtio-blk disk, as test=journal does. Clock:
+ * it reads the TSC between every two pages and keeps the largest step (its pause, when the
+ * machine stopped under it). Each tick it checks pages on both sides of where it writes
+ * (they must hold this sweep's and the last sweep's words), then prints
+ * "MIGRATE <tick> <boot id> <sum> <largest step in TSC ticks> <tsc>" (hex), or
+ * "MIGRATE BAD <page>" and powers off if a page holds what it never wrote. 'q' on COM1
+ * powers it off.
+ */
+#include "guest.h"
+
+#define AREA_START 0x4000000ul
+#define AREA_PAGES ((64ul << 20) / 4096)
+/* TSC ticks a tick lasts (about 20 ms at 1 GHz and more), and pages written in one at
+ * about 20 MB/s. */
+#define TICK_TSC 20000000ul
+#define PAGES_PER_TICK 100ul
+
+static u8 sector[512] __attribute__((aligned(512)));
+
+static inline u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
+static volatile u64 *page_word(u64 page)
+{
+    return (volatile u64 *)(AREA_START + page * 4096);
+}
+
+/* Whether `page` holds what the writer left: this sweep's word behind the writer (at
+ * `next`), the last sweep's ahead of it (nothing on the first sweep). */
+static int page_ok(u64 page, u64 next, u64 sweep)
+{
+    u64 want_sweep = page < next ? sweep : sweep - 1;
+    u64 want = want_sweep ? (want_sweep << 32) | page : 0;
+    return *page_word(page) == want;
+}
+
+static void run(int storm)
+{
+    u64 boot = rdtsc();
+    g_lapic_enable();
+    g_virtio_find(0x1042);
+    g_virtio_start();
+    u64 sectors = *(volatile u64 *)g_virtio_config();
+    u64 sum = 0, sweep = 1, next = 0, largest = 0;
+    u64 last = rdtsc();
+    for (u64 tick = 1;; tick++) {
+        u64 start = rdtsc(), written = 0;
+        while (rdtsc() - start < TICK_TSC) {
+            if (storm || written < PAGES_PER_TICK) {
+                *page_word(next) = (sweep << 32) | next;
+                written++;
+                if (++next == AREA_PAGES) {
+                    next = 0;
+                    sweep++;
+                }
+            } else {
+                for (int i = 0; i < 50; i++)
+                    pause();
+            }
+            u64 now = rdtsc();
+            if (now - last > largest)
+                largest = now - last;
+            last = now;
+            if ((inb(0x3f8 + 5) & 1) && inb(0x3f8) == 'q')
+                g_power_off();
+        }
+        /* Pages on both sides of the writer, spread over the area. */
+        for (u64 k = 0; k < 16; k++) {
+            u64 page = (tick * 7919 + k * (AREA_PAGES / 16)) % AREA_PAGES;
+            if (!page_ok(page, next, sweep)) {
+                report("MIGRATE BAD ", page);
+                g_power_off();
+            }
+        }
+        sum = sum * 31 + tick;
+        for (int i = 0; i + 24 <= 512; i += 24) {
+            *(u64 *)(sector + i) = tick;
+            *(u64 *)(sector + i + 8) = boot;
+            *(u64 *)(sector + i + 16) = sum;
+        }
+        u8 status = g_blk_request(BLK_OUT, tick % sectors, sector, 512, 0);
+        if (status) {
+            report("MIGRATE FAIL ", status);
+            g_power_off();
+        }
+        g_puts("MIGRATE ");
+        g_put_hex(tick);
+        g_puts(" ");
+        g_put_hex(boot);
+        g_puts(" ");
+        g_put_hex(sum);
+        g_puts(" ");
+        g_put_hex(largest);
+        g_puts(" ");
+        g_put_hex(rdtsc());
+        g_newline();
+        largest = 0;
+        last = rdtsc();
+    }
+}
+
+void migrate_main(void)
+{
+    run(0);
+}
+
+void migrate_storm_main(void)
+{
+    run(1);
+}

@@ -1,0 +1,308 @@
+//! Live migration between two machines of this process over a unix socket pair
+//! (`vmm::migration`): a guest that rewrites its memory, writes its disk and watches its
+//! own clock (test=migrate) goes on on the receiver where it was on the sender; and every
+//! way a migration can fail leaves the sender's machine running with nothing lost.
+//! (Two VM processes over unix and TCP sockets: the app's tests.)
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vessel_tests::{GuestRun, GuestSpec, TIMEOUT, hex};
+use vmm::migration::{
+    self, MigrateOptions, MigrationError, OnLimit, Phase, Progress, ReceiveOptions,
+};
+use vmm::{DeviceConfig, MachineHandle, MachineState, StopReason};
+
+/// One line the guest printed each tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tick {
+    tick: u64,
+    boot: u64,
+    sum: u64,
+    largest_step: u64,
+}
+
+fn ticks(output: &str) -> Vec<Tick> {
+    assert!(!output.contains("MIGRATE BAD") && !output.contains("MIGRATE FAIL"), "{output}");
+    let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter_map(|l| l.strip_prefix("MIGRATE "))
+        .map(|l| {
+            let f: Vec<u64> = l.split(' ').map(hex).collect();
+            Tick { tick: f[0], boot: f[1], sum: f[2], largest_step: f[3] }
+        })
+        .collect()
+}
+
+/// A guest of `test` with 256 MiB and a 1 MiB disk in `dir`.
+fn spec(test: &str, dir: &std::path::Path) -> GuestSpec {
+    let disk = dir.join("disk.raw");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    let mut spec = GuestSpec::new(test);
+    spec.memory_bytes = 256 << 20;
+    let image = vmm::devices::storage::image::ImageSpec::raw(&disk);
+    spec.devices.push(DeviceConfig::Block { image, read_only: false });
+    spec
+}
+
+/// Runs until the guest printed `n` more ticks.
+fn more_ticks(run: &mut GuestRun, n: usize) {
+    let have = ticks(&run.output()).len();
+    let ok = run.wait_until(TIMEOUT, |r| ticks(&r.output()).len() >= have + n);
+    assert!(ok, "the guest did not go on: {}", run.output());
+}
+
+/// The host's TSC ticks a second (the guest's TSC runs at the host's rate).
+fn tsc_hz() -> f64 {
+    // SAFETY: rdtsc reads the time-stamp counter; no memory is touched.
+    let read = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (Instant::now(), read());
+    std::thread::sleep(Duration::from_millis(200));
+    (read() - c0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// Migrates `run`'s machine to a new one built from `config` with `receive` options;
+/// the sender's outcome, the receiver's, and the progress reports.
+fn migrate(
+    run: &GuestRun,
+    config: vmm::MachineConfig,
+    options: &MigrateOptions,
+    receive: ReceiveOptions,
+) -> (
+    Result<migration::Migrated, MigrationError>,
+    Result<MachineHandle, MigrationError>,
+    Vec<Progress>,
+) {
+    let (mut sender_end, mut receiver_end) = UnixStream::pair().unwrap();
+    let receiver = std::thread::spawn(move || {
+        migration::receive(config, None, &mut receiver_end, &receive, &|_| {})
+    });
+    let reports = Mutex::new(Vec::new());
+    let sent =
+        run.handle.migrate(&mut sender_end, options, |p| reports.lock().unwrap().push(p.clone()));
+    drop(sender_end);
+    (sent, receiver.join().unwrap(), reports.into_inner().unwrap())
+}
+
+#[test]
+fn a_busy_guest_moves_and_goes_on_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 5);
+    let (sent, received, reports) =
+        migrate(&run, spec.config(), &MigrateOptions::default(), ReceiveOptions::default());
+    let migrated = sent.expect("the migration completes");
+    let handle = received.expect("the receiver runs the machine");
+    println!("{migrated:?}");
+    assert!(reports.iter().any(|p| p.phase == Phase::Copying && p.pass == 1), "{reports:?}");
+    assert!(reports.iter().any(|p| p.phase == Phase::HandingOver), "{reports:?}");
+    assert!(migrated.memory_bytes >= 1 << 20, "the guest's memory went: {migrated:?}");
+
+    // The sender's machine stopped, as migrated.
+    assert!(matches!(run.expect_stopped(), StopReason::Migrated));
+    let before = run.output();
+    let mut moved = GuestRun { handle, serial: Vec::new(), events: Vec::new() };
+    more_ticks(&mut moved, 10);
+    // One guest's output across the two machines (a line may be cut between them).
+    let both = format!("{before}{}", moved.output());
+    let all = ticks(&both);
+    assert!(!moved.output().contains("VESSEL-TESTGUEST"), "it did not boot again");
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].tick, pair[0].tick + 1, "ticks go on one by one: {both}");
+        assert_eq!(pair[1].boot, pair[0].boot, "the same boot: {both}");
+        assert_eq!(pair[1].sum, pair[0].sum.wrapping_mul(31).wrapping_add(pair[1].tick));
+    }
+    // The guest's own measure of its pause: the largest step of its clock across the move.
+    let hz = tsc_hz();
+    let moved_ticks = ticks(&moved.output());
+    let pause = moved_ticks.iter().take(3).map(|t| t.largest_step).max().unwrap() as f64 / hz;
+    println!(
+        "migration: {:?} in all, {} passes, {} MiB of memory, {} KiB of state; paused {:?} \
+         as the sender measured, {:.1} ms as the guest measured",
+        migrated.total,
+        migrated.passes,
+        migrated.memory_bytes >> 20,
+        migrated.state_bytes >> 10,
+        migrated.downtime,
+        pause * 1e3
+    );
+    moved.handle.send_serial(b"q").unwrap();
+    assert!(matches!(moved.expect_stopped(), StopReason::PoweredOff));
+    // The receiver wrote the disk (the shared storage): the last tick is in its sector.
+    let last = *ticks(&format!("{before}{}", moved.output())).last().unwrap();
+    let disk = std::fs::read(dir.path().join("disk.raw")).unwrap();
+    let at = (last.tick % 2048) as usize * 512;
+    let word = |i: usize| u64::from_le_bytes(disk[at + i..at + i + 8].try_into().unwrap());
+    assert_eq!((word(0), word(8), word(16)), (last.tick, last.boot, last.sum));
+}
+
+/// The machine still runs on the sender, ticking and writing its disk.
+fn runs_on(run: &mut GuestRun) {
+    assert!(matches!(run.handle.state(), MachineState::Running), "{:?}", run.handle.state());
+    more_ticks(run, 3);
+}
+
+#[test]
+fn a_host_lacking_a_cpu_feature_the_guest_has_refuses_it_by_name_before_any_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 2);
+    let hide = ReceiveOptions { hide_cpu_features: vec!["sse2".into()] };
+    let (sent, received, reports) = migrate(&run, spec.config(), &MigrateOptions::default(), hide);
+    let error = sent.unwrap_err();
+    assert!(matches!(error, MigrationError::Refused(_)), "{error}");
+    assert!(error.to_string().contains("sse2"), "{error}");
+    assert!(matches!(received, Err(MigrationError::Incompatible(_))));
+    assert!(reports.is_empty(), "no memory moved: {reports:?}");
+    runs_on(&mut run);
+}
+
+/// A receiver's end that fails once it has read `left` bytes, as a receiver killed in the
+/// middle of the copy.
+struct DiesAfter {
+    stream: UnixStream,
+    left: usize,
+}
+
+impl Read for DiesAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            return Err(std::io::Error::other("killed"));
+        }
+        let n = buf.len().min(self.left);
+        let n = self.stream.read(&mut buf[..n])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+impl Write for DiesAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+#[test]
+fn a_receiver_dying_mid_copy_leaves_the_machine_running_and_movable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 2);
+    let (mut sender_end, receiver_end) = UnixStream::pair().unwrap();
+    let config = spec.config();
+    let receiver = std::thread::spawn(move || {
+        let mut dying = DiesAfter { stream: receiver_end, left: 8 << 20 };
+        migration::receive(config, None, &mut dying, &ReceiveOptions::default(), &|_| {})
+    });
+    let sent = run.handle.migrate(&mut sender_end, &MigrateOptions::default(), |_| {});
+    let error = sent.unwrap_err();
+    assert!(error.source_runs_on(), "{error}");
+    assert!(receiver.join().unwrap().is_err());
+    runs_on(&mut run);
+    // And it moves when the receiver lives.
+    let (sent, received, _) =
+        migrate(&run, spec.config(), &MigrateOptions::default(), ReceiveOptions::default());
+    sent.expect("the second migration completes");
+    let mut moved = GuestRun { handle: received.unwrap(), serial: Vec::new(), events: Vec::new() };
+    more_ticks(&mut moved, 3);
+}
+
+#[test]
+fn a_guest_faster_than_the_link_stops_at_the_pass_limit_as_the_user_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate-storm", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 2);
+    // A pause target no link meets for this guest: the limit decides.
+    let mut options = MigrateOptions {
+        downtime: Duration::from_micros(1),
+        max_passes: 3,
+        on_limit: OnLimit::Cancel,
+        ..MigrateOptions::default()
+    };
+    let (sent, received, reports) =
+        migrate(&run, spec.config(), &options, ReceiveOptions::default());
+    let error = sent.unwrap_err();
+    assert!(matches!(error, MigrationError::DidNotConverge { passes: 3, .. }), "{error}");
+    assert!(matches!(received, Err(MigrationError::SenderCancelled)), "{:?}", received.err());
+    let last = reports.last().unwrap();
+    println!("at the limit: {last:?}");
+    assert!(last.dirty_rate > 0 && last.remaining > 0, "{last:?}");
+    runs_on(&mut run);
+
+    // Told to complete anyway: it does, with the pause it takes.
+    options.on_limit = OnLimit::Complete;
+    let (sent, received, _) = migrate(&run, spec.config(), &options, ReceiveOptions::default());
+    let migrated = sent.expect("it completes at the limit");
+    assert!(!migrated.converged && migrated.passes == 4, "{migrated:?}");
+    println!("completed at the limit: paused {:?}", migrated.downtime);
+    let mut moved = GuestRun { handle: received.unwrap(), serial: Vec::new(), events: Vec::new() };
+    more_ticks(&mut moved, 3);
+}
+
+#[test]
+fn a_cancelled_migration_leaves_the_machine_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 2);
+    let options = MigrateOptions::default();
+    let cancel = options.cancel.clone();
+    let (mut sender_end, mut receiver_end) = UnixStream::pair().unwrap();
+    let config = spec.config();
+    let receiver = std::thread::spawn(move || {
+        migration::receive(config, None, &mut receiver_end, &ReceiveOptions::default(), &|_| {})
+    });
+    // Cancelled as soon as the first pass begins.
+    let sent = run.handle.migrate(&mut sender_end, &options, |_| {
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed)
+    });
+    assert!(matches!(sent, Err(MigrationError::Cancelled)), "{:?}", sent.err());
+    assert!(matches!(receiver.join().unwrap(), Err(MigrationError::SenderCancelled)));
+    runs_on(&mut run);
+}
+
+#[test]
+fn a_hostile_sender_is_refused_and_nothing_runs() {
+    use vmm::migration::wire::{self, Tag};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let config = spec.config();
+    let (mut attacker, mut receiver_end) = UnixStream::pair().unwrap();
+    let receiver_config = config.clone();
+    let receiver = std::thread::spawn(move || {
+        migration::receive(
+            receiver_config,
+            None,
+            &mut receiver_end,
+            &ReceiveOptions::default(),
+            &|_| {},
+        )
+    });
+    wire::greet(&mut attacker, "attacker").unwrap();
+    wire::read_greeting(&mut attacker).unwrap();
+    let requirements = migration::Requirements {
+        memory: vmm::machine::memory_layout(config.memory_bytes),
+        vcpus: config.vcpus,
+        cpuid: Vec::new(),
+    };
+    wire::send_value(&mut attacker, Tag::Requirements, &requirements).unwrap();
+    assert_eq!(wire::read_frame(&mut attacker).unwrap().0, Tag::Accept);
+    // Pages beyond the machine's RAM.
+    let beyond = (1u64 << 40).to_le_bytes();
+    wire::send(&mut attacker, Tag::Pages, &[&beyond, &[0xcc; 4096]]).unwrap();
+    let error = receiver.join().unwrap().err().expect("refused");
+    assert!(matches!(error, MigrationError::Protocol(_)), "{error}");
+    let (tag, why) = wire::read_frame(&mut attacker).unwrap();
+    assert_eq!(tag, Tag::Failed);
+    assert!(wire::text(&why).contains("outside the machine's RAM"), "{}", wire::text(&why));
+}
