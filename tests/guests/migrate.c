@@ -4,10 +4,11 @@
  * one page at a time, each page's first word `sweep << 32 | page` (sweep counting whole
  * passes over the area, from 1), about 20 MB/s (migrate) or as fast as it can
  * (migrate-storm, which no link keeps up with). Disk: every tick (about 20 ms of TSC) it
- * writes the tick into that sector of its virtio-blk disk, as test=journal does. Clock:
+ * writes the tick into that sector of its virtio-blk disk, as test=journal does, and reads
+ * it back into a page only the device writes, which must still hold it a tick later. Clock:
  * it reads the TSC between every two pages and keeps the largest step (its pause, when the
- * machine stopped under it). Each tick it checks pages on both sides of where it writes
- * (they must hold this sweep's and the last sweep's words), then prints
+ * machine stopped under it). Each tick it checks every page of the area (behind the
+ * writer this sweep's word, ahead of it the last sweep's), then prints
  * "MIGRATE <tick> <boot id> <sum> <largest step in TSC ticks> <tsc>" (hex), or
  * "MIGRATE BAD <page>" and powers off if a page holds what it never wrote. 'q' on COM1
  * powers it off.
@@ -22,6 +23,9 @@
 #define PAGES_PER_TICK 100ul
 
 static u8 sector[512] __attribute__((aligned(512)));
+/* Where the disk reads into: a page of its own, which only the device writes (so only the
+ * VMM's own record of what it wrote brings it over in a migration). */
+static u8 readback[4096] __attribute__((aligned(4096)));
 
 static inline u64 rdtsc(void)
 {
@@ -74,13 +78,18 @@ static void run(int storm)
             if ((inb(0x3f8 + 5) & 1) && inb(0x3f8) == 'q')
                 g_power_off();
         }
-        /* Pages on both sides of the writer, spread over the area. */
-        for (u64 k = 0; k < 16; k++) {
-            u64 page = (tick * 7919 + k * (AREA_PAGES / 16)) % AREA_PAGES;
+        /* Every page of the area, on both sides of the writer. */
+        for (u64 page = 0; page < AREA_PAGES; page++) {
             if (!page_ok(page, next, sweep)) {
                 report("MIGRATE BAD ", page);
                 g_power_off();
             }
+        }
+        /* The last tick's sector, read back last tick, is still there. */
+        if (tick > 1 && (*(volatile u64 *)readback != tick - 1 ||
+                         *(volatile u64 *)(readback + 16) != sum)) {
+            report("MIGRATE BAD READBACK ", *(volatile u64 *)readback);
+            g_power_off();
         }
         sum = sum * 31 + tick;
         for (int i = 0; i + 24 <= 512; i += 24) {
@@ -89,6 +98,11 @@ static void run(int storm)
             *(u64 *)(sector + i + 16) = sum;
         }
         u8 status = g_blk_request(BLK_OUT, tick % sectors, sector, 512, 0);
+        if (status) {
+            report("MIGRATE FAIL ", status);
+            g_power_off();
+        }
+        status = g_blk_request(BLK_IN, tick % sectors, readback, 512, 1);
         if (status) {
             report("MIGRATE FAIL ", status);
             g_power_off();
