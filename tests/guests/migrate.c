@@ -1,13 +1,13 @@
 /*
- * test=migrate and test=migrate-storm: a guest that keeps its memory, its disk and its
+ * test=migrate, migrate-100, migrate-idle and migrate-storm: a guest that keeps its memory, its disk and its
  * own clock busy, for the live-migration tests. Memory: it rewrites the 64 MiB from 64 MiB
  * one page at a time, each page's first word `sweep << 32 | page` (sweep counting whole
- * passes over the area, from 1), about 20 MB/s (migrate) or as fast as it can
- * (migrate-storm, which no link keeps up with). Disk: every tick (about 20 ms of TSC) it
+ * passes over the area, from 1), about 20 MB/s (migrate), 100 MB/s (migrate-100), not at
+ * all (migrate-idle) or as fast as it can (migrate-storm, which no link keeps up with). Disk: every tick (about 20 ms of TSC) it
  * writes the tick into that sector of its virtio-blk disk, as test=journal does, and reads
  * it back into a page only the device writes, which must still hold it a tick later. Clock:
- * it reads the TSC between every two pages and keeps the largest step (its pause, when the
- * machine stopped under it). Each tick it checks every page of the area (behind the
+ * it reads the TSC between every two pages and keeps the largest step (a migration's pause
+ * does not show in it: the TSC goes on from where it was when the machine paused). Each tick it checks every page of the area (behind the
  * writer this sweep's word, ahead of it the last sweep's), then prints
  * "MIGRATE <tick> <boot id> <sum> <largest step in TSC ticks> <tsc>" (hex), or
  * "MIGRATE BAD <page>" and powers off if a page holds what it never wrote. 'q' on COM1
@@ -17,10 +17,11 @@
 
 #define AREA_START 0x4000000ul
 #define AREA_PAGES ((64ul << 20) / 4096)
-/* TSC ticks a tick lasts (about 20 ms at 1 GHz and more), and pages written in one at
- * about 20 MB/s. */
+/* TSC ticks a tick lasts (20 ms at 1 GHz, less on faster clocks). */
 #define TICK_TSC 20000000ul
-#define PAGES_PER_TICK 100ul
+/* Pages a tick: about 20 MB/s at 1 GHz (migrate), five times that (migrate-100); none
+ * (migrate-idle); all it can (migrate-storm). */
+#define STORM (~0ul)
 
 static u8 sector[512] __attribute__((aligned(512)));
 /* Where the disk reads into: a page of its own, which only the device writes (so only the
@@ -48,7 +49,7 @@ static int page_ok(u64 page, u64 next, u64 sweep)
     return *page_word(page) == want;
 }
 
-static void run(int storm)
+static void run(u64 pages_per_tick)
 {
     u64 boot = rdtsc();
     g_lapic_enable();
@@ -60,7 +61,7 @@ static void run(int storm)
     for (u64 tick = 1;; tick++) {
         u64 start = rdtsc(), written = 0;
         while (rdtsc() - start < TICK_TSC) {
-            if (storm || written < PAGES_PER_TICK) {
+            if (written < pages_per_tick) {
                 *page_word(next) = (sweep << 32) | next;
                 written++;
                 if (++next == AREA_PAGES) {
@@ -125,10 +126,20 @@ static void run(int storm)
 
 void migrate_main(void)
 {
+    run(100);
+}
+
+void migrate_100_main(void)
+{
+    run(500);
+}
+
+void migrate_idle_main(void)
+{
     run(0);
 }
 
 void migrate_storm_main(void)
 {
-    run(1);
+    run(STORM);
 }

@@ -18,8 +18,8 @@
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
  * journal (ticks kept in memory and on the disk, for snapshots) and snapbench (256 MiB
- * touched, then debug-port beats; journal.c), migrate and migrate-storm (memory, disk and
- * clock busy, for live migration; migrate.c).
+ * touched, then debug-port beats; journal.c), migrate, migrate-100, migrate-idle and
+ * migrate-storm (memory, disk and clock busy, for live migration; migrate.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
@@ -2967,6 +2967,8 @@ g_reset_kbd:
     c_test test_snapbench, snapbench_main
     c_test test_migrate, migrate_main
     c_test test_migrate_storm, migrate_storm_main
+    c_test test_migrate_100, migrate_100_main
+    c_test test_migrate_idle, migrate_idle_main
 
 /* --- power --- */
 
@@ -3507,6 +3509,8 @@ n_journal:      .asciz "journal"
 n_snapbench:    .asciz "snapbench"
 n_migrate:      .asciz "migrate"
 n_migrate_storm: .asciz "migrate-storm"
+n_migrate_100:  .asciz "migrate-100"
+n_migrate_idle: .asciz "migrate-idle"
 n_ps2_mouse:    .asciz "ps2-mouse"
 n_installed:    .asciz "installed"
 n_firmware:     .asciz "firmware"
@@ -3628,6 +3632,8 @@ tests:
     .quad n_journal, test_journal
     .quad n_snapbench, test_snapbench
     .quad n_migrate_storm, test_migrate_storm
+    .quad n_migrate_100, test_migrate_100
+    .quad n_migrate_idle, test_migrate_idle
     .quad n_migrate, test_migrate
     .quad 0, 0
 

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vessel_tests::{GuestRun, GuestSpec, TIMEOUT, hex};
 use vmm::migration::{
@@ -21,7 +21,6 @@ struct Tick {
     tick: u64,
     boot: u64,
     sum: u64,
-    largest_step: u64,
 }
 
 fn ticks(output: &str) -> Vec<Tick> {
@@ -32,7 +31,7 @@ fn ticks(output: &str) -> Vec<Tick> {
         .filter_map(|l| l.strip_prefix("MIGRATE "))
         .map(|l| {
             let f: Vec<u64> = l.split(' ').map(hex).collect();
-            Tick { tick: f[0], boot: f[1], sum: f[2], largest_step: f[3] }
+            Tick { tick: f[0], boot: f[1], sum: f[2] }
         })
         .collect()
 }
@@ -53,15 +52,6 @@ fn more_ticks(run: &mut GuestRun, n: usize) {
     let have = ticks(&run.output()).len();
     let ok = run.wait_until(TIMEOUT, |r| ticks(&r.output()).len() >= have + n);
     assert!(ok, "the guest did not go on: {}", run.output());
-}
-
-/// The host's TSC ticks a second (the guest's TSC runs at the host's rate).
-fn tsc_hz() -> f64 {
-    // SAFETY: rdtsc reads the time-stamp counter; no memory is touched.
-    let read = || unsafe { core::arch::x86_64::_rdtsc() };
-    let (t0, c0) = (Instant::now(), read());
-    std::thread::sleep(Duration::from_millis(200));
-    (read() - c0) as f64 / t0.elapsed().as_secs_f64()
 }
 
 /// Migrates `run`'s machine to a new one built from `config` with `receive` options;
@@ -116,19 +106,13 @@ fn a_busy_guest_moves_and_goes_on_where_it_was() {
         assert_eq!(pair[1].boot, pair[0].boot, "the same boot: {both}");
         assert_eq!(pair[1].sum, pair[0].sum.wrapping_mul(31).wrapping_add(pair[1].tick));
     }
-    // The guest's own measure of its pause: the largest step of its clock across the move.
-    let hz = tsc_hz();
-    let moved_ticks = ticks(&moved.output());
-    let pause = moved_ticks.iter().take(3).map(|t| t.largest_step).max().unwrap() as f64 / hz;
     println!(
-        "migration: {:?} in all, {} passes, {} MiB of memory, {} KiB of state; paused {:?} \
-         as the sender measured, {:.1} ms as the guest measured",
+        "migration: {:?} in all, {} passes, {} KiB of memory, {} KiB of state; paused {:?}",
         migrated.total,
         migrated.passes,
-        migrated.memory_bytes >> 20,
+        migrated.memory_bytes >> 10,
         migrated.state_bytes >> 10,
         migrated.downtime,
-        pause * 1e3
     );
     moved.handle.send_serial(b"q").unwrap();
     assert!(matches!(moved.expect_stopped(), StopReason::PoweredOff));

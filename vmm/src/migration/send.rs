@@ -95,9 +95,13 @@ impl Sender<'_> {
         // Then the pages changed since, until what is left is small enough.
         let mut pass = 1;
         let mut dirty;
-        let mut last = Instant::now();
+        // What a look at the log finds was changed since the look before (the first: since
+        // the log began, with pass 1).
+        let mut since = pass_start;
         let converged = loop {
             dirty = source.log.take().map_err(|e| MigrationError::Machine(e.to_string()))?;
+            let interval = since.elapsed();
+            since = Instant::now();
             let remaining = count(&dirty) * PAGE;
             let estimate = duration_for(remaining, bandwidth);
             let report = Progress {
@@ -105,7 +109,7 @@ impl Sender<'_> {
                 pass,
                 sent,
                 remaining,
-                dirty_rate: rate(remaining, last.elapsed()),
+                dirty_rate: rate(remaining, interval),
                 bandwidth,
                 downtime_estimate: estimate,
             };
@@ -120,10 +124,10 @@ impl Sender<'_> {
                 break false;
             }
             pass += 1;
-            last = Instant::now();
+            let pass_start = Instant::now();
             let bytes = self.send_pages(&dirty, false, options)?;
             self.end_pass(pass)?;
-            bandwidth = rate(bytes, last.elapsed()).max(1);
+            bandwidth = rate(bytes, pass_start.elapsed()).max(1);
             sent += bytes;
         };
 
