@@ -54,6 +54,15 @@ fn main() {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
         }
         cli::Command::Suspend { name } => done(lib().and_then(|l| verbs::suspend(&l, &name, json))),
+        cli::Command::Migrate { name, to, downtime_ms, max_passes, on_limit, insecure } => {
+            let how = cli::migrate::How {
+                downtime_ms,
+                max_passes,
+                cancel_at_limit: on_limit == cli::args::OnLimit::Cancel,
+                insecure,
+            };
+            done(lib().and_then(|l| cli::migrate::migrate(&l, &name, &to, &how, json)))
+        }
         cli::Command::DiscardState { name } => {
             done(lib().and_then(|l| verbs::discard_state(&l, &name, json)))
         }

@@ -78,6 +78,30 @@ pub enum Command {
         #[command(subcommand)]
         action: SnapshotAction,
     },
+    /// Move a running VM to another Vessel by live migration: its memory goes over while
+    /// it runs, then it pauses briefly and runs on there (its disks on shared storage);
+    /// here it stops. On any failure it runs on here.
+    Migrate {
+        name: String,
+        /// Where the receiving Vessel listens (`vessel receive`): unix:PATH or
+        /// tcp:HOST:PORT.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// The pause the guest may have, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 300)]
+        downtime_ms: u64,
+        /// Most passes over memory while the guest runs.
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        max_passes: u32,
+        /// At the pass limit (a guest changing its memory faster than the link carries
+        /// it): complete with the pause it takes, or cancel (the VM runs on here).
+        #[arg(long, value_enum, default_value_t = OnLimit::Complete)]
+        on_limit: OnLimit,
+        /// Allow TCP to another host, where the guest's memory crosses the network
+        /// unencrypted.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },
     /// Change settings of a VM that is off: KEY=VALUE pairs, as in `vessel show`
@@ -132,6 +156,13 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// What a migration does at its pass limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnLimit {
+    Complete,
+    Cancel,
 }
 
 /// `vessel snapshot ...`.

@@ -158,6 +158,10 @@ fn ended(
             EXIT_QUIT
         }
         VmState::Stopped { kind: StopKind::PoweredOff, .. } => EXIT_POWERED_OFF,
+        VmState::Stopped { kind: StopKind::Migrated, .. } => {
+            eprintln!("\nvessel: the VM moved to another Vessel, and runs there");
+            EXIT_POWERED_OFF
+        }
         VmState::Stopped { kind: StopKind::Rebooted, .. } => {
             eprintln!("vessel: the guest rebooted");
             EXIT_REBOOTED

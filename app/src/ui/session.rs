@@ -657,9 +657,11 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 protocol::VmState::Paused => link.send(Update::Phase(Phase::Paused)),
                 protocol::VmState::Stopped { kind, reason } => {
                     ending = Some(match kind {
-                        StopKind::PoweredOff | StopKind::ForcedOff | StopKind::Rebooted => {
-                            Ending::PoweredOff
-                        }
+                        // Moved to another Vessel (`vessel migrate`): it is off here.
+                        StopKind::PoweredOff
+                        | StopKind::ForcedOff
+                        | StopKind::Rebooted
+                        | StopKind::Migrated => Ending::PoweredOff,
                         StopKind::Suspended => Ending::Suspended,
                         StopKind::Crashed => Ending::Crashed(
                             reason.unwrap_or_else(|| "the guest crashed".into()).into(),
@@ -682,7 +684,11 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 let command = link.verbs.try_recv().unwrap_or("do that");
                 link.send(Update::Failed { command, error });
             }
-            Reply::Status { .. } | Reply::DebugMarker { .. } => {}
+            // A migration the CLI asked for: its progress is the CLI's to show.
+            Reply::Status { .. }
+            | Reply::DebugMarker { .. }
+            | Reply::Migrating { .. }
+            | Reply::Migrated { .. } => {}
             Reply::Frame { layout, new_memory, damage, drawn } => {
                 // Its memory is taken whatever else is wrong: none is left for the next.
                 let memory = if new_memory { reader.take_fd().ok_or(()) } else { Err(()) };

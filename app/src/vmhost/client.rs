@@ -264,12 +264,33 @@ pub fn request_watching(
     exchange(root, name, request, Some(&mut on_event))
 }
 
+/// `request_watching`, with `fd` passed alongside the request (a `Migrate`'s connection).
+pub fn request_with_fd_watching(
+    root: &Path,
+    name: &str,
+    request: Request,
+    fd: &std::os::fd::OwnedFd,
+    mut on_event: impl FnMut(&Reply),
+) -> Result<Reply, ClientError> {
+    exchange_with(root, name, request, Some(fd), Some(&mut on_event))
+}
+
 /// Sends `request` (subscribed to the VM's events first if they are `watched`) and waits
 /// for its answer, handing the events to `watched`.
 fn exchange(
     root: &Path,
     name: &str,
     request: Request,
+    watched: Option<&mut dyn FnMut(&Reply)>,
+) -> Result<Reply, ClientError> {
+    exchange_with(root, name, request, None, watched)
+}
+
+fn exchange_with(
+    root: &Path,
+    name: &str,
+    request: Request,
+    fd: Option<&std::os::fd::OwnedFd>,
     mut watched: Option<&mut dyn FnMut(&Reply)>,
 ) -> Result<Reply, ClientError> {
     let mut stream = connect(root, name)?;
@@ -278,12 +299,14 @@ fn exchange(
         let subscribe = Request::Subscribe { serial: false, display: false, debug: false };
         protocol::send(&mut stream, &subscribe)?;
     }
-    protocol::send(&mut stream, &request)?;
+    super::wire::send_with_fd(&mut stream, &request, fd)?;
     loop {
         match protocol::receive::<Reply>(&mut stream)? {
             None => return Err(ClientError::NoAnswer),
             Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
-            Some(reply @ (Reply::Done | Reply::Status { .. })) => return Ok(reply),
+            Some(reply @ (Reply::Done | Reply::Status { .. } | Reply::Migrated { .. })) => {
+                return Ok(reply);
+            }
             Some(event) => {
                 if let Some(watch) = watched.as_mut() {
                     watch(&event);

@@ -96,6 +96,10 @@ impl Leash {
     }
 }
 
+/// A control request for the machine's thread: the client's id, the request, and the
+/// descriptor that came with it (a `Migrate`'s connection).
+type Control = (u64, Request, Option<OwnedFd>);
+
 /// What every thread of the process shares.
 struct Shared {
     clients: Mutex<Vec<Client>>,
@@ -103,11 +107,13 @@ struct Shared {
     machine: Mutex<Option<MachineInfo>>,
     serial: Mutex<VecDeque<u8>>,
     /// Control requests for the machine's thread: (client id, request).
-    control: Mutex<Option<Sender<(u64, Request)>>>,
+    control: Mutex<Option<Sender<Control>>>,
     /// The machine's display and input, once it is built.
     io: OnceLock<MachineIo>,
     next_id: AtomicU64,
     bundle: PathBuf,
+    /// Set to cancel the live migration under way.
+    cancel_migration: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Shared {
@@ -172,6 +178,7 @@ pub fn run(library: &Path, root: &Path, first: Option<UnixStream>, sandboxed: bo
         io: OnceLock::new(),
         next_id: AtomicU64::new(1),
         bundle: paths::canonical(root).unwrap_or_else(|_| root.to_path_buf()),
+        cancel_migration: Mutex::new(None),
     });
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     *lock(&shared.control) = Some(control_tx);
@@ -289,7 +296,7 @@ fn report_group(memory_mib: u64) {
     }
 }
 
-fn run_machine(shared: &Arc<Shared>, ready: Ready, control: &Receiver<(u64, Request)>) -> ExitCode {
+fn run_machine(shared: &Arc<Shared>, ready: Ready, control: &Receiver<Control>) -> ExitCode {
     let Ready { bundle, launch, listener, socket, helper } = ready;
     let code = build_and_serve(shared, bundle, launch, listener, control);
     // The socket goes, then the helper and with it its hold on the run lock; this
@@ -307,7 +314,7 @@ fn build_and_serve(
     bundle: Bundle,
     launch: launch::Launch,
     listener: UnixListener,
-    control: &Receiver<(u64, Request)>,
+    control: &Receiver<Control>,
 ) -> ExitCode {
     let _running = launch.lock;
     let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
@@ -463,7 +470,7 @@ type MachineIo = (Display, InputSink);
 fn serve_machine(
     shared: &Arc<Shared>,
     handle: &MachineHandle,
-    control: &Receiver<(u64, Request)>,
+    control: &Receiver<Control>,
 ) -> ExitCode {
     let mut next_usage = Instant::now() + Duration::from_secs(1);
     // A client powered it off: "quit", not the guest's own power-off.
@@ -498,10 +505,15 @@ fn serve_machine(
                     StopReason::Reset => (StopKind::Rebooted, None),
                     StopReason::Crashed(report) => (StopKind::Crashed, Some(crash_reason(&report))),
                     StopReason::Error(message) => (StopKind::Failed, Some(message)),
-                    StopReason::Migrated => {
-                        (StopKind::PoweredOff, Some("it moved to another Vessel".into()))
-                    }
+                    StopReason::Migrated => (StopKind::Migrated, None),
                 };
+                if kind == StopKind::Migrated {
+                    // The client that asked hears the figures before this process ends.
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while lock(&shared.cancel_migration).is_some() && Instant::now() < deadline {
+                        std::thread::sleep(POLL);
+                    }
+                }
                 shared.set_state(VmState::Stopped { kind, reason });
                 return code;
             }
@@ -532,7 +544,11 @@ fn serve_machine(
                 return crate::cli::headless::EXIT_VMM_ERROR;
             }
         }
-        while let Ok((client, request)) = control.try_recv() {
+        while let Ok((client, request, fd)) = control.try_recv() {
+            if let Request::Migrate { downtime_ms, max_passes, cancel_at_limit } = request {
+                migrate(handle, shared, client, fd, downtime_ms, max_passes, cancel_at_limit);
+                continue;
+            }
             forced |= request == Request::PowerOff;
             if request == Request::Suspend {
                 let reply = match suspend_machine(handle, shared) {
@@ -562,6 +578,93 @@ fn serve_machine(
             }
             shared.broadcast(|c| c.events, &Reply::Usage(usage(handle)));
         }
+    }
+}
+
+/// Starts moving the machine over `fd` (a connection to the receiving Vessel) on a thread of
+/// its own; `client` hears the outcome, subscribers the progress. The machine's events go
+/// on being served meanwhile: on success it stops (`Migrated`) and this process ends.
+fn migrate(
+    handle: &MachineHandle,
+    shared: &Arc<Shared>,
+    client: u64,
+    fd: Option<OwnedFd>,
+    downtime_ms: u64,
+    max_passes: u32,
+    cancel_at_limit: bool,
+) {
+    let Some(fd) = fd else {
+        let error = "the request came without its connection".to_string();
+        return shared.reply_to(client, Reply::Failed { error });
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let mut under_way = lock(&shared.cancel_migration);
+        if under_way.is_some() {
+            let error = "a migration of this VM is under way".to_string();
+            return shared.reply_to(client, Reply::Failed { error });
+        }
+        *under_way = Some(cancel.clone());
+    }
+    let options = vmm::migration::MigrateOptions {
+        downtime: Duration::from_millis(downtime_ms),
+        max_passes: max_passes.max(1),
+        on_limit: if cancel_at_limit {
+            vmm::migration::OnLimit::Cancel
+        } else {
+            vmm::migration::OnLimit::Complete
+        },
+        cancel,
+        ..Default::default()
+    };
+    let migrator = handle.migrator();
+    let watching = shared.clone();
+    let spawned = std::thread::Builder::new().name("vessel-migration".into()).spawn(move || {
+        // The machine's controller's filters, not a client's: a thread's filters bind the
+        // threads it starts, and the one that moves the memory reads KVM's dirty log.
+        vmm::seccomp::confine_this_thread(ThreadKind::Controller);
+        // A socket read and written as a file: read(2) and write(2), which every thread
+        // of the sandbox may make.
+        let mut conn = std::fs::File::from(fd);
+        let progress = |p: &vmm::migration::Progress| {
+            let phase = match p.phase {
+                vmm::migration::Phase::Copying => "copying",
+                vmm::migration::Phase::Stopping => "stopping",
+                vmm::migration::Phase::HandingOver => "handing over",
+            };
+            let reply = Reply::Migrating {
+                phase: phase.into(),
+                pass: p.pass,
+                sent: p.sent,
+                remaining: p.remaining,
+                dirty_rate: p.dirty_rate,
+                bandwidth: p.bandwidth,
+                downtime_estimate_ms: p.downtime_estimate.as_millis() as u64,
+            };
+            watching.broadcast(|c| c.events, &reply);
+        };
+        let reply = match migrator.migrate(&mut conn, &options, progress) {
+            Ok(m) => {
+                log::info!("moved to another Vessel: {m:?}");
+                Reply::Migrated {
+                    passes: m.passes,
+                    memory_bytes: m.memory_bytes,
+                    total_ms: m.total.as_millis() as u64,
+                    downtime_ms: m.downtime.as_millis() as u64,
+                    converged: m.converged,
+                }
+            }
+            Err(e) => {
+                log::warn!("the migration failed: {e}");
+                Reply::Failed { error: error_chain(&e) }
+            }
+        };
+        *lock(&watching.cancel_migration) = None;
+        watching.reply_to(client, reply);
+    });
+    if let Err(e) = spawned {
+        *lock(&shared.cancel_migration) = None;
+        shared.reply_to(client, Reply::Failed { error: format!("cannot start a thread: {e}") });
     }
 }
 
@@ -745,14 +848,31 @@ fn read_client(
                 let machine = lock(&shared.machine).clone();
                 shared.reply_to(id, Reply::Status { state, machine });
             }
+            Request::CancelMigration => {
+                let cancel = lock(&shared.cancel_migration).clone();
+                let reply = match cancel {
+                    Some(flag) => {
+                        flag.store(true, Ordering::Relaxed);
+                        Reply::Done
+                    }
+                    None => Reply::Failed { error: "no migration is under way".into() },
+                };
+                shared.reply_to(id, reply);
+            }
             control => {
                 if let Request::InsertCd { iso } = &control
                     && let Some(disc) = stream.take_fd()
                 {
                     vmm::devices::storage::hand_over_disc(iso.clone(), disc.into());
                 }
-                let sent =
-                    lock(&shared.control).as_ref().is_some_and(|tx| tx.send((id, control)).is_ok());
+                let fd = if matches!(control, Request::Migrate { .. }) {
+                    stream.take_fd()
+                } else {
+                    None
+                };
+                let sent = lock(&shared.control)
+                    .as_ref()
+                    .is_some_and(|tx| tx.send((id, control, fd)).is_ok());
                 if !sent {
                     let error = "the VM is not running".to_string();
                     shared.reply_to(id, Reply::Failed { error });

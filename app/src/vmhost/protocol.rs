@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// The protocol's version: bumped whenever a message changes meaning.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest frame either side sends or accepts (a serial chunk, a path, a status).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -113,12 +113,31 @@ pub enum Request {
     /// Saves the machine's whole state and memory into its folder and ends the VM
     /// process; the next start goes on from there.
     Suspend,
+    /// Moves the running VM by live migration over the connection that comes with this
+    /// message (a stream socket the client connected to the receiving Vessel). Answered
+    /// `Migrated` (the VM process then ends) or `Failed` (the VM runs on here); its
+    /// subscribers hear `Migrating` meanwhile.
+    Migrate {
+        /// The pause the guest may have, at most, when it is not changing its memory
+        /// faster than the link carries it.
+        downtime_ms: u64,
+        /// Most passes over memory while the guest runs.
+        max_passes: u32,
+        /// At the pass limit: cancel (true) or complete with the pause it takes (false).
+        cancel_at_limit: bool,
+    },
+    /// Cancels the migration under way; the VM runs on here.
+    CancelMigration,
 }
 
 impl Request {
     /// How long its answer may take: a suspend writes all of guest memory first.
     pub fn answer_within(&self) -> std::time::Duration {
-        let seconds = if *self == Request::Suspend { 600 } else { 10 };
+        let seconds = match self {
+            Request::Suspend => 600,
+            Request::Migrate { .. } => 3600,
+            _ => 10,
+        };
         std::time::Duration::from_secs(seconds)
     }
 }
@@ -138,6 +157,8 @@ pub enum StopKind {
     Failed,
     /// Its state was saved (`Request::Suspend`): the next start resumes it.
     Suspended,
+    /// It moved to another Vessel by live migration, and runs there.
+    Migrated,
 }
 
 /// The VM's state as clients see it.
@@ -232,6 +253,26 @@ pub enum Reply {
     Saving {
         done: u64,
         total: u64,
+    },
+    /// How far a live migration is (`vmm::migration::Progress`).
+    Migrating {
+        /// "copying", "stopping" or "handing over".
+        phase: String,
+        pass: u32,
+        sent: u64,
+        remaining: u64,
+        dirty_rate: u64,
+        bandwidth: u64,
+        downtime_estimate_ms: u64,
+    },
+    /// The answer to `Migrate`: the VM runs on the receiver.
+    Migrated {
+        passes: u32,
+        memory_bytes: u64,
+        total_ms: u64,
+        downtime_ms: u64,
+        /// Whether the pause target was met (else the pass limit was hit).
+        converged: bool,
     },
     /// The frame shown: a new one (its memory, a sealed memfd, comes with this message)
     /// when `new_memory`, else what changed in the last one. `damage` None: all of it.

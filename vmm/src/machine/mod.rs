@@ -164,6 +164,7 @@ pub fn host_cpuid(vcpus: u8) -> Result<Vec<crate::migration::cpu::Leaf>, Machine
 }
 
 /// Drives a machine's controller for a live migration's sender, from the sender's thread.
+#[derive(Clone)]
 struct MigrationControls {
     control: ControlSender,
 }
@@ -205,6 +206,43 @@ impl crate::migration::Controls for MigrationControls {
 
     fn done(&self) {
         let _ = self.command(Command::MigrationDone);
+    }
+}
+
+/// Migrates a machine (`MachineHandle::migrator`): cheap, and usable from any thread.
+#[derive(Clone)]
+pub struct Migrator {
+    controls: MigrationControls,
+}
+
+impl Migrator {
+    /// `MachineHandle::migrate`.
+    pub fn migrate(
+        &self,
+        conn: &mut dyn crate::migration::Connection,
+        options: &crate::migration::MigrateOptions,
+        progress: impl Fn(&crate::migration::Progress) + Send + Sync,
+    ) -> Result<crate::migration::Migrated, crate::migration::MigrationError> {
+        let controls = &self.controls;
+        // On a thread of its own, under the controller's system call filters (it reads
+        // KVM's dirty log). A thread's filters bind the threads it starts: in a confined
+        // process the caller must be a thread whose filters allow that much (the VM
+        // process's main thread, or one confined as the controller).
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new().name("vessel-migrate".into()).spawn_scoped(
+                scope,
+                || {
+                    crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Controller);
+                    crate::migration::send(controls, conn, options, &progress)
+                },
+            );
+            let thread = thread.map_err(|e| {
+                crate::migration::MigrationError::Machine(format!("cannot start a thread: {e}"))
+            })?;
+            thread.join().unwrap_or_else(|_| {
+                Err(crate::migration::MigrationError::Machine("the migration panicked".into()))
+            })
+        })
     }
 }
 
@@ -299,24 +337,12 @@ impl MachineHandle {
         options: &crate::migration::MigrateOptions,
         progress: impl Fn(&crate::migration::Progress) + Send + Sync,
     ) -> Result<crate::migration::Migrated, crate::migration::MigrationError> {
-        let controls = MigrationControls { control: self.control.clone() };
-        // On a thread of its own: it reads KVM's dirty log, which the caller's thread (a
-        // VM process's control thread) may not.
-        std::thread::scope(|scope| {
-            let thread = std::thread::Builder::new().name("vessel-migrate".into()).spawn_scoped(
-                scope,
-                || {
-                    crate::seccomp::confine_this_thread(crate::seccomp::ThreadKind::Controller);
-                    crate::migration::send(&controls, conn, options, &progress)
-                },
-            );
-            let thread = thread.map_err(|e| {
-                crate::migration::MigrationError::Machine(format!("cannot start a thread: {e}"))
-            })?;
-            thread.join().unwrap_or_else(|_| {
-                Err(crate::migration::MigrationError::Machine("the migration panicked".into()))
-            })
-        })
+        self.migrator().migrate(conn, options, progress)
+    }
+
+    /// What migrates this machine from another thread than the handle's.
+    pub fn migrator(&self) -> Migrator {
+        Migrator { controls: MigrationControls { control: self.control.clone() } }
     }
 
     /// Types `bytes` into COM1.
