@@ -290,3 +290,63 @@ fn a_hostile_sender_is_refused_and_nothing_runs() {
     assert_eq!(tag, Tag::Failed);
     assert!(wire::text(&why).contains("outside the machine's RAM"), "{}", wire::text(&why));
 }
+
+/// The receiver's end, which loses the connection as it is about to say `Running`.
+struct LosesRunning(UnixStream);
+
+impl Read for LosesRunning {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for LosesRunning {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A frame's head: its tag, then its length.
+        if buf.len() == 9 && buf[0] == migration::wire::Tag::Running as u8 {
+            let _ = self.0.shutdown(std::net::Shutdown::Both);
+            return Err(std::io::Error::other("the link went down"));
+        }
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn an_unconfirmed_migration_never_leaves_two_copies_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("migrate", dir.path());
+    let mut run = spec.boot();
+    more_ticks(&mut run, 2);
+    let (mut sender_end, receiver_end) = UnixStream::pair().unwrap();
+    let config = spec.config();
+    let receiver = std::thread::spawn(move || {
+        let mut losing = LosesRunning(receiver_end);
+        migration::receive(config, None, &mut losing, &ReceiveOptions::default(), &|_| {})
+    });
+    let error =
+        run.handle.migrate(&mut sender_end, &MigrateOptions::default(), |_| {}).unwrap_err();
+    assert!(matches!(error, MigrationError::Unconfirmed(_)), "{error}");
+    assert!(!error.source_runs_on());
+    // The receiver runs it (it was told Go); the sender's copy stays paused, and cannot
+    // be resumed while the receiver holds its disk.
+    let mut moved = GuestRun {
+        handle: receiver.join().unwrap().unwrap(),
+        serial: Vec::new(),
+        events: Vec::new(),
+    };
+    more_ticks(&mut moved, 2);
+    assert!(matches!(run.handle.state(), MachineState::Paused));
+    let refused = run.handle.resume().unwrap_err().to_string();
+    assert!(refused.contains("runs on the other Vessel"), "{refused}");
+    assert!(matches!(run.handle.state(), MachineState::Paused));
+    // Once the receiver's copy is gone, the sender's takes its disk back and runs on. (What
+    // the receiver's copy did meanwhile is lost: that is the user's call to make; what the
+    // test shows is that the disks' locks decide, so that two copies never run.)
+    moved.handle.power_off().unwrap();
+    drop(moved);
+    run.handle.resume().unwrap();
+    runs_on(&mut run);
+}

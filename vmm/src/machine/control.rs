@@ -45,6 +45,9 @@ pub enum Command {
     MigrationAbort,
     /// The machine runs elsewhere: this one stops.
     MigrationDone,
+    /// The receiver did not confirm it runs the machine: this one stays paused; a Resume
+    /// takes it back only if its disks can be taken back.
+    MigrationUnconfirmed,
 }
 
 /// Told (bytes of guest memory saved, bytes in all) as a save goes on.

@@ -40,6 +40,8 @@ struct Migrating {
     was_running: bool,
     /// Whether the switch-over paused it and let its disks go.
     frozen: bool,
+    /// The receiver was told to run it and did not confirm.
+    unconfirmed: bool,
     generation: u64,
 }
 
@@ -175,6 +177,24 @@ impl Controller {
         let state = self.state();
         let wrong_state =
             || MachineError::InvalidState { command: command_name(&cmd), state: state.name() };
+        // After a migration the receiver did not confirm, the user's Resume takes the
+        // machine back if its disks can be taken back (if the receiver runs it, it holds
+        // them, and this copy must not run).
+        if matches!(cmd, Command::Resume)
+            && let Some(m) = &self.migrating
+            && m.unconfirmed
+            && m.generation == self.generation
+        {
+            let instance = self.instance.as_mut().ok_or_else(wrong_state)?;
+            instance.thaw().map_err(|e| {
+                MachineError::Migration(format!(
+                    "cannot take the machine back from the migration: {}; it probably runs \
+                     on the other Vessel: power this copy off",
+                    error_chain(&e)
+                ))
+            })?;
+            self.migrating = None;
+        }
         // Once its disks are let go, the machine must not run here until the migration
         // ends one way or the other.
         if self.migrating.as_ref().is_some_and(|m| m.frozen && m.generation == self.generation)
@@ -249,6 +269,7 @@ impl Controller {
                 self.migrating = Some(Migrating {
                     was_running: matches!(state, MachineState::Running),
                     frozen: false,
+                    unconfirmed: false,
                     generation: self.generation,
                 });
                 let _ = reply.send(source);
@@ -302,6 +323,11 @@ impl Controller {
                 if migrating.was_running && matches!(self.state(), MachineState::Paused) {
                     self.instance_mode(RunMode::Running);
                     self.set_state(MachineState::Running);
+                }
+            }
+            (Command::MigrationUnconfirmed, _) => {
+                if let Some(m) = &mut self.migrating {
+                    m.unconfirmed = true;
                 }
             }
             (Command::MigrationDone, _) => {
@@ -416,6 +442,8 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::EjectCd { .. } => "eject the CD of",
         Command::SaveState { .. } => "save the state of",
         Command::MigrationBegin(_) | Command::MigrationFreeze { .. } => "migrate",
-        Command::MigrationAbort | Command::MigrationDone => "end the migration of",
+        Command::MigrationAbort | Command::MigrationDone | Command::MigrationUnconfirmed => {
+            "end the migration of"
+        }
     }
 }

@@ -207,6 +207,10 @@ impl crate::migration::Controls for MigrationControls {
     fn done(&self) {
         let _ = self.command(Command::MigrationDone);
     }
+
+    fn unconfirmed(&self) {
+        let _ = self.command(Command::MigrationUnconfirmed);
+    }
 }
 
 /// Migrates a machine (`MachineHandle::migrator`): cheap, and usable from any thread.

@@ -150,8 +150,9 @@ pub enum MigrationError {
     DidNotConverge { passes: u32, estimate: Duration },
     #[error(
         "the other Vessel was told to run the machine, but did not confirm it ({0}); the \
-         machine stays paused here: check the other side before resuming it here, or two \
-         copies of it would run"
+         machine stays paused here. Check the other side: if the machine runs there, power \
+         this copy off; if not, resume it here (refused while the other side holds its \
+         disks)"
     )]
     Unconfirmed(String),
     #[error("the machine: {0}")]
@@ -192,4 +193,7 @@ pub trait Controls {
     fn abort(&self);
     /// The receiver runs the machine: this one stops for good.
     fn done(&self);
+    /// The receiver was told to run the machine and did not confirm it: this one stays
+    /// paused, and may be resumed only if its disks can be taken back.
+    fn unconfirmed(&self);
 }

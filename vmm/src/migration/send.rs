@@ -39,6 +39,9 @@ pub fn send(
             Ok(migrated)
         }
         Err(error) => {
+            if !error.source_runs_on() {
+                controls.unconfirmed();
+            }
             if error.source_runs_on() {
                 controls.abort();
                 // The receiver hears why, if it still listens (it may be why).

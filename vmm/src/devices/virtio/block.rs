@@ -323,8 +323,8 @@ impl VirtioDevice for Block {
             return ofd_unlock(&self.lock, &self.path).map_err(|e| e.to_string());
         }
         // Taken back after a failed migration: the machine that was to take the disk over
-        // may still be letting it go.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // may still be letting it go (a few milliseconds); one that runs holds it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         loop {
             match ofd_lock(&self.lock, &self.path, true) {
                 Err(LockError::Locked { .. }) if std::time::Instant::now() < deadline => {}
