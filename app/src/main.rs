@@ -32,7 +32,11 @@ fn main() {
     }
     if !matches!(
         command,
-        cli::Command::Run(_) | cli::Command::Start { .. } | cli::Command::VhostUser(_)
+        cli::Command::Run(_)
+            | cli::Command::Start { .. }
+            | cli::Command::VhostUser(_)
+            | cli::Command::Migrate { .. }
+            | cli::Command::Receive { .. }
     ) {
         // Printing verbs end quietly when their reader goes away (`vessel list | head`), as
         // Unix tools do. Not for machines: a socket to a vanished peer must be an error.
@@ -54,15 +58,30 @@ fn main() {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
         }
         cli::Command::Suspend { name } => done(lib().and_then(|l| verbs::suspend(&l, &name, json))),
-        cli::Command::Migrate { name, to, downtime_ms, max_passes, on_limit, insecure } => {
-            let how = cli::migrate::How {
-                downtime_ms,
-                max_passes,
-                cancel_at_limit: on_limit == cli::args::OnLimit::Cancel,
-                insecure,
-            };
-            done(lib().and_then(|l| cli::migrate::migrate(&l, &name, &to, &how, json)))
+        cli::Command::Migrate {
+            name,
+            to,
+            downtime_ms,
+            max_passes,
+            on_limit,
+            insecure,
+            token_file,
+        } => {
+            let token = token_file.map(|f| vessel::core::migration::read_token(&f)).transpose();
+            done(token.map_err(anyhow::Error::from).and_then(|token| {
+                let how = cli::migrate::How {
+                    downtime_ms,
+                    max_passes,
+                    cancel_at_limit: on_limit == cli::args::OnLimit::Cancel,
+                    insecure,
+                    token,
+                };
+                lib().and_then(|l| cli::migrate::migrate(&l, &name, &to, &how, json))
+            }))
         }
+        cli::Command::Receive { listen, token_file, insecure } => done(lib().and_then(|l| {
+            cli::migrate::receive(&l, &listen, token_file.as_deref(), insecure, json)
+        })),
         cli::Command::DiscardState { name } => {
             done(lib().and_then(|l| verbs::discard_state(&l, &name, json)))
         }

@@ -1,8 +1,9 @@
-//! `vessel migrate`: a library VM running in its VM process (sandboxed) moves by live
-//! migration to a receiver over a unix socket — here the test itself, taking the machine
-//! with `vmm::migration::receive` — and goes on there where it was; its VM process ends.
-//! A receiver that refuses leaves it running. (`vessel receive` as the receiving VM
-//! process: to come.)
+//! `vessel migrate` and `vessel receive`: a library VM running in its (sandboxed) VM
+//! process moves by live migration to a receiver — the test itself, taking the machine with
+//! `vmm::migration::receive`; then a VM process that `vessel receive` started in the same
+//! library (shared storage), over a unix socket and over TCP with a token — and goes on
+//! there where it was; its old VM process ends. A receiver that refuses (a CPU feature, a
+//! wrong token) leaves it running where it was.
 
 mod common;
 
@@ -44,22 +45,34 @@ fn receiver(
     let listener = UnixListener::bind(&path).unwrap();
     let thread = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
+        // `vessel migrate` offers the VM first (`vessel receive`'s part): taken.
+        use vessel::core::migration::{Answer, Offer};
+        use vessel::vmhost::protocol;
+        let offer: Offer = protocol::receive(&mut conn).unwrap().unwrap();
+        assert_eq!(offer.name, "Mover");
+        protocol::send(&mut conn, &Answer::Accept).unwrap();
         vmm::migration::receive(config, None, &mut conn, &options, &|_| {})
     });
     (format!("unix:{}", path.display()), thread)
+}
+
+/// "Mover" (test=migrate, 256 MiB, a disk) made in `lib` and started, ticking.
+fn start_mover(lib: &std::path::Path) -> Started {
+    let kernel = testguest_elf();
+    let args = ["create", "Mover", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
+    let more = ["test=migrate", "--memory", "256M", "--disk-size", "8M", "--no-net"];
+    let out = vessel(lib, &[&args[..], &more[..]].concat());
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    let mut run = Started::new(lib, "Mover");
+    assert!(run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 5), "{}", run.seen());
+    run
 }
 
 #[test]
 fn a_running_vm_moves_out_of_its_vm_process_and_goes_on() {
     let lib = common::scratch("migrate");
     let _vms = common::KillsVms(lib.clone());
-    let kernel = testguest_elf();
-    let args = ["create", "Mover", "--kernel", kernel.to_str().unwrap(), "--cmdline"];
-    let more = ["test=migrate", "--memory", "256M", "--disk-size", "8M", "--no-net"];
-    let out = vessel(&lib, &[&args[..], &more[..]].concat());
-    assert!(out.status.success(), "create: {}", text(&out.stderr));
-    let mut run = Started::new(&lib, "Mover");
-    assert!(run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 5), "{}", run.seen());
+    let mut run = start_mover(&lib);
 
     // A receiver that lacks a feature the guest has: refused, and the VM runs on.
     let hide = vmm::migration::ReceiveOptions { hide_cpu_features: vec!["sse2".into()] };
@@ -100,4 +113,111 @@ fn a_running_vm_moves_out_of_its_vm_process_and_goes_on() {
     }
     moved.handle.send_serial(b"q").unwrap();
     assert!(matches!(moved.expect_stopped(), vmm::StopReason::PoweredOff));
+}
+
+/// `vessel receive` started on `listen` in `lib`: the process, and what it printed first
+/// (its address, and its token as JSON).
+fn receive(lib: &std::path::Path, listen: &str) -> (std::process::Child, serde_json::Value) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--library")
+        .arg(lib)
+        .args(["--json", "receive", "--listen", listen])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    let said: serde_json::Value = serde_json::from_str(&first).expect(&first);
+    // The rest (its verdict) is read when it ends.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        rest
+    });
+    (child, said)
+}
+
+/// The serial output the running VM `name`'s process kept, once it holds `ticks` ticks.
+fn serial_of(lib: &std::path::Path, name: &str, ticks_wanted: usize) -> String {
+    use vessel::vmhost::protocol::{self, Reply, Request};
+    let root = lib.join(format!("{name}.vessel"));
+    let mut stream = vessel::vmhost::client::connect(&root, name).unwrap();
+    protocol::send(&mut stream, &Request::Subscribe { serial: true, display: false, debug: false })
+        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut serial = Vec::new();
+    while ticks(&String::from_utf8_lossy(&serial)).len() < ticks_wanted {
+        match protocol::receive::<Reply>(&mut stream).unwrap() {
+            Some(Reply::Serial { bytes }) => serial.extend(bytes),
+            Some(_) => {}
+            None => panic!("{name}'s VM process ended: {}", String::from_utf8_lossy(&serial)),
+        }
+    }
+    String::from_utf8_lossy(&serial).into_owned()
+}
+
+fn pid_of(lib: &std::path::Path, name: &str) -> Option<u64> {
+    let list = common::json(lib, &["list", "--json"]);
+    let vm = list.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
+    vm["pid"].as_u64().or_else(|| vm["pid"].as_str().and_then(|p| p.parse().ok()))
+}
+
+#[test]
+fn a_vm_moves_between_two_vm_processes_over_unix_and_over_tcp() {
+    let lib = common::scratch("migrate-processes");
+    let _vms = common::KillsVms(lib.clone());
+    let run = start_mover(&lib);
+    let first_pid = pid_of(&lib, "Mover");
+
+    // Over a unix socket, into a VM process of the same library (shared storage).
+    let path = lib.join("in.sock");
+    let (mut receiver, said) = receive(&lib, &format!("unix:{}", path.display()));
+    assert_eq!(said["listening"], format!("unix:{}", path.display()));
+    let out = vessel(&lib, &["migrate", "Mover", "--to", &format!("unix:{}", path.display())]);
+    assert!(out.status.success(), "migrate: {}{}", text(&out.stdout), text(&out.stderr));
+    println!("{}", text(&out.stdout));
+    assert!(receiver.wait().unwrap().success(), "vessel receive");
+    let (status, before, stderr) = run.finish();
+    assert!(status.success() && stderr.contains("moved to another Vessel"), "{stderr}");
+    let second_pid = pid_of(&lib, "Mover");
+    assert!(second_pid.is_some() && second_pid != first_pid, "{first_pid:?} {second_pid:?}");
+    let after = serial_of(&lib, "Mover", 5);
+    let both = ticks(&format!("{before}{after}"));
+    for pair in both.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "ticks one by one: {before}{after}");
+        assert_eq!(pair[1].1, pair[0].1, "the same boot");
+    }
+
+    // Over TCP on this host, with the token the receiver made: a wrong one is refused
+    // before anything moves, and the VM runs on.
+    let (mut receiver, said) = receive(&lib, "tcp:127.0.0.1:0");
+    let to = said["listening"].as_str().unwrap().to_string();
+    let token = said["token"].as_str().unwrap().to_string();
+    let wrong = lib.join("wrong-token");
+    std::fs::write(&wrong, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let out =
+        vessel(&lib, &["migrate", "Mover", "--to", &to, "--token-file", wrong.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("token"), "{}", text(&out.stderr));
+    assert_eq!(pid_of(&lib, "Mover"), second_pid, "it runs on where it was");
+    let right = lib.join("token");
+    std::fs::write(&right, format!("{token}\n")).unwrap();
+    let out = vessel(
+        &lib,
+        &["migrate", "Mover", "--to", &to, "--token-file", right.to_str().unwrap(), "--json"],
+    );
+    assert!(out.status.success(), "migrate over tcp: {}", text(&out.stderr));
+    println!("{}", text(&out.stdout));
+    assert!(receiver.wait().unwrap().success());
+    let third_pid = pid_of(&lib, "Mover");
+    assert!(third_pid.is_some() && third_pid != second_pid);
+    let again = serial_of(&lib, "Mover", 3);
+    let last_before = ticks(&after).last().copied().unwrap();
+    let first_after = ticks(&again)[0];
+    assert!(first_after.0 > last_before.0 && first_after.1 == last_before.1, "{after}\n{again}");
+    let out = vessel(&lib, &["stop", "--force", "Mover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -153,47 +153,31 @@ impl Bundle {
     /// Marks the VM as running for as long as the returned lock lives. The kernel drops
     /// the lock when the holder exits, however it exits, so it never goes stale.
     pub fn lock_running(&self) -> Result<RunLock, BundleError> {
-        let path = self.root.join(LOCK_FILE);
-        // Never through a symlink planted in its place: the pid would be written there.
-        let mut file = files::open_nofollow(&path).map_err(io(&path))?;
-        let lock = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
+        let mut lock = self.open_run_lock()?;
         // A lock this process just let go of can linger for a moment: a child process
         // forked meanwhile (by any thread) shares the open file description until it
         // execs. So a held lock whose holder is this process is tried again, briefly.
         let mut tries = 0;
-        // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
-        while unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-                let mut pid = String::new();
-                let _ = file.seek(SeekFrom::Start(0));
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                if pid == std::process::id().to_string() && tries < 50 {
+        loop {
+            match lock.try_take() {
+                Err(BundleError::AlreadyRunning { pid })
+                    if pid == std::process::id().to_string() && tries < 50 =>
+                {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(2));
-                    continue;
                 }
-                return Err(BundleError::AlreadyRunning {
-                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
-                });
+                other => return other.map(|()| lock),
             }
-            return Err(io(&path)(e));
         }
-        let record = (|| {
-            file.set_len(0)?;
-            file.seek(SeekFrom::Start(0))?;
-            writeln!(file, "{}", std::process::id())?;
-            file.sync_data()
-        })();
-        record.map_err(io(&path))?;
-        Ok(RunLock { _file: file })
+    }
+
+    /// The run lock's file, opened but not locked: a VM process receiving the VM by live
+    /// migration takes it (`RunLock::take`) once the sending one lets it go.
+    pub fn open_run_lock(&self) -> Result<RunLock, BundleError> {
+        let path = self.root.join(LOCK_FILE);
+        // Never through a symlink planted in its place: the pid would be written there.
+        let file = files::open_nofollow(&path).map_err(io(&path))?;
+        Ok(RunLock { _file: file, path })
     }
 }
 
@@ -232,9 +216,75 @@ impl Bundle {
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
+    path: PathBuf,
 }
 
 impl RunLock {
+    /// Takes the lock now, recording this process's pid in the file; `AlreadyRunning`
+    /// (with the holder's pid) if another holds it.
+    fn try_take(&mut self) -> Result<(), BundleError> {
+        let file = &mut self._file;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+                let mut pid = String::new();
+                let _ = file.seek(SeekFrom::Start(0));
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(BundleError::AlreadyRunning {
+                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                });
+            }
+            return Err(io(&self.path)(e));
+        }
+        let record = (|| {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_data()
+        })();
+        record.map_err(io(&self.path))
+    }
+
+    /// Takes the lock, waiting up to `wait` for its holder to let go (a VM process that
+    /// hands the VM over by live migration lets go at the switch-over).
+    pub fn take(&mut self, wait: std::time::Duration) -> Result<(), BundleError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.try_take() {
+                Err(BundleError::AlreadyRunning { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Lets the lock go, keeping the file open (and so able to `take` it again): a VM
+    /// process handing its VM to another by live migration.
+    pub fn release(&self) -> Result<(), BundleError> {
+        let unlock = libc::flock {
+            l_type: libc::F_UNLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
+        if unsafe { libc::fcntl(self._file.as_raw_fd(), libc::F_OFD_SETLK, &unlock) } != 0 {
+            return Err(io(&self.path)(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// The lock's open file: a process forked with it holds the lock too (it is the file
     /// description's), until it and this both let go.
     pub fn file(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -350,6 +400,27 @@ mod tests {
         assert!(matches!(bundle.lock_running(), Err(BundleError::AlreadyRunning { .. })));
         drop(lock);
         bundle.lock_running().unwrap();
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_run_lock_is_handed_over_and_taken_back() {
+        let dir = scratch("handover");
+        let bundle = Bundle::create(&dir, full()).unwrap();
+        let mut sender = bundle.lock_running().unwrap();
+        let mut receiver = bundle.open_run_lock().unwrap();
+        let short = std::time::Duration::from_millis(20);
+        assert!(matches!(receiver.take(short), Err(BundleError::AlreadyRunning { .. })));
+        // The sender lets go at the switch-over: the receiver takes it, and is the runner.
+        sender.release().unwrap();
+        assert_eq!(bundle.running().unwrap(), None);
+        receiver.take(short).unwrap();
+        assert_eq!(bundle.running().unwrap(), Some(std::process::id().to_string()));
+        assert!(matches!(sender.take(short), Err(BundleError::AlreadyRunning { .. })));
+        // A migration that failed: the receiver lets go, the sender takes it back.
+        receiver.release().unwrap();
+        sender.take(short).unwrap();
+        assert!(matches!(bundle.lock_running(), Err(BundleError::AlreadyRunning { .. })));
         let _ = fs::remove_dir_all(dir);
     }
 }

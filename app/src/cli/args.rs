@@ -101,6 +101,26 @@ pub enum Command {
         /// unencrypted.
         #[arg(long)]
         insecure: bool,
+        /// The receiver's token (the first line of this file): `vessel receive` prints
+        /// one, or takes one with its own --token-file.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Wait for one VM to come by live migration (`vessel migrate` on the host that runs
+    /// it) and run it here. The VM's folder must be in this library too: its disks on
+    /// storage both hosts share.
+    Receive {
+        /// Where to listen: unix:PATH or tcp:ADDR:PORT (port 0: any free one, printed).
+        #[arg(long, value_name = "ADDRESS")]
+        listen: String,
+        /// The token the sender must give (the first line of this file). Over TCP one is
+        /// made and printed if none is given.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Allow listening on an address off this host (the guest's memory comes over
+        /// the network unencrypted).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Reset a running VM, as its reset button would.
     Reset { name: String },

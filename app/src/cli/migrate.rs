@@ -1,6 +1,8 @@
-//! `vessel migrate NAME --to ADDRESS`: connects to the receiving Vessel and hands the
-//! connection to the VM's process, which moves the machine over it (`vmm::migration`);
-//! says how far it is on a terminal, and what it took.
+//! `vessel migrate NAME --to ADDRESS`: connects to the receiving Vessel, offers it the VM
+//! (`core::migration::Offer`, with the receiver's token) and hands the connection to the
+//! VM's process, which moves the machine over it (`vmm::migration`); says how far it is on
+//! a terminal, and what it took. `vessel receive --listen ADDRESS`: waits for one VM,
+//! checks the offer, and starts the VM's process here to take it.
 
 use std::io::{IsTerminal, Write};
 
@@ -8,9 +10,14 @@ use anyhow::bail;
 use vm_library::library::Library;
 
 use super::verbs::say;
-use crate::core::migration::Address;
-use crate::vmhost::client;
-use crate::vmhost::protocol::{Reply, Request};
+use crate::core::migration::{Address, Answer, Offer};
+use crate::core::units::size_text;
+use crate::vmhost::client::{self, Launcher};
+use crate::vmhost::protocol::{self, Reply, Request, VmState};
+use crate::vmhost::wire::FrameReader;
+
+/// How long one side waits for the other's offer or answer.
+const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How the migration goes (`vessel migrate`'s options).
 pub struct How {
@@ -18,6 +25,8 @@ pub struct How {
     pub max_passes: u32,
     pub cancel_at_limit: bool,
     pub insecure: bool,
+    /// The receiver's token (`--token-file`).
+    pub token: Option<String>,
 }
 
 pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> anyhow::Result<()> {
@@ -29,6 +38,7 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         );
     }
     let conn = address.connect(how.insecure)?;
+    offer(&conn, &bundle, how.token.clone())?;
     let request = Request::Migrate {
         downtime_ms: how.downtime_ms,
         max_passes: how.max_passes,
@@ -37,27 +47,31 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
     let show = !json && std::io::stderr().is_terminal();
     let mut shown = false;
     let progress = |reply: &Reply| {
-        if let Reply::Migrating {
-            phase,
-            pass,
-            sent,
-            remaining,
-            dirty_rate,
-            downtime_estimate_ms,
-            ..
+        let Reply::Migrating {
+            phase, pass, sent, remaining, dirty_rate, downtime_estimate_ms, ..
         } = reply
-            && show
-        {
-            eprint!(
-                "\r\x1b[K{name}: {phase}, pass {pass}: {} MiB sent, {} MiB left, changing {} MiB/s, \
-                 pause now {downtime_estimate_ms} ms",
-                sent >> 20,
-                remaining >> 20,
-                dirty_rate >> 20
-            );
-            let _ = std::io::stderr().flush();
-            shown = true;
+        else {
+            return;
+        };
+        if !show {
+            return;
         }
+        let line = match phase.as_str() {
+            "copying" => format!(
+                "copying, pass {pass}: {} sent, {} changed since, {}/s changing; a pause now \
+                 would be {downtime_estimate_ms} ms",
+                size_text(*sent),
+                size_text(*remaining),
+                size_text(*dirty_rate)
+            ),
+            "stopping" => {
+                format!("paused; the last {} and its state go over", size_text(*remaining))
+            }
+            _ => "the other Vessel takes over".to_string(),
+        };
+        eprint!("\r\x1b[K{name}: {line}");
+        let _ = std::io::stderr().flush();
+        shown = true;
     };
     let answer = client::request_with_fd_watching(bundle.root(), name, request, &conn, progress);
     drop(conn);
@@ -68,9 +82,9 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         bail!("{name}'s VM process gave no account of the migration");
     };
     let line = format!(
-        "{name}: moved to {address} in {total_ms} ms ({passes} passes, {} MiB of memory); \
-         paused {downtime_ms} ms{}",
-        memory_bytes >> 20,
+        "{name}: moved to {address} in {total_ms} ms ({passes} passes, {} of memory); paused \
+         {downtime_ms} ms{}",
+        size_text(memory_bytes),
         if converged {
             ""
         } else {
@@ -87,4 +101,220 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         "converged": converged,
     });
     say(json, value, line)
+}
+
+/// Offers the VM in `bundle` over `conn` (the receiver's token with it); Err with the
+/// receiver's reason if it refuses.
+fn offer(
+    conn: &std::os::fd::OwnedFd,
+    bundle: &vm_library::bundle::Bundle,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let mut stream = std::fs::File::from(conn.try_clone()?);
+    let offer = Offer {
+        vessel: env!("CARGO_PKG_VERSION").to_string(),
+        name: bundle.config.name.clone(),
+        uuid: bundle.config.uuid,
+        token,
+    };
+    protocol::send(&mut stream, &offer)?;
+    let answer = with_timeout(conn, || protocol::receive::<Answer>(&mut stream))?;
+    match answer {
+        Some(Answer::Accept) => Ok(()),
+        Some(Answer::Refuse(why)) => bail!("the receiving Vessel refused {}: {why}", offer.name),
+        None => bail!("the receiving Vessel hung up without an answer"),
+    }
+}
+
+/// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`, which
+/// is lifted after (the migration itself may wait longer between frames).
+fn with_timeout<T>(
+    conn: &std::os::fd::OwnedFd,
+    read: impl FnOnce() -> Result<T, protocol::ProtocolError>,
+) -> anyhow::Result<T> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    let within = TimeVal::milliseconds(HANDSHAKE_WITHIN.as_millis() as i64);
+    let _ = setsockopt(conn, ReceiveTimeout, &within);
+    let result = read();
+    let _ = setsockopt(conn, ReceiveTimeout, &TimeVal::zero());
+    Ok(result?)
+}
+
+/// Where `vessel receive` listens.
+enum Listener {
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        Ok(match self {
+            Listener::Unix(l, _) => l.accept()?.0.into(),
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept()?;
+                let _ = stream.set_nodelay(true);
+                stream.into()
+            }
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `vessel receive --listen ADDRESS`: one VM by live migration, into this library (whose
+/// folder the sender's is too: shared storage); Ok once it runs here.
+pub fn receive(
+    lib: &Library,
+    listen: &str,
+    token_file: Option<&std::path::Path>,
+    insecure: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let address = Address::parse(listen)?;
+    let token = match token_file {
+        Some(path) => Some(crate::core::migration::read_token(path)?),
+        // Over TCP anyone who reaches the port could offer a VM: a token is a must.
+        None if matches!(address, Address::Tcp(..)) => Some(crate::core::migration::new_token()?),
+        None => None,
+    };
+    let listener = match &address {
+        Address::Unix(path) => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                bail!("{} exists; remove it or listen elsewhere", path.display());
+            }
+            let listener = std::os::unix::net::UnixListener::bind(path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            Listener::Unix(listener, path.clone())
+        }
+        Address::Tcp(host, port) => {
+            let listener = std::net::TcpListener::bind((host.as_str(), *port))
+                .with_context(|| format!("cannot listen on {address}"))?;
+            if !insecure && !listener.local_addr()?.ip().is_loopback() {
+                bail!(
+                    "{address} is reachable from the network, and a VM's memory would come \
+                     over it unencrypted; add --insecure to allow it (on a network you trust)"
+                );
+            }
+            Listener::Tcp(listener)
+        }
+    };
+    // Where and how to reach it, at once (a script waits for this line).
+    let shown = match (&listener, &address) {
+        (Listener::Tcp(l), Address::Tcp(host, _)) => {
+            format!("{}", Address::Tcp(host.clone(), l.local_addr()?.port()))
+        }
+        _ => address.to_string(),
+    };
+    if json {
+        println!("{}", serde_json::json!({ "listening": shown, "token": token }));
+    } else {
+        println!("listening on {shown}");
+        if token_file.is_none()
+            && let Some(token) = &token
+        {
+            println!("token: {token} (give it to `vessel migrate` with --token-file)");
+        }
+    }
+    std::io::stdout().flush()?;
+    loop {
+        let conn = listener.accept().context("cannot accept a connection")?;
+        match take_offer(lib, &conn, token.as_deref()) {
+            Ok(bundle) => return receive_vm(lib, &bundle, conn, json),
+            // Not the sender (a wrong token, a stray connection): told why, and the next.
+            Err(why) => eprintln!("vessel: refused a migration: {why:#}"),
+        }
+    }
+}
+
+/// Reads the offer on `conn` and answers it: the VM in this library it names, if it
+/// may come.
+fn take_offer(
+    lib: &Library,
+    conn: &std::os::fd::OwnedFd,
+    token: Option<&str>,
+) -> anyhow::Result<vm_library::bundle::Bundle> {
+    let mut stream = std::fs::File::from(conn.try_clone()?);
+    let offer = with_timeout(conn, || protocol::receive::<Offer>(&mut stream))?
+        .ok_or_else(|| anyhow::anyhow!("the other side hung up without an offer"))?;
+    let verdict = (|| {
+        if let Some(token) = token
+            && !crate::core::migration::token_matches(token, offer.token.as_deref())
+        {
+            bail!("the token is not this receiver's: give the one `vessel receive` printed");
+        }
+        let found = lib.list()?.into_iter().find_map(|e| match e {
+            vm_library::library::Entry::Ok(b) if b.config.uuid == offer.uuid => Some(*b),
+            _ => None,
+        });
+        found.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} ({}) is not in this library ({}); a live migration needs the VM's folder \
+                 and disks on storage both hosts share, as the same library",
+                offer.name,
+                offer.uuid,
+                lib.dir().display()
+            )
+        })
+    })();
+    let answer = match &verdict {
+        Ok(_) => Answer::Accept,
+        Err(why) => Answer::Refuse(format!("{why:#}")),
+    };
+    protocol::send(&mut stream, &answer)?;
+    verdict
+}
+
+/// Starts the VM's process here to take the VM over `conn`; back once it runs here.
+fn receive_vm(
+    lib: &Library,
+    bundle: &vm_library::bundle::Bundle,
+    conn: std::os::fd::OwnedFd,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = &bundle.config.name;
+    let started =
+        client::start_incoming(&Launcher::this_program(), lib.dir(), bundle.root(), conn)?;
+    let mut reader = FrameReader::new(started.stream);
+    let show = !json && std::io::stderr().is_terminal();
+    let mut shown = false;
+    let mut pid = None;
+    let outcome = loop {
+        match reader.receive::<Reply>()? {
+            Some(Reply::Migrating { pass, sent, .. }) if show => {
+                eprint!("\r\x1b[K{name}: receiving, pass {pass}: {}", size_text(sent));
+                let _ = std::io::stderr().flush();
+                shown = true;
+            }
+            Some(Reply::Built { machine }) => pid = Some(machine.pid),
+            Some(Reply::StateChanged { state: VmState::Running }) => break Ok(()),
+            Some(Reply::StateChanged { state: VmState::Stopped { reason, .. } }) => {
+                break Err(anyhow::anyhow!(
+                    "{name} did not come: {}",
+                    reason.unwrap_or_else(|| "its VM process stopped".into())
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let said = client::last_log_line(bundle.root()).unwrap_or_default();
+                break Err(anyhow::anyhow!("the VM process ended before {name} came: {said}"));
+            }
+        }
+    };
+    if shown {
+        eprintln!();
+    }
+    outcome?;
+    let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let line = format!("{name}: received; it runs here{pid_text}");
+    say(json, serde_json::json!({ "name": name, "received": true, "pid": pid }), line)
 }

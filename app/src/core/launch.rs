@@ -116,6 +116,20 @@ pub fn prepare(lib: &Library, bundle: &Bundle) -> Result<Launch, LaunchError> {
     Ok(Launch { lock, config, one_time })
 }
 
+/// `prepare` for a VM process that receives the VM by live migration from another that
+/// runs it: the run lock is opened, not taken (the sender lets it go at the switch-over,
+/// `RunLock::take`), and nothing is changed on disk meanwhile (no snapshot recovery, no
+/// one-time boot device: the machine runs on, it does not boot).
+pub fn prepare_incoming(lib: &Library, bundle: &Bundle) -> Result<Launch, LaunchError> {
+    let lock = bundle.open_run_lock().map_err(LaunchError::Lock)?;
+    let problems = validate(&bundle.config, bundle.root(), &Host::this());
+    if !problems.is_empty() {
+        return Err(LaunchError::Invalid { name: bundle.config.name.clone(), problems });
+    }
+    let config = machine_config(lib, bundle)?;
+    Ok(Launch { lock, config, one_time: OneTimeBoot(None) })
+}
+
 /// A disk image as the machine opens it: the format the configuration states, and the
 /// images it reads through as the library checked them.
 pub fn image_spec(

@@ -66,7 +66,8 @@ impl Address {
         let (host, port) = rest.rsplit_once(':').ok_or(AddressError::Unknown(text.to_string()))?;
         let port: u16 = port.parse().map_err(|_| AddressError::Port(text.to_string()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || port == 0 {
+        // Port 0 is for listening (any free port); connecting to it fails as it should.
+        if host.is_empty() {
             return Err(AddressError::Unknown(text.to_string()));
         }
         Ok(Address::Tcp(host.to_string(), port))
@@ -108,6 +109,56 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// What the sending Vessel says first, before any of the machine (`vmm::migration`): which
+/// VM comes, and the receiver's token. Framed as the control socket's messages are.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Offer {
+    /// The sender's Vessel version.
+    pub vessel: String,
+    pub name: String,
+    pub uuid: uuid::Uuid,
+    /// The token `vessel receive` gave (or was given), if it asked for one.
+    pub token: Option<String>,
+}
+
+/// The receiving Vessel's answer to an `Offer`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Answer {
+    Accept,
+    /// Why not, and what to do.
+    Refuse(String),
+}
+
+/// Whether `given` is `expected`, compared in a time that does not depend on where they
+/// differ (a token guessed a byte at a time learns nothing from the answer's delay).
+pub fn token_matches(expected: &str, given: Option<&str>) -> bool {
+    let Some(given) = given else { return false };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut differ = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        differ |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    differ == 0
+}
+
+/// A new token: 128 random bits as hex.
+pub fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A token from a file (its first line), for `--token-file`.
+pub fn read_token(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(std::io::Error::other(format!("{} holds no token", path.display())));
+    }
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,12 +175,24 @@ mod tests {
         );
         assert_eq!(Address::parse("tcp:[::1]:4444").unwrap(), Address::Tcp("::1".into(), 4444));
         assert_eq!(Address::parse("tcp:[::1]:4444").unwrap().to_string(), "tcp:[::1]:4444");
-        for bad in ["", "unix:", "tcp:host", "tcp::1", "http://x", "tcp:host:0"] {
+        for bad in ["", "unix:", "tcp:host", "tcp::1", "http://x", "tcp::0"] {
             let error = Address::parse(bad).unwrap_err().to_string();
             assert!(error.contains("unix:PATH") || error.contains("port"), "{bad}: {error}");
         }
         assert!(matches!(Address::parse("tcp:h:99999"), Err(AddressError::Port(_))));
         assert!(matches!(Address::parse("ssh://me@there"), Err(AddressError::Ssh(_))));
+    }
+
+    #[test]
+    fn tokens_match_only_in_full() {
+        let token = new_token().unwrap();
+        assert_eq!(token.len(), 32);
+        assert_ne!(token, new_token().unwrap());
+        assert!(token_matches(&token, Some(&token)));
+        assert!(!token_matches(&token, None));
+        assert!(!token_matches(&token, Some(&token[..31])));
+        assert!(!token_matches(&token, Some(&format!("{token}0"))));
+        assert!(!token_matches(&token, Some("")));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`connect`), one request and its answer (`request`), and the window's live view of one
 //! (`Input`, and `mirror` for its display, see `ui::session`).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -94,14 +94,35 @@ pub struct Started {
 /// a scope of its own with a memory limit (`scope`); if systemd-run cannot make one, it
 /// runs without, and its log says why.
 pub fn start(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started, ClientError> {
+    start_with(launcher, library, root, None)
+}
+
+/// `start`, for a VM process that receives the VM by live migration over `incoming` (a
+/// connection the sending Vessel made, and was answered on) instead of building it.
+pub fn start_incoming(
+    launcher: &Launcher,
+    library: &Path,
+    root: &Path,
+    incoming: OwnedFd,
+) -> Result<Started, ClientError> {
+    start_with(launcher, library, root, Some(incoming))
+}
+
+fn start_with(
+    launcher: &Launcher,
+    library: &Path,
+    root: &Path,
+    incoming: Option<OwnedFd>,
+) -> Result<Started, ClientError> {
     let exe = match launcher {
         Launcher::InProcess => {
             let (ours, theirs) =
                 UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
             let (library, bundle) = (library.to_path_buf(), root.to_path_buf());
+            let incoming = incoming.map(std::fs::File::from);
             std::thread::Builder::new()
                 .name("vessel-vm-host".into())
-                .spawn(move || super::host::run(&library, &bundle, Some(theirs), false))
+                .spawn(move || super::host::run(&library, &bundle, Some(theirs), false, incoming))
                 .map_err(|e| ClientError::Spawn("a thread".into(), e))?;
             let mut started = Started { stream: ours, child: None };
             greet(&mut started.stream, root)?;
@@ -121,7 +142,7 @@ pub fn start(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started
     };
     let no_scope = match planned {
         Ok(scope) => {
-            let mut started = spawn(exe, library, root, Group::Scope(&scope))?;
+            let mut started = spawn(exe, library, root, Group::Scope(&scope), incoming.as_ref())?;
             match greet(&mut started.stream, root) {
                 Ok(()) => return Ok(started),
                 // It ended before it said hello: systemd-run, most likely, said why.
@@ -138,7 +159,7 @@ pub fn start(launcher: &Launcher, library: &Path, root: &Path) -> Result<Started
         }
         Err(reason) => reason,
     };
-    let mut started = spawn(exe, library, root, Group::Starters(&no_scope))?;
+    let mut started = spawn(exe, library, root, Group::Starters(&no_scope), incoming.as_ref())?;
     greet(&mut started.stream, root)?;
     Ok(started)
 }
@@ -150,8 +171,15 @@ enum Group<'a> {
     Starters(&'a str),
 }
 
-/// Spawns `exe` (`vessel-vm`) for the VM in `root`, in `group`.
-fn spawn(exe: &Path, library: &Path, root: &Path, group: Group) -> Result<Started, ClientError> {
+/// Spawns `exe` (`vessel-vm`) for the VM in `root`, in `group`; `incoming`: a live
+/// migration's connection, which it finds at `MIGRATION_FD`.
+fn spawn(
+    exe: &Path,
+    library: &Path,
+    root: &Path,
+    group: Group,
+    incoming: Option<&OwnedFd>,
+) -> Result<Started, ClientError> {
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| ClientError::Spawn("socketpair".into(), e))?;
     let log_path = root.join(LOG_FILE);
@@ -169,19 +197,32 @@ fn spawn(exe: &Path, library: &Path, root: &Path, group: Group) -> Result<Starte
             command
         }
     };
-    command.arg("--library").arg(library).arg(root).stdin(Stdio::null()).stdout(log).stderr(log2);
+    command.arg("--library").arg(library);
+    if incoming.is_some() {
+        command.arg("--incoming");
+    }
+    command.arg(root).stdin(Stdio::null()).stdout(log).stderr(log2);
     let fd = theirs.as_raw_fd();
+    let migration = incoming.map(AsRawFd::as_raw_fd);
     // SAFETY: between fork and exec only async-signal-safe calls: dup2, fcntl and
     // setsid, on descriptors the child owns.
     unsafe {
         command.pre_exec(move || {
-            if fd == CONTROL_FD {
-                // dup2 onto itself keeps close-on-exec: clear it instead.
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, CONTROL_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
+            let fail = || Err(std::io::Error::last_os_error());
+            // Each first out of the way (above any low number), then into its place:
+            // dup2 clears close-on-exec on the copy.
+            let control = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+            let migration = migration.map(|m| libc::fcntl(m, libc::F_DUPFD_CLOEXEC, 100));
+            if control < 0 || migration.is_some_and(|m| m < 0) {
+                return fail();
+            }
+            if libc::dup2(control, CONTROL_FD) < 0 {
+                return fail();
+            }
+            if let Some(migration) = migration
+                && libc::dup2(migration, protocol::MIGRATION_FD) < 0
+            {
+                return fail();
             }
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());

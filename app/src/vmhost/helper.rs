@@ -130,6 +130,9 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path, allowed: &[Start]) -> !
         }
         libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32);
     }
+    // The control socket as the VM process bound it: a VM that moves away by live
+    // migration leaves another process's socket in its place, which stays.
+    let ours = socket_id(socket);
     // SAFETY: fd 3 is the helper's socket now, owned by nothing else here.
     let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(3) });
     let mut writer = match stream.try_clone() {
@@ -154,9 +157,17 @@ fn serve(stream: UnixStream, lock: RawFd, socket: &Path, allowed: &[Start]) -> !
     }
     // The VM process is gone (its end of the socket closed): its control socket goes, then
     // the lock (fd 4) with this process.
-    let _ = std::fs::remove_file(socket);
+    if ours.is_some() && socket_id(socket) == ours {
+        let _ = std::fs::remove_file(socket);
+    }
     // SAFETY: _exit ends the forked child without running the parent's exit handlers.
     unsafe { libc::_exit(0) }
+}
+
+/// The socket file at `path` (device and inode), if there is one.
+pub fn socket_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// How long a request for one passt too many waits for an old one to end (a reboot's

@@ -164,11 +164,36 @@ pub fn control_fd() -> Option<UnixStream> {
     Some(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
+/// The sender's connection a VM process started with `--incoming` finds at
+/// `protocol::MIGRATION_FD`, made close-on-exec at once.
+pub fn migration_fd() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let fd = protocol::MIGRATION_FD;
+    // SAFETY: fstat writes into a stat struct we own; a closed fd just fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: F_SETFD on an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the starter gave this process the descriptor for this; nothing else owns it.
+    Some(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// Runs the VM in `root` (of the library in `library`) until it stops. `first` is a
 /// client connected before this process started (the starter's end of a socket pair).
 /// `sandboxed`: the process enters its sandbox (`sandbox`) before it starts any thread —
 /// a VM process does; a VM run on a thread of another process (tests) cannot.
-pub fn run(library: &Path, root: &Path, first: Option<UnixStream>, sandboxed: bool) -> ExitCode {
+/// `incoming`: the VM comes by live migration over this connection, from the process
+/// that runs it now, instead of being built here.
+pub fn run(
+    library: &Path,
+    root: &Path,
+    first: Option<UnixStream>,
+    sandboxed: bool,
+    incoming: Option<std::fs::File>,
+) -> ExitCode {
     let shared = Arc::new(Shared {
         clients: Mutex::new(Vec::new()),
         state: Mutex::new(VmState::Starting),
@@ -183,7 +208,7 @@ pub fn run(library: &Path, root: &Path, first: Option<UnixStream>, sandboxed: bo
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     *lock(&shared.control) = Some(control_tx);
     // Still one thread: everything that needs the world outside the sandbox happens now.
-    let ready = prepare(library, root, sandboxed);
+    let ready = prepare(library, root, sandboxed, incoming);
     if let Some(stream) = first {
         // The starter hears how the start goes from the first instant.
         serve_client(&shared, stream, true);
@@ -218,7 +243,12 @@ struct Ready {
     bundle: Bundle,
     launch: launch::Launch,
     listener: UnixListener,
+    /// Where the control socket is now, and where it goes once this process runs the VM
+    /// (the same, unless the VM comes by live migration).
     socket: PathBuf,
+    final_socket: PathBuf,
+    /// The connection a live migration brings the VM over.
+    incoming: Option<std::fs::File>,
     /// The helper outside the sandbox (a sandboxed VM process has one).
     helper: Option<super::helper::Helper>,
 }
@@ -226,12 +256,21 @@ struct Ready {
 /// Takes the run lock, reads the configuration, binds the control socket and, if
 /// `sandboxed`, starts the helper (passt; cleaning up after this process) and enters the
 /// sandbox.
-fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready> {
+fn prepare(
+    library: &Path,
+    root: &Path,
+    sandboxed: bool,
+    incoming: Option<std::fs::File>,
+) -> anyhow::Result<Ready> {
     use anyhow::Context;
     let lib = Library::open(library)?;
     let bundle = Bundle::open(root)?;
-    let launch = launch::prepare(&lib, &bundle)?;
-    if sandboxed {
+    let launch = match incoming {
+        // The VM runs in the sending process meanwhile, which has the lock (and the log).
+        Some(_) => launch::prepare_incoming(&lib, &bundle)?,
+        None => launch::prepare(&lib, &bundle)?,
+    };
+    if sandboxed && incoming.is_none() {
         // This run's log starts empty (its file is ours now: we hold the run lock).
         // SAFETY: fstat and ftruncate on stderr; only a regular file is cut.
         unsafe {
@@ -243,8 +282,16 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
             }
         }
     }
-    let socket = paths::socket_for(root)?;
+    let final_socket = paths::socket_for(root)?;
     // Under the run lock: nobody else serves this VM, so a socket there is a dead one's.
+    // Receiving the VM, beside the sender's, under a name of this process's own.
+    let socket = match incoming {
+        Some(_) => {
+            let name = final_socket.file_name().unwrap_or_default().to_string_lossy();
+            final_socket.with_file_name(format!("{name}.incoming-{}", std::process::id()))
+        }
+        None => final_socket.clone(),
+    };
     let listener = bind(&socket)?;
     let mut helper = None;
     if sandboxed {
@@ -260,7 +307,10 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
             .collect();
         let started = super::helper::start(launch.lock.file(), &socket, &nics);
         helper = Some(started.context("cannot start the helper")?);
-        let plan = super::sandbox::Plan::for_machine(bundle.root(), &launch.config, &socket);
+        let mut plan = super::sandbox::Plan::for_machine(bundle.root(), &launch.config, &socket);
+        if incoming.is_some() {
+            plan = plan.with_socket_moving();
+        }
         let entered = super::sandbox::enter(&plan).context("cannot sandbox the VM process")?;
         if entered.landlock_enforced {
             log::info!("sandboxed; Landlock {}", entered.landlock);
@@ -271,7 +321,7 @@ fn prepare(library: &Path, root: &Path, sandboxed: bool) -> anyhow::Result<Ready
             );
         }
     }
-    Ok(Ready { bundle, launch, listener, socket, helper })
+    Ok(Ready { bundle, launch, listener, socket, final_socket, incoming, helper })
 }
 
 /// Says in the log which control group this process runs in, and its memory limit.
@@ -297,12 +347,19 @@ fn report_group(memory_mib: u64) {
 }
 
 fn run_machine(shared: &Arc<Shared>, ready: Ready, control: &Receiver<Control>) -> ExitCode {
-    let Ready { bundle, launch, listener, socket, helper } = ready;
-    let code = build_and_serve(shared, bundle, launch, listener, control);
+    let Ready { bundle, launch, listener, socket, final_socket, incoming, helper } = ready;
+    let ours = super::helper::socket_id(&socket);
+    let sockets = (socket, final_socket);
+    let code = build_and_serve(shared, bundle, launch, listener, &sockets, incoming, control);
     // The socket goes, then the helper and with it its hold on the run lock; this
     // process's hold went with `launch`. Clients hear the end after this: the VM can be
-    // started again at once.
-    let _ = std::fs::remove_file(&socket);
+    // started again at once. Only this process's own socket: a VM that moved away by live
+    // migration may have another's in its place already.
+    for path in [&sockets.0, &sockets.1] {
+        if ours.is_some() && super::helper::socket_id(path) == ours {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     if let Some(helper) = helper {
         helper.finish();
     }
@@ -314,16 +371,25 @@ fn build_and_serve(
     bundle: Bundle,
     launch: launch::Launch,
     listener: UnixListener,
+    (socket, final_socket): &(PathBuf, PathBuf),
+    incoming: Option<std::fs::File>,
     control: &Receiver<Control>,
 ) -> ExitCode {
-    let _running = launch.lock;
+    let running = Arc::new(Mutex::new(launch.lock));
     let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
     let root = bundle.root().to_path_buf();
-    let built = if suspend::is_suspended(&root) {
-        resume(&root, launch.config)
-    } else {
-        Machine::build(launch.config, None)
-            .map_err(|e| anyhow::Error::new(e).context("cannot build the machine"))
+    let received = incoming.is_some();
+    let built = match incoming {
+        Some(conn) => receive(shared, conn, launch.config, &running).and_then(|handle| {
+            // Clients find this process where they found the sender's.
+            use anyhow::Context;
+            std::fs::rename(socket, final_socket)
+                .context("cannot put the control socket in place")?;
+            Ok(handle)
+        }),
+        None if suspend::is_suspended(&root) => resume(&root, launch.config),
+        None => Machine::build(launch.config, None)
+            .map_err(|e| anyhow::Error::new(e).context("cannot build the machine")),
     };
     let handle = match built {
         Ok(h) => h,
@@ -360,10 +426,52 @@ fn build_and_serve(
     if let Err(e) = accept {
         return fail(shared, &anyhow::Error::new(e).context("cannot serve the control socket"));
     }
-    if let Err(e) = handle.start() {
+    // A machine that came by live migration runs already.
+    if !received && let Err(e) = handle.start() {
         return fail(shared, &anyhow::Error::new(e).context("cannot start the machine"));
     }
-    serve_machine(shared, &handle, control)
+    serve_machine(shared, &handle, control, &running)
+}
+
+/// Takes the VM that comes over `conn` by live migration (its machine `config`), taking
+/// its run lock as the sender lets it go; running when this returns.
+fn receive(
+    shared: &Arc<Shared>,
+    mut conn: std::fs::File,
+    config: vmm::MachineConfig,
+    running: &Arc<Mutex<vm_library::bundle::RunLock>>,
+) -> anyhow::Result<MachineHandle> {
+    let options = vmm::migration::ReceiveOptions { hide_cpu_features: hidden_cpu_features() };
+    let progress = |r: vmm::migration::Received| {
+        let reply = Reply::Migrating {
+            phase: "receiving".into(),
+            pass: r.passes,
+            sent: r.bytes,
+            remaining: 0,
+            dirty_rate: 0,
+            bandwidth: 0,
+            downtime_estimate_ms: 0,
+        };
+        shared.broadcast(|c| c.events, &reply);
+    };
+    let mut take_lock = || {
+        lock(running)
+            .take(Duration::from_secs(10))
+            .map_err(|e| format!("cannot take over the VM's run lock: {e}"))
+    };
+    let handle =
+        vmm::migration::receive_with(config, None, &mut conn, &options, &progress, &mut take_lock)
+            .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))?;
+    log::info!("received by live migration; running");
+    Ok(handle)
+}
+
+/// CPU features to count as missing here (`VESSEL_HIDE_CPU_FEATURES`, comma-separated
+/// Linux names): keeps a VM movable to an older host, and lets the tests see a refusal.
+fn hidden_cpu_features() -> Vec<String> {
+    std::env::var("VESSEL_HIDE_CPU_FEATURES")
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// The machine of the suspended VM in `root`, where it was; its suspended state then goes
@@ -471,6 +579,7 @@ fn serve_machine(
     shared: &Arc<Shared>,
     handle: &MachineHandle,
     control: &Receiver<Control>,
+    running: &Arc<Mutex<vm_library::bundle::RunLock>>,
 ) -> ExitCode {
     let mut next_usage = Instant::now() + Duration::from_secs(1);
     // A client powered it off: "quit", not the guest's own power-off.
@@ -546,7 +655,8 @@ fn serve_machine(
         }
         while let Ok((client, request, fd)) = control.try_recv() {
             if let Request::Migrate { downtime_ms, max_passes, cancel_at_limit } = request {
-                migrate(handle, shared, client, fd, downtime_ms, max_passes, cancel_at_limit);
+                let how = (downtime_ms, max_passes, cancel_at_limit);
+                migrate(handle, shared, client, fd, how, running);
                 continue;
             }
             forced |= request == Request::PowerOff;
@@ -589,9 +699,8 @@ fn migrate(
     shared: &Arc<Shared>,
     client: u64,
     fd: Option<OwnedFd>,
-    downtime_ms: u64,
-    max_passes: u32,
-    cancel_at_limit: bool,
+    (downtime_ms, max_passes, cancel_at_limit): (u64, u32, bool),
+    running: &Arc<Mutex<vm_library::bundle::RunLock>>,
 ) {
     let Some(fd) = fd else {
         let error = "the request came without its connection".to_string();
@@ -615,6 +724,17 @@ fn migrate(
             vmm::migration::OnLimit::Complete
         },
         cancel,
+        // The run lock goes with the disks' at the switch-over: the receiving VM process
+        // (of this library, on shared storage) takes it.
+        hand_over: Some(vmm::migration::HandOver({
+            let running = running.clone();
+            Arc::new(move |release| {
+                let mut lock = lock(&running);
+                let done =
+                    if release { lock.release() } else { lock.take(Duration::from_secs(10)) };
+                done.map_err(|e| format!("the VM's run lock: {e}"))
+            })
+        })),
         ..Default::default()
     };
     let migrator = handle.migrator();

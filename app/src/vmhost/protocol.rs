@@ -17,6 +17,10 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// The file descriptor a VM process finds its starter's connection on.
 pub const CONTROL_FD: i32 = 3;
 
+/// The file descriptor a VM process started to receive its VM by live migration
+/// (`vessel-vm --incoming`) finds the sender's connection on.
+pub const MIGRATION_FD: i32 = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("the control socket failed: {0}")]

@@ -43,15 +43,25 @@ pub struct Plan {
     read_only: Vec<PathBuf>,
     /// Where the control socket is: the process removes it as it ends.
     socket_dir: Option<PathBuf>,
+    /// The control socket is moved into its place there (a VM process receiving its VM by
+    /// live migration listens beside the sender's socket until it takes over).
+    socket_moves: bool,
 }
 
 impl Plan {
+    /// The control socket is moved into its place in its folder (`socket_moves`).
+    pub fn with_socket_moving(mut self) -> Plan {
+        self.socket_moves = true;
+        self
+    }
+
     /// What the machine `config` of the VM in `bundle` opens, now and at each reboot.
     pub fn for_machine(bundle: &Path, config: &MachineConfig, socket: &Path) -> Plan {
         let mut plan = Plan {
             read_write: vec![bundle.to_path_buf(), PathBuf::from("/dev/kvm")],
             read_only: vec![PathBuf::from("/proc/self")],
             socket_dir: socket.parent().map(Path::to_path_buf),
+            socket_moves: false,
         };
         match &config.boot {
             Boot::Kernel(source) => {
@@ -111,7 +121,12 @@ fn restrict_files(plan: &Plan) -> Result<RulesetStatus, landlock::RulesetError> 
     rules.extend(plan.read_write.iter().map(|p| (p.clone(), all)));
     rules.extend(plan.read_only.iter().map(|p| (p.clone(), read)));
     if let Some(dir) = &plan.socket_dir {
-        rules.push((dir.clone(), AccessFs::RemoveFile.into()));
+        let access = if plan.socket_moves {
+            AccessFs::RemoveFile | AccessFs::MakeSock
+        } else {
+            AccessFs::RemoveFile.into()
+        };
+        rules.push((dir.clone(), access));
     }
     let mut ruleset = Ruleset::default().handle_access(all)?.create()?;
     for (path, access) in rules {

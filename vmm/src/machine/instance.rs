@@ -104,8 +104,11 @@ pub struct Instance {
     failed: FailureSink,
     /// The KVM slots over guest RAM (a migration logs the guest's writes in them).
     ram_slots: Vec<crate::vstate::dirty::RamSlot>,
-    /// The guest's CPUID (its first vCPU's), which a host it moves to must offer.
-    cpuid: Vec<crate::migration::cpu::Leaf>,
+    /// Each vCPU's CPUID as this VMM set it. A saved state keeps these, not what
+    /// KVM_GET_CPUID2 answers (PVM answers with the host's own features, which its
+    /// supported set does not offer); the first vCPU's is what a host the machine moves
+    /// to must offer.
+    vcpu_cpuid: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
 }
 
 /// The devices every machine has, kept for saving and restoring their state.
@@ -231,14 +234,6 @@ impl Instance {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("read supported CPUID"))?;
         let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
-        let guest_cpuid = match &restoring {
-            Some(state) => state.vcpus.first().map(|v| v.cpuid.iter().map(Into::into).collect()),
-            None => {
-                let mut first = supported.clone();
-                cpuid::normalize(&mut first, 0, config.vcpus, tsc_deadline);
-                Some(first.as_slice().iter().map(Into::into).collect())
-            }
-        };
         let run = Arc::new(RunControl::new(usize::from(config.vcpus)));
         vcpu::install_kick_handler().map_err(MachineError::Signal)?;
 
@@ -263,7 +258,7 @@ impl Instance {
             virtio: Vec::new(),
             failed: failed_sink(env.control.clone(), generation),
             ram_slots,
-            cpuid: guest_cpuid.unwrap_or_default(),
+            vcpu_cpuid: Vec::new(),
         };
         instance.stats.set_memory(memory::host_ranges(&instance.mem));
         if let Some(fb) = &mut instance.boot_fb {
@@ -308,14 +303,17 @@ impl Instance {
             let fd = instance.vm.create_vcpu(u64::from(index)).map_err(kvm_err("create a vCPU"))?;
             if let Some(state) = &restoring {
                 // Where it was: CPUID, registers, APIC, MSRs, pending events, as saved.
-                crate::persist::vcpu::restore(&fd, index, &state.vcpus[usize::from(index)])
+                let saved = &state.vcpus[usize::from(index)];
+                crate::persist::vcpu::restore(&fd, index, saved)
                     .map_err(|e| MachineError::RestoreState(error_chain(&e)))?;
+                instance.vcpu_cpuid.push(saved.cpuid.clone());
                 instance.spawn_vcpu(fd, index, &pio, &mmio, &run, env, generation)?;
                 continue;
             }
             let mut cpuid = supported.clone();
             cpuid::normalize(&mut cpuid, index, config.vcpus, tsc_deadline);
             fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+            instance.vcpu_cpuid.push(cpuid.as_slice().to_vec());
             regs::setup_msrs(&fd)?;
             regs::setup_fpu(&fd)?;
             regs::setup_lint(&fd)?;
@@ -427,8 +425,12 @@ impl Instance {
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for (index, fd) in self.vcpus.iter().enumerate() {
             let fd = crate::sync::lock(fd);
-            let saved = crate::persist::vcpu::save(&self.vm, &fd, index as u8, &self.msrs);
-            vcpus.push(saved.map_err(|e| fail(error_chain(&e)))?);
+            let mut saved = crate::persist::vcpu::save(&self.vm, &fd, index as u8, &self.msrs)
+                .map_err(|e| fail(error_chain(&e)))?;
+            if let Some(set) = self.vcpu_cpuid.get(index) {
+                saved.cpuid = set.clone();
+            }
+            vcpus.push(saved);
         }
         let l = &self.legacy;
         let devices = DeviceStates {
@@ -463,7 +465,10 @@ impl Instance {
             requirements: crate::migration::Requirements {
                 memory: crate::persist::memory::MemoryLayout::of(&self.mem),
                 vcpus: self.vcpus.len() as u8,
-                cpuid: self.cpuid.clone(),
+                cpuid: self
+                    .vcpu_cpuid
+                    .first()
+                    .map_or_else(Vec::new, |first| first.iter().map(Into::into).collect()),
             },
             generation,
         }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use receive::{ReceiveOptions, receive};
+pub use receive::{ReceiveOptions, Received, receive, receive_with};
 pub use send::send;
 
 use crate::persist::memory::MemoryLayout;
@@ -65,6 +65,20 @@ pub struct MigrateOptions {
     pub on_limit: OnLimit,
     /// Set to cancel (checked between frames): the machine runs on here.
     pub cancel: Arc<AtomicBool>,
+    /// What else the machine's owner lets go at the switch-over and takes back if the
+    /// migration then fails (a VM process's run lock).
+    pub hand_over: Option<HandOver>,
+}
+
+/// Called with true at the switch-over (let go), false if the migration fails after it
+/// (take back).
+#[derive(Clone)]
+pub struct HandOver(pub Arc<dyn Fn(bool) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for HandOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandOver")
+    }
 }
 
 impl Default for MigrateOptions {
@@ -75,6 +89,7 @@ impl Default for MigrateOptions {
             timeout: Duration::from_secs(600),
             on_limit: OnLimit::Complete,
             cancel: Arc::default(),
+            hand_over: None,
         }
     }
 }

@@ -37,7 +37,21 @@ pub fn receive(
     options: &ReceiveOptions,
     progress: &dyn Fn(Received),
 ) -> Result<MachineHandle, MigrationError> {
-    let result = receive_inner(config, wake, conn, options, progress);
+    receive_with(config, wake, conn, options, progress, &mut || Ok(()))
+}
+
+/// `receive`, calling `before_build` once the machine's state has come and before the
+/// machine is built (taking its disks): what the receiving side takes over first (a VM
+/// process's run lock, which the sender let go at the switch-over).
+pub fn receive_with(
+    config: MachineConfig,
+    wake: Option<WakeFn>,
+    conn: &mut dyn Connection,
+    options: &ReceiveOptions,
+    progress: &dyn Fn(Received),
+    before_build: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<MachineHandle, MigrationError> {
+    let result = receive_inner(config, wake, conn, options, progress, before_build);
     if let Err(error) = &result {
         // The sender hears why (unless it is the one who ended it, or was told already).
         if !matches!(
@@ -59,6 +73,7 @@ fn receive_inner(
     conn: &mut dyn Connection,
     options: &ReceiveOptions,
     progress: &dyn Fn(Received),
+    before_build: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<MachineHandle, MigrationError> {
     wire::greet(conn, &crate::persist::format::writer())?;
     wire::read_greeting(conn)?;
@@ -115,6 +130,7 @@ fn receive_inner(
             "the state's memory layout is not the one stated".into(),
         ));
     }
+    before_build().map_err(MigrationError::Machine)?;
     let built = Instant::now();
     let handle = Machine::from_migration(config, wake, state, mem)
         .map_err(|e| MigrationError::Machine(crate::machine::error_chain(&e)))?;

@@ -28,7 +28,8 @@ pub fn send(
 ) -> Result<Migrated, MigrationError> {
     let started = Instant::now();
     let source = controls.begin().map_err(MigrationError::Machine)?;
-    let mut sender = Sender { conn, out: Vec::with_capacity(BUFFER), mem: source.log.memory() };
+    let mut sender =
+        Sender { conn, out: Vec::with_capacity(BUFFER), mem: source.log.memory(), released: false };
     let result = sender.run(controls, &source, options, progress, started);
     if let Err(e) = source.log.stop() {
         log::warn!("cannot turn KVM's dirty log off again: {e}");
@@ -43,6 +44,11 @@ pub fn send(
                 controls.unconfirmed();
             }
             if error.source_runs_on() {
+                if let (true, Some(hand_over)) = (sender.released, &options.hand_over)
+                    && let Err(e) = (hand_over.0)(false)
+                {
+                    log::error!("after a failed migration, cannot take back what was let go: {e}");
+                }
                 controls.abort();
                 // The receiver hears why, if it still listens (it may be why).
                 let why = match &error {
@@ -64,6 +70,8 @@ struct Sender<'a> {
     conn: &'a mut dyn Connection,
     out: Vec<u8>,
     mem: GuestMem,
+    /// The owner's hand-over let go (`MigrateOptions::hand_over`).
+    released: bool,
 }
 
 impl Sender<'_> {
@@ -146,6 +154,10 @@ impl Sender<'_> {
         };
         progress(&report);
         let state = controls.freeze(source.generation).map_err(MigrationError::Machine)?;
+        if let Some(hand_over) = &options.hand_over {
+            (hand_over.0)(true).map_err(MigrationError::Machine)?;
+            self.released = true;
+        }
         let last_changes = source.log.take().map_err(|e| MigrationError::Machine(e.to_string()))?;
         for (words, more) in dirty.iter_mut().zip(&last_changes) {
             words.iter_mut().zip(more).for_each(|(w, m)| *w |= m);
