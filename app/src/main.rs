@@ -79,9 +79,14 @@ fn main() {
                 lib().and_then(|l| cli::migrate::migrate(&l, &name, &to, &how, json))
             }))
         }
-        cli::Command::Receive { listen, token_file, insecure } => done(lib().and_then(|l| {
-            cli::migrate::receive(&l, &listen, token_file.as_deref(), insecure, json)
-        })),
+        cli::Command::Receive { listen, stdio, token_file, insecure } => {
+            done(lib().and_then(|l| match listen {
+                Some(listen) if !stdio => {
+                    cli::migrate::receive(&l, &listen, token_file.as_deref(), insecure, json)
+                }
+                _ => cli::migrate::receive_stdio(&l, token_file.as_deref()),
+            }))
+        }
         cli::Command::DiscardState { name } => {
             done(lib().and_then(|l| verbs::discard_state(&l, &name, json)))
         }

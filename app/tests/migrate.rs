@@ -166,7 +166,7 @@ fn pid_of(lib: &std::path::Path, name: &str) -> Option<u64> {
 }
 
 #[test]
-fn a_vm_moves_between_two_vm_processes_over_unix_and_over_tcp() {
+fn a_vm_moves_between_vm_processes_over_unix_tcp_and_ssh() {
     let lib = common::scratch("migrate-processes");
     let _vms = common::KillsVms(lib.clone());
     let run = start_mover(&lib);
@@ -218,6 +218,90 @@ fn a_vm_moves_between_two_vm_processes_over_unix_and_over_tcp() {
     let last_before = ticks(&after).last().copied().unwrap();
     let first_after = ticks(&again)[0];
     assert!(first_after.0 > last_before.0 && first_after.1 == last_before.1, "{after}\n{again}");
+
+    // Over SSH: `vessel receive --stdio` on the other end of the user's ssh. No sshd on
+    // the test machines: a stand-in `ssh` runs the remote command here, which is all the
+    // transport asks of ssh (its keys and encryption are ssh's own).
+    let ssh = lib.join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\n# A stand-in for ssh: skips its options and the host, runs the command here.\n\
+         while [ \"$1\" != \"--\" ]; do shift; done\nshift 2\nexec sh -c \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = common::vessel_with(
+        &[
+            ("VESSEL_SSH", ssh.as_os_str()),
+            ("VESSEL_REMOTE_VESSEL", std::ffi::OsStr::new(env!("CARGO_BIN_EXE_vessel"))),
+        ],
+        &lib,
+        &["migrate", "Mover", "--to", "ssh://me@elsewhere"],
+    );
+    assert!(out.status.success(), "migrate over ssh: {}", text(&out.stderr));
+    println!("{}", text(&out.stdout));
+    let fourth_pid = pid_of(&lib, "Mover");
+    assert!(fourth_pid.is_some() && fourth_pid != third_pid);
+    let last = serial_of(&lib, "Mover", 3);
+    let last_before = ticks(&again).last().copied().unwrap();
+    let first_after = ticks(&last)[0];
+    assert!(first_after.0 > last_before.0 && first_after.1 == last_before.1, "{again}\n{last}");
     let out = vessel(&lib, &["stop", "--force", "Mover"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The pid of the VM process receiving the VM in `root` (`vessel-vm --incoming`), once
+/// there is one.
+fn incoming_vm_process(root: &std::path::Path) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let root = root.as_os_str().as_encoded_bytes();
+            if args.contains(&&b"--incoming"[..]) && args.contains(&root) {
+                return pid;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no receiving VM process");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_receiving_vm_process_killed_mid_copy_leaves_the_vm_running_where_it_was() {
+    let lib = common::scratch("migrate-killed");
+    let _vms = common::KillsVms(lib.clone());
+    let run = start_mover(&lib);
+    let pid = pid_of(&lib, "Mover");
+    let path = lib.join("in.sock");
+    let (mut receiver, _) = receive(&lib, &format!("unix:{}", path.display()));
+    // A pause target it never meets: it copies until the receiver is gone.
+    let to = format!("unix:{}", path.display());
+    let migrate = std::process::Command::new(env!("CARGO_BIN_EXE_vessel"))
+        .arg("--library")
+        .arg(&lib)
+        .args(["migrate", "Mover", "--to", &to, "--downtime-ms", "0", "--max-passes", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let incoming = incoming_vm_process(&lib.join("Mover.vessel"));
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) of the process found above; no memory is involved.
+    assert_eq!(unsafe { libc::kill(incoming as i32, libc::SIGKILL) }, 0);
+    let out = migrate.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    println!("migrate said: {}", text(&out.stderr));
+    assert!(!receiver.wait().unwrap().success(), "vessel receive reports the failure");
+    // The VM runs on in its VM process, ticking where it was.
+    assert_eq!(pid_of(&lib, "Mover"), pid, "the same VM process");
+    let before = ticks(&run.seen());
+    let after = serial_of(&lib, "Mover", before.len() + 3);
+    let all = ticks(&after);
+    assert!(all.last().unwrap().0 > before.last().unwrap().0 + 1, "{after}");
+    assert!(all.iter().all(|t| t.1 == before[0].1), "the same boot");
+    drop(run);
 }

@@ -111,8 +111,12 @@ pub enum Command {
     /// storage both hosts share.
     Receive {
         /// Where to listen: unix:PATH or tcp:ADDR:PORT (port 0: any free one, printed).
-        #[arg(long, value_name = "ADDRESS")]
-        listen: String,
+        #[arg(long, value_name = "ADDRESS", required_unless_present = "stdio")]
+        listen: Option<String>,
+        /// The migration comes on standard input and output: what `vessel migrate --to
+        /// ssh://HOST` runs on the other host through ssh. Messages go to stderr.
+        #[arg(long, conflicts_with = "listen")]
+        stdio: bool,
         /// The token the sender must give (the first line of this file). Over TCP one is
         /// made and printed if none is given.
         #[arg(long, value_name = "FILE")]

@@ -37,8 +37,10 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
             "{name} is not running: only a running VM migrates (a VM that is off moves with `vessel export` and `vessel import`)"
         );
     }
-    let conn = address.connect(how.insecure)?;
-    offer(&conn, &bundle, how.token.clone())?;
+    // Kept to the end: over SSH, it is the ssh process too.
+    let connection = address.connect(how.insecure, lib.dir())?;
+    let conn = &connection.fd;
+    offer(conn, &bundle, how.token.clone())?;
     let request = Request::Migrate {
         downtime_ms: how.downtime_ms,
         max_passes: how.max_passes,
@@ -73,8 +75,8 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         let _ = std::io::stderr().flush();
         shown = true;
     };
-    let answer = client::request_with_fd_watching(bundle.root(), name, request, &conn, progress);
-    drop(conn);
+    let answer = client::request_with_fd_watching(bundle.root(), name, request, conn, progress);
+    drop(connection);
     if shown {
         eprintln!();
     }
@@ -207,6 +209,10 @@ pub fn receive(
             }
             Listener::Tcp(listener)
         }
+        Address::Ssh(..) => bail!(
+            "a receiver listens on unix:PATH or tcp:ADDR:PORT; over SSH, `vessel migrate --to \
+             ssh://HOST` starts `vessel receive --stdio` on HOST itself"
+        ),
     };
     // Where and how to reach it, at once (a script waits for this line).
     let shown = match (&listener, &address) {
@@ -229,11 +235,42 @@ pub fn receive(
     loop {
         let conn = listener.accept().context("cannot accept a connection")?;
         match take_offer(lib, &conn, token.as_deref()) {
-            Ok(bundle) => return receive_vm(lib, &bundle, conn, json),
+            Ok(bundle) => return receive_vm(lib, &bundle, conn, json, false),
             // Not the sender (a wrong token, a stray connection): told why, and the next.
             Err(why) => eprintln!("vessel: refused a migration: {why:#}"),
         }
     }
+}
+
+/// `vessel receive --stdio`: one VM by live migration over standard input and output (an
+/// ssh channel: the ssh user is the one authenticated, and the channel is encrypted), into
+/// this library; Ok once it runs here. Messages go to stderr: stdout is the channel.
+pub fn receive_stdio(lib: &Library, token_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    let token = token_file.map(crate::core::migration::read_token).transpose()?;
+    // The VM process takes one socket: the channel's two pipes are relayed through a pair.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let mut into = ours.try_clone()?;
+    let mut out_of = ours;
+    let inbound = std::thread::Builder::new().name("vessel-stdin".into()).spawn(move || {
+        let mut stdin = std::fs::File::from(stdin);
+        let _ = std::io::copy(&mut stdin, &mut into);
+        let _ = into.shutdown(std::net::Shutdown::Write);
+    })?;
+    let outbound = std::thread::Builder::new().name("vessel-stdout".into()).spawn(move || {
+        let mut stdout = std::fs::File::from(stdout);
+        let _ = std::io::copy(&mut out_of, &mut stdout);
+    })?;
+    let conn: std::os::fd::OwnedFd = theirs.into();
+    let bundle = take_offer(lib, &conn, token.as_deref())?;
+    let result = receive_vm(lib, &bundle, conn, false, true);
+    // Everything the VM process said (its last word, Running) reaches the sender before
+    // this ends: the relay ends when the VM process lets the connection go.
+    let _ = outbound.join();
+    drop(inbound);
+    result
 }
 
 /// Reads the offer on `conn` and answers it: the VM in this library it names, if it
@@ -275,11 +312,13 @@ fn take_offer(
 }
 
 /// Starts the VM's process here to take the VM over `conn`; back once it runs here.
+/// `quiet_stdout`: stdout is the channel (`--stdio`), what it says goes to stderr.
 fn receive_vm(
     lib: &Library,
     bundle: &vm_library::bundle::Bundle,
     conn: std::os::fd::OwnedFd,
     json: bool,
+    quiet_stdout: bool,
 ) -> anyhow::Result<()> {
     let name = &bundle.config.name;
     let started =
@@ -316,5 +355,9 @@ fn receive_vm(
     outcome?;
     let pid_text = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     let line = format!("{name}: received; it runs here{pid_text}");
+    if quiet_stdout {
+        eprintln!("{line}");
+        return Ok(());
+    }
     say(json, serde_json::json!({ "name": name, "received": true, "pid": pid }), line)
 }

@@ -1,7 +1,9 @@
 //! Where a live migration goes (`vessel migrate --to`, and later the window's Migrate
 //! dialog): an address, and the connection to it. A unix socket stays on this host; TCP
 //! carries the guest's memory over a network, unencrypted (no TLS yet), so it is refused
-//! unless it stays on this host (a loopback address) or the user says `--insecure`.
+//! unless it stays on this host (a loopback address) or the user says `--insecure`; SSH
+//! runs `vessel receive --stdio` on the other host through the user's own `ssh` (its keys,
+//! its known hosts, its encryption), as libvirt's qemu+ssh does.
 
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
@@ -13,6 +15,39 @@ pub enum Address {
     Unix(PathBuf),
     /// Host and port as given.
     Tcp(String, u16),
+    /// `[user@]host` and the SSH port, if given.
+    Ssh(String, Option<u16>),
+}
+
+/// The program `ssh` is (`VESSEL_SSH` replaces it: another client, or the tests' stand-in).
+pub fn ssh_program() -> std::ffi::OsString {
+    std::env::var_os("VESSEL_SSH").unwrap_or_else(|| "ssh".into())
+}
+
+/// The `vessel` the other host runs (`VESSEL_REMOTE_VESSEL`, else `vessel` on its PATH).
+pub fn remote_vessel() -> std::ffi::OsString {
+    std::env::var_os("VESSEL_REMOTE_VESSEL").unwrap_or_else(|| "vessel".into())
+}
+
+/// A connection to the receiving Vessel, and the `ssh` carrying it, if any (ended when
+/// this is dropped, after the other side has).
+pub struct Connection {
+    pub fd: OwnedFd,
+    ssh: Option<std::process::Child>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(mut ssh) = self.ssh.take() {
+            // It ends once the remote command has; a hung one is not waited for long.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while matches!(ssh.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = ssh.kill();
+            let _ = ssh.wait();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,11 +59,12 @@ pub enum AddressError {
     Unknown(String),
     #[error("{0:?}: the port is not a number from 1 to 65535")]
     Port(String),
-    #[error(
-        "{0}: migrating over SSH is not available yet; run `vessel receive --listen \
-         tcp:ADDR:PORT` on the other host and migrate to tcp:HOST:PORT with --insecure"
-    )]
-    Ssh(String),
+    #[error("cannot run ssh ({program}); install openssh-client, or set VESSEL_SSH")]
+    Ssh {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot find {host}")]
     Resolve {
         host: String,
@@ -50,8 +86,31 @@ pub enum AddressError {
 
 impl Address {
     pub fn parse(text: &str) -> Result<Address, AddressError> {
-        if text.starts_with("ssh://") {
-            return Err(AddressError::Ssh(text.to_string()));
+        if let Some(rest) = text.strip_prefix("ssh://") {
+            let rest = rest.trim_end_matches('/');
+            // [user@]host[:port], the host in brackets if it is an IPv6 address.
+            let (user, host) = match rest.rsplit_once('@') {
+                Some((user, host)) => (Some(user), host),
+                None => (None, rest),
+            };
+            let (host, port) = match host.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
+                    let port = p.parse().map_err(|_| AddressError::Port(text.to_string()))?;
+                    (h, Some(port))
+                }
+                _ => (host, None),
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let bad =
+                |s: &str| s.is_empty() || s.starts_with('-') || s.contains(char::is_whitespace);
+            if bad(host) || user.is_some_and(bad) {
+                return Err(AddressError::Unknown(text.to_string()));
+            }
+            let target = match user {
+                Some(user) => format!("{user}@{host}"),
+                None => host.to_string(),
+            };
+            return Ok(Address::Ssh(target, port));
         }
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
@@ -74,11 +133,48 @@ impl Address {
     }
 
     /// Connects to the receiving Vessel; the connection as a descriptor to hand to the VM
-    /// process. TCP to another host needs `insecure`.
-    pub fn connect(&self, insecure: bool) -> Result<OwnedFd, AddressError> {
+    /// process. TCP to another host needs `insecure`. Over SSH, `vessel receive --stdio`
+    /// runs there on `library` (the same folder there: shared storage).
+    pub fn connect(
+        &self,
+        insecure: bool,
+        library: &std::path::Path,
+    ) -> Result<Connection, AddressError> {
         let connect_err = |source| AddressError::Connect { address: self.to_string(), source };
+        let plain = |fd: OwnedFd| Connection { fd, ssh: None };
         match self {
-            Address::Unix(path) => Ok(UnixStream::connect(path).map_err(connect_err)?.into()),
+            Address::Unix(path) => {
+                Ok(plain(UnixStream::connect(path).map_err(connect_err)?.into()))
+            }
+            Address::Ssh(target, port) => {
+                let (ours, theirs) = UnixStream::pair().map_err(connect_err)?;
+                let theirs_out = theirs.try_clone().map_err(connect_err)?;
+                let program = ssh_program();
+                let mut ssh = std::process::Command::new(&program);
+                if let Some(port) = port {
+                    ssh.arg("-p").arg(port.to_string());
+                }
+                // The remote command's words, each quoted for the remote shell.
+                let quoted = |s: &std::ffi::OsStr| {
+                    format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
+                };
+                let remote = [
+                    quoted(&remote_vessel()),
+                    quoted("--library".as_ref()),
+                    quoted(library.as_os_str()),
+                    quoted("receive".as_ref()),
+                    quoted("--stdio".as_ref()),
+                ]
+                .join(" ");
+                ssh.arg("-e").arg("none").arg("--").arg(target).arg(remote);
+                ssh.stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
+                    .stdout(std::process::Stdio::from(OwnedFd::from(theirs_out)));
+                let child = ssh.spawn().map_err(|source| AddressError::Ssh {
+                    program: program.to_string_lossy().into_owned(),
+                    source,
+                })?;
+                Ok(Connection { fd: ours.into(), ssh: Some(child) })
+            }
             Address::Tcp(host, port) => {
                 let resolve = |source| AddressError::Resolve { host: host.clone(), source };
                 let addrs: Vec<SocketAddr> =
@@ -88,7 +184,7 @@ impl Address {
                 }
                 let stream = TcpStream::connect(&addrs[..]).map_err(connect_err)?;
                 let _ = stream.set_nodelay(true);
-                Ok(stream.into())
+                Ok(plain(stream.into()))
             }
         }
     }
@@ -105,6 +201,8 @@ impl std::fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
             Address::Tcp(host, port) if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Address::Tcp(host, port) => write!(f, "tcp:{host}:{port}"),
+            Address::Ssh(target, Some(port)) => write!(f, "ssh://{target}:{port}"),
+            Address::Ssh(target, None) => write!(f, "ssh://{target}"),
         }
     }
 }
@@ -180,7 +278,20 @@ mod tests {
             assert!(error.contains("unix:PATH") || error.contains("port"), "{bad}: {error}");
         }
         assert!(matches!(Address::parse("tcp:h:99999"), Err(AddressError::Port(_))));
-        assert!(matches!(Address::parse("ssh://me@there"), Err(AddressError::Ssh(_))));
+        assert_eq!(
+            Address::parse("ssh://me@there").unwrap(),
+            Address::Ssh("me@there".into(), None)
+        );
+        assert_eq!(
+            Address::parse("ssh://there:2222/").unwrap(),
+            Address::Ssh("there".into(), Some(2222))
+        );
+        assert_eq!(Address::parse("ssh://[::1]:22").unwrap(), Address::Ssh("::1".into(), Some(22)));
+        assert_eq!(Address::parse("ssh://me@there:22").unwrap().to_string(), "ssh://me@there:22");
+        // Nothing ssh could take for an option of its own.
+        for bad in ["ssh://", "ssh://-oProxyCommand=x", "ssh://me@", "ssh://a b"] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -198,12 +309,14 @@ mod tests {
     #[test]
     fn tcp_off_this_host_needs_insecure() {
         // 192.0.2.1 (TEST-NET-1): refused before any connection is tried.
-        let error = Address::parse("tcp:192.0.2.1:4444").unwrap().connect(false).unwrap_err();
+        let here = std::path::Path::new("/");
+        let error =
+            Address::parse("tcp:192.0.2.1:4444").unwrap().connect(false, here).err().unwrap();
         assert!(matches!(error, AddressError::Insecure { .. }), "{error}");
         assert!(error.to_string().contains("--insecure"));
         // On this host: it connects.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        Address::Tcp("127.0.0.1".into(), port).connect(false).unwrap();
+        Address::Tcp("127.0.0.1".into(), port).connect(false, here).unwrap();
     }
 }

@@ -776,7 +776,11 @@ fn migrate(
             }
             Err(e) => {
                 log::warn!("the migration failed: {e}");
-                Reply::Failed { error: error_chain(&e) }
+                let mut error = error_chain(&e);
+                if e.source_runs_on() && !error.contains("runs on here") {
+                    error.push_str("; the VM runs on here");
+                }
+                Reply::Failed { error }
             }
         };
         *lock(&watching.cancel_migration) = None;
