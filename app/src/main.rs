@@ -69,7 +69,7 @@ fn main() {
         } => {
             let token = token_file.map(|f| vessel::core::migration::read_token(&f)).transpose();
             done(token.map_err(anyhow::Error::from).and_then(|token| {
-                let how = cli::migrate::How {
+                let how = vessel::core::migration::How {
                     downtime_ms,
                     max_passes,
                     cancel_at_limit: on_limit == cli::args::OnLimit::Cancel,

@@ -10,42 +10,15 @@ use anyhow::bail;
 use vm_library::library::Library;
 
 use super::verbs::say;
-use crate::core::migration::{Address, Answer, Offer};
+use crate::core::migration::{Address, Answer, How, Offer, with_timeout};
 use crate::core::units::size_text;
 use crate::vmhost::client::{self, Launcher};
-use crate::vmhost::protocol::{self, Reply, Request, VmState};
+use crate::vmhost::protocol::{self, Reply, VmState};
 use crate::vmhost::wire::FrameReader;
-
-/// How long one side waits for the other's offer or answer.
-const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How the migration goes (`vessel migrate`'s options).
-pub struct How {
-    pub downtime_ms: u64,
-    pub max_passes: u32,
-    pub cancel_at_limit: bool,
-    pub insecure: bool,
-    /// The receiver's token (`--token-file`).
-    pub token: Option<String>,
-}
 
 pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> anyhow::Result<()> {
     let address = Address::parse(to)?;
     let bundle = lib.find(name)?;
-    if bundle.running()?.is_none() {
-        bail!(
-            "{name} is not running: only a running VM migrates (a VM that is off moves with `vessel export` and `vessel import`)"
-        );
-    }
-    // Kept to the end: over SSH, it is the ssh process too.
-    let connection = address.connect(how.insecure, lib.dir())?;
-    let conn = &connection.fd;
-    offer(conn, &bundle, how.token.clone())?;
-    let request = Request::Migrate {
-        downtime_ms: how.downtime_ms,
-        max_passes: how.max_passes,
-        cancel_at_limit: how.cancel_at_limit,
-    };
     let show = !json && std::io::stderr().is_terminal();
     let mut shown = false;
     let progress = |reply: &Reply| {
@@ -75,72 +48,21 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         let _ = std::io::stderr().flush();
         shown = true;
     };
-    let answer = client::request_with_fd_watching(bundle.root(), name, request, conn, progress);
-    drop(connection);
+    let moved = crate::core::migration::migrate(lib, &bundle, &address, how, progress);
     if shown {
         eprintln!();
     }
-    let Reply::Migrated { passes, memory_bytes, total_ms, downtime_ms, converged } = answer? else {
-        bail!("{name}'s VM process gave no account of the migration");
-    };
-    let line = format!(
-        "{name}: moved to {address} in {total_ms} ms ({passes} passes, {} of memory); paused \
-         {downtime_ms} ms{}",
-        size_text(memory_bytes),
-        if converged {
-            ""
-        } else {
-            " (the guest changed its memory faster than the link carried it)"
-        }
-    );
+    let figures = moved?;
     let value = serde_json::json!({
         "name": name,
         "to": address.to_string(),
-        "passes": passes,
-        "memory_bytes": memory_bytes,
-        "total_ms": total_ms,
-        "downtime_ms": downtime_ms,
-        "converged": converged,
+        "passes": figures.passes,
+        "memory_bytes": figures.memory_bytes,
+        "total_ms": figures.total_ms,
+        "downtime_ms": figures.downtime_ms,
+        "converged": figures.converged,
     });
-    say(json, value, line)
-}
-
-/// Offers the VM in `bundle` over `conn` (the receiver's token with it); Err with the
-/// receiver's reason if it refuses.
-fn offer(
-    conn: &std::os::fd::OwnedFd,
-    bundle: &vm_library::bundle::Bundle,
-    token: Option<String>,
-) -> anyhow::Result<()> {
-    let mut stream = std::fs::File::from(conn.try_clone()?);
-    let offer = Offer {
-        vessel: env!("CARGO_PKG_VERSION").to_string(),
-        name: bundle.config.name.clone(),
-        uuid: bundle.config.uuid,
-        token,
-    };
-    protocol::send(&mut stream, &offer)?;
-    let answer = with_timeout(conn, || protocol::receive::<Answer>(&mut stream))?;
-    match answer {
-        Some(Answer::Accept) => Ok(()),
-        Some(Answer::Refuse(why)) => bail!("the receiving Vessel refused {}: {why}", offer.name),
-        None => bail!("the receiving Vessel hung up without an answer"),
-    }
-}
-
-/// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`, which
-/// is lifted after (the migration itself may wait longer between frames).
-fn with_timeout<T>(
-    conn: &std::os::fd::OwnedFd,
-    read: impl FnOnce() -> Result<T, protocol::ProtocolError>,
-) -> anyhow::Result<T> {
-    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-    use nix::sys::time::{TimeVal, TimeValLike};
-    let within = TimeVal::milliseconds(HANDSHAKE_WITHIN.as_millis() as i64);
-    let _ = setsockopt(conn, ReceiveTimeout, &within);
-    let result = read();
-    let _ = setsockopt(conn, ReceiveTimeout, &TimeVal::zero());
-    Ok(result?)
+    say(json, value, format!("{name}: {}", figures.summary(&address)))
 }
 
 /// Where `vessel receive` listens.

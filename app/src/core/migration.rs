@@ -207,6 +207,151 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// How long one side waits for the other's offer or answer.
+const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How a migration goes (`vessel migrate`'s options, the Migrate dialog's fields).
+#[derive(Clone, Debug)]
+pub struct How {
+    pub downtime_ms: u64,
+    pub max_passes: u32,
+    pub cancel_at_limit: bool,
+    pub insecure: bool,
+    /// The receiver's token (`--token-file`).
+    pub token: Option<String>,
+}
+
+impl Default for How {
+    fn default() -> Self {
+        How {
+            downtime_ms: 300,
+            max_passes: 30,
+            cancel_at_limit: false,
+            insecure: false,
+            token: None,
+        }
+    }
+}
+
+/// What a migration that completed took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Figures {
+    pub passes: u32,
+    pub memory_bytes: u64,
+    pub total_ms: u64,
+    pub downtime_ms: u64,
+    /// Whether the pause target was met (else the pass limit was hit).
+    pub converged: bool,
+}
+
+impl Figures {
+    /// "moved to ADDRESS in … (N passes, … of memory); paused … ms".
+    pub fn summary(&self, to: &Address) -> String {
+        format!(
+            "moved to {to} in {} ms ({} passes, {} of memory); paused {} ms{}",
+            self.total_ms,
+            self.passes,
+            crate::core::units::size_text(self.memory_bytes),
+            self.downtime_ms,
+            if self.converged {
+                ""
+            } else {
+                " (the guest changed its memory faster than the link carried it)"
+            }
+        )
+    }
+}
+
+/// Moves the running VM in `bundle` to the Vessel at `to` by live migration: connects,
+/// offers the VM, and has its VM process move the machine over the connection, telling
+/// `progress` what its process tells (`Reply::Migrating`). On failure the VM runs on here
+/// (the error says so), unless the other side was told to run it and did not confirm.
+pub fn migrate(
+    lib: &vm_library::library::Library,
+    bundle: &vm_library::bundle::Bundle,
+    to: &Address,
+    how: &How,
+    progress: impl FnMut(&crate::vmhost::protocol::Reply),
+) -> anyhow::Result<Figures> {
+    use crate::vmhost::protocol::{Reply, Request};
+    let name = &bundle.config.name;
+    if bundle.running()?.is_none() {
+        anyhow::bail!(
+            "{name} is not running: only a running VM migrates (a VM that is off moves with \
+             `vessel export` and `vessel import`)"
+        );
+    }
+    // Kept to the end: over SSH, it is the ssh process too.
+    let connection = to.connect(how.insecure, lib.dir())?;
+    offer(&connection.fd, bundle, how.token.clone())?;
+    let request = Request::Migrate {
+        downtime_ms: how.downtime_ms,
+        max_passes: how.max_passes,
+        cancel_at_limit: how.cancel_at_limit,
+    };
+    let answer = crate::vmhost::client::request_with_fd_watching(
+        bundle.root(),
+        name,
+        request,
+        &connection.fd,
+        progress,
+    );
+    drop(connection);
+    match answer? {
+        Reply::Migrated { passes, memory_bytes, total_ms, downtime_ms, converged } => {
+            Ok(Figures { passes, memory_bytes, total_ms, downtime_ms, converged })
+        }
+        _ => anyhow::bail!("{name}'s VM process gave no account of the migration"),
+    }
+}
+
+/// Cancels the migration of the VM in `bundle` under way; it runs on here.
+pub fn cancel(bundle: &vm_library::bundle::Bundle) -> anyhow::Result<()> {
+    let request = crate::vmhost::protocol::Request::CancelMigration;
+    crate::vmhost::client::request(bundle.root(), &bundle.config.name, request)?;
+    Ok(())
+}
+
+/// Offers the VM in `bundle` over `conn` (the receiver's token with it); Err with the
+/// receiver's reason if it refuses.
+pub fn offer(
+    conn: &std::os::fd::OwnedFd,
+    bundle: &vm_library::bundle::Bundle,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let mut stream = std::fs::File::from(conn.try_clone()?);
+    let offer = Offer {
+        vessel: env!("CARGO_PKG_VERSION").to_string(),
+        name: bundle.config.name.clone(),
+        uuid: bundle.config.uuid,
+        token,
+    };
+    crate::vmhost::protocol::send(&mut stream, &offer)?;
+    let answer = with_timeout(conn, || crate::vmhost::protocol::receive::<Answer>(&mut stream))?;
+    match answer {
+        Some(Answer::Accept) => Ok(()),
+        Some(Answer::Refuse(why)) => {
+            anyhow::bail!("the receiving Vessel refused {}: {why}", offer.name)
+        }
+        None => anyhow::bail!("the receiving Vessel hung up without an answer"),
+    }
+}
+
+/// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`, which
+/// is lifted after (the migration itself may wait longer between frames).
+pub fn with_timeout<T>(
+    conn: &std::os::fd::OwnedFd,
+    read: impl FnOnce() -> Result<T, crate::vmhost::protocol::ProtocolError>,
+) -> anyhow::Result<T> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    let within = TimeVal::milliseconds(HANDSHAKE_WITHIN.as_millis() as i64);
+    let _ = setsockopt(conn, ReceiveTimeout, &within);
+    let result = read();
+    let _ = setsockopt(conn, ReceiveTimeout, &TimeVal::zero());
+    Ok(result?)
+}
+
 /// What the sending Vessel says first, before any of the machine (`vmm::migration`): which
 /// VM comes, and the receiver's token. Framed as the control socket's messages are.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -43,6 +43,8 @@ pub enum Act {
     /// Go back to the snapshot the VM's present state grew from (asked first).
     RevertSnapshot(PathBuf),
     SnapshotManager(PathBuf),
+    /// Move the running VM to another Vessel (VM ▸ Migrate…).
+    Migrate(PathBuf),
     /// Bytes for a running VM's serial port.
     Serial(PathBuf, Vec<u8>),
     /// An ISO dropped on a VM (or on the library: None).
@@ -77,6 +79,7 @@ pub enum Verb {
     TakeSnapshot,
     RevertSnapshot,
     SnapshotManager,
+    Migrate,
     Fit,
     Actual,
     Fullscreen,
@@ -163,6 +166,7 @@ pub const BINDINGS: &[Binding] = &[
         shortcut: None,
         needs: Needs::VmSettled,
     },
+    Binding { verb: Verb::Migrate, label: "Migrate…", shortcut: None, needs: Needs::VmRunning },
     Binding {
         verb: Verb::NewVm,
         label: "New VM…",
@@ -268,6 +272,7 @@ impl Verb {
             Verb::TakeSnapshot => Act::TakeSnapshot(vm()?),
             Verb::RevertSnapshot => Act::RevertSnapshot(vm()?),
             Verb::SnapshotManager => Act::SnapshotManager(vm()?),
+            Verb::Migrate => Act::Migrate(vm()?),
         })
     }
 }

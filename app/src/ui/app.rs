@@ -64,6 +64,7 @@ pub struct VesselApp {
     pub(crate) settings: Option<SettingsDialog>,
     pub(crate) take_snapshot: Option<super::dialogs::snapshots::TakeDialog>,
     pub(crate) snapshot_manager: Option<super::dialogs::snapshots::Manager>,
+    pub(crate) migrate: Option<super::dialogs::migrate::MigrateDialog>,
     /// What waits for a VM's session to end (a snapshot of it, going to one).
     pub(crate) after_stop: std::collections::HashMap<PathBuf, super::dialogs::snapshots::AfterStop>,
     pub(crate) about: bool,
@@ -105,6 +106,7 @@ impl VesselApp {
             settings: None,
             take_snapshot: None,
             snapshot_manager: None,
+            migrate: None,
             after_stop: Default::default(),
             about: false,
             closing: Closing::No,
@@ -285,6 +287,8 @@ impl VesselApp {
                 }
             }
             Done::SnapshotWork { root, result, resume } => self.snapshot_done(root, result, resume),
+            Done::Migrated { root, result } => self.migrate_done(root, result),
+            Done::MigrationCancelled(result) => self.migration_cancelled(result),
             Done::Demo(result) => match result {
                 Ok(root) => {
                     self.toasts.success("The demo VM is ready");
@@ -339,6 +343,7 @@ impl VesselApp {
             Act::TakeSnapshot(root) => self.open_take_snapshot(&root),
             Act::RevertSnapshot(root) => self.open_snapshot_manager(&root, true),
             Act::SnapshotManager(root) => self.open_snapshot_manager(&root, false),
+            Act::Migrate(root) => self.open_migrate(&root),
             Act::Serial(root, bytes) => self.command(&root, Command::Serial(bytes)),
             Act::DropIso(target, iso) => self.drop_iso_on(target, iso),
             Act::Scale(scale) => self.scale = scale,
@@ -404,6 +409,7 @@ impl VesselApp {
                 self.update(&root, &format!("{name} saved"), move |c| change.apply(c));
             }
             DialogAction::Snapshots(answer) => self.snapshot_answer(answer),
+            DialogAction::Migrate(answer) => self.migrate_answer(answer),
             DialogAction::Close(Choice::Cancel) => self.closing = Closing::No,
             DialogAction::Close(Choice::RunInBackground) => {
                 // The VMs' processes go on; the window lets go of them as it closes.

@@ -117,6 +117,7 @@ impl VesselApp {
             self.settings.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Settings),
             self.snapshot_manager.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
             self.take_snapshot.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
+            self.migrate.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Migrate),
             close::ui(ctx, self.closing, self.running.len()).map(DialogAction::Close),
         ];
         acts.extend(answers.into_iter().flatten().map(Act::Dialog));
@@ -158,7 +159,8 @@ impl eframe::App for VesselApp {
         // does, or the close dialog is up.
         let dialog = self.wizard.is_some()
             || self.take_snapshot.is_some()
-            || self.snapshot_manager.is_some();
+            || self.snapshot_manager.is_some()
+            || self.migrate.is_some();
         let typing = dialog && ctx.memory(|m| m.focused().is_some());
         let mut acts = if self.keyboard.owner().is_some() || typing || self.closing != Closing::No {
             Vec::new()

@@ -94,6 +94,13 @@ pub enum Done {
         result: Result<String, String>,
         resume: super::dialogs::snapshots::Resume,
     },
+    /// The VM in `root` moved (what to say) or did not (why).
+    Migrated {
+        root: PathBuf,
+        result: Result<String, String>,
+    },
+    /// A migration was asked to stop (or could not be).
+    MigrationCancelled(Result<(), String>),
 }
 
 pub struct Job {

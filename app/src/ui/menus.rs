@@ -106,6 +106,7 @@ pub fn menu_bar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
                     }
                 });
             });
+            chrome.item(ui, Verb::Migrate, false, &mut acts);
             ui.separator();
             chrome.item(ui, Verb::Settings, false, &mut acts);
         });

@@ -14,6 +14,7 @@ mod frame;
 mod jobs;
 mod library;
 mod menus;
+mod migrate;
 pub mod prefs;
 mod progress;
 mod running;

@@ -1,9 +1,10 @@
 //! The app's dialogs. Each owns its draft and its `ui`, which answers in the dialog's own
-//! terms (`preferences::Answer`, `settings::Answer`, `close::Choice`); the app carries
+//! terms (`preferences::Answer`, `settings::Answer`, `close::Choice`, ...); the app carries
 //! the answer out as a `DialogAction` (saving, browsing, closing).
 
 pub mod about;
 pub mod close;
+pub mod migrate;
 pub mod preferences;
 pub mod settings;
 pub mod snapshots;
@@ -15,4 +16,5 @@ pub enum DialogAction {
     Settings(settings::Answer),
     Close(close::Choice),
     Snapshots(snapshots::Answer),
+    Migrate(migrate::Answer),
 }

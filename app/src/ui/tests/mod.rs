@@ -2,10 +2,11 @@
 //! `library` (the wizard, power buttons, dropped ISOs, an inaccessible bundle, crashes),
 //! `screens` (the console: the guest's frame, keys and pointer, serial, snapshots of the main screens),
 //! `dialogs` (closing with VMs running, preferences, settings), `snapshot_manager` (VM ▸
-//! Snapshot). The helpers are here.
+//! Snapshot), `migrate` (VM ▸ Migrate…). The helpers are here.
 
 mod dialogs;
 mod library;
+mod migrate;
 mod screens;
 mod snapshot_manager;
 
