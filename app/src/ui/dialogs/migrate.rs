@@ -159,6 +159,9 @@ impl MigrateDialog {
                     ui.label(phase);
                 });
                 egui::Grid::new("migrate-progress").num_columns(2).show(ui, |ui| {
+                    ui.label("To");
+                    ui.label(&self.to);
+                    ui.end_row();
                     ui.label("Sent");
                     ui.label(size_text(p.sent));
                     ui.end_row();
