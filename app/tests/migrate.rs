@@ -84,7 +84,9 @@ fn a_running_vm_moves_out_of_its_vm_process_and_goes_on() {
     assert!(said.contains("refused") && said.contains("sse2"), "{said}\nthe VM's log:\n{log}");
     assert!(refusing.join().unwrap().is_err());
     let seen = ticks(&run.seen()).len();
-    assert!(run.wait_until(Duration::from_secs(30), |s| ticks(s).len() >= seen + 3), "runs on");
+    let ran_on = run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= seen + 3);
+    let log = std::fs::read_to_string(lib.join("Mover.vessel/vessel.log")).unwrap_or_default();
+    assert!(ran_on, "it runs on after the refusal; the VM's log:\n{log}");
 
     // A receiver that takes it.
     let (to, taking) = receiver(&lib, machine_config(&lib, "Mover"), Default::default());

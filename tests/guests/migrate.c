@@ -7,9 +7,13 @@
  * writes the tick into that sector of its virtio-blk disk, as test=journal does, and reads
  * it back into a page only the device writes, which must still hold it a tick later. Clock:
  * it reads the TSC between every two pages and keeps the largest step (a migration's pause
- * does not show in it: the TSC goes on from where it was when the machine paused). Each tick it checks every page of the area (behind the
+ * does not show in it: the TSC goes on from where it was when the machine paused); and it
+ * watches the CMOS clock's seconds, which follow the host's wall clock, counting the TSC
+ * ticks of each whole second: the second a migration paused the machine in has that many
+ * fewer (its own measure of the pause). Each tick it checks every page of the area (behind the
  * writer this sweep's word, ahead of it the last sweep's), then prints
- * "MIGRATE <tick> <boot id> <sum> <largest step in TSC ticks> <tsc>" (hex), or
+ * "MIGRATE <tick> <boot id> <sum> <largest step in TSC ticks> <tsc> <TSC ticks of the last
+ * whole second>" (hex), or
  * "MIGRATE BAD <page>" and powers off if a page holds what it never wrote. 'q' on COM1
  * powers it off.
  */
@@ -35,6 +39,13 @@ static inline u64 rdtsc(void)
     return ((u64)hi << 32) | lo;
 }
 
+/* The CMOS clock's seconds register (BCD or binary: only its changes matter). */
+static u8 rtc_seconds(void)
+{
+    outb(0x70, 0x00);
+    return inb(0x71);
+}
+
 static volatile u64 *page_word(u64 page)
 {
     return (volatile u64 *)(AREA_START + page * 4096);
@@ -58,6 +69,10 @@ static void run(u64 pages_per_tick)
     u64 sectors = *(volatile u64 *)g_virtio_config();
     u64 sum = 0, sweep = 1, next = 0, largest = 0;
     u64 last = rdtsc();
+    /* The CMOS clock: its last seconds value, the TSC when it changed, and the TSC ticks
+     * of the last whole second (0 until one has passed). */
+    u8 second = rtc_seconds();
+    u64 second_began = 0, whole_second = 0, polls = 0;
     for (u64 tick = 1;; tick++) {
         u64 start = rdtsc(), written = 0;
         while (rdtsc() - start < TICK_TSC) {
@@ -73,6 +88,15 @@ static void run(u64 pages_per_tick)
                     pause();
             }
             u64 now = rdtsc();
+            if ((++polls & 15) == 0) {
+                u8 seconds = rtc_seconds();
+                if (seconds != second) {
+                    if (second_began)
+                        whole_second = now - second_began;
+                    second = seconds;
+                    second_began = now;
+                }
+            }
             if (now - last > largest)
                 largest = now - last;
             last = now;
@@ -118,6 +142,8 @@ static void run(u64 pages_per_tick)
         g_put_hex(largest);
         g_puts(" ");
         g_put_hex(rdtsc());
+        g_puts(" ");
+        g_put_hex(whole_second);
         g_newline();
         largest = 0;
         last = rdtsc();

@@ -288,6 +288,63 @@ impl Drop for Xvfb {
     }
 }
 
+/// The host's TSC ticks a second (its guests' TSC runs at the same rate), measured over
+/// 300 ms of the host's clock.
+pub fn tsc_hz() -> f64 {
+    // SAFETY: rdtsc reads the time-stamp counter; no memory is touched.
+    let read = || unsafe { core::arch::x86_64::_rdtsc() };
+    let (t0, c0) = (Instant::now(), read());
+    std::thread::sleep(Duration::from_millis(300));
+    (read() - c0) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The whole seconds of the CMOS clock a test=migrate guest measured in TSC ticks (the
+/// last field of its "MIGRATE" lines), each once, in order.
+fn whole_seconds(output: &str) -> Vec<u64> {
+    let complete = &output[..output.rfind('\n').map_or(0, |i| i + 1)];
+    let mut seconds: Vec<u64> = Vec::new();
+    for line in complete.lines().filter_map(|l| l.trim().strip_prefix("MIGRATE ")) {
+        let Some(last) = line.split(' ').nth(5) else { continue };
+        let Ok(value) = u64::from_str_radix(last.trim(), 16) else { continue };
+        if value != 0 && seconds.last() != Some(&value) {
+            seconds.push(value);
+        }
+    }
+    seconds
+}
+
+/// Whether a test=migrate guest has measured a whole second of the CMOS clock yet (a move
+/// before that has no second to show its pause in).
+pub fn has_whole_second(output: &str) -> bool {
+    !whole_seconds(output).is_empty()
+}
+
+/// The pause a test=migrate guest lived through when it moved, as it measured it itself
+/// (`before`: its output on the sender, `after`: on the receiver; `hz`: TSC ticks a
+/// second). Two clocks, for two kinds of host: where the guest's TSC is the host's (PVM),
+/// the pause is the largest step of its TSC in the first lines after the move; where its
+/// TSC is restored as it was at the pause (KVM with TSC offsetting, as QEMU does it), the
+/// TSC stood still while the CMOS clock, which follows the host's wall clock, did not, and
+/// the first two whole seconds it measured after the move lack the pause between them.
+/// The larger of the two; None until it has measured two whole seconds after the move.
+pub fn guest_pause(before: &str, after: &str, hz: f64) -> Option<Duration> {
+    let last_before = whole_seconds(before).last().copied();
+    let seconds: Vec<u64> =
+        whole_seconds(after).into_iter().skip_while(|s| Some(*s) == last_before).collect();
+    let lacking: f64 = seconds.get(..2)?.iter().map(|&s| (hz - s as f64).max(0.0)).sum();
+    // The lines from the one the move cut (begun on the sender, ended on the receiver).
+    let both = format!("{before}{after}");
+    let cut = before.rfind('\n').map_or(0, |i| i + 1);
+    let step = both[cut..]
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("MIGRATE "))
+        .take(3)
+        .filter_map(|l| u64::from_str_radix(l.split(' ').nth(3)?.trim(), 16).ok())
+        .max()
+        .unwrap_or(0);
+    Some(Duration::from_secs_f64(lacking.max(step as f64) / hz))
+}
+
 /// True if `qemu-system-x86_64` is installed.
 pub fn have_qemu() -> bool {
     Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())
