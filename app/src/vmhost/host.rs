@@ -380,12 +380,16 @@ fn build_and_serve(
     let root = bundle.root().to_path_buf();
     let received = incoming.is_some();
     let built = match incoming {
-        Some(conn) => receive(shared, conn, launch.config, &running).and_then(|handle| {
-            // Clients find this process where they found the sender's.
-            use anyhow::Context;
-            std::fs::rename(socket, final_socket)
-                .context("cannot put the control socket in place")?;
-            Ok(handle)
+        Some(conn) => receive(shared, conn, launch.config, &running).inspect(|_| {
+            // Clients find this process where they found the sender's. The machine runs
+            // here now and the sender's has stopped: nothing undoes that, whatever this
+            // does (clients can still reach it where it listens).
+            if let Err(e) = std::fs::rename(socket, final_socket) {
+                log::error!(
+                    "cannot put the control socket in place ({e}); it stays at {}",
+                    socket.display()
+                );
+            }
         }),
         None if suspend::is_suspended(&root) => resume(&root, launch.config),
         None => Machine::build(launch.config, None)
