@@ -174,6 +174,20 @@ fn a_vm_moves_between_vm_processes_over_unix_tcp_and_ssh() {
     let run = start_mover(&lib);
     let first_pid = pid_of(&lib, "Mover");
 
+    // A receiver whose library does not hold the VM (no shared storage): refused, named;
+    // it waits on for the next offer, and the VM runs on here.
+    let elsewhere = lib.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let path = lib.join("elsewhere.sock");
+    let (mut wrong_library, _) = receive(&elsewhere, &format!("unix:{}", path.display()));
+    let out = vessel(&lib, &["migrate", "Mover", "--to", &format!("unix:{}", path.display())]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not in this library"), "{}", text(&out.stderr));
+    assert!(wrong_library.try_wait().unwrap().is_none(), "it waits for the next offer");
+    let _ = wrong_library.kill();
+    let _ = wrong_library.wait();
+    assert_eq!(pid_of(&lib, "Mover"), first_pid, "it runs on where it was");
+
     // Over a unix socket, into a VM process of the same library (shared storage).
     let path = lib.join("in.sock");
     let (mut receiver, said) = receive(&lib, &format!("unix:{}", path.display()));
