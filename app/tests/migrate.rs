@@ -321,3 +321,77 @@ fn a_receiving_vm_process_killed_mid_copy_leaves_the_vm_running_where_it_was() {
     assert!(all.iter().all(|t| t.1 == before[0].1), "the same boot");
     drop(run);
 }
+
+/// A receiver's end of the connection that goes down as it is about to say `Running`.
+struct LosesRunning(std::os::unix::net::UnixStream);
+
+impl std::io::Read for LosesRunning {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for LosesRunning {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A frame's head: its tag, then its length.
+        if buf.len() == 9 && buf[0] == vmm::migration::wire::Tag::Running as u8 {
+            let _ = self.0.shutdown(std::net::Shutdown::Both);
+            return Err(std::io::Error::other("the link went down"));
+        }
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn an_unconfirmed_move_resumes_here_only_once_nobody_runs_the_vm_elsewhere() {
+    let lib = common::scratch("migrate-unconfirmed");
+    let _vms = common::KillsVms(lib.clone());
+    let mut run = start_mover(&lib);
+    let path = lib.join("in.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let config = machine_config(&lib, "Mover");
+    let root = lib.join("Mover.vessel");
+    // A receiver that takes the VM's run lock as a VM process would, runs the machine,
+    // and loses the link as it says so.
+    let receiver = std::thread::spawn(move || {
+        use vessel::core::migration::{Answer, Offer};
+        use vessel::vmhost::protocol;
+        let (mut conn, _) = listener.accept().unwrap();
+        let _: Offer = protocol::receive(&mut conn).unwrap().unwrap();
+        protocol::send(&mut conn, &Answer::Accept).unwrap();
+        let bundle = vm_library::bundle::Bundle::open(&root).unwrap();
+        let mut run_lock = bundle.open_run_lock().unwrap();
+        let mut take = || run_lock.take(Duration::from_secs(10)).map_err(|e| e.to_string());
+        let mut losing = LosesRunning(conn);
+        let options = vmm::migration::ReceiveOptions::default();
+        let handle =
+            vmm::migration::receive_with(config, None, &mut losing, &options, &|_| {}, &mut take)
+                .unwrap();
+        (handle, run_lock)
+    });
+    let out = vessel(&lib, &["migrate", "Mover", "--to", &format!("unix:{}", path.display())]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("did not confirm"), "{}", text(&out.stderr));
+    let (handle, run_lock) = receiver.join().unwrap();
+    assert!(matches!(handle.state(), vmm::MachineState::Running), "the receiver runs it");
+
+    // Paused here, and not resumed while the other side holds it.
+    let out = vessel(&lib, &["resume", "Mover"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("runs on the other Vessel"), "{}", text(&out.stderr));
+    let seen = ticks(&run.seen()).len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ticks(&run.seen()).len(), seen, "still paused");
+
+    // The other side's copy gone, it resumes here and goes on.
+    handle.power_off().unwrap();
+    drop(handle);
+    drop(run_lock);
+    let out = vessel(&lib, &["resume", "Mover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ran_on = run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= seen + 3);
+    assert!(ran_on, "{}", run.seen());
+}

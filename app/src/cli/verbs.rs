@@ -165,10 +165,14 @@ pub fn start(lib: &Library, name: &str, detach: bool) -> anyhow::Result<i32> {
 /// Sends a control request to the running VM `name`; what it answered.
 fn control(lib: &Library, name: &str, request: Request) -> anyhow::Result<Reply> {
     let bundle = lib.find(name)?;
-    if bundle.running()?.is_none() {
-        bail!("{name} is not running");
+    // Its control socket answers for a VM process without its run lock too: one whose
+    // migration was not confirmed let the lock go and waits, paused, to be resumed or
+    // powered off.
+    let locked = bundle.running()?.is_some();
+    match client::request(bundle.root(), &bundle.config.name, request) {
+        Err(ClientError::NotRunning { .. }) if !locked => bail!("{name} is not running"),
+        answer => Ok(answer?),
     }
-    Ok(client::request(bundle.root(), &bundle.config.name, request)?)
 }
 
 pub fn stop(lib: &Library, name: &str, force: bool, json: bool) -> anyhow::Result<()> {

@@ -114,6 +114,10 @@ struct Shared {
     bundle: PathBuf,
     /// Set to cancel the live migration under way.
     cancel_migration: Mutex<Option<Arc<AtomicBool>>>,
+    /// A migration told the other side to run the VM and heard no confirmation: the VM is
+    /// paused here, its run lock let go; it resumes here only if the lock can be taken
+    /// back (nobody runs it elsewhere).
+    unconfirmed: AtomicBool,
 }
 
 impl Shared {
@@ -204,6 +208,7 @@ pub fn run(
         next_id: AtomicU64::new(1),
         bundle: paths::canonical(root).unwrap_or_else(|_| root.to_path_buf()),
         cancel_migration: Mutex::new(None),
+        unconfirmed: AtomicBool::new(false),
     });
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     *lock(&shared.control) = Some(control_tx);
@@ -676,6 +681,10 @@ fn serve_machine(
                 shared.reply_to(client, reply);
                 continue;
             }
+            if request == Request::Resume && shared.unconfirmed.load(Ordering::Relaxed) {
+                shared.reply_to(client, take_back(handle, shared, running));
+                continue;
+            }
             let reply = match control_request(handle, shared, request) {
                 Ok(reply) => reply,
                 Err(e) => Reply::Failed { error: error_chain(&e) },
@@ -780,6 +789,9 @@ fn migrate(
             }
             Err(e) => {
                 log::warn!("the migration failed: {e}");
+                if !e.source_runs_on() {
+                    watching.unconfirmed.store(true, Ordering::Relaxed);
+                }
                 let mut error = error_chain(&e);
                 if e.source_runs_on() && !error.contains("runs on here") {
                     error.push_str("; the VM runs on here");
@@ -793,6 +805,35 @@ fn migrate(
     if let Err(e) = spawned {
         *lock(&shared.cancel_migration) = None;
         shared.reply_to(client, Reply::Failed { error: format!("cannot start a thread: {e}") });
+    }
+}
+
+/// Resumes here a VM whose migration was not confirmed, if nobody runs it elsewhere: its
+/// run lock (which the other side takes as it runs it) and its disks' locks are taken back
+/// first, or it stays paused.
+fn take_back(
+    handle: &MachineHandle,
+    shared: &Shared,
+    running: &Arc<Mutex<vm_library::bundle::RunLock>>,
+) -> Reply {
+    if let Err(e) = lock(running).take(Duration::ZERO) {
+        let error = format!(
+            "the VM cannot be taken back from its migration: {e}; it runs on the other Vessel \
+             (power this copy off)"
+        );
+        return Reply::Failed { error };
+    }
+    match handle.resume() {
+        Ok(()) => {
+            shared.unconfirmed.store(false, Ordering::Relaxed);
+            Reply::Done
+        }
+        Err(e) => {
+            if let Err(e) = lock(running).release() {
+                log::error!("cannot let the run lock go again: {e}");
+            }
+            Reply::Failed { error: error_chain(&e) }
+        }
     }
 }
 
