@@ -194,7 +194,8 @@ fn a_receiver_dying_mid_copy_leaves_the_machine_running_and_movable() {
     let (mut sender_end, receiver_end) = UnixStream::pair().unwrap();
     let config = spec.config();
     let receiver = std::thread::spawn(move || {
-        let mut dying = DiesAfter { stream: receiver_end, left: 8 << 20 };
+        // Well inside the first pass (the guest has written several MiB by then).
+        let mut dying = DiesAfter { stream: receiver_end, left: 1 << 20 };
         migration::receive(config, None, &mut dying, &ReceiveOptions::default(), &|_| {})
     });
     let sent = run.handle.migrate(&mut sender_end, &MigrateOptions::default(), |_| {});
@@ -216,17 +217,19 @@ fn a_guest_faster_than_the_link_stops_at_the_pass_limit_as_the_user_chose() {
     let spec = spec("migrate-storm", dir.path());
     let mut run = spec.boot();
     more_ticks(&mut run, 2);
-    // A pause target no link meets for this guest: the limit decides.
+    // A pause target no link meets for this guest: the limit decides. One pass: what the
+    // guest and its disk changed while all of its memory went over is always some (a
+    // later pass can be over in microseconds, with nothing changed meanwhile).
     let mut options = MigrateOptions {
-        downtime: Duration::from_micros(1),
-        max_passes: 3,
+        downtime: Duration::ZERO,
+        max_passes: 1,
         on_limit: OnLimit::Cancel,
         ..MigrateOptions::default()
     };
     let (sent, received, reports) =
         migrate(&run, spec.config(), &options, ReceiveOptions::default());
     let error = sent.unwrap_err();
-    assert!(matches!(error, MigrationError::DidNotConverge { passes: 3, .. }), "{error}");
+    assert!(matches!(error, MigrationError::DidNotConverge { passes: 1, .. }), "{error}");
     assert!(matches!(received, Err(MigrationError::SenderCancelled)), "{:?}", received.err());
     let last = reports.last().unwrap();
     println!("at the limit: {last:?}");
@@ -237,7 +240,7 @@ fn a_guest_faster_than_the_link_stops_at_the_pass_limit_as_the_user_chose() {
     options.on_limit = OnLimit::Complete;
     let (sent, received, _) = migrate(&run, spec.config(), &options, ReceiveOptions::default());
     let migrated = sent.expect("it completes at the limit");
-    assert!(!migrated.converged && migrated.passes == 4, "{migrated:?}");
+    assert!(!migrated.converged && migrated.passes == 2, "{migrated:?}");
     println!("completed at the limit: paused {:?}", migrated.downtime);
     let mut moved = GuestRun { handle: received.unwrap(), serial: Vec::new(), events: Vec::new() };
     more_ticks(&mut moved, 3);
