@@ -322,29 +322,6 @@ fn a_receiving_vm_process_killed_mid_copy_leaves_the_vm_running_where_it_was() {
     drop(run);
 }
 
-/// A receiver's end of the connection that goes down as it is about to say `Running`.
-struct LosesRunning(std::os::unix::net::UnixStream);
-
-impl std::io::Read for LosesRunning {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl std::io::Write for LosesRunning {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A frame's head: its tag, then its length.
-        if buf.len() == 9 && buf[0] == vmm::migration::wire::Tag::Running as u8 {
-            let _ = self.0.shutdown(std::net::Shutdown::Both);
-            return Err(std::io::Error::other("the link went down"));
-        }
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
 #[test]
 fn an_unconfirmed_move_resumes_here_only_once_nobody_runs_the_vm_elsewhere() {
     let lib = common::scratch("migrate-unconfirmed");
@@ -365,7 +342,7 @@ fn an_unconfirmed_move_resumes_here_only_once_nobody_runs_the_vm_elsewhere() {
         let bundle = vm_library::bundle::Bundle::open(&root).unwrap();
         let mut run_lock = bundle.open_run_lock().unwrap();
         let mut take = || run_lock.take(Duration::from_secs(10)).map_err(|e| e.to_string());
-        let mut losing = LosesRunning(conn);
+        let mut losing = vessel_tests::LosesRunning(conn);
         let options = vmm::migration::ReceiveOptions::default();
         let handle =
             vmm::migration::receive_with(config, None, &mut losing, &options, &|_| {}, &mut take)

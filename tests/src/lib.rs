@@ -345,6 +345,30 @@ pub fn guest_pause(before: &str, after: &str, hz: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(lacking.max(step as f64) / hz))
 }
 
+/// A live migration receiver's end of its connection that goes down as the receiver is
+/// about to say `Running`: the sender is left not knowing whether the machine runs there.
+pub struct LosesRunning(pub std::os::unix::net::UnixStream);
+
+impl std::io::Read for LosesRunning {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for LosesRunning {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A frame's head: its tag, then its length.
+        if buf.len() == 9 && buf[0] == vmm::migration::wire::Tag::Running as u8 {
+            let _ = self.0.shutdown(std::net::Shutdown::Both);
+            return Err(std::io::Error::other("the link went down"));
+        }
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// True if `qemu-system-x86_64` is installed.
 pub fn have_qemu() -> bool {
     Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success())

@@ -304,29 +304,6 @@ fn a_hostile_sender_is_refused_and_nothing_runs() {
     assert!(wire::text(&why).contains("outside the machine's RAM"), "{}", wire::text(&why));
 }
 
-/// The receiver's end, which loses the connection as it is about to say `Running`.
-struct LosesRunning(UnixStream);
-
-impl Read for LosesRunning {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for LosesRunning {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A frame's head: its tag, then its length.
-        if buf.len() == 9 && buf[0] == migration::wire::Tag::Running as u8 {
-            let _ = self.0.shutdown(std::net::Shutdown::Both);
-            return Err(std::io::Error::other("the link went down"));
-        }
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
 #[test]
 fn an_unconfirmed_migration_never_leaves_two_copies_running() {
     let dir = tempfile::tempdir().unwrap();
@@ -336,7 +313,7 @@ fn an_unconfirmed_migration_never_leaves_two_copies_running() {
     let (mut sender_end, receiver_end) = UnixStream::pair().unwrap();
     let config = spec.config();
     let receiver = std::thread::spawn(move || {
-        let mut losing = LosesRunning(receiver_end);
+        let mut losing = vessel_tests::LosesRunning(receiver_end);
         migration::receive(config, None, &mut losing, &ReceiveOptions::default(), &|_| {})
     });
     let error =

@@ -223,17 +223,8 @@ impl RunLock {
     /// Takes the lock now, recording this process's pid in the file; `AlreadyRunning`
     /// (with the holder's pid) if another holds it.
     fn try_take(&mut self) -> Result<(), BundleError> {
-        let file = &mut self._file;
-        let lock = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
-        // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = self.set(libc::F_WRLCK) {
+            let file = &mut self._file;
             if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
                 let mut pid = String::new();
                 let _ = file.seek(SeekFrom::Start(0));
@@ -245,6 +236,7 @@ impl RunLock {
             }
             return Err(io(&self.path)(e));
         }
+        let file = &mut self._file;
         let record = (|| {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
@@ -271,16 +263,22 @@ impl RunLock {
     /// Lets the lock go, keeping the file open (and so able to `take` it again): a VM
     /// process handing its VM to another by live migration.
     pub fn release(&self) -> Result<(), BundleError> {
-        let unlock = libc::flock {
-            l_type: libc::F_UNLCK as libc::c_short,
+        self.set(libc::F_UNLCK).map_err(io(&self.path))
+    }
+
+    /// Sets (or, `F_UNLCK`, drops) this open file description's lock of `kind` on the
+    /// whole file, without waiting.
+    fn set(&self, kind: libc::c_int) -> std::io::Result<()> {
+        let lock = libc::flock {
+            l_type: kind as libc::c_short,
             l_whence: libc::SEEK_SET as libc::c_short,
             l_start: 0,
             l_len: 0,
             l_pid: 0,
         };
         // SAFETY: F_OFD_SETLK reads the flock struct passed; the fd is open for the call.
-        if unsafe { libc::fcntl(self._file.as_raw_fd(), libc::F_OFD_SETLK, &unlock) } != 0 {
-            return Err(io(&self.path)(std::io::Error::last_os_error()));
+        if unsafe { libc::fcntl(self._file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
+            return Err(std::io::Error::last_os_error());
         }
         Ok(())
     }

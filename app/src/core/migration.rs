@@ -210,6 +210,10 @@ impl std::fmt::Display for Address {
 /// How long one side waits for the other's offer or answer.
 const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long a migration waits for a peer that neither sends nor reads: far longer than
+/// any step takes (a pass sends all the while; building the machine takes moments).
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// How a migration goes (`vessel migrate`'s options, the Migrate dialog's fields).
 #[derive(Clone, Debug)]
 pub struct How {
@@ -337,18 +341,21 @@ pub fn offer(
     }
 }
 
-/// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`, which
-/// is lifted after (the migration itself may wait longer between frames).
+/// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`; then
+/// sets the migration's own: a peer silent (or not reading) for `STALLED_AFTER` ends it,
+/// rather than leaving a VM process waiting for ever (the machine runs on at the sender).
 pub fn with_timeout<T>(
     conn: &std::os::fd::OwnedFd,
     read: impl FnOnce() -> Result<T, crate::vmhost::protocol::ProtocolError>,
 ) -> anyhow::Result<T> {
-    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout, sockopt::SendTimeout};
     use nix::sys::time::{TimeVal, TimeValLike};
     let within = TimeVal::milliseconds(HANDSHAKE_WITHIN.as_millis() as i64);
     let _ = setsockopt(conn, ReceiveTimeout, &within);
     let result = read();
-    let _ = setsockopt(conn, ReceiveTimeout, &TimeVal::zero());
+    let stalled = TimeVal::milliseconds(STALLED_AFTER.as_millis() as i64);
+    let _ = setsockopt(conn, ReceiveTimeout, &stalled);
+    let _ = setsockopt(conn, SendTimeout, &stalled);
     Ok(result?)
 }
 

@@ -1306,3 +1306,75 @@ pub fn write_state_seeds(dir: &std::path::Path) {
     seed.extend_from_slice(&vmm::persist::encode_part(&bad));
     std::fs::write(dir.join("fw-cfg-unknown-item"), &seed).unwrap();
 }
+
+/// The receiving side of a live migration, from the frames a sender (a peer on the
+/// network, perhaps an attacker) sends after the greeting: the guest's memory pass after
+/// pass, until its state (`vmm::migration::receive_memory`), into 32 MiB of guest memory.
+/// Every address is checked against RAM and every frame bounded; nothing panics.
+pub fn migration_receive(data: &[u8]) -> Reach {
+    use vmm::migration::{Received, receive_memory};
+    let mut reach = Reach::default();
+    let mem = vmm::vstate::memory::create_guest_memory(32 << 20).unwrap();
+    let layout = vmm::persist::memory::MemoryLayout::of(&mem);
+    let mut conn = Peer { input: data, output: Vec::new() };
+    let passes = std::cell::Cell::new(0u32);
+    let progress = |r: Received| passes.set(r.passes);
+    match receive_memory(&mut conn, &layout, &mem, &progress) {
+        Ok(_) => reach.count("state"),
+        Err(vmm::migration::MigrationError::Protocol(_)) => reach.count("refused"),
+        Err(_) => reach.count("ended"),
+    }
+    if passes.get() > 0 {
+        reach.count("passes");
+    }
+    // Whatever came went into guest memory, and only there.
+    let mut probe = [0u8; 8];
+    if mem.read_slice(&mut probe, GuestAddress(0x1000)).is_ok() && probe != [0; 8] {
+        reach.count("pages");
+    }
+    reach
+}
+
+/// A migration peer whose frames are `input`; what it is sent is kept.
+struct Peer<'a> {
+    input: &'a [u8],
+    output: Vec<u8>,
+}
+
+impl std::io::Read for Peer<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl std::io::Write for Peer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the migration_receive seeds: memory at an address in RAM, a zero run, a pass's
+/// end and a state; pages beyond RAM; a frame longer than its kind allows.
+pub fn write_migration_seeds(dir: &std::path::Path) {
+    use vmm::migration::wire::{self, Tag};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut good = Vec::new();
+    wire::send(&mut good, Tag::Pages, &[&0x1000u64.to_le_bytes(), &[0x5a; 4096]]).unwrap();
+    wire::send(&mut good, Tag::Zero, &[&0x8000u64.to_le_bytes(), &8192u64.to_le_bytes()]).unwrap();
+    wire::send(&mut good, Tag::PassEnd, &[&1u32.to_le_bytes()]).unwrap();
+    wire::send(&mut good, Tag::State, &[b"a state"]).unwrap();
+    std::fs::write(dir.join("memory-then-state"), &good).unwrap();
+    let mut beyond = Vec::new();
+    wire::send(&mut beyond, Tag::Pages, &[&(1u64 << 40).to_le_bytes(), &[1; 4096]]).unwrap();
+    std::fs::write(dir.join("pages-beyond-ram"), &beyond).unwrap();
+    let mut zero_wraps = Vec::new();
+    let (at, len) = (u64::MAX - 4095, 8192u64);
+    wire::send(&mut zero_wraps, Tag::Zero, &[&at.to_le_bytes(), &len.to_le_bytes()]).unwrap();
+    std::fs::write(dir.join("zero-wraps"), &zero_wraps).unwrap();
+    let mut long = vec![Tag::Zero as u8];
+    long.extend_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(dir.join("frame-too-long"), &long).unwrap();
+}

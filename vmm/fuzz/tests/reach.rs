@@ -128,3 +128,25 @@ fn device_state() {
         }
     }
 }
+
+#[test]
+#[ignore = "writes the migration_receive seeds"]
+fn write_migration_seeds() {
+    targets::write_migration_seeds(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/migration_receive"),
+    );
+}
+
+#[test]
+fn migration_receive() {
+    // Raw bytes, as a sender's frames come (no arbitrary decoding).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/migration_receive");
+    let mut total = Reach::default();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        total.add(&targets::migration_receive(&std::fs::read(entry.unwrap().path()).unwrap()));
+    }
+    println!("migration_receive: {total:?}");
+    for what in ["pages", "passes", "state", "refused", "ended"] {
+        assert!(total.get(what) > 0, "no {what} among the seeds: {total:?}");
+    }
+}

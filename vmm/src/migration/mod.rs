@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use receive::{ReceiveOptions, Received, receive, receive_with};
+pub use receive::{ReceiveOptions, Received, receive, receive_memory, receive_with};
 pub use send::send;
 
 use crate::persist::memory::MemoryLayout;

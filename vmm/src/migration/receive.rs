@@ -90,39 +90,7 @@ fn receive_inner(
     wire::send(conn, Tag::Accept, &[])?;
     conn.flush().map_err(WireError::Io)?;
 
-    let mut received = Received::default();
-    let state = loop {
-        let (tag, len) = wire::read_head(conn)?;
-        match tag {
-            Tag::Pages => {
-                let body = wire::read_body(conn, len)?;
-                let (gpa, bytes) = body.split_at(8.min(body.len()));
-                let gpa = u64::from_le_bytes(gpa.try_into().map_err(|_| short(tag))?);
-                within(&requirements.memory, gpa, bytes.len() as u64)?;
-                mem.write_slice(bytes, GuestAddress(gpa))
-                    .map_err(|e| MigrationError::Protocol(format!("pages at {gpa:#x}: {e}")))?;
-                received.bytes += bytes.len() as u64;
-            }
-            Tag::Zero => {
-                let body = wire::read_body(conn, len)?;
-                let word = |at: usize| {
-                    body.get(at..at + 8)
-                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .ok_or_else(|| short(tag))
-                };
-                let (gpa, len) = (word(0)?, word(8)?);
-                within(&requirements.memory, gpa, len)?;
-                zero(&mem, gpa, len)?;
-            }
-            Tag::PassEnd => {
-                wire::read_body(conn, len)?;
-                received.passes += 1;
-                progress(received);
-            }
-            Tag::State => break wire::read_body(conn, len)?,
-            found => return Err(ended(found, &wire::read_body(conn, len)?, "memory or the state")),
-        }
-    };
+    let state = receive_memory(conn, &requirements.memory, &mem, progress)?;
     let state: crate::persist::machine::MachineState = crate::persist::format::decode(&state)
         .map_err(|e| MigrationError::Protocol(format!("the machine's state: {e}")))?;
     if state.memory != requirements.memory {
@@ -158,6 +126,51 @@ fn ended(found: Tag, body: &[u8], expected: &'static str) -> MigrationError {
         Tag::Cancel => MigrationError::SenderCancelled,
         Tag::Failed => MigrationError::SenderFailed(wire::text(body)),
         found => WireError::Unexpected { found, expected }.into(),
+    }
+}
+
+/// The guest's memory as the sender sends it, pass after pass, into `mem` (laid out as
+/// `layout`, which this host checked against the machine's configuration), until the
+/// machine's state comes: its bytes. Every address is checked against `layout`; every
+/// frame is bounded (`wire`).
+pub fn receive_memory(
+    conn: &mut dyn Connection,
+    layout: &MemoryLayout,
+    mem: &GuestMem,
+    progress: &dyn Fn(Received),
+) -> Result<Vec<u8>, MigrationError> {
+    let mut received = Received::default();
+    loop {
+        let (tag, len) = wire::read_head(conn)?;
+        match tag {
+            Tag::Pages => {
+                let body = wire::read_body(conn, len)?;
+                let (gpa, bytes) = body.split_at(8.min(body.len()));
+                let gpa = u64::from_le_bytes(gpa.try_into().map_err(|_| short(tag))?);
+                within(layout, gpa, bytes.len() as u64)?;
+                mem.write_slice(bytes, GuestAddress(gpa))
+                    .map_err(|e| MigrationError::Protocol(format!("pages at {gpa:#x}: {e}")))?;
+                received.bytes += bytes.len() as u64;
+            }
+            Tag::Zero => {
+                let body = wire::read_body(conn, len)?;
+                let word = |at: usize| {
+                    body.get(at..at + 8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .ok_or_else(|| short(tag))
+                };
+                let (gpa, len) = (word(0)?, word(8)?);
+                within(layout, gpa, len)?;
+                zero(mem, gpa, len)?;
+            }
+            Tag::PassEnd => {
+                wire::read_body(conn, len)?;
+                received.passes += 1;
+                progress(received);
+            }
+            Tag::State => return Ok(wire::read_body(conn, len)?),
+            found => return Err(ended(found, &wire::read_body(conn, len)?, "memory or the state")),
+        }
     }
 }
 

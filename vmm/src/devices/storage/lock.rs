@@ -25,11 +25,11 @@ pub enum LockError {
 /// Attempts, 2 ms apart, before a held lock counts as held.
 const LOCK_TRIES: u32 = 25;
 
-/// Drops this open file description's lock on `file` (a machine handing its disks to the
-/// one it migrates to, which takes them on the same storage).
-pub fn ofd_unlock(file: &File, path: &Path) -> Result<(), LockError> {
+/// Sets (or, `F_UNLCK`, drops) this open file description's lock of `kind` on all of
+/// `file`, without waiting.
+fn set_ofd_lock(file: &File, kind: libc::c_int) -> std::io::Result<()> {
     let lock = libc::flock {
-        l_type: libc::F_UNLCK as libc::c_short,
+        l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
         l_start: 0,
         l_len: 0,
@@ -37,33 +37,29 @@ pub fn ofd_unlock(file: &File, path: &Path) -> Result<(), LockError> {
     };
     // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } != 0 {
-        let source = std::io::Error::last_os_error();
-        return Err(LockError::Lock { path: path.to_path_buf(), source });
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
+/// Drops this open file description's lock on `file` (a machine handing its disks to the
+/// one it migrates to, which takes them on the same storage).
+pub fn ofd_unlock(file: &File, path: &Path) -> Result<(), LockError> {
+    set_ofd_lock(file, libc::F_UNLCK)
+        .map_err(|source| LockError::Lock { path: path.to_path_buf(), source })
+}
+
 /// Locks all of `file` (opened from `path`), shared or exclusive, without waiting.
 pub fn ofd_lock(file: &File, path: &Path, exclusive: bool) -> Result<(), LockError> {
-    let lock = libc::flock {
-        l_type: if exclusive { libc::F_WRLCK } else { libc::F_RDLCK } as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
+    let kind = if exclusive { libc::F_WRLCK } else { libc::F_RDLCK };
     // A lock released a moment ago (a machine of this process rebooting) can linger while
     // a child that another thread forked has not exec'd yet: it shares the open file
     // description. So a held lock is tried again for a short while before it counts.
     for _ in 0..LOCK_TRIES {
-        // SAFETY: F_OFD_SETLK reads the flock struct we pass; the fd is open for the call.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-            return Err(LockError::Lock { path: path.to_path_buf(), source: e });
+        match set_ofd_lock(file, kind) {
+            Ok(()) => return Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {}
+            Err(source) => return Err(LockError::Lock { path: path.to_path_buf(), source }),
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
