@@ -66,6 +66,7 @@ fn main() {
             on_limit,
             insecure,
             token_file,
+            copy_disks,
         } => {
             let token = token_file.map(|f| vessel::core::migration::read_token(&f)).transpose();
             done(token.map_err(anyhow::Error::from).and_then(|token| {
@@ -75,6 +76,7 @@ fn main() {
                     cancel_at_limit: on_limit == cli::args::OnLimit::Cancel,
                     insecure,
                     token,
+                    copy_disks,
                 };
                 lib().and_then(|l| cli::migrate::migrate(&l, &name, &to, &how, json))
             }))

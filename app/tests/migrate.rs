@@ -75,7 +75,10 @@ fn a_running_vm_moves_out_of_its_vm_process_and_goes_on() {
     let mut run = start_mover(&lib);
 
     // A receiver that lacks a feature the guest has: refused, and the VM runs on.
-    let hide = vmm::migration::ReceiveOptions { hide_cpu_features: vec!["sse2".into()] };
+    let hide = vmm::migration::ReceiveOptions {
+        hide_cpu_features: vec!["sse2".into()],
+        ..Default::default()
+    };
     let (to, refusing) = receiver(&lib, machine_config(&lib, "Mover"), hide);
     let out = vessel(&lib, &["migrate", "Mover", "--to", &to]);
     assert!(!out.status.success());
@@ -282,8 +285,18 @@ fn incoming_vm_process(root: &std::path::Path) -> u32 {
             }
         }
         assert!(std::time::Instant::now() < deadline, "no receiving VM process");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Stops the process `pid` at once (mid-copy: it cannot finish the migration without
+/// answering), then kills it once the sender waits on it.
+fn stop_then_kill(pid: u32) {
+    // SAFETY: kill(2) of a process the test found; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
 }
 
 #[test]
@@ -305,9 +318,7 @@ fn a_receiving_vm_process_killed_mid_copy_leaves_the_vm_running_where_it_was() {
         .spawn()
         .unwrap();
     let incoming = incoming_vm_process(&lib.join("Mover.vessel"));
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) of the process found above; no memory is involved.
-    assert_eq!(unsafe { libc::kill(incoming as i32, libc::SIGKILL) }, 0);
+    stop_then_kill(incoming);
     let out = migrate.wait_with_output().unwrap();
     assert!(!out.status.success(), "{}", text(&out.stdout));
     println!("migrate said: {}", text(&out.stderr));
@@ -371,4 +382,149 @@ fn an_unconfirmed_move_resumes_here_only_once_nobody_runs_the_vm_elsewhere() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ran_on = run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= seen + 3);
     assert!(ran_on, "{}", run.seen());
+}
+
+/// The disk image of the VM `name` in `lib` as raw bytes (converted by qemu-img).
+fn disk_bytes(lib: &std::path::Path, name: &str, scratch: &std::path::Path) -> Vec<u8> {
+    let bundle = vm_library::library::Library::open(lib).unwrap().find(name).unwrap();
+    let disk = &bundle.config.disks[0];
+    let format = format!("{:?}", disk.format).to_lowercase();
+    let raw = scratch.join("disk.raw");
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", &format, "-O", "raw"])
+        .arg(bundle.root().join(&disk.file))
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-img convert: {}", text(&out.stderr));
+    let bytes = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    bytes
+}
+
+#[test]
+fn a_vm_moves_with_its_folder_and_disks_to_a_library_without_them() {
+    let lib = common::scratch("migrate-copy-disks");
+    let other = lib.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let _vms = (common::KillsVms(lib.clone()), common::KillsVms(other.clone()));
+    let run = start_mover(&lib);
+    let pid = pid_of(&lib, "Mover");
+    let migrate = |to: &str, more: &[&str]| {
+        let args = [&["migrate", "Mover", "--to", to, "--copy-disks"][..], more].concat();
+        std::process::Command::new(env!("CARGO_BIN_EXE_vessel"))
+            .arg("--library")
+            .arg(&lib)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Into its own library: it is there already.
+    let path = lib.join("same.sock");
+    let (mut receiver, _) = receive(&lib, &format!("unix:{}", path.display()));
+    let out = migrate(&format!("unix:{}", path.display()), &[]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("in this library already"), "{}", text(&out.stderr));
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+
+    // The receiving VM process killed mid-copy: the folder that was arriving goes, and
+    // the VM runs on where it was.
+    let path = other.join("in.sock");
+    let to = format!("unix:{}", path.display());
+    let (mut receiver, _) = receive(&other, &to);
+    let mover = migrate(&to, &["--downtime-ms", "0", "--max-passes", "100000"]);
+    let arriving = other.join("Mover.vessel");
+    let incoming = incoming_vm_process(&arriving);
+    // SAFETY: kill(2) of the process found above; no memory is involved.
+    assert_eq!(unsafe { libc::kill(incoming as i32, libc::SIGSTOP) }, 0);
+    // Not the library's VM while it arrives: listed with the reason, not as one to start.
+    assert!(arriving.join(vm_library::bundle::ARRIVING_FILE).exists());
+    let out = vessel(&other, &["start", "Mover"]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    println!("start while arriving: {}", text(&out.stderr));
+    let listed = text(&vessel(&other, &["list"]).stdout);
+    assert!(listed.contains("arriving by live migration"), "{listed}");
+    stop_then_kill(incoming);
+    let out = mover.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(!receiver.wait().unwrap().success(), "vessel receive reports the failure");
+    assert!(!arriving.exists(), "nothing of it is left there");
+    assert_eq!(pid_of(&lib, "Mover"), pid, "it runs on where it was");
+
+    // Over a unix socket, to a library of its own: the VM comes with its folder and disks.
+    let (mut receiver, _) = receive(&other, &to);
+    let out = migrate(&to, &[]).wait_with_output().unwrap();
+    assert!(out.status.success(), "migrate: {}{}", text(&out.stdout), text(&out.stderr));
+    println!("{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("of disks"), "{}", text(&out.stdout));
+    assert!(receiver.wait().unwrap().success(), "vessel receive");
+    let (status, before, stderr) = run.finish();
+    assert!(status.success() && stderr.contains("moved to another Vessel"), "{stderr}");
+    assert!(!arriving.join(vm_library::bundle::ARRIVING_FILE).exists(), "it has arrived");
+    assert!(pid_of(&other, "Mover").is_some(), "it runs in the other library");
+    assert!(pid_of(&lib, "Mover").is_none(), "its folder here stays, off");
+    let after = serial_of(&other, "Mover", 5);
+    let both = ticks(&format!("{before}{after}"));
+    for pair in both.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1, "ticks one by one: {before}{after}");
+        assert_eq!(pair[1].1, pair[0].1, "the same boot");
+    }
+
+    // On over SSH to a third library, the one the address names (a stand-in `ssh` runs
+    // the remote command here, as in the test above).
+    let third = lib.join("third");
+    std::fs::create_dir_all(&third).unwrap();
+    let _third_vms = common::KillsVms(third.clone());
+    let ssh = lib.join("ssh");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\nwhile [ \"$1\" != \"--\" ]; do shift; done\nshift 2\nexec sh -c \"$1\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = common::vessel_with(
+        &[
+            ("VESSEL_SSH", ssh.as_os_str()),
+            ("VESSEL_REMOTE_VESSEL", std::ffi::OsStr::new(env!("CARGO_BIN_EXE_vessel"))),
+        ],
+        &other,
+        &[
+            "migrate",
+            "Mover",
+            "--copy-disks",
+            "--to",
+            &format!("ssh://me@elsewhere{}", third.display()),
+        ],
+    );
+    assert!(out.status.success(), "migrate over ssh: {}", text(&out.stderr));
+    println!("{}", text(&out.stdout));
+    assert!(pid_of(&third, "Mover").is_some(), "it runs in the third library");
+    let last = serial_of(&third, "Mover", 3);
+    let (last_before, first_after) = (*ticks(&after).last().unwrap(), ticks(&last)[0]);
+    assert!(first_after.0 > last_before.0 && first_after.1 == last_before.1, "{after}\n{last}");
+    let out = vessel(&third, &["stop", "--force", "Mover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The copy of the copy holds everything the disk here held at the first move (the
+    // guest wrote a sector a tick; where the two differ, the copy holds a tick written
+    // after that move).
+    let here = disk_bytes(&lib, "Mover", &lib);
+    let there = disk_bytes(&third, "Mover", &third);
+    assert_eq!(here.len(), there.len());
+    let tick_of = |sector: &[u8]| u64::from_le_bytes(sector[..8].try_into().unwrap());
+    let last_here = here.chunks(512).map(tick_of).max().unwrap();
+    assert!(last_here > 0, "the guest wrote its disk here");
+    let mut later = 0;
+    for (a, b) in here.chunks(512).zip(there.chunks(512)) {
+        if a != b {
+            assert!(tick_of(b) > last_here, "a sector lost in the copy: {:?}", &b[..24]);
+            later += 1;
+        }
+    }
+    assert!(later > 0 && later < 1000, "{later} sectors written after the move");
 }

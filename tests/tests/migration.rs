@@ -146,7 +146,7 @@ fn a_host_lacking_a_cpu_feature_the_guest_has_refuses_it_by_name_before_any_memo
     let spec = spec("migrate", dir.path());
     let mut run = spec.boot();
     more_ticks(&mut run, 2);
-    let hide = ReceiveOptions { hide_cpu_features: vec!["sse2".into()] };
+    let hide = ReceiveOptions { hide_cpu_features: vec!["sse2".into()], ..Default::default() };
     let (sent, received, reports) = migrate(&run, spec.config(), &MigrateOptions::default(), hide);
     let error = sent.unwrap_err();
     assert!(matches!(error, MigrationError::Refused(_)), "{error}");
@@ -291,6 +291,7 @@ fn a_hostile_sender_is_refused_and_nothing_runs() {
         memory: vmm::machine::memory_layout(config.memory_bytes),
         vcpus: config.vcpus,
         cpuid: Vec::new(),
+        disks: None,
     };
     wire::send_value(&mut attacker, Tag::Requirements, &requirements).unwrap();
     assert_eq!(wire::read_frame(&mut attacker).unwrap().0, Tag::Accept);
@@ -302,6 +303,45 @@ fn a_hostile_sender_is_refused_and_nothing_runs() {
     let (tag, why) = wire::read_frame(&mut attacker).unwrap();
     assert_eq!(tag, Tag::Failed);
     assert!(wire::text(&why).contains("outside the machine's RAM"), "{}", wire::text(&why));
+}
+
+#[test]
+fn a_sender_writes_no_disk_of_a_receiver_on_shared_storage() {
+    use vmm::migration::wire::{self, Tag};
+    let dir = tempfile::tempdir().unwrap();
+    let config = spec("migrate", dir.path()).config();
+    let disk = dir.path().join("disk.raw");
+    std::fs::write(&disk, vec![0x11u8; 1 << 20]).unwrap();
+    let requirements = |disks| migration::Requirements {
+        memory: vmm::machine::memory_layout(config.memory_bytes),
+        vcpus: config.vcpus,
+        cpuid: Vec::new(),
+        disks,
+    };
+    let attack = |requirements: &migration::Requirements| {
+        let (mut attacker, mut receiver_end) = UnixStream::pair().unwrap();
+        let receiver_config = config.clone();
+        let receiver = std::thread::spawn(move || {
+            let options = ReceiveOptions::default();
+            migration::receive(receiver_config, None, &mut receiver_end, &options, &|_| {})
+        });
+        wire::greet(&mut attacker, "attacker").unwrap();
+        wire::read_greeting(&mut attacker).unwrap();
+        wire::send_value(&mut attacker, Tag::Requirements, requirements).unwrap();
+        let (tag, _) = wire::read_frame(&mut attacker).unwrap();
+        if tag == Tag::Accept {
+            let at = (0u32.to_le_bytes(), 0u64.to_le_bytes());
+            wire::send(&mut attacker, Tag::DiskData, &[&at.0, &at.1, &[0xcc; 4096]]).unwrap();
+        }
+        receiver.join().unwrap().err().expect("refused").to_string()
+    };
+    // Stating disks it would send: refused before anything comes.
+    let error = attack(&requirements(Some(vec![1 << 20])));
+    assert!(error.contains("without --copy-disks"), "{error}");
+    // Sending disk data without stating any: refused, the disk untouched.
+    let error = attack(&requirements(None));
+    assert!(error.contains("no such disk"), "{error}");
+    assert!(std::fs::read(&disk).unwrap().iter().all(|b| *b == 0x11));
 }
 
 #[test]
@@ -358,4 +398,141 @@ fn a_moved_machine_moves_again_with_the_cpu_it_was_given() {
     sent.expect("the second move");
     let mut again = GuestRun { handle: received.unwrap(), serial: Vec::new(), events: Vec::new() };
     more_ticks(&mut again, 2);
+}
+
+/// `qemu-img ARGS`; its output, and whether it succeeded.
+fn qemu_img(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = std::process::Command::new("qemu-img").args(args).output().expect("qemu-img runs");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The disks of a machine without shared storage, in `dir`: a qcow2 overlay (the disk
+/// the guest writes) over a raw base image, and a raw data disk. `fresh`: as the receiver
+/// makes them (the base a copy, the rest empty); else with data of their own.
+fn disks_in(dir: &std::path::Path, fresh: bool, base: &[u8]) -> Vec<DeviceConfig> {
+    use std::os::unix::fs::FileExt;
+    use vmm::devices::storage::image::{ImageFormat, ImageSpec, Layer};
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("base.raw"), base).unwrap();
+    let p = |name: &str| dir.join(name).into_os_string();
+    let (ok, text) = qemu_img(&[
+        "create".as_ref(),
+        "-q".as_ref(),
+        "-f".as_ref(),
+        "qcow2".as_ref(),
+        "-F".as_ref(),
+        "raw".as_ref(),
+        "-b".as_ref(),
+        "base.raw".as_ref(),
+        &p("disk0.qcow2"),
+        "64M".as_ref(),
+    ]);
+    assert!(ok, "{text}");
+    let data = std::fs::File::create(dir.join("data.raw")).unwrap();
+    data.set_len(16 << 20).unwrap();
+    let disk0 = ImageSpec {
+        path: dir.join("disk0.qcow2"),
+        format: ImageFormat::Qcow2,
+        backing: vec![Layer { path: dir.join("base.raw"), format: ImageFormat::Raw }],
+    };
+    if !fresh {
+        // Data of the overlay's own, over the base's and beside it; zeroes it states.
+        let file = std::fs::File::options().read(true).write(true).open(&disk0.path).unwrap();
+        let mut image = disk0.open(&file, true).unwrap();
+        image.write_at(&[0xa5; 3 << 20], 1 << 20).unwrap();
+        image.write_at(&[0x3c; 65536], 40 << 20).unwrap();
+        image.zero(0, 65536).unwrap();
+        image.flush().unwrap();
+        data.write_all_at(&[0x42; 1 << 20], 5 << 20).unwrap();
+        data.write_all_at(&[0x24; 4096], (16 << 20) - 4096).unwrap();
+    }
+    // The guest writes the disk it finds last on the bus: the overlay.
+    vec![
+        DeviceConfig::Block { image: ImageSpec::raw(dir.join("data.raw")), read_only: false },
+        DeviceConfig::Block { image: disk0, read_only: false },
+    ]
+}
+
+#[test]
+fn disks_without_shared_storage_go_along_with_what_the_guest_writes_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("sender"), dir.path().join("receiver"));
+    let base: Vec<u8> = (0..4u32 << 20).map(|i| (i / 4096) as u8 | 1).collect();
+    let mut spec = GuestSpec::new("migrate");
+    spec.memory_bytes = 256 << 20;
+    spec.devices.extend(disks_in(&src, false, &base));
+    let mut receiving = spec.config();
+    receiving.devices = vec![DeviceConfig::Rng];
+    receiving.devices.extend(disks_in(&dst, true, &base));
+    let mut run = spec.boot();
+    more_ticks(&mut run, 3);
+
+    // At the switch-over, before the receiver's machine opens them: its disks read as the
+    // sender's (paused, flushed) do, byte for byte.
+    let compared = Mutex::new(Vec::new());
+    let (mut sender_end, mut receiver_end) = UnixStream::pair().unwrap();
+    let receiver = std::thread::scope(|scope| {
+        let receiver = scope.spawn(|| {
+            let options = ReceiveOptions { copy_disks: true, ..Default::default() };
+            let mut compare = || {
+                for (name, format) in [("disk0.qcow2", "qcow2"), ("data.raw", "raw")] {
+                    let (a, b) = (src.join(name), dst.join(name));
+                    let args = ["compare".as_ref(), "-f".as_ref(), format.as_ref()];
+                    let (same, text) = qemu_img(
+                        &[
+                            &args[..],
+                            &["-F".as_ref(), format.as_ref(), a.as_os_str(), b.as_os_str()],
+                        ]
+                        .concat(),
+                    );
+                    compared.lock().unwrap().push((name, same, text));
+                }
+                let (ok, text) = qemu_img(&["check".as_ref(), dst.join("disk0.qcow2").as_os_str()]);
+                compared.lock().unwrap().push(("the copy's qcow2 metadata", ok, text));
+                Ok(())
+            };
+            migration::receive_with(
+                receiving,
+                None,
+                &mut receiver_end,
+                &options,
+                &|_| {},
+                &mut compare,
+            )
+        });
+        let options = MigrateOptions { copy_disks: true, ..Default::default() };
+        let sent = run.handle.migrate(&mut sender_end, &options, |_| {});
+        drop(sender_end);
+        let migrated = sent.expect("the migration completes");
+        println!("{migrated:?}");
+        assert!(migrated.disk_bytes >= 4 << 20, "the disks' data went: {migrated:?}");
+        receiver.join().unwrap()
+    });
+    let compared = compared.into_inner().unwrap();
+    assert_eq!(compared.len(), 3);
+    for (name, same, text) in compared {
+        assert!(same, "{name}: not as the sender's at the switch-over: {text}");
+    }
+
+    // The guest goes on there, reading back from the copy what it wrote here.
+    assert!(matches!(run.expect_stopped(), StopReason::Migrated));
+    let before = run.output();
+    let handle = receiver.expect("the receiver runs the machine");
+    let mut moved = GuestRun { handle, serial: Vec::new(), events: Vec::new() };
+    more_ticks(&mut moved, 5);
+    let all = ticks(&format!("{before}{}", moved.output()));
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].tick, pair[0].tick + 1, "ticks go on one by one");
+    }
+    moved.handle.send_serial(b"q").unwrap();
+    assert!(matches!(moved.expect_stopped(), StopReason::PoweredOff));
+    // The sender's disks are as they were at the switch-over; the copy went on from there.
+    let (_, text) = qemu_img(&[
+        "compare".as_ref(),
+        src.join("data.raw").as_os_str(),
+        dst.join("data.raw").as_os_str(),
+    ]);
+    assert!(text.contains("identical"), "the data disk, untouched by the guest: {text}");
 }

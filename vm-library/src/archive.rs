@@ -32,6 +32,8 @@ pub enum ArchiveError {
          instead (vessel clone)"
     )]
     LinkedClone { name: String, disk: String, base: String },
+    #[error("{name} cannot move without shared storage: {why}")]
+    CannotMove { name: String, why: String },
     #[error("{archive} is not a Vessel export: {why}")]
     NotAnExport { archive: PathBuf, why: String },
     #[error("{archive} is damaged: {why}; nothing was imported")]
@@ -61,7 +63,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The bundle's files, relative to its root, in a stable order (the run lock left out).
-fn files_of(root: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
+pub(crate) fn files_of(root: &Path) -> Result<Vec<PathBuf>, ArchiveError> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -105,21 +107,8 @@ pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
         let _ = fs::remove_file(&temp);
         let out = crate::files::create_private(&temp).map_err(io_err(&temp))?;
         let mut tar = tar::Builder::new(io::BufWriter::new(out));
-        let mut manifest = String::new();
-        for rel in files_of(bundle.root())? {
-            let path = bundle.root().join(&rel);
-            let file = File::open(&path).map_err(io_err(&path))?;
-            let meta = file.metadata().map_err(io_err(&path))?;
-            let mut header = tar::Header::new_gnu();
-            header.set_metadata(&meta);
-            let mut reader = Hashing { inner: file, hash: Sha256::new() };
-            tar.append_data(&mut header, top.join(&rel), &mut reader).map_err(io_err(&path))?;
-            manifest.push_str(&format!("{}  {}\n", hex(&reader.hash.finalize()), rel.display()));
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(manifest.len() as u64);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, MANIFEST, manifest.as_bytes()).map_err(io_err(&temp))?;
+        let manifest = append_files(&mut tar, bundle.root(), &top, files_of(bundle.root())?)?;
+        append_bytes(&mut tar, MANIFEST, manifest.as_bytes()).map_err(io_err(&temp))?;
         let out = tar.into_inner().map_err(io_err(&temp))?;
         out.into_inner()
             .map_err(|e| io_err(&temp)(e.into_error()))?
@@ -131,6 +120,44 @@ pub fn export(bundle: &Bundle, archive: &Path) -> Result<(), ArchiveError> {
         return Err(e);
     }
     fs::rename(&temp, archive).map_err(io_err(archive))
+}
+
+/// Appends the files `rels` of the folder `root` to `tar` under `top`; the manifest's
+/// lines for them. A file that changes size while it is read is refused.
+pub(crate) fn append_files<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    root: &Path,
+    top: &Path,
+    rels: Vec<PathBuf>,
+) -> Result<String, ArchiveError> {
+    let mut manifest = String::new();
+    for rel in rels {
+        let path = root.join(&rel);
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let meta = file.metadata().map_err(io_err(&path))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata(&meta);
+        let mut reader = Hashing { inner: file.take(meta.len()), hash: Sha256::new() };
+        tar.append_data(&mut header, top.join(&rel), &mut reader).map_err(io_err(&path))?;
+        if reader.inner.limit() != 0 {
+            let shrank = io::Error::other("it shrank while it was copied");
+            return Err(io_err(&path)(shrank));
+        }
+        manifest.push_str(&format!("{}  {}\n", hex(&reader.hash.finalize()), rel.display()));
+    }
+    Ok(manifest)
+}
+
+/// Appends a file of `bytes` named `name` to `tar`.
+pub(crate) fn append_bytes<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, name, bytes)
 }
 
 /// The one safe relative path an archive entry may have: plain names, no "..", not absolute.
@@ -152,7 +179,10 @@ pub fn import(archive: &Path, library: &Library) -> Result<Imported, ArchiveErro
     let staging = library.dir().join(format!(".import-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     crate::files::create_dir_private(&staging).map_err(io_err(&staging))?;
-    let result = unpack_and_check(archive, &staging).and_then(|top| {
+    let unpacked = crate::files::open_regular(archive, false)
+        .map_err(io_err(archive))
+        .and_then(|file| unpack_and_check(io::BufReader::new(file), archive, &staging));
+    let result = unpacked.and_then(|Unpacked { top, .. }| {
         let unpacked = staging.join(&top);
         let mut bundle = Bundle::open(&unpacked)?;
         let notes = confine(&mut bundle)?;
@@ -170,7 +200,7 @@ pub fn import(archive: &Path, library: &Library) -> Result<Imported, ArchiveErro
 /// Checks that an unpacked VM uses only its own files: its disks, kernel and initrd inside
 /// its folder (else refused), its qcow2 disks reading through nothing outside it (else
 /// refused); a CD that names a file outside is emptied. Returns what was changed.
-fn confine(bundle: &mut Bundle) -> Result<Vec<String>, ArchiveError> {
+pub(crate) fn confine(bundle: &mut Bundle) -> Result<Vec<String>, ArchiveError> {
     crate::library::check_confined(bundle, &BackingPolicy::within(bundle.root())?)?;
     let mut notes = Vec::new();
     if let Some(iso) = &bundle.config.cdrom.iso
@@ -189,18 +219,34 @@ fn confine(bundle: &mut Bundle) -> Result<Vec<String>, ArchiveError> {
     Ok(notes)
 }
 
-/// Unpacks `archive` into `staging`, hashing as it goes; returns the bundle folder's name.
-fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveError> {
+/// An archive unpacked: the bundle folder's name, and the side file (`SIDE_FILE`) if it
+/// had one.
+pub(crate) struct Unpacked {
+    pub top: PathBuf,
+    pub side: Option<String>,
+}
+
+/// A file beside the bundle's folder in an archive that is no export: what a live
+/// migration's copy says of the disks it sends apart (`transfer`).
+pub(crate) const SIDE_FILE: &str = "vessel-side.json";
+
+/// Unpacks the archive `input` (named `archive`, for messages) into `staging`, hashing as
+/// it goes.
+pub(crate) fn unpack_and_check(
+    input: impl Read,
+    archive: &Path,
+    staging: &Path,
+) -> Result<Unpacked, ArchiveError> {
     let not_export = |why: &str| ArchiveError::NotAnExport {
         archive: archive.to_path_buf(),
         why: why.to_string(),
     };
     let damaged = |why: String| ArchiveError::Damaged { archive: archive.to_path_buf(), why };
-    let file = crate::files::open_regular(archive, false).map_err(io_err(archive))?;
-    let mut tar = tar::Archive::new(io::BufReader::new(file));
+    let mut tar = tar::Archive::new(input);
     let mut top: Option<PathBuf> = None;
     let mut hashes: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut manifest: Option<String> = None;
+    let mut side: Option<String> = None;
     let entries = tar.entries().map_err(|e| not_export(&e.to_string()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| damaged(e.to_string()))?;
@@ -212,6 +258,12 @@ fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveEr
             let text =
                 crate::safe_write::read_small(&mut entry).map_err(|e| damaged(e.to_string()))?;
             manifest = Some(text);
+            continue;
+        }
+        if path == Path::new(SIDE_FILE) {
+            let text =
+                crate::safe_write::read_small(&mut entry).map_err(|e| damaged(e.to_string()))?;
+            side = Some(text);
             continue;
         }
         if entry.header().entry_type() != tar::EntryType::Regular {
@@ -254,7 +306,7 @@ fn unpack_and_check(archive: &Path, staging: &Path) -> Result<PathBuf, ArchiveEr
     if listed != hashes.len() {
         return Err(damaged("it holds files its manifest does not list".into()));
     }
-    Ok(top)
+    Ok(Unpacked { top, side })
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use crate::safe_write;
 pub const EXTENSION: &str = "vessel";
 pub const CONFIG_FILE: &str = "vessel.toml";
 pub const LOCK_FILE: &str = "vessel.lock";
+/// Present while the VM's folder is arriving by live migration (`transfer`): such a VM is
+/// not opened as one of the library's until the migration completes.
+pub const ARRIVING_FILE: &str = "vessel.arriving";
 pub const FOLDERS: [&str; 3] = ["disks", "snapshots", "logs"];
 /// Longest VM name, in characters.
 pub const MAX_NAME: usize = 64;
@@ -39,6 +42,11 @@ pub enum BundleError {
     Name { name: String, why: &'static str },
     #[error("this VM is already running (pid {pid})")]
     AlreadyRunning { pid: String },
+    #[error(
+        "{0} is arriving by live migration; if no migration to this library is under way, \
+         an interrupted one left it: delete the folder"
+    )]
+    Arriving(PathBuf),
     #[error(transparent)]
     Path(#[from] PathError),
 }
@@ -107,8 +115,31 @@ impl Bundle {
         made
     }
 
-    /// Opens the bundle at `root`.
+    /// Opens the bundle at `root` (refused while it arrives by live migration).
     pub fn open(root: &Path) -> Result<Bundle, BundleError> {
+        let bundle = Bundle::open_arriving(root)?;
+        if bundle.is_arriving() {
+            return Err(BundleError::Arriving(root.to_path_buf()));
+        }
+        Ok(bundle)
+    }
+
+    /// Whether the VM's folder is still arriving by live migration.
+    pub fn is_arriving(&self) -> bool {
+        fs::symlink_metadata(self.root.join(ARRIVING_FILE)).is_ok()
+    }
+
+    /// The VM has arrived (it runs here): it is the library's like any other.
+    pub fn arrived(&self) -> Result<(), BundleError> {
+        let path = self.root.join(ARRIVING_FILE);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Opens the bundle at `root`, arriving or not: for the VM process that receives it.
+    pub fn open_arriving(root: &Path) -> Result<Bundle, BundleError> {
         let path = root.join(CONFIG_FILE);
         // A regular file only: a FIFO planted as vessel.toml must not hang a library scan.
         let text = match files::open_regular(&path, false).and_then(safe_write::read_small) {

@@ -12,6 +12,7 @@ pub mod library;
 pub mod safe_write;
 pub mod snapshots;
 pub mod suspended;
+pub mod transfer;
 pub mod validate;
 
 #[cfg(test)]

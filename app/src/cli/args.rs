@@ -105,10 +105,15 @@ pub enum Command {
         /// one, or takes one with its own --token-file.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Send the VM's folder and disks too, for a receiver that does not share the
+        /// VM's storage (its writes during the copy go again). The VM's folder here stays,
+        /// as it was at the move.
+        #[arg(long)]
+        copy_disks: bool,
     },
     /// Wait for one VM to come by live migration (`vessel migrate` on the host that runs
-    /// it) and run it here. The VM's folder must be in this library too: its disks on
-    /// storage both hosts share.
+    /// it) and run it here. The VM's folder is in this library too (its disks on storage
+    /// both hosts share), or comes with it (`vessel migrate --copy-disks`).
     Receive {
         /// Where to listen: unix:PATH or tcp:ADDR:PORT (port 0: any free one, printed).
         #[arg(long, value_name = "ADDRESS", required_unless_present = "stdio")]

@@ -2,7 +2,8 @@
 //! (`core::migration::Offer`, with the receiver's token) and hands the connection to the
 //! VM's process, which moves the machine over it (`vmm::migration`); says how far it is on
 //! a terminal, and what it took. `vessel receive --listen ADDRESS`: waits for one VM,
-//! checks the offer, and starts the VM's process here to take it.
+//! checks the offer, takes the VM's folder if it comes along (`--copy-disks`,
+//! `vm_library::transfer`), and starts the VM's process here to take the machine.
 
 use std::io::{IsTerminal, Write};
 
@@ -61,8 +62,13 @@ pub fn migrate(lib: &Library, name: &str, to: &str, how: &How, json: bool) -> an
         "total_ms": figures.total_ms,
         "downtime_ms": figures.downtime_ms,
         "converged": figures.converged,
+        "disk_bytes": figures.disk_bytes,
     });
-    say(json, value, format!("{name}: {}", figures.summary(&address)))
+    let mut line = format!("{name}: {}", figures.summary(&address));
+    if how.copy_disks {
+        line.push_str(&format!("\n{}", crate::core::migration::left_here(&bundle)));
+    }
+    say(json, value, line)
 }
 
 /// Where `vessel receive` listens.
@@ -131,7 +137,7 @@ pub fn receive(
             }
             Listener::Tcp(listener)
         }
-        Address::Ssh(..) => bail!(
+        Address::Ssh { .. } => bail!(
             "a receiver listens on unix:PATH or tcp:ADDR:PORT; over SSH, `vessel migrate --to \
              ssh://HOST` starts `vessel receive --stdio` on HOST itself"
         ),
@@ -157,7 +163,7 @@ pub fn receive(
     loop {
         let conn = listener.accept().context("cannot accept a connection")?;
         match take_offer(lib, &conn, token.as_deref()) {
-            Ok(bundle) => return receive_vm(lib, &bundle, conn, json, false),
+            Ok(bundle) => return receive_vm(lib, bundle, conn, json, false),
             // Not the sender (a wrong token, a stray connection): told why, and the next.
             Err(why) => eprintln!("vessel: refused a migration: {why:#}"),
         }
@@ -187,7 +193,7 @@ pub fn receive_stdio(lib: &Library, token_file: Option<&std::path::Path>) -> any
     })?;
     let conn: std::os::fd::OwnedFd = theirs.into();
     let bundle = take_offer(lib, &conn, token.as_deref())?;
-    let result = receive_vm(lib, &bundle, conn, false, true);
+    let result = receive_vm(lib, bundle, conn, false, true);
     // Everything the VM process said (its last word, Running) reaches the sender before
     // this ends: the relay ends when the VM process lets the connection go.
     let _ = outbound.join();
@@ -196,7 +202,8 @@ pub fn receive_stdio(lib: &Library, token_file: Option<&std::path::Path>) -> any
 }
 
 /// Reads the offer on `conn` and answers it: the VM in this library it names, if it
-/// may come.
+/// may come; or, for a VM that comes with its folder (`--copy-disks`), the folder, as it
+/// arrives here (answered again once it is here).
 fn take_offer(
     lib: &Library,
     conn: &std::os::fd::OwnedFd,
@@ -211,31 +218,60 @@ fn take_offer(
         {
             bail!("the token is not this receiver's: give the one `vessel receive` printed");
         }
+        if offer.copy_disks {
+            return Ok(None);
+        }
         let found = lib.list()?.into_iter().find_map(|e| match e {
             vm_library::library::Entry::Ok(b) if b.config.uuid == offer.uuid => Some(*b),
             _ => None,
         });
-        found.ok_or_else(|| {
+        found.map(Some).ok_or_else(|| {
             anyhow::anyhow!(
                 "{} ({}) is not in this library ({}); a live migration needs the VM's folder \
-                 and disks on storage both hosts share, as the same library",
+                 and disks on storage both hosts share, as the same library, or \
+                 `vessel migrate --copy-disks` to send them",
                 offer.name,
                 offer.uuid,
                 lib.dir().display()
             )
         })
     })();
-    let answer = match &verdict {
-        Ok(_) => Answer::Accept,
-        Err(why) => Answer::Refuse(format!("{why:#}")),
-    };
-    protocol::send(&mut stream, &answer)?;
-    verdict
+    fn answer<T>(verdict: &anyhow::Result<T>) -> Answer {
+        match verdict {
+            Ok(_) => Answer::Accept,
+            Err(why) => Answer::Refuse(format!("{why:#}")),
+        }
+    }
+    protocol::send(&mut stream, &answer(&verdict))?;
+    if let Some(bundle) = verdict? {
+        return Ok(bundle);
+    }
+    // The folder, through the same connection (no further than its end: the machine
+    // follows).
+    let arrived =
+        vm_library::transfer::receive(&mut stream, lib, offer.uuid).map_err(anyhow::Error::from);
+    protocol::send(&mut stream, &answer(&arrived))?;
+    arrived
 }
 
 /// Starts the VM's process here to take the VM over `conn`; back once it runs here.
 /// `quiet_stdout`: stdout is the channel (`--stdio`), what it says goes to stderr.
 fn receive_vm(
+    lib: &Library,
+    bundle: vm_library::bundle::Bundle,
+    conn: std::os::fd::OwnedFd,
+    json: bool,
+    quiet_stdout: bool,
+) -> anyhow::Result<()> {
+    let received = take_vm(lib, &bundle, conn, json, quiet_stdout);
+    // A folder that came with the VM and was not taken: nothing of it stays.
+    if received.is_err() && bundle.is_arriving() {
+        vm_library::transfer::discard(bundle.root(), std::time::Duration::from_secs(10));
+    }
+    received
+}
+
+fn take_vm(
     lib: &Library,
     bundle: &vm_library::bundle::Bundle,
     conn: std::os::fd::OwnedFd,

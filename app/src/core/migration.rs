@@ -15,8 +15,13 @@ pub enum Address {
     Unix(PathBuf),
     /// Host and port as given.
     Tcp(String, u16),
-    /// `[user@]host` and the SSH port, if given.
-    Ssh(String, Option<u16>),
+    /// `[user@]host`, the SSH port if given, and the library there if given (the path of
+    /// `ssh://host/PATH`).
+    Ssh {
+        target: String,
+        port: Option<u16>,
+        library: Option<PathBuf>,
+    },
 }
 
 /// The program `ssh` is (`VESSEL_SSH` replaces it: another client, or the tests' stand-in).
@@ -87,7 +92,14 @@ pub enum AddressError {
 impl Address {
     pub fn parse(text: &str) -> Result<Address, AddressError> {
         if let Some(rest) = text.strip_prefix("ssh://") {
-            let rest = rest.trim_end_matches('/');
+            // [user@]host[:port][/library]
+            let (rest, library) = match rest.split_once('/') {
+                Some((authority, path)) => {
+                    let path = path.trim_end_matches('/');
+                    (authority, (!path.is_empty()).then(|| PathBuf::from(format!("/{path}"))))
+                }
+                None => (rest, None),
+            };
             // [user@]host[:port], the host in brackets if it is an IPv6 address.
             let (user, host) = match rest.rsplit_once('@') {
                 Some((user, host)) => (Some(user), host),
@@ -110,7 +122,7 @@ impl Address {
                 Some(user) => format!("{user}@{host}"),
                 None => host.to_string(),
             };
-            return Ok(Address::Ssh(target, port));
+            return Ok(Address::Ssh { target, port, library });
         }
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
@@ -134,11 +146,12 @@ impl Address {
 
     /// Connects to the receiving Vessel; the connection as a descriptor to hand to the VM
     /// process. TCP to another host needs `insecure`. Over SSH, `vessel receive --stdio`
-    /// runs there on `library` (the same folder there: shared storage).
+    /// runs there on the address's library, else on `library` (the same folder there:
+    /// shared storage), else on the default one there.
     pub fn connect(
         &self,
         insecure: bool,
-        library: &std::path::Path,
+        library: Option<&std::path::Path>,
     ) -> Result<Connection, AddressError> {
         let connect_err = |source| AddressError::Connect { address: self.to_string(), source };
         let plain = |fd: OwnedFd| Connection { fd, ssh: None };
@@ -146,7 +159,7 @@ impl Address {
             Address::Unix(path) => {
                 Ok(plain(UnixStream::connect(path).map_err(connect_err)?.into()))
             }
-            Address::Ssh(target, port) => {
+            Address::Ssh { target, port, library: there } => {
                 let (ours, theirs) = UnixStream::pair().map_err(connect_err)?;
                 let theirs_out = theirs.try_clone().map_err(connect_err)?;
                 let program = ssh_program();
@@ -158,14 +171,12 @@ impl Address {
                 let quoted = |s: &std::ffi::OsStr| {
                     format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"))
                 };
-                let remote = [
-                    quoted(&remote_vessel()),
-                    quoted("--library".as_ref()),
-                    quoted(library.as_os_str()),
-                    quoted("receive".as_ref()),
-                    quoted("--stdio".as_ref()),
-                ]
-                .join(" ");
+                let mut remote = vec![quoted(&remote_vessel())];
+                if let Some(library) = there.as_deref().or(library) {
+                    remote.extend([quoted("--library".as_ref()), quoted(library.as_os_str())]);
+                }
+                remote.extend([quoted("receive".as_ref()), quoted("--stdio".as_ref())]);
+                let remote = remote.join(" ");
                 ssh.arg("-e").arg("none").arg("--").arg(target).arg(remote);
                 ssh.stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
                     .stdout(std::process::Stdio::from(OwnedFd::from(theirs_out)));
@@ -201,8 +212,16 @@ impl std::fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
             Address::Tcp(host, port) if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
             Address::Tcp(host, port) => write!(f, "tcp:{host}:{port}"),
-            Address::Ssh(target, Some(port)) => write!(f, "ssh://{target}:{port}"),
-            Address::Ssh(target, None) => write!(f, "ssh://{target}"),
+            Address::Ssh { target, port, library } => {
+                write!(f, "ssh://{target}")?;
+                if let Some(port) = port {
+                    write!(f, ":{port}")?;
+                }
+                match library {
+                    Some(library) => write!(f, "{}", library.display()),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -223,6 +242,8 @@ pub struct How {
     pub insecure: bool,
     /// The receiver's token (`--token-file`).
     pub token: Option<String>,
+    /// The VM's folder and disks go too (`--copy-disks`: no shared storage).
+    pub copy_disks: bool,
 }
 
 impl Default for How {
@@ -233,6 +254,7 @@ impl Default for How {
             cancel_at_limit: false,
             insecure: false,
             token: None,
+            copy_disks: false,
         }
     }
 }
@@ -246,13 +268,19 @@ pub struct Figures {
     pub downtime_ms: u64,
     /// Whether the pause target was met (else the pass limit was hit).
     pub converged: bool,
+    /// Bytes of disk data sent (`--copy-disks`).
+    pub disk_bytes: u64,
 }
 
 impl Figures {
     /// "moved to ADDRESS in … (N passes, … of memory); paused … ms".
     pub fn summary(&self, to: &Address) -> String {
+        let disks = match self.disk_bytes {
+            0 => String::new(),
+            n => format!(" and {} of disks", crate::core::units::size_text(n)),
+        };
         format!(
-            "moved to {to} in {} ms ({} passes, {} of memory); paused {} ms{}",
+            "moved to {to} in {} ms ({} passes, {} of memory{disks}); paused {} ms{}",
             self.total_ms,
             self.passes,
             crate::core::units::size_text(self.memory_bytes),
@@ -285,13 +313,19 @@ pub fn migrate(
              `vessel export` and `vessel import`)"
         );
     }
-    // Kept to the end: over SSH, it is the ssh process too.
-    let connection = to.connect(how.insecure, lib.dir())?;
-    offer(&connection.fd, bundle, how.token.clone())?;
+    // What goes apart from the VM's folder, checked before anything goes.
+    let fresh =
+        if how.copy_disks { Some(vm_library::transfer::fresh_disks(bundle)?) } else { None };
+    // Kept to the end: over SSH, it is the ssh process too. Without shared storage, an
+    // SSH receiver takes the VM into the library the address names, or its default one.
+    let shared = (!how.copy_disks).then(|| lib.dir());
+    let connection = to.connect(how.insecure, shared)?;
+    offer(&connection.fd, bundle, how.token.clone(), fresh.as_deref())?;
     let request = Request::Migrate {
         downtime_ms: how.downtime_ms,
         max_passes: how.max_passes,
         cancel_at_limit: how.cancel_at_limit,
+        copy_disks: how.copy_disks,
     };
     let answer = crate::vmhost::client::request_with_fd_watching(
         bundle.root(),
@@ -302,11 +336,21 @@ pub fn migrate(
     );
     drop(connection);
     match answer? {
-        Reply::Migrated { passes, memory_bytes, total_ms, downtime_ms, converged } => {
-            Ok(Figures { passes, memory_bytes, total_ms, downtime_ms, converged })
+        Reply::Migrated { passes, memory_bytes, disk_bytes, total_ms, downtime_ms, converged } => {
+            Ok(Figures { passes, memory_bytes, total_ms, downtime_ms, converged, disk_bytes })
         }
         _ => anyhow::bail!("{name}'s VM process gave no account of the migration"),
     }
+}
+
+/// What a move with its folder and disks (`How::copy_disks`) leaves here, for the user.
+pub fn left_here(bundle: &vm_library::bundle::Bundle) -> String {
+    format!(
+        "Its folder here ({}) stays as it was at the move; delete it once you no longer need \
+         it (vessel delete {:?} --yes).",
+        bundle.root().display(),
+        bundle.config.name
+    )
 }
 
 /// Cancels the migration of the VM in `bundle` under way; it runs on here.
@@ -317,11 +361,13 @@ pub fn cancel(bundle: &vm_library::bundle::Bundle) -> anyhow::Result<()> {
 }
 
 /// Offers the VM in `bundle` over `conn` (the receiver's token with it); Err with the
-/// receiver's reason if it refuses.
+/// receiver's reason if it refuses. With `fresh` (`--copy-disks`), the VM's folder goes
+/// next, its writable disks as `fresh`, and the receiver answers again once it has it.
 pub fn offer(
     conn: &std::os::fd::OwnedFd,
     bundle: &vm_library::bundle::Bundle,
     token: Option<String>,
+    fresh: Option<&[vm_library::transfer::FreshDisk]>,
 ) -> anyhow::Result<()> {
     let mut stream = std::fs::File::from(conn.try_clone()?);
     let offer = Offer {
@@ -329,16 +375,30 @@ pub fn offer(
         name: bundle.config.name.clone(),
         uuid: bundle.config.uuid,
         token,
+        copy_disks: fresh.is_some(),
     };
     crate::vmhost::protocol::send(&mut stream, &offer)?;
-    let answer = with_timeout(conn, || crate::vmhost::protocol::receive::<Answer>(&mut stream))?;
-    match answer {
+    let mut answer =
+        || with_timeout(conn, || crate::vmhost::protocol::receive::<Answer>(&mut stream));
+    let verdict = |answer: Option<Answer>| match answer {
         Some(Answer::Accept) => Ok(()),
         Some(Answer::Refuse(why)) => {
             anyhow::bail!("the receiving Vessel refused {}: {why}", offer.name)
         }
         None => anyhow::bail!("the receiving Vessel hung up without an answer"),
+    };
+    verdict(answer()?)?;
+    if let Some(fresh) = fresh {
+        let mut out = std::fs::File::from(conn.try_clone()?);
+        let sent = vm_library::transfer::send(bundle, fresh, std::io::BufWriter::new(&mut out));
+        // A receiver that stopped reading says why: its word beats a broken pipe.
+        match (sent, answer()) {
+            (_, Ok(Some(Answer::Refuse(why)))) => verdict(Some(Answer::Refuse(why)))?,
+            (Err(e), _) => return Err(e.into()),
+            (Ok(()), answered) => verdict(answered?)?,
+        }
     }
+    Ok(())
 }
 
 /// Runs `read` on the socket `conn` with a receive timeout of `HANDSHAKE_WITHIN`; then
@@ -369,6 +429,10 @@ pub struct Offer {
     pub uuid: uuid::Uuid,
     /// The token `vessel receive` gave (or was given), if it asked for one.
     pub token: Option<String>,
+    /// The VM's folder follows the offer, and its disks the machine (`--copy-disks`): the
+    /// receiver has no shared storage with the sender.
+    #[serde(default)]
+    pub copy_disks: bool,
 }
 
 /// The receiving Vessel's answer to an `Offer`.
@@ -430,16 +494,18 @@ mod tests {
             assert!(error.contains("unix:PATH") || error.contains("port"), "{bad}: {error}");
         }
         assert!(matches!(Address::parse("tcp:h:99999"), Err(AddressError::Port(_))));
-        assert_eq!(
-            Address::parse("ssh://me@there").unwrap(),
-            Address::Ssh("me@there".into(), None)
-        );
-        assert_eq!(
-            Address::parse("ssh://there:2222/").unwrap(),
-            Address::Ssh("there".into(), Some(2222))
-        );
-        assert_eq!(Address::parse("ssh://[::1]:22").unwrap(), Address::Ssh("::1".into(), Some(22)));
+        let ssh = |target: &str, port, library: Option<&str>| Address::Ssh {
+            target: target.into(),
+            port,
+            library: library.map(PathBuf::from),
+        };
+        assert_eq!(Address::parse("ssh://me@there").unwrap(), ssh("me@there", None, None));
+        assert_eq!(Address::parse("ssh://there:2222/").unwrap(), ssh("there", Some(2222), None));
+        assert_eq!(Address::parse("ssh://[::1]:22").unwrap(), ssh("::1", Some(22), None));
         assert_eq!(Address::parse("ssh://me@there:22").unwrap().to_string(), "ssh://me@there:22");
+        let with_library = Address::parse("ssh://me@there:22/srv/vms/").unwrap();
+        assert_eq!(with_library, ssh("me@there", Some(22), Some("/srv/vms")));
+        assert_eq!(with_library.to_string(), "ssh://me@there:22/srv/vms");
         // Nothing ssh could take for an option of its own.
         for bad in ["ssh://", "ssh://-oProxyCommand=x", "ssh://me@", "ssh://a b"] {
             assert!(Address::parse(bad).is_err(), "{bad}");
@@ -461,7 +527,7 @@ mod tests {
     #[test]
     fn tcp_off_this_host_needs_insecure() {
         // 192.0.2.1 (TEST-NET-1): refused before any connection is tried.
-        let here = std::path::Path::new("/");
+        let here = Some(std::path::Path::new("/"));
         let error =
             Address::parse("tcp:192.0.2.1:4444").unwrap().connect(false, here).err().unwrap();
         assert!(matches!(error, AddressError::Insecure { .. }), "{error}");

@@ -85,6 +85,7 @@ fn move_vm(
         let how = crate::core::migration::How {
             downtime_ms: how.downtime_ms,
             insecure: how.insecure,
+            copy_disks: how.copy_disks,
             token: (!how.token.is_empty()).then_some(how.token),
             ..Default::default()
         };
@@ -110,7 +111,12 @@ fn move_vm(
                 ctx.request_repaint();
             }
         })?;
-        Ok(figures.summary(&address))
+        let summary = figures.summary(&address);
+        Ok(if how.copy_disks {
+            format!("{summary}. {}", crate::core::migration::left_here(&bundle))
+        } else {
+            summary
+        })
     })();
     result.map_err(|e| format!("{e:#}"))
 }

@@ -269,7 +269,11 @@ fn prepare(
 ) -> anyhow::Result<Ready> {
     use anyhow::Context;
     let lib = Library::open(library)?;
-    let bundle = Bundle::open(root)?;
+    // A VM that comes by live migration may come with its folder, arriving.
+    let bundle = match incoming {
+        Some(_) => Bundle::open_arriving(root)?,
+        None => Bundle::open(root)?,
+    };
     let launch = match incoming {
         // The VM runs in the sending process meanwhile, which has the lock (and the log).
         Some(_) => launch::prepare_incoming(&lib, &bundle)?,
@@ -384,8 +388,13 @@ fn build_and_serve(
     let firmware = matches!(launch.config.boot, vmm::Boot::Firmware(_));
     let root = bundle.root().to_path_buf();
     let received = incoming.is_some();
+    let arriving = bundle.is_arriving();
     let built = match incoming {
-        Some(conn) => receive(shared, conn, launch.config, &running).inspect(|_| {
+        Some(conn) => receive(shared, conn, launch.config, &running, arriving).inspect(|_| {
+            // A VM whose folder came with it is the library's now.
+            if arriving && let Err(e) = bundle.arrived() {
+                log::error!("cannot mark the VM as arrived: {e}");
+            }
             // Clients find this process where they found the sender's. The machine runs
             // here now and the sender's has stopped: nothing undoes that, whatever this
             // does (clients can still reach it where it listens).
@@ -449,8 +458,13 @@ fn receive(
     mut conn: std::fs::File,
     config: vmm::MachineConfig,
     running: &Arc<Mutex<vm_library::bundle::RunLock>>,
+    arriving: bool,
 ) -> anyhow::Result<MachineHandle> {
-    let options = vmm::migration::ReceiveOptions { hide_cpu_features: hidden_cpu_features() };
+    let options = vmm::migration::ReceiveOptions {
+        hide_cpu_features: hidden_cpu_features(),
+        // The VM's folder came with the migration: its disks come too.
+        copy_disks: arriving,
+    };
     let progress = |r: vmm::migration::Received| {
         let reply = Reply::Migrating {
             phase: "receiving".into(),
@@ -663,8 +677,10 @@ fn serve_machine(
             }
         }
         while let Ok((client, request, fd)) = control.try_recv() {
-            if let Request::Migrate { downtime_ms, max_passes, cancel_at_limit } = request {
-                let how = (downtime_ms, max_passes, cancel_at_limit);
+            if let Request::Migrate { downtime_ms, max_passes, cancel_at_limit, copy_disks } =
+                request
+            {
+                let how = (downtime_ms, max_passes, cancel_at_limit, copy_disks);
                 migrate(handle, shared, client, fd, how, running);
                 continue;
             }
@@ -712,7 +728,7 @@ fn migrate(
     shared: &Arc<Shared>,
     client: u64,
     fd: Option<OwnedFd>,
-    (downtime_ms, max_passes, cancel_at_limit): (u64, u32, bool),
+    (downtime_ms, max_passes, cancel_at_limit, copy_disks): (u64, u32, bool, bool),
     running: &Arc<Mutex<vm_library::bundle::RunLock>>,
 ) {
     let Some(fd) = fd else {
@@ -737,6 +753,7 @@ fn migrate(
             vmm::migration::OnLimit::Complete
         },
         cancel,
+        copy_disks,
         // The run lock goes with the disks' at the switch-over: the receiving VM process
         // (of this library, on shared storage) takes it.
         hand_over: Some(vmm::migration::HandOver({
@@ -782,6 +799,7 @@ fn migrate(
                 Reply::Migrated {
                     passes: m.passes,
                     memory_bytes: m.memory_bytes,
+                    disk_bytes: m.disk_bytes,
                     total_ms: m.total.as_millis() as u64,
                     downtime_ms: m.downtime.as_millis() as u64,
                     converged: m.converged,

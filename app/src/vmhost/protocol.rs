@@ -129,6 +129,9 @@ pub enum Request {
         max_passes: u32,
         /// At the pass limit: cancel (true) or complete with the pause it takes (false).
         cancel_at_limit: bool,
+        /// The writable disks go too (the receiver has no shared storage).
+        #[serde(default)]
+        copy_disks: bool,
     },
     /// Cancels the migration under way; the VM runs on here.
     CancelMigration,
@@ -273,6 +276,9 @@ pub enum Reply {
     Migrated {
         passes: u32,
         memory_bytes: u64,
+        /// Bytes of disk data sent (the disks were copied).
+        #[serde(default)]
+        disk_bytes: u64,
         total_ms: u64,
         downtime_ms: u64,
         /// Whether the pause target was met (else the pass limit was hit).

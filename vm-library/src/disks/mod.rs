@@ -243,6 +243,32 @@ pub fn backing_file(path: &Path, format: DiskFormat) -> Result<Option<PathBuf>, 
         .map(|name| path.parent().unwrap_or(Path::new(".")).join(name)))
 }
 
+/// The backing file a qcow2 image's header names, as it names it (relative to the image's
+/// folder, unresolved and unchecked), and its format; none for raw images and qcow2
+/// images without one. For making an image that reads through the same name.
+pub fn backing_name(
+    path: &Path,
+    format: DiskFormat,
+) -> Result<Option<(PathBuf, DiskFormat)>, DiskError> {
+    if format == DiskFormat::Raw {
+        return Ok(None);
+    }
+    let header = qcow2_header(path, false)?;
+    let Some(name) = header.implicit_backing_file() else { return Ok(None) };
+    let backing_format = match header.implicit_backing_format().map(String::as_str) {
+        Some("qcow2") => DiskFormat::Qcow2,
+        Some("raw") | Some("file") => DiskFormat::Raw,
+        other => {
+            return Err(DiskError::Refused {
+                disk: path.to_path_buf(),
+                target: name.clone(),
+                why: format!("names its backing file's format as {other:?}"),
+            });
+        }
+    };
+    Ok(Some((PathBuf::from(name), backing_format)))
+}
+
 /// The format an image a user hands in is in: the one they state, or else the one its
 /// name says (`.qcow2`; anything else is raw). An image whose first bytes contradict an
 /// unstated format is refused rather than guessed at.

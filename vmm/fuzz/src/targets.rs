@@ -1309,8 +1309,9 @@ pub fn write_state_seeds(dir: &std::path::Path) {
 
 /// The receiving side of a live migration, from the frames a sender (a peer on the
 /// network, perhaps an attacker) sends after the greeting: the guest's memory pass after
-/// pass, until its state (`vmm::migration::receive_memory`), into 32 MiB of guest memory.
-/// Every address is checked against RAM and every frame bounded; nothing panics.
+/// pass, until its state (`vmm::migration::receive_memory`), into 32 MiB of guest memory
+/// and a 1 MiB disk (copied disks' frames). Every address is checked against RAM or the
+/// disk and every frame bounded; nothing panics.
 pub fn migration_receive(data: &[u8]) -> Reach {
     use vmm::migration::{Received, receive_memory};
     let mut reach = Reach::default();
@@ -1319,7 +1320,10 @@ pub fn migration_receive(data: &[u8]) -> Reach {
     let mut conn = Peer { input: data, output: Vec::new() };
     let passes = std::cell::Cell::new(0u32);
     let progress = |r: Received| passes.set(r.passes);
-    match receive_memory(&mut conn, &layout, &mem, &progress) {
+    let disk = migration_disk();
+    let image = vmm::devices::storage::image::RawImage::new(disk.try_clone().unwrap()).unwrap();
+    let mut disks = vmm::migration::disks::Targets::of(vec![Box::new(image)]);
+    match receive_memory(&mut conn, &layout, &mem, &mut disks, &progress) {
         Ok(_) => reach.count("state"),
         Err(vmm::migration::MigrationError::Protocol(_)) => reach.count("refused"),
         Err(_) => reach.count("ended"),
@@ -1332,7 +1336,33 @@ pub fn migration_receive(data: &[u8]) -> Reach {
     if mem.read_slice(&mut probe, GuestAddress(0x1000)).is_ok() && probe != [0; 8] {
         reach.count("pages");
     }
+    // And into the disk, within its size.
+    use std::os::unix::fs::FileExt;
+    if disk.metadata().unwrap().len() != 1 << 20 {
+        panic!("the disk changed size");
+    }
+    if disk.read_exact_at(&mut probe, 0x2000).is_ok() && probe != [0; 8] {
+        reach.count("disk");
+        disk.write_all_at(&[0; 8], 0x2000).unwrap();
+    }
     reach
+}
+
+/// The 1 MiB disk the migration_receive target writes into: a memfd, made once.
+fn migration_disk() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    static DISK: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    DISK.get_or_init(|| {
+        // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"migration-disk".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0, "memfd_create");
+        // SAFETY: a new descriptor nobody else owns.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(1 << 20).unwrap();
+        file
+    })
+    .try_clone()
+    .unwrap()
 }
 
 /// A migration peer whose frames are `input`; what it is sent is kept.
@@ -1377,4 +1407,20 @@ pub fn write_migration_seeds(dir: &std::path::Path) {
     let mut long = vec![Tag::Zero as u8];
     long.extend_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(dir.join("frame-too-long"), &long).unwrap();
+    let mut disk = Vec::new();
+    let (index, at) = (0u32.to_le_bytes(), 0x2000u64.to_le_bytes());
+    wire::send(&mut disk, Tag::DiskData, &[&index, &at, &[0x77; 4096]]).unwrap();
+    wire::send(&mut disk, Tag::DiskZero, &[&index, &0u64.to_le_bytes(), &4096u64.to_le_bytes()])
+        .unwrap();
+    wire::send(&mut disk, Tag::PassEnd, &[&1u32.to_le_bytes()]).unwrap();
+    wire::send(&mut disk, Tag::State, &[b"a state"]).unwrap();
+    std::fs::write(dir.join("disk-then-state"), &disk).unwrap();
+    let mut beyond = Vec::new();
+    let end = ((1u64 << 20) - 512).to_le_bytes();
+    wire::send(&mut beyond, Tag::DiskData, &[&index, &end, &[1; 4096]]).unwrap();
+    std::fs::write(dir.join("disk-beyond-its-end"), &beyond).unwrap();
+    let mut no_such = Vec::new();
+    wire::send(&mut no_such, Tag::DiskZero, &[&7u32.to_le_bytes(), &at, &512u64.to_le_bytes()])
+        .unwrap();
+    std::fs::write(dir.join("no-such-disk"), &no_such).unwrap();
 }

@@ -146,7 +146,7 @@ fn migration_receive() {
         total.add(&targets::migration_receive(&std::fs::read(entry.unwrap().path()).unwrap()));
     }
     println!("migration_receive: {total:?}");
-    for what in ["pages", "passes", "state", "refused", "ended"] {
+    for what in ["pages", "disk", "passes", "state", "refused", "ended"] {
         assert!(total.get(what) > 0, "no {what} among the seeds: {total:?}");
     }
 }

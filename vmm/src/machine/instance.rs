@@ -469,7 +469,14 @@ impl Instance {
                     .vcpu_cpuid
                     .first()
                     .map_or_else(Vec::new, |first| first.iter().map(Into::into).collect()),
+                disks: None,
             },
+            disks: crate::migration::disks::Disks(
+                (self.virtio.iter())
+                    .filter(|(_, d)| crate::sync::lock(d).copy_source().is_some())
+                    .map(|(_, d)| d.clone())
+                    .collect(),
+            ),
             generation,
         }
     }

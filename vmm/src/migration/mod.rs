@@ -9,8 +9,10 @@
 //!    next one the pages changed since (KVM's dirty log for the guest's writes, the
 //!    written-pages bitmap for the VMM's: `vstate::dirty`), until what is left would take
 //!    no longer than the target downtime to send, or a pass limit or time limit is hit.
-//! 3. The sender pauses the machine, sends the last changed pages and the machine's state
-//!    (`persist`), and lets its disks go; the receiver builds the machine (taking the
+//!    Without shared storage (`MigrateOptions::copy_disks`) the writable disks go the same
+//!    way (`disks`): what each holds of its own first, then the chunks written since.
+//! 3. The sender pauses the machine, sends the last changed pages (and disk chunks) and
+//!    the machine's state (`persist`), and lets its disks go; the receiver builds the machine (taking the
 //!    disks) and says `Ready`; the sender says `Go` and from then on never runs the
 //!    machine again; the receiver starts it and says `Running`; the sender's machine stops
 //!    (`StopReason::Migrated`).
@@ -21,6 +23,7 @@
 //! receiver may be running it, and two copies of one machine must never run.
 
 pub mod cpu;
+pub mod disks;
 mod receive;
 mod send;
 pub mod wire;
@@ -33,10 +36,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use receive::{ReceiveOptions, Received, receive, receive_memory, receive_with};
-pub use send::send;
+pub use send::{Source, send};
 
 use crate::persist::memory::MemoryLayout;
-use crate::vstate::dirty::DirtyLog;
 
 /// The stream a migration goes over.
 pub trait Connection: Read + Write + Send {}
@@ -49,6 +51,9 @@ pub struct Requirements {
     pub vcpus: u8,
     /// The guest's CPUID (its first vCPU's).
     pub cpuid: Vec<cpu::Leaf>,
+    /// The sizes of the writable disks the sender copies (`MigrateOptions::copy_disks`);
+    /// None: the receiver opens the same disks (shared storage).
+    pub disks: Option<Vec<u64>>,
 }
 
 /// When to stop copying memory while the guest runs.
@@ -68,6 +73,8 @@ pub struct MigrateOptions {
     /// What else the machine's owner lets go at the switch-over and takes back if the
     /// migration then fails (a VM process's run lock).
     pub hand_over: Option<HandOver>,
+    /// The writable disks go too (`disks`), for a receiver without shared storage.
+    pub copy_disks: bool,
 }
 
 /// Called with true at the switch-over (let go), false if the migration fails after it
@@ -90,6 +97,7 @@ impl Default for MigrateOptions {
             on_limit: OnLimit::Complete,
             cancel: Arc::default(),
             hand_over: None,
+            copy_disks: false,
         }
     }
 }
@@ -109,9 +117,10 @@ pub struct Progress {
     pub phase: Phase,
     /// The pass over memory under way (1: all of it).
     pub pass: u32,
-    /// Bytes of guest memory sent so far, in all passes.
+    /// Bytes of guest memory (and copied disks) sent so far, in all passes.
     pub sent: u64,
-    /// Bytes of guest memory changed and not sent yet (as of the last look).
+    /// Bytes of guest memory (and copied disks) changed and not sent yet (as of the last
+    /// look).
     pub remaining: u64,
     /// Bytes the guest (and devices) changed a second, during the last pass.
     pub dirty_rate: u64,
@@ -139,6 +148,8 @@ pub struct Migrated {
     /// Bytes of guest memory sent, and of the machine's state.
     pub memory_bytes: u64,
     pub state_bytes: u64,
+    /// Bytes of disk data sent (copied disks; zeroes not counted).
+    pub disk_bytes: u64,
     /// From the start to the receiver's `Running`.
     pub total: Duration,
     /// From the pause here to the receiver's `Running`.
@@ -187,14 +198,6 @@ impl MigrationError {
     pub fn source_runs_on(&self) -> bool {
         !matches!(self, MigrationError::Unconfirmed(_))
     }
-}
-
-/// What the sending side reads of a running machine: its memory and dirty log, what it
-/// needs of the receiver, and which instance it is (a guest reboot makes another).
-pub struct Source {
-    pub log: DirtyLog,
-    pub requirements: Requirements,
-    pub generation: u64,
 }
 
 /// Parts of the controller a sender drives (`machine::MachineHandle`).

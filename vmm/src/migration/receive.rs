@@ -6,7 +6,7 @@ use std::time::Instant;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::wire::{self, Tag, WireError};
-use super::{Connection, MigrationError, Requirements, cpu};
+use super::{Connection, MigrationError, Requirements, cpu, disks};
 use crate::machine::{Machine, MachineConfig, MachineHandle, WakeFn};
 use crate::persist::memory::MemoryLayout;
 use crate::vstate::memory::{GuestMem, create_guest_memory};
@@ -18,6 +18,10 @@ pub struct ReceiveOptions {
     /// although its KVM offers them: to keep a machine movable to an older host, and to
     /// test the refusal.
     pub hide_cpu_features: Vec<String>,
+    /// The machine's disks here are fresh copies to fill (the VM's folder came with the
+    /// migration): the sender must send its disks. Else the sender must not: the disks
+    /// here are the sender's own, on shared storage, and never written by a sender.
+    pub copy_disks: bool,
 }
 
 /// What the receiver has got, for a progress display.
@@ -81,16 +85,24 @@ fn receive_inner(
         (Tag::Requirements, body) => wire::decode(Tag::Requirements, &body)?,
         (found, _) => Err(WireError::Unexpected { found, expected: "Requirements" })?,
     };
-    if let Err(why) = check(&config, &requirements, options) {
-        wire::send_text(conn, Tag::Refuse, &why)?;
-        return Err(MigrationError::Incompatible(why));
-    }
+    let targets = check(&config, &requirements, options).and_then(|()| match &requirements.disks {
+        Some(sizes) => disks::Targets::open(&writable_disks(&config), sizes),
+        None => Ok(disks::Targets::default()),
+    });
+    let mut targets = match targets {
+        Ok(targets) => targets,
+        Err(why) => {
+            wire::send_text(conn, Tag::Refuse, &why)?;
+            return Err(MigrationError::Incompatible(why));
+        }
+    };
     let mem = create_guest_memory(config.memory_bytes)
         .map_err(|e| MigrationError::Machine(crate::machine::error_chain(&e)))?;
     wire::send(conn, Tag::Accept, &[])?;
     conn.flush().map_err(WireError::Io)?;
 
-    let state = receive_memory(conn, &requirements.memory, &mem, progress)?;
+    let state = receive_memory(conn, &requirements.memory, &mem, &mut targets, progress)?;
+    targets.finish()?;
     let state: crate::persist::machine::MachineState = crate::persist::format::decode(&state)
         .map_err(|e| MigrationError::Protocol(format!("the machine's state: {e}")))?;
     if state.memory != requirements.memory {
@@ -137,6 +149,7 @@ pub fn receive_memory(
     conn: &mut dyn Connection,
     layout: &MemoryLayout,
     mem: &GuestMem,
+    disks: &mut disks::Targets,
     progress: &dyn Fn(Received),
 ) -> Result<Vec<u8>, MigrationError> {
     let mut received = Received::default();
@@ -163,6 +176,10 @@ pub fn receive_memory(
                 within(layout, gpa, len)?;
                 zero(mem, gpa, len)?;
             }
+            Tag::DiskData => {
+                received.bytes += disks.data(&wire::read_body(conn, len)?)?;
+            }
+            Tag::DiskZero => disks.zero(&wire::read_body(conn, len)?)?,
             Tag::PassEnd => {
                 wire::read_body(conn, len)?;
                 received.passes += 1;
@@ -199,6 +216,18 @@ fn check(
             requirements.vcpus, config.vcpus
         ));
     }
+    match (&requirements.disks, options.copy_disks) {
+        (Some(_), false) => {
+            return Err("the sender copies the VM's disks (--copy-disks), but the VM is in \
+                        this library already: migrate without --copy-disks (its disks are on \
+                        storage both hosts share)"
+                .into());
+        }
+        (None, true) => {
+            return Err("the VM's disks are not here: migrate with --copy-disks".into());
+        }
+        _ => {}
+    }
     let mut host = crate::machine::host_cpuid(config.vcpus).map_err(|e| e.to_string())?;
     cpu::hide(&mut host, &options.hide_cpu_features)?;
     let missing = cpu::missing(&requirements.cpuid, &host);
@@ -210,6 +239,16 @@ fn check(
         ));
     }
     Ok(())
+}
+
+/// The machine's writable disks, in the order of its configuration (the sender's order).
+fn writable_disks(config: &MachineConfig) -> Vec<&crate::devices::storage::image::ImageSpec> {
+    (config.devices.iter())
+        .filter_map(|d| match d {
+            crate::machine::DeviceConfig::Block { image, read_only: false } => Some(image),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Refuses a range outside the stated guest RAM (a hostile or broken sender).

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
+use super::disks::{self, ChunkBits};
 use super::wire::{self, Tag};
 use super::{
     Connection, Controls, MigrateOptions, Migrated, MigrationError, OnLimit, Phase, Progress,
@@ -33,6 +34,9 @@ pub fn send(
     let result = sender.run(controls, &source, options, progress, started);
     if let Err(e) = source.log.stop() {
         log::warn!("cannot turn KVM's dirty log off again: {e}");
+    }
+    if options.copy_disks {
+        source.disks.track(false);
     }
     match result {
         Ok(migrated) => {
@@ -66,6 +70,16 @@ pub fn send(
     }
 }
 
+/// What the sending side reads of a running machine: its memory and dirty log, what it
+/// needs of the receiver, and which instance it is (a guest reboot makes another).
+pub struct Source {
+    pub log: crate::vstate::dirty::DirtyLog,
+    /// The machine's writable disks, for a migration that copies them.
+    pub disks: super::disks::Disks,
+    pub requirements: super::Requirements,
+    pub generation: u64,
+}
+
 struct Sender<'a> {
     conn: &'a mut dyn Connection,
     out: Vec<u8>,
@@ -78,14 +92,18 @@ impl Sender<'_> {
     fn run(
         &mut self,
         controls: &dyn Controls,
-        source: &super::Source,
+        source: &Source,
         options: &MigrateOptions,
         progress: &dyn Fn(&Progress),
         started: Instant,
     ) -> Result<Migrated, MigrationError> {
         wire::greet(&mut self.conn, &crate::persist::format::writer())?;
         wire::read_greeting(&mut self.conn)?;
-        wire::send_value(&mut self.conn, Tag::Requirements, &source.requirements)?;
+        let mut requirements = source.requirements.clone();
+        if options.copy_disks {
+            requirements.disks = Some(source.disks.sizes());
+        }
+        wire::send_value(&mut self.conn, Tag::Requirements, &requirements)?;
         self.conn.flush().map_err(wire::WireError::Io)?;
         match wire::read_frame(&mut self.conn)? {
             (Tag::Accept, _) => {}
@@ -96,12 +114,23 @@ impl Sender<'_> {
         // Pass 1: every page that may hold data, with the dirty log already on, so that
         // what the guest changes behind it is sent again.
         source.log.start().map_err(|e| MigrationError::Machine(e.to_string()))?;
+        // The copied disks likewise: what the guest writes from here on goes again.
+        if options.copy_disks {
+            source.disks.track(true);
+        }
         progress(&Progress { pass: 1, ..Progress::default() });
         let pass_start = Instant::now();
         let first: PageBits = self.mem.iter().map(first_pass_pages).collect();
         let mut sent = self.send_pages(&first, true, options)?;
+        let mut disk_sent = 0;
+        if options.copy_disks {
+            let cancelled = || options.cancel.load(Ordering::Relaxed);
+            disk_sent = source.disks.send_all(&mut |t, p| self.frame(t, p), &cancelled)?;
+        }
         self.end_pass(1)?;
-        let mut bandwidth = rate(sent, pass_start.elapsed());
+        let mut bandwidth = rate(sent + disk_sent, pass_start.elapsed());
+        // Disk chunks written and not sent yet.
+        let mut disk_dirty = ChunkBits::new();
 
         // Then the pages changed since, until what is left is small enough.
         let mut pass = 1;
@@ -111,14 +140,17 @@ impl Sender<'_> {
         let mut since = pass_start;
         let converged = loop {
             dirty = source.log.take().map_err(|e| MigrationError::Machine(e.to_string()))?;
+            if options.copy_disks {
+                source.disks.take_written(&mut disk_dirty);
+            }
             let interval = since.elapsed();
             since = Instant::now();
-            let remaining = count(&dirty) * PAGE;
+            let remaining = count(&dirty) * PAGE + disks::bytes_of(&disk_dirty);
             let estimate = duration_for(remaining, bandwidth);
             let report = Progress {
                 phase: Phase::Copying,
                 pass,
-                sent,
+                sent: sent + disk_sent,
                 remaining,
                 dirty_rate: rate(remaining, interval),
                 bandwidth,
@@ -137,18 +169,20 @@ impl Sender<'_> {
             pass += 1;
             let pass_start = Instant::now();
             let bytes = self.send_pages(&dirty, false, options)?;
+            let disk_bytes = self.send_disks(source, &mut disk_dirty, options)?;
             self.end_pass(pass)?;
-            bandwidth = rate(bytes, pass_start.elapsed()).max(1);
+            bandwidth = rate(bytes + disk_bytes, pass_start.elapsed()).max(1);
             sent += bytes;
+            disk_sent += disk_bytes;
         };
 
         // The switch-over: the machine stops here, the rest goes, the receiver takes it.
         let paused = Instant::now();
-        let remaining = count(&dirty) * PAGE;
+        let remaining = count(&dirty) * PAGE + disks::bytes_of(&disk_dirty);
         let mut report = Progress {
             phase: Phase::Stopping,
             pass: pass + 1,
-            sent,
+            sent: sent + disk_sent,
             remaining,
             ..Default::default()
         };
@@ -163,11 +197,17 @@ impl Sender<'_> {
             words.iter_mut().zip(more).for_each(|(w, m)| *w |= m);
         }
         sent += self.send_pages(&dirty, false, options)?;
+        if options.copy_disks {
+            // The device threads are stopped and the disks flushed: this is all of it.
+            source.disks.take_written(&mut disk_dirty);
+            disk_sent += self.send_disks(source, &mut disk_dirty, options)?;
+        }
         self.end_pass(pass + 1)?;
         self.flush()?;
         wire::send(&mut self.conn, Tag::State, &[&state])?;
         self.conn.flush().map_err(wire::WireError::Io)?;
-        report = Progress { phase: Phase::HandingOver, sent, remaining: 0, ..report };
+        report =
+            Progress { phase: Phase::HandingOver, sent: sent + disk_sent, remaining: 0, ..report };
         progress(&report);
         match wire::read_frame(&mut self.conn)? {
             (Tag::Ready, _) => {}
@@ -188,6 +228,7 @@ impl Sender<'_> {
             passes: pass + 1,
             memory_bytes: sent,
             state_bytes: state.len() as u64,
+            disk_bytes: disk_sent,
             total: started.elapsed(),
             downtime: paused.elapsed(),
             converged,
@@ -260,6 +301,20 @@ impl Sender<'_> {
             }
         }
         Ok(sent)
+    }
+
+    /// The copied disks' chunks in `bits` (emptied); bytes of data sent.
+    fn send_disks(
+        &mut self,
+        source: &Source,
+        bits: &mut ChunkBits,
+        options: &MigrateOptions,
+    ) -> Result<u64, MigrationError> {
+        if !options.copy_disks {
+            return Ok(0);
+        }
+        let cancelled = || options.cancel.load(Ordering::Relaxed);
+        source.disks.send_written(bits, &mut |t, p| self.frame(t, p), &cancelled)
     }
 
     fn end_pass(&mut self, pass: u32) -> Result<(), MigrationError> {

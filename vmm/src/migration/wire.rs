@@ -12,9 +12,11 @@ use serde::de::DeserializeOwned;
 /// The mark each side sends first.
 pub const MAGIC: [u8; 8] = *b"VESSELMG";
 /// The protocol this Vessel speaks; a peer speaking another is refused by name.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Most guest memory one `Pages` frame carries.
 pub const MAX_PAGES: usize = 1 << 20;
+/// Most bytes of a disk one `DiskData` frame carries.
+pub const MAX_DISK_DATA: usize = 1 << 20;
 /// Longest text (a reason for a refusal or a failure).
 const MAX_TEXT: u64 = 4096;
 /// Largest structure other than memory and the machine's state (the guest's CPUID).
@@ -47,6 +49,11 @@ pub enum Tag {
     Failed = 11,
     /// Sender: the user cancelled; the receiver discards everything.
     Cancel = 12,
+    /// Sender: a copied disk's bytes: disk (u32), offset (u64), then the bytes.
+    DiskData = 13,
+    /// Sender: a copied disk's stretch that reads as zeroes: disk (u32), offset (u64),
+    /// length (u64).
+    DiskZero = 14,
 }
 
 impl Tag {
@@ -65,6 +72,8 @@ impl Tag {
             Running,
             Failed,
             Cancel,
+            DiskData,
+            DiskZero,
         ]
         .into_iter()
         .find(|t| *t as u8 == byte)
@@ -76,6 +85,8 @@ impl Tag {
             Tag::Requirements => MAX_REQUIREMENTS,
             Tag::Pages => 8 + MAX_PAGES as u64,
             Tag::Zero => 16,
+            Tag::DiskData => 12 + MAX_DISK_DATA as u64,
+            Tag::DiskZero => 20,
             Tag::PassEnd => 4,
             Tag::State => crate::persist::format::MAX_STATE + 4096,
             Tag::Refuse | Tag::Failed => MAX_TEXT,

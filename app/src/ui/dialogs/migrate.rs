@@ -27,6 +27,7 @@ pub struct How {
     pub token: String,
     pub downtime_ms: u64,
     pub insecure: bool,
+    pub copy_disks: bool,
 }
 
 /// How far a migration is, as its VM process tells it.
@@ -47,6 +48,7 @@ pub struct MigrateDialog {
     pub token: String,
     pub downtime_ms: String,
     pub insecure: bool,
+    pub copy_disks: bool,
     /// Under way: what the work reports (None before its first report).
     pub moving: Option<Arc<Mutex<Option<Progress>>>>,
     /// The last attempt's error, shown until the next.
@@ -62,6 +64,7 @@ impl MigrateDialog {
             token: String::new(),
             downtime_ms: "300".into(),
             insecure: false,
+            copy_disks: false,
             moving: None,
             error: None,
         }
@@ -87,8 +90,8 @@ impl MigrateDialog {
         let mut answer = None;
         ui.label(
             "The VM moves to another Vessel while it runs: its memory goes over, then it \
-             pauses briefly and runs on there. Its folder and disks must be on storage both \
-             hosts share. On the other host: vessel receive --listen ADDRESS.",
+             pauses briefly and runs on there. Its folder and disks are on storage both hosts \
+             share, or go along. On the other host: vessel receive --listen ADDRESS.",
         );
         egui::Grid::new("migrate-grid").num_columns(2).show(ui, |ui| {
             let l = ui.label("To");
@@ -108,6 +111,10 @@ impl MigrateDialog {
                 .labelled_by(l.id);
             ui.end_row();
         });
+        ui.checkbox(
+            &mut self.copy_disks,
+            "Copy its folder and disks (the other host does not share its storage)",
+        );
         ui.checkbox(
             &mut self.insecure,
             "Allow TCP to another host (its memory crosses the network unencrypted)",
@@ -129,6 +136,7 @@ impl MigrateDialog {
                         token: self.token.trim().to_string(),
                         downtime_ms: downtime.unwrap_or(300),
                         insecure: self.insecure,
+                        copy_disks: self.copy_disks,
                     },
                 });
             }
@@ -150,6 +158,9 @@ impl MigrateDialog {
             }
             Some(p) => {
                 let phase = match p.phase.as_str() {
+                    "copying" if self.copy_disks => {
+                        format!("Copying its memory and disks while it runs: pass {}", p.pass)
+                    }
                     "copying" => format!("Copying its memory while it runs: pass {}", p.pass),
                     "stopping" => "Paused: the last of its memory and its state go over".into(),
                     _ => "The other Vessel takes over".into(),

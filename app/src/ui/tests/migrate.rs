@@ -30,11 +30,12 @@ fn parse_ticks(serial: &str) -> Vec<(u64, u64)> {
 }
 
 /// A receiver on `path`, answering the offer with `answer` and, if it accepts, taking the
-/// machine `config` describes.
+/// machine `config` describes; the offer must say whether the disks go along as `copy`.
 fn receiver(
     path: &Path,
     config: vmm::MachineConfig,
     answer: Answer,
+    copy: bool,
 ) -> std::thread::JoinHandle<Option<vmm::MachineHandle>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).unwrap();
@@ -42,6 +43,7 @@ fn receiver(
         let (mut conn, _) = listener.accept().unwrap();
         let offer: Offer = protocol::receive(&mut conn).unwrap().unwrap();
         assert_eq!(offer.name, "Mover");
+        assert_eq!(offer.copy_disks, copy);
         protocol::send(&mut conn, &answer).unwrap();
         if answer != Answer::Accept {
             return None;
@@ -64,14 +66,17 @@ fn a_running_vm_moves_to_another_vessel_from_the_window() {
     click(&mut h, Role::Button, "Power On");
     wait(&mut h, "five ticks", |h| ticks(h).len() >= 5);
 
-    // A receiver that refuses: the dialog says why; the VM runs on here.
+    // A receiver that refuses (its library has no room for the VM's folder and disks,
+    // asked to come along): the dialog says why; the VM runs on here.
     let path = lib.join("in.sock");
     let to = format!("unix:{}", path.display());
-    let refusing = receiver(&path, config.clone(), Answer::Refuse("no room here".into()));
+    let refusing = receiver(&path, config.clone(), Answer::Refuse("no room here".into()), true);
     click(&mut h, Role::Button, "VM");
     click(&mut h, Role::Button, "Migrate…");
     assert!(has_label(&h, "Migrate Mover"));
     type_into(&mut h, "To", &to);
+    let copy = "Copy its folder and disks (the other host does not share its storage)";
+    click(&mut h, Role::CheckBox, copy);
     click(&mut h, Role::Button, "Migrate");
     wait(&mut h, "the refusal", |h| h.state().migrate.as_ref().is_some_and(|d| d.error.is_some()));
     assert!(refusing.join().unwrap().is_none());
@@ -79,8 +84,10 @@ fn a_running_vm_moves_to_another_vessel_from_the_window() {
     let seen = ticks(&h).len();
     wait(&mut h, "it runs on", |h| ticks(h).len() >= seen + 2);
 
-    // One that takes it: progress, then the VM runs there and its session here ends.
-    let taking = receiver(&path, config, Answer::Accept);
+    // One on shared storage that takes it: progress, then the VM runs there and its
+    // session here ends.
+    let taking = receiver(&path, config, Answer::Accept, false);
+    click(&mut h, Role::CheckBox, copy);
     click(&mut h, Role::Button, "Migrate");
     wait(&mut h, "the move", |h| {
         h.state().toasts.titles().iter().any(|t| t.starts_with("Mover moved to"))

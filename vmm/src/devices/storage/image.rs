@@ -81,9 +81,28 @@ impl ImageSpec {
 /// Longest backing chain opened (the top image not counted), as the VM library allows.
 pub const MAX_BACKING_CHAIN: usize = 32;
 
+/// What a stretch of an image holds, as a disk copy (`migration`'s `--copy-disks`) needs
+/// to know: what a fresh image of the same format and backing would read differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// Data of this image's own (it may be zeroes written out).
+    Data,
+    /// Zeroes this image states (a qcow2 zero cluster over a backing image with data).
+    Zero,
+    /// Nothing of this image's own: a hole of a raw image, or a qcow2 cluster read from
+    /// the images below (or as zeroes with none). A fresh image reads the same there.
+    Unallocated,
+}
+
 pub trait DiskImage: Send {
     /// Virtual size in bytes, as of the last `refresh_size`.
     fn size(&self) -> u64;
+    /// What the image holds from `offset`, and for how many bytes (at least 1); None at
+    /// the end. This default says data everywhere.
+    fn extent(&mut self, offset: u64) -> io::Result<Option<(Extent, u64)>> {
+        let size = self.size();
+        Ok((offset < size).then(|| (Extent::Data, size - offset)))
+    }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes written data durable (fdatasync for raw; metadata and data for qcow2).
@@ -151,6 +170,34 @@ impl DiskImage for RawImage {
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+
+    // Holes and data as the filesystem keeps them (SEEK_DATA, SEEK_HOLE).
+    fn extent(&mut self, offset: u64) -> io::Result<Option<(Extent, u64)>> {
+        if offset >= self.size {
+            return Ok(None);
+        }
+        let fd = self.file.as_raw_fd();
+        let seek = |whence| {
+            // SAFETY: lseek on our own fd; it moves the file position, which every other
+            // access sets before use (`seek`) or does not use (positioned reads and writes).
+            let at = unsafe { libc::lseek(fd, offset as i64, whence) };
+            if at < 0 { Err(io::Error::last_os_error()) } else { Ok(at as u64) }
+        };
+        let end = self.size;
+        match seek(libc::SEEK_DATA) {
+            Ok(data) if data > offset => Ok(Some((Extent::Unallocated, data.min(end) - offset))),
+            Ok(_) => {
+                let hole = seek(libc::SEEK_HOLE)?.clamp(offset + 1, end);
+                Ok(Some((Extent::Data, hole - offset)))
+            }
+            // No data after `offset`: a hole to the end.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                Ok(Some((Extent::Unallocated, end - offset)))
+            }
+            // A filesystem that cannot tell: data.
+            Err(_) => Ok(Some((Extent::Data, end - offset))),
+        }
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -290,6 +337,26 @@ impl DiskImage for Qcow2Image {
 
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.access.read(buf, offset)
+    }
+
+    // This image's own clusters, not what it reads through to.
+    fn extent(&mut self, offset: u64) -> io::Result<Option<(Extent, u64)>> {
+        use imago::ShallowMapping;
+        let size = self.access.size();
+        if offset >= size {
+            return Ok(None);
+        }
+        let (mapping, len) = self.access.get_shallow_mapping(offset, size - offset)?;
+        let extent = match mapping {
+            ShallowMapping::Eof { .. } => return Ok(None),
+            ShallowMapping::Indirect { .. } | ShallowMapping::Zero { explicit: false, .. } => {
+                Extent::Unallocated
+            }
+            ShallowMapping::Zero { .. } => Extent::Zero,
+            // Raw clusters, and special ones (compressed): read as data.
+            _ => Extent::Data,
+        };
+        Ok(Some((extent, len.clamp(1, size - offset))))
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -446,6 +513,71 @@ mod tests {
         let mut bad = ImageSpec::raw(dir.join("disk.raw"));
         bad.backing = spec.backing.clone();
         assert!(open(&bad, false).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// All extents of `image` from the start, merged where alike.
+    fn extents(image: &mut dyn DiskImage) -> Vec<(Extent, u64, u64)> {
+        let mut out: Vec<(Extent, u64, u64)> = Vec::new();
+        let mut at = 0;
+        while let Some((kind, len)) = image.extent(at).unwrap() {
+            match out.last_mut() {
+                Some((k, _, l)) if *k == kind => *l += len,
+                _ => out.push((kind, at, len)),
+            }
+            at += len;
+        }
+        assert_eq!(at, image.size());
+        out
+    }
+
+    #[test]
+    fn extents_tell_an_images_own_data_from_holes_and_backing() {
+        assert!(have_qemu_img(), "qemu-img is needed: apt-get install qemu-utils");
+        let dir = std::env::temp_dir().join(format!("vessel-extents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+        // Raw: a sparse file with data in its second megabyte.
+        let raw_path = dir.join("disk.raw");
+        let file = File::create(&raw_path).unwrap();
+        file.set_len(4 << 20).unwrap();
+        file.write_all_at(&[7u8; 65536], 1 << 20).unwrap();
+        let mut raw = open(&ImageSpec::raw(&raw_path), false).unwrap();
+        let found = extents(raw.as_mut());
+        let data: Vec<_> = found.iter().filter(|e| e.0 == Extent::Data).collect();
+        assert_eq!(data.len(), 1, "{found:?}");
+        assert!(data[0].1 <= 1 << 20 && data[0].1 + data[0].2 >= (1 << 20) + 65536, "{found:?}");
+        assert!(data[0].2 <= 1 << 20, "the hole after it is a hole: {found:?}");
+
+        // qcow2 over a backing image: the backing's data is not the overlay's own; what
+        // the overlay wrote, and the zeroes it states, are.
+        std::fs::write(dir.join("base.raw"), vec![9u8; 4 << 20]).unwrap();
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            &p("base.raw"),
+            &p("top.qcow2"),
+        ]);
+        let base = Layer { path: dir.join("base.raw"), format: ImageFormat::Raw };
+        let spec = ImageSpec {
+            path: dir.join("top.qcow2"),
+            format: ImageFormat::Qcow2,
+            backing: vec![base],
+        };
+        let mut top = open(&spec, true).unwrap();
+        assert!(extents(top.as_mut()).iter().all(|e| e.0 == Extent::Unallocated));
+        top.write_at(&[1u8; 65536], 2 << 20).unwrap();
+        top.zero(0, 65536).unwrap();
+        let found = extents(top.as_mut());
+        assert!(found.contains(&(Extent::Zero, 0, 65536)), "{found:?}");
+        assert!(found.contains(&(Extent::Data, 2 << 20, 65536)), "{found:?}");
+        assert_eq!(found.iter().filter(|e| e.0 != Extent::Unallocated).count(), 2, "{found:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -6,6 +6,27 @@ pub mod image;
 pub mod lock;
 pub mod mmc;
 
+/// Bytes of a disk one bit of a `CopySource`'s written-chunks bitmap stands for.
+pub const COPY_CHUNK: u64 = 64 << 10;
+
+/// A writable disk in use, as a live migration that copies disks (`--copy-disks`) reads
+/// it: what it holds, read consistently with the guest's own requests (the caller holds
+/// the device), and which chunks were written since the copy last asked.
+pub trait CopySource {
+    /// The disk's size in bytes now.
+    fn copy_size(&self) -> u64;
+    /// Starts (or stops) noting the chunks written; while on, every write, discard and
+    /// zeroing of the guest is noted before it happens.
+    fn track_writes(&mut self, on: bool);
+    /// The chunks written since the last call (or since tracking began), a bit each
+    /// (`COPY_CHUNK` bytes), 64 to a word; those bits are cleared.
+    fn take_written(&mut self) -> Vec<u64>;
+    /// What the image holds from `offset` (`image::DiskImage::extent`).
+    fn copy_extent(&mut self, offset: u64) -> std::io::Result<Option<(image::Extent, u64)>>;
+    /// The disk's bytes at `offset`, as the guest reads them.
+    fn copy_read(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
 /// Discs handed to this process already open, by the path they were opened at: a VM process
 /// whose sandbox keeps it from opening files the user picks later (a disc put in while it
 /// runs) is given them by its client. The last few are kept, so a reboot finds its disc.

@@ -12,8 +12,9 @@ use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
-use crate::devices::storage::image::{DiskImage, ImageFormat, ImageSpec};
+use crate::devices::storage::image::{DiskImage, Extent, ImageFormat, ImageSpec};
 use crate::devices::storage::lock::{LockError, ofd_lock, ofd_unlock};
+use crate::devices::storage::{COPY_CHUNK, CopySource};
 use crate::vstate::memory::{GuestMem, GuestSlice, Marks};
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -82,6 +83,8 @@ pub struct Block {
     capacity_sectors: u64,
     id: [u8; ID_BYTES],
     features: u64,
+    /// While a live migration copies the disk: the chunks written since it last looked.
+    written: Option<Vec<u64>>,
 }
 
 /// Where the status byte goes: the last byte of the chain's last device-writable buffer.
@@ -167,6 +170,7 @@ impl Block {
             capacity_sectors: size / SECTOR_SIZE,
             id,
             features,
+            written: None,
         })
     }
 
@@ -254,6 +258,7 @@ impl Block {
         let Some(src) = src else { return S_IOERR };
         let len = src.iter().map(|s| s.len()).sum();
         let Some(offset) = self.range(sector, len) else { return S_IOERR };
+        self.note_written(offset, len as u64);
         if self.image.write_from_guest(offset, &src).is_err() {
             return S_IOERR;
         }
@@ -283,11 +288,29 @@ impl Block {
             return S_IOERR;
         };
         let (offset, len) = (sector * SECTOR_SIZE, (end - sector) * SECTOR_SIZE);
+        self.note_written(offset, len);
         match self.image.zero(offset, len) {
             Ok(()) => S_OK,
             // Discard is a hint: failing to free space is no error for the guest.
             Err(_) if kind == T_DISCARD => S_OK,
             Err(_) => S_IOERR,
+        }
+    }
+
+    /// Notes `len` bytes at `offset` as written, if a disk copy is under way.
+    fn note_written(&mut self, offset: u64, len: u64) {
+        let Some(words) = &mut self.written else { return };
+        if len == 0 {
+            return;
+        }
+        let (first, last) = (offset / COPY_CHUNK, (offset + len - 1) / COPY_CHUNK);
+        // Within the disk's size (`range` checked it), so the bitmap stays that small.
+        let needed = (last / 64 + 1) as usize;
+        if words.len() < needed {
+            words.resize(needed, 0);
+        }
+        for chunk in first..=last {
+            words[(chunk / 64) as usize] |= 1 << (chunk % 64);
         }
     }
 
@@ -305,6 +328,38 @@ impl Block {
         c[52..56].copy_from_slice(&1u32.to_le_bytes()); // max_write_zeroes_seg
         c[56] = 1; // write_zeroes_may_unmap
         c
+    }
+}
+
+impl CopySource for Block {
+    fn copy_size(&self) -> u64 {
+        self.image.size()
+    }
+
+    fn track_writes(&mut self, on: bool) {
+        self.written = on.then(|| {
+            let chunks = self.image.size().div_ceil(COPY_CHUNK);
+            vec![0; chunks.div_ceil(64) as usize]
+        });
+    }
+
+    fn take_written(&mut self) -> Vec<u64> {
+        match &mut self.written {
+            Some(words) => {
+                let taken = words.clone();
+                words.fill(0);
+                taken
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn copy_extent(&mut self, offset: u64) -> std::io::Result<Option<(Extent, u64)>> {
+        self.image.extent(offset)
+    }
+
+    fn copy_read(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.image.read_at(buf, offset)
     }
 }
 
@@ -335,6 +390,10 @@ impl VirtioDevice for Block {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &[QUEUE_SIZE]
+    }
+
+    fn copy_source(&mut self) -> Option<&mut dyn CopySource> {
+        if self.read_only { None } else { Some(self) }
     }
 
     fn features(&self) -> u64 {

@@ -177,6 +177,11 @@ pub trait VirtioDevice: Send {
     fn hand_over(&mut self, _release: bool) -> Result<(), String> {
         Ok(())
     }
+
+    /// The writable disk this device serves, for a live migration that copies it.
+    fn copy_source(&mut self) -> Option<&mut dyn crate::devices::storage::CopySource> {
+        None
+    }
 }
 
 /// Hand-built split virtqueues in guest memory for the device models' unit tests.

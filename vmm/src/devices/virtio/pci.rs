@@ -139,6 +139,11 @@ impl VirtioPciDevice {
         self.device.hand_over(release)
     }
 
+    /// `VirtioDevice::copy_source` of the wrapped device.
+    pub fn copy_source(&mut self) -> Option<&mut dyn crate::devices::storage::CopySource> {
+        self.device.copy_source()
+    }
+
     /// The wrapped device's virtio device type (`TYPE_BLOCK`, ...).
     pub fn device_type(&self) -> u32 {
         self.device.device_type()
