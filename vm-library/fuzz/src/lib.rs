@@ -139,3 +139,78 @@ pub fn archive_import(data: &[u8]) -> Reach {
     assert_eq!(outside, ["in.vessel.tar", "lib"], "nothing lands outside the library");
     reach
 }
+
+/// The VM the transfer_receive seeds carry (a migration's folder comes for one VM only).
+pub const TRANSFER_SEED_UUID: &str = "bab9988e-4a26-4544-b0ef-e88e1d032552";
+
+/// A live migration's folder stream of any bytes (`vm_library::transfer::receive`, what a
+/// sender with the token sends): a VM arriving in an empty library, or nothing at all.
+pub fn transfer_receive(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let dir = scratch("transfer");
+    let lib = Library::open(&dir.join("lib")).unwrap();
+    let uuid = TRANSFER_SEED_UUID.parse().unwrap();
+    let mut input = data;
+    match vm_library::transfer::receive(&mut input, &lib, uuid) {
+        Ok(bundle) => {
+            reach.count("arrived");
+            assert!(bundle.is_arriving());
+            let root = std::fs::canonicalize(bundle.root()).unwrap();
+            assert!(root.starts_with(std::fs::canonicalize(lib.dir()).unwrap()));
+            // Its disks are its own, fresh, and read through nothing outside it.
+            let policy = BackingPolicy::within(bundle.root()).unwrap();
+            for disk in &bundle.config.disks {
+                let path = bundle.inside(&disk.file).unwrap();
+                disks::backing_chain(&path, disk.format, &policy).unwrap();
+                reach.count("disk");
+            }
+        }
+        Err(_) => {
+            reach.count("refused");
+            let left = std::fs::read_dir(lib.dir()).unwrap().count();
+            assert_eq!(left, 0, "a refused folder leaves nothing behind");
+        }
+    }
+    let outside: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(outside, ["lib"], "nothing lands outside the library");
+    reach
+}
+
+/// Writes the transfer_receive seeds: the stream of a VM with a qcow2 disk (over a base
+/// image of its own) and a raw one; the same with a byte of a file changed.
+pub fn write_transfer_seeds(out: &Path) {
+    let dir = scratch("transfer-seeds");
+    let lib = Library::open(&dir.join("lib")).unwrap();
+    let root = dir.join("lib/seedvm.vessel");
+    for folder in ["disks", "snapshots", "logs"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    let toml = format!(
+        "schema_version = 1\nuuid = \"{TRANSFER_SEED_UUID}\"\nname = \"seedvm\"\nos = \
+         \"unknown\"\nvcpus = 1\nmemory_mib = 64\ncreated = \"2026-11-28T17:39:34Z\"\nmodified \
+         = \"2026-11-28T17:39:34Z\"\n\n[boot]\nkind = \"bios\"\n\n[[disks]]\nfile = \
+         \"disks/disk0.qcow2\"\nformat = \"qcow2\"\nsize_bytes = 1048576\n\n[[disks]]\nfile = \
+         \"disks/data.raw\"\nformat = \"raw\"\nsize_bytes = 1048576\n\n[cdrom]\n\n[network]\nmode \
+         = \"none\"\n\n[display]\nsize = \"follow-window\"\n"
+    );
+    VmConfig::from_toml(&toml).unwrap();
+    std::fs::write(root.join("vessel.toml"), toml).unwrap();
+    let base = root.join("snapshots/base.qcow2");
+    disks::create(&base, DiskFormat::Qcow2, 1 << 20, None).unwrap();
+    let backing = Some((Path::new("../snapshots/base.qcow2"), DiskFormat::Qcow2));
+    disks::create(&root.join("disks/disk0.qcow2"), DiskFormat::Qcow2, 1 << 20, backing).unwrap();
+    disks::create(&root.join("disks/data.raw"), DiskFormat::Raw, 1 << 20, None).unwrap();
+    let bundle = lib.find("seedvm").unwrap();
+    let fresh = vm_library::transfer::fresh_disks(&bundle).unwrap();
+    let mut good = Vec::new();
+    vm_library::transfer::send(&bundle, &fresh, &mut good).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(out.join("good"), &good).unwrap();
+    // A byte of vessel.toml's contents changed: its checksum no longer matches.
+    let at = good.windows(7).position(|w| w == b"seedvm\"").unwrap();
+    let mut tampered = good.clone();
+    tampered[at] ^= 0x20;
+    std::fs::write(out.join("tampered"), &tampered).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -40,3 +40,17 @@ fn archive_import() {
     let r = reach("archive_import", vm_library_fuzz::archive_import);
     assert!(r.get("imported") > 0 && r.get("refused") > 0, "{r:?}");
 }
+
+#[test]
+#[ignore = "writes the transfer_receive seeds"]
+fn write_transfer_seeds() {
+    vm_library_fuzz::write_transfer_seeds(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/transfer_receive"),
+    );
+}
+
+#[test]
+fn transfer_receive() {
+    let r = reach("transfer_receive", vm_library_fuzz::transfer_receive);
+    assert!(r.get("arrived") > 0 && r.get("disk") > 0 && r.get("refused") > 0, "{r:?}");
+}
