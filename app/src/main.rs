@@ -132,8 +132,8 @@ fn main() {
                 verbs::clone(&l, &name, &new_name, linked, snapshot.as_deref(), json)
             }))
         }
-        cli::Command::Export { name, archive } => {
-            done(lib().and_then(|l| verbs::export(&l, &name, &archive, json)))
+        cli::Command::Export { name, archive, format } => {
+            done(lib().and_then(|l| verbs::export(&l, &name, &archive, format, json)))
         }
         cli::Command::Import { archive } => {
             done(lib().and_then(|l| verbs::import(&l, &archive, json)))

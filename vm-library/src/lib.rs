@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod config;
 pub mod disks;
 pub mod files;
+pub mod foreign;
 pub mod iso;
 pub mod library;
 pub mod safe_write;

@@ -171,8 +171,17 @@ pub enum Command {
         #[arg(long, value_name = "SNAPSHOT")]
         snapshot: Option<String>,
     },
-    /// Write a VM (configuration and disks) to one archive file, with checksums.
-    Export { name: String, archive: PathBuf },
+    /// Write a stopped VM (configuration and disks) to one archive file with checksums
+    /// (Vessel's own), or for another hypervisor: an OVA file or OVF folder (VMware,
+    /// VirtualBox), or a libvirt domain folder (virsh define; OpenStack, Proxmox, oVirt).
+    Export {
+        name: String,
+        /// The archive or OVA file, or the OVF or libvirt folder.
+        #[arg(value_name = "PATH")]
+        archive: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Vessel)]
+        format: ExportFormat,
+    },
     /// Restore a VM from an archive made by `vessel export`, checking its checksums.
     Import { archive: PathBuf },
     /// Inspect an ISO: volume ids, El Torito boot entries, the Linux kernel it boots and
@@ -185,6 +194,19 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+/// What `vessel export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// Vessel's own archive (`vessel import` restores it).
+    Vessel,
+    /// One OVA file: OVF 2.0 with streamOptimized VMDK disks and a SHA-256 manifest.
+    Ova,
+    /// The same as a folder of files.
+    Ovf,
+    /// A libvirt domain XML with standalone qcow2 disks, in a folder.
+    Libvirt,
 }
 
 /// What a migration does at its pass limit.

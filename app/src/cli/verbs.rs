@@ -330,11 +330,37 @@ pub fn clone(
     report(&clone, json, line)
 }
 
-pub fn export(lib: &Library, name: &str, archive: &Path, json: bool) -> anyhow::Result<()> {
+pub fn export(
+    lib: &Library,
+    name: &str,
+    dest: &Path,
+    format: super::args::ExportFormat,
+    json: bool,
+) -> anyhow::Result<()> {
+    use super::args::ExportFormat;
+    use vm_library::foreign::{libvirt, ovf};
     let bundle = lib.find(name)?;
-    vm_library::archive::export(&bundle, archive)?;
-    let line = format!("Exported {name} to {}", archive.display());
-    say(json, serde_json::json!({ "name": name, "archive": archive }), line)
+    let exported = match format {
+        ExportFormat::Vessel => {
+            vm_library::archive::export(&bundle, dest)?;
+            let line = format!("Exported {name} to {}", dest.display());
+            return say(json, serde_json::json!({ "name": name, "archive": dest }), line);
+        }
+        ExportFormat::Ova => ovf::export(lib, &bundle, dest, ovf::Packaging::Ova)?,
+        ExportFormat::Ovf => ovf::export(lib, &bundle, dest, ovf::Packaging::Ovf)?,
+        ExportFormat::Libvirt => libvirt::export(lib, &bundle, dest)?,
+    };
+    let mut line = format!("Exported {name} to {}", dest.display());
+    for file in &exported.files {
+        line.push_str(&format!("\n  {}", file.display()));
+    }
+    for note in &exported.notes {
+        line.push_str(&format!("\nNote: {note}"));
+    }
+    let value = serde_json::json!({
+        "name": name, "files": exported.files, "notes": exported.notes,
+    });
+    say(json, value, line)
 }
 
 pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
