@@ -100,6 +100,26 @@ fn create_list_show_delete() {
     assert_eq!(json(&other, &["show", "alpha", "--json"])["uuid"], list[0]["uuid"]);
     let linked = vessel(&lib, &["export", "beta", "/tmp/never.tar"]);
     assert!(text(&linked.stderr).contains("linked clone"), "{}", text(&linked.stderr));
+    // For other hypervisors: a linked clone goes flattened, as a libvirt domain; an OVA
+    // comes back as a new VM.
+    let domain = lib.join("beta-libvirt");
+    let out = vessel(&lib, &["export", "beta", domain.to_str().unwrap(), "--format", "libvirt"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let valid =
+        Command::new("virt-xml-validate").arg(domain.join("beta.xml")).arg("domain").status();
+    assert!(valid.unwrap().success());
+    let ova = lib.join("alpha.ova");
+    let out =
+        vessel(&lib, &["--json", "export", "alpha", ova.to_str().unwrap(), "--format", "ova"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["files"], serde_json::json!([ova]));
+    let again = library("from-ova");
+    let imported = vessel(&again, &["import", ova.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let shown = json(&again, &["show", "alpha", "--json"]);
+    assert_ne!(shown["uuid"], list[0]["uuid"], "a new VM");
+    let _ = std::fs::remove_dir_all(again);
     let _ = std::fs::remove_dir_all(other);
     let in_use = vessel(&lib, &["delete", "alpha", "--yes"]);
     assert!(

@@ -182,7 +182,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ExportFormat::Vessel)]
         format: ExportFormat,
     },
-    /// Restore a VM from an archive made by `vessel export`, checking its checksums.
+    /// Restore a VM from an archive made by `vessel export`, checking its checksums; or
+    /// import an OVA file or OVF descriptor (VMware, VirtualBox), its disks converted to
+    /// qcow2, saying what of its hardware did not map.
     Import { archive: PathBuf },
     /// Inspect an ISO: volume ids, El Torito boot entries, the Linux kernel it boots and
     /// the OS it installs, with the resources to give it.

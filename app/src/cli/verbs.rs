@@ -364,7 +364,15 @@ pub fn export(
 }
 
 pub fn import(lib: &Library, archive: &Path, json: bool) -> anyhow::Result<()> {
-    let imported = vm_library::archive::import(archive, lib)?;
+    // An OVF package (VMware, VirtualBox) by its name; anything else is Vessel's archive.
+    let ovf = archive
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("ova") || e.eq_ignore_ascii_case("ovf"));
+    let imported = if ovf {
+        vm_library::foreign::ovf_import::import(archive, lib)?
+    } else {
+        vm_library::archive::import(archive, lib)?
+    };
     let bundle = &imported.bundle;
     let mut line = format!("Imported {} into {}", bundle.config.name, bundle.root().display());
     for note in &imported.notes {

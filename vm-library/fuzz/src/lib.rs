@@ -214,3 +214,21 @@ pub fn write_transfer_seeds(out: &Path) {
     std::fs::write(out.join("tampered"), &tampered).unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An OVF descriptor of any bytes (from an OVA someone sent): parsed with bounds, or
+/// refused; the disks it lists are bounded.
+pub fn ovf_descriptor(data: &[u8]) -> Reach {
+    let mut reach = Reach::default();
+    let Ok(text) = std::str::from_utf8(data) else { return reach };
+    match vm_library::foreign::ovf_import::parse(text) {
+        Ok(d) => {
+            reach.count("parsed");
+            assert!(d.disks.len() <= 16);
+            if !d.items.is_empty() {
+                reach.count("items");
+            }
+        }
+        Err(_) => reach.count("refused"),
+    }
+    reach
+}

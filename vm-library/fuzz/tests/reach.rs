@@ -54,3 +54,9 @@ fn transfer_receive() {
     let r = reach("transfer_receive", vm_library_fuzz::transfer_receive);
     assert!(r.get("arrived") > 0 && r.get("disk") > 0 && r.get("refused") > 0, "{r:?}");
 }
+
+#[test]
+fn ovf_descriptor() {
+    let r = reach("ovf_descriptor", vm_library_fuzz::ovf_descriptor);
+    assert!(r.get("parsed") > 0 && r.get("items") > 0 && r.get("refused") > 0, "{r:?}");
+}

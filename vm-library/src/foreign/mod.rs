@@ -7,7 +7,9 @@
 
 pub mod libvirt;
 pub mod ovf;
+pub mod ovf_import;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,6 +32,8 @@ pub enum ForeignError {
     Exists(PathBuf),
     #[error("qemu-img could not convert {disk}: {why}")]
     Convert { disk: PathBuf, why: String },
+    #[error("{package} was not imported: {why}; nothing was changed")]
+    Refused { package: PathBuf, why: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ForeignError + '_ {
@@ -85,6 +89,21 @@ fn convert(
         Ok(o) => Err(failed(String::from_utf8_lossy(&o.stderr).trim().to_string())),
         Err(e) => Err(failed(format!("{e} (install qemu-utils)"))),
     }
+}
+
+/// The hex digest of the file at `path` by `H` (SHA-1, SHA-256, SHA-512).
+pub(crate) fn hash_file<H: sha2::Digest>(path: &Path) -> Result<String, ForeignError> {
+    let mut file = crate::files::open_regular(path, false).map_err(io_err(path))?;
+    let mut hash = H::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Text for XML content and attribute values.

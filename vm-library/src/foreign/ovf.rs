@@ -9,10 +9,9 @@
 //! controller with the CD drive, an E1000 network card on NAT (neither has virtio-net).
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::{Exported, ForeignError, common_notes, convert, file_stem, io_err, xml};
 use crate::bundle::Bundle;
@@ -101,7 +100,7 @@ fn write_package(
     let mut manifest = String::new();
     for file in &exported.files {
         let name = file.file_name().unwrap_or_default().to_string_lossy();
-        let _ = writeln!(manifest, "SHA256({name})= {}", sha256_of(file)?);
+        let _ = writeln!(manifest, "SHA256({name})= {}", super::hash_file::<Sha256>(file)?);
     }
     write_new(&mf_path, manifest.as_bytes())?;
     exported.files.insert(1, mf_path);
@@ -111,20 +110,6 @@ fn write_package(
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), ForeignError> {
     let mut out = crate::files::create_private(path).map_err(io_err(path))?;
     std::io::Write::write_all(&mut out, bytes).map_err(io_err(path))
-}
-
-fn sha256_of(path: &Path) -> Result<String, ForeignError> {
-    let mut file = crate::files::open_regular(path, false).map_err(io_err(path))?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Packs `files` (descriptor, manifest, disks) into the OVA `dest`: a POSIX (ustar) tar.
