@@ -95,6 +95,18 @@ fn main() {
         cli::Command::Reset { name } => {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Reset, json)))
         }
+        cli::Command::Backup { verb: Some(cli::args::BackupVerb::Verify { backup }), .. } => {
+            done(lib().and_then(|l| cli::backup::verify(&l, &backup, json)))
+        }
+        cli::Command::Backup { verb: None, name, to, keep } => done(lib().and_then(|l| {
+            cli::backup::backup(&l, name.as_deref().unwrap_or_default(), to.as_deref(), keep, json)
+        })),
+        cli::Command::Backups { name, to } => {
+            done(lib().and_then(|l| cli::backup::list(&l, &name, to.as_deref(), json)))
+        }
+        cli::Command::Restore { backup, point, as_name } => done(lib().and_then(|l| {
+            cli::backup::restore(&l, &backup, point.as_deref(), as_name.as_deref(), json)
+        })),
         cli::Command::Snapshot { action } => done(lib().and_then(|l| {
             use cli::SnapshotAction as A;
             match action {

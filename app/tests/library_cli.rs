@@ -120,6 +120,16 @@ fn create_list_show_delete() {
     let shown = json(&again, &["show", "alpha", "--json"]);
     assert_ne!(shown["uuid"], list[0]["uuid"], "a new VM");
     let _ = std::fs::remove_dir_all(again);
+    // Backups: a point, listed, verified, restored as a new VM.
+    let out = vessel(&lib, &["backup", "alpha"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(json(&lib, &["backups", "alpha", "--json"]).as_array().unwrap().len(), 1);
+    let out = vessel(&lib, &["backup", "verify", "alpha"]);
+    assert!(text(&out.stdout).contains("every chunk matches"), "{}", text(&out.stderr));
+    let out = vessel(&lib, &["restore", "alpha", "--as", "alpha again"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(json(&lib, &["show", "alpha again", "--json"])["uuid"], list[0]["uuid"]);
+    assert!(vessel(&lib, &["delete", "alpha again", "--yes"]).status.success());
     let _ = std::fs::remove_dir_all(other);
     let in_use = vessel(&lib, &["delete", "alpha", "--yes"]);
     assert!(

@@ -3,6 +3,7 @@
 //! VM's configuration into a `vmm::MachineConfig` at power-on.
 
 pub mod archive;
+pub mod backup;
 pub mod bundle;
 pub mod config;
 pub mod disks;

@@ -73,6 +73,40 @@ pub enum Command {
     /// Discard a suspended VM's saved state: it boots afresh next time (what it was doing
     /// is lost).
     DiscardState { name: String },
+    /// Back up a VM that is not running into a backup set (by default `backups/NAME` in
+    /// the library): its disks in chunks, each stored once per set, so a backup after the
+    /// first stores only what changed. `vessel backup verify NAME|DIR` re-reads every
+    /// chunk against its checksum.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Backup {
+        #[command(subcommand)]
+        verb: Option<BackupVerb>,
+        #[arg(required = true)]
+        name: Option<String>,
+        /// The backup set's folder.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Keep the newest N points of the set, and the chunks they need.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+    },
+    /// A VM's backup points (its set: `backups/NAME` in the library, or --to DIR).
+    Backups {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+    /// Restore a backup point (the newest unless --point) from a VM's set (NAME) or a set
+    /// folder (DIR): over the VM, which must be off (kept as it was until the restore has
+    /// completed), or as a new VM (--as NEW_NAME). Every chunk is checked first.
+    Restore {
+        #[arg(value_name = "NAME|DIR")]
+        backup: String,
+        #[arg(long, value_name = "ID")]
+        point: Option<String>,
+        #[arg(long = "as", value_name = "NEW_NAME")]
+        as_name: Option<String>,
+    },
     /// A VM's snapshots: points it can go back to, kept as a tree.
     Snapshot {
         #[command(subcommand)]
@@ -195,6 +229,17 @@ pub enum Command {
         /// Confirm: the VM and its disks are deleted for good.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `vessel backup verify`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BackupVerb {
+    /// Re-read every chunk of a backup set (a VM's, by NAME, or a set folder) against its
+    /// checksum; name the damaged ones and the points they break.
+    Verify {
+        #[arg(value_name = "NAME|DIR")]
+        backup: String,
     },
 }
 

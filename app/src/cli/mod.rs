@@ -6,6 +6,7 @@
 //! never imports from here; both stand on `core`.
 
 pub mod args;
+pub mod backup;
 pub mod headless;
 pub mod migrate;
 pub mod remote;

@@ -11,7 +11,6 @@ use imago::{DenyImplicitOpenGate, FormatAccess, FormatCreateBuilder, FormatDrive
 use crate::config::DiskFormat;
 
 mod layers;
-#[cfg(test)]
 pub(crate) use layers::open_chain;
 pub use layers::{commit_into, drop_backing, flatten, pull_into};
 
