@@ -82,6 +82,9 @@ pub struct Point {
     /// The VM's configuration then (`vessel.toml`).
     pub config: String,
     pub disks: Vec<DiskPoint>,
+    /// The VM's other files it cannot run without (a directly booted kernel and initrd).
+    #[serde(default)]
+    pub files: Vec<FilePoint>,
     /// Bytes of disk read, chunks written new, and chunks the set had already.
     pub read: u64,
     pub written: u64,
@@ -95,6 +98,15 @@ pub struct DiskPoint {
     pub format: DiskFormat,
     pub size: u64,
     /// Each chunk's SHA-256 (hex), in order; empty for a chunk that is all zero.
+    pub chunks: Vec<String>,
+}
+
+/// A file of the VM's folder, as its chunks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FilePoint {
+    /// As the configuration names it.
+    pub file: PathBuf,
+    pub size: u64,
     pub chunks: Vec<String>,
 }
 
@@ -153,6 +165,7 @@ pub fn backup(
         created: crate::config::rfc3339(std::time::SystemTime::now()),
         config: bundle.config.to_toml(),
         disks: Vec::new(),
+        files: Vec::new(),
         read: 0,
         written: 0,
         deduplicated: 0,
@@ -178,6 +191,23 @@ pub fn backup(
             progress(point.read, total);
         }
         point.disks.push(DiskPoint { file: disk.file.clone(), format: disk.format, size, chunks });
+    }
+    if let crate::config::Boot::Direct { kernel, initrd, .. } = &bundle.config.boot.value {
+        for file in std::iter::once(kernel).chain(initrd) {
+            let path = bundle.inside(file)?;
+            let mut source = crate::files::open_regular(&path, false).map_err(io_err(&path))?;
+            let (mut chunks, mut size) = (Vec::new(), 0u64);
+            loop {
+                let mut data = Vec::new();
+                (&mut source).take(CHUNK).read_to_end(&mut data).map_err(io_err(&path))?;
+                if data.is_empty() {
+                    break;
+                }
+                size += data.len() as u64;
+                chunks.push(store(set, &data, &mut point)?);
+            }
+            point.files.push(FilePoint { file: file.clone(), size, chunks });
+        }
     }
     point.id = new_id(set, &point.created)?;
     let text = toml::to_string(&point).expect("serializes");
@@ -266,7 +296,9 @@ pub fn verify(set: &Path) -> Result<Vec<(String, Vec<String>)>, BackupError> {
     let mut good = BTreeSet::new();
     let mut buf = Vec::new();
     for point in &points {
-        for hash in point.disks.iter().flat_map(|d| &d.chunks).filter(|h| !h.is_empty()) {
+        let chunks = (point.disks.iter().flat_map(|d| &d.chunks))
+            .chain(point.files.iter().flat_map(|f| &f.chunks));
+        for hash in chunks.filter(|h| !h.is_empty()) {
             if good.contains(hash) {
                 continue;
             }
@@ -305,6 +337,7 @@ pub fn restore(
     };
     let mut buf = Vec::new();
     let bad: Vec<String> = (point.disks.iter().flat_map(|d| &d.chunks))
+        .chain(point.files.iter().flat_map(|f| &f.chunks))
         .filter(|h| !h.is_empty())
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -398,6 +431,26 @@ fn write_disks(set: &Path, point: &Point, bundle: &Bundle) -> Result<(), BackupE
         }
         image.flush().and_then(|()| image.sync()).map_err(io_err(&path))?;
     }
+    for file in &point.files {
+        let path = bundle.inside(&file.file)?;
+        if let Some(dir) = path.parent() {
+            crate::files::create_dir_private(dir).map_err(io_err(dir))?;
+        }
+        let mut out = crate::files::create_private(&path).map_err(io_err(&path))?;
+        let mut left = file.size;
+        for hash in &file.chunks {
+            let n = left.min(CHUNK);
+            if hash.is_empty() {
+                // A chunk of zeroes (`store` leaves them out).
+                out.write_all(&vec![0u8; n as usize]).map_err(io_err(&path))?;
+            } else {
+                read_chunk(set, hash, &mut buf).map_err(|w| BackupError::BadChunks(vec![w]))?;
+                out.write_all(&buf[..(n as usize).min(buf.len())]).map_err(io_err(&path))?;
+            }
+            left -= n;
+        }
+        out.sync_all().map_err(io_err(&path))?;
+    }
     Ok(())
 }
 
@@ -411,8 +464,10 @@ pub fn prune(set: &Path, keep: usize) -> Result<Vec<String>, BackupError> {
         fs::remove_file(&path).map_err(io_err(&path))?;
     }
     // Then the chunks no kept point needs (a kill before this leaves extra chunks only).
-    let needed: BTreeSet<&String> =
-        kept.iter().flat_map(|p| p.disks.iter().flat_map(|d| &d.chunks)).collect();
+    let needed: BTreeSet<&String> = (kept.iter())
+        .flat_map(|p| p.disks.iter().flat_map(|d| &d.chunks))
+        .chain(kept.iter().flat_map(|p| p.files.iter().flat_map(|f| &f.chunks)))
+        .collect();
     for dir in fs::read_dir(set.join("chunks")).into_iter().flatten().flatten() {
         for chunk in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
             let name = chunk.file_name().to_string_lossy().into_owned();
@@ -521,6 +576,25 @@ mod tests {
         assert!(count_chunks(&set) < chunks_before);
         let left = restore(&lib, &set, Some(&ids[3]), Some("after prune")).unwrap();
         assert_eq!(read(&left, 0), expected[3].0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_directly_booted_vm_comes_back_with_its_kernel_and_initrd() {
+        let dir = scratch("direct");
+        let lib = Library::open(&dir.join("lib")).unwrap();
+        let mut config = full();
+        config.disks.clear();
+        let bundle = lib.create(config).unwrap();
+        fs::create_dir_all(bundle.resolve(Path::new("boot"))).unwrap();
+        let kernel: Vec<u8> = (0..(CHUNK as u32 + 1000)).map(|i| (i % 253) as u8).collect();
+        fs::write(bundle.resolve(Path::new("boot/vmlinuz")), &kernel).unwrap();
+        fs::write(bundle.resolve(Path::new("boot/initrd.gz")), b"an initrd").unwrap();
+        let set = dir.join("set");
+        backup(&lib, &bundle, &set, &mut |_, _| {}).unwrap();
+        let restored = restore(&lib, &set, None, Some("again")).unwrap();
+        assert_eq!(fs::read(restored.resolve(Path::new("boot/vmlinuz"))).unwrap(), kernel);
+        assert_eq!(fs::read(restored.resolve(Path::new("boot/initrd.gz"))).unwrap(), b"an initrd");
         let _ = fs::remove_dir_all(dir);
     }
 
