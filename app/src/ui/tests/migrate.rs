@@ -88,18 +88,19 @@ fn a_running_vm_moves_to_another_vessel_from_the_window() {
     // session here ends.
     let taking = receiver(&path, config, Answer::Accept, false);
     click(&mut h, Role::CheckBox, copy);
+    // What the session here saw last (it may end before the toast is looked at).
+    let seen = ticks(&h);
     click(&mut h, Role::Button, "Migrate");
     wait(&mut h, "the move", |h| {
         h.state().toasts.titles().iter().any(|t| t.starts_with("Mover moved to"))
     });
     assert!(h.state().migrate.is_none(), "the dialog closes");
-    let before = ticks(&h);
     let handle = taking.join().unwrap().expect("the receiver runs the machine");
     wait(&mut h, "the session ended", |h| h.state().running.vms.is_empty());
     let mut moved = vessel_tests::GuestRun { handle, serial: Vec::new(), events: Vec::new() };
     assert!(moved.wait_until(vessel_tests::TIMEOUT, |r| parse_ticks(&r.output()).len() >= 3));
     let after = parse_ticks(&moved.output());
-    let last = before.last().unwrap();
-    assert!(after[0].0 > last.0 && after[0].1 == last.1, "{before:?} then {after:?}");
+    let last = seen.last().expect("ticks before the move");
+    assert!(after[0].0 > last.0 && after[0].1 == last.1, "{seen:?} then {after:?}");
     moved.handle.power_off().unwrap();
 }
