@@ -64,7 +64,11 @@ fn start_mover(lib: &std::path::Path) -> Started {
     let out = vessel(lib, &[&args[..], &more[..]].concat());
     assert!(out.status.success(), "create: {}", text(&out.stderr));
     let mut run = Started::new(lib, "Mover");
-    assert!(run.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 5), "{}", run.seen());
+    // Its first sweep touches 64 MiB page by page: with the other tests of this file
+    // doing the same on two cores, five ticks can take over a minute (one CI run saw
+    // three in 60 s).
+    let ticking = run.wait_until(Duration::from_secs(240), |s| ticks(s).len() >= 5);
+    assert!(ticking, "{}", run.seen());
     run
 }
 
