@@ -736,3 +736,28 @@ pub fn input_latency(n: usize) -> Vec<Duration> {
     let _ = handle.power_off();
     latencies
 }
+
+/// test=gpu's screen as it leaves it while it waits for a resize, on `display` (another
+/// machine's, after a restore or a migration): its 128×96 frame with the white rectangle
+/// it drew last at (32, 16), and the cursor it set, as `cursor` was. Panics otherwise.
+pub fn assert_gpu_guest_screen(display: &vmm::Display, cursor: &vmm::display::Cursor) {
+    assert_eq!(display.size(), Some((128, 96)));
+    display
+        .read(0, |f| {
+            let at = 16 * f.stride + 32 * 4;
+            assert_eq!(&f.pixels[at..at + 3], &[0xff; 3]);
+        })
+        .unwrap();
+    let now = display.cursor();
+    assert!(now.image.is_some() && now.image == cursor.image, "the cursor's image is there");
+    assert_eq!((now.x, now.y), (cursor.x, cursor.y));
+}
+
+/// The host resizes test=gpu's display; its driver, waiting on its queues and interrupts,
+/// takes the new mode (800×600) and the guest ends. Panics otherwise.
+pub fn expect_gpu_guest_resized(run: &mut GuestRun) {
+    run.handle.display().request_resize(800, 600);
+    assert!(matches!(run.expect_stopped(), StopReason::PoweredOff), "{}", run.output());
+    assert_eq!(run.lines_with("GPU MODE"), vec!["0000000000000320 0000000000000258"]);
+    assert!(run.output().contains("GPU DONE"), "{}", run.output());
+}

@@ -131,25 +131,10 @@ fn a_restored_gpu_shows_its_frame_and_its_driver_goes_on() {
 
     let handle = Machine::restore(spec.config(), None, &state, &memory).unwrap();
     // Before it runs, the display shows the guest's frame and cursor as saved.
-    let display = handle.display();
-    assert_eq!(display.size(), Some((128, 96)));
-    display
-        .read(0, |f| {
-            // The white rectangle at (32, 16) the guest drew last.
-            let at = 16 * f.stride + 32 * 4;
-            assert_eq!(&f.pixels[at..at + 3], &[0xff; 3]);
-        })
-        .unwrap();
-    let now = display.cursor();
-    assert!(now.image.is_some() && now.image == cursor.image, "the cursor's image came back");
-    assert_eq!((now.x, now.y), (cursor.x, cursor.y));
+    vessel_tests::assert_gpu_guest_screen(&handle.display(), &cursor);
     handle.start().unwrap();
     let mut restored = GuestRun { handle, serial: Vec::new(), events: Vec::new() };
-    // The driver, waiting on its queues and interrupts, hears the host's resize.
-    display.request_resize(800, 600);
-    assert!(matches!(restored.expect_stopped(), StopReason::PoweredOff), "{}", restored.output());
-    assert_eq!(restored.lines_with("GPU MODE"), vec!["0000000000000320 0000000000000258"]);
-    assert!(restored.output().contains("GPU DONE"), "{}", restored.output());
+    vessel_tests::expect_gpu_guest_resized(&mut restored);
 }
 
 #[test]

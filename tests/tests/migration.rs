@@ -552,23 +552,9 @@ fn the_screen_moves_with_the_machine_and_its_gpu_driver_goes_on() {
     let handle = received.expect("the receiver runs the machine");
     assert!(matches!(run.expect_stopped(), StopReason::Migrated));
 
-    // The receiver's display shows the guest's frame and cursor at once.
-    let display = handle.display();
-    assert_eq!(display.size(), Some((128, 96)));
-    display
-        .read(0, |f| {
-            // The white rectangle at (32, 16) the guest drew last.
-            let at = 16 * f.stride + 32 * 4;
-            assert_eq!(&f.pixels[at..at + 3], &[0xff; 3]);
-        })
-        .unwrap();
-    let now = display.cursor();
-    assert!(now.image.is_some() && now.image == cursor.image, "the cursor's image came along");
-    assert_eq!((now.x, now.y), (cursor.x, cursor.y));
-    // The driver, waiting on its queues and interrupts there, hears the host's resize.
+    // The receiver's display shows the guest's frame and cursor at once, and the driver
+    // goes on there.
+    vessel_tests::assert_gpu_guest_screen(&handle.display(), &cursor);
     let mut moved = GuestRun { handle, serial: Vec::new(), events: Vec::new() };
-    display.request_resize(800, 600);
-    assert!(matches!(moved.expect_stopped(), StopReason::PoweredOff), "{}", moved.output());
-    assert_eq!(moved.lines_with("GPU MODE"), vec!["0000000000000320 0000000000000258"]);
-    assert!(moved.output().contains("GPU DONE"), "{}", moved.output());
+    vessel_tests::expect_gpu_guest_resized(&mut moved);
 }

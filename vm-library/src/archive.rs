@@ -58,7 +58,8 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex (a checksum as manifests write it).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::archive::hex;
 use crate::bundle::{Bundle, BundleError};
 use crate::config::{DiskFormat, VmConfig};
 use crate::disks::{self, DiskError};
@@ -117,10 +118,6 @@ pub fn default_set(library: &Library, name: &str) -> PathBuf {
 
 fn chunk_path(set: &Path, hash: &str) -> PathBuf {
     set.join("chunks").join(&hash[..2]).join(hash)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens (or makes) the set at `set` for the VM in `bundle`.
@@ -409,6 +406,15 @@ fn restore_over(
 fn write_disks(set: &Path, point: &Point, bundle: &Bundle) -> Result<(), BackupError> {
     let mut buf = Vec::new();
     for disk in &point.disks {
+        // A point is a file someone may have changed: its sizes are bounded as a new
+        // disk's are (a huge qcow2 would need a huge table made for it).
+        if disk.size > disks::MAX_DISK_BYTES || disk.chunks.len() as u64 > disk.size.div_ceil(CHUNK)
+        {
+            return Err(BackupError::Damaged {
+                path: set.to_path_buf(),
+                why: format!("{} is larger than a disk may be", disk.file.display()),
+            });
+        }
         let path = bundle.inside(&disk.file)?;
         if let Some(dir) = path.parent() {
             crate::files::create_dir_private(dir).map_err(io_err(dir))?;
@@ -613,6 +619,16 @@ mod tests {
         let bundle = vm(&lib);
         let set = dir.join("set");
         let point = backup(&lib, &bundle, &set, &mut |_, _| {}).unwrap();
+        // A point whose disk size was changed to more than any disk may be: refused.
+        let point_file = set.join("points").join(format!("{}.toml", point.id));
+        let text = fs::read_to_string(&point_file).unwrap();
+        let huge = text.replacen("size = 16777216", "size = 9223372036854775807", 1);
+        assert_ne!(huge, text);
+        fs::write(&point_file, huge).unwrap();
+        let error = restore(&lib, &set, None, Some("huge")).unwrap_err();
+        assert!(error.to_string().contains("larger than a disk may be"), "{error}");
+        assert!(lib.find("huge").is_err(), "nothing was made");
+        fs::write(&point_file, text).unwrap();
         let hash = point.disks[1].chunks.iter().find(|h| !h.is_empty()).unwrap().clone();
         let path = chunk_path(&set, &hash);
         let mut bytes = fs::read(&path).unwrap();

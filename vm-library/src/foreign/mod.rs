@@ -103,7 +103,7 @@ pub(crate) fn hash_file<H: sha2::Digest>(path: &Path) -> Result<String, ForeignE
         }
         hash.update(&buf[..n]);
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::archive::hex(&hash.finalize()))
 }
 
 /// Text for XML content and attribute values.

@@ -27,7 +27,7 @@ use crate::config::{
 use crate::library::Library;
 
 /// Largest descriptor or manifest read.
-const MAX_DESCRIPTOR: u64 = 8 << 20;
+const MAX_DESCRIPTOR: u64 = crate::safe_write::MAX_SMALL_FILE;
 /// Most disks an imported VM may have.
 const MAX_DISKS: usize = 16;
 /// Most elements a descriptor may have (a real one has a few hundred).
@@ -261,8 +261,6 @@ fn qemu_format(uri: &str) -> Option<&'static str> {
         Some("vpc")
     } else if uri.contains("vdi") || uri.contains("virtualbox") {
         Some("vdi")
-    } else if uri.contains("qcow2") {
-        Some("qcow2")
     } else if uri.contains("raw") {
         Some("raw")
     } else {
@@ -441,12 +439,7 @@ fn unique_name(library: &Library, name: &str) -> String {
 
 fn read_small(path: &Path) -> Result<String, ForeignError> {
     let file = crate::files::open_regular(path, false).map_err(io_err(path))?;
-    let mut text = String::new();
-    file.take(MAX_DESCRIPTOR + 1).read_to_string(&mut text).map_err(io_err(path))?;
-    if text.len() as u64 > MAX_DESCRIPTOR {
-        return Err(refused(path, "it is too large for a descriptor".into()));
-    }
-    Ok(text)
+    crate::safe_write::read_small(file).map_err(|e| refused(path, format!("it is unreadable: {e}")))
 }
 
 /// Unpacks the OVA at `path` into `staging`: the descriptor's name, and every file.
@@ -568,18 +561,26 @@ fn convert_in(
     dest: &Path,
 ) -> Result<u64, ForeignError> {
     let shown = source.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let names_others = || {
+        refused(
+            package,
+            format!(
+                "{shown} names other files for its data (a VMDK descriptor, a differencing or \
+                 external-data image); Vessel imports only self-contained disks"
+            ),
+        )
+    };
     if format == "vmdk" {
-        // A sparse VMDK (monolithicSparse, streamOptimized) holds its own data; a text
-        // descriptor names extent files, which could be any file of this computer.
-        let mut magic = [0u8; 4];
+        // A sparse VMDK (monolithicSparse, streamOptimized) holds its own data. A text
+        // descriptor names extent files, and so does a sparse header of capacity 0 with a
+        // descriptor embedded (qemu then reads that descriptor): either could name any file
+        // of this computer, or a FIFO to hang on. Refused before qemu-img opens anything.
+        let mut header = [0u8; 20];
         let mut file = crate::files::open_regular(source, false).map_err(io_err(source))?;
-        if file.read_exact(&mut magic).is_err() || &magic != b"KDMV" {
-            return Err(refused(
-                package,
-                format!(
-                    "{shown} is a VMDK that names other files for its data; Vessel imports only self-contained (sparse or streamOptimized) VMDKs"
-                ),
-            ));
+        let sparse = file.read_exact(&mut header).is_ok() && &header[..4] == b"KDMV";
+        let capacity = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        if !sparse || capacity == 0 {
+            return Err(names_others());
         }
     }
     let info = Command::new("qemu-img")
@@ -599,20 +600,22 @@ fn convert_in(
             ),
         ));
     }
-    let info = String::from_utf8_lossy(&info.stdout);
-    if info.contains("\"backing-filename\"") || info.contains("\"full-backing-filename\"") {
-        return Err(refused(
-            package,
-            format!(
-                "{shown} reads a parent image (a differencing disk); Vessel imports only self-contained disks"
-            ),
-        ));
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout)
+        .map_err(|e| refused(package, format!("qemu-img's account of {shown}: {e}")))?;
+    // Whatever qemu would read besides the file itself: a parent, an external data file,
+    // extents elsewhere.
+    let data = &info["format-specific"]["data"];
+    let extents_elsewhere = data["extents"].as_array().is_some_and(|extents| {
+        extents.iter().any(|e| e["filename"].as_str() != Some(&*source.to_string_lossy()))
+    });
+    if info.get("backing-filename").is_some()
+        || data.get("data-file").is_some()
+        || extents_elsewhere
+    {
+        return Err(names_others());
     }
-    let size = info
-        .split("\"virtual-size\":")
-        .nth(1)
-        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok())
+    let size = info["virtual-size"]
+        .as_u64()
         .filter(|n| (1..=crate::disks::MAX_DISK_BYTES).contains(n))
         .ok_or_else(|| refused(package, format!("{shown} has no size Vessel can take")))?;
     let out = Command::new("qemu-img")
@@ -943,6 +946,21 @@ mod tests {
                 ("Box.ovf", ovf.clone().into_bytes()),
                 ("Box-disk001.vmdk", flat.as_bytes().to_vec()),
             ],
+        );
+        assert!(error.contains("names other files"), "{error}");
+
+        // A sparse VMDK whose header says capacity 0 and embeds a descriptor naming a file
+        // of this computer (qemu would read that file as the disk).
+        let mut evil = vec![0u8; 1024];
+        evil[..4].copy_from_slice(b"KDMV");
+        evil[4..8].copy_from_slice(&1u32.to_le_bytes());
+        evil[28..36].copy_from_slice(&1u64.to_le_bytes()); // descriptor at sector 1
+        evil[36..44].copy_from_slice(&1u64.to_le_bytes());
+        let embedded = b"# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\nRW 1 FLAT \"/etc/hostname\" 0\n";
+        evil[512..512 + embedded.len()].copy_from_slice(embedded);
+        let error = try_import(
+            "embedded.ova",
+            &[("Box.ovf", ovf.clone().into_bytes()), ("Box-disk001.vmdk", evil)],
         );
         assert!(error.contains("names other files"), "{error}");
 

@@ -234,10 +234,20 @@ fn virtio_blk_on(
         }
     }
     let mut queues = [queue];
+    // As during a live migration that copies the disk: every write is noted.
+    use vmm::devices::storage::CopySource;
+    blk.track_writes(true);
     blk.process_queue(0, &mut queues, &mem);
     blk.process_queue(0, &mut queues, &mem);
     assert_eq!(std::fs::metadata(path).unwrap().len(), 64 * 512, "the guest cannot resize");
+    let noted = blk.take_written();
+    blk.track_writes(false);
+    // Never beyond the disk (32 KiB: the first 64 KiB chunk only).
+    assert!(noted.iter().skip(1).all(|w| *w == 0) && noted.first().is_none_or(|w| *w <= 1));
     let mut reach = Reach { completed: u64::from(used_count(&mem, 0)), ..Default::default() };
+    if noted.iter().any(|w| *w != 0) {
+        reach.count("noted");
+    }
     // Which requests were built (those that fit the queue), in order.
     let mut built_kinds = Vec::new();
     let mut at = 0usize;

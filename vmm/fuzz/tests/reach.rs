@@ -37,7 +37,11 @@ fn expect(target: &str, reach: &Reach, what: &[&str]) {
 #[test]
 fn virtio_blk() {
     let r = reach("virtio_blk", targets::virtio_blk);
-    expect("virtio_blk", &r, &["read", "write", "flush", "ioerr", "unsupported", "id", "discard"]);
+    expect(
+        "virtio_blk",
+        &r,
+        &["read", "write", "flush", "ioerr", "unsupported", "id", "discard", "noted"],
+    );
 }
 
 #[test]

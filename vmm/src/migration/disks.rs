@@ -17,6 +17,7 @@ use super::wire::{MAX_DISK_DATA, Tag};
 use crate::devices::storage::image::{DiskImage, Extent, ImageSpec};
 use crate::devices::storage::{COPY_CHUNK, CopySource};
 use crate::devices::virtio::pci::VirtioPciDevice;
+use crate::vstate::dirty::is_set;
 
 /// Chunks of written disk, per disk: a bit per `COPY_CHUNK` bytes.
 pub type ChunkBits = Vec<Vec<u64>>;
@@ -110,9 +111,14 @@ impl Disks {
         let run_chunks = MAX_DISK_DATA as u64 / COPY_CHUNK;
         for (index, words) in bits.iter_mut().enumerate().take(self.0.len()) {
             let size = self.with(index, |d| d.copy_size()).unwrap_or(0);
-            let total = size.div_ceil(COPY_CHUNK);
+            // Only as far as the bitmap goes, a word of nothing at a time.
+            let total = size.div_ceil(COPY_CHUNK).min(words.len() as u64 * 64);
             let mut chunk = 0;
             while chunk < total {
+                if words[(chunk / 64) as usize] == 0 {
+                    chunk = (chunk / 64 + 1) * 64;
+                    continue;
+                }
                 if !is_set(words, chunk) {
                     chunk += 1;
                     continue;
@@ -165,10 +171,6 @@ fn send_zero(
 
 fn disk_error(index: usize, e: &std::io::Error) -> MigrationError {
     MigrationError::Machine(format!("reading disk {index} to copy it: {e}"))
-}
-
-fn is_set(words: &[u64], bit: u64) -> bool {
-    words.get((bit / 64) as usize).is_some_and(|w| w & (1 << (bit % 64)) != 0)
 }
 
 /// Bytes the chunks in `bits` stand for.

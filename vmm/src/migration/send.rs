@@ -11,7 +11,7 @@ use super::{
     Connection, Controls, MigrateOptions, Migrated, MigrationError, OnLimit, Phase, Progress,
 };
 use crate::persist::memory::{is_zero, pages_maybe_with_data};
-use crate::vstate::dirty::{PageBits, pages};
+use crate::vstate::dirty::{PageBits, is_set, pages};
 use crate::vstate::memory::GuestMem;
 
 const PAGE: u64 = 4096;
@@ -358,10 +358,6 @@ fn first_pass_pages(
         }
     }
     words
-}
-
-fn is_set(words: &[u64], page: u64) -> bool {
-    words.get((page / 64) as usize).is_some_and(|w| w & (1 << (page % 64)) != 0)
 }
 
 fn count(bits: &PageBits) -> u64 {

@@ -135,6 +135,12 @@ impl DirtyLog {
     }
 }
 
+/// Whether bit `bit` is set in a bitmap of 64 bits a word (`PageBits`' words; the copied
+/// disks' chunk bitmaps); false beyond its end.
+pub fn is_set(words: &[u64], bit: u64) -> bool {
+    words.get((bit / 64) as usize).is_some_and(|w| w & (1 << (bit % 64)) != 0)
+}
+
 /// Pages in `len` bytes (a last partial page counts).
 pub fn pages(len: u64) -> u64 {
     len.div_ceil(PAGE)

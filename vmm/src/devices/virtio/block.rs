@@ -336,22 +336,14 @@ impl CopySource for Block {
         self.image.size()
     }
 
+    // The bitmap grows as far as the guest writes (`note_written`), not to the disk's
+    // size: a large sparse disk written near its start keeps it small.
     fn track_writes(&mut self, on: bool) {
-        self.written = on.then(|| {
-            let chunks = self.image.size().div_ceil(COPY_CHUNK);
-            vec![0; chunks.div_ceil(64) as usize]
-        });
+        self.written = on.then(Vec::new);
     }
 
     fn take_written(&mut self) -> Vec<u64> {
-        match &mut self.written {
-            Some(words) => {
-                let taken = words.clone();
-                words.fill(0);
-                taken
-            }
-            None => Vec::new(),
-        }
+        self.written.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     fn copy_extent(&mut self, offset: u64) -> std::io::Result<Option<(Extent, u64)>> {
