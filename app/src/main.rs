@@ -98,8 +98,9 @@ fn main() {
         cli::Command::Backup { verb: Some(cli::args::BackupVerb::Verify { backup }), .. } => {
             done(lib().and_then(|l| cli::backup::verify(&l, &backup, json)))
         }
-        cli::Command::Backup { verb: None, name, to, keep } => done(lib().and_then(|l| {
-            cli::backup::backup(&l, name.as_deref().unwrap_or_default(), to.as_deref(), keep, json)
+        cli::Command::Backup { verb: None, name, to, keep, memory } => done(lib().and_then(|l| {
+            let name = name.as_deref().unwrap_or_default();
+            cli::backup::backup(&l, name, to.as_deref(), keep, memory, json)
         })),
         cli::Command::Backups { name, to } => {
             done(lib().and_then(|l| cli::backup::list(&l, &name, to.as_deref(), json)))

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Started, json, text, ticks, vessel};
+use common::journal::state_of;
+use common::{Started, text, ticks, vessel};
 use vessel_tests::testguest_elf;
 
 /// A VM "Ticker" of the test guest that counts on its serial port until it reads 'q'.
@@ -16,12 +17,6 @@ fn create_ticker(lib: &std::path::Path) {
     let more = ["test=ticks", "--memory", "64M", "--disk-size", "8M", "--no-net"];
     let out = vessel(lib, &[&args[..], &more[..]].concat());
     assert!(out.status.success(), "create: {}", text(&out.stderr));
-}
-
-fn state_of(lib: &std::path::Path, name: &str) -> String {
-    let list = json(lib, &["list", "--json"]);
-    let vm = list.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap().clone();
-    vm["state"].as_str().unwrap().to_string()
 }
 
 #[test]

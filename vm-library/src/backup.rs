@@ -16,8 +16,18 @@
 //! restore read every chunk against its hash; a damaged chunk is named, and a restore
 //! refuses to write a disk it cannot produce exactly.
 //!
-//! This increment backs up a VM that is not running (off or suspended), reading each
-//! disk whole; backing up a running VM and change bitmaps are to come.
+//! Each backup freezes the VM's disks as a snapshot does (an unseen node of its tree):
+//! the images stay as they are and the VM goes on in new overlays, so the copy is one
+//! point's even while the guest runs on (it pauses only while its disks switch). The
+//! node stays until the set's next backup, and the images above it are then exactly
+//! what the guest wrote since: the next backup reads only those chunks (the change
+//! record is the disks themselves, so it holds across restarts and crashes). A disk
+//! whose last point left its history (a revert to an earlier snapshot, a restore) is
+//! read whole, and the point says why.
+//!
+//! Reading the frozen images while a snapshot operation folds images below them is
+//! safe: every fold leaves each image reading as before, and only writes where the
+//! image above holds data.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -32,6 +42,7 @@ use crate::bundle::{Bundle, BundleError};
 use crate::config::{DiskFormat, VmConfig};
 use crate::disks::{self, DiskError};
 use crate::library::{Library, LibraryError};
+use crate::snapshots;
 
 /// Bytes of guest-visible disk data per chunk.
 pub const CHUNK: u64 = 4 << 20;
@@ -47,6 +58,8 @@ pub enum BackupError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Disk(#[from] DiskError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshots::SnapshotError),
     #[error("{0} is not a Vessel backup set (no {SET_FILE} in it)")]
     NotASet(PathBuf),
     #[error("{set} backs up another VM ({other}); choose another folder")]
@@ -72,6 +85,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 struct SetInfo {
     uuid: uuid::Uuid,
     name: String,
+    /// The set's own id: the VM's tree keeps the set's latest point under it.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// One backup point of a set.
@@ -90,6 +106,25 @@ pub struct Point {
     pub read: u64,
     pub written: u64,
     pub deduplicated: u64,
+    /// Bytes of disk not read: unchanged since the set's last point.
+    #[serde(default)]
+    pub unchanged: u64,
+    /// Bytes of disk not read: never written (no image of the disk holds data there).
+    #[serde(default)]
+    pub holes: u64,
+    /// Why the disks were read whole although the set had a point before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
+    /// Its point in the VM's snapshot tree (unseen there), which the next backup reads
+    /// what was written since from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The snapshot the VM's state then grew from, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// How long it took.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -120,10 +155,10 @@ fn chunk_path(set: &Path, hash: &str) -> PathBuf {
     set.join("chunks").join(&hash[..2]).join(hash)
 }
 
-/// Opens (or makes) the set at `set` for the VM in `bundle`.
-fn open_set(set: &Path, bundle: &Bundle) -> Result<(), BackupError> {
+/// Opens (or makes) the set at `set` for the VM in `bundle`; the set's id.
+fn open_set(set: &Path, bundle: &Bundle) -> Result<String, BackupError> {
     let info_path = set.join(SET_FILE);
-    match fs::read_to_string(&info_path) {
+    let mut info = match fs::read_to_string(&info_path) {
         Ok(text) => {
             let info: SetInfo = toml::from_str(&text).map_err(|e| BackupError::Damaged {
                 path: info_path.clone(),
@@ -132,85 +167,265 @@ fn open_set(set: &Path, bundle: &Bundle) -> Result<(), BackupError> {
             if info.uuid != bundle.config.uuid {
                 return Err(BackupError::OtherVm { set: set.to_path_buf(), other: info.name });
             }
-            Ok(())
+            info
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             for dir in [set.to_path_buf(), set.join("points"), set.join("chunks")] {
                 fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             }
-            let info = SetInfo { uuid: bundle.config.uuid, name: bundle.config.name.clone() };
-            let text = toml::to_string(&info).expect("serializes");
-            crate::safe_write::replace(&info_path, text.as_bytes()).map_err(io_err(&info_path))
+            SetInfo { uuid: bundle.config.uuid, name: bundle.config.name.clone(), id: None }
         }
-        Err(e) => Err(io_err(&info_path)(e)),
+        Err(e) => return Err(io_err(&info_path)(e)),
+    };
+    match info.id.clone().filter(|id| valid_set_id(id)) {
+        Some(id) => Ok(id),
+        None => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            info.id = Some(id.clone());
+            let text = toml::to_string(&info).expect("serializes");
+            crate::safe_write::replace(&info_path, text.as_bytes()).map_err(io_err(&info_path))?;
+            Ok(id)
+        }
     }
 }
 
-/// Backs up the VM in `bundle` (not running) into the set at `set`; the new point.
-/// `progress` hears the bytes read so far and the total.
+/// A set id as Vessel makes them (32 lowercase hex digits).
+fn valid_set_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// How far a backup is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of disk read so far, and to read in all (unchanged chunks are not read).
+    pub read: u64,
+    pub to_read: u64,
+}
+
+/// Backs up the VM in `bundle` into the set at `set`; the new point. The VM is off (or
+/// suspended: its saved machine goes along, so the point restores to the running guest),
+/// or running: then `live` makes its machine switch to the overlays a freeze made (see
+/// `snapshots::freeze_for_backup`), and the copy is read from the frozen images while
+/// the guest runs on. After the set's first point, a disk whose last point is still in
+/// its images' history is read only where the guest wrote since (what the overlays made
+/// since hold); otherwise it is read whole, and the point says why (`full`).
 pub fn backup(
     library: &Library,
-    bundle: &Bundle,
+    bundle: &mut Bundle,
     set: &Path,
-    progress: &mut dyn FnMut(u64, u64),
+    live: Option<&mut LiveCommit<'_>>,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<Point, BackupError> {
-    let _not_running = bundle.lock_running()?;
-    open_set(set, bundle)?;
+    let started = std::time::Instant::now();
+    // An off VM stays off meanwhile; a running one holds this lock itself.
+    let running = live.is_some();
+    let _not_running = if running { None } else { Some(bundle.lock_running()?) };
+    let set_id = open_set(set, bundle)?;
     let policy = library.backing_policy(bundle)?;
+    let last = points(set)?.pop();
+    let frozen = match live {
+        Some(commit) => {
+            let mut commit = |b: &Bundle, overlays: &[PathBuf]| {
+                commit(b, overlays).map_err(snapshots::SnapshotError::Freeze)
+            };
+            snapshots::freeze_for_backup(bundle, &policy, &set_id, Some(&mut commit))?
+        }
+        None => snapshots::freeze_for_backup(bundle, &policy, &set_id, None)?,
+    };
     let mut point = Point {
         id: String::new(),
         created: crate::config::rfc3339(std::time::SystemTime::now()),
-        config: bundle.config.to_toml(),
+        config: frozen.config.to_toml(),
         disks: Vec::new(),
         files: Vec::new(),
         read: 0,
         written: 0,
         deduplicated: 0,
+        unchanged: 0,
+        holes: 0,
+        full: None,
+        node: Some(frozen.node.clone()),
+        snapshot: frozen.snapshot.clone(),
+        seconds: 0.0,
     };
+    // What each disk must read: the chunks written since `last` (the others are as
+    // then), or, read whole, the chunks any of its images holds data in (the others were
+    // never written: zeroes).
+    let mut plans = Vec::new();
     let mut sizes = Vec::new();
-    for disk in &bundle.config.disks {
-        let path = bundle.inside(&disk.file)?;
-        sizes.push(disks::inspect(&path, disk.format)?.virtual_size);
+    let mut whys = Vec::new();
+    for (index, (path, format)) in frozen.disks.iter().enumerate() {
+        let size = disks::inspect(path, *format)?.virtual_size;
+        let plan = match changed_since(bundle, last.as_ref(), index, path, *format, size, &policy) {
+            Ok(changed) => Plan::Since(changed),
+            Err(why) => {
+                if last.is_some() && !whys.contains(&why) {
+                    whys.push(why);
+                }
+                Plan::Whole(written_chunks(path, *format, &policy)?)
+            }
+        };
+        sizes.push(size);
+        plans.push(plan);
     }
-    let total: u64 = sizes.iter().sum();
+    if !whys.is_empty() {
+        point.full = Some(whys.join("; "));
+    }
+    let to_read: u64 = (plans.iter().zip(&sizes))
+        .map(|(plan, &size)| {
+            let (Plan::Since(chunks) | Plan::Whole(chunks)) = plan;
+            chunks
+                .iter()
+                .filter(|&&j| j * CHUNK < size)
+                .map(|j| (size - j * CHUNK).min(CHUNK))
+                .sum::<u64>()
+        })
+        .sum();
     let mut buf = vec![0u8; CHUNK as usize];
-    for (disk, &size) in bundle.config.disks.iter().zip(&sizes) {
-        let path = bundle.inside(&disk.file)?;
-        let image = disks::open_chain(&path, disk.format, &policy, false)?;
+    for (index, ((path, format), (plan, &size))) in
+        frozen.disks.iter().zip(plans.iter().zip(&sizes)).enumerate()
+    {
+        let image = disks::open_chain(path, *format, &policy, false)?;
         let mut chunks = Vec::new();
         let mut at = 0;
         while at < size {
+            let j = at / CHUNK;
             let n = (size - at).min(CHUNK) as usize;
-            image.read(&mut buf[..n], at).map_err(io_err(&path))?;
-            chunks.push(store(set, &buf[..n], &mut point)?);
-            at += n as u64;
-            point.read += n as u64;
-            progress(point.read, total);
-        }
-        point.disks.push(DiskPoint { file: disk.file.clone(), format: disk.format, size, chunks });
-    }
-    if let crate::config::Boot::Direct { kernel, initrd, .. } = &bundle.config.boot.value {
-        for file in std::iter::once(kernel).chain(initrd) {
-            let path = bundle.inside(file)?;
-            let mut source = crate::files::open_regular(&path, false).map_err(io_err(&path))?;
-            let (mut chunks, mut size) = (Vec::new(), 0u64);
-            loop {
-                let mut data = Vec::new();
-                (&mut source).take(CHUNK).read_to_end(&mut data).map_err(io_err(&path))?;
-                if data.is_empty() {
-                    break;
+            match plan {
+                Plan::Since(changed) if !changed.contains(&j) => {
+                    let before = &last.as_ref().expect("a plan since a point").disks[index];
+                    chunks.push(before.chunks[j as usize].clone());
+                    point.unchanged += n as u64;
                 }
-                size += data.len() as u64;
-                chunks.push(store(set, &data, &mut point)?);
+                Plan::Whole(written) if !written.contains(&j) => {
+                    chunks.push(String::new());
+                    point.holes += n as u64;
+                }
+                _ => {
+                    image.read(&mut buf[..n], at).map_err(io_err(path))?;
+                    chunks.push(store(set, &buf[..n], &mut point)?);
+                    point.read += n as u64;
+                    progress(Progress { read: point.read, to_read });
+                }
             }
-            point.files.push(FilePoint { file: file.clone(), size, chunks });
+            at += n as u64;
         }
+        let file = frozen.config.disks[index].file.clone();
+        point.disks.push(DiskPoint { file, format: *format, size, chunks });
+    }
+    let mut extra: Vec<PathBuf> = Vec::new();
+    if let crate::config::Boot::Direct { kernel, initrd, .. } = &frozen.config.boot.value {
+        extra.push(kernel.clone());
+        extra.extend(initrd.clone());
+    }
+    if !running && crate::suspended::is_suspended(bundle.root()) {
+        // The saved machine: the point restores to the guest running where it was.
+        extra.push(PathBuf::from(crate::suspended::MEMORY_FILE));
+        extra.push(PathBuf::from(crate::suspended::STATE_FILE));
+    }
+    for file in &extra {
+        let path = bundle.inside(file)?;
+        let mut source = crate::files::open_regular(&path, false).map_err(io_err(&path))?;
+        let (mut chunks, mut size) = (Vec::new(), 0u64);
+        loop {
+            let mut data = Vec::new();
+            (&mut source).take(CHUNK).read_to_end(&mut data).map_err(io_err(&path))?;
+            if data.is_empty() {
+                break;
+            }
+            size += data.len() as u64;
+            chunks.push(store(set, &data, &mut point)?);
+        }
+        point.files.push(FilePoint { file: file.clone(), size, chunks });
     }
     point.id = new_id(set, &point.created)?;
+    point.seconds = started.elapsed().as_secs_f64();
     let text = toml::to_string(&point).expect("serializes");
     let path = set.join("points").join(format!("{}.toml", point.id));
     crate::safe_write::replace(&path, text.as_bytes()).map_err(io_err(&path))?;
+    // The set's earlier points in the VM's tree are not needed any more: the next backup
+    // reads what was written since this one.
+    snapshots::release_backups(bundle, &set_id, &frozen.node)?;
     Ok(point)
+}
+
+/// What a backup reads of a disk.
+enum Plan {
+    /// The chunks written since the set's last point; the others are as they were then.
+    Since(BTreeSet<u64>),
+    /// The chunks any image of the disk holds data in; the others read as zeroes.
+    Whole(BTreeSet<u64>),
+}
+
+/// The chunks of the disk `path` (through its chain) that any of its images holds data
+/// or stated zeroes in.
+fn written_chunks(
+    path: &Path,
+    format: DiskFormat,
+    policy: &disks::BackingPolicy,
+) -> Result<BTreeSet<u64>, BackupError> {
+    let chain = disks::backing_chain(path, format, policy)?;
+    let mut chunks = BTreeSet::new();
+    let images = std::iter::once((path.to_path_buf(), format))
+        .chain(chain.into_iter().map(|l| (l.path, l.format)));
+    for (image, format) in images {
+        for (start, len) in disks::own_ranges(&image, format)? {
+            chunks.extend(start / CHUNK..(start + len).div_ceil(CHUNK));
+        }
+    }
+    Ok(chunks)
+}
+
+/// The commit of a running VM's freeze: its machine switches to the overlays (see
+/// `snapshots::freeze_for_backup`); what went wrong, said for the user.
+pub type LiveCommit<'a> = dyn FnMut(&Bundle, &[PathBuf]) -> Result<(), String> + 'a;
+
+/// The chunks of disk `index` (frozen at `path`, `size` bytes) that may differ from the
+/// set's last point `last`: those the images above that point's frozen image hold. Why
+/// not, if the disk must be read whole.
+fn changed_since(
+    bundle: &Bundle,
+    last: Option<&Point>,
+    index: usize,
+    path: &Path,
+    format: DiskFormat,
+    size: u64,
+    policy: &disks::BackingPolicy,
+) -> Result<BTreeSet<u64>, String> {
+    let last = last.ok_or("the set's first point")?;
+    let before = last.disks.get(index).ok_or("a disk was added since the last backup")?;
+    if before.size != size || before.chunks.len() as u64 != size.div_ceil(CHUNK) {
+        return Err("a disk was resized since the last backup".into());
+    }
+    let Some(images) = last.node.as_deref().and_then(|n| snapshots::backup_images(bundle, n))
+    else {
+        return Err("the last backup's point is no longer in the VM's disks' history (it was \
+                    restored, or made by an earlier Vessel)"
+            .into());
+    };
+    let (base, _) = images.get(index).ok_or("a disk was added since the last backup")?;
+    let base = fs::canonicalize(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    // The images from the frozen one down to the last point's: what was written since.
+    let chain = disks::backing_chain(path, format, policy).map_err(|e| e.to_string())?;
+    let mut above = vec![(path.to_path_buf(), format)];
+    let mut found = false;
+    for layer in chain {
+        if layer.path == base {
+            found = true;
+            break;
+        }
+        above.push((layer.path, layer.format));
+    }
+    if !found {
+        return Err("the VM went back to a snapshot since the last backup".into());
+    }
+    let mut changed = BTreeSet::new();
+    for (image, format) in above {
+        for (start, len) in disks::own_ranges(&image, format).map_err(|e| e.to_string())? {
+            changed.extend(start / CHUNK..(start + len).div_ceil(CHUNK));
+        }
+    }
+    Ok(changed)
 }
 
 /// Stores `data` as a chunk of the set (unless it is all zero, or there already); its name.
@@ -535,29 +750,49 @@ mod tests {
     }
 
     #[test]
-    fn points_restore_to_exactly_their_bytes_and_increments_store_what_changed() {
+    fn points_restore_to_exactly_their_bytes_and_increments_read_what_changed() {
         let dir = scratch("points");
         let lib = Library::open(&dir.join("lib")).unwrap();
-        let bundle = vm(&lib);
+        let mut bundle = vm(&lib);
         let set = default_set(&lib, &bundle.config.name);
         let mut seen = Vec::new();
-        let first =
-            backup(&lib, &bundle, &set, &mut |done, total| seen.push((done, total))).unwrap();
-        assert_eq!(seen.last(), Some(&(32 << 20, 32 << 20)));
-        // Only chunks with data are stored: one of each disk.
-        assert_eq!(first.written, 2 * CHUNK);
+        let first = backup(&lib, &mut bundle, &set, None, &mut |p| seen.push(p)).unwrap();
+        // Only chunks with data are read and stored: one of each disk; the rest was never
+        // written (no image holds it).
+        assert_eq!(seen.last(), Some(&Progress { read: 2 * CHUNK, to_read: 2 * CHUNK }));
+        assert_eq!((first.written, first.holes), (2 * CHUNK, (32 << 20) - 2 * CHUNK));
+        assert_eq!((first.unchanged, first.full.as_deref()), (0, None));
         let expected = [(read(&bundle, 0), read(&bundle, 1))];
         let mut expected = expected.to_vec();
-        // Three increments, each rewriting the same 4 KiB: each stores the chunk changed.
+        // Three increments, each rewriting the same 4 KiB (and the third 64 KiB of the
+        // other disk too): each reads and stores only the chunks changed.
         let mut ids = vec![first.id.clone()];
         for n in 1..=3u8 {
             write(&bundle, 0, 4 << 20, &[n; 4096]);
-            let point = backup(&lib, &bundle, &set, &mut |_, _| {}).unwrap();
-            assert_eq!(point.written, CHUNK, "one changed chunk: {point:?}");
-            assert!(point.deduplicated >= CHUNK, "{point:?}");
+            if n == 3 {
+                write(&bundle, 1, 12 << 20, &[n; 65536]);
+            }
+            let point = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
+            let changed = if n == 3 { 2 } else { 1 };
+            assert_eq!(point.read, changed * CHUNK, "only the changed chunks are read: {point:?}");
+            assert_eq!(point.written, changed * CHUNK, "{point:?}");
+            assert_eq!(point.unchanged, (32 << 20) - changed * CHUNK, "{point:?}");
+            assert_eq!(point.full, None);
             expected.push((read(&bundle, 0), read(&bundle, 1)));
             ids.push(point.id);
         }
+        // A backup with nothing written since reads nothing.
+        let idle = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
+        assert_eq!((idle.read, idle.written, idle.unchanged), (0, 0, 32 << 20));
+        // The backups' points are not the user's snapshots, and the folds kept the VM's
+        // disks shallow: each reads through its first image and the last point's.
+        assert!(snapshots::list(&bundle).unwrap().snapshots.is_empty());
+        let policy = lib.backing_policy(&bundle).unwrap();
+        let system = bundle.resolve(&bundle.config.disks[0].file);
+        let depth = disks::backing_chain(&system, DiskFormat::Qcow2, &policy).unwrap().len();
+        assert!(depth <= 3, "the chain grew to {depth}");
+        ids.push(idle.id.clone());
+        expected.push(expected.last().unwrap().clone());
         assert_eq!(points(&set).unwrap().iter().map(|p| p.id.clone()).collect::<Vec<_>>(), ids);
         assert!(verify(&set).unwrap().is_empty());
         // Each point restores as a new VM to exactly its bytes.
@@ -568,20 +803,39 @@ mod tests {
             assert_eq!(&read(&restored, 0), disk0, "point {n}");
             assert_eq!(&read(&restored, 1), disk1, "point {n}");
         }
+        // A snapshot, more writes, a backup, then back to the snapshot: the last point is
+        // not in the disks' history any more, so the next backup reads them whole.
+        let snap = snapshots::take(&mut bundle, &policy, "before", "", None).unwrap();
+        write(&bundle, 0, 8 << 20, &[0x77; 4096]);
+        let after_snap = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
+        assert_eq!(after_snap.read, CHUNK, "{after_snap:?}");
+        assert_eq!(after_snap.snapshot.as_deref(), Some("before"));
+        snapshots::revert(&mut bundle, &policy, &snap.name).unwrap();
+        let full = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
+        assert_eq!((full.read + full.holes, full.unchanged), (32 << 20, 0), "{full:?}");
+        assert_eq!(full.read, 4 * CHUNK, "the chunks with data: {full:?}");
+        assert!(full.full.as_deref().is_some_and(|w| w.contains("snapshot")), "{full:?}");
+        assert_eq!(full.written, 0, "every chunk was in the set already");
+        let tree = snapshots::list(&bundle).unwrap();
+        assert_eq!(tree.snapshots.len(), 1, "{tree:?}");
         // And over the VM itself (off): back to the first point.
         write(&bundle, 1, 0, &[0x99; 512]);
         let over = restore(&lib, &set, Some(&ids[0]), None).unwrap();
         assert_eq!(over.root(), bundle.root());
         assert_eq!(read(&over, 0), expected[0].0);
         assert_eq!(read(&over, 1), expected[0].1);
-        // Retention: the newest two stay, and what only the others needed (the first
-        // increment's version of that chunk) goes.
+        // Its history went with the restore: the next backup reads it whole, and says so.
+        let mut over = over;
+        let whole = backup(&lib, &mut over, &set, None, &mut |_| {}).unwrap();
+        assert!(whole.full.as_deref().is_some_and(|w| w.contains("no longer")), "{whole:?}");
+        // Retention: the newest two stay, and what only the others needed goes.
         let chunks_before = count_chunks(&set);
+        let all = points(&set).unwrap();
         let gone = prune(&set, 2).unwrap();
-        assert_eq!(gone, ids[..2]);
+        assert_eq!(gone.len(), all.len() - 2);
         assert!(count_chunks(&set) < chunks_before);
-        let left = restore(&lib, &set, Some(&ids[3]), Some("after prune")).unwrap();
-        assert_eq!(read(&left, 0), expected[3].0);
+        let left = restore(&lib, &set, Some(&whole.id), Some("after prune")).unwrap();
+        assert_eq!(read(&left, 0), expected[0].0);
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -597,7 +851,8 @@ mod tests {
         fs::write(bundle.resolve(Path::new("boot/vmlinuz")), &kernel).unwrap();
         fs::write(bundle.resolve(Path::new("boot/initrd.gz")), b"an initrd").unwrap();
         let set = dir.join("set");
-        backup(&lib, &bundle, &set, &mut |_, _| {}).unwrap();
+        let mut bundle = bundle;
+        backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
         let restored = restore(&lib, &set, None, Some("again")).unwrap();
         assert_eq!(fs::read(restored.resolve(Path::new("boot/vmlinuz"))).unwrap(), kernel);
         assert_eq!(fs::read(restored.resolve(Path::new("boot/initrd.gz"))).unwrap(), b"an initrd");
@@ -616,9 +871,9 @@ mod tests {
     fn a_damaged_chunk_is_named_and_blocks_the_restore() {
         let dir = scratch("damaged");
         let lib = Library::open(&dir.join("lib")).unwrap();
-        let bundle = vm(&lib);
+        let mut bundle = vm(&lib);
         let set = dir.join("set");
-        let point = backup(&lib, &bundle, &set, &mut |_, _| {}).unwrap();
+        let point = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
         // A point whose disk size was changed to more than any disk may be: refused.
         let point_file = set.join("points").join(format!("{}.toml", point.id));
         let text = fs::read_to_string(&point_file).unwrap();
@@ -648,11 +903,11 @@ mod tests {
             c.disks.clear();
             c
         });
-        let error = backup(&lib, &other.unwrap(), &set, &mut |_, _| {}).unwrap_err();
+        let error = backup(&lib, &mut other.unwrap(), &set, None, &mut |_| {}).unwrap_err();
         assert!(matches!(error, BackupError::OtherVm { .. }), "{error}");
-        // A running VM is not backed up by this increment.
+        // A running VM is backed up only through its machine (`live`).
         let running = bundle.lock_running().unwrap();
-        assert!(backup(&lib, &bundle, &set, &mut |_, _| {}).is_err());
+        assert!(backup(&lib, &mut bundle, &set, None, &mut |_| {}).is_err());
         drop(running);
         let _ = fs::remove_dir_all(dir);
     }

@@ -73,10 +73,11 @@ pub enum Command {
     /// Discard a suspended VM's saved state: it boots afresh next time (what it was doing
     /// is lost).
     DiscardState { name: String },
-    /// Back up a VM that is not running into a backup set (by default `backups/NAME` in
-    /// the library): its disks in chunks, each stored once per set, so a backup after the
-    /// first stores only what changed. `vessel backup verify NAME|DIR` re-reads every
-    /// chunk against its checksum.
+    /// Back up a VM, running or not, into a backup set (by default `backups/NAME` in the
+    /// library): its disks at one point (a running guest pauses only while its disks
+    /// switch to overlays, and runs on during the copy), in chunks stored once per set;
+    /// after the first, a backup reads only what the guest wrote since. `vessel backup
+    /// verify NAME|DIR` re-reads every chunk against its checksum.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Backup {
         #[command(subcommand)]
@@ -89,6 +90,10 @@ pub enum Command {
         /// Keep the newest N points of the set, and the chunks they need.
         #[arg(long, value_name = "N")]
         keep: Option<usize>,
+        /// With its running state: a running VM is suspended for the backup (then
+        /// resumed), and the point restores to the guest running where it was.
+        #[arg(long)]
+        memory: bool,
     },
     /// A VM's backup points (its set: `backups/NAME` in the library, or --to DIR).
     Backups {

@@ -1,12 +1,14 @@
 //! `vessel backup NAME`, `vessel backups NAME`, `vessel backup verify`, `vessel restore`:
 //! a VM's backup set (`vm_library::backup`) from the command line, with progress on a
-//! terminal and a summary (bytes read, written, deduplicated; time).
+//! terminal and a summary (bytes read, written, deduplicated, not read; the guest's pause;
+//! time). A running VM is backed up as it runs (`core::backup`); with `--memory` it is
+//! suspended for it instead, so the point holds its running state.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use vm_library::backup;
 use vm_library::library::Library;
 
@@ -28,29 +30,35 @@ pub fn backup(
     name: &str,
     to: Option<&Path>,
     keep: Option<usize>,
+    memory: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let bundle = lib.find(name)?;
-    if let Some(pid) = bundle.running()? {
-        bail!(
-            "{name} is running (pid {pid}): power it off or suspend it first (vessel suspend \
-             {name:?}); backing up a running VM is not there yet"
-        );
-    }
     let set = to.map_or_else(|| backup::default_set(lib, name), Path::to_path_buf);
     let show = !json && std::io::stderr().is_terminal();
     let started = Instant::now();
-    let mut progress = |done: u64, total: u64| {
+    let mut progress = |p: backup::Progress| {
         if show {
-            eprint!("\r\x1b[K{name}: {} of {}", size_text(done), size_text(total));
+            eprint!("\r\x1b[K{name}: {} of {} read", size_text(p.read), size_text(p.to_read));
             let _ = std::io::stderr().flush();
         }
     };
-    let point = backup::backup(lib, &bundle, &set, &mut progress);
+    // With its memory, a running VM is suspended for the backup and resumed after it.
+    let suspend = memory && lib.find(name)?.running()?.is_some();
+    if suspend {
+        super::verbs::save_state(lib, name, json)
+            .with_context(|| format!("cannot save {name}'s running state for the backup"))?;
+        super::snapshot::wait_off(lib, name)?;
+    }
+    let done = crate::core::backup::back_up(lib, name, &set, &mut progress);
+    if suspend {
+        super::remote::start_in_background(lib, name)
+            .with_context(|| format!("{name} was suspended for the backup, and did not resume"))?;
+    }
     if show {
         eprintln!();
     }
-    let point = point?;
+    let done = done?;
+    let point = &done.point;
     let pruned = match keep {
         Some(n) => backup::prune(&set, n)?,
         None => Vec::new(),
@@ -59,17 +67,32 @@ pub fn backup(
     let value = serde_json::json!({
         "name": name, "set": set, "point": point.id, "read": point.read,
         "written": point.written, "deduplicated": point.deduplicated,
+        "unchanged": point.unchanged, "holes": point.holes, "full": point.full,
+        "paused_us": done.paused.map(|d| d.as_micros() as u64),
+        "memory": point.files.iter().any(|f| f.file.as_os_str() == vm_library::suspended::STATE_FILE),
         "ms": took.as_millis() as u64, "pruned": pruned,
     });
     let mut line = format!(
-        "{name}: backup point {} in {} ({} read, {} written, {} already in the set; {:.1} s)",
+        "{name}: backup point {} in {} ({} read, {} written, {} already in the set; not \
+         read: {} unchanged, {} never written; {:.1} s)",
         point.id,
         set.display(),
         size_text(point.read),
         size_text(point.written),
         size_text(point.deduplicated),
+        size_text(point.unchanged),
+        size_text(point.holes),
         took.as_secs_f64()
     );
+    if let Some(paused) = done.paused {
+        line.push_str(&format!(
+            "\nit ran on meanwhile, paused {:.1} ms",
+            paused.as_secs_f64() * 1e3
+        ));
+    }
+    if let Some(why) = &point.full {
+        line.push_str(&format!("\nits disks were read whole: {why}"));
+    }
     if !pruned.is_empty() {
         line.push_str(&format!("\nremoved the older points {}", pruned.join(", ")));
     }
@@ -84,18 +107,19 @@ pub fn list(lib: &Library, name: &str, to: Option<&Path>, json: bool) -> anyhow:
             .iter()
             .map(|p| serde_json::json!({
                 "id": p.id, "created": p.created, "read": p.read, "written": p.written,
-                "disks": p.disks.len(),
+                "unchanged": p.unchanged, "disks": p.disks.len(), "snapshot": p.snapshot,
             }))
             .collect::<Vec<_>>()
     );
     let mut text = format!("{} point(s) in {}", points.len(), set.display());
     for p in &points {
         text.push_str(&format!(
-            "\n  {}  {}  {} of disks, {} stored by it",
+            "\n  {}  {}  {} of disks read, {} stored by it{}",
             p.id,
             p.created,
             size_text(p.read),
-            size_text(p.written)
+            size_text(p.written),
+            p.snapshot.as_ref().map(|s| format!(", after snapshot {s:?}")).unwrap_or_default()
         ));
     }
     say(json, value, text)

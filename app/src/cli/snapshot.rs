@@ -17,7 +17,7 @@ use crate::vmhost::client;
 use crate::vmhost::protocol::Request;
 
 /// Waits until the VM `name`'s process has let go of it.
-fn wait_off(lib: &Library, name: &str) -> anyhow::Result<()> {
+pub(super) fn wait_off(lib: &Library, name: &str) -> anyhow::Result<()> {
     let bundle = lib.find(name)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while bundle.running()?.is_some() {

@@ -686,6 +686,7 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
             }
             // A migration the CLI asked for: its progress is the CLI's to show.
             Reply::Status { .. }
+            | Reply::Frozen { .. }
             | Reply::DebugMarker { .. }
             | Reply::Migrating { .. }
             | Reply::Migrated { .. } => {}

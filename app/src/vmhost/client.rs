@@ -345,7 +345,12 @@ fn exchange_with(
         match protocol::receive::<Reply>(&mut stream)? {
             None => return Err(ClientError::NoAnswer),
             Some(Reply::Failed { error }) => return Err(ClientError::Failed(error)),
-            Some(reply @ (Reply::Done | Reply::Status { .. } | Reply::Migrated { .. })) => {
+            Some(
+                reply @ (Reply::Done
+                | Reply::Status { .. }
+                | Reply::Migrated { .. }
+                | Reply::Frozen { .. }),
+            ) => {
                 return Ok(reply);
             }
             Some(event) => {

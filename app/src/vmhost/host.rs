@@ -579,6 +579,61 @@ fn suspend_machine(handle: &MachineHandle, shared: &Arc<Shared>) -> anyhow::Resu
     Ok(())
 }
 
+/// `Request::FreezeDisks`: the guest's pause (it runs on after), or what went wrong.
+///
+/// The configuration naming the overlays is written first: should this process end at
+/// any point after, the VM's folder names images that read as the guest's disks do (the
+/// overlays are empty until the machine writes them, and read through the images it
+/// wrote). What the guest wrote is made durable before it pauses, so the pause itself
+/// flushes little.
+fn freeze_disks(
+    handle: &MachineHandle,
+    shared: &Arc<Shared>,
+    overlays: &[PathBuf],
+) -> anyhow::Result<Duration> {
+    use anyhow::Context;
+    let root = shared.bundle.as_path();
+    let mut before = Bundle::open(root)?;
+    if overlays.len() != before.config.disks.len() {
+        anyhow::bail!(
+            "{} overlays for the VM's {} disks",
+            overlays.len(),
+            before.config.disks.len()
+        );
+    }
+    // Inside the VM's folder, regular files the client made.
+    let mut paths = Vec::new();
+    for overlay in overlays {
+        let path = before.inside(overlay)?;
+        vm_library::files::open_regular(&path, false)
+            .with_context(|| format!("cannot open the overlay {}", path.display()))?;
+        paths.push(Some(path));
+    }
+    let mut after = before.clone();
+    for (disk, overlay) in after.config.disks.iter_mut().zip(overlays) {
+        disk.file = overlay.clone();
+        disk.format = vm_library::config::DiskFormat::Qcow2;
+    }
+    handle.flush_disks()?;
+    after.save()?;
+    let was_running = matches!(handle.state(), MachineState::Running);
+    let paused = Instant::now();
+    let switched =
+        if was_running { handle.pause() } else { Ok(()) }.and_then(|()| handle.switch_disks(paths));
+    let pause = paused.elapsed();
+    if was_running && let Err(e) = handle.resume() {
+        log::warn!("the guest did not resume after its disks were frozen: {e}");
+    }
+    if let Err(e) = switched {
+        if let Err(undo) = before.save() {
+            log::error!("cannot put the VM's configuration back after a failed freeze: {undo}");
+        }
+        return Err(anyhow::Error::from(e).context("cannot freeze the VM's disks"));
+    }
+    log::info!("froze the disks on {} overlays; the guest paused {pause:?}", overlays.len());
+    Ok(pause)
+}
+
 /// Binds the VM's control socket (mode 0600) at `path`.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use anyhow::Context;
@@ -692,6 +747,14 @@ fn serve_machine(
                         let _ = handle.power_off();
                         Reply::Done
                     }
+                    Err(e) => Reply::Failed { error: format!("{e:#}") },
+                };
+                shared.reply_to(client, reply);
+                continue;
+            }
+            if let Request::FreezeDisks { overlays } = request {
+                let reply = match freeze_disks(handle, shared, &overlays) {
+                    Ok(paused) => Reply::Frozen { paused_us: paused.as_micros() as u64 },
                     Err(e) => Reply::Failed { error: format!("{e:#}") },
                 };
                 shared.reply_to(client, reply);

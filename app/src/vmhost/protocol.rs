@@ -135,6 +135,14 @@ pub enum Request {
     },
     /// Cancels the migration under way; the VM runs on here.
     CancelMigration,
+    /// Freezes the VM's disks where they are (a snapshot's or a backup's point): the guest
+    /// pauses, its configuration names these qcow2 overlays (one per disk, in its order,
+    /// relative to the VM's folder; the client made them over the disks' images), the
+    /// machine goes on writing them, and the guest runs again. The images before are only
+    /// read from then on. On failure the VM runs on its images as before.
+    FreezeDisks {
+        overlays: Vec<std::path::PathBuf>,
+    },
 }
 
 impl Request {
@@ -143,6 +151,9 @@ impl Request {
         let seconds = match self {
             Request::Suspend => 600,
             Request::Migrate { .. } => 3600,
+            // Flushing the disks may take a while; an answer given up on would leave the
+            // client not knowing which images the VM writes.
+            Request::FreezeDisks { .. } => 120,
             _ => 10,
         };
         std::time::Duration::from_secs(seconds)
@@ -271,6 +282,11 @@ pub enum Reply {
         dirty_rate: u64,
         bandwidth: u64,
         downtime_estimate_ms: u64,
+    },
+    /// The answer to `FreezeDisks`: the VM runs on its overlays; how long the guest was
+    /// paused for it.
+    Frozen {
+        paused_us: u64,
     },
     /// The answer to `Migrate`: the VM runs on the receiver.
     Migrated {

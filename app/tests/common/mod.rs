@@ -3,6 +3,8 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+pub mod journal;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

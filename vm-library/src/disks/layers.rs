@@ -125,6 +125,45 @@ fn copy(from: &Access, to: &Access, take: Take) -> io::Result<u64> {
     Ok(written)
 }
 
+/// The ranges (offset, length) of guest data the image at `path` holds itself, not
+/// through its backing images: for qcow2 its allocated clusters and the zeroes it states
+/// (what was written to it since it was made, as an overlay); for raw, all but its holes.
+/// Adjacent ranges are merged; at most one range per cluster, so bounded by the image.
+pub fn own_ranges(path: &Path, format: DiskFormat) -> Result<Vec<(u64, u64)>, DiskError> {
+    let image = match format {
+        DiskFormat::Raw => {
+            let file = crate::files::open_regular(path, false).map_err(io_err(path))?;
+            let len = file.metadata().map_err(io_err(path))?.len();
+            return Ok(super::data_ranges(&file, len));
+        }
+        DiskFormat::Qcow2 => open_qcow2(path, false)?,
+    };
+    let size = image.size();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let (mapping, len) = image.get_shallow_mapping(at, size - at).map_err(io_err(path))?;
+        let len = len.min(size - at);
+        let own = match mapping {
+            ShallowMapping::Raw { .. } | ShallowMapping::Special { .. } => true,
+            ShallowMapping::Zero { explicit, .. } => explicit,
+            ShallowMapping::Indirect { .. } => false,
+            _ => break,
+        };
+        if len == 0 {
+            break;
+        }
+        if own {
+            match ranges.last_mut() {
+                Some((start, n)) if *start + *n == at => *n += len,
+                _ => ranges.push((at, len)),
+            }
+        }
+        at += len;
+    }
+    Ok(ranges)
+}
+
 /// Folds the qcow2 image `top` into `base`, the qcow2 image it reads through: `base` then
 /// reads as `top` does (it grows to `top`'s size if `top` grew). `top` is only read, and
 /// reads the same throughout (what it holds hides what is written below it), so the fold

@@ -12,7 +12,7 @@ use crate::config::DiskFormat;
 
 mod layers;
 pub(crate) use layers::open_chain;
-pub use layers::{commit_into, drop_backing, flatten, pull_into};
+pub use layers::{commit_into, drop_backing, flatten, own_ranges, pull_into};
 
 /// Largest disk Vessel creates or grows to (qcow2's own limit is far above; this catches
 /// unit mistakes such as bytes given as sectors).
@@ -407,34 +407,51 @@ pub fn import(
     Ok((dest, info))
 }
 
+/// The ranges (offset, length) of `file` (`len` bytes) that hold data, the holes left
+/// out (SEEK_DATA/SEEK_HOLE); all of it where the file system cannot tell.
+pub(crate) fn data_ranges(file: &fs::File, len: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut ranges = Vec::new();
+    let mut at: i64 = 0;
+    // Each step moves past one stretch of data, so the loop ends.
+    while (at as u64) < len {
+        // SAFETY: lseek on an fd the caller holds open; the result is checked.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 {
+            if at == 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENXIO) {
+                return vec![(0, len)]; // no SEEK_DATA here: all of it
+            }
+            break; // ENXIO: only a hole remains
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        let end = if hole <= data { len as i64 } else { hole.min(len as i64) };
+        if end <= data {
+            break;
+        }
+        ranges.push((data as u64, (end - data) as u64));
+        at = end;
+    }
+    ranges
+}
+
 /// Copies a file into a new private file, leaving holes where the source has holes
 /// (SEEK_DATA/SEEK_HOLE).
 pub fn copy_sparse(src: &Path, dest: &Path) -> Result<(), DiskError> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let from = crate::files::open_regular(src, false).map_err(io_err(src))?;
     let len = from.metadata().map_err(io_err(src))?.len();
     let to = crate::files::create_private(dest).map_err(io_err(dest))?;
     to.set_len(len).map_err(io_err(dest))?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut at: i64 = 0;
-    while (at as u64) < len {
-        // SAFETY: lseek on an fd this function owns; the result is checked.
-        let data = unsafe { libc::lseek(from.as_raw_fd(), at, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: only a hole remains
+    for (start, n) in data_ranges(&from, len) {
+        let mut pos = start;
+        while pos < start + n {
+            let step = buf.len().min((start + n - pos) as usize);
+            from.read_exact_at(&mut buf[..step], pos).map_err(io_err(src))?;
+            to.write_all_at(&buf[..step], pos).map_err(io_err(dest))?;
+            pos += step as u64;
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(from.as_raw_fd(), data, libc::SEEK_HOLE) };
-        let end = if hole < 0 { len as i64 } else { hole };
-        let mut pos = data as u64;
-        while pos < end as u64 {
-            let n = buf.len().min((end as u64 - pos) as usize);
-            from.read_exact_at(&mut buf[..n], pos).map_err(io_err(src))?;
-            to.write_all_at(&buf[..n], pos).map_err(io_err(dest))?;
-            pos += n as u64;
-        }
-        at = end;
     }
     to.sync_all().map_err(io_err(dest))
 }

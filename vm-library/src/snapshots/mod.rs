@@ -90,6 +90,8 @@ pub enum SnapshotError {
     BadName { name: String, why: String },
     #[error("{vm:?} has {MAX_SNAPSHOTS} snapshots, as many as Vessel keeps; delete some first")]
     TooMany { vm: String },
+    #[error("the running VM could not freeze its disks: {0}")]
+    Freeze(String),
     #[error(
         "{disk} already reads through {depth} images, as deep as Vessel opens; delete a \
          snapshot on this branch first (`vessel snapshot delete`)"
@@ -174,12 +176,25 @@ struct Node {
     /// Deleted by the user; its images stay while two images read through one of them.
     #[serde(default)]
     hidden: bool,
+    /// A backup's point, not a snapshot the user took: the id of the backup set whose
+    /// latest point it is (`freeze_for_backup`). The user does not see it; it stays
+    /// while it is that set's latest point, and what the guest wrote since is what the
+    /// images above it hold (the set's next backup reads only that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backup: Option<String>,
     /// The frozen images, in the order of the configuration's disks.
     disks: Vec<Frozen>,
     /// The uuids of the VMs made as linked clones of this snapshot: they may read its
     /// images (and those below them), no other VM may.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     clones: Vec<String>,
+}
+
+impl Node {
+    /// Whether the user sees it as a snapshot.
+    fn shown(&self) -> bool {
+        !self.hidden && self.backup.is_none()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,7 +353,7 @@ fn visible(root: &Path, m: &Manifest) -> Tree {
     fn kept<'a>(m: &'a Manifest, mut id: Option<&'a str>) -> Option<String> {
         for _ in 0..=m.nodes.len() {
             match id.and_then(|i| m.nodes.iter().find(|n| n.id == i)) {
-                Some(n) if n.hidden => id = n.parent.as_deref(),
+                Some(n) if !n.shown() => id = n.parent.as_deref(),
                 _ => break,
             }
         }
@@ -348,7 +363,7 @@ fn visible(root: &Path, m: &Manifest) -> Tree {
     let snapshots = m
         .nodes
         .iter()
-        .filter(|n| !n.hidden)
+        .filter(|n| n.shown())
         .map(|n| {
             let screen = root.join(DIR).join(&n.id).join(NODE_SCREEN);
             Snapshot {
@@ -366,7 +381,7 @@ fn visible(root: &Path, m: &Manifest) -> Tree {
 }
 
 fn find<'a>(bundle: &Bundle, m: &'a Manifest, name: &str) -> Result<&'a Node, SnapshotError> {
-    let kept = || m.nodes.iter().filter(|n| !n.hidden);
+    let kept = || m.nodes.iter().filter(|n| n.shown());
     kept()
         .find(|n| n.name == name)
         .or_else(|| kept().find(|n| n.id == name))
@@ -375,7 +390,7 @@ fn find<'a>(bundle: &Bundle, m: &'a Manifest, name: &str) -> Result<&'a Node, Sn
 
 fn name_free(bundle: &Bundle, m: &Manifest, name: &str) -> Result<(), SnapshotError> {
     check_name(name)?;
-    if m.nodes.iter().any(|n| !n.hidden && n.name == name) {
+    if m.nodes.iter().any(|n| n.shown() && n.name == name) {
         return Err(SnapshotError::NameTaken { vm: bundle.config.name.clone(), name: name.into() });
     }
     Ok(())
@@ -552,7 +567,6 @@ pub fn take(
     description: &str,
     screen: Option<&[u8]>,
 ) -> Result<Snapshot, SnapshotError> {
-    let root = bundle.root().to_path_buf();
     let (_lock, mut m) = open_tree(bundle, policy)?;
     name_free(bundle, &m, name)?;
     if description.chars().count() > MAX_DESCRIPTION {
@@ -561,10 +575,57 @@ pub fn take(
             why: format!("has a description longer than {MAX_DESCRIPTION} characters"),
         });
     }
+    let node = new_node(bundle, &m, name, description);
+    let id = freeze(bundle, policy, &mut m, node, screen, &mut save_on_overlays)?;
+    visible(bundle.root(), &m)
+        .find(&id)
+        .cloned()
+        .ok_or_else(|| damaged(bundle.root(), format!("snapshot {id} went missing")))
+}
+
+/// The commit of a VM that is not running: its configuration names the overlays.
+fn save_on_overlays(bundle: &Bundle, overlays: &[PathBuf]) -> Result<(), SnapshotError> {
+    let mut next = bundle.clone();
+    on_overlays(&mut next.config, overlays);
+    next.save()?;
+    Ok(())
+}
+
+/// A node for the VM's present point, its disks not yet frozen.
+fn new_node(bundle: &Bundle, m: &Manifest, name: &str, description: &str) -> Node {
+    Node {
+        id: new_id(),
+        name: name.to_string(),
+        description: description.to_string(),
+        created: rfc3339(std::time::SystemTime::now()),
+        parent: m.current.clone(),
+        memory: suspended::is_suspended(bundle.root()),
+        hidden: false,
+        backup: None,
+        disks: Vec::new(),
+        clones: Vec::new(),
+    }
+}
+
+/// How a freeze is committed, once the overlays are made: from then on the VM's disks are
+/// the overlays (its configuration names them). It must not return Ok before that is so,
+/// nor Err after.
+type Commit<'a> = dyn FnMut(&Bundle, &[PathBuf]) -> Result<(), SnapshotError> + 'a;
+
+/// Freezes the VM's disks as `node`: each disk's image stays as it is, and the VM goes
+/// on in a new overlay reading through it (`commit` puts it there). The node's id.
+fn freeze(
+    bundle: &mut Bundle,
+    policy: &BackingPolicy,
+    m: &mut Manifest,
+    mut node: Node,
+    screen: Option<&[u8]>,
+    commit: &mut Commit<'_>,
+) -> Result<String, SnapshotError> {
+    let root = bundle.root().to_path_buf();
     if m.nodes.len() >= MAX_SNAPSHOTS {
         return Err(SnapshotError::TooMany { vm: bundle.config.name.clone() });
     }
-    let mut frozen = Vec::new();
     let mut overlays = Vec::new();
     for disk in &bundle.config.disks {
         let path = bundle.inside(&disk.file)?;
@@ -572,22 +633,11 @@ pub fn take(
         if depth >= MAX_BACKING_CHAIN {
             return Err(SnapshotError::TooDeep { disk: path, depth });
         }
-        frozen.push(Frozen { file: disk.file.clone(), format: disk.format });
+        node.disks.push(Frozen { file: disk.file.clone(), format: disk.format });
         overlays.push(overlay_for(bundle, &disk.file)?);
     }
-    let node = Node {
-        id: new_id(),
-        name: name.to_string(),
-        description: description.to_string(),
-        created: rfc3339(std::time::SystemTime::now()),
-        parent: m.current.clone(),
-        memory: suspended::is_suspended(&root),
-        hidden: false,
-        disks: frozen,
-        clones: Vec::new(),
-    };
     m.pending = Some(Pending::Take { node: node.clone(), overlays: overlays.clone() });
-    save(&root, &m)?;
+    save(&root, m)?;
     let made = (|| -> Result<(), SnapshotError> {
         let dir = node_dir(&root, &node.id);
         fs::create_dir(&dir).map_err(io(&dir))?;
@@ -610,12 +660,102 @@ pub fn take(
             make_overlay(bundle, frozen, overlay)?;
         }
         // The commit: from here on the VM writes its new overlays.
-        let mut next = bundle.clone();
-        on_overlays(&mut next.config, &overlays);
-        next.save()?;
-        Ok(())
+        commit(bundle, &overlays)
     })();
-    conclude(bundle, policy, &mut m, made, &node.id)
+    if let Err(e) = made {
+        let _ = settle(bundle, policy, m);
+        return Err(e);
+    }
+    settle(bundle, policy, m)?;
+    if !m.nodes.iter().any(|n| n.id == node.id) {
+        return Err(damaged(&root, format!("snapshot {} went missing", node.id)));
+    }
+    Ok(node.id)
+}
+
+/// A backup's point of the VM (`freeze_for_backup`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackupPoint {
+    /// Its node in the VM's tree.
+    pub node: String,
+    /// Its frozen images (the VM only reads them from now on), in the order of the
+    /// configuration's disks, resolved inside the VM's folder.
+    pub disks: Vec<(PathBuf, DiskFormat)>,
+    /// The configuration at that point.
+    pub config: VmConfig,
+    /// The snapshot the VM's state then grew from (`Tree::current`), by name.
+    pub snapshot: Option<String>,
+}
+
+/// Freezes the VM's disks for a backup into the set `set` (its id): the images stay as
+/// they are, for the backup to read while the VM goes on in new overlays. The VM is off
+/// (`commit` None: its configuration is saved here) or running (`commit` makes its
+/// machine switch to the overlays and save its configuration, while the guest is paused;
+/// the disks' images are not folded meanwhile). The point stays in the VM's tree, unseen,
+/// until the set's next backup (`release_backups`).
+pub fn freeze_for_backup(
+    bundle: &mut Bundle,
+    policy: &BackingPolicy,
+    set: &str,
+    commit: Option<&mut Commit<'_>>,
+) -> Result<BackupPoint, SnapshotError> {
+    let running = commit.is_some();
+    let (_lock, mut m) = if running {
+        let lock = lock_tree(bundle.root())?;
+        let mut m = load(bundle.root())?;
+        if let Some(Pending::Collect { .. }) = m.pending {
+            return Err(damaged(
+                bundle.root(),
+                "a snapshot's deletion was left half-done; power the VM off once to finish it"
+                    .to_string(),
+            ));
+        }
+        settle(bundle, policy, &mut m)?;
+        (lock, m)
+    } else {
+        open_tree(bundle, policy)?
+    };
+    let config = bundle.config.clone();
+    let snapshot = visible(bundle.root(), &m)
+        .current
+        .and_then(|id| m.nodes.iter().find(|n| n.id == id).map(|n| n.name.clone()));
+    let mut node = new_node(bundle, &m, &format!("backup {set}"), "");
+    node.backup = Some(set.to_string());
+    let id = match commit {
+        Some(commit) => freeze(bundle, policy, &mut m, node, None, commit)?,
+        None => freeze(bundle, policy, &mut m, node, None, &mut save_on_overlays)?,
+    };
+    let node = m.nodes.iter().find(|n| n.id == id).expect("freeze found it");
+    let disks = node
+        .disks
+        .iter()
+        .map(|f| Ok((bundle.inside(&f.file)?, f.format)))
+        .collect::<Result<_, SnapshotError>>()?;
+    Ok(BackupPoint { node: id, disks, config, snapshot })
+}
+
+/// The frozen images of the backup point `node` (in the order of its configuration's
+/// disks), if the VM's tree still has it as a backup's point.
+pub fn backup_images(bundle: &Bundle, node: &str) -> Option<Vec<(PathBuf, DiskFormat)>> {
+    let m = load(bundle.root()).ok()?;
+    let node = m.nodes.iter().find(|n| n.id == node && !n.hidden && n.backup.is_some())?;
+    node.disks.iter().map(|f| Some((bundle.inside(&f.file).ok()?, f.format))).collect()
+}
+
+/// The set `set`'s backup points in the VM's tree other than `keep` go (their images are
+/// folded away when the VM is next off for a snapshot or backup operation).
+pub fn release_backups(bundle: &Bundle, set: &str, keep: &str) -> Result<(), SnapshotError> {
+    let root = bundle.root();
+    let _lock = lock_tree(root)?;
+    let mut m = load(root)?;
+    let mut changed = false;
+    for node in &mut m.nodes {
+        if node.backup.as_deref() == Some(set) && node.id != keep && !node.hidden {
+            node.hidden = true;
+            changed = true;
+        }
+    }
+    if changed { save(root, &m) } else { Ok(()) }
 }
 
 /// Carries the operation recorded in `m` forward if `made` committed it, or undoes it;

@@ -25,6 +25,12 @@ pub enum Command {
     EjectCd {
         force: bool,
     },
+    /// The paused machine's disks (in the order of its configuration) go on in new qcow2
+    /// overlays at these paths, each reading through the image the disk was on (which is
+    /// then only read); `None` keeps a disk as it is. Reboots open the overlays.
+    SwitchDisks(Vec<Option<std::path::PathBuf>>),
+    /// What the guest wrote to its disks is made durable.
+    FlushDisks,
     /// Writes the paused machine's state and memory into these files, telling `progress`
     /// how far the memory is.
     SaveState {

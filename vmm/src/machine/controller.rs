@@ -16,6 +16,7 @@ use super::events::{CrashReport, Event, EventSink, MachineState, StopReason};
 use super::instance::{Instance, InstanceEnv};
 use super::vcpu::{RunMode, VcpuStop};
 use crate::devices::PowerRequest;
+use crate::devices::storage::image::{ImageFormat, ImageSpec, Layer};
 use crate::devices::storage::mmc::Media;
 use crate::sync::lock;
 
@@ -334,6 +335,26 @@ impl Controller {
                 self.migrating = None;
                 self.stop(StopReason::Migrated);
             }
+            (Command::SwitchDisks(overlays), MachineState::Paused) => {
+                if self.migrating.is_some() {
+                    return Err(MachineError::Migration("a migration is under way".into()));
+                }
+                let specs = self.overlay_specs(overlays)?;
+                let instance = self.instance.as_ref().ok_or_else(wrong_state)?;
+                instance.switch_disks(&specs)?;
+                let disks = self.config.devices.iter_mut().filter_map(|d| match d {
+                    DeviceConfig::Block { image, .. } => Some(image),
+                    _ => None,
+                });
+                for (image, spec) in disks.zip(specs) {
+                    if let Some(spec) = spec {
+                        *image = spec;
+                    }
+                }
+            }
+            (Command::FlushDisks, MachineState::Running | MachineState::Paused) => {
+                self.instance.as_ref().ok_or_else(wrong_state)?.flush_disks()?;
+            }
             (Command::InsertCd(path), _) => {
                 self.cd_config().ok_or(MachineError::NoCdDrive)?;
                 let media = Media::open(path)?;
@@ -353,6 +374,35 @@ impl Controller {
             _ => return Err(wrong_state()),
         }
         Ok(())
+    }
+
+    /// The images of each disk on an overlay at `overlays` (in the order of the
+    /// configuration's disks): a qcow2 image reading through the disk's image and those
+    /// it reads through.
+    fn overlay_specs(
+        &self,
+        overlays: &[Option<std::path::PathBuf>],
+    ) -> Result<Vec<Option<ImageSpec>>, MachineError> {
+        let disks: Vec<&ImageSpec> = (self.config.devices.iter())
+            .filter_map(|d| match d {
+                DeviceConfig::Block { image, .. } => Some(image),
+                _ => None,
+            })
+            .collect();
+        if disks.len() != overlays.len() {
+            return Err(MachineError::InvalidConfig(format!(
+                "{} overlays given for the machine's {} disks",
+                overlays.len(),
+                disks.len()
+            )));
+        }
+        let spec = |(image, overlay): (&&ImageSpec, &Option<std::path::PathBuf>)| {
+            let path = overlay.clone()?;
+            let below = Layer { path: image.path.clone(), format: image.format };
+            let backing = std::iter::once(below).chain(image.backing.iter().cloned()).collect();
+            Some(ImageSpec { path, format: ImageFormat::Qcow2, backing })
+        };
+        Ok(disks.iter().zip(overlays).map(spec).collect())
     }
 
     /// The ISO the machine's CD drive holds, as the config has it (so a reboot keeps the
@@ -441,6 +491,8 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::InsertCd(_) => "insert a CD into",
         Command::EjectCd { .. } => "eject the CD of",
         Command::SaveState { .. } => "save the state of",
+        Command::SwitchDisks(_) => "switch the disks of",
+        Command::FlushDisks => "flush the disks of",
         Command::MigrationBegin(_) | Command::MigrationFreeze { .. } => "migrate",
         Command::MigrationAbort | Command::MigrationDone | Command::MigrationUnconfirmed => {
             "end the migration of"

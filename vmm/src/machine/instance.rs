@@ -32,6 +32,7 @@ use crate::devices::storage::ide::{
     IdeController, PRIMARY_CMD, PRIMARY_CTRL, PRIMARY_IRQ, SECONDARY_CMD, SECONDARY_CTRL,
     SECONDARY_IRQ,
 };
+use crate::devices::storage::image::ImageSpec;
 use crate::devices::storage::mmc::{CdRom, Media};
 use crate::devices::vga::{self, StdVga, VgaCore, VgaDisplay, VgaPorts, VgaWindow};
 use crate::devices::virtio::VirtioDevice;
@@ -565,6 +566,54 @@ impl Instance {
         );
         log::error!("{message}");
         Err(message)
+    }
+
+    /// Makes what the guest wrote to its disks durable (each disk held a moment).
+    pub fn flush_disks(&self) -> Result<(), MachineError> {
+        for (index, (_, device)) in self.virtio.iter().enumerate() {
+            let mut device = crate::sync::lock(device);
+            if let Some(disk) = device.switch_image() {
+                disk.flush_image().map_err(|e| {
+                    MachineError::InvalidConfig(format!("cannot flush disk {index}: {e}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches the machine's disks, in the order of its configuration, to the images
+    /// `specs` names (a `None` keeps that disk on its image): every image before is
+    /// flushed, every new one opened, and only then are they all put in place, so on
+    /// failure every disk stays on its image. The vCPUs are paused (the caller's part),
+    /// so all disks switch at one point of the guest's time: a request the guest has had
+    /// completed went to the image before, one it sends later goes to the new one.
+    pub fn switch_disks(&self, specs: &[Option<ImageSpec>]) -> Result<(), MachineError> {
+        let mut disks: Vec<_> = self.virtio.iter().map(|(_, d)| crate::sync::lock(d)).collect();
+        disks.retain_mut(|d| d.switch_image().is_some());
+        if disks.len() != specs.len() {
+            return Err(MachineError::InvalidConfig(format!(
+                "{} images given for the machine's {} disks",
+                specs.len(),
+                disks.len()
+            )));
+        }
+        let mut prepared = Vec::new();
+        for (index, (disk, spec)) in disks.iter_mut().zip(specs).enumerate() {
+            let Some(spec) = spec else {
+                prepared.push(None);
+                continue;
+            };
+            let disk = disk.switch_image().expect("kept only disks");
+            let failed = |e| MachineError::InvalidConfig(format!("disk {index}: {e}"));
+            disk.flush_image().map_err(failed)?;
+            prepared.push(Some(disk.prepare_image(spec).map_err(failed)?));
+        }
+        for (disk, ready) in disks.iter_mut().zip(prepared) {
+            if let Some(ready) = ready {
+                disk.switch_image().expect("kept only disks").install_image(ready);
+            }
+        }
+        Ok(())
     }
 
     /// The CD drive's controller.

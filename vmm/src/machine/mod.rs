@@ -309,6 +309,23 @@ impl MachineHandle {
         self.command(Command::EjectCd { force })
     }
 
+    /// Makes what the guest wrote to its disks durable.
+    pub fn flush_disks(&self) -> Result<(), MachineError> {
+        self.command(Command::FlushDisks)
+    }
+
+    /// Puts the paused machine's disks on new qcow2 overlays (`overlays`, in the order of
+    /// its configuration's disks; `None` keeps one as it is), each reading through the
+    /// disk's image, which the machine only reads from then on: what the guest writes
+    /// goes to the overlays. The overlays exist already (the caller made them, at the
+    /// disks' sizes). On failure every disk stays as it was.
+    pub fn switch_disks(
+        &self,
+        overlays: Vec<Option<std::path::PathBuf>>,
+    ) -> Result<(), MachineError> {
+        self.command(Command::SwitchDisks(overlays))
+    }
+
     /// Writes the paused machine's state into `state` and its memory into `memory` (both
     /// emptied first), for `Machine::restore`; the machine stays paused.
     pub fn save_state(

@@ -27,6 +27,29 @@ pub trait CopySource {
     fn copy_read(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 
+/// A disk whose image can be switched while the machine runs: frozen where it is (for a
+/// snapshot or a backup), the disk goes on in an overlay reading through it.
+pub trait SwitchImage {
+    /// Makes what was written to the image durable (before it is let go of).
+    fn flush_image(&mut self) -> std::io::Result<()>;
+    /// Opens the image `spec` names to take this disk's place (`install_image`): locked
+    /// as this one is, and the same size (the guest knows the disk by its size). Nothing
+    /// of the disk changes.
+    fn prepare_image(&self, spec: &image::ImageSpec) -> std::io::Result<PreparedImage>;
+    /// The guest's requests go to `prepared` from now on; the image before it is closed
+    /// and its lock let go of. The caller flushed it and keeps requests out meanwhile (it
+    /// holds the device).
+    fn install_image(&mut self, prepared: PreparedImage);
+}
+
+/// An image opened to take a disk's place (`SwitchImage::prepare_image`).
+pub struct PreparedImage {
+    pub(crate) image: Box<dyn image::DiskImage>,
+    /// Holds the image's lock.
+    pub(crate) lock: std::fs::File,
+    pub(crate) path: std::path::PathBuf,
+}
+
 /// Discs handed to this process already open, by the path they were opened at: a VM process
 /// whose sandbox keeps it from opening files the user picks later (a disc put in while it
 /// runs) is given them by its client. The last few are kept, so a reboot finds its disc.

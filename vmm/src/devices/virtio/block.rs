@@ -14,7 +14,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 use super::{CONFIG_CHANGED, TYPE_BLOCK, VirtioDevice, read_config_bytes};
 use crate::devices::storage::image::{DiskImage, Extent, ImageFormat, ImageSpec};
 use crate::devices::storage::lock::{LockError, ofd_lock, ofd_unlock};
-use crate::devices::storage::{COPY_CHUNK, CopySource};
+use crate::devices::storage::{COPY_CHUNK, CopySource, PreparedImage, SwitchImage};
 use crate::vstate::memory::{GuestMem, GuestSlice, Marks};
 
 pub const SECTOR_SIZE: u64 = 512;
@@ -127,8 +127,6 @@ fn guest_slices<'m>(
 /// An inotify watch for size changes of `path`; none if inotify is unavailable (then the
 /// guest sees a new size at its next boot).
 fn watch_file(path: &Path) -> Option<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: inotify_init1 takes flags only; the result is checked.
     let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
     if fd < 0 {
@@ -136,10 +134,17 @@ fn watch_file(path: &Path) -> Option<OwnedFd> {
     }
     // SAFETY: `fd` is a new inotify instance nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    add_watch(&fd, path).then_some(fd)
+}
+
+/// Watches `path` for size changes on the inotify instance `fd` too; false if it cannot.
+fn add_watch(fd: &OwnedFd, path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
     let mask = libc::IN_MODIFY | libc::IN_ATTRIB | libc::IN_CLOSE_WRITE;
     // SAFETY: a valid inotify fd and a NUL-terminated path.
     let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), mask) };
-    (wd >= 0).then_some(fd)
+    wd >= 0
 }
 
 impl Block {
@@ -331,6 +336,45 @@ impl Block {
     }
 }
 
+impl SwitchImage for Block {
+    fn flush_image(&mut self) -> std::io::Result<()> {
+        self.image.flush()
+    }
+
+    fn prepare_image(&self, spec: &ImageSpec) -> std::io::Result<PreparedImage> {
+        let path = spec.path.as_path();
+        let failed = |e: &dyn std::fmt::Display| {
+            std::io::Error::other(format!("disk image {}: {e}", path.display()))
+        };
+        let file =
+            crate::devices::storage::open_regular(path, !self.read_only).map_err(|e| failed(&e))?;
+        ofd_lock(&file, path, !self.read_only).map_err(|e| failed(&e))?;
+        let image = spec.open(&file, !self.read_only).map_err(|e| failed(&e))?;
+        if image.size() != self.image.size() {
+            return Err(failed(&format!(
+                "it holds {} bytes, and the disk it takes the place of {}",
+                image.size(),
+                self.image.size()
+            )));
+        }
+        Ok(PreparedImage { image, lock: file, path: path.to_path_buf() })
+    }
+
+    fn install_image(&mut self, prepared: PreparedImage) {
+        let PreparedImage { image, lock, path } = prepared;
+        // The same inotify instance (the device's thread waits on it) watches the new
+        // image too: the image before is only read from now on, so it does not change.
+        if let Some(watch) = &self.watch
+            && !add_watch(watch, &path)
+        {
+            log::warn!("cannot watch {} for size changes", path.display());
+        }
+        self.image = image;
+        self.lock = lock;
+        self.path = path;
+    }
+}
+
 impl CopySource for Block {
     fn copy_size(&self) -> u64 {
         self.image.size()
@@ -386,6 +430,10 @@ impl VirtioDevice for Block {
 
     fn copy_source(&mut self) -> Option<&mut dyn CopySource> {
         if self.read_only { None } else { Some(self) }
+    }
+
+    fn switch_image(&mut self) -> Option<&mut dyn SwitchImage> {
+        Some(self)
     }
 
     fn features(&self) -> u64 {
@@ -668,6 +716,56 @@ mod tests {
         assert_eq!(status(&mem, 0x30000), S_IOERR);
         assert_eq!(used(&mem, 0), (0, 1));
         let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_disk_switches_to_an_overlay_and_its_image_is_only_read_then() {
+        use crate::devices::storage::image::Layer;
+        let base = image(64);
+        std::fs::write(&base, vec![0x5a; 64 * 512]).unwrap();
+        let mut blk = Block::open(&ImageSpec::raw(&base), false, "d").unwrap();
+        blk.image.write_at(&[0x11; 512], 512).unwrap();
+        let qcow2 = |name: &str, size: &str| {
+            let path = base.with_extension(name);
+            let made = std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&base)
+                .arg(&path)
+                .arg(size)
+                .status()
+                .expect("qemu-img is needed: apt-get install qemu-utils");
+            assert!(made.success());
+            path
+        };
+        let overlay = qcow2("top.qcow2", "32K");
+        let spec = |path: &Path| ImageSpec {
+            path: path.to_path_buf(),
+            format: ImageFormat::Qcow2,
+            backing: vec![Layer { path: base.clone(), format: ImageFormat::Raw }],
+        };
+        // Another size than the disk's: refused, the disk stays on its image.
+        let small = qcow2("small.qcow2", "16K");
+        let error = blk.prepare_image(&spec(&small)).err().expect("refused").to_string();
+        assert!(error.contains(&small.display().to_string()), "{error}");
+        blk.flush_image().unwrap();
+        let ready = blk.prepare_image(&spec(&overlay)).unwrap();
+        blk.install_image(ready);
+        blk.image.write_at(&[0x22; 512], 0).unwrap();
+        let mut back = [0u8; 1024];
+        blk.image.read_at(&mut back, 0).unwrap();
+        assert_eq!((back[0], back[511], back[512], back[1023]), (0x22, 0x22, 0x11, 0x11));
+        // The image before holds what was written before the switch, nothing after; its
+        // lock went with it, and the overlay's is held.
+        let before = std::fs::read(&base).unwrap();
+        assert_eq!((before[0], before[512]), (0x5a, 0x11));
+        drop(Block::open(&ImageSpec::raw(&base), false, "again").expect("let go of"));
+        assert!(matches!(
+            Block::open(&spec(&overlay), false, "other"),
+            Err(BlockError::Lock(LockError::Locked { .. }))
+        ));
+        for path in [base, overlay, small] {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     #[test]

@@ -182,6 +182,11 @@ pub trait VirtioDevice: Send {
     fn copy_source(&mut self) -> Option<&mut dyn crate::devices::storage::CopySource> {
         None
     }
+
+    /// The disk this device serves, whose image can be switched to an overlay.
+    fn switch_image(&mut self) -> Option<&mut dyn crate::devices::storage::SwitchImage> {
+        None
+    }
 }
 
 /// Hand-built split virtqueues in guest memory for the device models' unit tests.

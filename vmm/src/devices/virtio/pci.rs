@@ -144,6 +144,11 @@ impl VirtioPciDevice {
         self.device.copy_source()
     }
 
+    /// `VirtioDevice::switch_image` of the wrapped device.
+    pub fn switch_image(&mut self) -> Option<&mut dyn crate::devices::storage::SwitchImage> {
+        self.device.switch_image()
+    }
+
     /// The wrapped device's virtio device type (`TYPE_BLOCK`, ...).
     pub fn device_type(&self) -> u32 {
         self.device.device_type()
