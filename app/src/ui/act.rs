@@ -45,6 +45,8 @@ pub enum Act {
     SnapshotManager(PathBuf),
     /// Move the running VM to another Vessel (VM ▸ Migrate…).
     Migrate(PathBuf),
+    /// Back the VM up, running or not (VM ▸ Back Up…).
+    BackUp(PathBuf),
     /// Bytes for a running VM's serial port.
     Serial(PathBuf, Vec<u8>),
     /// An ISO dropped on a VM (or on the library: None).
@@ -80,6 +82,7 @@ pub enum Verb {
     RevertSnapshot,
     SnapshotManager,
     Migrate,
+    BackUp,
     Fit,
     Actual,
     Fullscreen,
@@ -167,6 +170,7 @@ pub const BINDINGS: &[Binding] = &[
         needs: Needs::VmSettled,
     },
     Binding { verb: Verb::Migrate, label: "Migrate…", shortcut: None, needs: Needs::VmRunning },
+    Binding { verb: Verb::BackUp, label: "Back Up…", shortcut: None, needs: Needs::VmSettled },
     Binding {
         verb: Verb::NewVm,
         label: "New VM…",
@@ -273,6 +277,7 @@ impl Verb {
             Verb::RevertSnapshot => Act::RevertSnapshot(vm()?),
             Verb::SnapshotManager => Act::SnapshotManager(vm()?),
             Verb::Migrate => Act::Migrate(vm()?),
+            Verb::BackUp => Act::BackUp(vm()?),
         })
     }
 }

@@ -65,6 +65,7 @@ pub struct VesselApp {
     pub(crate) take_snapshot: Option<super::dialogs::snapshots::TakeDialog>,
     pub(crate) snapshot_manager: Option<super::dialogs::snapshots::Manager>,
     pub(crate) migrate: Option<super::dialogs::migrate::MigrateDialog>,
+    pub(crate) backup: Option<super::dialogs::backup::BackupDialog>,
     /// What waits for a VM's session to end (a snapshot of it, going to one).
     pub(crate) after_stop: std::collections::HashMap<PathBuf, super::dialogs::snapshots::AfterStop>,
     pub(crate) about: bool,
@@ -107,6 +108,7 @@ impl VesselApp {
             take_snapshot: None,
             snapshot_manager: None,
             migrate: None,
+            backup: None,
             after_stop: Default::default(),
             about: false,
             closing: Closing::No,
@@ -288,6 +290,7 @@ impl VesselApp {
             }
             Done::SnapshotWork { root, result, resume } => self.snapshot_done(root, result, resume),
             Done::Migrated { root, result } => self.migrate_done(root, result),
+            Done::BackedUp { root, result } => self.backup_done(root, result),
             Done::MigrationCancelled(result) => self.migration_cancelled(result),
             Done::Demo(result) => match result {
                 Ok(root) => {
@@ -344,6 +347,7 @@ impl VesselApp {
             Act::RevertSnapshot(root) => self.open_snapshot_manager(&root, true),
             Act::SnapshotManager(root) => self.open_snapshot_manager(&root, false),
             Act::Migrate(root) => self.open_migrate(&root),
+            Act::BackUp(root) => self.open_backup(&root),
             Act::Serial(root, bytes) => self.command(&root, Command::Serial(bytes)),
             Act::DropIso(target, iso) => self.drop_iso_on(target, iso),
             Act::Scale(scale) => self.scale = scale,
@@ -410,6 +414,7 @@ impl VesselApp {
             }
             DialogAction::Snapshots(answer) => self.snapshot_answer(answer),
             DialogAction::Migrate(answer) => self.migrate_answer(answer),
+            DialogAction::Backup(answer) => self.backup_answer(answer),
             DialogAction::Close(Choice::Cancel) => self.closing = Closing::No,
             DialogAction::Close(Choice::RunInBackground) => {
                 // The VMs' processes go on; the window lets go of them as it closes.

@@ -118,6 +118,7 @@ impl VesselApp {
             self.snapshot_manager.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
             self.take_snapshot.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Snapshots),
             self.migrate.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Migrate),
+            self.backup.as_mut().and_then(|d| d.ui(ctx)).map(DialogAction::Backup),
             close::ui(ctx, self.closing, self.running.len()).map(DialogAction::Close),
         ];
         acts.extend(answers.into_iter().flatten().map(Act::Dialog));
@@ -160,7 +161,8 @@ impl eframe::App for VesselApp {
         let dialog = self.wizard.is_some()
             || self.take_snapshot.is_some()
             || self.snapshot_manager.is_some()
-            || self.migrate.is_some();
+            || self.migrate.is_some()
+            || self.backup.is_some();
         let typing = dialog && ctx.memory(|m| m.focused().is_some());
         let mut acts = if self.keyboard.owner().is_some() || typing || self.closing != Closing::No {
             Vec::new()

@@ -99,6 +99,11 @@ pub enum Done {
         root: PathBuf,
         result: Result<String, String>,
     },
+    /// The VM in `root` was backed up (what to say) or not (why).
+    BackedUp {
+        root: PathBuf,
+        result: Result<String, String>,
+    },
     /// A migration was asked to stop (or could not be).
     MigrationCancelled(Result<(), String>),
 }

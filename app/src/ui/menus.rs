@@ -107,6 +107,7 @@ pub fn menu_bar(ui: &mut egui::Ui, chrome: &Chrome) -> Vec<Act> {
                 });
             });
             chrome.item(ui, Verb::Migrate, false, &mut acts);
+            chrome.item(ui, Verb::BackUp, false, &mut acts);
             ui.separator();
             chrome.item(ui, Verb::Settings, false, &mut acts);
         });

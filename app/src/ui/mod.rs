@@ -7,6 +7,7 @@
 
 pub mod act;
 mod app;
+mod backup;
 pub mod console;
 mod demo;
 pub mod dialogs;

@@ -94,7 +94,9 @@ pub enum SnapshotError {
     Freeze(String),
     #[error(
         "{disk} already reads through {depth} images, as deep as Vessel opens; delete a \
-         snapshot on this branch first (`vessel snapshot delete`)"
+         snapshot on this branch first (`vessel snapshot delete`). Each backup of a running \
+         VM adds one until the VM is next off: power it off once, and the next backup or \
+         snapshot folds them"
     )]
     TooDeep { disk: PathBuf, depth: usize },
 }

@@ -3,6 +3,7 @@
 //! the answer out as a `DialogAction` (saving, browsing, closing).
 
 pub mod about;
+pub mod backup;
 pub mod close;
 pub mod migrate;
 pub mod preferences;
@@ -17,4 +18,5 @@ pub enum DialogAction {
     Close(close::Choice),
     Snapshots(snapshots::Answer),
     Migrate(migrate::Answer),
+    Backup(backup::Answer),
 }

@@ -2,8 +2,9 @@
 //! `library` (the wizard, power buttons, dropped ISOs, an inaccessible bundle, crashes),
 //! `screens` (the console: the guest's frame, keys and pointer, serial, snapshots of the main screens),
 //! `dialogs` (closing with VMs running, preferences, settings), `snapshot_manager` (VM ▸
-//! Snapshot), `migrate` (VM ▸ Migrate…). The helpers are here.
+//! Snapshot), `migrate` (VM ▸ Migrate…), `backup` (VM ▸ Back Up…). The helpers are here.
 
+mod backup;
 mod dialogs;
 mod library;
 mod migrate;
