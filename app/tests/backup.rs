@@ -1,7 +1,8 @@
 //! `vessel backup` of a running VM: the journal guest (a sector per tick on its disk, the
 //! tick printed once the write completed) backed up again and again as it writes; each
 //! point holds exactly its disk at one moment, the guest runs on through every backup,
-//! increments read what changed, and a backup killed part-way harms nothing.
+//! increments read what changed (after the VM process was killed too), and a backup
+//! killed part-way harms nothing.
 
 mod common;
 
@@ -261,7 +262,11 @@ fn a_backup_killed_part_way_leaves_the_vm_running_and_the_earlier_points_whole()
     );
     let copy = lib.join("next.raw");
     std::fs::write(&copy, &at).unwrap();
-    assert!(vessel(&lib, &["stop", "--force", "Journal"]).status.success());
+    // The VM process killed (as a crash ends it).
+    let vm = json(&lib, &["show", "Journal", "--json"]);
+    let pid: i32 = vm["pid"].as_str().and_then(|p| p.parse().ok()).expect("it runs");
+    // SAFETY: kill(2) of the VM process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     drop(run);
     wait_state(&lib, "Journal", "off");
     for (id, name) in [(first_id.as_str(), "First"), (next["point"].as_str().unwrap(), "Next")] {
@@ -271,6 +276,14 @@ fn a_backup_killed_part_way_leaves_the_vm_running_and_the_earlier_points_whole()
     let restored = disk_now(&lib, "Next");
     assert!(restored == at, "the point after the killed backup restores exactly");
     one_moment(&disk_now(&lib, "First"), boot);
+    // After the crash the set goes on from its last point: what the guest wrote until it
+    // was killed is all the next backup reads, and it restores to the disk as it is.
+    let after_crash = json(&lib, &["backup", "Journal", "--json"]);
+    assert!(after_crash["full"].is_null(), "{after_crash}");
+    assert!(after_crash["read"].as_u64().unwrap() <= 2 * CHUNK + MIB, "{after_crash}");
+    let out = vessel(&lib, &["restore", "Journal", "--as", "After crash"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(disk_now(&lib, "After crash") == disk_now(&lib, "Journal"));
     // Off now, the killed backup's images are folded away by the next one.
     let out = json(&lib, &["backup", "Journal", "--to", other.to_str().unwrap(), "--json"]);
     assert!(out["read"].as_u64().unwrap() > 0);

@@ -292,7 +292,11 @@ pub fn backup(
             let j = at / CHUNK;
             let n = (size - at).min(CHUNK) as usize;
             match plan {
-                Plan::Since(changed) if !changed.contains(&j) => {
+                // Unchanged: the last point's chunk, if the set still has it (else read).
+                Plan::Since(changed)
+                    if !changed.contains(&j)
+                        && last.as_ref().is_some_and(|p| has_chunk(set, &p.disks[index], j)) =>
+                {
                     let before = &last.as_ref().expect("a plan since a point").disks[index];
                     chunks.push(before.chunks[j as usize].clone());
                     point.unchanged += n as u64;
@@ -349,6 +353,17 @@ pub fn backup(
     // reads what was written since this one.
     snapshots::release_backups(bundle, &set_id, &frozen.node)?;
     Ok(point)
+}
+
+/// Whether the set has chunk `j` of `disk` (a chunk of zeroes always), the size it must be.
+fn has_chunk(set: &Path, disk: &DiskPoint, j: u64) -> bool {
+    let Some(hash) = disk.chunks.get(j as usize) else { return false };
+    let len = (disk.size - j * CHUNK).min(CHUNK);
+    hash.is_empty()
+        || (hash.len() == 64
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && fs::symlink_metadata(chunk_path(set, hash))
+                .is_ok_and(|m| m.is_file() && m.len() == len))
 }
 
 /// What a backup reads of a disk.
@@ -809,6 +824,12 @@ mod tests {
         // A backup with nothing written since reads nothing.
         let idle = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
         assert_eq!((idle.read, idle.written, idle.unchanged), (0, 0, 32 << 20));
+        // An unchanged chunk the set lost is read again rather than named.
+        let lost = idle.disks[1].chunks[1].clone();
+        fs::remove_file(chunk_path(&set, &lost)).unwrap();
+        let healed = backup(&lib, &mut bundle, &set, None, &mut |_| {}).unwrap();
+        assert_eq!((healed.read, healed.written), (CHUNK, CHUNK), "{healed:?}");
+        assert_eq!(healed.disks[1].chunks[1], lost);
         // The backups' points are not the user's snapshots, and the folds kept the VM's
         // disks shallow: each reads through its first image and the last point's.
         assert!(snapshots::list(&bundle).unwrap().snapshots.is_empty());
@@ -817,6 +838,8 @@ mod tests {
         let depth = disks::backing_chain(&system, DiskFormat::Qcow2, &policy).unwrap().len();
         assert!(depth <= 3, "the chain grew to {depth}");
         ids.push(idle.id.clone());
+        expected.push(expected.last().unwrap().clone());
+        ids.push(healed.id.clone());
         expected.push(expected.last().unwrap().clone());
         assert_eq!(points(&set).unwrap().iter().map(|p| p.id.clone()).collect::<Vec<_>>(), ids);
         assert!(verify(&set).unwrap().is_empty());

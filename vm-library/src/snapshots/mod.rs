@@ -723,6 +723,8 @@ pub fn freeze_for_backup(
         .and_then(|id| m.nodes.iter().find(|n| n.id == id).map(|n| n.name.clone()));
     let mut node = new_node(bundle, &m, &format!("backup {set}"), "");
     node.backup = Some(set.to_string());
+    // A suspended VM's saved machine goes into the backup itself; the node keeps none.
+    node.memory = false;
     let id = match commit {
         Some(commit) => freeze(bundle, policy, &mut m, node, None, commit)?,
         None => freeze(bundle, policy, &mut m, node, None, &mut save_on_overlays)?,
