@@ -69,7 +69,7 @@ pub fn backup(
         "written": point.written, "deduplicated": point.deduplicated,
         "unchanged": point.unchanged, "holes": point.holes, "full": point.full,
         "paused_us": done.paused.map(|d| d.as_micros() as u64),
-        "memory": point.files.iter().any(|f| f.file.as_os_str() == vm_library::suspended::STATE_FILE),
+        "memory": has_memory(point),
         "ms": took.as_millis() as u64, "pruned": pruned,
     });
     let mut line = format!(
@@ -99,6 +99,11 @@ pub fn backup(
     say(json, value, line)
 }
 
+/// Whether the point holds the VM's running state (its restore resumes the guest).
+fn has_memory(point: &backup::Point) -> bool {
+    point.files.iter().any(|f| f.file.as_os_str() == vm_library::suspended::STATE_FILE)
+}
+
 pub fn list(lib: &Library, name: &str, to: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let set = to.map_or_else(|| backup::default_set(lib, name), Path::to_path_buf);
     let points = backup::points(&set)?;
@@ -107,18 +112,25 @@ pub fn list(lib: &Library, name: &str, to: Option<&Path>, json: bool) -> anyhow:
             .iter()
             .map(|p| serde_json::json!({
                 "id": p.id, "created": p.created, "read": p.read, "written": p.written,
-                "unchanged": p.unchanged, "disks": p.disks.len(), "snapshot": p.snapshot,
+                "unchanged": p.unchanged, "holes": p.holes, "full": p.full,
+                "memory": has_memory(p), "disks": p.disks.len(), "snapshot": p.snapshot,
+                "seconds": p.seconds,
             }))
             .collect::<Vec<_>>()
     );
     let mut text = format!("{} point(s) in {}", points.len(), set.display());
-    for p in &points {
+    for (n, p) in points.iter().enumerate() {
+        // The first point of a set, or one read whole, stands on its own; the others
+        // read only what changed since the point before.
+        let kind =
+            if n == 0 || p.full.is_some() || p.node.is_none() { "whole" } else { "since the last" };
         text.push_str(&format!(
-            "\n  {}  {}  {} of disks read, {} stored by it{}",
+            "\n  {}  {}  {kind}: {} read, {} stored by it{}{}",
             p.id,
             p.created,
             size_text(p.read),
             size_text(p.written),
+            if has_memory(p) { ", with its running state" } else { "" },
             p.snapshot.as_ref().map(|s| format!(", after snapshot {s:?}")).unwrap_or_default()
         ));
     }
