@@ -67,8 +67,11 @@ pub fn vessel_toml(data: &[u8]) -> Reach {
     match VmConfig::from_toml(text) {
         Ok(config) => {
             reach.count("parsed");
-            let again = VmConfig::from_toml(&config.to_toml()).expect("what was read writes back");
-            assert_eq!(again, config, "a rewrite keeps everything");
+            let written = config.to_toml();
+            let again = VmConfig::from_toml(&written).expect("what was read writes back");
+            // Compared as written: a float NaN kept from an unknown table is not equal to
+            // itself, but writes back the same.
+            assert_eq!(again.to_toml(), written, "a rewrite keeps everything");
             let host = vm_library::validate::Host { cores: 4, memory_mib: 8192 };
             if vm_library::validate::validate(&config, Path::new("/nonexistent"), &host).is_empty()
             {
