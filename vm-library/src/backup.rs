@@ -146,9 +146,10 @@ pub struct FilePoint {
     pub chunks: Vec<String>,
 }
 
-/// The default set of the VM named `name` in `library`: `backups/NAME` beside its VMs.
-pub fn default_set(library: &Library, name: &str) -> PathBuf {
-    library.dir().join("backups").join(name)
+/// The default set of the VM named `name` in the library at `library_dir`:
+/// `backups/NAME` beside its VMs.
+pub fn default_set(library_dir: &Path, name: &str) -> PathBuf {
+    library_dir.join("backups").join(name)
 }
 
 fn chunk_path(set: &Path, hash: &str) -> PathBuf {
@@ -382,9 +383,16 @@ fn written_chunks(
     policy: &disks::BackingPolicy,
 ) -> Result<BTreeSet<u64>, BackupError> {
     let chain = disks::backing_chain(path, format, policy)?;
-    let mut chunks = BTreeSet::new();
     let images = std::iter::once((path.to_path_buf(), format))
         .chain(chain.into_iter().map(|l| (l.path, l.format)));
+    Ok(own_chunks(images)?)
+}
+
+/// The chunks the `images` hold data or stated zeroes in themselves (`own_ranges`).
+fn own_chunks(
+    images: impl IntoIterator<Item = (PathBuf, DiskFormat)>,
+) -> Result<BTreeSet<u64>, DiskError> {
+    let mut chunks = BTreeSet::new();
     for (image, format) in images {
         for (start, len) in disks::own_ranges(&image, format)? {
             chunks.extend(start / CHUNK..(start + len).div_ceil(CHUNK));
@@ -436,13 +444,7 @@ fn changed_since(
     if !found {
         return Err("the VM went back to a snapshot since the last backup".into());
     }
-    let mut changed = BTreeSet::new();
-    for (image, format) in above {
-        for (start, len) in disks::own_ranges(&image, format).map_err(|e| e.to_string())? {
-            changed.extend(start / CHUNK..(start + len).div_ceil(CHUNK));
-        }
-    }
-    Ok(changed)
+    own_chunks(above).map_err(|e| e.to_string())
 }
 
 /// Stores `data` as a chunk of the set (unless it is all zero, or there already); its name.
@@ -794,7 +796,7 @@ mod tests {
         let dir = scratch("points");
         let lib = Library::open(&dir.join("lib")).unwrap();
         let mut bundle = vm(&lib);
-        let set = default_set(&lib, &bundle.config.name);
+        let set = default_set(lib.dir(), &bundle.config.name);
         let mut seen = Vec::new();
         let first = backup(&lib, &mut bundle, &set, None, &mut |p| seen.push(p)).unwrap();
         // Only chunks with data are read and stored: one of each disk; the rest was never

@@ -21,7 +21,7 @@ fn set_of(lib: &Library, backup: &str) -> PathBuf {
     if path.join("vessel-backup.toml").is_file() {
         path.to_path_buf()
     } else {
-        backup::default_set(lib, backup)
+        backup::default_set(lib.dir(), backup)
     }
 }
 
@@ -33,7 +33,7 @@ pub fn backup(
     memory: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let set = to.map_or_else(|| backup::default_set(lib, name), Path::to_path_buf);
+    let set = to.map_or_else(|| backup::default_set(lib.dir(), name), Path::to_path_buf);
     let show = !json && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut progress = |p: backup::Progress| {
@@ -105,7 +105,7 @@ fn has_memory(point: &backup::Point) -> bool {
 }
 
 pub fn list(lib: &Library, name: &str, to: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let set = to.map_or_else(|| backup::default_set(lib, name), Path::to_path_buf);
+    let set = to.map_or_else(|| backup::default_set(lib.dir(), name), Path::to_path_buf);
     let points = backup::points(&set)?;
     let value = serde_json::json!(
         points

@@ -17,7 +17,6 @@ use crate::vmhost::protocol::{Reply, Request};
 #[derive(Debug)]
 pub struct Done {
     pub point: Point,
-    pub set: PathBuf,
     /// How long the guest was paused for it, if it ran.
     pub paused: Option<Duration>,
 }
@@ -49,5 +48,5 @@ pub fn back_up(
     } else {
         backup::backup(lib, &mut bundle, set, None, progress)?
     };
-    Ok(Done { point, set: set.to_path_buf(), paused })
+    Ok(Done { point, paused })
 }

@@ -7,19 +7,17 @@ use std::sync::{Arc, Mutex};
 
 use super::app::VesselApp;
 use super::dialogs::backup::{Answer, BackupDialog};
-use super::jobs::Done;
+use super::jobs::{Done, ItemKind};
 use crate::core::units::size_text;
 use crate::ui::jobs::Progress;
 
 impl VesselApp {
     pub(crate) fn open_backup(&mut self, root: &Path) {
         let Some(item) = self.library.item(root) else { return };
-        let Ok(lib) = vm_library::library::Library::open(&self.lib_dir) else { return };
-        let set = vm_library::backup::default_set(&lib, &item.name);
-        let running = vm_library::bundle::Bundle::open(root)
-            .ok()
-            .and_then(|b| b.running().ok().flatten())
-            .is_some();
+        let set = vm_library::backup::default_set(&self.lib_dir, &item.name);
+        // What the window knows already (the dialog's words only): run here or elsewhere.
+        let elsewhere = matches!(&item.kind, ItemKind::Ok { elsewhere: Some(_), .. });
+        let running = elsewhere || self.running.get(root).is_some();
         self.backup = Some(BackupDialog::new(root.to_path_buf(), item.name.clone(), set, running));
     }
 
