@@ -72,7 +72,7 @@ fn main() {
     println!("cargo:rerun-if-changed=guests/guest.h");
     let sources =
         ["runtime.c", "hostile.c", "atapi_dma.c", "bios.c", "install.c", "ps2.c", "journal.c"];
-    for c in sources.into_iter().chain(["migrate.c"]) {
+    for c in sources.into_iter().chain(["migrate.c", "virtio.c", "snapshot.c"]) {
         let source = Path::new("guests").join(c);
         println!("cargo:rerun-if-changed={}", source.display());
         let object = out.join(c).with_extension("o");

@@ -58,6 +58,9 @@ fn main() {
             done(lib().and_then(|l| verbs::pause_resume_reset(&l, &name, Request::Resume, json)))
         }
         cli::Command::Suspend { name } => done(lib().and_then(|l| verbs::suspend(&l, &name, json))),
+        cli::Command::Screenshot { name, file } => {
+            done(lib().and_then(|l| verbs::screenshot(&l, &name, &file, json)))
+        }
         cli::Command::Migrate {
             name,
             to,

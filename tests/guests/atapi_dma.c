@@ -26,30 +26,6 @@
 /* Status reads timed for the benchmark (benches/cd_read.rs reads the same number). */
 #define STATUS_READS 4096
 
-static inline u32 inl(u16 port)
-{
-    u32 v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
-static inline void outl(u16 port, u32 value)
-{
-    __asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port));
-}
-
-static u32 pci_read(u32 bdf, u32 reg)
-{
-    outl(0xcf8, 0x80000000u | bdf << 8 | reg);
-    return inl(0xcfc);
-}
-
-static void pci_write(u32 bdf, u32 reg, u32 value)
-{
-    outl(0xcf8, 0x80000000u | bdf << 8 | reg);
-    outl(0xcfc, value);
-}
-
 struct prd {
     u32 addr;
     u16 count;
@@ -137,16 +113,16 @@ u32 atapi_open(void)
 {
     u32 ide = 0xffffffff;
     for (u32 bdf = 0; bdf < 256 && ide == 0xffffffff; bdf++)
-        if (pci_read(bdf, 0) == 0x70108086)
+        if (pci_cfg_read(bdf, 0) == 0x70108086)
             ide = bdf;
     if (ide == 0xffffffff)
         fail("DMA NO IDE ", 0);
     g_puts("DMA IDE\n");
-    u16 bar4 = (u16)(pci_read(ide, 0x20) & ~3u);
+    u16 bar4 = (u16)(pci_cfg_read(ide, 0x20) & ~3u);
     if (!bar4)
         fail("DMA NO BAR4 ", 0);
     bm = bar4 + 8; /* the secondary channel's registers: the CD is its master */
-    pci_write(ide, 0x04, (pci_read(ide, 0x04) & 0xffff) | 0x05); /* I/O, bus master */
+    pci_cfg_write(ide, 0x04, (pci_cfg_read(ide, 0x04) & 0xffff) | 0x05); /* I/O, bus master */
 
     outb(ATA_CTRL, 0x02); /* nIEN: this driver polls */
     outb(ATA_CMD + 6, 0xa0);

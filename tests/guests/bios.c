@@ -131,11 +131,7 @@ static u16 le16(const u8 *p)
 /* Dword `offset` of PCI 00:dev.fn's configuration space, by mechanism #1. */
 static u32 pci_read(u8 dev, u8 fn, u8 offset)
 {
-    u32 address = 0x80000000u | (u32)dev << 11 | (u32)fn << 8 | offset;
-    u32 value;
-    __asm__ volatile("outl %0, %1" : : "a"(address), "Nd"((u16)0xcf8));
-    __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"((u16)0xcfc));
-    return value;
+    return pci_cfg_read((u32)dev << 3 | fn, offset);
 }
 
 /* Whether a function of PCI device `dev` has interrupt pin `pin` (1 = INTA) on `line`. */

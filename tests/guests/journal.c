@@ -12,13 +12,6 @@
 
 static u8 sector[512] __attribute__((aligned(512)));
 
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((u64)hi << 32) | lo;
-}
-
 /* The checksum after `tick`, from the one before it (the tests compute the same). */
 static u64 next_sum(u64 sum, u64 tick)
 {
@@ -35,13 +28,7 @@ void journal_main(void)
     u64 sum = 0;
     for (u64 tick = 1;; tick++) {
         sum = next_sum(sum, tick);
-        for (int i = 0; i < 512; i += 24) {
-            if (i + 24 > 512)
-                break;
-            *(u64 *)(sector + i) = tick;
-            *(u64 *)(sector + i + 8) = boot;
-            *(u64 *)(sector + i + 16) = sum;
-        }
+        journal_sector(sector, tick, boot, sum);
         u8 status = g_blk_request(BLK_OUT, tick % sectors, sector, 512, 0);
         if (status) {
             report("JOURNAL FAIL ", status);

@@ -32,13 +32,6 @@ static u8 sector[512] __attribute__((aligned(512)));
  * VMM's own record of what it wrote brings it over in a migration). */
 static u8 readback[4096] __attribute__((aligned(4096)));
 
-static inline u64 rdtsc(void)
-{
-    u32 lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((u64)hi << 32) | lo;
-}
-
 /* The CMOS clock's seconds register (BCD or binary: only its changes matter). */
 static u8 rtc_seconds(void)
 {
@@ -117,11 +110,7 @@ static void run(u64 pages_per_tick)
             g_power_off();
         }
         sum = sum * 31 + tick;
-        for (int i = 0; i + 24 <= 512; i += 24) {
-            *(u64 *)(sector + i) = tick;
-            *(u64 *)(sector + i + 8) = boot;
-            *(u64 *)(sector + i + 16) = sum;
-        }
+        journal_sector(sector, tick, boot, sum);
         u8 status = g_blk_request(BLK_OUT, tick % sectors, sector, 512, 0);
         if (status) {
             report("MIGRATE FAIL ", status);

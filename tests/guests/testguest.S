@@ -18,7 +18,8 @@
  * firmware leaves them; bios.c), install and installed (a CD installing itself onto the
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
  * journal (ticks kept in memory and on the disk, for snapshots) and snapbench (256 MiB
- * touched, then debug-port beats; journal.c), migrate, migrate-100, migrate-idle and
+ * touched, then debug-port beats; journal.c), snapshot (memory, disk, screen, timer and a
+ * serial line busy at once; snapshot.c, with virtio.c's driver), migrate, migrate-100, migrate-idle and
  * migrate-storm (memory, disk and clock busy, for live migration; migrate.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
@@ -42,6 +43,7 @@
     .set VEC_GED, 0x31
     .set VEC_VIRTIO, 0x32
     .set VEC_INTX, 0x33
+    .set VEC_TIMER, 0x34                /* the local APIC timer (test=snapshot) */
     .set VEC_PIC, 0x40                  /* the 8259s' IRQs 0-15, remapped by test=virtio-rng-pic */
     .set VEC_SPURIOUS, 0xff
     .set TRIPLE_MAGIC, 0x7472697066617574   /* "tripfaut" */
@@ -169,6 +171,9 @@ build_idt:
     mov edi, VEC_INTX
     mov esi, offset irq_intx
     call set_gate
+    mov edi, VEC_TIMER
+    mov esi, offset irq_timer
+    call set_gate
     mov edi, VEC_SPURIOUS
     mov esi, offset irq_spurious
     call set_gate
@@ -253,6 +258,29 @@ irq_pic:
 irq_virtio:
     push rax
     lock inc qword ptr [irq_count_vio]
+    jmp eoi
+irq_timer:
+    /* Counted; and with a timer_period set, armed again that many TSC ticks from now in
+     * TSC-deadline mode (Intel SDM Vol. 3A §11.5.4.1). Ring 3 starts the chain with a
+     * one-shot count (it cannot write the MSR), and from then on a timer is always armed. */
+    push rax
+    lock inc qword ptr [irq_count_timer]
+    cmp qword ptr [timer_period], 0
+    je eoi
+    push rcx
+    push rdx
+    mov eax, LAPIC + 0x320
+    mov dword ptr [rax], VEC_TIMER | (2 << 17)
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    add rax, [timer_period]
+    mov rdx, rax
+    shr rdx, 32
+    mov ecx, 0x6e0                      /* IA32_TSC_DEADLINE */
+    wrmsr
+    pop rdx
+    pop rcx
 eoi:
     mov eax, LAPIC + 0xb0
     mov dword ptr [rax], 0
@@ -2965,6 +2993,7 @@ g_reset_kbd:
     c_test test_installed, installed_main
     c_test test_journal, journal_main
     c_test test_snapbench, snapbench_main
+    c_test test_snapshot, snapshot_main
     c_test test_migrate, migrate_main
     c_test test_migrate_storm, migrate_storm_main
     c_test test_migrate_100, migrate_100_main
@@ -3507,6 +3536,7 @@ n_install:      .asciz "install"
 n_ps2:          .asciz "ps2"
 n_journal:      .asciz "journal"
 n_snapbench:    .asciz "snapbench"
+n_snapshot:     .asciz "snapshot"
 n_migrate:      .asciz "migrate"
 n_migrate_storm: .asciz "migrate-storm"
 n_migrate_100:  .asciz "migrate-100"
@@ -3631,6 +3661,7 @@ tests:
     .quad n_firmware, test_firmware
     .quad n_journal, test_journal
     .quad n_snapbench, test_snapbench
+    .quad n_snapshot, test_snapshot
     .quad n_migrate_storm, test_migrate_storm
     .quad n_migrate_100, test_migrate_100
     .quad n_migrate_idle, test_migrate_idle
@@ -3680,6 +3711,10 @@ ap_stack_next:  .quad ap_stacks
 irq_count_serial: .quad 0
 irq_count_ged:  .quad 0
 irq_count_vio:  .quad 0
+    .globl irq_count_timer
+irq_count_timer: .quad 0
+    .globl timer_period
+timer_period:   .quad 0
 vio_slot:       .quad 0
 vio_nmatch:     .quad 0
 vio_matches:    .skip 32 * 8

@@ -65,6 +65,8 @@ pub enum Command {
     },
     /// Pause a running VM (its vCPUs stop; it keeps its memory).
     Pause { name: String },
+    /// Save a picture of what a running VM's screen shows, pixel for pixel, as a PNG file.
+    Screenshot { name: String, file: PathBuf },
     /// Resume a paused VM.
     Resume { name: String },
     /// Suspend a running VM: its whole state and memory are saved in its folder and it

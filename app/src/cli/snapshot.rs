@@ -38,6 +38,13 @@ fn snapshot_json(snapshot: &Snapshot) -> serde_json::Value {
     serde_json::to_value(snapshot).unwrap_or_default()
 }
 
+/// A picture of the running VM `name`'s screen, a thumbnail's size, as PNG.
+fn thumbnail(lib: &Library, name: &str) -> Option<Vec<u8>> {
+    let bundle = lib.find(name).ok()?;
+    let display = client::screen(bundle.root(), name).ok()??;
+    crate::core::screenshot::png(&crate::core::screenshot::capture(&display)?)
+}
+
 pub fn take(
     lib: &Library,
     name: &str,
@@ -46,12 +53,15 @@ pub fn take(
     json: bool,
 ) -> anyhow::Result<()> {
     let was_running = running(lib, name)?;
+    // A running VM's snapshot keeps a picture of its screen, as the window's does (none if
+    // the screen cannot be had: the snapshot matters more than its picture).
+    let picture = if was_running { thumbnail(lib, name) } else { None };
     if was_running {
         super::verbs::save_state(lib, name, json)
             .with_context(|| format!("cannot save {name}'s running state for the snapshot"))?;
         wait_off(lib, name)?;
     }
-    let taken = lib.take_snapshot(name, snapshot, description, None);
+    let taken = lib.take_snapshot(name, snapshot, description, picture.as_deref());
     if was_running {
         // It goes on from its suspended state, whether or not the snapshot was taken.
         super::remote::start_in_background(lib, name).with_context(|| {

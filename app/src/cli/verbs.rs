@@ -202,6 +202,24 @@ pub fn suspend(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {
     say(json, serde_json::json!({ "name": name, "asked": "suspend" }), line)
 }
 
+/// `vessel screenshot NAME FILE`: what the running VM shows, as a PNG file.
+pub fn screenshot(lib: &Library, name: &str, file: &Path, json: bool) -> anyhow::Result<()> {
+    let bundle = lib.find(name)?;
+    if bundle.running()?.is_none() {
+        bail!("{name} is not running: its screen shows only while it runs (`vessel start {name}`)");
+    }
+    let display = client::screen(bundle.root(), name)?;
+    let Some(image) = display.as_ref().and_then(crate::core::screenshot::capture_whole) else {
+        bail!("{name}'s guest shows nothing on its screen yet");
+    };
+    let png = crate::core::screenshot::png(&image).context("cannot encode the picture as PNG")?;
+    std::fs::write(file, png).with_context(|| format!("cannot write {}", file.display()))?;
+    let (width, height) = image.dimensions();
+    let line = format!("{name}: its screen ({width}x{height}) is in {}", file.display());
+    let value = serde_json::json!({ "name": name, "file": file, "width": width, "height": height });
+    say(json, value, line)
+}
+
 /// Asks the running VM `name` to save its state and stop (a suspend), saying on a
 /// terminal how far its memory is.
 pub(super) fn save_state(lib: &Library, name: &str, json: bool) -> anyhow::Result<()> {

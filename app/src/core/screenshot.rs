@@ -1,6 +1,7 @@
-//! A small picture of a VM's screen (a snapshot's thumbnail): the guest's frame scaled
-//! down by sampling, as a PNG. Bounded: the picture is at most `MAX_WIDTH` pixels wide
-//! whatever the guest's mode, and a frame whose rows do not fit its bytes gives none.
+//! Pictures of a VM's screen: a small one (a snapshot's thumbnail), the guest's frame
+//! scaled down by sampling, and the whole of it (`vessel screenshot`), as PNG. Bounded: a
+//! thumbnail is at most `MAX_WIDTH` pixels wide whatever the guest's mode, and a frame
+//! whose rows do not fit its bytes gives none.
 
 use image::{ImageEncoder, RgbaImage};
 
@@ -10,20 +11,26 @@ pub const MAX_WIDTH: u32 = 320;
 /// The guest's current frame on `display`, scaled to at most `MAX_WIDTH` wide (aspect
 /// kept); None when it shows nothing.
 pub fn capture(display: &vmm::Display) -> Option<RgbaImage> {
-    display.read(0, |f| scale(f.width, f.height, f.stride, f.format, f.pixels))?
+    display.read(0, |f| scale(f.width, f.height, f.stride, f.format, f.pixels, MAX_WIDTH))?
+}
+
+/// The guest's current frame on `display`, pixel for pixel; None when it shows nothing.
+pub fn capture_whole(display: &vmm::Display) -> Option<RgbaImage> {
+    display.read(0, |f| scale(f.width, f.height, f.stride, f.format, f.pixels, f.width))?
 }
 
 /// A frame of `width` by `height` pixels of `format`, rows `stride` bytes apart in
-/// `pixels`, sampled down to at most `MAX_WIDTH` wide; None if its rows overrun `pixels`.
+/// `pixels`, sampled down to at most `max_width` wide; None if its rows overrun `pixels`.
 fn scale(
     width: u32,
     height: u32,
     stride: usize,
     format: vmm::display::PixelFormat,
     pixels: &[u8],
+    max_width: u32,
 ) -> Option<RgbaImage> {
     let (w, h) = (width.max(1), height.max(1));
-    let ratio = (f64::from(MAX_WIDTH) / f64::from(w)).min(1.0);
+    let ratio = (f64::from(max_width.max(1)) / f64::from(w)).min(1.0);
     let tw = ((f64::from(w) * ratio) as u32).max(1);
     let th = ((f64::from(h) * ratio) as u32).max(1);
     let mut image = RgbaImage::new(tw, th);
@@ -77,8 +84,11 @@ mod tests {
             }
         }
         let bgrx = vmm::display::PixelFormat::Bgrx;
-        assert!(scale(w, h, w as usize * 4, bgrx, &pixels[..1000]).is_none(), "rows overrun");
-        let image = scale(w, h, w as usize * 4, bgrx, &pixels).unwrap();
+        assert!(scale(w, h, w as usize * 4, bgrx, &pixels[..1000], w).is_none(), "rows overrun");
+        let whole = scale(w, h, w as usize * 4, bgrx, &pixels, w).unwrap();
+        assert_eq!((whole.width(), whole.height()), (w, h));
+        assert_eq!(whole.get_pixel(320, 240).0, [127, 127, 0, 255], "pixel for pixel");
+        let image = scale(w, h, w as usize * 4, bgrx, &pixels, MAX_WIDTH).unwrap();
         assert_eq!((image.width(), image.height()), (320, 240));
         let right = image.get_pixel(319, 0).0;
         let low = image.get_pixel(0, 239).0;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::time::{Duration, Instant};
 
-use vmm::display::{Damage, Display, FrameLayout, FrameMapping, PixelFormat, Rect};
+use vmm::display::{Damage, Display, FrameMapping, Rect};
 
 use crate::core::state::VmState;
 use crate::vmhost::client::{self, ClientError, Input, Launcher};
@@ -694,7 +694,7 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
                 // Its memory is taken whatever else is wrong: none is left for the next.
                 let memory = if new_memory { reader.take_fd().ok_or(()) } else { Err(()) };
                 let Some(display) = &display else { continue };
-                let Some(layout) = frame_layout(&layout) else {
+                let Some(layout) = layout.frame_layout() else {
                     log::warn!("the VM process sent a frame of an unknown layout {layout:?}");
                     continue;
                 };
@@ -750,30 +750,6 @@ fn read_events(mut reader: FrameReader, link: &Link) -> Option<Ending> {
             }
         }
     }
-}
-
-/// A frame layout as the VM process describes it, if it is one.
-fn frame_layout(l: &protocol::Layout) -> Option<FrameLayout> {
-    let format = [
-        PixelFormat::Bgrx,
-        PixelFormat::Bgra,
-        PixelFormat::Rgbx,
-        PixelFormat::Rgba,
-        PixelFormat::Xrgb,
-        PixelFormat::Argb,
-        PixelFormat::Xbgr,
-        PixelFormat::Abgr,
-    ]
-    .into_iter()
-    .find(|f| format!("{f:?}") == l.format)?;
-    let layout = FrameLayout {
-        width: l.width,
-        height: l.height,
-        stride: l.stride,
-        offset: l.offset,
-        format,
-    };
-    layout.bytes_needed().map(|_| layout)
 }
 
 /// The VM process, if this session started it: reaped when the session ends, so no

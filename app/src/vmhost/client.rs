@@ -58,6 +58,10 @@ pub enum ClientError {
     NoVmProgram(PathBuf),
     #[error("cannot open the VM's log {}", .0.display())]
     Log(PathBuf, #[source] std::io::Error),
+    #[error("the VM process sent a screen that cannot be shown: {0}")]
+    BadFrame(String),
+    #[error("{name} sent no picture of its screen within {}s", .seconds)]
+    NoScreen { name: String, seconds: u64 },
 }
 
 /// The program a VM process runs, next to `vessel`.
@@ -360,6 +364,47 @@ fn exchange_with(
             }
         }
     }
+}
+
+/// How long `screen` waits for the VM process to send what its screen shows.
+const SCREEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the running VM in `root` shows now, as a display of this process holding a copy
+/// of its frame mapped from the VM process (read-only, sealed); None when the guest shows
+/// nothing. The VM process sends its screen to every client that subscribes to it.
+pub fn screen(root: &Path, name: &str) -> Result<Option<vmm::Display>, ClientError> {
+    let mut stream = connect(root, name)?;
+    let _ = stream.set_read_timeout(Some(SCREEN_WITHIN));
+    let subscribe = Request::Subscribe { serial: false, display: true, debug: false };
+    protocol::send(&mut stream, &subscribe)?;
+    let deadline = std::time::Instant::now() + SCREEN_WITHIN;
+    let mut reader = super::wire::FrameReader::new(stream);
+    while std::time::Instant::now() < deadline {
+        let reply = match reader.receive::<Reply>() {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Err(ClientError::NoAnswer),
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e.into()),
+        };
+        match reply {
+            Reply::NoFrame => return Ok(None),
+            Reply::Frame { layout, new_memory: true, .. } => {
+                let bad = |e: &dyn std::fmt::Display| ClientError::BadFrame(e.to_string());
+                let memory = reader.take_fd().ok_or_else(|| bad(&"its memory did not come"))?;
+                let layout = layout.frame_layout().ok_or_else(|| bad(&"an unknown layout"))?;
+                let needs = layout.bytes_needed().unwrap_or(u64::MAX);
+                let mapped = vmm::display::FrameMapping::map(memory, needs).map_err(|e| bad(&e))?;
+                let display = vmm::Display::new().map_err(|e| bad(&e))?;
+                display.mirror_scanout(Some((Arc::new(mapped), layout))).map_err(|e| bad(&e))?;
+                return Ok(Some(display));
+            }
+            Reply::StateChanged { state: protocol::VmState::Stopped { .. } } => {
+                return Err(ClientError::NotRunning { name: name.to_string() });
+            }
+            _ => {}
+        }
+    }
+    Err(ClientError::NoScreen { name: name.to_string(), seconds: SCREEN_WITHIN.as_secs() })
 }
 
 /// Keyboard and pointer input into a VM process: what `vmm::InputSink` does in the

@@ -215,6 +215,34 @@ pub struct Layout {
     pub format: String,
 }
 
+impl Layout {
+    /// The frame layout this describes, if it is one (a known pixel format, a size whose
+    /// bytes can be counted).
+    pub fn frame_layout(&self) -> Option<vmm::display::FrameLayout> {
+        use vmm::display::PixelFormat;
+        let format = [
+            PixelFormat::Bgrx,
+            PixelFormat::Bgra,
+            PixelFormat::Rgbx,
+            PixelFormat::Rgba,
+            PixelFormat::Xrgb,
+            PixelFormat::Argb,
+            PixelFormat::Xbgr,
+            PixelFormat::Abgr,
+        ]
+        .into_iter()
+        .find(|f| format!("{f:?}") == self.format)?;
+        let layout = vmm::display::FrameLayout {
+            width: self.width,
+            height: self.height,
+            stride: self.stride,
+            offset: self.offset,
+            format,
+        };
+        layout.bytes_needed().map(|_| layout)
+    }
+}
+
 /// The VM's resource use, counters as `vmm::Usage` has them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {

@@ -15,7 +15,7 @@
 //!   <id>/vessel.toml   the configuration at that point; its disks name the frozen images
 //!   <id>/state         with memory: the machine's state ...
 //!   <id>/memory        ... and its memory (links to the suspended VM's files)
-//!   <id>/screen.png    the screen at that point, when the window took it
+//!   <id>/screen.png    the screen at that point, when the VM was running
 //! ```
 //!
 //! Every change that touches more than one file is written in the tree first (`pending`)
