@@ -131,6 +131,65 @@ fn a_discarded_state_boots_afresh() {
     let _ = std::fs::remove_dir_all(lib);
 }
 
+/// A saved state Vessel cannot take (another state format, cut short, damaged, or memory
+/// cut short) is refused by `vessel start`, which names why and `vessel discard-state`;
+/// nothing changes: the files stay as they were and the VM stays suspended. Put back, the
+/// state resumes.
+#[test]
+fn a_state_it_cannot_take_is_refused_and_nothing_changes() {
+    let lib = common::scratch("suspend-refused");
+    let _vms = common::KillsVms(lib.clone());
+    create_ticker(&lib);
+    let mut first = Started::new(&lib, "Ticker");
+    assert!(first.wait_until(Duration::from_secs(60), |s| ticks(s).len() >= 3), "{}", first.seen());
+    assert!(vessel(&lib, &["suspend", "Ticker"]).status.success());
+    let (_, seen, _) = first.finish();
+    let before = *ticks(&seen).last().unwrap();
+    let folder = lib.join("Ticker.vessel");
+    let (state, memory) = (folder.join("suspended-state"), folder.join("suspended-memory"));
+    let saved = std::fs::read(&state).unwrap();
+    let saved_memory = std::fs::read(&memory).unwrap();
+    let memory_len = saved_memory.len() as u64;
+
+    // The header: mark, format version (u32 at 8), flags, length, CRC-32; then the writer.
+    let mut other_format = saved.clone();
+    other_format[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let mut damaged = saved.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    let cases: [(&str, Vec<u8>, u64, &str); 4] = [
+        ("another format", other_format, memory_len, "in state format 1; this Vessel"),
+        ("cut short", saved[..saved.len() / 2].to_vec(), memory_len, "cut short"),
+        ("damaged", damaged, memory_len, "damaged"),
+        ("memory cut short", saved.clone(), memory_len / 2, "memory"),
+    ];
+    for (case, bytes, memory_bytes, says) in cases {
+        std::fs::write(&state, &bytes).unwrap();
+        std::fs::write(&memory, &saved_memory[..memory_bytes as usize]).unwrap();
+        let memory_then = std::fs::read(&memory).unwrap();
+        let out = vessel(&lib, &["start", "Ticker", "--detach"]);
+        let error = text(&out.stderr);
+        assert!(!out.status.success(), "{case}: started");
+        assert!(error.contains(says) && error.contains("discard-state"), "{case}: {error}");
+        assert_eq!(state_of(&lib, "Ticker"), "suspended", "{case}");
+        assert!(std::fs::read(&state).unwrap() == bytes, "{case}: the state changed");
+        assert!(std::fs::read(&memory).unwrap() == memory_then, "{case}: the memory changed");
+    }
+
+    // The state as it was saved: it resumes where it was.
+    std::fs::write(&state, &saved).unwrap();
+    std::fs::write(&memory, &saved_memory).unwrap();
+    let mut second = Started::with_keys(&lib, "Ticker");
+    let resumed = |s: &str| ticks(s).len() >= 2;
+    assert!(second.wait_until(Duration::from_secs(60), resumed), "{}", second.seen());
+    let after = ticks(&second.seen());
+    assert!(after[0] > before && after[0] <= before + 2, "{before} then {after:?}");
+    second.type_keys(b"q");
+    let (status, seen, stderr) = second.finish();
+    assert!(status.success(), "{seen}\n{stderr}");
+    let _ = std::fs::remove_dir_all(lib);
+}
+
 #[test]
 fn symlinks_in_place_of_a_suspended_state_are_no_suspended_state() {
     let lib = common::scratch("suspend-symlink");
