@@ -369,9 +369,10 @@ fn exchange_with(
 /// How long `screen` waits for the VM process to send what its screen shows.
 const SCREEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What the running VM in `root` shows now, as a display of this process holding a copy
-/// of its frame mapped from the VM process (read-only, sealed); None when the guest shows
-/// nothing. The VM process sends its screen to every client that subscribes to it.
+/// What the running VM in `root` shows now: a display of this process onto the VM
+/// process's frame memory (mapped read-only, sealed against shrinking, so the guest may
+/// draw on while it is read); None when the guest shows nothing. The VM process sends its
+/// screen to every client that subscribes to it.
 pub fn screen(root: &Path, name: &str) -> Result<Option<vmm::Display>, ClientError> {
     let mut stream = connect(root, name)?;
     let _ = stream.set_read_timeout(Some(SCREEN_WITHIN));
