@@ -242,8 +242,8 @@ fn disk_is(lib: &Path, name: &str, raw: &Path) {
     assert!(compare.status.success(), "qemu-img compare: {}", text(&compare.stdout));
 }
 
-/// Reverts to `snap` and starts the VM: it goes on from `point` (count, memory, disk,
-/// timer, typed line, screen). Returns the run, still going.
+/// Reverts to `snap` and starts the VM: it goes on from `point` (disk, count, memory,
+/// timer, typed line). Returns the run, still going.
 fn revert_and_resume(lib: &Path, name: &str, snap: &str, point: &Point) -> Started {
     let out = vessel(lib, &["snapshot", "revert", name, snap]);
     assert!(out.status.success(), "revert: {}", text(&out.stderr));

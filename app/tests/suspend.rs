@@ -161,7 +161,7 @@ fn a_state_it_cannot_take_is_refused_and_nothing_changes() {
         ("another format", other_format, memory_len, "in state format 1; this Vessel"),
         ("cut short", saved[..saved.len() / 2].to_vec(), memory_len, "cut short"),
         ("damaged", damaged, memory_len, "damaged"),
-        ("memory cut short", saved.clone(), memory_len / 2, "memory"),
+        ("memory cut short", saved.clone(), memory_len / 2, "the memory file is"),
     ];
     for (case, bytes, memory_bytes, says) in cases {
         std::fs::write(&state, &bytes).unwrap();

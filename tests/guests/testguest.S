@@ -19,8 +19,9 @@
  * disk; install.c), ps2 and ps2-mouse (the PS/2 keyboard's and mouse's bytes; ps2.c),
  * journal (ticks kept in memory and on the disk, for snapshots) and snapbench (256 MiB
  * touched, then debug-port beats; journal.c), snapshot (memory, disk, screen, timer and a
- * serial line busy at once; snapshot.c, with virtio.c's driver), migrate, migrate-100, migrate-idle and
- * migrate-storm (memory, disk and clock busy, for live migration; migrate.c).
+ * serial line busy at once; snapshot.c, with virtio.c's driver), migrate, migrate-100,
+ * migrate-idle and migrate-storm (memory, disk and clock busy, for live migration;
+ * migrate.c).
  *
  * Debug-port milestones (port 0xE9): 1 first instruction, 2 long mode and tables ready,
  * 3 first ring-3 instruction, 4 about to power off.
