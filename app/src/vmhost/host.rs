@@ -7,7 +7,8 @@
 //! Threads: this one owns the `MachineHandle` (a control request waits for it at most
 //! `POLL`); each client has a reader (input goes straight to the machine's `InputSink`,
 //! which never blocks), a writer (a bounded queue: a client that stops reading is dropped,
-//! never waited for) and, if it watches the display, a publisher of frames.
+//! never waited for; the guest's serial output waits for it gathered, up to 1 MiB) and,
+//! if it watches the display, a publisher of frames.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -42,16 +43,38 @@ const CLIENT_QUEUE: usize = 1024;
 const SERIAL_BACKLOG: usize = 64 * 1024;
 /// Serial output a message carries at most (its JSON stays far below `MAX_FRAME`).
 const SERIAL_PIECE: usize = 16 * 1024;
+/// Serial output that may wait for one client; a client this far behind is dropped.
+const SERIAL_WAITING: usize = 1 << 20;
 /// How long the publisher waits for a change before looking at the pointer mode again.
 const PUBLISH_IDLE: Duration = Duration::from_millis(100);
 
 /// What the process ends with: its exit status, as `vessel run`'s.
 pub type ExitCode = i32;
 
-/// A message for one client, with the descriptor it carries.
-struct Outgoing {
-    reply: Reply,
-    fd: Option<OwnedFd>,
+/// A message for one client.
+enum Outgoing {
+    /// A reply, with the descriptor it carries.
+    Reply { reply: Reply, fd: Option<OwnedFd> },
+    /// The serial output waiting for the client (`Client::serial_waiting`), all of it as
+    /// it is when this is sent.
+    Serial,
+}
+
+impl Outgoing {
+    fn reply(reply: Reply) -> Self {
+        Outgoing::Reply { reply, fd: None }
+    }
+}
+
+/// The guest's serial output waiting for one client. The guest writes a byte at a time:
+/// what comes while a client's last piece waits in its queue joins that piece, so a client
+/// that reads slowly for a moment gets fewer, larger messages instead of being dropped
+/// when a thousand single bytes fill its queue.
+#[derive(Default)]
+struct SerialWaiting {
+    bytes: Vec<u8>,
+    /// An `Outgoing::Serial` is in the client's queue.
+    queued: bool,
 }
 
 /// A client's queue, and what it asked to hear.
@@ -68,6 +91,8 @@ struct Client {
     leash: Arc<Leash>,
     /// Disconnects when the client's writer ended (everything queued was sent).
     ended: Receiver<()>,
+    /// Its serial output not sent yet.
+    serial_waiting: Arc<Mutex<SerialWaiting>>,
 }
 
 /// Whether a client is gone, and its socket to let go of one that lags.
@@ -132,21 +157,52 @@ impl Shared {
             if !to(c) {
                 return !c.leash.is_gone();
             }
-            match c.queue.try_send(Outgoing { reply: reply.clone(), fd: None }) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    c.leash.let_go();
-                    false
-                }
-                Err(TrySendError::Disconnected(_)) => false,
+            c.queue_or_let_go(Outgoing::reply(reply.clone()))
+        });
+    }
+
+    /// The guest's serial output `bytes`, for every client that hears it.
+    fn broadcast_serial(&self, bytes: &[u8]) {
+        let mut clients = lock(&self.clients);
+        clients.retain(|c| {
+            if !c.serial {
+                return !c.leash.is_gone();
             }
+            let mut waiting = lock(&c.serial_waiting);
+            if waiting.bytes.len() + bytes.len() > SERIAL_WAITING {
+                drop(waiting);
+                c.leash.let_go();
+                return false;
+            }
+            waiting.bytes.extend_from_slice(bytes);
+            if waiting.queued {
+                return true;
+            }
+            waiting.queued = true;
+            drop(waiting);
+            c.queue_or_let_go(Outgoing::Serial)
         });
     }
 
     fn reply_to(&self, id: u64, reply: Reply) {
         let clients = lock(&self.clients);
         if let Some(c) = clients.iter().find(|c| c.id == id) {
-            let _ = c.queue.try_send(Outgoing { reply, fd: None });
+            let _ = c.queue.try_send(Outgoing::reply(reply));
+        }
+    }
+}
+
+impl Client {
+    /// Queues `message`; a client whose queue is full stopped reading and is let go. False
+    /// when the client is gone.
+    fn queue_or_let_go(&self, message: Outgoing) -> bool {
+        match self.queue.try_send(message) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.leash.let_go();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 }
@@ -711,10 +767,7 @@ fn serve_machine(
                     let excess = backlog.len().saturating_sub(SERIAL_BACKLOG);
                     backlog.drain(..excess);
                 }
-                // In pieces well inside a frame's limit (JSON spells a byte in up to 4).
-                for piece in bytes.chunks(SERIAL_PIECE) {
-                    shared.broadcast(|c| c.serial, &Reply::Serial { bytes: piece.to_vec() });
-                }
+                shared.broadcast_serial(&bytes);
             }
             Ok(Event::Warning(text)) => shared.broadcast(|c| c.events, &Reply::Warning { text }),
             Ok(Event::DebugMarker { code, since_build }) => {
@@ -992,6 +1045,8 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
     let leash = Arc::new(Leash { gone: AtomicBool::new(false), socket });
     let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
     let writer_leash = leash.clone();
+    let serial_waiting = Arc::new(Mutex::new(SerialWaiting::default()));
+    let writer_waiting = serial_waiting.clone();
     let hello = Hello::ours(Some(shared.bundle.clone()));
     let writer = std::thread::Builder::new().name("vessel-client-out".into()).spawn(move || {
         vmm::seccomp::confine_this_thread(ThreadKind::Control);
@@ -1001,8 +1056,24 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
             writer_leash.mark_gone();
             return;
         }
-        while let Ok(Outgoing { reply, fd }) = outgoing.recv() {
-            if wire::send_with_fd(&mut write_half, &reply, fd.as_ref()).is_err() {
+        while let Ok(message) = outgoing.recv() {
+            let sent = match message {
+                Outgoing::Reply { reply, fd } => {
+                    wire::send_with_fd(&mut write_half, &reply, fd.as_ref())
+                }
+                Outgoing::Serial => {
+                    let bytes = {
+                        let mut waiting = lock(&writer_waiting);
+                        waiting.queued = false;
+                        std::mem::take(&mut waiting.bytes)
+                    };
+                    // In pieces well inside a frame's limit (JSON spells a byte in up to 4).
+                    bytes.chunks(SERIAL_PIECE).try_for_each(|piece| {
+                        protocol::send(&mut write_half, &Reply::Serial { bytes: piece.to_vec() })
+                    })
+                }
+            };
+            if sent.is_err() {
                 break;
             }
         }
@@ -1022,6 +1093,7 @@ fn serve_client(shared: &Arc<Shared>, stream: UnixStream, events: bool) {
         display: false,
         leash: leash.clone(),
         ended,
+        serial_waiting,
     });
     let reader_shared = shared.clone();
     let spawned = std::thread::Builder::new().name("vessel-client-in".into()).spawn(move || {
@@ -1173,7 +1245,7 @@ fn subscribe(shared: &Shared, id: u64, serial: bool, debug: bool) {
         }
     }
     for reply in first {
-        let _ = client.queue.try_send(Outgoing { reply, fd: None });
+        let _ = client.queue.try_send(Outgoing::reply(reply));
     }
     client.events = true;
     client.serial |= serial;
@@ -1188,14 +1260,15 @@ fn publish(display: &Display, input: &InputSink, queue: &SyncSender<Outgoing>, l
     let mut cursor_image = u64::MAX;
     let mut cursor_at = None;
     let mut absolute = None;
-    let send = |reply: Reply, fd: Option<OwnedFd>| match queue.try_send(Outgoing { reply, fd }) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            leash.let_go();
-            false
-        }
-        Err(TrySendError::Disconnected(_)) => false,
-    };
+    let send =
+        |reply: Reply, fd: Option<OwnedFd>| match queue.try_send(Outgoing::Reply { reply, fd }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                leash.let_go();
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        };
     while !leash.is_gone() {
         changes = display.wait_for_any_change(changes, PUBLISH_IDLE);
         match display.export(since, scanout) {
@@ -1285,6 +1358,75 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            clients: Mutex::new(Vec::new()),
+            state: Mutex::new(VmState::Running),
+            machine: Mutex::new(None),
+            serial: Mutex::new(VecDeque::new()),
+            control: Mutex::new(None),
+            io: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+            bundle: PathBuf::from("/nowhere"),
+            cancel_migration: Mutex::new(None),
+            unconfirmed: AtomicBool::new(false),
+        })
+    }
+
+    /// A client served by `shared`, greeted and subscribed to the serial output; its end.
+    fn serial_client(shared: &Arc<Shared>) -> UnixStream {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        serve_client(shared, theirs, false);
+        let _: Hello = protocol::receive(&mut ours).unwrap().unwrap();
+        protocol::send(&mut ours, &Hello::ours(None)).unwrap();
+        let id = lock(&shared.clients).last().unwrap().id;
+        subscribe(shared, id, true, false);
+        ours
+    }
+
+    /// Serial bytes the client reads until it has `want` of them; and in how many messages.
+    fn read_serial(stream: &mut UnixStream, want: usize) -> (Vec<u8>, usize) {
+        let (mut bytes, mut messages) = (Vec::new(), 0);
+        while bytes.len() < want {
+            let reply = protocol::receive::<Reply>(stream).unwrap().expect("the client is served");
+            if let Reply::Serial { bytes: piece } = reply {
+                bytes.extend(piece);
+                messages += 1;
+            }
+        }
+        (bytes, messages)
+    }
+
+    #[test]
+    fn serial_output_waits_for_a_slow_client_in_larger_pieces_up_to_a_bound() {
+        let shared = shared();
+        let mut slow = serial_client(&shared);
+        // The guest writes a byte at a time, far more bytes than the client's queue holds
+        // messages, while the client reads nothing: it is kept, and what waits for it joins.
+        let written: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for byte in &written {
+            shared.broadcast_serial(std::slice::from_ref(byte));
+        }
+        assert_eq!(lock(&shared.clients).len(), 1, "the slow client was dropped");
+        let (read, messages) = read_serial(&mut slow, written.len());
+        assert!(read == written, "every byte, in order");
+        assert!(messages < written.len() / 4, "{messages} messages for {} bytes", written.len());
+
+        drop(slow);
+
+        // A client that reads nothing while more than SERIAL_WAITING comes is let go: it
+        // sees its end after what was sent.
+        let shared = self::shared();
+        let mut stalled = serial_client(&shared);
+        let line = vec![b'x'; 4096];
+        for _ in 0..SERIAL_WAITING * 2 / line.len() {
+            shared.broadcast_serial(&line);
+        }
+        assert!(lock(&shared.clients).is_empty(), "the stalled client is kept");
+        let _ = stalled.set_read_timeout(Some(Duration::from_secs(10)));
+        while let Ok(Some(_)) = protocol::receive::<Reply>(&mut stalled) {}
+    }
 
     #[test]
     fn resident_memory_adds_up_by_kind() {
