@@ -141,6 +141,19 @@ static inline void report(const char *label, u64 value)
     g_newline();
 }
 
+/* "LABEL w0 w1 ...\n": `label` (its own trailing space included), then `n` words in hex
+ * separated by spaces (the journal, migrate and snapshot guests' tick lines). */
+static inline void report_words(const char *label, const u64 *words, int n)
+{
+    g_puts(label);
+    for (int i = 0; i < n; i++) {
+        if (i)
+            g_puts(" ");
+        g_put_hex(words[i]);
+    }
+    g_newline();
+}
+
 /* The first 8 bytes of `p` as a number in disk order (as the assembly tests print). */
 static inline u64 first8(const void *p)
 {

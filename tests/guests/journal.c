@@ -34,13 +34,7 @@ void journal_main(void)
             report("JOURNAL FAIL ", status);
             g_power_off();
         }
-        g_puts("JOURNAL ");
-        g_put_hex(tick);
-        g_puts(" ");
-        g_put_hex(boot);
-        g_puts(" ");
-        g_put_hex(sum);
-        g_newline();
+        report_words("JOURNAL ", (u64[]){tick, boot, sum}, 3);
         u64 start = rdtsc();
         while (rdtsc() - start < 20000000) {
             if ((inb(0x3f8 + 5) & 1) && inb(0x3f8) == 'q')

@@ -121,19 +121,8 @@ static void run(u64 pages_per_tick)
             report("MIGRATE FAIL ", status);
             g_power_off();
         }
-        g_puts("MIGRATE ");
-        g_put_hex(tick);
-        g_puts(" ");
-        g_put_hex(boot);
-        g_puts(" ");
-        g_put_hex(sum);
-        g_puts(" ");
-        g_put_hex(largest);
-        g_puts(" ");
-        g_put_hex(rdtsc());
-        g_puts(" ");
-        g_put_hex(whole_second);
-        g_newline();
+        u64 line[] = {tick, boot, sum, largest, rdtsc(), whole_second};
+        report_words("MIGRATE ", line, 6);
         largest = 0;
         last = rdtsc();
     }

@@ -164,16 +164,6 @@ void snapshot_main(void)
         for (u32 y = 0; y < SCREEN_H; y++)
             screen[y * SCREEN_W + x] = 0x800000u | (u32)(tick & 0xffff);
         gpu_show(x, 0, 1, SCREEN_H);
-        g_puts("SNAP ");
-        g_put_hex(tick);
-        g_puts(" ");
-        g_put_hex(boot);
-        g_puts(" ");
-        g_put_hex(sum);
-        g_puts(" ");
-        g_put_hex(pending);
-        g_puts(" ");
-        g_put_hex(writes);
-        g_newline();
+        report_words("SNAP ", (u64[]){tick, boot, sum, pending, writes}, 5);
     }
 }

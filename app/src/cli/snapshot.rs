@@ -38,10 +38,9 @@ fn snapshot_json(snapshot: &Snapshot) -> serde_json::Value {
     serde_json::to_value(snapshot).unwrap_or_default()
 }
 
-/// A picture of the running VM `name`'s screen, a thumbnail's size, as PNG.
-fn thumbnail(lib: &Library, name: &str) -> Option<Vec<u8>> {
-    let bundle = lib.find(name).ok()?;
-    let display = client::screen(bundle.root(), name).ok()??;
+/// A picture of the screen of the running VM `name` in `root`, a thumbnail's size, as PNG.
+fn thumbnail(root: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let display = client::screen(root, name).ok()??;
     crate::core::screenshot::png(&crate::core::screenshot::capture(&display)?)
 }
 
@@ -52,10 +51,11 @@ pub fn take(
     description: &str,
     json: bool,
 ) -> anyhow::Result<()> {
-    let was_running = running(lib, name)?;
+    let bundle = lib.find(name)?;
+    let was_running = bundle.running()?.is_some();
     // A running VM's snapshot keeps a picture of its screen, as the window's does (none if
     // the screen cannot be had: the snapshot matters more than its picture).
-    let picture = if was_running { thumbnail(lib, name) } else { None };
+    let picture = if was_running { thumbnail(bundle.root(), name) } else { None };
     if was_running {
         super::verbs::save_state(lib, name, json)
             .with_context(|| format!("cannot save {name}'s running state for the snapshot"))?;

@@ -146,6 +146,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// A VM process's shared state, starting, for the VM in `bundle`.
+    fn new(bundle: PathBuf) -> Arc<Shared> {
+        Arc::new(Shared {
+            clients: Mutex::new(Vec::new()),
+            state: Mutex::new(VmState::Starting),
+            machine: Mutex::new(None),
+            serial: Mutex::new(VecDeque::new()),
+            control: Mutex::new(None),
+            io: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+            bundle,
+            cancel_migration: Mutex::new(None),
+            unconfirmed: AtomicBool::new(false),
+        })
+    }
+
     fn set_state(&self, state: VmState) {
         *lock(&self.state) = state.clone();
         self.broadcast(|c| c.events, &Reply::StateChanged { state });
@@ -161,9 +177,17 @@ impl Shared {
         });
     }
 
-    /// The guest's serial output `bytes`, for every client that hears it.
+    /// The guest's serial output `bytes`: kept for clients that subscribe later, and for
+    /// every client that hears it. Under the clients' lock, as `subscribe` reads what was
+    /// kept: a client subscribing meanwhile gets these bytes once, not twice.
     fn broadcast_serial(&self, bytes: &[u8]) {
         let mut clients = lock(&self.clients);
+        {
+            let mut backlog = lock(&self.serial);
+            backlog.extend(bytes);
+            let excess = backlog.len().saturating_sub(SERIAL_BACKLOG);
+            backlog.drain(..excess);
+        }
         clients.retain(|c| {
             if !c.serial {
                 return !c.leash.is_gone();
@@ -254,18 +278,7 @@ pub fn run(
     sandboxed: bool,
     incoming: Option<std::fs::File>,
 ) -> ExitCode {
-    let shared = Arc::new(Shared {
-        clients: Mutex::new(Vec::new()),
-        state: Mutex::new(VmState::Starting),
-        machine: Mutex::new(None),
-        serial: Mutex::new(VecDeque::new()),
-        control: Mutex::new(None),
-        io: OnceLock::new(),
-        next_id: AtomicU64::new(1),
-        bundle: paths::canonical(root).unwrap_or_else(|_| root.to_path_buf()),
-        cancel_migration: Mutex::new(None),
-        unconfirmed: AtomicBool::new(false),
-    });
+    let shared = Shared::new(paths::canonical(root).unwrap_or_else(|_| root.to_path_buf()));
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     *lock(&shared.control) = Some(control_tx);
     // Still one thread: everything that needs the world outside the sandbox happens now.
@@ -760,15 +773,7 @@ fn serve_machine(
                 shared.set_state(VmState::Stopped { kind, reason });
                 return code;
             }
-            Ok(Event::Serial(bytes)) => {
-                {
-                    let mut backlog = lock(&shared.serial);
-                    backlog.extend(&bytes);
-                    let excess = backlog.len().saturating_sub(SERIAL_BACKLOG);
-                    backlog.drain(..excess);
-                }
-                shared.broadcast_serial(&bytes);
-            }
+            Ok(Event::Serial(bytes)) => shared.broadcast_serial(&bytes),
             Ok(Event::Warning(text)) => shared.broadcast(|c| c.events, &Reply::Warning { text }),
             Ok(Event::DebugMarker { code, since_build }) => {
                 // The marker's time on the clock every process shares.
@@ -1360,18 +1365,7 @@ mod tests {
     use super::*;
 
     fn shared() -> Arc<Shared> {
-        Arc::new(Shared {
-            clients: Mutex::new(Vec::new()),
-            state: Mutex::new(VmState::Running),
-            machine: Mutex::new(None),
-            serial: Mutex::new(VecDeque::new()),
-            control: Mutex::new(None),
-            io: OnceLock::new(),
-            next_id: AtomicU64::new(1),
-            bundle: PathBuf::from("/nowhere"),
-            cancel_migration: Mutex::new(None),
-            unconfirmed: AtomicBool::new(false),
-        })
+        Shared::new(PathBuf::from("/nowhere"))
     }
 
     /// A client served by `shared`, greeted and subscribed to the serial output; its end.

@@ -216,10 +216,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The frame layout this describes, if it is one (a known pixel format, a size whose
-    /// bytes can be counted).
+    /// The frame layout this describes, if it is one (a known pixel format, at most
+    /// `MAX_SCANOUT` on a side as every display of a machine is, a size whose bytes can be
+    /// counted). A VM process that says more is not believed: its window or `vessel
+    /// screenshot` would make a picture that size.
     pub fn frame_layout(&self) -> Option<vmm::display::FrameLayout> {
+        use vmm::devices::virtio::gpu::MAX_SCANOUT;
         use vmm::display::PixelFormat;
+        if self.width > MAX_SCANOUT || self.height > MAX_SCANOUT {
+            return None;
+        }
         let format = [
             PixelFormat::Bgrx,
             PixelFormat::Bgra,
@@ -469,6 +475,23 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("protocol 0 (Vessel 0.0.9)"), "{text}");
         assert!(text.contains(&format!("this Vessel {PROTOCOL_VERSION}")), "{text}");
+    }
+
+    #[test]
+    fn a_frame_layout_is_believed_only_within_a_machine_s_displays() {
+        let layout = |width, height, format: &str| Layout {
+            width,
+            height,
+            stride: width as usize * 4,
+            offset: 0,
+            format: format.into(),
+        };
+        let fits = layout(8192, 8192, "Bgrx").frame_layout().expect("the largest display");
+        assert_eq!((fits.width, fits.height), (8192, 8192));
+        assert!(layout(1920, 1080, "Xrgb").frame_layout().is_some());
+        assert!(layout(16384, 16384, "Bgrx").frame_layout().is_none(), "wider than any display");
+        assert!(layout(1024, 8193, "Bgrx").frame_layout().is_none(), "taller");
+        assert!(layout(640, 480, "Yuv").frame_layout().is_none(), "an unknown format");
     }
 
     #[test]
